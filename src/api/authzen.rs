@@ -1,0 +1,256 @@
+//! OpenID AuthZEN Authorization API 1.0: the access evaluation endpoint, its
+//! batch form, and the PDP metadata document.
+//!
+//! The response `context` carries `reasons` (the `@id` of each determining
+//! policy), `errors`, `policy_version` and a one-line `summary`; a batch item
+//! that was malformed on its own is a deny whose context also holds
+//! `error: {status, code, message, field}`.
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::error::{decode, decode_value};
+use super::{ApiError, Explanation, FieldNames, json};
+use crate::engine::{Decision, DecisionRequest, Engine, EntityRef};
+
+const NAMES: FieldNames = FieldNames {
+    principal: "subject",
+    principal_properties: "subject.properties",
+    resource: "resource",
+    resource_properties: "resource.properties",
+    context: "context",
+    entities: "entities",
+};
+
+#[derive(Deserialize)]
+struct Entity {
+    #[serde(rename = "type")]
+    type_name: String,
+    id: String,
+    #[serde(default)]
+    properties: Option<Map<String, Value>>,
+}
+
+#[derive(Deserialize)]
+struct Action {
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct Evaluation {
+    subject: Entity,
+    action: Action,
+    resource: Entity,
+    #[serde(default)]
+    context: Option<Value>,
+}
+
+/// A batch item, or the batch's defaults: every part optional.
+#[derive(Deserialize, Default)]
+struct Partial {
+    #[serde(default)]
+    subject: Option<Entity>,
+    #[serde(default)]
+    action: Option<Action>,
+    #[serde(default)]
+    resource: Option<Entity>,
+    #[serde(default)]
+    context: Option<Value>,
+}
+
+#[derive(Deserialize, Clone, Copy, Default, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+enum Semantic {
+    #[default]
+    ExecuteAll,
+    DenyOnFirstDeny,
+    PermitOnFirstPermit,
+}
+
+#[derive(Deserialize, Default)]
+struct Options {
+    #[serde(default)]
+    evaluations_semantic: Semantic,
+}
+
+#[derive(Deserialize)]
+struct Batch {
+    #[serde(flatten)]
+    defaults: Partial,
+    #[serde(default)]
+    evaluations: Option<Vec<Value>>,
+    #[serde(default)]
+    options: Option<Options>,
+}
+
+#[derive(Serialize)]
+struct Answer<'a> {
+    decision: bool,
+    context: AnswerContext<'a>,
+}
+
+#[derive(Serialize)]
+struct AnswerContext<'a> {
+    #[serde(flatten)]
+    explanation: Explanation<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<ItemError>,
+}
+
+#[derive(Serialize)]
+struct ItemError {
+    status: u16,
+    code: &'static str,
+    message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<String>,
+}
+
+impl<'a> Answer<'a> {
+    fn of(decision: &'a Decision, error: Option<ItemError>) -> Self {
+        Self {
+            decision: decision.allowed(),
+            context: AnswerContext {
+                explanation: Explanation::of(decision),
+                error,
+            },
+        }
+    }
+}
+
+fn entity_ref(entity: &Entity) -> EntityRef<'_> {
+    EntityRef {
+        type_name: &entity.type_name,
+        id: &entity.id,
+        properties: entity.properties.as_ref(),
+    }
+}
+
+fn request<'a>(subject: &'a Entity, action: &'a Action, resource: &'a Entity, context: Option<&'a Value>) -> DecisionRequest<'a> {
+    DecisionRequest {
+        principal: entity_ref(subject),
+        action: &action.name,
+        resource: entity_ref(resource),
+        context,
+        entities: &[],
+    }
+}
+
+/// `POST /access/v1/evaluation`
+pub(super) async fn evaluation(engine: &Engine, body: &Bytes) -> Result<Response<Full<Bytes>>, ApiError> {
+    let evaluation: Evaluation = decode(body)?;
+    let request = request(&evaluation.subject, &evaluation.action, &evaluation.resource, evaluation.context.as_ref());
+    let decision = engine.decide(&request).await.map_err(|e| NAMES.refuse(e, ""))?;
+    Ok(json(StatusCode::OK, &Answer::of(&decision, None)))
+}
+
+/// `POST /access/v1/evaluations`: top-level defaults, items that override
+/// them, and the three `evaluations_semantic`s. Without `evaluations`, the
+/// request is a single evaluation.
+pub(super) async fn evaluations(engine: &Engine, body: &Bytes, max_items: usize) -> Result<Response<Full<Bytes>>, ApiError> {
+    let batch: Batch = decode(body)?;
+    let semantic = batch.options.unwrap_or_default().evaluations_semantic;
+    let defaults = batch.defaults;
+    let items = match batch.evaluations {
+        Some(items) if !items.is_empty() => items,
+        _ => {
+            let (Some(subject), Some(action), Some(resource)) = (&defaults.subject, &defaults.action, &defaults.resource) else {
+                return Err(missing_part(defaults.subject.is_some(), defaults.action.is_some(), ""));
+            };
+            let request = request(subject, action, resource, defaults.context.as_ref());
+            let decision = engine.decide(&request).await.map_err(|e| NAMES.refuse(e, ""))?;
+            return Ok(json(StatusCode::OK, &Answer::of(&decision, None)));
+        }
+    };
+    if items.len() > max_items {
+        return Err(ApiError::BatchTooLarge {
+            field: "evaluations",
+            count: items.len(),
+            limit: max_items,
+        });
+    }
+
+    let mut decisions: Vec<(Decision, Option<ItemError>)> = Vec::with_capacity(items.len());
+    for (index, item) in items.iter().enumerate() {
+        let prefix = format!("evaluations[{index}]");
+        let (decision, error) = match decide_item(engine, &defaults, item, &prefix).await {
+            Ok(decision) => (decision, None),
+            Err(error) => {
+                let version = engine.policies().current().version().clone();
+                let decision = Decision::refused(error.code(), error.to_string(), version);
+                let item_error = ItemError {
+                    status: error.status().as_u16(),
+                    code: error.code(),
+                    message: error.to_string(),
+                    field: error.field().map(str::to_owned),
+                };
+                (decision, Some(item_error))
+            }
+        };
+        let stop = match semantic {
+            Semantic::ExecuteAll => false,
+            Semantic::DenyOnFirstDeny => !decision.allowed(),
+            Semantic::PermitOnFirstPermit => decision.allowed(),
+        };
+        decisions.push((decision, error));
+        if stop {
+            break;
+        }
+    }
+    let answers: Vec<Answer<'_>> = decisions
+        .iter_mut()
+        .map(|(decision, error)| Answer::of(decision, error.take()))
+        .collect();
+    Ok(json(StatusCode::OK, &serde_json::json!({ "evaluations": answers })))
+}
+
+async fn decide_item(engine: &Engine, defaults: &Partial, item: &Value, prefix: &str) -> Result<Decision, ApiError> {
+    let item: Partial = decode_value(item, prefix)?;
+    let subject = item.subject.as_ref().or(defaults.subject.as_ref());
+    let action = item.action.as_ref().or(defaults.action.as_ref());
+    let resource = item.resource.as_ref().or(defaults.resource.as_ref());
+    let context = item.context.as_ref().or(defaults.context.as_ref());
+    let (Some(subject), Some(action), Some(resource)) = (subject, action, resource) else {
+        return Err(missing_part(subject.is_some(), action.is_some(), prefix));
+    };
+    let request = request(subject, action, resource, context);
+    engine.decide(&request).await.map_err(|e| NAMES.refuse(e, prefix))
+}
+
+/// Names the first of subject, action, resource that neither the item nor the defaults gave.
+fn missing_part(has_subject: bool, has_action: bool, prefix: &str) -> ApiError {
+    let missing = if !has_subject {
+        "subject"
+    } else if !has_action {
+        "action"
+    } else {
+        "resource"
+    };
+    let field = if prefix.is_empty() { missing.to_owned() } else { format!("{prefix}.{missing}") };
+    ApiError::InvalidBody {
+        message: format!("`{field}`: missing, and no default given at the top level"),
+        field,
+    }
+}
+
+/// `GET /.well-known/authzen-configuration`
+pub(super) fn metadata<B>(request: &Request<B>, scheme: &str) -> Response<Full<Bytes>> {
+    let host = request
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| request.uri().authority().map(|a| a.as_str()))
+        .unwrap_or("localhost");
+    let base = format!("{scheme}://{host}");
+    json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "policy_decision_point": base,
+            "access_evaluation_endpoint": format!("{base}/access/v1/evaluation"),
+            "access_evaluations_endpoint": format!("{base}/access/v1/evaluations"),
+        }),
+    )
+}

@@ -1,0 +1,180 @@
+//! The one table from an API error to its HTTP status and its
+//! `{"error":{"code","message","field"}}` body.
+
+use http::StatusCode;
+use serde::Serialize;
+
+/// A request the API refuses before or instead of deciding it.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ApiError {
+    /// The body is not the JSON the endpoint expects; names the field.
+    #[error("{message}")]
+    InvalidBody {
+        /// dotted path of the field at fault (`subject.id`), or empty for the body
+        field: String,
+        /// what is wrong
+        message: String,
+    },
+    /// The decoded request is malformed for the schema (context, properties, entities).
+    #[error("{message}")]
+    InvalidRequest {
+        /// dotted path of the field at fault
+        field: String,
+        /// stable code from the engine
+        code: &'static str,
+        /// what is wrong
+        message: String,
+    },
+    /// The body is larger than `server.max_body_bytes`.
+    #[error("request body exceeds the limit of {limit} bytes")]
+    BodyTooLarge {
+        /// the limit
+        limit: usize,
+    },
+    /// A batch holds more items than `server.max_batch_items`.
+    #[error("`{field}` holds {count} items, more than the limit of {limit}")]
+    BatchTooLarge {
+        /// `evaluations` or `requests`
+        field: &'static str,
+        /// how many were sent
+        count: usize,
+        /// the limit
+        limit: usize,
+    },
+    /// The body could not be read from the connection.
+    #[error("cannot read the request body: {0}")]
+    BodyRead(String),
+    /// No such endpoint.
+    #[error("no endpoint at `{0}`")]
+    NotFound(String),
+    /// The endpoint exists but not for this method.
+    #[error("method `{method}` is not allowed on `{path}`; use {allowed}")]
+    MethodNotAllowed {
+        /// the method sent
+        method: String,
+        /// the path
+        path: String,
+        /// the method to use
+        allowed: &'static str,
+    },
+}
+
+impl ApiError {
+    /// The HTTP status this error is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::InvalidBody { .. } | Self::InvalidRequest { .. } | Self::BatchTooLarge { .. } | Self::BodyRead(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+        }
+    }
+
+    /// Stable, snake_case.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidBody { .. } => "invalid_body",
+            Self::InvalidRequest { code, .. } => code,
+            Self::BodyTooLarge { .. } => "body_too_large",
+            Self::BatchTooLarge { .. } => "batch_too_large",
+            Self::BodyRead(_) => "body_unreadable",
+            Self::NotFound(_) => "not_found",
+            Self::MethodNotAllowed { .. } => "method_not_allowed",
+        }
+    }
+
+    /// The field at fault, when there is one.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            Self::InvalidBody { field, .. } | Self::InvalidRequest { field, .. } => {
+                Some(field.as_str()).filter(|f| !f.is_empty())
+            }
+            Self::BatchTooLarge { field, .. } => Some(field),
+            _ => None,
+        }
+    }
+
+    /// The wire form of this error.
+    pub fn body(&self) -> ErrorBody<'_> {
+        ErrorBody {
+            error: ErrorDetail {
+                code: self.code(),
+                message: self.to_string(),
+                field: self.field(),
+            },
+        }
+    }
+}
+
+/// `{"error": {...}}`
+#[derive(Debug, Serialize)]
+pub struct ErrorBody<'a> {
+    /// the error
+    pub error: ErrorDetail<'a>,
+}
+
+/// `{"code","message","field"?}`
+#[derive(Debug, Serialize)]
+pub struct ErrorDetail<'a> {
+    /// stable, snake_case
+    pub code: &'static str,
+    /// for a person; names the field
+    pub message: String,
+    /// dotted path of the field at fault
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<&'a str>,
+}
+
+/// Decodes a body into `T`, naming the field at fault on error.
+///
+/// # Errors
+/// [`ApiError::InvalidBody`] with the dotted path of the field.
+pub fn decode<'de, T: serde::Deserialize<'de>>(body: &'de [u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| invalid_body(&e, ""))?;
+    de.end().map_err(|e| ApiError::InvalidBody {
+        field: String::new(),
+        message: format!("invalid JSON: {e}"),
+    })?;
+    Ok(value)
+}
+
+/// Decodes an already-parsed JSON value (a batch item) into `T`; fields are
+/// named under `prefix` (`evaluations[2]`).
+///
+/// # Errors
+/// [`ApiError::InvalidBody`] with the dotted path of the field.
+pub fn decode_value<'de, T: serde::Deserialize<'de>>(
+    value: &'de serde_json::Value,
+    prefix: &str,
+) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(value).map_err(|e| invalid_body(&e, prefix))
+}
+
+fn invalid_body<E: std::fmt::Display>(e: &serde_path_to_error::Error<E>, prefix: &str) -> ApiError {
+    let inner = e.inner().to_string();
+    let mut field = prefix.to_owned();
+    let path = e.path().to_string();
+    if path != "." {
+        join(&mut field, &path);
+    }
+    // serde reports a missing field at its parent's path; name the field itself.
+    if let Some(missing) = inner.strip_prefix("missing field `").and_then(|r| r.split('`').next()) {
+        join(&mut field, missing);
+    }
+    let message = if field.is_empty() {
+        format!("invalid JSON: {inner}")
+    } else {
+        format!("`{field}`: {inner}")
+    };
+    ApiError::InvalidBody { field, message }
+}
+
+fn join(path: &mut String, segment: &str) {
+    if !path.is_empty() && !segment.starts_with('[') {
+        path.push('.');
+    }
+    path.push_str(segment);
+}

@@ -1,0 +1,241 @@
+//! The HTTP interfaces: route a request, decode its wire format into a
+//! [`DecisionRequest`](crate::engine::DecisionRequest), encode the
+//! [`Decision`] back. One file per wire format; `error.rs` is the one map
+//! from error to status.
+//!
+//! Knows HTTP, never sockets or TLS.
+
+mod authzen;
+mod error;
+mod native;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use serde::Serialize;
+
+pub use error::ApiError;
+
+use crate::engine::{Decision, DecisionError, Engine, Field, RequestError};
+
+/// Limits the API enforces on each request.
+#[derive(Debug, Clone, Copy)]
+pub struct ApiLimits {
+    /// largest body accepted, bytes
+    pub max_body_bytes: usize,
+    /// most items in one batch
+    pub max_batch_items: usize,
+}
+
+/// The HTTP API over one [`Engine`].
+pub struct Api {
+    engine: Arc<Engine>,
+    limits: ApiLimits,
+    scheme: &'static str,
+}
+
+/// The header a caller may set to correlate a decision; echoed back.
+pub const REQUEST_ID: &str = "x-request-id";
+
+impl Api {
+    /// `scheme` (`http` or `https`) is what the listener speaks, for the
+    /// metadata document's URLs.
+    pub fn new(engine: Arc<Engine>, limits: ApiLimits, scheme: &'static str) -> Self {
+        Self { engine, limits, scheme }
+    }
+
+    /// Answers one request. Never fails: every error is a JSON response.
+    pub async fn handle<B>(&self, request: Request<B>) -> Response<Full<Bytes>>
+    where
+        B: hyper::body::Body<Data = Bytes>,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let request_id = request.headers().get(REQUEST_ID).cloned();
+        let mut response = match self.route(request).await {
+            Ok(response) => response,
+            Err(error) => json(error.status(), &error.body()),
+        };
+        if let Some(id) = request_id {
+            response.headers_mut().insert(REQUEST_ID, id);
+        }
+        response
+    }
+
+    async fn route<B>(&self, request: Request<B>) -> Result<Response<Full<Bytes>>, ApiError>
+    where
+        B: hyper::body::Body<Data = Bytes>,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let path = request.uri().path().to_owned();
+        let method = request.method().clone();
+        let expect = |allowed: &'static str, wanted: Method| {
+            if method == wanted {
+                Ok(())
+            } else {
+                Err(ApiError::MethodNotAllowed {
+                    method: method.to_string(),
+                    path: path.clone(),
+                    allowed,
+                })
+            }
+        };
+        match path.as_str() {
+            "/access/v1/evaluation" => {
+                expect("POST", Method::POST)?;
+                let body = self.body(request).await?;
+                authzen::evaluation(&self.engine, &body).await
+            }
+            "/access/v1/evaluations" => {
+                expect("POST", Method::POST)?;
+                let body = self.body(request).await?;
+                authzen::evaluations(&self.engine, &body, self.limits.max_batch_items).await
+            }
+            "/.well-known/authzen-configuration" => {
+                expect("GET", Method::GET)?;
+                Ok(authzen::metadata(&request, self.scheme))
+            }
+            "/v1/is_authorized" => {
+                expect("POST", Method::POST)?;
+                let body = self.body(request).await?;
+                native::is_authorized(&self.engine, &body).await
+            }
+            "/v1/is_authorized/batch" => {
+                expect("POST", Method::POST)?;
+                let body = self.body(request).await?;
+                native::batch(&self.engine, &body, self.limits.max_batch_items).await
+            }
+            "/healthz" => {
+                expect("GET", Method::GET)?;
+                Ok(json(StatusCode::OK, &serde_json::json!({"status": "ok"})))
+            }
+            "/readyz" => {
+                expect("GET", Method::GET)?;
+                Ok(self.readiness())
+            }
+            _ => Err(ApiError::NotFound(path)),
+        }
+    }
+
+    fn readiness(&self) -> Response<Full<Bytes>> {
+        let snapshot = self.engine.policies().current();
+        let store_ready = self.engine.store().is_ready();
+        let status = if store_ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+        json(
+            status,
+            &serde_json::json!({
+                "status": if store_ready { "ready" } else { "not_ready" },
+                "policy_version": snapshot.version().as_ref(),
+                "policies": snapshot.policy_count(),
+                "entity_store": if store_ready { "ready" } else { "unavailable" },
+            }),
+        )
+    }
+
+    async fn body<B>(&self, request: Request<B>) -> Result<Bytes, ApiError>
+    where
+        B: hyper::body::Body<Data = Bytes>,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let limit = self.limits.max_body_bytes;
+        let declared = request
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|len| len > limit) {
+            return Err(ApiError::BodyTooLarge { limit });
+        }
+        match Limited::new(request.into_body(), limit).collect().await {
+            Ok(collected) => Ok(collected.to_bytes()),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::BodyTooLarge { limit }),
+            Err(e) => Err(ApiError::BodyRead(e.to_string())),
+        }
+    }
+}
+
+/// A JSON response.
+fn json<T: Serialize>(status: StatusCode, body: &T) -> Response<Full<Bytes>> {
+    let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
+    let mut response = Response::new(Full::new(Bytes::from(bytes)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// The reasons and errors of a decision, as both APIs carry them.
+#[derive(Serialize)]
+struct Explanation<'a> {
+    reasons: Vec<&'a str>,
+    errors: Vec<ErrorOut<'a>>,
+    policy_version: &'a str,
+    summary: String,
+}
+
+#[derive(Serialize)]
+struct ErrorOut<'a> {
+    code: &'static str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    policy: Option<&'a str>,
+}
+
+impl<'a> Explanation<'a> {
+    fn of(decision: &'a Decision) -> Self {
+        Self {
+            reasons: decision.reasons().collect(),
+            errors: decision.errors().iter().map(ErrorOut::of).collect(),
+            policy_version: decision.policy_version(),
+            summary: decision.summary(),
+        }
+    }
+}
+
+impl<'a> ErrorOut<'a> {
+    fn of(error: &'a DecisionError) -> Self {
+        Self {
+            code: error.code(),
+            message: error.message(),
+            policy: error.policy(),
+        }
+    }
+}
+
+/// Names an engine field in a wire format's own words.
+struct FieldNames {
+    principal: &'static str,
+    principal_properties: &'static str,
+    resource: &'static str,
+    resource_properties: &'static str,
+    context: &'static str,
+    entities: &'static str,
+}
+
+impl FieldNames {
+    fn name(&self, field: Field) -> String {
+        match field {
+            Field::Principal => self.principal.to_owned(),
+            Field::PrincipalProperties => self.principal_properties.to_owned(),
+            Field::Resource => self.resource.to_owned(),
+            Field::ResourceProperties => self.resource_properties.to_owned(),
+            Field::Context => self.context.to_owned(),
+            Field::ContextAttribute(name) => format!("{}.{name}", self.context),
+            Field::Entity(index) => format!("{}[{index}]", self.entities),
+        }
+    }
+
+    /// The engine's refusal as an API error, with the field named under `prefix`.
+    fn refuse(&self, error: RequestError, prefix: &str) -> ApiError {
+        let name = self.name(error.field);
+        let field = if prefix.is_empty() { name } else { format!("{prefix}.{name}") };
+        ApiError::InvalidRequest {
+            message: format!("`{field}`: {}", error.message),
+            field,
+            code: error.code,
+        }
+    }
+}

@@ -1,0 +1,404 @@
+//! The configuration: one typed `Config`, parsed once at start from
+//! defaults < `mandate.toml` < `MANDATE_…` environment < command-line flags.
+//!
+//! Nothing else in the crate reads the environment or the file: `main` builds
+//! a [`Config`] with [`Config::load`] and hands each part its own section.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Every configuration key, as `section.key`. Each is also the environment
+/// variable `MANDATE_SECTION_KEY` (upper case, `.` → `_`).
+pub const KEYS: &[&str] = &[
+    "server.listen",
+    "server.max_body_bytes",
+    "server.max_batch_items",
+    "server.header_read_timeout",
+    "server.shutdown_grace_period",
+    "policy.dir",
+    "policy.schema",
+    "policy.default_namespace",
+    "store.kind",
+    "store.entities",
+    "entities.sources",
+    "log.level",
+];
+
+/// The whole configuration, grouped by concern.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The listener and its limits.
+    pub server: ServerConfig,
+    /// Where the policies and schema live.
+    pub policy: PolicyConfig,
+    /// Which entity store the decisions read.
+    pub store: StoreConfig,
+    /// How each entity type's data is sourced.
+    pub entities: EntitiesConfig,
+    /// Diagnostics of the process itself (not the decision log).
+    pub log: LogConfig,
+}
+
+/// The decision listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on. Default `127.0.0.1:8180`: loopback, so a fresh
+    /// install answers nobody but its own host until told otherwise.
+    pub listen: SocketAddr,
+    /// Largest request body accepted, in bytes; a larger one is a 413.
+    /// Default 1 MiB: a batch of a few hundred evaluations fits with room.
+    pub max_body_bytes: usize,
+    /// Most items in one batch request (AuthZEN `evaluations`, native
+    /// `requests`); more is a 400. Default 1000, so one request cannot hold a
+    /// worker for long.
+    pub max_batch_items: usize,
+    /// Time a client has to send its request headers before the connection is
+    /// closed. Default 10 s: cuts off slow-header clients without hurting any
+    /// real caller.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Time in-flight requests get to finish after SIGTERM/SIGINT. Default
+    /// 10 s, under Kubernetes' 30 s termination grace.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace_period: Duration,
+}
+
+/// Policies and schema on disk.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// Directory whose `*.cedar` files (recursively) form the policy set.
+    /// Default `policies`.
+    pub dir: PathBuf,
+    /// Schema: a `.cedarschema` file, or a directory of them. Default `schema`.
+    pub schema: PathBuf,
+    /// Namespace in which unqualified AuthZEN types and action names are
+    /// looked up (`user` → `Brokerage::User`). Default: the schema's only
+    /// namespace, when it has exactly one.
+    pub default_namespace: Option<String>,
+}
+
+/// Which store supplies entity data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// A Cedar JSON entities file (`store.entities`).
+    File,
+    /// No store: every entity comes from the request.
+    None,
+}
+
+/// The entity store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Which store. Default `file`.
+    pub kind: StoreKind,
+    /// The entities file of the file store. Default
+    /// `examples/demo/entities.json`, the shipped demo data.
+    pub entities: PathBuf,
+}
+
+/// Where one entity type's attributes come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sourcing {
+    /// From the store alone; request-supplied data is refused with a 400.
+    Store,
+    /// From the request alone (entities the store never holds).
+    Request,
+    /// From the store, with request data overriding it: for a fully trusted caller.
+    Merge,
+}
+
+/// Entity sourcing per type.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EntitiesConfig {
+    /// Entity type (fully qualified, e.g. `"Todo::Todo"`) → sourcing. Types
+    /// not listed are `store`, or `request` when `store.kind = "none"`.
+    pub sources: BTreeMap<String, Sourcing>,
+}
+
+/// Process diagnostics.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A `tracing` filter. Default `info`.
+    pub level: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8180)),
+            max_body_bytes: 1024 * 1024,
+            max_batch_items: 1000,
+            header_read_timeout: Duration::from_secs(10),
+            shutdown_grace_period: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("policies"),
+            schema: PathBuf::from("schema"),
+            default_namespace: None,
+        }
+    }
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            kind: StoreKind::File,
+            entities: PathBuf::from("examples/demo/entities.json"),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".to_owned(),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server: ServerConfig::default(),
+            policy: PolicyConfig::default(),
+            store: StoreConfig::default(),
+            entities: EntitiesConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// Settings given on the command line: the top layer.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--listen`
+    pub listen: Option<SocketAddr>,
+    /// `--policies`
+    pub policies: Option<PathBuf>,
+    /// `--schema`
+    pub schema: Option<PathBuf>,
+    /// `--entities` (selects the file store)
+    pub entities: Option<PathBuf>,
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file `{path}`: {source}")]
+    Read {
+        /// the file
+        path: PathBuf,
+        /// why
+        source: std::io::Error,
+    },
+    /// The file, or the file with the environment laid over it, is invalid.
+    #[error("invalid configuration{}: {message}", origin.as_deref().map(|o| format!(" in `{o}`")).unwrap_or_default())]
+    Invalid {
+        /// the file, when one was given
+        origin: Option<String>,
+        /// what is wrong, naming the key
+        message: String,
+    },
+    /// A `MANDATE_…` variable names no setting.
+    #[error("unknown environment variable `{name}`")]
+    #[diagnostic(help("{}", suggestion.as_deref().map(|s| format!("did you mean `{s}`?")).unwrap_or_else(|| "settings are listed in CONFIGURATION.md".to_owned())))]
+    UnknownEnv {
+        /// the variable
+        name: String,
+        /// the closest known variable
+        suggestion: Option<String>,
+    },
+}
+
+/// The environment variable of a key: `server.listen` → `MANDATE_SERVER_LISTEN`.
+pub fn env_name(key: &str) -> String {
+    format!("MANDATE_{}", key.replace('.', "_").to_uppercase())
+}
+
+impl Config {
+    /// Builds the configuration from its layers: defaults, the file (if any),
+    /// the `MANDATE_…` variables among `env`, then `overrides`.
+    ///
+    /// # Errors
+    /// A file that cannot be read or parsed, an unknown key or variable, or a
+    /// value of the wrong type, each named.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: &Overrides,
+    ) -> Result<Self, ConfigError> {
+        let mut table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                toml::from_str::<toml::Table>(&text).map_err(|e| ConfigError::Invalid {
+                    origin: Some(path.display().to_string()),
+                    message: e.message().to_owned(),
+                })?
+            }
+            None => toml::Table::new(),
+        };
+        for (name, value) in env {
+            if !name.starts_with("MANDATE_") {
+                continue;
+            }
+            let Some(key) = KEYS.iter().find(|k| env_name(k) == name) else {
+                let suggestion = KEYS
+                    .iter()
+                    .map(|k| env_name(k))
+                    .min_by_key(|known| strsim::levenshtein(known, &name))
+                    .filter(|known| strsim::levenshtein(known, &name) <= 3);
+                return Err(ConfigError::UnknownEnv { name, suggestion });
+            };
+            set_path(&mut table, key, env_value(&value));
+        }
+        let mut config: Config =
+            Config::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Invalid {
+                origin: file.map(|p| p.display().to_string()),
+                message: e.message().to_owned(),
+            })?;
+        if let Some(listen) = overrides.listen {
+            config.server.listen = listen;
+        }
+        if let Some(dir) = &overrides.policies {
+            config.policy.dir.clone_from(dir);
+        }
+        if let Some(schema) = &overrides.schema {
+            config.policy.schema.clone_from(schema);
+        }
+        if let Some(entities) = &overrides.entities {
+            config.store.kind = StoreKind::File;
+            config.store.entities.clone_from(entities);
+        }
+        Ok(config)
+    }
+}
+
+/// Reads an environment value as a TOML value (`8`, `true`, `"x"`, `{a = 1}`),
+/// or as a plain string when it is not one.
+fn env_value(raw: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
+}
+
+fn set_path(table: &mut toml::Table, key: &str, value: toml::Value) {
+    let (section, leaf) = key.split_once('.').unwrap_or(("", key));
+    let section = table
+        .entry(section.to_owned())
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    if let toml::Value::Table(section) = section {
+        section.insert(leaf.to_owned(), value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn layers_apply_in_order_defaults_file_env_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("mandate.toml");
+        std::fs::write(
+            &file,
+            "[server]\nlisten = \"127.0.0.1:1001\"\nmax_batch_items = 7\n[policy]\ndir = \"from-file\"\nschema = \"schema-file\"\n",
+        )
+        .unwrap();
+        let config = Config::load(
+            Some(&file),
+            env(&[
+                ("MANDATE_SERVER_LISTEN", "127.0.0.1:1002"),
+                ("MANDATE_POLICY_DIR", "from-env"),
+                ("PATH", "/bin"),
+            ]),
+            &Overrides {
+                listen: Some("127.0.0.1:1003".parse().unwrap()),
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(config.server.listen.port(), 1003, "flag beats env");
+        assert_eq!(config.policy.dir, PathBuf::from("from-env"), "env beats file");
+        assert_eq!(config.policy.schema, PathBuf::from("schema-file"), "file beats default");
+        assert_eq!(config.server.max_batch_items, 7);
+        assert_eq!(config.server.max_body_bytes, 1024 * 1024, "default kept");
+    }
+
+    #[test]
+    fn unknown_file_key_is_refused_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("mandate.toml");
+        std::fs::write(&file, "[server]\nlisen = \"127.0.0.1:1\"\n").unwrap();
+        let err = Config::load(Some(&file), env(&[]), &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("lisen"), "{err}");
+    }
+
+    #[test]
+    fn misspelt_environment_variable_gets_a_suggestion() {
+        let err = Config::load(None, env(&[("MANDATE_SERVER_LISTN", "x")]), &Overrides::default())
+            .unwrap_err();
+        match err {
+            ConfigError::UnknownEnv { suggestion, .. } => {
+                assert_eq!(suggestion.as_deref(), Some("MANDATE_SERVER_LISTEN"));
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+
+    #[test]
+    fn environment_values_are_typed_and_durations_parse() {
+        let config = Config::load(
+            None,
+            env(&[
+                ("MANDATE_SERVER_MAX_BODY_BYTES", "2048"),
+                ("MANDATE_SERVER_HEADER_READ_TIMEOUT", "250ms"),
+                ("MANDATE_ENTITIES_SOURCES", "{ \"Todo::Todo\" = \"request\" }"),
+            ]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(config.server.max_body_bytes, 2048);
+        assert_eq!(config.server.header_read_timeout, Duration::from_millis(250));
+        assert_eq!(config.entities.sources.get("Todo::Todo"), Some(&Sourcing::Request));
+    }
+
+    #[test]
+    fn a_wrong_type_names_the_key() {
+        let err = Config::load(
+            None,
+            env(&[("MANDATE_SERVER_MAX_BODY_BYTES", "lots")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("max_body_bytes"), "{err}");
+    }
+}

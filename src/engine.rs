@@ -1,0 +1,452 @@
+//! The decision: a wire-neutral [`DecisionRequest`] in, a [`Decision`] out.
+//!
+//! Resolves names against the current policy snapshot, gathers the entity
+//! slice the request needs, and asks Cedar. Fail closed: any error in
+//! evaluation, an unknown type or action, or a missing entity is a deny that
+//! says why. Only a caller's malformed input is an `Err` ([`RequestError`]),
+//! which the API answers with a 4xx. Knows nothing of HTTP.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use cedar_policy::{
+    Authorizer, Context, Decision as CedarDecision, Entities, Entity, EntityId, EntityTypeName,
+    EntityUid, PolicyId, Request,
+};
+use serde_json::{Map, Value};
+
+use crate::config::Sourcing;
+use crate::entities::EntityStore;
+use crate::policy::{PolicySnapshot, PolicyStore};
+
+/// An entity as a caller names it: a type (qualified, or unqualified in the
+/// default namespace), an id, and, for request-described types, its attributes.
+#[derive(Debug, Clone, Copy)]
+pub struct EntityRef<'a> {
+    /// `Brokerage::User`, or `user`
+    pub type_name: &'a str,
+    /// the entity id
+    pub id: &'a str,
+    /// attributes supplied by the caller (AuthZEN `properties`)
+    pub properties: Option<&'a Map<String, Value>>,
+}
+
+/// One question, as decoded from any wire format.
+#[derive(Debug, Clone, Copy)]
+pub struct DecisionRequest<'a> {
+    /// who asks
+    pub principal: EntityRef<'a>,
+    /// the action id (`view_account`) or full uid (`Brokerage::Action::"view_account"`)
+    pub action: &'a str,
+    /// on what
+    pub resource: EntityRef<'a>,
+    /// the Cedar context, as JSON (parsed against the schema)
+    pub context: Option<&'a Value>,
+    /// request-supplied entities in Cedar's JSON entity format
+    pub entities: &'a [Value],
+}
+
+/// The part of a request at fault, so each API can name it in its own terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Field {
+    /// the principal (AuthZEN `subject`)
+    Principal,
+    /// the principal's attributes (AuthZEN `subject.properties`)
+    PrincipalProperties,
+    /// the resource
+    Resource,
+    /// the resource's attributes (AuthZEN `resource.properties`)
+    ResourceProperties,
+    /// the context
+    Context,
+    /// one attribute of the context
+    ContextAttribute(String),
+    /// one of the request-supplied entities, by index
+    Entity(usize),
+}
+
+/// A caller's mistake: the request is malformed, not merely denied.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct RequestError {
+    /// what is at fault
+    pub field: Field,
+    /// stable, snake_case
+    pub code: &'static str,
+    /// what is wrong, for a person
+    pub message: String,
+}
+
+/// Why a decision is a deny although no `forbid` said so, or what went wrong
+/// while evaluating.
+#[derive(Debug, Clone)]
+pub struct DecisionError {
+    code: &'static str,
+    message: String,
+    policy: Option<PolicyId>,
+}
+
+impl DecisionError {
+    fn new(code: &'static str, message: String) -> Self {
+        Self {
+            code,
+            message,
+            policy: None,
+        }
+    }
+
+    /// Stable, snake_case: `unknown_entity_type`, `unknown_action`,
+    /// `entity_not_found`, `invalid_request`, `invalid_entities`,
+    /// `entity_store_unavailable`, `evaluation_error`.
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
+    /// What went wrong, for a person.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The policy whose evaluation failed, for `evaluation_error`.
+    pub fn policy(&self) -> Option<&str> {
+        self.policy.as_ref().map(AsRef::as_ref)
+    }
+}
+
+/// The answer: allow or deny, the policies that determined it, and any errors.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    allowed: bool,
+    reasons: Vec<PolicyId>,
+    errors: Vec<DecisionError>,
+    policy_version: Arc<str>,
+}
+
+impl Decision {
+    fn deny(error: DecisionError, policy_version: Arc<str>) -> Self {
+        Self {
+            allowed: false,
+            reasons: Vec::new(),
+            errors: vec![error],
+            policy_version,
+        }
+    }
+
+    /// A deny for an item of a batch that was malformed on its own: what
+    /// would have been a 4xx for a single request.
+    pub fn refused(code: &'static str, message: String, policy_version: Arc<str>) -> Self {
+        Self::deny(DecisionError::new(code, message), policy_version)
+    }
+
+    /// Whether the action is allowed.
+    pub fn allowed(&self) -> bool {
+        self.allowed
+    }
+
+    /// The `@id` of each determining policy: the `permit`s of an allow, the
+    /// `forbid`s of a deny (empty for a default deny).
+    pub fn reasons(&self) -> impl ExactSizeIterator<Item = &str> {
+        self.reasons.iter().map(AsRef::as_ref)
+    }
+
+    /// Errors met while deciding; any error makes the decision a deny.
+    pub fn errors(&self) -> &[DecisionError] {
+        &self.errors
+    }
+
+    /// The policy version that decided.
+    pub fn policy_version(&self) -> &str {
+        &self.policy_version
+    }
+
+    /// One sentence: `allowed by O1`, `denied by G2`, `denied: no policy
+    /// allowed the request`, `denied: entity_not_found`.
+    pub fn summary(&self) -> String {
+        let reasons = self.reasons.iter().map(AsRef::as_ref).collect::<Vec<&str>>().join(", ");
+        match (self.allowed, self.errors.first()) {
+            (true, _) => format!("allowed by {reasons}"),
+            (false, _) if !reasons.is_empty() => format!("denied by {reasons}"),
+            (false, Some(error)) => format!("denied: {}: {}", error.code, error.message),
+            (false, None) => "denied: no policy allowed the request".to_owned(),
+        }
+    }
+}
+
+/// Decides requests against the current policies and the entity store.
+pub struct Engine {
+    policies: Arc<PolicyStore>,
+    store: EntityStore,
+    authorizer: Authorizer,
+    sourcing: HashMap<EntityTypeName, Sourcing>,
+    default_sourcing: Sourcing,
+}
+
+impl Engine {
+    /// Builds the engine. `sourcing` says, per entity type, whether the store
+    /// or the request describes it; types not listed take `default_sourcing`.
+    pub fn new(
+        policies: Arc<PolicyStore>,
+        store: EntityStore,
+        sourcing: HashMap<EntityTypeName, Sourcing>,
+        default_sourcing: Sourcing,
+    ) -> Self {
+        Self {
+            policies,
+            store,
+            authorizer: Authorizer::new(),
+            sourcing,
+            default_sourcing,
+        }
+    }
+
+    /// The policies this engine decides with.
+    pub fn policies(&self) -> &Arc<PolicyStore> {
+        &self.policies
+    }
+
+    /// The entity store.
+    pub fn store(&self) -> &EntityStore {
+        &self.store
+    }
+
+    fn sourcing(&self, ty: &EntityTypeName) -> Sourcing {
+        self.sourcing.get(ty).copied().unwrap_or(self.default_sourcing)
+    }
+
+    /// Decides one request.
+    ///
+    /// # Errors
+    /// Only for malformed input (a context that does not match the schema,
+    /// request data for a store-served type, an invalid request entity): the
+    /// caller's mistake, answered with a 4xx. Everything else is `Ok`, and a
+    /// deny when anything went wrong.
+    pub async fn decide(&self, request: &DecisionRequest<'_>) -> Result<Decision, RequestError> {
+        let snapshot = self.policies.current();
+        let version = Arc::clone(snapshot.version());
+        let deny = |code, message| Ok(Decision::deny(DecisionError::new(code, message), Arc::clone(&version)));
+
+        let Some(principal) = resolve(&snapshot, &request.principal) else {
+            return deny("unknown_entity_type", unknown_type(request.principal.type_name));
+        };
+        let Some(action) = snapshot.action(request.action).cloned() else {
+            return deny("unknown_action", format!("the schema declares no action `{}`", request.action));
+        };
+        let Some(resource) = resolve(&snapshot, &request.resource) else {
+            return deny("unknown_entity_type", unknown_type(request.resource.type_name));
+        };
+
+        let mut supplied = Vec::new();
+        self.described(&snapshot, &principal, &request.principal, Field::PrincipalProperties, &mut supplied)?;
+        self.described(&snapshot, &resource, &request.resource, Field::ResourceProperties, &mut supplied)?;
+        for (index, json) in request.entities.iter().enumerate() {
+            let entity = Entity::from_json_value(json.clone(), Some(snapshot.schema())).map_err(|e| RequestError {
+                field: Field::Entity(index),
+                code: "invalid_entity",
+                message: e.to_string(),
+            })?;
+            let ty = entity.uid().type_name().clone();
+            if self.sourcing(&ty) == Sourcing::Store {
+                return Err(store_authoritative(Field::Entity(index), &entity.uid()));
+            }
+            supplied.push(entity);
+        }
+
+        let mut wanted = vec![principal.clone(), resource.clone()];
+        let empty = Value::Object(Map::new());
+        let context_json = request.context.unwrap_or(&empty);
+        collect_entity_refs(&snapshot, context_json, &mut wanted);
+        let cedar_request = match build_request(&snapshot, &principal, &action, &resource, context_json) {
+            Ok(cedar_request) => cedar_request,
+            Err(RequestProblem::Context(message)) => {
+                let check = |json: &Value| build_request(&snapshot, &principal, &action, &resource, json).map(|_| ());
+                let field = culprit(check, context_json, &message).map_or(Field::Context, Field::ContextAttribute);
+                return Err(RequestError {
+                    field,
+                    code: "invalid_context",
+                    message,
+                });
+            }
+            Err(RequestProblem::Other(message)) => return deny("invalid_request", message),
+        };
+
+        let mut slice: Vec<Entity> = Vec::with_capacity(wanted.len() + supplied.len() + snapshot.action_entities().len());
+        let from_store: Vec<EntityUid> = wanted
+            .iter()
+            .filter(|uid| self.sourcing(uid.type_name()) != Sourcing::Request)
+            .cloned()
+            .collect();
+        if let Err(error) = self.store.gather(&from_store, &mut slice).await {
+            return deny("entity_store_unavailable", error.to_string());
+        }
+        // Request data overrides stored data (only `merge` types get here).
+        slice.retain(|stored| !supplied.iter().any(|s| s.uid() == stored.uid()));
+        slice.extend(supplied);
+        if let Some(missing) = wanted.iter().find(|uid| !slice.iter().any(|e| &e.uid() == *uid)) {
+            return deny("entity_not_found", format!("entity `{missing}` is not known to the entity store or the request"));
+        }
+        slice.extend(snapshot.action_entities().iter().cloned());
+        let entities = match Entities::from_entities(slice, None) {
+            Ok(entities) => entities,
+            Err(e) => return deny("invalid_entities", e.to_string()),
+        };
+
+        let response = self.authorizer.is_authorized(&cedar_request, snapshot.policies(), &entities);
+        let errors: Vec<DecisionError> = response
+            .diagnostics()
+            .errors()
+            .map(|e| {
+                let cedar_policy::AuthorizationError::PolicyEvaluationError(failed) = e;
+                DecisionError {
+                    code: "evaluation_error",
+                    message: e.to_string(),
+                    policy: Some(failed.policy_id().clone()),
+                }
+            })
+            .collect();
+        let cedar_allowed = response.decision() == CedarDecision::Allow;
+        // Fail closed: Cedar skips a policy that errors, so an erroring
+        // `forbid` would protect nothing. Any error is a deny.
+        let allowed = cedar_allowed && errors.is_empty();
+        let reasons = if allowed || !cedar_allowed {
+            response.diagnostics().reason().cloned().collect()
+        } else {
+            Vec::new()
+        };
+        Ok(Decision {
+            allowed,
+            reasons,
+            errors,
+            policy_version: version,
+        })
+    }
+
+    /// Turns AuthZEN `properties` into a request-supplied entity, when the
+    /// type is request-described (or `merge`).
+    fn described(
+        &self,
+        snapshot: &PolicySnapshot,
+        uid: &EntityUid,
+        reference: &EntityRef<'_>,
+        field: Field,
+        out: &mut Vec<Entity>,
+    ) -> Result<(), RequestError> {
+        let sourcing = self.sourcing(uid.type_name());
+        let properties = reference.properties.filter(|p| !p.is_empty());
+        match (sourcing, properties) {
+            (Sourcing::Store, None) | (Sourcing::Merge, None) => Ok(()),
+            (Sourcing::Store, Some(_)) => Err(store_authoritative(field, uid)),
+            (Sourcing::Request | Sourcing::Merge, properties) => {
+                let json = serde_json::json!({
+                    "uid": { "type": uid.type_name().to_string(), "id": reference.id },
+                    "attrs": properties.cloned().unwrap_or_default(),
+                    "parents": [],
+                });
+                let entity = Entity::from_json_value(json, Some(snapshot.schema())).map_err(|e| RequestError {
+                    field,
+                    code: "invalid_properties",
+                    message: e.to_string(),
+                })?;
+                out.push(entity);
+                Ok(())
+            }
+        }
+    }
+}
+
+fn resolve(snapshot: &PolicySnapshot, reference: &EntityRef<'_>) -> Option<EntityUid> {
+    let ty = snapshot.entity_type(reference.type_name)?;
+    Some(EntityUid::from_type_name_and_id(ty.clone(), EntityId::new(reference.id)))
+}
+
+fn unknown_type(name: &str) -> String {
+    format!("the schema declares no entity type `{name}`")
+}
+
+fn store_authoritative(field: Field, uid: &EntityUid) -> RequestError {
+    RequestError {
+        field,
+        code: "store_authoritative",
+        message: format!(
+            "request data for `{uid}` is refused: type `{}` is served by the entity store (set `entities.sources` to `merge` to trust callers with it)",
+            uid.type_name()
+        ),
+    }
+}
+
+/// Finds entity references (`{"type","id"}` or `{"__entity":{…}}`) of
+/// types the schema declares in a context, so their data can be gathered
+/// with the rest.
+fn collect_entity_refs(snapshot: &PolicySnapshot, json: &Value, out: &mut Vec<EntityUid>) {
+    match json {
+        Value::Object(map) => {
+            let target = map.get("__entity").and_then(Value::as_object).unwrap_or(map);
+            if let (Some(Value::String(ty)), Some(Value::String(id))) = (target.get("type"), target.get("id")) {
+                let declared = EntityTypeName::from_str(ty)
+                    .ok()
+                    .filter(|ty| snapshot.entity_types().any(|known| known == ty));
+                if let Some(ty) = declared {
+                    out.push(EntityUid::from_type_name_and_id(ty, EntityId::new(id)));
+                }
+                return;
+            }
+            map.values().for_each(|v| collect_entity_refs(snapshot, v, out));
+        }
+        Value::Array(items) => items.iter().for_each(|v| collect_entity_refs(snapshot, v, out)),
+        _ => {}
+    }
+}
+
+enum RequestProblem {
+    /// the context does not match the action's context type: the caller's mistake
+    Context(String),
+    /// principal or resource of a type the action does not apply to: a deny
+    Other(String),
+}
+
+fn build_request(
+    snapshot: &PolicySnapshot,
+    principal: &EntityUid,
+    action: &EntityUid,
+    resource: &EntityUid,
+    context: &Value,
+) -> Result<Request, RequestProblem> {
+    let context = Context::from_json_value(context.clone(), Some((snapshot.schema(), action)))
+        .map_err(|e| RequestProblem::Context(e.to_string()))?;
+    Request::new(principal.clone(), action.clone(), resource.clone(), context, Some(snapshot.schema())).map_err(|e| {
+        use cedar_policy::RequestValidationError as E;
+        match e {
+            E::InvalidContext(_) | E::TypeOfContext(_) => RequestProblem::Context(e.to_string()),
+            other => RequestProblem::Other(other.to_string()),
+        }
+    })
+}
+
+/// On the error path only: names the context attribute Cedar refused.
+/// Cedar names a missing one; otherwise each attribute is left out in turn,
+/// and the culprit is the one whose absence cures the error (or only turns
+/// it into "missing `it`").
+fn culprit(
+    check: impl Fn(&Value) -> Result<(), RequestProblem>,
+    json: &Value,
+    message: &str,
+) -> Option<String> {
+    let map = json.as_object()?;
+    let named_missing = |text: &str| {
+        text.split_once("attribute `")
+            .and_then(|(_, rest)| rest.split_once('`'))
+            .map(|(name, _)| name.to_owned())
+    };
+    if let Some(name) = named_missing(message).filter(|name| !map.contains_key(name)) {
+        return Some(name);
+    }
+    map.keys().find_map(|key| {
+        let mut without = map.clone();
+        without.remove(key);
+        match check(&Value::Object(without)) {
+            Ok(()) => Some(key.clone()),
+            Err(RequestProblem::Context(other)) if named_missing(&other).as_deref() == Some(key) => Some(key.clone()),
+            Err(_) => None,
+        }
+    })
+}

@@ -1,0 +1,276 @@
+//! The `mandate` command: `serve`, `check`, `validate`.
+//!
+//! The only place that prints errors and chooses exit codes: 0 success (or
+//! allow), 1 deny or invalid input files, 2 usage or runtime error, 64 a bad
+//! configuration at `serve`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+use mandate::app::{self, StartError};
+use mandate::config::{Config, Overrides};
+use mandate::engine::{DecisionRequest, EntityRef};
+
+/// Mandate: a Cedar policy decision point for delegated account access.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve decisions over HTTP (AuthZEN 1.0 and the native Cedar API).
+    Serve(ConfigArgs),
+    /// Decide one request from the command line: exit 0 allow, 1 deny, 2 error.
+    Check(CheckArgs),
+    /// Validate the schema, the policies and the entities file, with Cedar's
+    /// diagnostics: exit 0 valid, 1 invalid.
+    Validate(ConfigArgs),
+}
+
+/// Settings shared by every command; each is also a `mandate.toml` key and a
+/// `MANDATE_…` variable (see CONFIGURATION.md). Flags win over both.
+#[derive(Args, Clone)]
+struct ConfigArgs {
+    /// The configuration file (TOML).
+    #[arg(long, value_name = "FILE", env = "MANDATE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8180] (server.listen).
+    #[arg(long, value_name = "ADDR:PORT")]
+    listen: Option<std::net::SocketAddr>,
+    /// Directory of `*.cedar` policy files [default: policies] (policy.dir).
+    #[arg(long, value_name = "DIR")]
+    policies: Option<PathBuf>,
+    /// Schema file or directory [default: schema] (policy.schema).
+    #[arg(long, value_name = "PATH")]
+    schema: Option<PathBuf>,
+    /// Cedar JSON entities file; selects the file store
+    /// [default: examples/demo/entities.json] (store.entities).
+    #[arg(long, value_name = "FILE")]
+    entities: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// The principal: `user:alice`, or Cedar's `Brokerage::User::"alice"`.
+    #[arg(long)]
+    principal: String,
+    /// The action id, e.g. `view_account`.
+    #[arg(long)]
+    action: String,
+    /// The resource: `account:acme-personal`, or a Cedar uid.
+    #[arg(long)]
+    resource: String,
+    /// The context, as JSON.
+    #[arg(long, value_name = "JSON")]
+    context: Option<String>,
+}
+
+impl ConfigArgs {
+    fn load(&self) -> Result<Config, StartError> {
+        let overrides = Overrides {
+            listen: self.listen,
+            policies: self.policies.clone(),
+            schema: self.schema.clone(),
+            entities: self.entities.clone(),
+        };
+        let env = std::env::vars().filter(|(k, _)| k != "MANDATE_CONFIG");
+        Ok(Config::load(self.config.as_deref(), env, &overrides)?)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve(&args),
+        Command::Check(args) => check(&args),
+        Command::Validate(args) => validate(&args),
+    }
+}
+
+fn report(error: impl miette::Diagnostic + Send + Sync + 'static) {
+    eprintln!("{:?}", miette::Report::new(error));
+}
+
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => Some(rt),
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            None
+        }
+    }
+}
+
+fn serve(args: &ConfigArgs) -> ExitCode {
+    let config = match args.load() {
+        Ok(config) => config,
+        Err(error) => {
+            report(error);
+            return ExitCode::from(64);
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let Some(rt) = runtime() else {
+        return ExitCode::from(2);
+    };
+    rt.block_on(async {
+        let engine = match app::engine(&config) {
+            Ok(engine) => Arc::new(engine),
+            Err(error) => {
+                report(error);
+                return ExitCode::from(64);
+            }
+        };
+        let listener = match mandate::server::bind(config.server.listen).await {
+            Ok(listener) => listener,
+            Err(error) => {
+                report(error);
+                return ExitCode::from(2);
+            }
+        };
+        let snapshot = engine.policies().current();
+        let addr = listener.local_addr().map_or_else(|_| config.server.listen.to_string(), |a| a.to_string());
+        tracing::info!(
+            policies = snapshot.policy_count(),
+            policy_version = %snapshot.version(),
+            "policies loaded"
+        );
+        println!("mandate listening on http://{addr}");
+        let api = Arc::new(app::api(&config, engine));
+        mandate::server::serve(listener, api, app::server_settings(&config), shutdown_signal()).await;
+        ExitCode::SUCCESS
+    })
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    tracing::info!("shutting down");
+}
+
+/// Splits `user:alice` or `Brokerage::User::"alice"` into (type, id).
+fn split_uid(text: &str) -> Option<(&str, &str)> {
+    if let Some((ty, quoted)) = text.rsplit_once("::\"") {
+        return Some((ty, quoted.strip_suffix('"')?));
+    }
+    text.split_once(':').filter(|(ty, id)| !ty.is_empty() && !id.is_empty())
+}
+
+fn check(args: &CheckArgs) -> ExitCode {
+    let config = match args.config.load() {
+        Ok(config) => config,
+        Err(error) => {
+            report(error);
+            return ExitCode::from(2);
+        }
+    };
+    let (Some(principal), Some(resource)) = (split_uid(&args.principal), split_uid(&args.resource)) else {
+        eprintln!("error: `--principal` and `--resource` take `type:id` or `Type::\"id\"`");
+        return ExitCode::from(2);
+    };
+    let context: Option<serde_json::Value> = match args.context.as_deref().map(serde_json::from_str).transpose() {
+        Ok(context) => context,
+        Err(error) => {
+            eprintln!("error: `--context` is not JSON: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let engine = match app::engine(&config) {
+        Ok(engine) => engine,
+        Err(error) => {
+            report(error);
+            return ExitCode::from(2);
+        }
+    };
+    let Some(rt) = runtime() else {
+        return ExitCode::from(2);
+    };
+    let request = DecisionRequest {
+        principal: EntityRef {
+            type_name: principal.0,
+            id: principal.1,
+            properties: None,
+        },
+        action: &args.action,
+        resource: EntityRef {
+            type_name: resource.0,
+            id: resource.1,
+            properties: None,
+        },
+        context: context.as_ref(),
+        entities: &[],
+    };
+    match rt.block_on(engine.decide(&request)) {
+        Ok(decision) => {
+            let errors: Vec<serde_json::Value> = decision
+                .errors()
+                .iter()
+                .map(|e| serde_json::json!({"code": e.code(), "message": e.message(), "policy": e.policy()}))
+                .collect();
+            let out = serde_json::json!({
+                "decision": if decision.allowed() { "Allow" } else { "Deny" },
+                "reasons": decision.reasons().collect::<Vec<_>>(),
+                "errors": errors,
+                "policy_version": decision.policy_version(),
+                "summary": decision.summary(),
+            });
+            println!("{out:#}");
+            if decision.allowed() { ExitCode::SUCCESS } else { ExitCode::from(1) }
+        }
+        Err(error) => {
+            eprintln!("error: {}: {}", error.code, error.message);
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn validate(args: &ConfigArgs) -> ExitCode {
+    let config = match args.load() {
+        Ok(config) => config,
+        Err(error) => {
+            report(error);
+            return ExitCode::from(2);
+        }
+    };
+    match app::engine(&config) {
+        Ok(engine) => {
+            let snapshot = engine.policies().current();
+            println!(
+                "ok: {} policies valid against the schema (version {}); entities valid",
+                snapshot.policy_count(),
+                snapshot.version()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            report(error);
+            ExitCode::from(1)
+        }
+    }
+}

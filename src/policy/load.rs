@@ -1,0 +1,170 @@
+//! Reading the schema and the policy files from disk into a [`PolicySnapshot`],
+//! refusing anything Cedar would not accept, with its diagnostics.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use cedar_policy::{PolicyId, PolicySet, Schema, SchemaFragment, ValidationMode, Validator};
+use sha2::{Digest, Sha256};
+
+use super::diagnostic::SourceDiagnostic;
+use super::{PolicyError, PolicySnapshot};
+
+/// Where to read a snapshot from.
+#[derive(Debug, Clone)]
+pub struct PolicySources {
+    /// Directory of `*.cedar` files, read recursively.
+    pub policy_dir: PathBuf,
+    /// A `.cedarschema` file or a directory of them.
+    pub schema: PathBuf,
+    /// Namespace for unqualified names; `None` picks the schema's only one.
+    pub default_namespace: Option<String>,
+}
+
+/// Reads, parses and strictly validates the schema and every policy file.
+///
+/// # Errors
+/// The first unreadable file, or every parse or validation diagnostic found,
+/// each tied to its file, line and column.
+pub fn load(sources: &PolicySources) -> Result<PolicySnapshot, PolicyError> {
+    let mut hasher = Sha256::new();
+    let schema = load_schema(&sources.schema, &mut hasher)?;
+    let files = files_with_extension(&sources.policy_dir, "cedar")?;
+    if files.is_empty() {
+        return Err(PolicyError::NoPolicies {
+            dir: sources.policy_dir.clone(),
+        });
+    }
+
+    let mut policies = PolicySet::new();
+    let mut origin: HashMap<PolicyId, (String, String)> = HashMap::new();
+    let mut diagnostics = Vec::new();
+    for path in &files {
+        let text = read(path)?;
+        let name = path.display().to_string();
+        hasher.update(name.as_bytes());
+        hasher.update([0]);
+        hasher.update(text.as_bytes());
+        hasher.update([0]);
+        let parsed = match PolicySet::from_str(&text) {
+            Ok(parsed) => parsed,
+            Err(err) => {
+                diagnostics.push(SourceDiagnostic::new(err, name, text));
+                continue;
+            }
+        };
+        for (index, policy) in parsed.policies().enumerate() {
+            let id = policy
+                .annotation("id")
+                .map_or_else(|| format!("{name}#{index}"), str::to_owned);
+            let id = PolicyId::new(id);
+            if let Some((first, _)) = origin.get(&id) {
+                return Err(PolicyError::DuplicateId {
+                    id: id.to_string(),
+                    first: first.clone(),
+                    second: name,
+                });
+            }
+            if let Err(err) = policies.add(policy.new_id(id.clone())) {
+                diagnostics.push(SourceDiagnostic::new(err, name.clone(), text.clone()));
+                continue;
+            }
+            origin.insert(id, (name.clone(), text.clone()));
+        }
+    }
+    if !diagnostics.is_empty() {
+        return Err(PolicyError::Invalid { diagnostics });
+    }
+
+    let validation = Validator::new(schema.clone()).validate(&policies, ValidationMode::Strict);
+    let diagnostics: Vec<_> = validation
+        .validation_errors()
+        .map(|err| {
+            let (name, text) = origin.get(err.policy_id()).cloned().unwrap_or_default();
+            SourceDiagnostic::new(err.clone(), name, text)
+        })
+        .collect();
+    if !diagnostics.is_empty() {
+        return Err(PolicyError::Invalid { diagnostics });
+    }
+
+    let digest = hasher.finalize();
+    let version: String = digest
+        .iter()
+        .take(6)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    PolicySnapshot::new(
+        schema,
+        policies,
+        version,
+        sources.default_namespace.as_deref(),
+    )
+}
+
+fn load_schema(path: &Path, hasher: &mut Sha256) -> Result<Schema, PolicyError> {
+    let files = if path.is_dir() {
+        files_with_extension(path, "cedarschema")?
+    } else {
+        vec![path.to_owned()]
+    };
+    if files.is_empty() {
+        return Err(PolicyError::NoSchema {
+            path: path.to_owned(),
+        });
+    }
+    let mut fragments = Vec::with_capacity(files.len());
+    for file in &files {
+        let text = read(file)?;
+        hasher.update(text.as_bytes());
+        hasher.update([0]);
+        match SchemaFragment::from_cedarschema_str(&text) {
+            Ok((fragment, _warnings)) => fragments.push(fragment),
+            Err(err) => {
+                return Err(PolicyError::Invalid {
+                    diagnostics: vec![SourceDiagnostic::new(err, file.display().to_string(), text)],
+                });
+            }
+        }
+    }
+    Schema::from_schema_fragments(fragments).map_err(|err| PolicyError::Schema {
+        path: path.to_owned(),
+        source: err,
+    })
+}
+
+fn read(path: &Path) -> Result<String, PolicyError> {
+    std::fs::read_to_string(path).map_err(|source| PolicyError::Io {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Every file under `dir` (recursively) whose extension is `ext`, sorted, so
+/// the policy version does not depend on directory order.
+fn files_with_extension(dir: &Path, ext: &str) -> Result<Vec<PathBuf>, PolicyError> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(dir) = pending.pop() {
+        let entries = std::fs::read_dir(&dir).map_err(|source| PolicyError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        for entry in entries {
+            let path = entry
+                .map_err(|source| PolicyError::Io {
+                    path: dir.clone(),
+                    source,
+                })?
+                .path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.extension().is_some_and(|e| e == ext) {
+                found.push(path);
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}

@@ -1,0 +1,252 @@
+//! Policies and schema: loading them from disk with Cedar's diagnostics, the
+//! immutable [`PolicySnapshot`] a decision reads, and the [`PolicyStore`] that
+//! swaps snapshots atomically so a bad reload keeps the last good one.
+//!
+//! Knows nothing of entities, HTTP or sockets.
+
+mod diagnostic;
+mod load;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use cedar_policy::{Entity, EntityTypeName, EntityUid, PolicySet, Schema};
+
+pub use diagnostic::SourceDiagnostic;
+pub use load::{PolicySources, load};
+
+/// Why a set of policies and schema could not be loaded.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum PolicyError {
+    /// A file or directory could not be read.
+    #[error("cannot read `{path}`: {source}")]
+    Io {
+        /// the file or directory
+        path: PathBuf,
+        /// why
+        source: std::io::Error,
+    },
+    /// The policy directory holds no `*.cedar` file.
+    #[error("no `*.cedar` policy files under `{dir}`")]
+    #[diagnostic(help("point `--policies` at the directory holding the policy pack"))]
+    NoPolicies {
+        /// the directory
+        dir: PathBuf,
+    },
+    /// The schema path holds no `*.cedarschema` file.
+    #[error("no `*.cedarschema` schema file at `{path}`")]
+    #[diagnostic(help("point `--schema` at a `.cedarschema` file or a directory of them"))]
+    NoSchema {
+        /// the path
+        path: PathBuf,
+    },
+    /// The schema fragments do not form one schema.
+    #[error("invalid schema at `{path}`")]
+    Schema {
+        /// the schema path
+        path: PathBuf,
+        /// Cedar's error
+        #[source]
+        #[diagnostic_source]
+        source: cedar_policy::SchemaError,
+    },
+    /// Parse or validation errors, each tied to its file and line.
+    #[error("{} error(s) in the policies or schema", diagnostics.len())]
+    #[diagnostic(help("fix each error listed below; nothing was loaded"))]
+    Invalid {
+        /// every error found
+        #[related]
+        diagnostics: Vec<SourceDiagnostic>,
+    },
+    /// Two policies carry the same `@id`.
+    #[error("duplicate policy `@id(\"{id}\")` in `{first}` and `{second}`")]
+    #[diagnostic(help("each policy needs its own `@id`, e.g. `@id(\"U1.personal\")`"))]
+    DuplicateId {
+        /// the id
+        id: String,
+        /// first file
+        first: String,
+        /// second file
+        second: String,
+    },
+    /// The default namespace is not declared by the schema, or none can be chosen.
+    #[error("default namespace {0}")]
+    #[diagnostic(help("set `policy.default_namespace` to one of the schema's namespaces"))]
+    Namespace(String),
+}
+
+impl PolicyError {
+    /// Every diagnostic as one line each (`file:line:col: message: help: …`),
+    /// for logs and JSON answers.
+    pub fn lines(&self) -> Vec<String> {
+        match self {
+            Self::Invalid { diagnostics } => diagnostics.iter().map(SourceDiagnostic::one_line).collect(),
+            other => vec![other.to_string()],
+        }
+    }
+}
+
+/// One immutable, validated generation of schema and policies: what a
+/// decision reads. Built off the hot path; shared by `Arc`.
+pub struct PolicySnapshot {
+    schema: Schema,
+    policies: PolicySet,
+    version: Arc<str>,
+    namespace: String,
+    /// lower-case type name (qualified, and unqualified in the default
+    /// namespace) → type
+    types: HashMap<String, EntityTypeName>,
+    /// action id (unqualified in the default namespace, and `Ns::Action::"id"`) → uid
+    actions: HashMap<String, EntityUid>,
+    action_entities: Vec<Entity>,
+}
+
+impl PolicySnapshot {
+    fn new(
+        schema: Schema,
+        policies: PolicySet,
+        version: String,
+        namespace: Option<&str>,
+    ) -> Result<Self, PolicyError> {
+        let mut namespaces: Vec<String> = schema
+            .entity_types()
+            .map(EntityTypeName::namespace)
+            .chain(schema.actions().map(|a| a.type_name().namespace()))
+            .filter(|ns| !ns.is_empty())
+            .collect();
+        namespaces.sort();
+        namespaces.dedup();
+        let namespace = match namespace {
+            Some(ns) if namespaces.iter().any(|n| n == ns) => ns.to_owned(),
+            Some(ns) => {
+                return Err(PolicyError::Namespace(format!(
+                    "`{ns}` is not declared by the schema (it declares {namespaces:?})"
+                )));
+            }
+            None => match namespaces.as_slice() {
+                [only] => only.clone(),
+                _ => String::new(),
+            },
+        };
+        let prefix = if namespace.is_empty() { String::new() } else { format!("{namespace}::") };
+        let mut types = HashMap::new();
+        for ty in schema.entity_types() {
+            let full = ty.to_string();
+            if let Some(short) = full.strip_prefix(&prefix).filter(|s| !s.contains("::")) {
+                types.insert(short.to_lowercase(), ty.clone());
+            }
+            types.insert(full.to_lowercase(), ty.clone());
+        }
+        let mut actions = HashMap::new();
+        let action_type = format!("{prefix}Action");
+        for action in schema.actions() {
+            if action.type_name().to_string() == action_type {
+                actions.insert(action.id().unescaped().to_owned(), action.clone());
+            }
+            actions.insert(action.to_string(), action.clone());
+        }
+        let action_entities = schema
+            .action_entities()
+            .map(|entities| entities.iter().cloned().collect())
+            .unwrap_or_default();
+        Ok(Self {
+            schema,
+            policies,
+            version: version.into(),
+            namespace,
+            types,
+            actions,
+            action_entities,
+        })
+    }
+
+    /// The schema every policy was validated against.
+    pub fn schema(&self) -> &Schema {
+        &self.schema
+    }
+
+    /// The validated policy set.
+    pub fn policies(&self) -> &PolicySet {
+        &self.policies
+    }
+
+    /// A content hash of schema and policy files: the same files, the same version.
+    pub fn version(&self) -> &Arc<str> {
+        &self.version
+    }
+
+    /// The namespace unqualified names resolve in (may be empty).
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// Resolves an entity type as a caller wrote it: qualified
+    /// (`Brokerage::User`) or unqualified in the default namespace (`user`),
+    /// case-insensitively.
+    pub fn entity_type(&self, name: &str) -> Option<&EntityTypeName> {
+        self.types
+            .get(name)
+            .or_else(|| self.types.get(&name.to_lowercase()))
+    }
+
+    /// Resolves an action: its id in the default namespace (`view_account`)
+    /// or its full uid (`Brokerage::Action::"view_account"`).
+    pub fn action(&self, name: &str) -> Option<&EntityUid> {
+        self.actions.get(name)
+    }
+
+    /// The schema's action entities (with their groups), which every
+    /// evaluation needs so that `action in Action::"trade"` holds.
+    pub fn action_entities(&self) -> &[Entity] {
+        &self.action_entities
+    }
+
+    /// Number of policies and templates.
+    pub fn policy_count(&self) -> usize {
+        self.policies.policies().count() + self.policies.templates().count()
+    }
+
+    /// Each entity type the schema declares, fully qualified.
+    pub fn entity_types(&self) -> impl Iterator<Item = &EntityTypeName> {
+        self.schema.entity_types()
+    }
+}
+
+/// The current snapshot, swapped atomically: a decision does one atomic load;
+/// a reload builds the next snapshot aside and swaps it in only when valid.
+pub struct PolicyStore {
+    sources: PolicySources,
+    current: ArcSwap<PolicySnapshot>,
+}
+
+impl PolicyStore {
+    /// Loads the first snapshot.
+    ///
+    /// # Errors
+    /// As [`load`]: nothing starts on a bad policy set.
+    pub fn open(sources: PolicySources) -> Result<Self, PolicyError> {
+        let first = load(&sources)?;
+        Ok(Self {
+            sources,
+            current: ArcSwap::from_pointee(first),
+        })
+    }
+
+    /// The snapshot in force now.
+    pub fn current(&self) -> Arc<PolicySnapshot> {
+        self.current.load_full()
+    }
+
+    /// Re-reads the files and swaps the new snapshot in; on error the current
+    /// one keeps serving.
+    ///
+    /// # Errors
+    /// As [`load`].
+    pub fn reload(&self) -> Result<Arc<PolicySnapshot>, PolicyError> {
+        let next = Arc::new(load(&self.sources)?);
+        self.current.store(Arc::clone(&next));
+        Ok(next)
+    }
+}
