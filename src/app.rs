@@ -54,7 +54,9 @@ pub fn engine(config: &Config) -> Result<Engine, StartError> {
     let policies = PolicyStore::open(policy_sources(config))?;
     let snapshot = policies.current();
     let store = match config.store.kind {
-        StoreKind::File => EntityStore::File(FileStore::open(&config.store.entities, snapshot.schema())?),
+        StoreKind::File => {
+            EntityStore::File(FileStore::open(&config.store.entities, snapshot.schema())?)
+        }
         StoreKind::None => EntityStore::None,
     };
     let mut sourcing = HashMap::new();
@@ -79,7 +81,12 @@ pub fn engine(config: &Config) -> Result<Engine, StartError> {
         StoreKind::None => Sourcing::Request,
         StoreKind::File => Sourcing::Store,
     };
-    Ok(Engine::new(Arc::new(policies), store, sourcing, default_sourcing))
+    Ok(Engine::new(
+        Arc::new(policies),
+        store,
+        sourcing,
+        default_sourcing,
+    ))
 }
 
 /// The API over an engine, with the configuration's limits.

@@ -29,7 +29,7 @@ pub const KEYS: &[&str] = &[
 ];
 
 /// The whole configuration, grouped by concern.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// The listener and its limits.
@@ -173,18 +173,6 @@ impl Default for LogConfig {
     }
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            server: ServerConfig::default(),
-            policy: PolicyConfig::default(),
-            store: StoreConfig::default(),
-            entities: EntitiesConfig::default(),
-            log: LogConfig::default(),
-        }
-    }
-}
-
 /// Settings given on the command line: the top layer.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
@@ -272,11 +260,13 @@ impl Config {
             };
             set_path(&mut table, key, env_value(&value));
         }
-        let mut config: Config =
-            Config::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Invalid {
-                origin: file.map(|p| p.display().to_string()),
-                message: e.message().to_owned(),
-            })?;
+        let mut config: Config = serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(
+                |e: serde_path_to_error::Error<toml::de::Error>| ConfigError::Invalid {
+                    origin: file.map(|p| p.display().to_string()),
+                    message: format!("`{}`: {}", e.path(), e.inner().message()),
+                },
+            )?;
         if let Some(listen) = overrides.listen {
             config.server.listen = listen;
         }
@@ -347,8 +337,16 @@ mod tests {
         )
         .unwrap();
         assert_eq!(config.server.listen.port(), 1003, "flag beats env");
-        assert_eq!(config.policy.dir, PathBuf::from("from-env"), "env beats file");
-        assert_eq!(config.policy.schema, PathBuf::from("schema-file"), "file beats default");
+        assert_eq!(
+            config.policy.dir,
+            PathBuf::from("from-env"),
+            "env beats file"
+        );
+        assert_eq!(
+            config.policy.schema,
+            PathBuf::from("schema-file"),
+            "file beats default"
+        );
         assert_eq!(config.server.max_batch_items, 7);
         assert_eq!(config.server.max_body_bytes, 1024 * 1024, "default kept");
     }
@@ -364,8 +362,12 @@ mod tests {
 
     #[test]
     fn misspelt_environment_variable_gets_a_suggestion() {
-        let err = Config::load(None, env(&[("MANDATE_SERVER_LISTN", "x")]), &Overrides::default())
-            .unwrap_err();
+        let err = Config::load(
+            None,
+            env(&[("MANDATE_SERVER_LISTN", "x")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
         match err {
             ConfigError::UnknownEnv { suggestion, .. } => {
                 assert_eq!(suggestion.as_deref(), Some("MANDATE_SERVER_LISTEN"));
@@ -381,14 +383,23 @@ mod tests {
             env(&[
                 ("MANDATE_SERVER_MAX_BODY_BYTES", "2048"),
                 ("MANDATE_SERVER_HEADER_READ_TIMEOUT", "250ms"),
-                ("MANDATE_ENTITIES_SOURCES", "{ \"Todo::Todo\" = \"request\" }"),
+                (
+                    "MANDATE_ENTITIES_SOURCES",
+                    "{ \"Todo::Todo\" = \"request\" }",
+                ),
             ]),
             &Overrides::default(),
         )
         .unwrap();
         assert_eq!(config.server.max_body_bytes, 2048);
-        assert_eq!(config.server.header_read_timeout, Duration::from_millis(250));
-        assert_eq!(config.entities.sources.get("Todo::Todo"), Some(&Sourcing::Request));
+        assert_eq!(
+            config.server.header_read_timeout,
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            config.entities.sources.get("Todo::Todo"),
+            Some(&Sourcing::Request)
+        );
     }
 
     #[test]

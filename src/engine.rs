@@ -163,7 +163,12 @@ impl Decision {
     /// One sentence: `allowed by O1`, `denied by G2`, `denied: no policy
     /// allowed the request`, `denied: entity_not_found`.
     pub fn summary(&self) -> String {
-        let reasons = self.reasons.iter().map(AsRef::as_ref).collect::<Vec<&str>>().join(", ");
+        let reasons = self
+            .reasons
+            .iter()
+            .map(AsRef::as_ref)
+            .collect::<Vec<&str>>()
+            .join(", ");
         match (self.allowed, self.errors.first()) {
             (true, _) => format!("allowed by {reasons}"),
             (false, _) if !reasons.is_empty() => format!("denied by {reasons}"),
@@ -211,7 +216,10 @@ impl Engine {
     }
 
     fn sourcing(&self, ty: &EntityTypeName) -> Sourcing {
-        self.sourcing.get(ty).copied().unwrap_or(self.default_sourcing)
+        self.sourcing
+            .get(ty)
+            .copied()
+            .unwrap_or(self.default_sourcing)
     }
 
     /// Decides one request.
@@ -224,27 +232,56 @@ impl Engine {
     pub async fn decide(&self, request: &DecisionRequest<'_>) -> Result<Decision, RequestError> {
         let snapshot = self.policies.current();
         let version = Arc::clone(snapshot.version());
-        let deny = |code, message| Ok(Decision::deny(DecisionError::new(code, message), Arc::clone(&version)));
+        let deny = |code, message| {
+            Ok(Decision::deny(
+                DecisionError::new(code, message),
+                Arc::clone(&version),
+            ))
+        };
 
         let Some(principal) = resolve(&snapshot, &request.principal) else {
-            return deny("unknown_entity_type", unknown_type(request.principal.type_name));
+            return deny(
+                "unknown_entity_type",
+                unknown_type(request.principal.type_name),
+            );
         };
         let Some(action) = snapshot.action(request.action).cloned() else {
-            return deny("unknown_action", format!("the schema declares no action `{}`", request.action));
+            return deny(
+                "unknown_action",
+                format!("the schema declares no action `{}`", request.action),
+            );
         };
         let Some(resource) = resolve(&snapshot, &request.resource) else {
-            return deny("unknown_entity_type", unknown_type(request.resource.type_name));
+            return deny(
+                "unknown_entity_type",
+                unknown_type(request.resource.type_name),
+            );
         };
 
         let mut supplied = Vec::new();
-        self.described(&snapshot, &principal, &request.principal, Field::PrincipalProperties, &mut supplied)?;
-        self.described(&snapshot, &resource, &request.resource, Field::ResourceProperties, &mut supplied)?;
+        self.described(
+            &snapshot,
+            &principal,
+            &request.principal,
+            Field::PrincipalProperties,
+            &mut supplied,
+        )?;
+        self.described(
+            &snapshot,
+            &resource,
+            &request.resource,
+            Field::ResourceProperties,
+            &mut supplied,
+        )?;
         for (index, json) in request.entities.iter().enumerate() {
-            let entity = Entity::from_json_value(json.clone(), Some(snapshot.schema())).map_err(|e| RequestError {
-                field: Field::Entity(index),
-                code: "invalid_entity",
-                message: e.to_string(),
-            })?;
+            let entity =
+                Entity::from_json_value(json.clone(), Some(snapshot.schema())).map_err(|e| {
+                    RequestError {
+                        field: Field::Entity(index),
+                        code: "invalid_entity",
+                        message: describe(&e),
+                    }
+                })?;
             let ty = entity.uid().type_name().clone();
             if self.sourcing(&ty) == Sourcing::Store {
                 return Err(store_authoritative(Field::Entity(index), &entity.uid()));
@@ -256,21 +293,26 @@ impl Engine {
         let empty = Value::Object(Map::new());
         let context_json = request.context.unwrap_or(&empty);
         collect_entity_refs(&snapshot, context_json, &mut wanted);
-        let cedar_request = match build_request(&snapshot, &principal, &action, &resource, context_json) {
-            Ok(cedar_request) => cedar_request,
-            Err(RequestProblem::Context(message)) => {
-                let check = |json: &Value| build_request(&snapshot, &principal, &action, &resource, json).map(|_| ());
-                let field = culprit(check, context_json, &message).map_or(Field::Context, Field::ContextAttribute);
-                return Err(RequestError {
-                    field,
-                    code: "invalid_context",
-                    message,
-                });
-            }
-            Err(RequestProblem::Other(message)) => return deny("invalid_request", message),
-        };
+        let cedar_request =
+            match build_request(&snapshot, &principal, &action, &resource, context_json) {
+                Ok(cedar_request) => cedar_request,
+                Err(RequestProblem::Context(message)) => {
+                    let check = |json: &Value| {
+                        build_request(&snapshot, &principal, &action, &resource, json).map(|_| ())
+                    };
+                    let field = culprit(check, context_json, &message)
+                        .map_or(Field::Context, Field::ContextAttribute);
+                    return Err(RequestError {
+                        field,
+                        code: "invalid_context",
+                        message,
+                    });
+                }
+                Err(RequestProblem::Other(message)) => return deny("invalid_request", message),
+            };
 
-        let mut slice: Vec<Entity> = Vec::with_capacity(wanted.len() + supplied.len() + snapshot.action_entities().len());
+        let mut slice: Vec<Entity> =
+            Vec::with_capacity(wanted.len() + supplied.len() + snapshot.action_entities().len());
         let from_store: Vec<EntityUid> = wanted
             .iter()
             .filter(|uid| self.sourcing(uid.type_name()) != Sourcing::Request)
@@ -282,8 +324,14 @@ impl Engine {
         // Request data overrides stored data (only `merge` types get here).
         slice.retain(|stored| !supplied.iter().any(|s| s.uid() == stored.uid()));
         slice.extend(supplied);
-        if let Some(missing) = wanted.iter().find(|uid| !slice.iter().any(|e| &e.uid() == *uid)) {
-            return deny("entity_not_found", format!("entity `{missing}` is not known to the entity store or the request"));
+        if let Some(missing) = wanted
+            .iter()
+            .find(|uid| !slice.iter().any(|e| &e.uid() == *uid))
+        {
+            return deny(
+                "entity_not_found",
+                format!("entity `{missing}` is not known to the entity store or the request"),
+            );
         }
         slice.extend(snapshot.action_entities().iter().cloned());
         let entities = match Entities::from_entities(slice, None) {
@@ -291,7 +339,9 @@ impl Engine {
             Err(e) => return deny("invalid_entities", e.to_string()),
         };
 
-        let response = self.authorizer.is_authorized(&cedar_request, snapshot.policies(), &entities);
+        let response =
+            self.authorizer
+                .is_authorized(&cedar_request, snapshot.policies(), &entities);
         let errors: Vec<DecisionError> = response
             .diagnostics()
             .errors()
@@ -308,11 +358,12 @@ impl Engine {
         // Fail closed: Cedar skips a policy that errors, so an erroring
         // `forbid` would protect nothing. Any error is a deny.
         let allowed = cedar_allowed && errors.is_empty();
-        let reasons = if allowed || !cedar_allowed {
+        let mut reasons: Vec<PolicyId> = if allowed || !cedar_allowed {
             response.diagnostics().reason().cloned().collect()
         } else {
             Vec::new()
         };
+        reasons.sort_unstable_by(|a, b| AsRef::<str>::as_ref(a).cmp(b.as_ref()));
         Ok(Decision {
             allowed,
             reasons,
@@ -331,22 +382,26 @@ impl Engine {
         field: Field,
         out: &mut Vec<Entity>,
     ) -> Result<(), RequestError> {
-        let sourcing = self.sourcing(uid.type_name());
-        let properties = reference.properties.filter(|p| !p.is_empty());
-        match (sourcing, properties) {
-            (Sourcing::Store, None) | (Sourcing::Merge, None) => Ok(()),
-            (Sourcing::Store, Some(_)) => Err(store_authoritative(field, uid)),
-            (Sourcing::Request | Sourcing::Merge, properties) => {
+        let Some(properties) = reference.properties else {
+            return Ok(());
+        };
+        match self.sourcing(uid.type_name()) {
+            Sourcing::Store if properties.is_empty() => Ok(()),
+            Sourcing::Store => Err(store_authoritative(field, uid)),
+            Sourcing::Request | Sourcing::Merge => {
                 let json = serde_json::json!({
                     "uid": { "type": uid.type_name().to_string(), "id": reference.id },
-                    "attrs": properties.cloned().unwrap_or_default(),
+                    "attrs": properties,
                     "parents": [],
                 });
-                let entity = Entity::from_json_value(json, Some(snapshot.schema())).map_err(|e| RequestError {
-                    field,
-                    code: "invalid_properties",
-                    message: e.to_string(),
-                })?;
+                let entity =
+                    Entity::from_json_value(json, Some(snapshot.schema())).map_err(|e| {
+                        RequestError {
+                            field,
+                            code: "invalid_properties",
+                            message: describe(&e),
+                        }
+                    })?;
                 out.push(entity);
                 Ok(())
             }
@@ -354,9 +409,28 @@ impl Engine {
     }
 }
 
+/// An error with its causes, joined with colons (Cedar's top-level messages
+/// alone can be as vague as "entity does not conform to the schema").
+fn describe(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        let more = inner.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = inner.source();
+    }
+    text
+}
+
 fn resolve(snapshot: &PolicySnapshot, reference: &EntityRef<'_>) -> Option<EntityUid> {
     let ty = snapshot.entity_type(reference.type_name)?;
-    Some(EntityUid::from_type_name_and_id(ty.clone(), EntityId::new(reference.id)))
+    Some(EntityUid::from_type_name_and_id(
+        ty.clone(),
+        EntityId::new(reference.id),
+    ))
 }
 
 fn unknown_type(name: &str) -> String {
@@ -380,8 +454,13 @@ fn store_authoritative(field: Field, uid: &EntityUid) -> RequestError {
 fn collect_entity_refs(snapshot: &PolicySnapshot, json: &Value, out: &mut Vec<EntityUid>) {
     match json {
         Value::Object(map) => {
-            let target = map.get("__entity").and_then(Value::as_object).unwrap_or(map);
-            if let (Some(Value::String(ty)), Some(Value::String(id))) = (target.get("type"), target.get("id")) {
+            let target = map
+                .get("__entity")
+                .and_then(Value::as_object)
+                .unwrap_or(map);
+            if let (Some(Value::String(ty)), Some(Value::String(id))) =
+                (target.get("type"), target.get("id"))
+            {
                 let declared = EntityTypeName::from_str(ty)
                     .ok()
                     .filter(|ty| snapshot.entity_types().any(|known| known == ty));
@@ -390,9 +469,12 @@ fn collect_entity_refs(snapshot: &PolicySnapshot, json: &Value, out: &mut Vec<En
                 }
                 return;
             }
-            map.values().for_each(|v| collect_entity_refs(snapshot, v, out));
+            map.values()
+                .for_each(|v| collect_entity_refs(snapshot, v, out));
         }
-        Value::Array(items) => items.iter().for_each(|v| collect_entity_refs(snapshot, v, out)),
+        Value::Array(items) => items
+            .iter()
+            .for_each(|v| collect_entity_refs(snapshot, v, out)),
         _ => {}
     }
 }
@@ -412,12 +494,19 @@ fn build_request(
     context: &Value,
 ) -> Result<Request, RequestProblem> {
     let context = Context::from_json_value(context.clone(), Some((snapshot.schema(), action)))
-        .map_err(|e| RequestProblem::Context(e.to_string()))?;
-    Request::new(principal.clone(), action.clone(), resource.clone(), context, Some(snapshot.schema())).map_err(|e| {
+        .map_err(|e| RequestProblem::Context(describe(&e)))?;
+    Request::new(
+        principal.clone(),
+        action.clone(),
+        resource.clone(),
+        context,
+        Some(snapshot.schema()),
+    )
+    .map_err(|e| {
         use cedar_policy::RequestValidationError as E;
         match e {
-            E::InvalidContext(_) | E::TypeOfContext(_) => RequestProblem::Context(e.to_string()),
-            other => RequestProblem::Other(other.to_string()),
+            E::InvalidContext(_) | E::TypeOfContext(_) => RequestProblem::Context(describe(&e)),
+            other => RequestProblem::Other(describe(&other)),
         }
     })
 }
@@ -440,13 +529,17 @@ fn culprit(
     if let Some(name) = named_missing(message).filter(|name| !map.contains_key(name)) {
         return Some(name);
     }
-    map.keys().find_map(|key| {
+    let check_without = |key: &String| {
         let mut without = map.clone();
         without.remove(key);
-        match check(&Value::Object(without)) {
-            Ok(()) => Some(key.clone()),
-            Err(RequestProblem::Context(other)) if named_missing(&other).as_deref() == Some(key) => Some(key.clone()),
-            Err(_) => None,
-        }
-    })
+        check(&Value::Object(without))
+    };
+    map.keys()
+        .find(|key| check_without(key).is_ok())
+        .or_else(|| {
+            map.keys().find(|key| {
+                matches!(check_without(key), Err(RequestProblem::Context(other)) if named_missing(&other).as_deref() == Some(key.as_str()))
+            })
+        })
+        .cloned()
 }

@@ -99,7 +99,10 @@ fn report(error: impl miette::Diagnostic + Send + Sync + 'static) {
 }
 
 fn runtime() -> Option<tokio::runtime::Runtime> {
-    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => Some(rt),
         Err(error) => {
             eprintln!("error: cannot start the async runtime: {error}");
@@ -118,7 +121,10 @@ fn serve(args: &ConfigArgs) -> ExitCode {
     };
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     let Some(rt) = runtime() else {
         return ExitCode::from(2);
     };
@@ -138,7 +144,9 @@ fn serve(args: &ConfigArgs) -> ExitCode {
             }
         };
         let snapshot = engine.policies().current();
-        let addr = listener.local_addr().map_or_else(|_| config.server.listen.to_string(), |a| a.to_string());
+        let addr = listener
+            .local_addr()
+            .map_or_else(|_| config.server.listen.to_string(), |a| a.to_string());
         tracing::info!(
             policies = snapshot.policy_count(),
             policy_version = %snapshot.version(),
@@ -146,7 +154,13 @@ fn serve(args: &ConfigArgs) -> ExitCode {
         );
         println!("mandate listening on http://{addr}");
         let api = Arc::new(app::api(&config, engine));
-        mandate::server::serve(listener, api, app::server_settings(&config), shutdown_signal()).await;
+        mandate::server::serve(
+            listener,
+            api,
+            app::server_settings(&config),
+            shutdown_signal(),
+        )
+        .await;
         ExitCode::SUCCESS
     })
 }
@@ -179,7 +193,8 @@ fn split_uid(text: &str) -> Option<(&str, &str)> {
     if let Some((ty, quoted)) = text.rsplit_once("::\"") {
         return Some((ty, quoted.strip_suffix('"')?));
     }
-    text.split_once(':').filter(|(ty, id)| !ty.is_empty() && !id.is_empty())
+    text.split_once(':')
+        .filter(|(ty, id)| !ty.is_empty() && !id.is_empty())
 }
 
 fn check(args: &CheckArgs) -> ExitCode {
@@ -190,11 +205,17 @@ fn check(args: &CheckArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let (Some(principal), Some(resource)) = (split_uid(&args.principal), split_uid(&args.resource)) else {
+    let (Some(principal), Some(resource)) = (split_uid(&args.principal), split_uid(&args.resource))
+    else {
         eprintln!("error: `--principal` and `--resource` take `type:id` or `Type::\"id\"`");
         return ExitCode::from(2);
     };
-    let context: Option<serde_json::Value> = match args.context.as_deref().map(serde_json::from_str).transpose() {
+    let context: Option<serde_json::Value> = match args
+        .context
+        .as_deref()
+        .map(serde_json::from_str)
+        .transpose()
+    {
         Ok(context) => context,
         Err(error) => {
             eprintln!("error: `--context` is not JSON: {error}");
@@ -241,7 +262,11 @@ fn check(args: &CheckArgs) -> ExitCode {
                 "summary": decision.summary(),
             });
             println!("{out:#}");
-            if decision.allowed() { ExitCode::SUCCESS } else { ExitCode::from(1) }
+            if decision.allowed() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
         }
         Err(error) => {
             eprintln!("error: {}: {}", error.code, error.message);

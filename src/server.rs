@@ -53,7 +53,12 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
 
 /// Serves `api` on `listener` until `shutdown` resolves, then stops accepting
 /// and waits up to the grace period for open connections to finish.
-pub async fn serve(listener: TcpListener, api: Arc<Api>, settings: ServerSettings, shutdown: impl Future<Output = ()>) {
+pub async fn serve(
+    listener: TcpListener,
+    api: Arc<Api>,
+    settings: ServerSettings,
+    shutdown: impl Future<Output = ()>,
+) {
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()

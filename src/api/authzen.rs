@@ -129,7 +129,12 @@ fn entity_ref(entity: &Entity) -> EntityRef<'_> {
     }
 }
 
-fn request<'a>(subject: &'a Entity, action: &'a Action, resource: &'a Entity, context: Option<&'a Value>) -> DecisionRequest<'a> {
+fn request<'a>(
+    subject: &'a Entity,
+    action: &'a Action,
+    resource: &'a Entity,
+    context: Option<&'a Value>,
+) -> DecisionRequest<'a> {
     DecisionRequest {
         principal: entity_ref(subject),
         action: &action.name,
@@ -140,28 +145,52 @@ fn request<'a>(subject: &'a Entity, action: &'a Action, resource: &'a Entity, co
 }
 
 /// `POST /access/v1/evaluation`
-pub(super) async fn evaluation(engine: &Engine, body: &Bytes) -> Result<Response<Full<Bytes>>, ApiError> {
+pub(super) async fn evaluation(
+    engine: &Engine,
+    body: &Bytes,
+) -> Result<Response<Full<Bytes>>, ApiError> {
     let evaluation: Evaluation = decode(body)?;
-    let request = request(&evaluation.subject, &evaluation.action, &evaluation.resource, evaluation.context.as_ref());
-    let decision = engine.decide(&request).await.map_err(|e| NAMES.refuse(e, ""))?;
+    let request = request(
+        &evaluation.subject,
+        &evaluation.action,
+        &evaluation.resource,
+        evaluation.context.as_ref(),
+    );
+    let decision = engine
+        .decide(&request)
+        .await
+        .map_err(|e| NAMES.refuse(e, ""))?;
     Ok(json(StatusCode::OK, &Answer::of(&decision, None)))
 }
 
 /// `POST /access/v1/evaluations`: top-level defaults, items that override
 /// them, and the three `evaluations_semantic`s. Without `evaluations`, the
 /// request is a single evaluation.
-pub(super) async fn evaluations(engine: &Engine, body: &Bytes, max_items: usize) -> Result<Response<Full<Bytes>>, ApiError> {
+pub(super) async fn evaluations(
+    engine: &Engine,
+    body: &Bytes,
+    max_items: usize,
+) -> Result<Response<Full<Bytes>>, ApiError> {
     let batch: Batch = decode(body)?;
     let semantic = batch.options.unwrap_or_default().evaluations_semantic;
     let defaults = batch.defaults;
     let items = match batch.evaluations {
         Some(items) if !items.is_empty() => items,
         _ => {
-            let (Some(subject), Some(action), Some(resource)) = (&defaults.subject, &defaults.action, &defaults.resource) else {
-                return Err(missing_part(defaults.subject.is_some(), defaults.action.is_some(), ""));
+            let (Some(subject), Some(action), Some(resource)) =
+                (&defaults.subject, &defaults.action, &defaults.resource)
+            else {
+                return Err(missing_part(
+                    defaults.subject.is_some(),
+                    defaults.action.is_some(),
+                    "",
+                ));
             };
             let request = request(subject, action, resource, defaults.context.as_ref());
-            let decision = engine.decide(&request).await.map_err(|e| NAMES.refuse(e, ""))?;
+            let decision = engine
+                .decide(&request)
+                .await
+                .map_err(|e| NAMES.refuse(e, ""))?;
             return Ok(json(StatusCode::OK, &Answer::of(&decision, None)));
         }
     };
@@ -204,10 +233,18 @@ pub(super) async fn evaluations(engine: &Engine, body: &Bytes, max_items: usize)
         .iter_mut()
         .map(|(decision, error)| Answer::of(decision, error.take()))
         .collect();
-    Ok(json(StatusCode::OK, &serde_json::json!({ "evaluations": answers })))
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({ "evaluations": answers }),
+    ))
 }
 
-async fn decide_item(engine: &Engine, defaults: &Partial, item: &Value, prefix: &str) -> Result<Decision, ApiError> {
+async fn decide_item(
+    engine: &Engine,
+    defaults: &Partial,
+    item: &Value,
+    prefix: &str,
+) -> Result<Decision, ApiError> {
     let item: Partial = decode_value(item, prefix)?;
     let subject = item.subject.as_ref().or(defaults.subject.as_ref());
     let action = item.action.as_ref().or(defaults.action.as_ref());
@@ -217,7 +254,10 @@ async fn decide_item(engine: &Engine, defaults: &Partial, item: &Value, prefix: 
         return Err(missing_part(subject.is_some(), action.is_some(), prefix));
     };
     let request = request(subject, action, resource, context);
-    engine.decide(&request).await.map_err(|e| NAMES.refuse(e, prefix))
+    engine
+        .decide(&request)
+        .await
+        .map_err(|e| NAMES.refuse(e, prefix))
 }
 
 /// Names the first of subject, action, resource that neither the item nor the defaults gave.
@@ -229,7 +269,11 @@ fn missing_part(has_subject: bool, has_action: bool, prefix: &str) -> ApiError {
     } else {
         "resource"
     };
-    let field = if prefix.is_empty() { missing.to_owned() } else { format!("{prefix}.{missing}") };
+    let field = if prefix.is_empty() {
+        missing.to_owned()
+    } else {
+        format!("{prefix}.{missing}")
+    };
     ApiError::InvalidBody {
         message: format!("`{field}`: missing, and no default given at the top level"),
         field,

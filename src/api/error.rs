@@ -63,9 +63,10 @@ impl ApiError {
     /// The HTTP status this error is answered with.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::InvalidBody { .. } | Self::InvalidRequest { .. } | Self::BatchTooLarge { .. } | Self::BodyRead(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            Self::InvalidBody { .. }
+            | Self::InvalidRequest { .. }
+            | Self::BatchTooLarge { .. }
+            | Self::BodyRead(_) => StatusCode::BAD_REQUEST,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -161,7 +162,10 @@ fn invalid_body<E: std::fmt::Display>(e: &serde_path_to_error::Error<E>, prefix:
         join(&mut field, &path);
     }
     // serde reports a missing field at its parent's path; name the field itself.
-    if let Some(missing) = inner.strip_prefix("missing field `").and_then(|r| r.split('`').next()) {
+    if let Some(missing) = inner
+        .strip_prefix("missing field `")
+        .and_then(|r| r.split('`').next())
+    {
         join(&mut field, missing);
     }
     let message = if field.is_empty() {

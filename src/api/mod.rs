@@ -44,7 +44,11 @@ impl Api {
     /// `scheme` (`http` or `https`) is what the listener speaks, for the
     /// metadata document's URLs.
     pub fn new(engine: Arc<Engine>, limits: ApiLimits, scheme: &'static str) -> Self {
-        Self { engine, limits, scheme }
+        Self {
+            engine,
+            limits,
+            scheme,
+        }
     }
 
     /// Answers one request. Never fails: every error is a JSON response.
@@ -122,7 +126,11 @@ impl Api {
     fn readiness(&self) -> Response<Full<Bytes>> {
         let snapshot = self.engine.policies().current();
         let store_ready = self.engine.store().is_ready();
-        let status = if store_ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+        let status = if store_ready {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
         json(
             status,
             &serde_json::json!({
@@ -150,7 +158,9 @@ impl Api {
         }
         match Limited::new(request.into_body(), limit).collect().await {
             Ok(collected) => Ok(collected.to_bytes()),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::BodyTooLarge { limit }),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                Err(ApiError::BodyTooLarge { limit })
+            }
             Err(e) => Err(ApiError::BodyRead(e.to_string())),
         }
     }
@@ -231,7 +241,11 @@ impl FieldNames {
     /// The engine's refusal as an API error, with the field named under `prefix`.
     fn refuse(&self, error: RequestError, prefix: &str) -> ApiError {
         let name = self.name(error.field);
-        let field = if prefix.is_empty() { name } else { format!("{prefix}.{name}") };
+        let field = if prefix.is_empty() {
+            name
+        } else {
+            format!("{prefix}.{name}")
+        };
         ApiError::InvalidRequest {
             message: format!("`{field}`: {}", error.message),
             field,

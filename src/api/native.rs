@@ -93,8 +93,19 @@ fn uid_parts<'a>(uid: &'a Uid, field: &str) -> Result<(&'a str, &'a str), ApiErr
     })
 }
 
-async fn decide(engine: &Engine, request: &IsAuthorized, shared: &[Value], prefix: &str) -> Result<Decision, ApiError> {
-    let at = |name: &str| if prefix.is_empty() { name.to_owned() } else { format!("{prefix}.{name}") };
+async fn decide(
+    engine: &Engine,
+    request: &IsAuthorized,
+    shared: &[Value],
+    prefix: &str,
+) -> Result<Decision, ApiError> {
+    let at = |name: &str| {
+        if prefix.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{prefix}.{name}")
+        }
+    };
     let (principal_type, principal_id) = uid_parts(&request.principal, &at("principal"))?;
     let (action_type, action_id) = uid_parts(&request.action, &at("action"))?;
     let (resource_type, resource_id) = uid_parts(&request.resource, &at("resource"))?;
@@ -115,11 +126,17 @@ async fn decide(engine: &Engine, request: &IsAuthorized, shared: &[Value], prefi
         context: request.context.as_ref(),
         entities,
     };
-    engine.decide(&decision_request).await.map_err(|e| NAMES.refuse(e, prefix))
+    engine
+        .decide(&decision_request)
+        .await
+        .map_err(|e| NAMES.refuse(e, prefix))
 }
 
 /// `POST /v1/is_authorized`
-pub(super) async fn is_authorized(engine: &Engine, body: &Bytes) -> Result<Response<Full<Bytes>>, ApiError> {
+pub(super) async fn is_authorized(
+    engine: &Engine,
+    body: &Bytes,
+) -> Result<Response<Full<Bytes>>, ApiError> {
     let request: IsAuthorized = decode(body)?;
     let decision = decide(engine, &request, &[], "").await?;
     Ok(json(StatusCode::OK, &Answer::of(&decision)))
@@ -127,7 +144,11 @@ pub(super) async fn is_authorized(engine: &Engine, body: &Bytes) -> Result<Respo
 
 /// `POST /v1/is_authorized/batch`: `{"requests": [...], "entities"?}` →
 /// `{"results": [...]}`, in order; a malformed item is a deny with its error.
-pub(super) async fn batch(engine: &Engine, body: &Bytes, max_items: usize) -> Result<Response<Full<Bytes>>, ApiError> {
+pub(super) async fn batch(
+    engine: &Engine,
+    body: &Bytes,
+    max_items: usize,
+) -> Result<Response<Full<Bytes>>, ApiError> {
     let batch: Batch = decode(body)?;
     if batch.requests.len() > max_items {
         return Err(ApiError::BatchTooLarge {
@@ -145,9 +166,16 @@ pub(super) async fn batch(engine: &Engine, body: &Bytes, max_items: usize) -> Re
             Err(error) => Err(error),
         };
         decisions.push(outcome.unwrap_or_else(|error| {
-            Decision::refused(error.code(), error.to_string(), engine.policies().current().version().clone())
+            Decision::refused(
+                error.code(),
+                error.to_string(),
+                engine.policies().current().version().clone(),
+            )
         }));
     }
     let results: Vec<Answer<'_>> = decisions.iter().map(Answer::of).collect();
-    Ok(json(StatusCode::OK, &serde_json::json!({ "results": results })))
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({ "results": results }),
+    ))
 }

@@ -57,10 +57,12 @@ impl FileStore {
             };
             out.push(entity.clone());
             for ancestor in self.entities.ancestors(uid).into_iter().flatten() {
-                if seen.insert(ancestor) {
-                    if let Some(parent) = self.entities.get(ancestor) {
-                        out.push(parent.clone());
-                    }
+                if let Some(parent) = self
+                    .entities
+                    .get(ancestor)
+                    .filter(|_| seen.insert(ancestor))
+                {
+                    out.push(parent.clone());
                 }
             }
         }

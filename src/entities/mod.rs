@@ -46,7 +46,11 @@ impl EntityStore {
     ///
     /// # Errors
     /// When the store cannot answer (never for the file store).
-    pub async fn gather(&self, uids: &[EntityUid], out: &mut Vec<Entity>) -> Result<(), EntityError> {
+    pub async fn gather(
+        &self,
+        uids: &[EntityUid],
+        out: &mut Vec<Entity>,
+    ) -> Result<(), EntityError> {
         match self {
             Self::File(store) => {
                 store.gather(uids, out);

@@ -43,7 +43,10 @@ impl SourceDiagnostic {
             Some(offset) => {
                 let before = self.text.get(..offset).unwrap_or(&self.text);
                 let line = before.matches('\n').count() + 1;
-                let column = before.rfind('\n').map_or(before.len(), |nl| before.len() - nl - 1) + 1;
+                let column = before
+                    .rfind('\n')
+                    .map_or(before.len(), |nl| before.len() - nl - 1)
+                    + 1;
                 format!("{}:{line}:{column}", self.path)
             }
             None => self.path.clone(),

@@ -90,11 +90,7 @@ pub fn load(sources: &PolicySources) -> Result<PolicySnapshot, PolicyError> {
     }
 
     let digest = hasher.finalize();
-    let version: String = digest
-        .iter()
-        .take(6)
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let version: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
     PolicySnapshot::new(
         schema,
         policies,

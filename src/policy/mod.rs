@@ -82,7 +82,9 @@ impl PolicyError {
     /// for logs and JSON answers.
     pub fn lines(&self) -> Vec<String> {
         match self {
-            Self::Invalid { diagnostics } => diagnostics.iter().map(SourceDiagnostic::one_line).collect(),
+            Self::Invalid { diagnostics } => {
+                diagnostics.iter().map(SourceDiagnostic::one_line).collect()
+            }
             other => vec![other.to_string()],
         }
     }
@@ -130,7 +132,11 @@ impl PolicySnapshot {
                 _ => String::new(),
             },
         };
-        let prefix = if namespace.is_empty() { String::new() } else { format!("{namespace}::") };
+        let prefix = if namespace.is_empty() {
+            String::new()
+        } else {
+            format!("{namespace}::")
+        };
         let mut types = HashMap::new();
         for ty in schema.entity_types() {
             let full = ty.to_string();

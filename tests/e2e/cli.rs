@@ -1,0 +1,172 @@
+//! The `mandate` binary itself: `serve` on its defaults, `check`, `validate`.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use serde_json::json;
+
+use crate::support::{binary, post, root};
+
+fn mandate() -> Command {
+    let mut command = Command::new(binary());
+    command.current_dir(root()).env("NO_COLOR", "1");
+    for (key, _) in std::env::vars() {
+        if key.starts_with("MANDATE_") {
+            command.env_remove(key);
+        }
+    }
+    command
+}
+
+#[tokio::test]
+async fn serve_on_the_embedded_defaults_prints_its_address_and_decides() {
+    let mut child = mandate()
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("mandate listening on ")
+        .unwrap_or_else(|| panic!("got `{line}`"))
+        .to_owned();
+    let reply = post(
+        &format!("{base}/access/v1/evaluation"),
+        &json!({
+            "subject": {"type": "user", "id": "alice"},
+            "action": {"name": "view_account"},
+            "resource": {"type": "account", "id": "alice-personal"}
+        }),
+    )
+    .await;
+    assert_eq!(reply.json["decision"], true);
+    assert_eq!(reply.json["context"]["reasons"], json!(["O1"]));
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "SIGTERM is a clean exit");
+}
+
+#[test]
+fn check_exits_0_on_allow_1_on_deny_2_on_error() {
+    let allow = mandate()
+        .args([
+            "check",
+            "--principal",
+            "user:carol",
+            "--action",
+            "place_order",
+            "--resource",
+            "account:alice-personal",
+        ])
+        .args(["--context", r#"{"side":"buy","instrument":"AAPL"}"#])
+        .output()
+        .unwrap();
+    assert_eq!(allow.status.code(), Some(0));
+    let out: serde_json::Value = serde_json::from_slice(&allow.stdout).unwrap();
+    assert_eq!(out["decision"], "Allow");
+
+    let deny = mandate()
+        .args([
+            "check",
+            "--principal",
+            r#"Brokerage::User::"bob""#,
+            "--action",
+            "cancel_order",
+        ])
+        .args(["--resource", r#"Brokerage::Account::"alice-personal""#])
+        .output()
+        .unwrap();
+    assert_eq!(deny.status.code(), Some(1));
+
+    let error = mandate()
+        .args([
+            "check",
+            "--principal",
+            "user:carol",
+            "--action",
+            "place_order",
+            "--resource",
+            "account:alice-personal",
+        ])
+        .args(["--context", r#"{"side":"buy"}"#])
+        .output()
+        .unwrap();
+    assert_eq!(error.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&error.stderr).contains("instrument"));
+}
+
+#[test]
+fn validate_accepts_the_shipped_pack() {
+    let output = mandate().arg("validate").output().unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).starts_with("ok: "));
+}
+
+#[test]
+fn validate_points_at_the_file_and_line_of_a_bad_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("broken.cedar"),
+        "// fine so far\n@id(\"X1\")\npermit (principal, action == Brokerage::Action::\"view_acount\", resource);\n",
+    )
+    .unwrap();
+    let output = mandate()
+        .arg("validate")
+        .arg("--policies")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("broken.cedar:3:"), "{stderr}");
+    assert!(
+        stderr.contains("view_acount") && stderr.contains("did you mean"),
+        "Cedar's help is forwarded: {stderr}"
+    );
+
+    std::fs::write(
+        dir.path().join("broken.cedar"),
+        "permit (principal, action, resource) when { principal.",
+    )
+    .unwrap();
+    let output = mandate()
+        .arg("validate")
+        .arg("--policies")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("broken.cedar:1:"), "{stderr}");
+}
+
+#[test]
+fn serve_refuses_a_bad_policy_set_with_exit_64() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bad.cedar"),
+        "permit (principal, action, resource) when { nonsense };",
+    )
+    .unwrap();
+    let output = mandate()
+        .args(["serve", "--listen", "127.0.0.1:0", "--policies"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("bad.cedar"));
+}

@@ -1,0 +1,17 @@
+//! End-to-end tests: the real server on a real socket (port 0), spoken to
+//! over HTTP/1.1 and HTTP/2. One test binary; each module is one surface.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    missing_docs
+)]
+
+mod support;
+
+mod authzen;
+mod bad_input;
+mod cli;
+mod native;

@@ -1,0 +1,141 @@
+//! Starting a real server and speaking to it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use mandate::config::{Config, Overrides};
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+/// The project root, so tests find `policies/`, `schema/` and the demo data.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The shipped configuration, with paths made absolute and port 0.
+pub fn demo_config() -> Config {
+    config_with(&[])
+}
+
+/// The shipped configuration plus `MANDATE_…` settings.
+pub fn config_with(env: &[(&str, &str)]) -> Config {
+    let root = root();
+    let overrides = Overrides {
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        policies: Some(root.join("policies")),
+        schema: Some(root.join("schema")),
+        entities: None,
+    };
+    let demo = root
+        .join("examples/demo/entities.json")
+        .display()
+        .to_string();
+    let env = std::iter::once(("MANDATE_STORE_ENTITIES".to_owned(), demo))
+        .chain(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+    Config::load(None, env, &overrides).unwrap()
+}
+
+/// A running server; stops when dropped.
+pub struct Server {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl Server {
+    pub async fn start(config: Config) -> Self {
+        let engine = Arc::new(mandate::app::engine(&config).unwrap());
+        let listener = mandate::server::bind(config.server.listen).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let api = Arc::new(mandate::app::api(&config, engine));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let settings = mandate::app::server_settings(&config);
+        let task = tokio::spawn(async move {
+            mandate::server::serve(listener, api, settings, async {
+                let _ = stopped.await;
+            })
+            .await;
+        });
+        drop(task);
+        Self {
+            addr,
+            stop: Some(stop),
+        }
+    }
+
+    pub async fn demo() -> Self {
+        Self::start(demo_config()).await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A response: status, headers, JSON body.
+pub struct Reply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub json: Value,
+}
+
+fn client(http2: bool) -> Client<HttpConnector, Full<Bytes>> {
+    let mut builder = Client::builder(TokioExecutor::new());
+    builder.http2_only(http2);
+    builder.build_http()
+}
+
+pub async fn send(request: http::Request<Full<Bytes>>, http2: bool) -> Reply {
+    let response = client(http2).request(request).await.unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let json = if body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&body)))
+    };
+    Reply {
+        status,
+        headers,
+        json,
+    }
+}
+
+pub async fn post_raw(url: &str, body: impl Into<Bytes>) -> Reply {
+    let request = http::Request::post(url)
+        .header("content-type", "application/json")
+        .body(Full::new(body.into()))
+        .unwrap();
+    send(request, false).await
+}
+
+pub async fn post(url: &str, body: &Value) -> Reply {
+    post_raw(url, serde_json::to_vec(body).unwrap()).await
+}
+
+pub async fn get(url: &str) -> Reply {
+    let request = http::Request::get(url)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    send(request, false).await
+}
+
+/// The path of the built `mandate` binary.
+pub fn binary() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_mandate"))
+}
