@@ -15,3 +15,4 @@ mod authzen;
 mod bad_input;
 mod cli;
 mod native;
+mod readme;
