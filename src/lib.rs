@@ -16,3 +16,4 @@ pub mod engine;
 pub mod entities;
 pub mod policy;
 pub mod server;
+pub mod suite;

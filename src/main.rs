@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use mandate::app::{self, StartError};
 use mandate::config::{Config, Overrides};
 use mandate::engine::{DecisionRequest, EntityRef};
+use mandate::suite::{self, split_uid};
 
 /// Mandate: a Cedar policy decision point for delegated account access.
 #[derive(Parser)]
@@ -30,6 +31,18 @@ enum Command {
     /// Validate the schema, the policies and the entities file, with Cedar's
     /// diagnostics: exit 0 valid, 1 invalid.
     Validate(ConfigArgs),
+    /// Run policy test suites (YAML): exit 0 all pass, 1 a case failed, 2 a
+    /// suite could not run.
+    Test(TestArgs),
+}
+
+#[derive(Args)]
+struct TestArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Suite files or directories of them.
+    #[arg(default_value = "tests/policies")]
+    paths: Vec<PathBuf>,
 }
 
 /// Settings shared by every command; each is also a `mandate.toml` key and a
@@ -91,6 +104,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(&args),
         Command::Check(args) => check(&args),
         Command::Validate(args) => validate(&args),
+        Command::Test(args) => test(&args),
     }
 }
 
@@ -186,15 +200,6 @@ async fn shutdown_signal() {
         let _ = tokio::signal::ctrl_c().await;
     }
     tracing::info!("shutting down");
-}
-
-/// Splits `user:alice` or `Brokerage::User::"alice"` into (type, id).
-fn split_uid(text: &str) -> Option<(&str, &str)> {
-    if let Some((ty, quoted)) = text.rsplit_once("::\"") {
-        return Some((ty, quoted.strip_suffix('"')?));
-    }
-    text.split_once(':')
-        .filter(|(ty, id)| !ty.is_empty() && !id.is_empty())
 }
 
 fn check(args: &CheckArgs) -> ExitCode {
@@ -297,5 +302,55 @@ fn validate(args: &ConfigArgs) -> ExitCode {
             report(error);
             ExitCode::from(1)
         }
+    }
+}
+
+fn test(args: &TestArgs) -> ExitCode {
+    let config = match args.config.load() {
+        Ok(config) => config,
+        Err(error) => {
+            report(error);
+            return ExitCode::from(2);
+        }
+    };
+    let Some(rt) = runtime() else {
+        return ExitCode::from(2);
+    };
+    let (mut passed, mut failed) = (0usize, 0usize);
+    for root in &args.paths {
+        let files = match suite::discover(root) {
+            Ok(files) => files,
+            Err(error) => {
+                report(error);
+                return ExitCode::from(2);
+            }
+        };
+        for file in files {
+            let results = match rt.block_on(suite::run(&file, &config)) {
+                Ok(results) => results,
+                Err(error) => {
+                    report(error);
+                    return ExitCode::from(2);
+                }
+            };
+            for result in results {
+                match result.failure {
+                    None => {
+                        passed += 1;
+                        println!("ok    {}", result.name);
+                    }
+                    Some(diff) => {
+                        failed += 1;
+                        println!("FAIL  {}\n{diff}", result.name);
+                    }
+                }
+            }
+        }
+    }
+    println!("{passed} passed, {failed} failed");
+    if failed == 0 && passed > 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }

@@ -15,4 +15,5 @@ mod authzen;
 mod bad_input;
 mod cli;
 mod native;
+mod policy_pack;
 mod readme;

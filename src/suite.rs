@@ -1,0 +1,268 @@
+//! Policy test suites: a declarative YAML format (JSON is YAML too) and its runner,
+//! behind `mandate test`. Shaped after `opa test` and Cerbos's test suites:
+//! an entities fixture, then cases — principal, action, resource, context,
+//! the expected decision and, where it matters, the expected rule ids.
+//!
+//! ```yaml
+//! name: sub-user roles
+//! entities: ../../examples/demo/entities.json   # relative to this file
+//! cases:
+//!   - name: a trader places an order
+//!     rule: S2                                   # the rule this case exercises
+//!     principal: user:carol                      # or Brokerage::User::"carol"
+//!     action: place_order
+//!     resource: account:alice-personal
+//!     context: {side: buy, instrument: AAPL}
+//!     expect: allow                              # allow | deny
+//!     reasons: [S2]                              # optional: exactly these @ids
+//!     errors: [entity_not_found]                 # optional: exactly these error codes
+//! ```
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::app::{self, StartError};
+use crate::config::{Config, StoreKind};
+use crate::engine::{DecisionRequest, EntityRef};
+
+/// One suite file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Suite {
+    /// What the suite covers.
+    pub name: String,
+    /// The entities fixture, relative to the suite file.
+    pub entities: PathBuf,
+    /// The cases, run in order.
+    pub cases: Vec<Case>,
+}
+
+/// The expected decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Expect {
+    /// the action is allowed
+    Allow,
+    /// the action is denied
+    Deny,
+}
+
+/// One question and its expected answer.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Case {
+    /// A sentence saying what is checked.
+    pub name: String,
+    /// The rule of domain.md this case exercises (`S2`, `U1`, …).
+    #[serde(default)]
+    pub rule: Option<String>,
+    /// `type:id` or a Cedar uid.
+    pub principal: String,
+    /// The action id.
+    pub action: String,
+    /// `type:id` or a Cedar uid.
+    pub resource: String,
+    /// The context, as Cedar JSON.
+    #[serde(default)]
+    pub context: Option<Value>,
+    /// The expected decision.
+    pub expect: Expect,
+    /// Exactly these determining policies, when given.
+    #[serde(default)]
+    pub reasons: Option<Vec<String>>,
+    /// Exactly these error codes, when given.
+    #[serde(default)]
+    pub errors: Option<Vec<String>>,
+}
+
+/// Why a suite could not run at all.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum SuiteError {
+    /// The suite file could not be read.
+    #[error("cannot read suite `{path}`: {source}")]
+    Io {
+        /// the file
+        path: PathBuf,
+        /// why
+        source: std::io::Error,
+    },
+    /// The suite file is not valid YAML of this format.
+    #[error("invalid suite `{path}`: {message}")]
+    Format {
+        /// the file
+        path: PathBuf,
+        /// what is wrong
+        message: String,
+    },
+    /// Policies, schema or fixture could not be loaded.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Start(#[from] StartError),
+}
+
+/// The outcome of one case.
+#[derive(Debug)]
+pub struct CaseResult {
+    /// suite name / case name
+    pub name: String,
+    /// the rule the case exercises
+    pub rule: Option<String>,
+    /// the expected decision
+    pub expect: Expect,
+    /// `None` when it passed; what differed otherwise
+    pub failure: Option<String>,
+}
+
+/// Splits `user:alice` or `Brokerage::User::"alice"` into (type, id).
+pub fn split_uid(text: &str) -> Option<(&str, &str)> {
+    if let Some((ty, quoted)) = text.rsplit_once("::\"") {
+        return Some((ty, quoted.strip_suffix('"')?));
+    }
+    text.split_once(':')
+        .filter(|(ty, id)| !ty.is_empty() && !id.is_empty() && !id.starts_with(':'))
+}
+
+/// Every suite file (`*.yaml`, `*.yml`) under `path`, sorted; or
+/// `path` itself when it is a file.
+///
+/// # Errors
+/// When a directory cannot be read.
+pub fn discover(path: &Path) -> Result<Vec<PathBuf>, SuiteError> {
+    if !path.is_dir() {
+        return Ok(vec![path.to_owned()]);
+    }
+    let io = |source| SuiteError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(path).map_err(io)? {
+        let entry = entry.map_err(io)?.path();
+        if entry.is_dir() {
+            found.extend(discover(&entry)?);
+        } else if entry.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+            found.push(entry);
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// Reads one suite file.
+///
+/// # Errors
+/// An unreadable file or one not in the suite format.
+pub fn read(path: &Path) -> Result<Suite, SuiteError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SuiteError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    serde_norway::from_str(&text).map_err(|e| SuiteError::Format {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+/// Runs one suite against the policies of `config`, with the suite's own
+/// entities fixture as the file store.
+///
+/// # Errors
+/// When the suite, the policies or the fixture cannot be loaded.
+pub async fn run(path: &Path, config: &Config) -> Result<Vec<CaseResult>, SuiteError> {
+    let suite = read(path)?;
+    let mut config = config.clone();
+    config.store.kind = StoreKind::File;
+    config.store.entities = path
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join(&suite.entities);
+    let engine = app::engine(&config)?;
+    let mut results = Vec::with_capacity(suite.cases.len());
+    for case in &suite.cases {
+        let failure = match (split_uid(&case.principal), split_uid(&case.resource)) {
+            (Some(principal), Some(resource)) => {
+                let request = DecisionRequest {
+                    principal: EntityRef {
+                        type_name: principal.0,
+                        id: principal.1,
+                        properties: None,
+                    },
+                    action: &case.action,
+                    resource: EntityRef {
+                        type_name: resource.0,
+                        id: resource.1,
+                        properties: None,
+                    },
+                    context: case.context.as_ref(),
+                    entities: &[],
+                };
+                match engine.decide(&request).await {
+                    Ok(decision) => {
+                        let got_reasons: Vec<&str> = decision.reasons().collect();
+                        let got_errors: Vec<&str> =
+                            decision.errors().iter().map(|e| e.code()).collect();
+                        compare(
+                            case,
+                            decision.allowed(),
+                            &got_reasons,
+                            &got_errors,
+                            &decision.summary(),
+                        )
+                    }
+                    Err(error) => Some(format!(
+                        "refused as malformed input: {}: {}",
+                        error.code, error.message
+                    )),
+                }
+            }
+            _ => Some("`principal` and `resource` take `type:id` or `Type::\"id\"`".to_owned()),
+        };
+        results.push(CaseResult {
+            name: format!("{} / {}", suite.name, case.name),
+            rule: case.rule.clone(),
+            expect: case.expect,
+            failure,
+        });
+    }
+    Ok(results)
+}
+
+fn compare(
+    case: &Case,
+    allowed: bool,
+    reasons: &[&str],
+    errors: &[&str],
+    summary: &str,
+) -> Option<String> {
+    let decision = if allowed { Expect::Allow } else { Expect::Deny };
+    let mut diff = String::new();
+    if decision != case.expect {
+        let _ = writeln!(
+            diff,
+            "    decision: expected {:?}, got {decision:?} ({summary})",
+            case.expect
+        );
+    }
+    if let Some(expected) = &case.reasons {
+        if !same_set(expected, reasons) {
+            let _ = writeln!(diff, "    reasons:  expected {expected:?}, got {reasons:?}");
+        }
+    }
+    if let Some(expected) = &case.errors {
+        if !same_set(expected, errors) {
+            let _ = writeln!(diff, "    errors:   expected {expected:?}, got {errors:?}");
+        }
+    }
+    (!diff.is_empty()).then_some(diff)
+}
+
+fn same_set(expected: &[String], got: &[&str]) -> bool {
+    let mut expected: Vec<&str> = expected.iter().map(String::as_str).collect();
+    let mut got = got.to_vec();
+    expected.sort_unstable();
+    got.sort_unstable();
+    expected == got
+}

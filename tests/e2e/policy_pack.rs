@@ -1,0 +1,165 @@
+//! The brokerage policy pack: every rule of domain.md has policies and test
+//! cases, every policy names a rule, and `mandate test` passes every suite.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+
+use mandate::policy::{PolicySources, load};
+use mandate::suite::{self, Expect};
+
+use crate::support::{binary, root};
+
+/// The rule ids of `../shared/design/domain.md`, in its order.
+const RULES: &[&str] = &[
+    "G1", "G2", "G3", "G4", "O1", "S1", "S2", "S3", "S4", "S5", "F1", "F2", "F3", "F4", "F5", "P1",
+    "P2", "U1", "U2", "U3", "U4", "U5", "U6", "U7", "U8", "U9", "A1", "A2", "A3", "A4", "M1",
+];
+
+/// Rules the engine enforces rather than a policy: G1, deny unless a rule
+/// allows and deny on any error.
+const ENGINE_RULES: &[&str] = &["G1"];
+
+fn rule_of(policy_id: &str) -> &str {
+    policy_id.split('.').next().unwrap_or(policy_id)
+}
+
+#[test]
+fn the_rule_list_matches_domain_md_when_it_is_beside_the_project() {
+    let domain = root().join("../shared/design/domain.md");
+    let Ok(text) = std::fs::read_to_string(&domain) else {
+        // CI and developers have shared/ beside the project; a bare clone does not.
+        eprintln!(
+            "note: {} not found; the rule list is checked against itself only",
+            domain.display()
+        );
+        assert_eq!(RULES.len(), RULES.iter().collect::<BTreeSet<_>>().len());
+        return;
+    };
+    let rules_section = text.split("## Clarifications").next().unwrap_or(&text);
+    let found: Vec<&str> = rules_section
+        .split("- **")
+        .skip(1)
+        .filter_map(|chunk| chunk.split_once("**").map(|(id, _)| id))
+        .filter(|id| id.len() == 2)
+        .collect();
+    assert_eq!(
+        found, RULES,
+        "domain.md's rules changed: update RULES and the pack"
+    );
+}
+
+#[test]
+fn every_policy_names_a_rule_and_every_rule_has_a_policy() {
+    let snapshot = load(&PolicySources {
+        policy_dir: root().join("policies"),
+        schema: root().join("schema"),
+        default_namespace: None,
+    })
+    .unwrap();
+    let ids: Vec<String> = snapshot
+        .policies()
+        .policies()
+        .map(|p| p.id().to_string())
+        .collect();
+    for id in &ids {
+        assert!(
+            RULES.contains(&rule_of(id)),
+            "policy `@id(\"{id}\")` names no rule of domain.md"
+        );
+    }
+    for rule in RULES.iter().filter(|r| !ENGINE_RULES.contains(r)) {
+        assert!(
+            ids.iter().any(|id| rule_of(id) == *rule),
+            "rule {rule} has no policy"
+        );
+    }
+}
+
+#[test]
+fn every_rule_has_cases_that_allow_and_cases_that_deny() {
+    let files = suite::discover(&root().join("tests/policies")).unwrap();
+    let mut cases = Vec::new();
+    for file in files {
+        cases.extend(suite::read(&file).unwrap().cases);
+    }
+    assert!(cases.len() >= 120, "only {} cases", cases.len());
+    for case in &cases {
+        let rule = case
+            .rule
+            .as_deref()
+            .unwrap_or_else(|| panic!("case `{}` names no rule", case.name));
+        assert!(
+            RULES.contains(&rule),
+            "case `{}` names `{rule}`, not a rule",
+            case.name
+        );
+    }
+    for rule in RULES {
+        let tagged = |expect| {
+            cases
+                .iter()
+                .any(|c| c.rule.as_deref() == Some(*rule) && c.expect == expect)
+        };
+        assert!(tagged(Expect::Allow), "rule {rule} has no case that allows");
+        assert!(tagged(Expect::Deny), "rule {rule} has no case that denies");
+    }
+}
+
+#[test]
+fn mandate_test_passes_every_suite_of_the_pack() {
+    let output = Command::new(binary())
+        .current_dir(root())
+        .arg("test")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let last = stdout.lines().last().unwrap();
+    let (passed, failed) = last.split_once(" passed, ").unwrap();
+    assert!(passed.parse::<usize>().unwrap() >= 120, "{last}");
+    assert_eq!(failed, "0 failed");
+}
+
+#[test]
+fn mandate_test_shows_the_difference_and_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = root().join("examples/demo/entities.json");
+    std::fs::write(
+        dir.path().join("wrong.yaml"),
+        format!(
+            "name: wrong on purpose\nentities: {}\ncases:\n  - name: a viewer trades\n    principal: user:bob\n    action: cancel_order\n    resource: account:alice-personal\n    expect: allow\n    reasons: [S1]\n  - name: a viewer views\n    principal: user:bob\n    action: view_account\n    resource: account:alice-personal\n    expect: allow\n",
+            fixture.display()
+        ),
+    )
+    .unwrap();
+    let output = Command::new(binary())
+        .current_dir(root())
+        .arg("test")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("FAIL  wrong on purpose / a viewer trades"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("decision: expected Allow, got Deny"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("reasons:  expected [\"S1\"], got []"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("ok    wrong on purpose / a viewer views"),
+        "{stdout}"
+    );
+    assert_eq!(stdout.lines().last(), Some("1 passed, 1 failed"));
+}
