@@ -8,10 +8,12 @@ use std::sync::Arc;
 
 use cedar_policy::EntityTypeName;
 
-use crate::api::{Api, ApiLimits};
+use crate::api::{AdminAccess, Api, ApiLimits};
 use crate::config::{Config, ConfigError, Sourcing, StoreKind};
 use crate::engine::Engine;
-use crate::entities::{EntityError, EntityStore, FileStore};
+use crate::entities::{
+    CacheSettings, EntityCache, EntityError, EntityStore, FileStore, HttpStore, HttpStoreSettings,
+};
 use crate::policy::{PolicyError, PolicySources, PolicyStore};
 use crate::server::{ServerError, ServerSettings};
 
@@ -54,9 +56,14 @@ pub fn engine(config: &Config) -> Result<Engine, StartError> {
     let policies = PolicyStore::open(policy_sources(config))?;
     let snapshot = policies.current();
     let store = match config.store.kind {
-        StoreKind::File => {
-            EntityStore::File(FileStore::open(&config.store.entities, snapshot.schema())?)
-        }
+        StoreKind::File => EntityStore::File(Arc::new(FileStore::open(
+            &config.store.entities,
+            Arc::clone(snapshot.schema()),
+        )?)),
+        StoreKind::Http => EntityStore::Http {
+            cache: EntityCache::new(http_store(config)?, cache_settings(config)),
+            ancestor_depth: config.store.ancestor_depth,
+        },
         StoreKind::None => EntityStore::None,
     };
     let mut sourcing = HashMap::new();
@@ -79,7 +86,7 @@ pub fn engine(config: &Config) -> Result<Engine, StartError> {
     }
     let default_sourcing = match config.store.kind {
         StoreKind::None => Sourcing::Request,
-        StoreKind::File => Sourcing::Store,
+        StoreKind::File | StoreKind::Http => Sourcing::Store,
     };
     Ok(Engine::new(
         Arc::new(policies),
@@ -89,14 +96,52 @@ pub fn engine(config: &Config) -> Result<Engine, StartError> {
     ))
 }
 
-/// The API over an engine, with the configuration's limits.
+fn http_store(config: &Config) -> Result<HttpStore, EntityError> {
+    let store = &config.store;
+    HttpStore::new(HttpStoreSettings {
+        base: store.upstream.clone().unwrap_or_default(),
+        token: store.upstream_token.clone(),
+        ca: store.upstream_ca.clone(),
+        connect_timeout: store.connect_timeout,
+        request_timeout: store.request_timeout,
+        retries: store.retries,
+        retry_backoff: store.retry_backoff,
+    })
+    .map_err(EntityError::Setup)
+}
+
+fn cache_settings(config: &Config) -> CacheSettings {
+    CacheSettings {
+        ttl: config.cache.ttl,
+        negative_ttl: config.cache.negative_ttl,
+        stale_if_error: config.cache.stale_if_error,
+        max_entries: config.cache.max_entries,
+        max_bytes: config.cache.max_bytes,
+    }
+}
+
+/// Starts the engine's background work (the file store's change watcher).
+/// Needs a tokio runtime.
+pub fn start_background(config: &Config, engine: &Engine) {
+    if let EntityStore::File(store) = engine.store() {
+        store.watch(config.store.reload_interval);
+    }
+}
+
+/// The API over an engine, with the configuration's limits and admin access.
 pub fn api(config: &Config, engine: Arc<Engine>) -> Api {
+    let admin = match &config.admin.token {
+        Some(token) => AdminAccess::Token(token.clone()),
+        None if config.server.listen.ip().is_loopback() => AdminAccess::Open,
+        None => AdminAccess::Closed,
+    };
     Api::new(
         engine,
         ApiLimits {
             max_body_bytes: config.server.max_body_bytes,
             max_batch_items: config.server.max_batch_items,
         },
+        admin,
         "http",
     )
 }

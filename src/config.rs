@@ -24,6 +24,21 @@ pub const KEYS: &[&str] = &[
     "policy.default_namespace",
     "store.kind",
     "store.entities",
+    "store.reload_interval",
+    "store.upstream",
+    "store.upstream_token",
+    "store.upstream_ca",
+    "store.connect_timeout",
+    "store.request_timeout",
+    "store.retries",
+    "store.retry_backoff",
+    "store.ancestor_depth",
+    "cache.ttl",
+    "cache.negative_ttl",
+    "cache.stale_if_error",
+    "cache.max_entries",
+    "cache.max_bytes",
+    "admin.token",
     "entities.sources",
     "log.level",
 ];
@@ -38,6 +53,10 @@ pub struct Config {
     pub policy: PolicyConfig,
     /// Which entity store the decisions read.
     pub store: StoreConfig,
+    /// The entity cache in front of the HTTP store.
+    pub cache: CacheConfig,
+    /// The admin endpoints (reload, cache invalidation).
+    pub admin: AdminConfig,
     /// How each entity type's data is sourced.
     pub entities: EntitiesConfig,
     /// Diagnostics of the process itself (not the decision log).
@@ -90,6 +109,8 @@ pub struct PolicyConfig {
 pub enum StoreKind {
     /// A Cedar JSON entities file (`store.entities`).
     File,
+    /// The platform's entity service over HTTP (`store.upstream`), cached.
+    Http,
     /// No store: every entity comes from the request.
     None,
 }
@@ -103,6 +124,68 @@ pub struct StoreConfig {
     /// The entities file of the file store. Default
     /// `examples/demo/entities.json`, the shipped demo data.
     pub entities: PathBuf,
+    /// How often the file store checks its file for changes. Default 2 s:
+    /// an edit is live within seconds, at the cost of one `stat` per period.
+    #[serde(with = "humantime_serde")]
+    pub reload_interval: Duration,
+    /// Base URL of the HTTP store (`POST {base}/entities/batch`), `http` or
+    /// `https`. No default.
+    pub upstream: Option<String>,
+    /// A bearer token sent to the HTTP store. Default none.
+    pub upstream_token: Option<String>,
+    /// PEM file of CA certificates trusted for an `https` store, instead of
+    /// the system's roots. Default none (system roots).
+    pub upstream_ca: Option<PathBuf>,
+    /// Time to open a connection to the store. Default 1 s: a store that
+    /// cannot accept within a second is down, and a retry is better.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Time for one request to the store, response included. Default 2 s:
+    /// beyond it a decision is more useful as a deny than as a hang.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Retries after a failed store request (connect error, timeout, 5xx).
+    /// Default 2: rides over a restart blip without tripling load.
+    pub retries: u32,
+    /// Base of the jittered exponential backoff between retries. Default 50 ms.
+    #[serde(with = "humantime_serde")]
+    pub retry_backoff: Duration,
+    /// How many levels of parents to gather above the entities a request
+    /// names. Default 3: enough for user → group → org hierarchies.
+    pub ancestor_depth: u32,
+}
+
+/// The entity cache of the HTTP store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// How long a fetched entity is served without asking the store again.
+    /// Default 30 s: a role change reaches decisions within half a minute
+    /// (sooner with `POST /admin/v1/cache/invalidate`).
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    /// How long "the store does not know this uid" is remembered. Default
+    /// 5 s: unknown callers cannot hammer the store, new users appear fast.
+    #[serde(with = "humantime_serde")]
+    pub negative_ttl: Duration,
+    /// How long past its TTL an entity may still be served while the store
+    /// fails. Default 5 min: rides over a store restart, never serves data
+    /// older than that.
+    #[serde(with = "humantime_serde")]
+    pub stale_if_error: Duration,
+    /// Most entities held. Default 1,000,000.
+    pub max_entries: u64,
+    /// Most bytes held, estimated from each entity's JSON size. Default 512 MiB.
+    pub max_bytes: u64,
+}
+
+/// The admin surface.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// A bearer token the admin endpoints require. Without one, they answer
+    /// only while the listener is bound to loopback.
+    pub token: Option<String>,
 }
 
 /// Where one entity type's attributes come from.
@@ -161,6 +244,27 @@ impl Default for StoreConfig {
         Self {
             kind: StoreKind::File,
             entities: PathBuf::from("examples/demo/entities.json"),
+            reload_interval: Duration::from_secs(2),
+            upstream: None,
+            upstream_token: None,
+            upstream_ca: None,
+            connect_timeout: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(2),
+            retries: 2,
+            retry_backoff: Duration::from_millis(50),
+            ancestor_depth: 3,
+        }
+    }
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            ttl: Duration::from_secs(30),
+            negative_ttl: Duration::from_secs(5),
+            stale_if_error: Duration::from_secs(300),
+            max_entries: 1_000_000,
+            max_bytes: 512 * 1024 * 1024,
         }
     }
 }
@@ -184,6 +288,8 @@ pub struct Overrides {
     pub schema: Option<PathBuf>,
     /// `--entities` (selects the file store)
     pub entities: Option<PathBuf>,
+    /// `--upstream` (selects the HTTP store)
+    pub upstream: Option<String>,
 }
 
 /// A configuration that cannot be used.
@@ -279,6 +385,18 @@ impl Config {
         if let Some(entities) = &overrides.entities {
             config.store.kind = StoreKind::File;
             config.store.entities.clone_from(entities);
+        }
+        if let Some(upstream) = &overrides.upstream {
+            config.store.kind = StoreKind::Http;
+            config.store.upstream = Some(upstream.clone());
+        }
+        if config.store.kind == StoreKind::Http && config.store.upstream.is_none() {
+            return Err(ConfigError::Invalid {
+                origin: file.map(|p| p.display().to_string()),
+                message:
+                    "`store.kind` is `http` but `store.upstream` is not set (use `--upstream URL`)"
+                        .to_owned(),
+            });
         }
         Ok(config)
     }

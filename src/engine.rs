@@ -121,6 +121,7 @@ pub struct Decision {
     reasons: Vec<PolicyId>,
     errors: Vec<DecisionError>,
     policy_version: Arc<str>,
+    stale_data: bool,
 }
 
 impl Decision {
@@ -130,6 +131,7 @@ impl Decision {
             reasons: Vec::new(),
             errors: vec![error],
             policy_version,
+            stale_data: false,
         }
     }
 
@@ -153,6 +155,12 @@ impl Decision {
     /// Errors met while deciding; any error makes the decision a deny.
     pub fn errors(&self) -> &[DecisionError] {
         &self.errors
+    }
+
+    /// Whether some entity data was served past its TTL because the store
+    /// failed (within `cache.stale_if_error`).
+    pub fn stale_data(&self) -> bool {
+        self.stale_data
     }
 
     /// The policy version that decided.
@@ -215,6 +223,17 @@ impl Engine {
         &self.store
     }
 
+    /// Resolves a type name as callers write it and builds the uid, for the
+    /// admin API.
+    pub fn parse_uid(&self, type_name: &str, id: &str) -> Option<EntityUid> {
+        let snapshot = self.policies.current();
+        let ty = snapshot.entity_type(type_name)?;
+        Some(EntityUid::from_type_name_and_id(
+            ty.clone(),
+            EntityId::new(id),
+        ))
+    }
+
     fn sourcing(&self, ty: &EntityTypeName) -> Sourcing {
         self.sourcing
             .get(ty)
@@ -245,7 +264,10 @@ impl Engine {
                 unknown_type(request.principal.type_name),
             );
         };
-        let Some(action) = snapshot.action(request.action).cloned() else {
+        let Some((action, plan)) = snapshot
+            .action(request.action)
+            .and_then(|action| Some((action.clone(), snapshot.plan(action)?)))
+        else {
             return deny(
                 "unknown_action",
                 format!("the schema declares no action `{}`", request.action),
@@ -312,15 +334,20 @@ impl Engine {
             };
 
         let mut slice: Vec<Entity> =
-            Vec::with_capacity(wanted.len() + supplied.len() + snapshot.action_entities().len());
+            Vec::with_capacity(wanted.len() + supplied.len() + plan.entities().len());
         let from_store: Vec<EntityUid> = wanted
             .iter()
             .filter(|uid| self.sourcing(uid.type_name()) != Sourcing::Request)
             .cloned()
             .collect();
-        if let Err(error) = self.store.gather(&from_store, &mut slice).await {
-            return deny("entity_store_unavailable", error.to_string());
-        }
+        let gathered = match self
+            .store
+            .gather(&from_store, snapshot.schema(), &mut slice)
+            .await
+        {
+            Ok(gathered) => gathered,
+            Err(error) => return deny("entity_store_unavailable", error.to_string()),
+        };
         // Request data overrides stored data (only `merge` types get here).
         slice.retain(|stored| !supplied.iter().any(|s| s.uid() == stored.uid()));
         slice.extend(supplied);
@@ -333,15 +360,15 @@ impl Engine {
                 format!("entity `{missing}` is not known to the entity store or the request"),
             );
         }
-        slice.extend(snapshot.action_entities().iter().cloned());
+        slice.extend(plan.entities().iter().cloned());
         let entities = match Entities::from_entities(slice, None) {
             Ok(entities) => entities,
             Err(e) => return deny("invalid_entities", e.to_string()),
         };
 
-        let response =
-            self.authorizer
-                .is_authorized(&cedar_request, snapshot.policies(), &entities);
+        let response = self
+            .authorizer
+            .is_authorized(&cedar_request, plan.policies(), &entities);
         let errors: Vec<DecisionError> = response
             .diagnostics()
             .errors()
@@ -369,6 +396,7 @@ impl Engine {
             reasons,
             errors,
             policy_version: version,
+            stale_data: gathered.stale,
         })
     }
 

@@ -15,5 +15,6 @@ pub mod config;
 pub mod engine;
 pub mod entities;
 pub mod policy;
+pub mod refstore;
 pub mod server;
 pub mod suite;

@@ -34,6 +34,26 @@ enum Command {
     /// Run policy test suites (YAML): exit 0 all pass, 1 a case failed, 2 a
     /// suite could not run.
     Test(TestArgs),
+    /// Serve a Cedar JSON entities file as an HTTP entity store (the
+    /// upstream contract), for demos and benchmarks.
+    ServeStore(StoreArgs),
+}
+
+#[derive(Args)]
+struct StoreArgs {
+    /// The Cedar JSON entities file to serve.
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "examples/demo/entities.json"
+    )]
+    entities: PathBuf,
+    /// Address to listen on.
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8190")]
+    listen: std::net::SocketAddr,
+    /// Latency added to every answer, e.g. `5ms`.
+    #[arg(long, value_name = "DURATION", default_value = "0ms", value_parser = humantime::parse_duration)]
+    latency: std::time::Duration,
 }
 
 #[derive(Args)]
@@ -63,8 +83,11 @@ struct ConfigArgs {
     schema: Option<PathBuf>,
     /// Cedar JSON entities file; selects the file store
     /// [default: examples/demo/entities.json] (store.entities).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "upstream")]
     entities: Option<PathBuf>,
+    /// Base URL of the HTTP entity store; selects it (store.upstream).
+    #[arg(long, value_name = "URL")]
+    upstream: Option<String>,
 }
 
 #[derive(Args)]
@@ -92,6 +115,7 @@ impl ConfigArgs {
             policies: self.policies.clone(),
             schema: self.schema.clone(),
             entities: self.entities.clone(),
+            upstream: self.upstream.clone(),
         };
         let env = std::env::vars().filter(|(k, _)| k != "MANDATE_CONFIG");
         Ok(Config::load(self.config.as_deref(), env, &overrides)?)
@@ -105,6 +129,7 @@ fn main() -> ExitCode {
         Command::Check(args) => check(&args),
         Command::Validate(args) => validate(&args),
         Command::Test(args) => test(&args),
+        Command::ServeStore(args) => serve_store(&args),
     }
 }
 
@@ -167,6 +192,7 @@ fn serve(args: &ConfigArgs) -> ExitCode {
             "policies loaded"
         );
         println!("mandate listening on http://{addr}");
+        app::start_background(&config, &engine);
         let api = Arc::new(app::api(&config, engine));
         mandate::server::serve(
             listener,
@@ -353,4 +379,32 @@ fn test(args: &TestArgs) -> ExitCode {
     } else {
         ExitCode::from(1)
     }
+}
+
+fn serve_store(args: &StoreArgs) -> ExitCode {
+    let store = match mandate::refstore::RefStore::open(&args.entities, args.latency) {
+        Ok(store) => Arc::new(store),
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let Some(rt) = runtime() else {
+        return ExitCode::from(2);
+    };
+    rt.block_on(async {
+        let listener = match tokio::net::TcpListener::bind(args.listen).await {
+            Ok(listener) => listener,
+            Err(error) => {
+                eprintln!("error: cannot listen on `{}`: {error}", args.listen);
+                return ExitCode::from(2);
+            }
+        };
+        let addr = listener
+            .local_addr()
+            .map_or_else(|_| args.listen.to_string(), |a| a.to_string());
+        println!("entity store listening on http://{addr}");
+        store.serve(listener, shutdown_signal()).await;
+        ExitCode::SUCCESS
+    })
 }

@@ -47,6 +47,9 @@ pub enum ApiError {
     /// No such endpoint.
     #[error("no endpoint at `{0}`")]
     NotFound(String),
+    /// An admin endpoint without the admin token, or closed on this listener.
+    #[error("{0}")]
+    Forbidden(&'static str),
     /// The endpoint exists but not for this method.
     #[error("method `{method}` is not allowed on `{path}`; use {allowed}")]
     MethodNotAllowed {
@@ -69,6 +72,7 @@ impl ApiError {
             | Self::BodyRead(_) => StatusCode::BAD_REQUEST,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
@@ -82,6 +86,7 @@ impl ApiError {
             Self::BatchTooLarge { .. } => "batch_too_large",
             Self::BodyRead(_) => "body_unreadable",
             Self::NotFound(_) => "not_found",
+            Self::Forbidden(_) => "forbidden",
             Self::MethodNotAllowed { .. } => "method_not_allowed",
         }
     }

@@ -5,6 +5,7 @@
 //!
 //! Knows HTTP, never sockets or TLS.
 
+mod admin;
 mod authzen;
 mod error;
 mod native;
@@ -30,10 +31,22 @@ pub struct ApiLimits {
     pub max_batch_items: usize,
 }
 
+/// Who may call the admin endpoints (cache invalidation, policy reload).
+#[derive(Debug, Clone)]
+pub enum AdminAccess {
+    /// anyone who reaches the listener (it is bound to loopback)
+    Open,
+    /// callers presenting `Authorization: Bearer <token>`
+    Token(String),
+    /// nobody on this listener
+    Closed,
+}
+
 /// The HTTP API over one [`Engine`].
 pub struct Api {
     engine: Arc<Engine>,
     limits: ApiLimits,
+    admin: AdminAccess,
     scheme: &'static str,
 }
 
@@ -43,10 +56,16 @@ pub const REQUEST_ID: &str = "x-request-id";
 impl Api {
     /// `scheme` (`http` or `https`) is what the listener speaks, for the
     /// metadata document's URLs.
-    pub fn new(engine: Arc<Engine>, limits: ApiLimits, scheme: &'static str) -> Self {
+    pub fn new(
+        engine: Arc<Engine>,
+        limits: ApiLimits,
+        admin: AdminAccess,
+        scheme: &'static str,
+    ) -> Self {
         Self {
             engine,
             limits,
+            admin,
             scheme,
         }
     }
@@ -119,6 +138,12 @@ impl Api {
                 expect("GET", Method::GET)?;
                 Ok(self.readiness())
             }
+            "/admin/v1/cache/invalidate" => {
+                expect("POST", Method::POST)?;
+                admin::authorize(&self.admin, request.headers())?;
+                let body = self.body(request).await?;
+                admin::invalidate(&self.engine, &body).await
+            }
             _ => Err(ApiError::NotFound(path)),
         }
     }
@@ -184,6 +209,8 @@ struct Explanation<'a> {
     errors: Vec<ErrorOut<'a>>,
     policy_version: &'a str,
     summary: String,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    stale_data: bool,
 }
 
 #[derive(Serialize)]
@@ -201,6 +228,7 @@ impl<'a> Explanation<'a> {
             errors: decision.errors().iter().map(ErrorOut::of).collect(),
             policy_version: decision.policy_version(),
             summary: decision.summary(),
+            stale_data: decision.stale_data(),
         }
     }
 }

@@ -1,9 +1,13 @@
 //! The file store: a Cedar JSON entities file, validated against the schema
-//! and held in memory. The embedded default, and the demo's data.
+//! and held in memory; re-read when the file changes, keeping the last good
+//! data when the new file is invalid. The embedded default, and the demo's data.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
+use arc_swap::ArcSwap;
 use cedar_policy::{Entities, Entity, EntityUid, Schema};
 
 use super::EntityError;
@@ -11,7 +15,10 @@ use super::EntityError;
 /// Entities read from one file.
 pub struct FileStore {
     path: PathBuf,
-    entities: Entities,
+    schema: ArcSwap<Schema>,
+    entities: ArcSwap<Entities>,
+    /// (modified time, length) of the file last read
+    stamp: Mutex<Option<(SystemTime, u64)>>,
 }
 
 impl FileStore {
@@ -19,56 +26,103 @@ impl FileStore {
     ///
     /// # Errors
     /// An unreadable file, bad JSON, or an entity that does not conform.
-    pub fn open(path: &Path, schema: &Schema) -> Result<Self, EntityError> {
-        let text = std::fs::read_to_string(path).map_err(|source| EntityError::Io {
-            path: path.to_owned(),
-            source,
-        })?;
-        let entities = Entities::from_json_str(&text, Some(schema)).map_err(|source| {
-            EntityError::Invalid {
-                path: path.to_owned(),
-                source,
-            }
-        })?;
+    pub fn open(path: &Path, schema: Arc<Schema>) -> Result<Self, EntityError> {
+        let stamp = stamp(path);
+        let entities = read(path, &schema)?;
         Ok(Self {
             path: path.to_owned(),
-            entities,
+            schema: ArcSwap::new(schema),
+            entities: ArcSwap::from_pointee(entities),
+            stamp: Mutex::new(stamp),
         })
     }
 
     /// The number of entities held.
     pub fn len(&self) -> usize {
-        self.entities.len()
+        self.entities.load().len()
     }
 
     /// Whether the file held no entity.
     pub fn is_empty(&self) -> bool {
-        self.entities.is_empty()
+        self.entities.load().is_empty()
     }
 
     pub(super) fn gather(&self, uids: &[EntityUid], out: &mut Vec<Entity>) {
+        let entities = self.entities.load();
         let mut seen: HashSet<&EntityUid> = HashSet::new();
         for uid in uids {
             if !seen.insert(uid) {
                 continue;
             }
-            let Some(entity) = self.entities.get(uid) else {
+            let Some(entity) = entities.get(uid) else {
                 continue;
             };
             out.push(entity.clone());
-            for ancestor in self.entities.ancestors(uid).into_iter().flatten() {
-                if let Some(parent) = self
-                    .entities
-                    .get(ancestor)
-                    .filter(|_| seen.insert(ancestor))
-                {
+            for ancestor in entities.ancestors(uid).into_iter().flatten() {
+                if let Some(parent) = entities.get(ancestor).filter(|_| seen.insert(ancestor)) {
                     out.push(parent.clone());
                 }
             }
         }
     }
 
-    pub(super) fn check_schema(&self, schema: &Schema) -> Result<(), EntityError> {
-        Self::open(&self.path, schema).map(|_| ())
+    /// Re-reads the file now; on error the data held keeps serving.
+    pub fn reload_now(&self) {
+        let stamp = stamp(&self.path);
+        match read(&self.path, &self.schema.load()) {
+            Ok(entities) => {
+                self.entities.store(Arc::new(entities));
+                *self
+                    .stamp
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = stamp;
+                tracing::info!(path = %self.path.display(), "entities file reloaded");
+            }
+            Err(error) => {
+                tracing::error!(%error, "entities file not reloaded; the last good data keeps serving")
+            }
+        }
     }
+
+    /// Re-reads the file when its modification time or size changed.
+    pub fn reload_if_changed(&self) {
+        let current = stamp(&self.path);
+        let last = *self
+            .stamp
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if current.is_some() && current != last {
+            self.reload_now();
+        }
+    }
+
+    /// Polls the file every `interval` until the store is dropped.
+    pub fn watch(self: &Arc<Self>, interval: Duration) {
+        let store = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(interval);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let Some(store) = store.upgrade() else { break };
+                store.reload_if_changed();
+            }
+        });
+    }
+}
+
+fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+fn read(path: &Path, schema: &Schema) -> Result<Entities, EntityError> {
+    let text = std::fs::read_to_string(path).map_err(|source| EntityError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    Entities::from_json_str(&text, Some(schema)).map_err(|source| EntityError::Invalid {
+        path: path.to_owned(),
+        source,
+    })
 }

@@ -1,13 +1,22 @@
-//! Entity data: the store that owns users, accounts and destinations, and the
-//! gathering of the small slice of it one decision needs.
+//! Entity data: the stores that own users, accounts and destinations, and the
+//! gathering of the small slice of it one decision needs (the entities a
+//! request names and their ancestors).
 //!
-//! Knows Cedar's entity types and the schema, never policies, HTTP or sockets.
+//! Knows Cedar's entity types and the schema, never policies, HTTP routes or
+//! the listener.
 
+mod cache;
 mod file;
+mod http;
+
+use std::collections::HashSet;
+use std::sync::Arc;
 
 use cedar_policy::{Entity, EntityUid, Schema};
 
+pub use cache::{CacheCounters, CacheSettings, EntityCache};
 pub use file::FileStore;
+pub use http::{HttpStore, HttpStoreSettings, UpstreamError};
 
 /// Why entity data could not be had.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
@@ -30,33 +39,89 @@ pub enum EntityError {
         #[diagnostic_source]
         source: cedar_policy::entities_errors::EntitiesError,
     },
+    /// The HTTP store client could not be built.
+    #[error(transparent)]
+    Setup(UpstreamError),
+    /// The store failed and nothing usable was cached for `uid`.
+    #[error("entity store unavailable for `{uid}`: {reason}")]
+    Unavailable {
+        /// the uid that could not be had
+        uid: String,
+        /// why the store failed
+        reason: String,
+    },
+}
+
+/// What gathering found beyond the entities themselves.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Gathered {
+    /// some entity was served past its TTL because the store failed
+    pub stale: bool,
 }
 
 /// Where entity data comes from.
 pub enum EntityStore {
-    /// A Cedar JSON entities file, held in memory.
-    File(FileStore),
+    /// A Cedar JSON entities file, held in memory and re-read when it changes.
+    File(Arc<FileStore>),
+    /// The platform's entity service over HTTP, behind a cache.
+    Http {
+        /// the cache and its client
+        cache: EntityCache,
+        /// levels of parents gathered above the named entities
+        ancestor_depth: u32,
+    },
     /// No store: every entity comes from the request.
     None,
 }
 
 impl EntityStore {
-    /// Appends to `out` the stored entities for `uids` and all of their
-    /// ancestors. A uid the store does not hold is simply absent.
+    /// Appends to `out` the stored entities for `uids` and their ancestors.
+    /// A uid the store does not hold is simply absent.
     ///
     /// # Errors
-    /// When the store cannot answer (never for the file store).
+    /// When the store cannot answer and nothing usable is cached.
     pub async fn gather(
         &self,
         uids: &[EntityUid],
+        schema: &Arc<Schema>,
         out: &mut Vec<Entity>,
-    ) -> Result<(), EntityError> {
+    ) -> Result<Gathered, EntityError> {
         match self {
             Self::File(store) => {
                 store.gather(uids, out);
-                Ok(())
+                Ok(Gathered::default())
             }
-            Self::None => Ok(()),
+            Self::Http {
+                cache,
+                ancestor_depth,
+            } => {
+                let mut seen: HashSet<EntityUid> = uids.iter().cloned().collect();
+                let mut round: Vec<EntityUid> = seen.iter().cloned().collect();
+                let mut gathered = Gathered::default();
+                for depth in 0..=*ancestor_depth {
+                    let lookup = cache.lookup(&round, schema).await?;
+                    gathered.stale |= lookup.stale;
+                    let mut next = Vec::new();
+                    for cached in lookup.found {
+                        if depth < *ancestor_depth {
+                            next.extend(
+                                cached
+                                    .parents
+                                    .iter()
+                                    .filter(|p| seen.insert((*p).clone()))
+                                    .cloned(),
+                            );
+                        }
+                        out.push(cached.entity.clone());
+                    }
+                    if next.is_empty() {
+                        break;
+                    }
+                    round = next;
+                }
+                Ok(gathered)
+            }
+            Self::None => Ok(Gathered::default()),
         }
     }
 
@@ -65,14 +130,29 @@ impl EntityStore {
         true
     }
 
-    /// Checks the held data against a (new) schema.
-    ///
-    /// # Errors
-    /// When the data no longer conforms.
-    pub fn check_schema(&self, schema: &Schema) -> Result<(), EntityError> {
+    /// Forgets cached data for `uids` (re-reads the file for the file store).
+    pub async fn invalidate(&self, uids: &[EntityUid]) {
         match self {
-            Self::File(store) => store.check_schema(schema),
-            Self::None => Ok(()),
+            Self::File(store) => store.reload_now(),
+            Self::Http { cache, .. } => cache.invalidate(uids).await,
+            Self::None => {}
+        }
+    }
+
+    /// Forgets all cached data (re-reads the file for the file store).
+    pub fn invalidate_all(&self) {
+        match self {
+            Self::File(store) => store.reload_now(),
+            Self::Http { cache, .. } => cache.invalidate_all(),
+            Self::None => {}
+        }
+    }
+
+    /// The cache, for metrics, when there is one.
+    pub fn cache(&self) -> Option<&EntityCache> {
+        match self {
+            Self::Http { cache, .. } => Some(cache),
+            _ => None,
         }
     }
 }

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use cedar_policy::{Entity, EntityTypeName, EntityUid, PolicySet, Schema};
+use cedar_policy::{ActionConstraint, Entity, EntityTypeName, EntityUid, PolicySet, Schema};
 
 pub use diagnostic::SourceDiagnostic;
 pub use load::{PolicySources, load};
@@ -93,7 +93,7 @@ impl PolicyError {
 /// One immutable, validated generation of schema and policies: what a
 /// decision reads. Built off the hot path; shared by `Arc`.
 pub struct PolicySnapshot {
-    schema: Schema,
+    schema: Arc<Schema>,
     policies: PolicySet,
     version: Arc<str>,
     namespace: String,
@@ -102,7 +102,29 @@ pub struct PolicySnapshot {
     types: HashMap<String, EntityTypeName>,
     /// action id (unqualified in the default namespace, and `Ns::Action::"id"`) → uid
     actions: HashMap<String, EntityUid>,
-    action_entities: Vec<Entity>,
+    /// per action: the policies that can apply to it and its entities
+    plans: HashMap<EntityUid, ActionPlan>,
+}
+
+/// What deciding one action needs, prepared when the snapshot is built: the
+/// policies whose action scope can match it (Cedar would otherwise evaluate
+/// every policy's scope on every request), and the action's own entity with
+/// its groups (all that `action in Action::"group"` reads).
+pub struct ActionPlan {
+    policies: PolicySet,
+    entities: Vec<Entity>,
+}
+
+impl ActionPlan {
+    /// The policies that can apply to this action.
+    pub fn policies(&self) -> &PolicySet {
+        &self.policies
+    }
+
+    /// The action's entity and its ancestors (action groups).
+    pub fn entities(&self) -> &[Entity] {
+        &self.entities
+    }
 }
 
 impl PolicySnapshot {
@@ -153,23 +175,20 @@ impl PolicySnapshot {
             }
             actions.insert(action.to_string(), action.clone());
         }
-        let action_entities = schema
-            .action_entities()
-            .map(|entities| entities.iter().cloned().collect())
-            .unwrap_or_default();
+        let plans = plans(&schema, &policies)?;
         Ok(Self {
-            schema,
+            schema: Arc::new(schema),
             policies,
             version: version.into(),
             namespace,
             types,
             actions,
-            action_entities,
+            plans,
         })
     }
 
     /// The schema every policy was validated against.
-    pub fn schema(&self) -> &Schema {
+    pub fn schema(&self) -> &Arc<Schema> {
         &self.schema
     }
 
@@ -203,10 +222,9 @@ impl PolicySnapshot {
         self.actions.get(name)
     }
 
-    /// The schema's action entities (with their groups), which every
-    /// evaluation needs so that `action in Action::"trade"` holds.
-    pub fn action_entities(&self) -> &[Entity] {
-        &self.action_entities
+    /// The prepared policies and entities of one action.
+    pub fn plan(&self, action: &EntityUid) -> Option<&ActionPlan> {
+        self.plans.get(action)
     }
 
     /// Number of policies and templates.
@@ -218,6 +236,60 @@ impl PolicySnapshot {
     pub fn entity_types(&self) -> impl Iterator<Item = &EntityTypeName> {
         self.schema.entity_types()
     }
+}
+
+/// Prepares an [`ActionPlan`] for every action of the schema.
+fn plans(
+    schema: &Schema,
+    policies: &PolicySet,
+) -> Result<HashMap<EntityUid, ActionPlan>, PolicyError> {
+    let action_entities = schema
+        .action_entities()
+        .map_err(|e| PolicyError::Namespace(format!("cannot build the action entities: {e}")))?;
+    let sliceable = policies.templates().next().is_none();
+    let mut plans = HashMap::new();
+    for action in schema.actions() {
+        let ancestors: Vec<&EntityUid> = action_entities
+            .ancestors(action)
+            .into_iter()
+            .flatten()
+            .collect();
+        let entities = std::iter::once(action)
+            .chain(ancestors.iter().copied())
+            .filter_map(|uid| action_entities.get(uid).cloned())
+            .collect();
+        let applies = |constraint: ActionConstraint| match constraint {
+            ActionConstraint::Any => true,
+            ActionConstraint::Eq(uid) => &uid == action,
+            ActionConstraint::In(uids) => uids
+                .iter()
+                .any(|uid| uid == action || ancestors.contains(&uid)),
+        };
+        let slice = if sliceable {
+            let mut slice = PolicySet::new();
+            for policy in policies
+                .policies()
+                .filter(|p| applies(p.action_constraint()))
+            {
+                slice.add(policy.clone()).map_err(|e| {
+                    PolicyError::Namespace(format!(
+                        "cannot prepare the policies of `{action}`: {e}"
+                    ))
+                })?;
+            }
+            slice
+        } else {
+            policies.clone()
+        };
+        plans.insert(
+            action.clone(),
+            ActionPlan {
+                policies: slice,
+                entities,
+            },
+        );
+    }
+    Ok(plans)
 }
 
 /// The current snapshot, swapped atomically: a decision does one atomic load;

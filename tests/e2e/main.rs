@@ -14,6 +14,8 @@ mod support;
 mod authzen;
 mod bad_input;
 mod cli;
+mod file_store;
 mod native;
 mod policy_pack;
 mod readme;
+mod upstream;

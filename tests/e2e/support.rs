@@ -31,6 +31,7 @@ pub fn config_with(env: &[(&str, &str)]) -> Config {
         policies: Some(root.join("policies")),
         schema: Some(root.join("schema")),
         entities: None,
+        upstream: None,
     };
     let demo = root
         .join("examples/demo/entities.json")
@@ -51,7 +52,12 @@ impl Server {
     pub async fn start(config: Config) -> Self {
         let engine = Arc::new(mandate::app::engine(&config).unwrap());
         let listener = mandate::server::bind(config.server.listen).await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let mut addr = listener.local_addr().unwrap();
+        if addr.ip().is_unspecified() {
+            // Bound to every interface; the tests speak to it on loopback only.
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        mandate::app::start_background(&config, &engine);
         let api = Arc::new(mandate::app::api(&config, engine));
         let (stop, stopped) = oneshot::channel::<()>();
         let settings = mandate::app::server_settings(&config);

@@ -1,0 +1,102 @@
+//! The admin endpoints: cache invalidation (and, with issue 8, policy
+//! reload). Open on a loopback listener, behind a bearer token otherwise.
+
+use bytes::Bytes;
+use http::{HeaderMap, Response, StatusCode};
+use http_body_util::Full;
+use serde::Deserialize;
+
+use super::error::decode;
+use super::{AdminAccess, ApiError, json};
+use crate::engine::Engine;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Invalidate {
+    #[serde(default)]
+    uids: Vec<Uid>,
+    #[serde(default)]
+    all: bool,
+}
+
+#[derive(Deserialize)]
+struct Uid {
+    #[serde(rename = "type")]
+    type_name: String,
+    id: String,
+}
+
+/// Lets the request through when the listener's admin access allows it.
+///
+/// # Errors
+/// [`ApiError::Forbidden`] without the token, or when admin is closed here.
+pub(super) fn authorize(access: &AdminAccess, headers: &HeaderMap) -> Result<(), ApiError> {
+    match access {
+        AdminAccess::Open => Ok(()),
+        AdminAccess::Closed => Err(ApiError::Forbidden(
+            "admin endpoints are closed on a non-loopback listener without `admin.token`",
+        )),
+        AdminAccess::Token(token) => {
+            let presented = headers
+                .get(http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "));
+            // Constant-time enough: compare lengths, then every byte.
+            let matches = presented.is_some_and(|p| {
+                p.len() == token.len()
+                    && p.bytes()
+                        .zip(token.bytes())
+                        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                        == 0
+            });
+            if matches {
+                Ok(())
+            } else {
+                Err(ApiError::Forbidden(
+                    "admin endpoints need `Authorization: Bearer <admin.token>`",
+                ))
+            }
+        }
+    }
+}
+
+/// `POST /admin/v1/cache/invalidate` with `{"uids": [{"type","id"}, ...]}` or `{"all": true}`.
+pub(super) async fn invalidate(
+    engine: &Engine,
+    body: &Bytes,
+) -> Result<Response<Full<Bytes>>, ApiError> {
+    let request: Invalidate = decode(body)?;
+    if request.all {
+        engine.store().invalidate_all();
+        return Ok(json(
+            StatusCode::OK,
+            &serde_json::json!({"invalidated": "all"}),
+        ));
+    }
+    if request.uids.is_empty() {
+        return Err(ApiError::InvalidBody {
+            field: "uids".to_owned(),
+            message: "`uids`: give at least one `{\"type\", \"id\"}`, or `\"all\": true`"
+                .to_owned(),
+        });
+    }
+    let mut uids = Vec::with_capacity(request.uids.len());
+    for (index, uid) in request.uids.iter().enumerate() {
+        let parsed =
+            engine
+                .parse_uid(&uid.type_name, &uid.id)
+                .ok_or_else(|| ApiError::InvalidBody {
+                    field: format!("uids[{index}].type"),
+                    message: format!(
+                        "`uids[{index}].type`: `{}` is not an entity type of the schema",
+                        uid.type_name
+                    ),
+                })?;
+        uids.push(parsed);
+    }
+    engine.store().invalidate(&uids).await;
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({"invalidated": uids.len()}),
+    ))
+}

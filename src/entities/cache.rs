@@ -1,0 +1,315 @@
+//! The entity cache in front of the HTTP store: keyed by uid, TTL, bounded
+//! by entries and bytes (moka), single-flight per uid with one batched
+//! upstream call per round of misses, negative caching, stale-if-error.
+//!
+//! Freshness is decided here, from tokio `Instant`s stamped at fetch time
+//! (moka only bounds lifetime), so tests can drive time.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cedar_policy::{Entity, EntityUid, Schema};
+use moka::future::Cache;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::EntityError;
+use super::http::{HttpStore, UpstreamError};
+
+/// Settings of the cache.
+#[derive(Debug, Clone, Copy)]
+pub struct CacheSettings {
+    /// freshness of a fetched entity
+    pub ttl: Duration,
+    /// freshness of "the store does not know this uid"
+    pub negative_ttl: Duration,
+    /// how long past its TTL an entity may serve while the store fails
+    pub stale_if_error: Duration,
+    /// most entities held
+    pub max_entries: u64,
+    /// most bytes held (estimated)
+    pub max_bytes: u64,
+}
+
+/// A cached entity and its parents.
+#[derive(Debug)]
+pub struct Cached {
+    /// the entity, checked against the schema
+    pub entity: Entity,
+    /// its parents
+    pub parents: Vec<EntityUid>,
+    /// the size of its JSON, the weight estimate
+    pub bytes: usize,
+}
+
+#[derive(Clone)]
+struct Entry {
+    /// `None`: the store does not know the uid
+    value: Option<Arc<Cached>>,
+    fetched: Instant,
+}
+
+type Flight = watch::Receiver<Option<Result<(), UpstreamError>>>;
+
+/// What a lookup found.
+pub struct Lookup {
+    /// the entities found (absent uids are simply not here)
+    pub found: Vec<Arc<Cached>>,
+    /// whether any of them was served stale because the store failed
+    pub stale: bool,
+}
+
+/// Counters a metrics layer can read.
+#[derive(Debug, Default)]
+pub struct CacheCounters {
+    /// lookups answered from the cache
+    pub hits: std::sync::atomic::AtomicU64,
+    /// lookups that needed the store
+    pub misses: std::sync::atomic::AtomicU64,
+    /// entities served stale
+    pub stale: std::sync::atomic::AtomicU64,
+    /// calls made to the store
+    pub upstream_calls: std::sync::atomic::AtomicU64,
+}
+
+/// The cache and its store.
+pub struct EntityCache {
+    store: Arc<HttpStore>,
+    entries: Cache<EntityUid, Entry>,
+    inflight: Arc<Mutex<HashMap<EntityUid, Flight>>>,
+    settings: CacheSettings,
+    counters: Arc<CacheCounters>,
+}
+
+impl EntityCache {
+    /// A cache over `store`.
+    pub fn new(store: HttpStore, settings: CacheSettings) -> Self {
+        let lifetime = settings.ttl.max(settings.negative_ttl) + settings.stale_if_error;
+        // Two bounds with one weigher: each entry weighs at least
+        // max_bytes / max_entries, so neither bound can be passed.
+        let floor = (settings.max_bytes / settings.max_entries.max(1)).max(1);
+        let entries = Cache::builder()
+            .time_to_live(lifetime)
+            .max_capacity(settings.max_bytes)
+            .weigher(move |_uid: &EntityUid, entry: &Entry| {
+                let bytes = entry
+                    .value
+                    .as_ref()
+                    .map_or(64, |cached| cached.bytes as u64);
+                u32::try_from(bytes.max(floor)).unwrap_or(u32::MAX)
+            })
+            .build();
+        Self {
+            store: Arc::new(store),
+            entries,
+            inflight: Arc::new(Mutex::new(HashMap::new())),
+            settings,
+            counters: Arc::new(CacheCounters::default()),
+        }
+    }
+
+    /// Hit, miss, stale and upstream-call counts.
+    pub fn counters(&self) -> &CacheCounters {
+        &self.counters
+    }
+
+    /// Entities held now (approximate, as moka counts).
+    pub fn len(&self) -> u64 {
+        self.entries.entry_count()
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Forgets `uids`, so the next lookup asks the store.
+    pub async fn invalidate(&self, uids: &[EntityUid]) {
+        for uid in uids {
+            self.entries.invalidate(uid).await;
+        }
+    }
+
+    /// Forgets everything.
+    pub fn invalidate_all(&self) {
+        self.entries.invalidate_all();
+    }
+
+    /// Looks `uids` up: fresh entries from the cache; misses fetched in one
+    /// call, shared with concurrent lookups of the same uids; stale entries
+    /// only when that call fails.
+    ///
+    /// # Errors
+    /// When the store fails for a uid that has no entry within the stale bound.
+    pub async fn lookup(
+        &self,
+        uids: &[EntityUid],
+        schema: &Arc<Schema>,
+    ) -> Result<Lookup, EntityError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = Instant::now();
+        let mut found = Vec::with_capacity(uids.len());
+        let mut missing: Vec<(&EntityUid, Option<Entry>)> = Vec::new();
+        for uid in uids {
+            match self.entries.get(uid).await {
+                Some(entry) if self.is_fresh(&entry, now) => {
+                    self.counters.hits.fetch_add(1, Relaxed);
+                    found.extend(entry.value);
+                }
+                stale => {
+                    self.counters.misses.fetch_add(1, Relaxed);
+                    missing.push((uid, stale));
+                }
+            }
+        }
+        if missing.is_empty() {
+            return Ok(Lookup {
+                found,
+                stale: false,
+            });
+        }
+
+        let flights = self.join_or_lead(missing.iter().map(|(uid, _)| *uid), schema);
+        let mut failure = None;
+        for mut flight in flights {
+            let outcome = flight.wait_for(Option::is_some).await.map(|v| v.clone());
+            match outcome {
+                Ok(Some(Ok(()))) => {}
+                Ok(Some(Err(error))) => failure = Some(error),
+                Ok(None) | Err(_) => {
+                    failure = Some(UpstreamError::Unreachable(
+                        "the fetch was abandoned".to_owned(),
+                    ))
+                }
+            }
+        }
+
+        let now = Instant::now();
+        let mut stale = false;
+        for (uid, previous) in missing {
+            match self.entries.get(uid).await {
+                Some(entry) if self.is_fresh(&entry, now) => found.extend(entry.value),
+                _ => {
+                    let usable = previous.filter(|entry| self.within_stale_bound(entry, now));
+                    match (usable, &failure) {
+                        (Some(entry), Some(_)) => {
+                            self.counters.stale.fetch_add(1, Relaxed);
+                            stale = true;
+                            found.extend(entry.value);
+                        }
+                        (_, Some(error)) => {
+                            return Err(EntityError::Unavailable {
+                                uid: uid.to_string(),
+                                reason: error.to_string(),
+                            });
+                        }
+                        // Fetched and absent: the store does not know it.
+                        (_, None) => {}
+                    }
+                }
+            }
+        }
+        Ok(Lookup { found, stale })
+    }
+
+    fn is_fresh(&self, entry: &Entry, now: Instant) -> bool {
+        let ttl = if entry.value.is_some() {
+            self.settings.ttl
+        } else {
+            self.settings.negative_ttl
+        };
+        now.saturating_duration_since(entry.fetched) < ttl
+    }
+
+    fn within_stale_bound(&self, entry: &Entry, now: Instant) -> bool {
+        entry.value.is_some()
+            && now.saturating_duration_since(entry.fetched)
+                < self.settings.ttl + self.settings.stale_if_error
+    }
+
+    /// For each uid, joins the fetch already in flight or leads a new one;
+    /// the uids this call leads are fetched together in one spawned task
+    /// (spawned, so a caller that goes away cannot strand the others).
+    fn join_or_lead<'a>(
+        &self,
+        uids: impl Iterator<Item = &'a EntityUid>,
+        schema: &Arc<Schema>,
+    ) -> Vec<Flight> {
+        let (sender, receiver) = watch::channel(None);
+        let mut flights = Vec::new();
+        let mut lead = Vec::new();
+        {
+            let mut inflight = self
+                .inflight
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for uid in uids {
+                match inflight.get(uid) {
+                    Some(flight) => flights.push(flight.clone()),
+                    None => {
+                        inflight.insert(uid.clone(), receiver.clone());
+                        lead.push(uid.clone());
+                    }
+                }
+            }
+        }
+        if lead.is_empty() {
+            return flights;
+        }
+        flights.push(receiver);
+        let store = Arc::clone(&self.store);
+        let entries = self.entries.clone();
+        let inflight = Arc::clone(&self.inflight);
+        let counters = Arc::clone(&self.counters);
+        let schema = Arc::clone(schema);
+        tokio::spawn(async move {
+            counters
+                .upstream_calls
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let result = store.fetch(&lead, &schema).await;
+            let fetched = Instant::now();
+            let outcome = match result {
+                Ok(answer) => {
+                    let mut absent: Vec<&EntityUid> = lead.iter().collect();
+                    for item in answer {
+                        let uid = item.entity.uid();
+                        absent.retain(|asked| **asked != uid);
+                        let value = Some(Arc::new(Cached {
+                            entity: item.entity,
+                            parents: item.parents,
+                            bytes: item.bytes,
+                        }));
+                        entries.insert(uid, Entry { value, fetched }).await;
+                    }
+                    for uid in absent {
+                        entries
+                            .insert(
+                                uid.clone(),
+                                Entry {
+                                    value: None,
+                                    fetched,
+                                },
+                            )
+                            .await;
+                    }
+                    Ok(())
+                }
+                Err(error) => {
+                    tracing::warn!(%error, uids = lead.len(), "entity store request failed");
+                    Err(error)
+                }
+            };
+            {
+                let mut inflight = inflight
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                for uid in &lead {
+                    inflight.remove(uid);
+                }
+            }
+            let _ = sender.send(Some(outcome));
+        });
+        flights
+    }
+}

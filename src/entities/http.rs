@@ -1,0 +1,298 @@
+//! The HTTP store client: `POST {base}/entities/batch` with
+//! `{"uids": [{"type","id"}, ...]}`, answered by `{"entities": [...]}` in
+//! Cedar's JSON entity format. Pooled connections (HTTP/1.1 and HTTP/2, TLS
+//! through rustls), connect and request timeouts, bounded retries with
+//! jittered backoff, an optional bearer token.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use cedar_policy::{Entity, EntityId, EntityTypeName, EntityUid, Schema};
+use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde::Deserialize;
+use serde_json::Value;
+
+/// Settings of the HTTP store client.
+#[derive(Debug, Clone)]
+pub struct HttpStoreSettings {
+    /// base URL; `/entities/batch` is appended
+    pub base: String,
+    /// bearer token, if any
+    pub token: Option<String>,
+    /// PEM CA bundle for `https`, instead of the system roots
+    pub ca: Option<std::path::PathBuf>,
+    /// time to open a connection
+    pub connect_timeout: Duration,
+    /// time for one request, response included
+    pub request_timeout: Duration,
+    /// retries after a retryable failure
+    pub retries: u32,
+    /// base of the jittered exponential backoff
+    pub retry_backoff: Duration,
+}
+
+/// Why the store could not answer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum UpstreamError {
+    /// The client could not be built (bad URL, unreadable CA).
+    #[error("entity store client: {0}")]
+    Setup(String),
+    /// Connection refused, reset, TLS failure.
+    #[error("entity store unreachable: {0}")]
+    Unreachable(String),
+    /// No answer within the request timeout.
+    #[error("entity store did not answer within {0:?}")]
+    Timeout(Duration),
+    /// A status other than 200.
+    #[error("entity store answered HTTP {0}")]
+    Status(u16),
+    /// A body that is not the contract's JSON, or an entity that does not
+    /// conform to the schema.
+    #[error("entity store answered malformed data: {0}")]
+    Malformed(String),
+}
+
+impl UpstreamError {
+    fn retryable(&self) -> bool {
+        match self {
+            Self::Unreachable(_) | Self::Timeout(_) => true,
+            Self::Status(status) => *status >= 500,
+            Self::Setup(_) | Self::Malformed(_) => false,
+        }
+    }
+
+    /// A closed label for metrics.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Self::Setup(_) | Self::Unreachable(_) => "unreachable",
+            Self::Timeout(_) => "timeout",
+            Self::Status(_) => "bad_status",
+            Self::Malformed(_) => "malformed",
+        }
+    }
+}
+
+/// One entity as the store sent it, parsed and checked against the schema.
+#[derive(Debug)]
+pub struct Fetched {
+    /// the entity
+    pub entity: Entity,
+    /// its parents, read from the JSON (Cedar's `Entity` does not expose them)
+    pub parents: Vec<EntityUid>,
+    /// the size of its JSON, the cache's weight estimate
+    pub bytes: usize,
+}
+
+/// The client.
+pub struct HttpStore {
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    url: http::Uri,
+    authorization: Option<HeaderValue>,
+    settings: HttpStoreSettings,
+}
+
+#[derive(Deserialize)]
+struct BatchAnswer {
+    entities: Vec<Value>,
+}
+
+impl HttpStore {
+    /// Builds the client.
+    ///
+    /// # Errors
+    /// A base URL that does not parse, or a CA file that cannot be read.
+    pub fn new(settings: HttpStoreSettings) -> Result<Self, UpstreamError> {
+        let url: http::Uri = format!("{}/entities/batch", settings.base.trim_end_matches('/'))
+            .parse()
+            .map_err(|e| {
+                UpstreamError::Setup(format!("`store.upstream` `{}`: {e}", settings.base))
+            })?;
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(settings.connect_timeout));
+        http.set_nodelay(true);
+        let tls = tls_config(settings.ca.as_deref())?;
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build(connector);
+        let authorization = settings
+            .token
+            .as_deref()
+            .map(|token| HeaderValue::from_str(&format!("Bearer {token}")))
+            .transpose()
+            .map_err(|_| {
+                UpstreamError::Setup(
+                    "`store.upstream_token` is not a valid header value".to_owned(),
+                )
+            })?;
+        Ok(Self {
+            client,
+            url,
+            authorization,
+            settings,
+        })
+    }
+
+    /// Fetches `uids` in one call (retrying as configured). A uid the store
+    /// does not know is simply absent from the answer.
+    ///
+    /// # Errors
+    /// When the store cannot be reached, times out, answers non-200 or
+    /// malformed data, after the retries.
+    pub async fn fetch(
+        &self,
+        uids: &[EntityUid],
+        schema: &Schema,
+    ) -> Result<Vec<Fetched>, UpstreamError> {
+        let body = serde_json::json!({
+            "uids": uids
+                .iter()
+                .map(|uid| serde_json::json!({"type": uid.type_name().to_string(), "id": uid.id().unescaped()}))
+                .collect::<Vec<_>>()
+        });
+        let body = Bytes::from(
+            serde_json::to_vec(&body).map_err(|e| UpstreamError::Setup(e.to_string()))?,
+        );
+        let mut attempt = 0;
+        loop {
+            match self.attempt(body.clone()).await {
+                Ok(bytes) => return parse(&bytes, schema),
+                Err(error) if error.retryable() && attempt < self.settings.retries => {
+                    attempt += 1;
+                    let base = self
+                        .settings
+                        .retry_backoff
+                        .saturating_mul(1 << attempt.min(6));
+                    // Full jitter: spreads retries of many sidecars apart.
+                    let wait = base.mul_f64(fastrand::f64());
+                    tracing::debug!(%error, attempt, ?wait, "retrying the entity store");
+                    tokio::time::sleep(wait).await;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    async fn attempt(&self, body: Bytes) -> Result<Bytes, UpstreamError> {
+        let mut request = http::Request::post(self.url.clone())
+            .header(CONTENT_TYPE, "application/json")
+            .body(Full::new(body))
+            .map_err(|e| UpstreamError::Setup(e.to_string()))?;
+        if let Some(authorization) = &self.authorization {
+            request
+                .headers_mut()
+                .insert(AUTHORIZATION, authorization.clone());
+        }
+        let timeout = self.settings.request_timeout;
+        let exchange = async {
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| UpstreamError::Unreachable(describe(&e)))?;
+            let status = response.status();
+            if status != http::StatusCode::OK {
+                return Err(UpstreamError::Status(status.as_u16()));
+            }
+            response
+                .into_body()
+                .collect()
+                .await
+                .map(|collected| collected.to_bytes())
+                .map_err(|e| UpstreamError::Unreachable(e.to_string()))
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| UpstreamError::Timeout(timeout))?
+    }
+}
+
+fn describe(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    text
+}
+
+fn tls_config(ca: Option<&std::path::Path>) -> Result<rustls::ClientConfig, UpstreamError> {
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| UpstreamError::Setup(e.to_string()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    match ca {
+        Some(path) => {
+            use rustls::pki_types::pem::PemObject;
+            let certs = rustls::pki_types::CertificateDer::pem_file_iter(path).map_err(|e| {
+                UpstreamError::Setup(format!("`store.upstream_ca` `{}`: {e}", path.display()))
+            })?;
+            for cert in certs {
+                let cert = cert.map_err(|e| {
+                    UpstreamError::Setup(format!("`store.upstream_ca` `{}`: {e}", path.display()))
+                })?;
+                roots.add(cert).map_err(|e| {
+                    UpstreamError::Setup(format!("`store.upstream_ca` `{}`: {e}", path.display()))
+                })?;
+            }
+        }
+        None => {
+            let native = rustls_native_certs::load_native_certs();
+            roots.add_parsable_certificates(native.certs);
+        }
+    }
+    Ok(builder.with_root_certificates(roots).with_no_client_auth())
+}
+
+/// Parses the store's answer; any entity that does not conform to the schema
+/// makes the whole answer malformed (fail closed, and counted).
+fn parse(bytes: &[u8], schema: &Schema) -> Result<Vec<Fetched>, UpstreamError> {
+    let answer: BatchAnswer = serde_json::from_slice(bytes)
+        .map_err(|e| UpstreamError::Malformed(format!("not `{{\"entities\": [...]}}`: {e}")))?;
+    answer
+        .entities
+        .into_iter()
+        .map(|json| {
+            let bytes = json.to_string().len();
+            let parents = parents_of(&json);
+            let entity = Entity::from_json_value(json, Some(schema))
+                .map_err(|e| UpstreamError::Malformed(describe(&e)))?;
+            Ok(Fetched {
+                entity,
+                parents,
+                bytes,
+            })
+        })
+        .collect()
+}
+
+fn parents_of(json: &Value) -> Vec<EntityUid> {
+    json.get("parents")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|parent| {
+            let parent = parent.get("__entity").unwrap_or(parent);
+            let ty = EntityTypeName::from_str(parent.get("type")?.as_str()?).ok()?;
+            Some(EntityUid::from_type_name_and_id(
+                ty,
+                EntityId::new(parent.get("id")?.as_str()?),
+            ))
+        })
+        .collect()
+}

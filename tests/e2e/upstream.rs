@@ -1,0 +1,426 @@
+//! The HTTP entity store behind the cache, against a real HTTP upstream
+//! started by each test on a real port, whose calls are counted.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{Value, json};
+
+use crate::support::{Server, config_with, post, root};
+
+/// How the fake store behaves.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Mode {
+    Normal,
+    Malformed,
+    Unavailable,
+}
+
+/// The platform's entity service, as far as Mandate can tell.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub calls: Arc<AtomicUsize>,
+    pub asked: Arc<Mutex<Vec<Vec<String>>>>,
+    pub authorization: Arc<Mutex<Option<String>>>,
+    pub delay_ms: Arc<AtomicU64>,
+    pub mode: Arc<Mutex<Mode>>,
+    /// the first `fail_first` calls answer 503
+    pub fail_first: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn demo_entities() -> HashMap<String, Value> {
+    let text = std::fs::read_to_string(root().join("examples/demo/entities.json")).unwrap();
+    let list: Vec<Value> = serde_json::from_str(&text).unwrap();
+    list.into_iter()
+        .map(|e| {
+            (
+                format!(
+                    "{}::{}",
+                    e["uid"]["type"].as_str().unwrap(),
+                    e["uid"]["id"].as_str().unwrap()
+                ),
+                e,
+            )
+        })
+        .collect()
+}
+
+impl Upstream {
+    pub async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let data = Arc::new(demo_entities());
+        let calls = Arc::new(AtomicUsize::new(0));
+        let asked = Arc::new(Mutex::new(Vec::new()));
+        let authorization = Arc::new(Mutex::new(None));
+        let delay_ms = Arc::new(AtomicU64::new(0));
+        let mode = Arc::new(Mutex::new(Mode::Normal));
+        let fail_first = Arc::new(AtomicUsize::new(0));
+        let state = (
+            Arc::clone(&calls),
+            Arc::clone(&asked),
+            Arc::clone(&authorization),
+            Arc::clone(&delay_ms),
+            Arc::clone(&mode),
+            Arc::clone(&fail_first),
+        );
+        let task = tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let data = Arc::clone(&data);
+                let state = state.clone();
+                connections.spawn(async move {
+                    let service =
+                        service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                            let data = Arc::clone(&data);
+                            let (calls, asked, authorization, delay_ms, mode, fail_first) =
+                                state.clone();
+                            async move {
+                                let call = calls.fetch_add(1, Ordering::SeqCst);
+                                *authorization.lock().unwrap() = request
+                                    .headers()
+                                    .get("authorization")
+                                    .map(|v| v.to_str().unwrap().to_owned());
+                                let body = request.into_body().collect().await.unwrap().to_bytes();
+                                let body: Value = serde_json::from_slice(&body).unwrap();
+                                let uids: Vec<String> = body["uids"]
+                                    .as_array()
+                                    .unwrap()
+                                    .iter()
+                                    .map(|u| {
+                                        format!(
+                                            "{}::{}",
+                                            u["type"].as_str().unwrap(),
+                                            u["id"].as_str().unwrap()
+                                        )
+                                    })
+                                    .collect();
+                                asked.lock().unwrap().push(uids.clone());
+                                tokio::time::sleep(Duration::from_millis(
+                                    delay_ms.load(Ordering::SeqCst),
+                                ))
+                                .await;
+                                let mode = *mode.lock().unwrap();
+                                let (status, text) = if call < fail_first.load(Ordering::SeqCst)
+                                    || mode == Mode::Unavailable
+                                {
+                                    (503, "unavailable".to_owned())
+                                } else if mode == Mode::Malformed {
+                                    (200, "{\"entities\": [{\"uid\": 12".to_owned())
+                                } else {
+                                    let entities: Vec<&Value> =
+                                        uids.iter().filter_map(|u| data.get(u)).collect();
+                                    (200, json!({"entities": entities}).to_string())
+                                };
+                                let mut response =
+                                    http::Response::new(Full::new(Bytes::from(text)));
+                                *response.status_mut() =
+                                    http::StatusCode::from_u16(status).unwrap();
+                                Ok::<_, Infallible>(response)
+                            }
+                        });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Self {
+            addr,
+            calls,
+            asked,
+            authorization,
+            delay_ms,
+            mode,
+            fail_first,
+            task,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    /// Kills the store: the listener and every open connection.
+    pub fn kill(&self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn mandate_over(upstream: &Upstream, extra: &[(&str, &str)]) -> Server {
+    let url = upstream.url();
+    let mut env = vec![
+        ("MANDATE_STORE_KIND", "http"),
+        ("MANDATE_STORE_UPSTREAM", url.as_str()),
+    ];
+    env.extend_from_slice(extra);
+    Server::start(config_with(&env)).await
+}
+
+fn view(subject: &str) -> Value {
+    json!({
+        "subject": {"type": "user", "id": subject},
+        "action": {"name": "view_account"},
+        "resource": {"type": "account", "id": "alice-personal"}
+    })
+}
+
+#[tokio::test]
+async fn a_warm_cache_makes_no_upstream_call() {
+    let upstream = Upstream::start().await;
+    let server = mandate_over(&upstream, &[]).await;
+    let url = server.url("/access/v1/evaluation");
+    let reply = post(&url, &view("carol")).await;
+    assert_eq!(reply.json["decision"], true, "{}", reply.json);
+    assert_eq!(
+        upstream.calls(),
+        1,
+        "principal and resource in one batched call"
+    );
+    assert_eq!(upstream.asked.lock().unwrap()[0].len(), 2);
+    for _ in 0..5 {
+        let reply = post(&url, &view("carol")).await;
+        assert_eq!(reply.json["decision"], true);
+    }
+    assert_eq!(upstream.calls(), 1);
+}
+
+#[tokio::test]
+async fn fifty_concurrent_decisions_on_one_cold_uid_make_one_call() {
+    let upstream = Upstream::start().await;
+    upstream.delay_ms.store(300, Ordering::SeqCst);
+    let server = mandate_over(&upstream, &[]).await;
+    let url = server.url("/access/v1/evaluation");
+    let decisions: Vec<_> = (0..50)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { post(&url, &view("carol")).await.json["decision"].clone() })
+        })
+        .collect();
+    for decision in decisions {
+        assert_eq!(decision.await.unwrap(), true);
+    }
+    assert_eq!(upstream.calls(), 1);
+}
+
+#[tokio::test]
+async fn an_unknown_uid_is_asked_once_per_negative_ttl() {
+    let upstream = Upstream::start().await;
+    let server = mandate_over(&upstream, &[("MANDATE_CACHE_NEGATIVE_TTL", "600ms")]).await;
+    let url = server.url("/access/v1/evaluation");
+    for _ in 0..5 {
+        let reply = post(&url, &view("ghost")).await;
+        assert_eq!(reply.json["decision"], false);
+        assert_eq!(
+            reply.json["context"]["errors"][0]["code"],
+            "entity_not_found"
+        );
+    }
+    assert_eq!(upstream.calls(), 1);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    post(&url, &view("ghost")).await;
+    assert_eq!(upstream.calls(), 2);
+    assert_eq!(
+        upstream.asked.lock().unwrap()[1],
+        ["Brokerage::User::ghost"],
+        "the account is still fresh"
+    );
+}
+
+#[tokio::test]
+async fn cached_entities_serve_stale_while_the_store_is_down_and_unseen_ones_deny() {
+    let upstream = Upstream::start().await;
+    let server = mandate_over(
+        &upstream,
+        &[
+            ("MANDATE_CACHE_TTL", "200ms"),
+            ("MANDATE_STORE_RETRIES", "0"),
+        ],
+    )
+    .await;
+    let url = server.url("/access/v1/evaluation");
+    assert_eq!(post(&url, &view("carol")).await.json["decision"], true);
+    upstream.kill();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let reply = post(&url, &view("carol")).await;
+    assert_eq!(reply.json["decision"], true, "{}", reply.json);
+    assert_eq!(reply.json["context"]["stale_data"], true);
+    let reply = post(&url, &view("bob")).await;
+    assert_eq!(reply.json["decision"], false);
+    assert_eq!(
+        reply.json["context"]["errors"][0]["code"],
+        "entity_store_unavailable"
+    );
+}
+
+#[tokio::test]
+async fn beyond_the_stale_bound_a_failing_store_means_deny() {
+    let upstream = Upstream::start().await;
+    let server = mandate_over(
+        &upstream,
+        &[
+            ("MANDATE_CACHE_TTL", "100ms"),
+            ("MANDATE_CACHE_STALE_IF_ERROR", "200ms"),
+            ("MANDATE_STORE_RETRIES", "0"),
+        ],
+    )
+    .await;
+    let url = server.url("/access/v1/evaluation");
+    assert_eq!(post(&url, &view("carol")).await.json["decision"], true);
+    *upstream.mode.lock().unwrap() = Mode::Unavailable;
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    let reply = post(&url, &view("carol")).await;
+    assert_eq!(reply.json["decision"], false);
+    assert_eq!(
+        reply.json["context"]["errors"][0]["code"],
+        "entity_store_unavailable"
+    );
+}
+
+#[tokio::test]
+async fn a_slow_store_times_out_into_a_deny_not_a_hang() {
+    let upstream = Upstream::start().await;
+    upstream.delay_ms.store(5_000, Ordering::SeqCst);
+    let server = mandate_over(
+        &upstream,
+        &[
+            ("MANDATE_STORE_REQUEST_TIMEOUT", "200ms"),
+            ("MANDATE_STORE_RETRIES", "1"),
+        ],
+    )
+    .await;
+    let reply = tokio::time::timeout(
+        Duration::from_secs(4),
+        post(&server.url("/access/v1/evaluation"), &view("carol")),
+    )
+    .await
+    .expect("the decision must not wait for the slow store");
+    assert_eq!(reply.json["decision"], false);
+    let message = reply.json["context"]["errors"][0]["message"]
+        .as_str()
+        .unwrap();
+    assert!(message.contains("did not answer within"), "{message}");
+    assert_eq!(upstream.calls(), 2, "one retry");
+}
+
+#[tokio::test]
+async fn malformed_store_json_is_a_deny_with_an_error() {
+    let upstream = Upstream::start().await;
+    *upstream.mode.lock().unwrap() = Mode::Malformed;
+    let server = mandate_over(&upstream, &[]).await;
+    let reply = post(&server.url("/access/v1/evaluation"), &view("carol")).await;
+    assert_eq!(reply.json["decision"], false);
+    let message = reply.json["context"]["errors"][0]["message"]
+        .as_str()
+        .unwrap();
+    assert!(message.contains("malformed"), "{message}");
+    assert_eq!(upstream.calls(), 1, "malformed data is not retried");
+    let health = crate::support::get(&server.url("/healthz")).await;
+    assert_eq!(health.status, 200);
+}
+
+#[tokio::test]
+async fn a_5xx_is_retried_and_the_bearer_token_sent() {
+    let upstream = Upstream::start().await;
+    upstream.fail_first.store(1, Ordering::SeqCst);
+    let server = mandate_over(&upstream, &[("MANDATE_STORE_UPSTREAM_TOKEN", "s3cret")]).await;
+    let reply = post(&server.url("/access/v1/evaluation"), &view("carol")).await;
+    assert_eq!(reply.json["decision"], true);
+    assert_eq!(upstream.calls(), 2);
+    assert_eq!(
+        upstream.authorization.lock().unwrap().as_deref(),
+        Some("Bearer s3cret")
+    );
+}
+
+#[tokio::test]
+async fn invalidation_forces_a_refetch() {
+    let upstream = Upstream::start().await;
+    let server = mandate_over(&upstream, &[]).await;
+    let url = server.url("/access/v1/evaluation");
+    post(&url, &view("carol")).await;
+    assert_eq!(upstream.calls(), 1);
+    let reply = post(
+        &server.url("/admin/v1/cache/invalidate"),
+        &json!({"uids": [{"type": "user", "id": "carol"}]}),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.json);
+    assert_eq!(reply.json["invalidated"], 1);
+    post(&url, &view("carol")).await;
+    assert_eq!(upstream.calls(), 2);
+    assert_eq!(
+        upstream.asked.lock().unwrap()[1],
+        ["Brokerage::User::carol"]
+    );
+    let reply = post(
+        &server.url("/admin/v1/cache/invalidate"),
+        &json!({"all": true}),
+    )
+    .await;
+    assert_eq!(reply.json["invalidated"], "all");
+    post(&url, &view("carol")).await;
+    assert_eq!(upstream.calls(), 3);
+    let reply = post(
+        &server.url("/admin/v1/cache/invalidate"),
+        &json!({"uids": [{"type": "spaceship", "id": "x"}]}),
+    )
+    .await;
+    assert_eq!(reply.status, 400);
+    assert_eq!(reply.json["error"]["field"], "uids[0].type");
+}
+
+#[tokio::test]
+async fn context_entities_are_fetched_with_the_rest() {
+    let upstream = Upstream::start().await;
+    let server = mandate_over(&upstream, &[]).await;
+    let reply = post(
+        &server.url("/access/v1/evaluation"),
+        &json!({
+            "subject": {"type": "user", "id": "erin"},
+            "action": {"name": "withdraw"},
+            "resource": {"type": "account", "id": "alice-personal"},
+            "context": {"destination": {"type": "Brokerage::Destination", "id": "mallory-wallet"}}
+        }),
+    )
+    .await;
+    assert_eq!(reply.json["context"]["reasons"], json!(["F1"]));
+    assert_eq!(upstream.calls(), 1);
+    assert_eq!(upstream.asked.lock().unwrap()[0].len(), 3);
+}
+
+#[tokio::test]
+async fn the_policy_suites_pass_with_entities_from_the_http_store() {
+    let upstream = Upstream::start().await;
+    let output = tokio::process::Command::new(crate::support::binary())
+        .current_dir(root())
+        .args(["test", "--upstream", &upstream.url()])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    let last = stdout.lines().last().unwrap();
+    assert!(last.ends_with(" passed, 0 failed"), "{last}");
+    assert!(upstream.calls() > 0);
+}
