@@ -9,6 +9,7 @@
     missing_docs
 )]
 
+mod pki;
 mod support;
 
 mod authzen;

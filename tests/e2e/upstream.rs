@@ -56,6 +56,12 @@ fn demo_entities() -> HashMap<String, Value> {
 
 impl Upstream {
     pub async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// Serves over TLS with this config when given.
+    pub async fn start_with(tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>) -> Self {
+        let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let data = Arc::new(demo_entities());
@@ -79,6 +85,7 @@ impl Upstream {
                 let (stream, _) = listener.accept().await.unwrap();
                 let data = Arc::clone(&data);
                 let state = state.clone();
+                let acceptor = acceptor.clone();
                 connections.spawn(async move {
                     let service =
                         service_fn(move |request: http::Request<hyper::body::Incoming>| {
@@ -129,9 +136,23 @@ impl Upstream {
                                 Ok::<_, Infallible>(response)
                             }
                         });
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let builder =
+                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    match acceptor {
+                        Some(acceptor) => {
+                            let Ok(stream) = acceptor.accept(stream).await else {
+                                return;
+                            };
+                            let _ = builder
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await;
+                        }
+                        None => {
+                            let _ = builder
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await;
+                        }
+                    }
                 });
             }
         });
@@ -407,6 +428,40 @@ async fn context_entities_are_fetched_with_the_rest() {
     assert_eq!(reply.json["context"]["reasons"], json!(["F1"]));
     assert_eq!(upstream.calls(), 1);
     assert_eq!(upstream.asked.lock().unwrap()[0].len(), 3);
+}
+
+#[tokio::test]
+async fn a_tls_store_is_trusted_through_the_configured_ca_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = crate::pki::Ca::new("store test CA");
+    let leaf = ca.leaf("localhost", &["localhost", "127.0.0.1"], false);
+    let upstream = Upstream::start_with(Some(crate::pki::server_config(&leaf))).await;
+    let url = format!("https://localhost:{}", upstream.addr.port());
+    let ca_file = crate::pki::write(dir.path(), "ca.pem", &ca.cert_pem);
+    let ca_path = ca_file.display().to_string();
+
+    let trusted = Server::start(config_with(&[
+        ("MANDATE_STORE_KIND", "http"),
+        ("MANDATE_STORE_UPSTREAM", url.as_str()),
+        ("MANDATE_STORE_UPSTREAM_CA", ca_path.as_str()),
+    ]))
+    .await;
+    let reply = post(&trusted.url("/access/v1/evaluation"), &view("carol")).await;
+    assert_eq!(reply.json["decision"], true, "{}", reply.json);
+
+    // Without the CA (system roots only) the store's certificate is refused.
+    let untrusted = Server::start(config_with(&[
+        ("MANDATE_STORE_KIND", "http"),
+        ("MANDATE_STORE_UPSTREAM", url.as_str()),
+        ("MANDATE_STORE_RETRIES", "0"),
+    ]))
+    .await;
+    let reply = post(&untrusted.url("/access/v1/evaluation"), &view("carol")).await;
+    assert_eq!(reply.json["decision"], false);
+    assert_eq!(
+        reply.json["context"]["errors"][0]["code"],
+        "entity_store_unavailable"
+    );
 }
 
 #[tokio::test]
