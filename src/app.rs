@@ -15,6 +15,7 @@ use crate::entities::{
     CacheSettings, EntityCache, EntityError, EntityStore, FileStore, HttpStore, HttpStoreSettings,
 };
 use crate::policy::{PolicyError, PolicySources, PolicyStore};
+use crate::routes::{RouteError, RouteTable};
 use crate::server::{ServerError, ServerSettings};
 
 /// Why Mandate could not start.
@@ -32,6 +33,10 @@ pub enum StartError {
     #[error(transparent)]
     #[diagnostic(transparent)]
     Entities(#[from] EntityError),
+    /// The gateway route table is invalid.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Routes(#[from] RouteError),
     /// The listener could not start.
     #[error(transparent)]
     #[diagnostic(transparent)]
@@ -128,8 +133,17 @@ pub fn start_background(config: &Config, engine: &Engine) {
     }
 }
 
-/// The API over an engine, with the configuration's limits and admin access.
-pub fn api(config: &Config, engine: Arc<Engine>) -> Api {
+/// The gateway route table of the configuration.
+///
+/// # Errors
+/// A route that does not compile.
+pub fn routes(config: &Config) -> Result<Arc<RouteTable>, StartError> {
+    Ok(Arc::new(RouteTable::compile(&config.gateway)?))
+}
+
+/// The API over an engine, with the configuration's limits, admin access
+/// and gateway routes.
+pub fn api(config: &Config, engine: Arc<Engine>, routes: Arc<RouteTable>) -> Api {
     let admin = match &config.admin.token {
         Some(token) => AdminAccess::Token(token.clone()),
         None if config.server.listen.ip().is_loopback() => AdminAccess::Open,
@@ -137,6 +151,7 @@ pub fn api(config: &Config, engine: Arc<Engine>) -> Api {
     };
     Api::new(
         engine,
+        routes,
         ApiLimits {
             max_body_bytes: config.server.max_body_bytes,
             max_batch_items: config.server.max_batch_items,

@@ -39,6 +39,11 @@ pub const KEYS: &[&str] = &[
     "cache.max_entries",
     "cache.max_bytes",
     "admin.token",
+    "gateway.principal_header",
+    "gateway.principal_type",
+    "gateway.unmatched_status",
+    "gateway.grpc_listen",
+    "gateway.routes",
     "entities.sources",
     "log.level",
 ];
@@ -57,6 +62,8 @@ pub struct Config {
     pub cache: CacheConfig,
     /// The admin endpoints (reload, cache invalidation).
     pub admin: AdminConfig,
+    /// Gateway forward-auth: the trusted principal header and the route table.
+    pub gateway: GatewayConfig,
     /// How each entity type's data is sourced.
     pub entities: EntitiesConfig,
     /// Diagnostics of the process itself (not the decision log).
@@ -207,6 +214,92 @@ pub struct EntitiesConfig {
     /// Entity type (fully qualified, e.g. `"Todo::Todo"`) → sourcing. Types
     /// not listed are `store`, or `request` when `store.kind = "none"`.
     pub sources: BTreeMap<String, Sourcing>,
+}
+
+/// Gateway forward-auth (`/gateway/authorize`, Envoy `ext_authz`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    /// The header the gateway sets to the authenticated principal's id; the
+    /// only identity Mandate trusts from a gateway. Default `x-user-id`.
+    pub principal_header: String,
+    /// The principal's entity type (as callers write types). Default `User`.
+    pub principal_type: String,
+    /// Status when no route matches: 404 (default) or 403. Either is a deny;
+    /// nginx's `auth_request` accepts only 401 and 403, so use 403 there.
+    pub unmatched_status: u16,
+    /// Where Envoy's gRPC `ext_authz` (`envoy.service.auth.v3.Authorization`)
+    /// is served. Default: not served.
+    pub grpc_listen: Option<SocketAddr>,
+    /// The route table: method and path pattern → action, resource, context.
+    pub routes: Vec<RouteConfig>,
+}
+
+/// One route of the gateway table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// HTTP method, or `*` for any.
+    pub method: String,
+    /// Path pattern: literal segments and `{name}` parameters,
+    /// e.g. `/accounts/{account}/orders`.
+    pub path: String,
+    /// The action id.
+    pub action: String,
+    /// The resource's entity type (as callers write types), e.g. `Account`.
+    pub resource_type: String,
+    /// The resource id: a template over path parameters, e.g. `{account}`.
+    pub resource_id: String,
+    /// Context attribute → where its value comes from.
+    #[serde(default)]
+    pub context: BTreeMap<String, ContextSource>,
+}
+
+/// Where a context value comes from: `query:NAME`, `header:NAME`, a
+/// template over path parameters (`{account}`), or a literal; as a string,
+/// or typed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ContextSource {
+    /// A string value.
+    Text(String),
+    /// A typed value: `{ from = "query:destination", entity = "Brokerage::Destination" }`
+    /// or `{ from = "header:x-mfa", type = "bool" }`.
+    Typed {
+        /// where the text comes from
+        from: String,
+        /// `string` (default), `bool` or `long`
+        #[serde(default, rename = "type")]
+        kind: ValueKind,
+        /// the value is an entity id of this type
+        #[serde(default)]
+        entity: Option<String>,
+    },
+}
+
+/// The JSON type a context value is given.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ValueKind {
+    /// as is
+    #[default]
+    String,
+    /// `true` or `false`
+    Bool,
+    /// an integer
+    Long,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            principal_header: "x-user-id".to_owned(),
+            principal_type: "User".to_owned(),
+            unmatched_status: 404,
+            grpc_listen: None,
+            routes: Vec::new(),
+        }
+    }
 }
 
 /// Process diagnostics.

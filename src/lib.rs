@@ -16,5 +16,6 @@ pub mod engine;
 pub mod entities;
 pub mod policy;
 pub mod refstore;
+pub mod routes;
 pub mod server;
 pub mod suite;

@@ -168,13 +168,14 @@ fn serve(args: &ConfigArgs) -> ExitCode {
         return ExitCode::from(2);
     };
     rt.block_on(async {
-        let engine = match app::engine(&config) {
-            Ok(engine) => Arc::new(engine),
-            Err(error) => {
-                report(error);
-                return ExitCode::from(64);
-            }
-        };
+        let (engine, routes) =
+            match app::engine(&config).and_then(|e| Ok((e, app::routes(&config)?))) {
+                Ok((engine, routes)) => (Arc::new(engine), routes),
+                Err(error) => {
+                    report(error);
+                    return ExitCode::from(64);
+                }
+            };
         let listener = match mandate::server::bind(config.server.listen).await {
             Ok(listener) => listener,
             Err(error) => {
@@ -192,13 +193,45 @@ fn serve(args: &ConfigArgs) -> ExitCode {
             "policies loaded"
         );
         println!("mandate listening on http://{addr}");
+        let grpc = match config.gateway.grpc_listen {
+            Some(addr) => match mandate::server::bind(addr).await {
+                Ok(listener) => Some(listener),
+                Err(error) => {
+                    report(error);
+                    return ExitCode::from(2);
+                }
+            },
+            None => None,
+        };
         app::start_background(&config, &engine);
-        let api = Arc::new(app::api(&config, engine));
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = stop.send(true);
+        });
+        let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        };
+        if let Some(listener) = grpc {
+            let addr = listener
+                .local_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            println!("mandate ext_authz (gRPC) listening on {addr}");
+            let service =
+                mandate::api::ext_authz::ExtAuthz::server(Arc::clone(&engine), Arc::clone(&routes));
+            tokio::spawn(mandate::server::serve_ext_authz(
+                listener,
+                service,
+                until_stopped(stopped.clone()),
+            ));
+        }
+        let api = Arc::new(app::api(&config, engine, routes));
         mandate::server::serve(
             listener,
             api,
             app::server_settings(&config),
-            shutdown_signal(),
+            until_stopped(stopped),
         )
         .await;
         ExitCode::SUCCESS
@@ -314,7 +347,7 @@ fn validate(args: &ConfigArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match app::engine(&config) {
+    match app::engine(&config).and_then(|engine| app::routes(&config).map(|_| engine)) {
         Ok(engine) => {
             let snapshot = engine.policies().current();
             println!(

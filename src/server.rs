@@ -41,6 +41,22 @@ pub enum ServerError {
     },
 }
 
+/// Serves Envoy's gRPC `ext_authz` on `listener` until `shutdown` resolves.
+pub async fn serve_ext_authz(
+    listener: TcpListener,
+    service: envoy_types::ext_authz::v3::pb::AuthorizationServer<crate::api::ext_authz::ExtAuthz>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let served = tonic::transport::Server::builder()
+        .add_service(service)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await;
+    if let Err(error) = served {
+        tracing::error!(%error, "the ext_authz gRPC listener stopped");
+    }
+}
+
 /// Binds `addr`.
 ///
 /// # Errors

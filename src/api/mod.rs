@@ -8,6 +8,8 @@
 mod admin;
 mod authzen;
 mod error;
+pub mod ext_authz;
+pub mod gateway;
 mod native;
 
 use std::sync::Arc;
@@ -21,6 +23,7 @@ use serde::Serialize;
 pub use error::ApiError;
 
 use crate::engine::{Decision, DecisionError, Engine, Field, RequestError};
+use crate::routes::RouteTable;
 
 /// Limits the API enforces on each request.
 #[derive(Debug, Clone, Copy)]
@@ -45,6 +48,7 @@ pub enum AdminAccess {
 /// The HTTP API over one [`Engine`].
 pub struct Api {
     engine: Arc<Engine>,
+    routes: Arc<RouteTable>,
     limits: ApiLimits,
     admin: AdminAccess,
     scheme: &'static str,
@@ -58,12 +62,14 @@ impl Api {
     /// metadata document's URLs.
     pub fn new(
         engine: Arc<Engine>,
+        routes: Arc<RouteTable>,
         limits: ApiLimits,
         admin: AdminAccess,
         scheme: &'static str,
     ) -> Self {
         Self {
             engine,
+            routes,
             limits,
             admin,
             scheme,
@@ -105,6 +111,17 @@ impl Api {
                 })
             }
         };
+        if path == gateway::PREFIX || path.starts_with("/gateway/authorize/") {
+            let path_and_query = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
+            return Ok(gateway::authorize(
+                &self.engine,
+                &self.routes,
+                &method,
+                path_and_query,
+                request.headers(),
+            )
+            .await);
+        }
         match path.as_str() {
             "/access/v1/evaluation" => {
                 expect("POST", Method::POST)?;

@@ -16,6 +16,7 @@ mod authzen;
 mod bad_input;
 mod cli;
 mod file_store;
+mod gateway;
 mod native;
 mod policy_pack;
 mod readme;

@@ -23,6 +23,23 @@ pub fn demo_config() -> Config {
     config_with(&[])
 }
 
+/// The gateway example's configuration (`examples/gateways/mandate.toml`),
+/// on ports chosen by the system.
+pub fn gateway_config() -> Config {
+    let overrides = Overrides {
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        ..Overrides::default()
+    };
+    let mut config = Config::load(
+        Some(&root().join("examples/gateways/mandate.toml")),
+        std::iter::empty(),
+        &overrides,
+    )
+    .unwrap();
+    config.gateway.grpc_listen = Some("127.0.0.1:0".parse().unwrap());
+    config
+}
+
 /// The shipped configuration plus `MANDATE_…` settings.
 pub fn config_with(env: &[(&str, &str)]) -> Config {
     let root = root();
@@ -45,6 +62,8 @@ pub fn config_with(env: &[(&str, &str)]) -> Config {
 /// A running server; stops when dropped.
 pub struct Server {
     pub addr: SocketAddr,
+    /// the gRPC `ext_authz` listener, when configured
+    pub grpc: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
 }
 
@@ -58,7 +77,24 @@ impl Server {
             addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
         }
         mandate::app::start_background(&config, &engine);
-        let api = Arc::new(mandate::app::api(&config, engine));
+        let routes = mandate::app::routes(&config).unwrap();
+        let (stop_grpc, grpc_stopped) = oneshot::channel::<()>();
+        let grpc = match config.gateway.grpc_listen {
+            Some(addr) => {
+                let listener = mandate::server::bind(addr).await.unwrap();
+                let grpc = listener.local_addr().unwrap();
+                let service = mandate::api::ext_authz::ExtAuthz::server(
+                    Arc::clone(&engine),
+                    Arc::clone(&routes),
+                );
+                tokio::spawn(mandate::server::serve_ext_authz(listener, service, async {
+                    let _ = grpc_stopped.await;
+                }));
+                Some(grpc)
+            }
+            None => None,
+        };
+        let api = Arc::new(mandate::app::api(&config, engine, routes));
         let (stop, stopped) = oneshot::channel::<()>();
         let settings = mandate::app::server_settings(&config);
         let task = tokio::spawn(async move {
@@ -66,10 +102,12 @@ impl Server {
                 let _ = stopped.await;
             })
             .await;
+            let _ = stop_grpc.send(());
         });
         drop(task);
         Self {
             addr,
+            grpc,
             stop: Some(stop),
         }
     }

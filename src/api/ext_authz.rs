@@ -1,0 +1,114 @@
+//! Envoy's gRPC `ext_authz` (`envoy.service.auth.v3.Authorization/Check`),
+//! the way Envoy and Istio meshes call an authorizer. The same route table
+//! and the same decision as HTTP forward-auth; the answer is `OK`,
+//! `PERMISSION_DENIED` (403 to the client) or `UNAUTHENTICATED` (401).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use envoy_types::ext_authz::v3::pb::{
+    Authorization, AuthorizationServer, CheckRequest, CheckResponse, HttpStatusCode,
+};
+use envoy_types::ext_authz::v3::{
+    CheckResponseExt, DeniedHttpResponseBuilder, OkHttpResponseBuilder,
+};
+use http::StatusCode;
+
+use super::Explanation;
+use super::gateway::{Verdict, decide};
+use crate::engine::Engine;
+use crate::routes::RouteTable;
+
+/// The `Authorization` service over an engine and a route table.
+pub struct ExtAuthz {
+    engine: Arc<Engine>,
+    routes: Arc<RouteTable>,
+}
+
+impl ExtAuthz {
+    /// The service, ready to be served by tonic.
+    pub fn server(engine: Arc<Engine>, routes: Arc<RouteTable>) -> AuthorizationServer<Self> {
+        AuthorizationServer::new(Self { engine, routes })
+    }
+}
+
+fn denied(status: StatusCode, body: String) -> envoy_types::ext_authz::v3::pb::DeniedHttpResponse {
+    let mut builder = DeniedHttpResponseBuilder::new();
+    let code =
+        HttpStatusCode::try_from(i32::from(status.as_u16())).unwrap_or(HttpStatusCode::Forbidden);
+    builder
+        .set_http_status(code)
+        .add_header("content-type", "application/json", None, false)
+        .add_header("x-mandate-decision", "deny", None, false)
+        .set_body(body);
+    builder.build()
+}
+
+#[tonic::async_trait]
+impl Authorization for ExtAuthz {
+    async fn check(
+        &self,
+        request: tonic::Request<CheckRequest>,
+    ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
+        let check = request.into_inner();
+        let empty = HashMap::new();
+        let http = check
+            .attributes
+            .as_ref()
+            .and_then(|a| a.request.as_ref())
+            .and_then(|r| r.http.as_ref());
+        let (method, path, headers) = match http {
+            Some(http) => (http.method.as_str(), http.path.as_str(), &http.headers),
+            None => ("", "", &empty),
+        };
+        let method = http::Method::from_bytes(method.as_bytes()).unwrap_or(http::Method::GET);
+        let verdict = decide(&self.engine, &self.routes, &method, path, headers).await;
+        let response = match verdict {
+            Verdict::Allow(decision) => {
+                let mut ok = OkHttpResponseBuilder::new();
+                ok.add_header("x-mandate-decision", "allow", None, false)
+                    .add_header(
+                        "x-mandate-reasons",
+                        decision.reasons().collect::<Vec<_>>().join(","),
+                        None,
+                        false,
+                    )
+                    .add_header(
+                        "x-mandate-policy-version",
+                        decision.policy_version(),
+                        None,
+                        false,
+                    );
+                let mut response = CheckResponse::with_status(tonic::Status::ok("allowed"));
+                response.set_http_response(ok.build());
+                response
+            }
+            Verdict::Deny(decision) => {
+                let body =
+                    serde_json::json!({"decision": false, "context": Explanation::of(&decision)})
+                        .to_string();
+                let mut response = CheckResponse::with_status(tonic::Status::permission_denied(
+                    decision.summary(),
+                ));
+                response.set_http_response(denied(StatusCode::FORBIDDEN, body));
+                response
+            }
+            Verdict::Refuse {
+                status,
+                code,
+                message,
+            } => {
+                let body = serde_json::json!({"decision": false, "error": {"code": code, "message": message}}).to_string();
+                let rpc = if status == StatusCode::UNAUTHORIZED {
+                    tonic::Status::unauthenticated(message)
+                } else {
+                    tonic::Status::permission_denied(message)
+                };
+                let mut response = CheckResponse::with_status(rpc);
+                response.set_http_response(denied(status, body));
+                response
+            }
+        };
+        Ok(tonic::Response::new(response))
+    }
+}
