@@ -274,6 +274,10 @@ pub enum ContextSource {
         /// the value is an entity id of this type
         #[serde(default)]
         entity: Option<String>,
+        /// the text used when the source is absent (e.g. `"false"` for a
+        /// header a client may omit); without it the attribute is left out
+        #[serde(default)]
+        default: Option<String>,
     },
 }
 

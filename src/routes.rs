@@ -45,6 +45,7 @@ struct ContextField {
     source: Source,
     kind: ValueKind,
     entity: Option<String>,
+    default: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -190,7 +191,9 @@ impl RouteTable {
                     Source::Header(name) => request.header(name).map(str::to_owned),
                     Source::Template(template) => Some(render(template, &params)),
                 };
-                let Some(text) = text else { continue };
+                let Some(text) = text.or_else(|| field.default.clone()) else {
+                    continue;
+                };
                 context.insert(field.name.clone(), typed(field, text));
             }
             Some(Resolved {
@@ -255,9 +258,14 @@ fn compile_route(route: &RouteConfig) -> Result<Route, String> {
         template(&route.resource_id, &params).map_err(|e| format!("resource_id: {e}"))?;
     let mut context = Vec::new();
     for (name, source) in &route.context {
-        let (from, kind, entity) = match source {
-            ContextSource::Text(from) => (from.as_str(), ValueKind::String, None),
-            ContextSource::Typed { from, kind, entity } => (from.as_str(), *kind, entity.clone()),
+        let (from, kind, entity, default) = match source {
+            ContextSource::Text(from) => (from.as_str(), ValueKind::String, None, None),
+            ContextSource::Typed {
+                from,
+                kind,
+                entity,
+                default,
+            } => (from.as_str(), *kind, entity.clone(), default.clone()),
         };
         let source = if let Some(query) = from.strip_prefix("query:") {
             Source::Query(query.to_owned())
@@ -271,6 +279,7 @@ fn compile_route(route: &RouteConfig) -> Result<Route, String> {
             source,
             kind,
             entity,
+            default,
         });
     }
     Ok(Route {
