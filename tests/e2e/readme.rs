@@ -78,3 +78,41 @@ async fn readme_examples_answer_as_shown() {
         );
     }
 }
+
+#[test]
+fn readme_gateway_configs_are_the_ones_the_gateway_test_uses() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let section = readme
+        .split("## API gateways")
+        .nth(1)
+        .unwrap()
+        .split("\n## ")
+        .next()
+        .unwrap();
+    let dir = root().join("examples/gateways");
+    let shipped: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| std::fs::read_to_string(entry.unwrap().path()).unwrap())
+        .collect();
+    let mut checked = 0;
+    for block in section.split("```").skip(1).step_by(2) {
+        let (lang, body) = block.split_once('\n').unwrap();
+        if lang == "toml" {
+            // The route table excerpt: every line is the shipped file's.
+            let toml = std::fs::read_to_string(dir.join("mandate.toml")).unwrap();
+            for line in body.lines().filter(|l| !l.trim().is_empty()) {
+                assert!(
+                    toml.lines().any(|l| l == line),
+                    "README line not in mandate.toml: {line}"
+                );
+            }
+        } else {
+            assert!(
+                shipped.iter().any(|file| file.contains(body.trim_end())),
+                "README {lang} block is not a shipped config:\n{body}"
+            );
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, 6, "the route table and one config per gateway");
+}
