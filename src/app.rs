@@ -3,12 +3,17 @@
 //! tests share; it holds no logic of its own.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::Arc;
 
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
 use cedar_policy::EntityTypeName;
 
-use crate::api::{AdminAccess, Api, ApiLimits};
+use crate::api::ext_authz::ExtAuthz;
+use crate::api::{AdminAccess, Api, ApiLimits, ApiSettings, Surface};
 use crate::config::{Config, ConfigError, Sourcing, StoreKind};
 use crate::engine::Engine;
 use crate::entities::{
@@ -16,7 +21,8 @@ use crate::entities::{
 };
 use crate::policy::{PolicyError, PolicySources, PolicyStore};
 use crate::routes::{RouteError, RouteTable};
-use crate::server::{ServerError, ServerSettings};
+use crate::server::{self, ServerError, ServerSettings};
+use crate::tls::{ReloadingCert, TlsError};
 
 /// Why Mandate could not start.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
@@ -37,6 +43,10 @@ pub enum StartError {
     #[error(transparent)]
     #[diagnostic(transparent)]
     Routes(#[from] RouteError),
+    /// The TLS material is unusable.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Tls(#[from] TlsError),
     /// The listener could not start.
     #[error(transparent)]
     #[diagnostic(transparent)]
@@ -107,6 +117,10 @@ fn http_store(config: &Config) -> Result<HttpStore, EntityError> {
         base: store.upstream.clone().unwrap_or_default(),
         token: store.upstream_token.clone(),
         ca: store.upstream_ca.clone(),
+        client_identity: store
+            .upstream_client_cert
+            .clone()
+            .zip(store.upstream_client_key.clone()),
         connect_timeout: store.connect_timeout,
         request_timeout: store.request_timeout,
         retries: store.retries,
@@ -141,30 +155,173 @@ pub fn routes(config: &Config) -> Result<Arc<RouteTable>, StartError> {
     Ok(Arc::new(RouteTable::compile(&config.gateway)?))
 }
 
-/// The API over an engine, with the configuration's limits, admin access
-/// and gateway routes.
-pub fn api(config: &Config, engine: Arc<Engine>, routes: Arc<RouteTable>) -> Api {
+/// The API of one listener: `surface` says which endpoints it answers.
+pub fn api(config: &Config, engine: Arc<Engine>, routes: Arc<RouteTable>, surface: Surface) -> Api {
+    let admin_addr = match surface {
+        Surface::Admin => config.server.admin_listen.unwrap_or(config.server.listen),
+        Surface::All | Surface::Decisions => config.server.listen,
+    };
     let admin = match &config.admin.token {
         Some(token) => AdminAccess::Token(token.clone()),
-        None if config.server.listen.ip().is_loopback() => AdminAccess::Open,
+        None if admin_addr.ip().is_loopback() => AdminAccess::Open,
         None => AdminAccess::Closed,
     };
     Api::new(
         engine,
         routes,
-        ApiLimits {
-            max_body_bytes: config.server.max_body_bytes,
-            max_batch_items: config.server.max_batch_items,
+        ApiSettings {
+            limits: ApiLimits {
+                max_body_bytes: config.server.max_body_bytes,
+                max_batch_items: config.server.max_batch_items,
+                max_json_depth: config.server.max_json_depth,
+            },
+            admin,
+            surface,
+            decision_clients: config.tls.allowed_clients.decisions.clone(),
+            admin_clients: config.tls.allowed_clients.admin.clone(),
+            scheme: if config.tls.cert.is_some() {
+                "https"
+            } else {
+                "http"
+            },
         },
-        admin,
-        "http",
     )
 }
 
-/// The listener's settings from the configuration.
+/// The listeners' settings from the configuration.
 pub fn server_settings(config: &Config) -> ServerSettings {
     ServerSettings {
         header_read_timeout: config.server.header_read_timeout,
         shutdown_grace_period: config.server.shutdown_grace_period,
+        request_timeout: config.server.request_timeout,
+        max_connections: config.server.max_connections,
     }
+}
+
+/// A running Mandate: its bound addresses, and the handle that stops it.
+pub struct Running {
+    /// the decision listener
+    pub addr: SocketAddr,
+    /// the admin listener, when configured
+    pub admin_addr: Option<SocketAddr>,
+    /// the gRPC `ext_authz` listener, when configured
+    pub grpc_addr: Option<SocketAddr>,
+    /// `http` or `https`
+    pub scheme: &'static str,
+    /// the engine, for in-process callers
+    pub engine: Arc<Engine>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Begins a graceful shutdown: listeners stop accepting, in-flight
+    /// requests get the grace period.
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+    }
+
+    /// Waits until every listener has drained and stopped.
+    pub async fn stopped(self) {
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Loads everything, binds every listener and serves. Returns once all
+/// listeners accept connections.
+///
+/// # Errors
+/// Invalid policies, entities, routes or TLS material; an address in use.
+pub async fn start(config: &Config) -> Result<Running, StartError> {
+    let engine = Arc::new(engine(config)?);
+    let routes = routes(config)?;
+    let tls = match (&config.tls.cert, &config.tls.key) {
+        (Some(cert), Some(key)) => {
+            let cert = Arc::new(ReloadingCert::open(cert, key)?);
+            let server = crate::tls::server_config(&cert, config.tls.client_ca.as_deref())?;
+            cert.watch(config.tls.reload_interval);
+            Some(server)
+        }
+        _ => None,
+    };
+    let main = server::bind(config.server.listen).await?;
+    let admin = match config.server.admin_listen {
+        Some(addr) => Some(server::bind(addr).await?),
+        None => None,
+    };
+    let grpc = match config.gateway.grpc_listen {
+        Some(addr) => Some(server::bind(addr).await?),
+        None => None,
+    };
+    start_background(config, &engine);
+    let (stop, stopped) = watch::channel(false);
+    let until_stopped = move || {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        }
+    };
+    let settings = server_settings(config);
+    let mut tasks = Vec::new();
+    let addr = local_addr(&main, config.server.listen);
+    let main_surface = if admin.is_some() {
+        Surface::Decisions
+    } else {
+        Surface::All
+    };
+    let main_api = Arc::new(api(
+        config,
+        Arc::clone(&engine),
+        Arc::clone(&routes),
+        main_surface,
+    ));
+    tasks.push(tokio::spawn(server::serve(
+        main,
+        main_api,
+        settings,
+        tls.clone(),
+        until_stopped(),
+    )));
+    let admin_addr = admin.map(|listener| {
+        let addr = local_addr(&listener, config.server.listen);
+        let admin_api = Arc::new(api(
+            config,
+            Arc::clone(&engine),
+            Arc::clone(&routes),
+            Surface::Admin,
+        ));
+        tasks.push(tokio::spawn(server::serve(
+            listener,
+            admin_api,
+            settings,
+            tls.clone(),
+            until_stopped(),
+        )));
+        addr
+    });
+    let grpc_addr = grpc.map(|listener| {
+        let addr = local_addr(&listener, config.server.listen);
+        let service = ExtAuthz::server(Arc::clone(&engine), Arc::clone(&routes));
+        tasks.push(tokio::spawn(server::serve_ext_authz(
+            listener,
+            service,
+            until_stopped(),
+        )));
+        addr
+    });
+    Ok(Running {
+        addr,
+        admin_addr,
+        grpc_addr,
+        scheme: if tls.is_some() { "https" } else { "http" },
+        engine,
+        stop,
+        tasks,
+    })
+}
+
+fn local_addr(listener: &tokio::net::TcpListener, fallback: SocketAddr) -> SocketAddr {
+    listener.local_addr().unwrap_or(fallback)
 }

@@ -19,6 +19,15 @@ pub const KEYS: &[&str] = &[
     "server.max_batch_items",
     "server.header_read_timeout",
     "server.shutdown_grace_period",
+    "server.admin_listen",
+    "server.request_timeout",
+    "server.max_connections",
+    "server.max_json_depth",
+    "tls.cert",
+    "tls.key",
+    "tls.client_ca",
+    "tls.reload_interval",
+    "tls.allowed_clients",
     "policy.dir",
     "policy.schema",
     "policy.default_namespace",
@@ -28,6 +37,8 @@ pub const KEYS: &[&str] = &[
     "store.upstream",
     "store.upstream_token",
     "store.upstream_ca",
+    "store.upstream_client_cert",
+    "store.upstream_client_key",
     "store.connect_timeout",
     "store.request_timeout",
     "store.retries",
@@ -54,6 +65,8 @@ pub const KEYS: &[&str] = &[
 pub struct Config {
     /// The listener and its limits.
     pub server: ServerConfig,
+    /// TLS and mutual TLS on the listeners.
+    pub tls: TlsConfig,
     /// Where the policies and schema live.
     pub policy: PolicyConfig,
     /// Which entity store the decisions read.
@@ -93,6 +106,63 @@ pub struct ServerConfig {
     /// 10 s, under Kubernetes' 30 s termination grace.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace_period: Duration,
+    /// A separate listener for the admin endpoints (reload, cache
+    /// invalidation), health and metrics. When set, the main listener no
+    /// longer answers admin endpoints. Default: none.
+    pub admin_listen: Option<SocketAddr>,
+    /// Time one request may take, body and decision included; then a 503.
+    /// Default 10 s: far beyond any decision, short of a stuck connection.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Most connections open at once; one more is answered 503 and closed.
+    /// Default 10,000: well above a sidecar's callers, under the fd limit.
+    pub max_connections: usize,
+    /// Deepest JSON nesting a request may have; deeper is a 400. Default 32:
+    /// the contracts need 5, and a deep document costs parse time.
+    pub max_json_depth: usize,
+}
+
+/// TLS on the listeners (rustls: TLS 1.2 and 1.3, ALPN `h2` and `http/1.1`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain; with `key`, the listeners speak TLS. Re-read
+    /// when the file changes, without dropping connections. Default none.
+    pub cert: Option<PathBuf>,
+    /// PEM private key of `cert`. Default none.
+    pub key: Option<PathBuf>,
+    /// PEM CA bundle: when set, clients must present a certificate chained
+    /// to it (mutual TLS). Default none.
+    pub client_ca: Option<PathBuf>,
+    /// How often certificate and key files are checked for changes. Default 2 s.
+    #[serde(with = "humantime_serde")]
+    pub reload_interval: Duration,
+    /// Client identities (a DNS or URI subject alternative name, or the
+    /// common name) allowed per surface; an empty list allows any client
+    /// with a valid certificate. Needs `client_ca`.
+    pub allowed_clients: AllowedClients,
+}
+
+/// Client identities allowed on each API surface.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AllowedClients {
+    /// decisions: AuthZEN, native, gateway forward-auth
+    pub decisions: Vec<String>,
+    /// admin: reload, cache invalidation
+    pub admin: Vec<String>,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            cert: None,
+            key: None,
+            client_ca: None,
+            reload_interval: Duration::from_secs(2),
+            allowed_clients: AllowedClients::default(),
+        }
+    }
 }
 
 /// Policies and schema on disk.
@@ -143,6 +213,11 @@ pub struct StoreConfig {
     /// PEM file of CA certificates trusted for an `https` store, instead of
     /// the system's roots. Default none (system roots).
     pub upstream_ca: Option<PathBuf>,
+    /// PEM client certificate presented to an `https` store that requires
+    /// one. Default none.
+    pub upstream_client_cert: Option<PathBuf>,
+    /// PEM private key of `upstream_client_cert`. Default none.
+    pub upstream_client_key: Option<PathBuf>,
     /// Time to open a connection to the store. Default 1 s: a store that
     /// cannot accept within a second is down, and a retry is better.
     #[serde(with = "humantime_serde")]
@@ -322,6 +397,10 @@ impl Default for ServerConfig {
             max_batch_items: 1000,
             header_read_timeout: Duration::from_secs(10),
             shutdown_grace_period: Duration::from_secs(10),
+            admin_listen: None,
+            request_timeout: Duration::from_secs(10),
+            max_connections: 10_000,
+            max_json_depth: 32,
         }
     }
 }
@@ -345,6 +424,8 @@ impl Default for StoreConfig {
             upstream: None,
             upstream_token: None,
             upstream_ca: None,
+            upstream_client_cert: None,
+            upstream_client_key: None,
             connect_timeout: Duration::from_secs(1),
             request_timeout: Duration::from_secs(2),
             retries: 2,
@@ -387,6 +468,14 @@ pub struct Overrides {
     pub entities: Option<PathBuf>,
     /// `--upstream` (selects the HTTP store)
     pub upstream: Option<String>,
+    /// `--tls-cert`
+    pub tls_cert: Option<PathBuf>,
+    /// `--tls-key`
+    pub tls_key: Option<PathBuf>,
+    /// `--client-ca`
+    pub client_ca: Option<PathBuf>,
+    /// `--admin-listen`
+    pub admin_listen: Option<SocketAddr>,
 }
 
 /// A configuration that cannot be used.
@@ -486,6 +575,30 @@ impl Config {
         if let Some(upstream) = &overrides.upstream {
             config.store.kind = StoreKind::Http;
             config.store.upstream = Some(upstream.clone());
+        }
+        if let Some(cert) = &overrides.tls_cert {
+            config.tls.cert = Some(cert.clone());
+        }
+        if let Some(key) = &overrides.tls_key {
+            config.tls.key = Some(key.clone());
+        }
+        if let Some(ca) = &overrides.client_ca {
+            config.tls.client_ca = Some(ca.clone());
+        }
+        if let Some(admin) = overrides.admin_listen {
+            config.server.admin_listen = Some(admin);
+        }
+        if config.tls.cert.is_some() != config.tls.key.is_some() {
+            return Err(ConfigError::Invalid {
+                origin: file.map(|p| p.display().to_string()),
+                message: "`tls.cert` and `tls.key` go together: set both or neither".to_owned(),
+            });
+        }
+        if config.tls.client_ca.is_some() && config.tls.cert.is_none() {
+            return Err(ConfigError::Invalid {
+                origin: file.map(|p| p.display().to_string()),
+                message: "`tls.client_ca` needs TLS: set `tls.cert` and `tls.key` too".to_owned(),
+            });
         }
         if config.store.kind == StoreKind::Http && config.store.upstream.is_none() {
             return Err(ConfigError::Invalid {

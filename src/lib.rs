@@ -19,3 +19,4 @@ pub mod refstore;
 pub mod routes;
 pub mod server;
 pub mod suite;
+pub mod tls;

@@ -88,6 +88,19 @@ struct ConfigArgs {
     /// Base URL of the HTTP entity store; selects it (store.upstream).
     #[arg(long, value_name = "URL")]
     upstream: Option<String>,
+    /// PEM certificate chain: serve TLS (tls.cert).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of `--tls-cert` (tls.key).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// PEM CA bundle: require client certificates chained to it (tls.client_ca).
+    #[arg(long, value_name = "FILE")]
+    client_ca: Option<PathBuf>,
+    /// A separate listener for admin endpoints, health and metrics
+    /// (server.admin_listen).
+    #[arg(long, value_name = "ADDR:PORT")]
+    admin_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Args)]
@@ -116,6 +129,10 @@ impl ConfigArgs {
             schema: self.schema.clone(),
             entities: self.entities.clone(),
             upstream: self.upstream.clone(),
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+            client_ca: self.client_ca.clone(),
+            admin_listen: self.admin_listen,
         };
         let env = std::env::vars().filter(|(k, _)| k != "MANDATE_CONFIG");
         Ok(Config::load(self.config.as_deref(), env, &overrides)?)
@@ -168,72 +185,33 @@ fn serve(args: &ConfigArgs) -> ExitCode {
         return ExitCode::from(2);
     };
     rt.block_on(async {
-        let (engine, routes) =
-            match app::engine(&config).and_then(|e| Ok((e, app::routes(&config)?))) {
-                Ok((engine, routes)) => (Arc::new(engine), routes),
-                Err(error) => {
-                    report(error);
-                    return ExitCode::from(64);
-                }
-            };
-        let listener = match mandate::server::bind(config.server.listen).await {
-            Ok(listener) => listener,
-            Err(error) => {
+        let running = match app::start(&config).await {
+            Ok(running) => running,
+            Err(error @ StartError::Server(_)) => {
                 report(error);
                 return ExitCode::from(2);
             }
+            Err(error) => {
+                report(error);
+                return ExitCode::from(64);
+            }
         };
-        let snapshot = engine.policies().current();
-        let addr = listener
-            .local_addr()
-            .map_or_else(|_| config.server.listen.to_string(), |a| a.to_string());
+        let snapshot = running.engine.policies().current();
         tracing::info!(
             policies = snapshot.policy_count(),
             policy_version = %snapshot.version(),
             "policies loaded"
         );
-        println!("mandate listening on http://{addr}");
-        let grpc = match config.gateway.grpc_listen {
-            Some(addr) => match mandate::server::bind(addr).await {
-                Ok(listener) => Some(listener),
-                Err(error) => {
-                    report(error);
-                    return ExitCode::from(2);
-                }
-            },
-            None => None,
-        };
-        app::start_background(&config, &engine);
-        let (stop, stopped) = tokio::sync::watch::channel(false);
-        tokio::spawn(async move {
-            shutdown_signal().await;
-            let _ = stop.send(true);
-        });
-        let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
-            let _ = stopped.wait_for(|stop| *stop).await;
-        };
-        if let Some(listener) = grpc {
-            let addr = listener
-                .local_addr()
-                .map(|a| a.to_string())
-                .unwrap_or_default();
-            println!("mandate ext_authz (gRPC) listening on {addr}");
-            let service =
-                mandate::api::ext_authz::ExtAuthz::server(Arc::clone(&engine), Arc::clone(&routes));
-            tokio::spawn(mandate::server::serve_ext_authz(
-                listener,
-                service,
-                until_stopped(stopped.clone()),
-            ));
+        println!("mandate listening on {}://{}", running.scheme, running.addr);
+        if let Some(addr) = running.admin_addr {
+            println!("mandate admin listening on {}://{addr}", running.scheme);
         }
-        let api = Arc::new(app::api(&config, engine, routes));
-        mandate::server::serve(
-            listener,
-            api,
-            app::server_settings(&config),
-            until_stopped(stopped),
-        )
-        .await;
+        if let Some(addr) = running.grpc_addr {
+            println!("mandate ext_authz (gRPC) listening on {addr}");
+        }
+        shutdown_signal().await;
+        running.stop();
+        running.stopped().await;
         ExitCode::SUCCESS
     })
 }

@@ -41,6 +41,18 @@ pub enum ApiError {
         /// the limit
         limit: usize,
     },
+    /// The body nests deeper than `server.max_json_depth`.
+    #[error("request body nests deeper than {limit} levels")]
+    TooDeep {
+        /// the limit
+        limit: usize,
+    },
+    /// The request took longer than `server.request_timeout`.
+    #[error("the request took longer than {0:?}")]
+    RequestTimeout(std::time::Duration),
+    /// The listener holds `server.max_connections` connections already.
+    #[error("too many connections: the limit is {0}")]
+    TooManyConnections(usize),
     /// The body could not be read from the connection.
     #[error("cannot read the request body: {0}")]
     BodyRead(String),
@@ -71,6 +83,10 @@ impl ApiError {
             | Self::BatchTooLarge { .. }
             | Self::BodyRead(_) => StatusCode::BAD_REQUEST,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::TooDeep { .. } => StatusCode::BAD_REQUEST,
+            Self::RequestTimeout(_) | Self::TooManyConnections(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -83,6 +99,9 @@ impl ApiError {
             Self::InvalidBody { .. } => "invalid_body",
             Self::InvalidRequest { code, .. } => code,
             Self::BodyTooLarge { .. } => "body_too_large",
+            Self::TooDeep { .. } => "too_deep",
+            Self::RequestTimeout(_) => "request_timeout",
+            Self::TooManyConnections(_) => "too_many_connections",
             Self::BatchTooLarge { .. } => "batch_too_large",
             Self::BodyRead(_) => "body_unreadable",
             Self::NotFound(_) => "not_found",

@@ -32,6 +32,8 @@ pub struct ApiLimits {
     pub max_body_bytes: usize,
     /// most items in one batch
     pub max_batch_items: usize,
+    /// deepest JSON nesting accepted
+    pub max_json_depth: usize,
 }
 
 /// Who may call the admin endpoints (cache invalidation, policy reload).
@@ -45,34 +47,62 @@ pub enum AdminAccess {
     Closed,
 }
 
+/// Which endpoints a listener answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    /// everything (no separate admin listener)
+    All,
+    /// decisions, health and metrics (an admin listener exists)
+    Decisions,
+    /// admin, health and metrics (the admin listener)
+    Admin,
+}
+
+/// The identities a client's TLS certificate names, attached to each
+/// request by the listener (mutual TLS only).
+#[derive(Debug, Clone, Default)]
+pub struct ClientIdentity(pub Vec<String>);
+
+/// How one listener's API behaves.
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    /// per-request limits
+    pub limits: ApiLimits,
+    /// who may call admin endpoints
+    pub admin: AdminAccess,
+    /// which endpoints this listener answers
+    pub surface: Surface,
+    /// client identities allowed on decisions (empty: any)
+    pub decision_clients: Vec<String>,
+    /// client identities allowed on admin (empty: any)
+    pub admin_clients: Vec<String>,
+    /// `http` or `https`, for the metadata document's URLs
+    pub scheme: &'static str,
+}
+
 /// The HTTP API over one [`Engine`].
 pub struct Api {
     engine: Arc<Engine>,
     routes: Arc<RouteTable>,
-    limits: ApiLimits,
-    admin: AdminAccess,
-    scheme: &'static str,
+    settings: ApiSettings,
 }
 
 /// The header a caller may set to correlate a decision; echoed back.
 pub const REQUEST_ID: &str = "x-request-id";
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Decision,
+    Admin,
+}
+
 impl Api {
-    /// `scheme` (`http` or `https`) is what the listener speaks, for the
-    /// metadata document's URLs.
-    pub fn new(
-        engine: Arc<Engine>,
-        routes: Arc<RouteTable>,
-        limits: ApiLimits,
-        admin: AdminAccess,
-        scheme: &'static str,
-    ) -> Self {
+    /// The API of one listener.
+    pub fn new(engine: Arc<Engine>, routes: Arc<RouteTable>, settings: ApiSettings) -> Self {
         Self {
             engine,
             routes,
-            limits,
-            admin,
-            scheme,
+            settings,
         }
     }
 
@@ -85,12 +115,42 @@ impl Api {
         let request_id = request.headers().get(REQUEST_ID).cloned();
         let mut response = match self.route(request).await {
             Ok(response) => response,
-            Err(error) => json(error.status(), &error.body()),
+            Err(error) => refusal(&error),
         };
         if let Some(id) = request_id {
             response.headers_mut().insert(REQUEST_ID, id);
         }
         response
+    }
+
+    /// Whether this listener answers `kind`, and the caller may ask it.
+    fn admit<B>(&self, kind: Kind, request: &Request<B>) -> Result<(), ApiError> {
+        let path = request.uri().path();
+        let answered = match (self.settings.surface, kind) {
+            (Surface::All, _) => true,
+            (Surface::Decisions, Kind::Decision) | (Surface::Admin, Kind::Admin) => true,
+            (Surface::Decisions, Kind::Admin) | (Surface::Admin, Kind::Decision) => false,
+        };
+        if !answered {
+            return Err(ApiError::NotFound(path.to_owned()));
+        }
+        let allowed = match kind {
+            Kind::Decision => &self.settings.decision_clients,
+            Kind::Admin => &self.settings.admin_clients,
+        };
+        if !allowed.is_empty() {
+            let identity = request.extensions().get::<ClientIdentity>();
+            let known = identity.is_some_and(|id| id.0.iter().any(|name| allowed.contains(name)));
+            if !known {
+                return Err(ApiError::Forbidden(
+                    "the client certificate names no identity allowed here",
+                ));
+            }
+        }
+        if kind == Kind::Admin {
+            admin::authorize(&self.settings.admin, request.headers())?;
+        }
+        Ok(())
     }
 
     async fn route<B>(&self, request: Request<B>) -> Result<Response<Full<Bytes>>, ApiError>
@@ -112,6 +172,7 @@ impl Api {
             }
         };
         if path == gateway::PREFIX || path.starts_with("/gateway/authorize/") {
+            self.admit(Kind::Decision, &request)?;
             let path_and_query = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
             return Ok(gateway::authorize(
                 &self.engine,
@@ -122,30 +183,36 @@ impl Api {
             )
             .await);
         }
+        let limits = &self.settings.limits;
         match path.as_str() {
             "/access/v1/evaluation" => {
+                self.admit(Kind::Decision, &request)?;
                 expect("POST", Method::POST)?;
                 let body = self.body(request).await?;
                 authzen::evaluation(&self.engine, &body).await
             }
             "/access/v1/evaluations" => {
+                self.admit(Kind::Decision, &request)?;
                 expect("POST", Method::POST)?;
                 let body = self.body(request).await?;
-                authzen::evaluations(&self.engine, &body, self.limits.max_batch_items).await
+                authzen::evaluations(&self.engine, &body, limits.max_batch_items).await
             }
             "/.well-known/authzen-configuration" => {
+                self.admit(Kind::Decision, &request)?;
                 expect("GET", Method::GET)?;
-                Ok(authzen::metadata(&request, self.scheme))
+                Ok(authzen::metadata(&request, self.settings.scheme))
             }
             "/v1/is_authorized" => {
+                self.admit(Kind::Decision, &request)?;
                 expect("POST", Method::POST)?;
                 let body = self.body(request).await?;
                 native::is_authorized(&self.engine, &body).await
             }
             "/v1/is_authorized/batch" => {
+                self.admit(Kind::Decision, &request)?;
                 expect("POST", Method::POST)?;
                 let body = self.body(request).await?;
-                native::batch(&self.engine, &body, self.limits.max_batch_items).await
+                native::batch(&self.engine, &body, limits.max_batch_items).await
             }
             "/healthz" => {
                 expect("GET", Method::GET)?;
@@ -156,8 +223,8 @@ impl Api {
                 Ok(self.readiness())
             }
             "/admin/v1/cache/invalidate" => {
+                self.admit(Kind::Admin, &request)?;
                 expect("POST", Method::POST)?;
-                admin::authorize(&self.admin, request.headers())?;
                 let body = self.body(request).await?;
                 admin::invalidate(&self.engine, &body).await
             }
@@ -189,7 +256,7 @@ impl Api {
         B: hyper::body::Body<Data = Bytes>,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
-        let limit = self.limits.max_body_bytes;
+        let limit = self.settings.limits.max_body_bytes;
         let declared = request
             .headers()
             .get(http::header::CONTENT_LENGTH)
@@ -199,13 +266,54 @@ impl Api {
             return Err(ApiError::BodyTooLarge { limit });
         }
         match Limited::new(request.into_body(), limit).collect().await {
-            Ok(collected) => Ok(collected.to_bytes()),
+            Ok(collected) => {
+                let bytes = collected.to_bytes();
+                let max_depth = self.settings.limits.max_json_depth;
+                if json_depth_exceeds(&bytes, max_depth) {
+                    return Err(ApiError::TooDeep { limit: max_depth });
+                }
+                Ok(bytes)
+            }
             Err(e) if e.is::<http_body_util::LengthLimitError>() => {
                 Err(ApiError::BodyTooLarge { limit })
             }
             Err(e) => Err(ApiError::BodyRead(e.to_string())),
         }
     }
+}
+
+/// The JSON answer for a refused request: status and `{"error": {...}}`.
+pub fn refusal(error: &ApiError) -> Response<Full<Bytes>> {
+    json(error.status(), &error.body())
+}
+
+/// Whether `body` nests arrays and objects deeper than `limit`, counted
+/// outside strings; checked before parsing, so a deep document costs one scan.
+fn json_depth_exceeds(body: &[u8], limit: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &byte in body {
+        if in_string {
+            match (escaped, byte) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
 }
 
 /// A JSON response.

@@ -27,6 +27,8 @@ pub struct HttpStoreSettings {
     pub token: Option<String>,
     /// PEM CA bundle for `https`, instead of the system roots
     pub ca: Option<std::path::PathBuf>,
+    /// PEM client certificate and key, for a store that requires one
+    pub client_identity: Option<(std::path::PathBuf, std::path::PathBuf)>,
     /// time to open a connection
     pub connect_timeout: Duration,
     /// time for one request, response included
@@ -117,7 +119,12 @@ impl HttpStore {
         http.enforce_http(false);
         http.set_connect_timeout(Some(settings.connect_timeout));
         http.set_nodelay(true);
-        let tls = tls_config(settings.ca.as_deref())?;
+        let identity = settings
+            .client_identity
+            .as_ref()
+            .map(|(c, k)| (c.as_path(), k.as_path()));
+        let tls = crate::tls::client_config(settings.ca.as_deref(), identity)
+            .map_err(|e| UpstreamError::Setup(e.to_string()))?;
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
@@ -228,35 +235,6 @@ fn describe(error: &dyn std::error::Error) -> String {
         cause = inner.source();
     }
     text
-}
-
-fn tls_config(ca: Option<&std::path::Path>) -> Result<rustls::ClientConfig, UpstreamError> {
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| UpstreamError::Setup(e.to_string()))?;
-    let mut roots = rustls::RootCertStore::empty();
-    match ca {
-        Some(path) => {
-            use rustls::pki_types::pem::PemObject;
-            let certs = rustls::pki_types::CertificateDer::pem_file_iter(path).map_err(|e| {
-                UpstreamError::Setup(format!("`store.upstream_ca` `{}`: {e}", path.display()))
-            })?;
-            for cert in certs {
-                let cert = cert.map_err(|e| {
-                    UpstreamError::Setup(format!("`store.upstream_ca` `{}`: {e}", path.display()))
-                })?;
-                roots.add(cert).map_err(|e| {
-                    UpstreamError::Setup(format!("`store.upstream_ca` `{}`: {e}", path.display()))
-                })?;
-            }
-        }
-        None => {
-            let native = rustls_native_certs::load_native_certs();
-            roots.add_parsable_certificates(native.certs);
-        }
-    }
-    Ok(builder.with_root_certificates(roots).with_no_client_auth())
 }
 
 /// Parses the store's answer; any entity that does not conform to the schema

@@ -2,7 +2,6 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -11,7 +10,6 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use mandate::config::{Config, Overrides};
 use serde_json::Value;
-use tokio::sync::oneshot;
 
 /// The project root, so tests find `policies/`, `schema/` and the demo data.
 pub fn root() -> PathBuf {
@@ -47,8 +45,7 @@ pub fn config_with(env: &[(&str, &str)]) -> Config {
         listen: Some("127.0.0.1:0".parse().unwrap()),
         policies: Some(root.join("policies")),
         schema: Some(root.join("schema")),
-        entities: None,
-        upstream: None,
+        ..Overrides::default()
     };
     let demo = root
         .join("examples/demo/entities.json")
@@ -64,51 +61,34 @@ pub struct Server {
     pub addr: SocketAddr,
     /// the gRPC `ext_authz` listener, when configured
     pub grpc: Option<SocketAddr>,
-    stop: Option<oneshot::Sender<()>>,
+    /// the admin listener, when configured
+    pub admin: Option<SocketAddr>,
+    running: Option<mandate::app::Running>,
 }
 
 impl Server {
     pub async fn start(config: Config) -> Self {
-        let engine = Arc::new(mandate::app::engine(&config).unwrap());
-        let listener = mandate::server::bind(config.server.listen).await.unwrap();
-        let mut addr = listener.local_addr().unwrap();
-        if addr.ip().is_unspecified() {
-            // Bound to every interface; the tests speak to it on loopback only.
-            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-        }
-        mandate::app::start_background(&config, &engine);
-        let routes = mandate::app::routes(&config).unwrap();
-        let (stop_grpc, grpc_stopped) = oneshot::channel::<()>();
-        let grpc = match config.gateway.grpc_listen {
-            Some(addr) => {
-                let listener = mandate::server::bind(addr).await.unwrap();
-                let grpc = listener.local_addr().unwrap();
-                let service = mandate::api::ext_authz::ExtAuthz::server(
-                    Arc::clone(&engine),
-                    Arc::clone(&routes),
-                );
-                tokio::spawn(mandate::server::serve_ext_authz(listener, service, async {
-                    let _ = grpc_stopped.await;
-                }));
-                Some(grpc)
+        let running = mandate::app::start(&config).await.unwrap();
+        let loopback = |mut addr: SocketAddr| {
+            if addr.ip().is_unspecified() {
+                // Bound to every interface; the tests speak to it on loopback only.
+                addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
             }
-            None => None,
+            addr
         };
-        let api = Arc::new(mandate::app::api(&config, engine, routes));
-        let (stop, stopped) = oneshot::channel::<()>();
-        let settings = mandate::app::server_settings(&config);
-        let task = tokio::spawn(async move {
-            mandate::server::serve(listener, api, settings, async {
-                let _ = stopped.await;
-            })
-            .await;
-            let _ = stop_grpc.send(());
-        });
-        drop(task);
         Self {
-            addr,
-            grpc,
-            stop: Some(stop),
+            addr: loopback(running.addr),
+            grpc: running.grpc_addr.map(loopback),
+            admin: running.admin_addr.map(loopback),
+            running: Some(running),
+        }
+    }
+
+    /// Shuts down gracefully and waits until every listener has drained.
+    pub async fn stop(mut self) {
+        if let Some(running) = self.running.take() {
+            running.stop();
+            running.stopped().await;
         }
     }
 
@@ -123,8 +103,8 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+        if let Some(running) = &self.running {
+            running.stop();
         }
     }
 }
