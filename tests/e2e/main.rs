@@ -11,6 +11,7 @@
 
 mod pki;
 mod support;
+mod tls;
 
 mod authzen;
 mod bad_input;
@@ -19,5 +20,6 @@ mod file_store;
 mod gateway;
 mod native;
 mod policy_pack;
+mod property;
 mod readme;
 mod upstream;
