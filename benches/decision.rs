@@ -63,6 +63,7 @@ fn bench_decisions(c: &mut Criterion) {
         },
         context: Some(&context),
         entities: &[],
+        request_id: None,
     };
     let warm = rt.block_on(http.decide(&withdraw)).unwrap();
     assert!(warm.allowed(), "{}", warm.summary());

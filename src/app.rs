@@ -14,7 +14,7 @@ use cedar_policy::EntityTypeName;
 
 use crate::api::ext_authz::ExtAuthz;
 use crate::api::{AdminAccess, Api, ApiLimits, ApiSettings, Surface};
-use crate::config::{Config, ConfigError, Sourcing, StoreKind};
+use crate::config::{Config, ConfigError, DecisionSink, Sourcing, StoreKind};
 use crate::engine::Engine;
 use crate::entities::{
     CacheSettings, EntityCache, EntityError, EntityStore, FileStore, HttpStore, HttpStoreSettings,
@@ -22,6 +22,7 @@ use crate::entities::{
 use crate::policy::{PolicyError, PolicySources, PolicyStore};
 use crate::routes::{RouteError, RouteTable};
 use crate::server::{self, ServerError, ServerSettings};
+use crate::telemetry::{DecisionLog, DecisionLogSettings, LogSink};
 use crate::tls::{ReloadingCert, TlsError};
 
 /// Why Mandate could not start.
@@ -47,6 +48,14 @@ pub enum StartError {
     #[error(transparent)]
     #[diagnostic(transparent)]
     Tls(#[from] TlsError),
+    /// The decision log file cannot be opened.
+    #[error("cannot open the decision log `{path}`: {source}")]
+    DecisionLog {
+        /// the file
+        path: std::path::PathBuf,
+        /// why
+        source: std::io::Error,
+    },
     /// The listener could not start.
     #[error(transparent)]
     #[diagnostic(transparent)]
@@ -139,11 +148,51 @@ fn cache_settings(config: &Config) -> CacheSettings {
     }
 }
 
-/// Starts the engine's background work (the file store's change watcher).
-/// Needs a tokio runtime.
-pub fn start_background(config: &Config, engine: &Engine) {
+/// Starts the decision log's writer. Needs a tokio runtime.
+///
+/// # Errors
+/// A decision log file that cannot be opened.
+pub fn decision_log(config: &Config) -> Result<DecisionLog, StartError> {
+    let sink = match (config.log.decisions, &config.log.decisions_file) {
+        (DecisionSink::Off, _) => LogSink::Off,
+        (DecisionSink::Stderr, _) => LogSink::Stderr,
+        (DecisionSink::File, Some(path)) => LogSink::File(path.clone()),
+        (DecisionSink::File, None) => LogSink::Off,
+    };
+    DecisionLog::start(DecisionLogSettings {
+        sink,
+        queue: config.log.decisions_queue,
+        mask: config.log.mask.clone(),
+    })
+    .map_err(|source| StartError::DecisionLog {
+        path: config.log.decisions_file.clone().unwrap_or_default(),
+        source,
+    })
+}
+
+/// Starts the engine's background work: the file store's change watcher
+/// and the policy watcher. Needs a tokio runtime.
+pub fn start_background(config: &Config, engine: &Arc<Engine>) {
     if let EntityStore::File(store) = engine.store() {
         store.watch(config.store.reload_interval);
+    }
+    let interval = config.policy.reload_interval;
+    if !interval.is_zero() {
+        let engine = Arc::downgrade(engine);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(interval);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let Some(engine) = engine.upgrade() else {
+                    break;
+                };
+                if engine.policies().sources_changed() {
+                    // Errors are logged and counted by the engine.
+                    let _ = engine.reload_policies();
+                }
+            }
+        });
     }
 }
 
@@ -235,7 +284,10 @@ impl Running {
 /// # Errors
 /// Invalid policies, entities, routes or TLS material; an address in use.
 pub async fn start(config: &Config) -> Result<Running, StartError> {
-    let engine = Arc::new(engine(config)?);
+    let mut engine = engine(config)?;
+    engine.set_decision_log(decision_log(config)?);
+    let engine = Arc::new(engine);
+    crate::telemetry::metrics().policy_version(engine.policies().current().version());
     let routes = routes(config)?;
     let tls = match (&config.tls.cert, &config.tls.key) {
         (Some(cert), Some(key)) => {

@@ -57,6 +57,11 @@ pub const KEYS: &[&str] = &[
     "gateway.routes",
     "entities.sources",
     "log.level",
+    "log.decisions",
+    "log.decisions_file",
+    "log.decisions_queue",
+    "log.mask",
+    "policy.reload_interval",
 ];
 
 /// The whole configuration, grouped by concern.
@@ -178,6 +183,11 @@ pub struct PolicyConfig {
     /// looked up (`user` → `Brokerage::User`). Default: the schema's only
     /// namespace, when it has exactly one.
     pub default_namespace: Option<String>,
+    /// How often policy and schema files are checked for edits, which are
+    /// then reloaded (SIGHUP and `POST /admin/v1/policies/reload` reload at
+    /// once). `0s` turns the watch off. Default 2 s.
+    #[serde(with = "humantime_serde")]
+    pub reload_interval: Duration,
 }
 
 /// Which store supplies entity data.
@@ -381,12 +391,34 @@ impl Default for GatewayConfig {
     }
 }
 
-/// Process diagnostics.
+/// Where decision log lines go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DecisionSink {
+    /// standard error
+    Stderr,
+    /// `log.decisions_file`
+    File,
+    /// nowhere
+    Off,
+}
+
+/// Process diagnostics and the decision log.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
-    /// A `tracing` filter. Default `info`.
+    /// A `tracing` filter for the process log. Default `info`.
     pub level: String,
+    /// Where the decision log goes: `stderr` (default), `file` or `off`.
+    pub decisions: DecisionSink,
+    /// The decision log file, appended to, for `decisions = "file"`.
+    pub decisions_file: Option<PathBuf>,
+    /// Decision lines waiting to be written; beyond it lines are dropped and
+    /// counted, never blocking a decision. Default 10,000 (a few MiB).
+    pub decisions_queue: usize,
+    /// Context attributes whose values the decision log replaces by `***`.
+    /// Default none.
+    pub mask: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -411,6 +443,7 @@ impl Default for PolicyConfig {
             dir: PathBuf::from("policies"),
             schema: PathBuf::from("schema"),
             default_namespace: None,
+            reload_interval: Duration::from_secs(2),
         }
     }
 }
@@ -451,6 +484,10 @@ impl Default for LogConfig {
     fn default() -> Self {
         Self {
             level: "info".to_owned(),
+            decisions: DecisionSink::Stderr,
+            decisions_file: None,
+            decisions_queue: 10_000,
+            mask: Vec::new(),
         }
     }
 }
@@ -598,6 +635,12 @@ impl Config {
             return Err(ConfigError::Invalid {
                 origin: file.map(|p| p.display().to_string()),
                 message: "`tls.client_ca` needs TLS: set `tls.cert` and `tls.key` too".to_owned(),
+            });
+        }
+        if config.log.decisions == DecisionSink::File && config.log.decisions_file.is_none() {
+            return Err(ConfigError::Invalid {
+                origin: file.map(|p| p.display().to_string()),
+                message: "`log.decisions` is `file` but `log.decisions_file` is not set".to_owned(),
             });
         }
         if config.store.kind == StoreKind::Http && config.store.upstream.is_none() {

@@ -19,6 +19,7 @@ use serde_json::{Map, Value};
 use crate::config::Sourcing;
 use crate::entities::EntityStore;
 use crate::policy::{PolicySnapshot, PolicyStore};
+use crate::telemetry::{DecisionLog, LogEntry, metrics};
 
 /// An entity as a caller names it: a type (qualified, or unqualified in the
 /// default namespace), an id, and, for request-described types, its attributes.
@@ -45,6 +46,8 @@ pub struct DecisionRequest<'a> {
     pub context: Option<&'a Value>,
     /// request-supplied entities in Cedar's JSON entity format
     pub entities: &'a [Value],
+    /// the caller's correlation id (`X-Request-ID`), for the decision log
+    pub request_id: Option<&'a str>,
 }
 
 /// The part of a request at fault, so each API can name it in its own terms.
@@ -188,6 +191,7 @@ impl Decision {
 
 /// Decides requests against the current policies and the entity store.
 pub struct Engine {
+    log: DecisionLog,
     policies: Arc<PolicyStore>,
     store: EntityStore,
     authorizer: Authorizer,
@@ -205,11 +209,44 @@ impl Engine {
         default_sourcing: Sourcing,
     ) -> Self {
         Self {
+            log: DecisionLog::off(),
             policies,
             store,
             authorizer: Authorizer::new(),
             sourcing,
             default_sourcing,
+        }
+    }
+
+    /// Records every decision in `log` from now on.
+    pub fn set_decision_log(&mut self, log: DecisionLog) {
+        self.log = log;
+    }
+
+    /// Re-reads policies and schema and swaps them in; the entity store
+    /// follows a schema change. On error the current snapshot keeps serving,
+    /// and the error (with Cedar's diagnostics) is logged and returned.
+    ///
+    /// # Errors
+    /// As [`crate::policy::load`].
+    pub fn reload_policies(&self) -> Result<Arc<PolicySnapshot>, crate::policy::PolicyError> {
+        let before = self.policies.current();
+        match self.policies.reload() {
+            Ok(snapshot) => {
+                if snapshot.schema_version() != before.schema_version() {
+                    self.store.schema_changed(snapshot.schema());
+                }
+                metrics().policy_reload("success", Some(snapshot.version()));
+                tracing::info!(version = %snapshot.version(), policies = snapshot.policy_count(), "policies reloaded");
+                Ok(snapshot)
+            }
+            Err(error) => {
+                metrics().policy_reload("failure", None);
+                for line in error.lines() {
+                    tracing::error!(version = %before.version(), "policy reload refused, the last good policies keep serving: {line}");
+                }
+                Err(error)
+            }
         }
     }
 
@@ -249,6 +286,26 @@ impl Engine {
     /// caller's mistake, answered with a 4xx. Everything else is `Ok`, and a
     /// deny when anything went wrong.
     pub async fn decide(&self, request: &DecisionRequest<'_>) -> Result<Decision, RequestError> {
+        let started = std::time::Instant::now();
+        let outcome = self.decide_unmeasured(request).await;
+        let took = started.elapsed();
+        if let Ok(decision) = &outcome {
+            let snapshot = self.policies.current();
+            let action = snapshot
+                .action(request.action)
+                .map_or("unknown", |a| a.id().unescaped());
+            metrics().decision(action, decision.allowed(), took);
+            if self.log.enabled() {
+                self.log.record(log_entry(request, decision, took));
+            }
+        }
+        outcome
+    }
+
+    async fn decide_unmeasured(
+        &self,
+        request: &DecisionRequest<'_>,
+    ) -> Result<Decision, RequestError> {
         let snapshot = self.policies.current();
         let version = Arc::clone(snapshot.version());
         let deny = |code, message| {
@@ -451,6 +508,32 @@ fn describe(error: &dyn std::error::Error) -> String {
         cause = inner.source();
     }
     text
+}
+
+fn log_entry(
+    request: &DecisionRequest<'_>,
+    decision: &Decision,
+    took: std::time::Duration,
+) -> LogEntry {
+    let uid = |entity: &EntityRef<'_>| format!("{}::{:?}", entity.type_name, entity.id);
+    LogEntry {
+        time: std::time::SystemTime::now(),
+        request_id: request.request_id.map(str::to_owned),
+        principal: uid(&request.principal),
+        action: request.action.to_owned(),
+        resource: uid(&request.resource),
+        decision: if decision.allowed() { "allow" } else { "deny" },
+        reasons: decision.reasons().map(str::to_owned).collect(),
+        errors: decision
+            .errors()
+            .iter()
+            .map(|e| serde_json::json!({"code": e.code(), "message": e.message()}))
+            .collect(),
+        policy_version: Arc::clone(&decision.policy_version),
+        stale_data: decision.stale_data(),
+        latency_us: u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+        context: request.context.cloned(),
+    }
 }
 
 fn resolve(snapshot: &PolicySnapshot, reference: &EntityRef<'_>) -> Option<EntityUid> {

@@ -19,4 +19,5 @@ pub mod refstore;
 pub mod routes;
 pub mod server;
 pub mod suite;
+pub mod telemetry;
 pub mod tls;

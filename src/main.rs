@@ -209,6 +209,19 @@ fn serve(args: &ConfigArgs) -> ExitCode {
         if let Some(addr) = running.grpc_addr {
             println!("mandate ext_authz (gRPC) listening on {addr}");
         }
+        #[cfg(unix)]
+        {
+            let engine = Arc::clone(&running.engine);
+            tokio::spawn(async move {
+                use tokio::signal::unix::{SignalKind, signal};
+                if let Ok(mut hangups) = signal(SignalKind::hangup()) {
+                    while hangups.recv().await.is_some() {
+                        // Errors are logged and counted by the engine.
+                        let _ = engine.reload_policies();
+                    }
+                }
+            });
+        }
         shutdown_signal().await;
         running.stop();
         running.stopped().await;
@@ -288,6 +301,7 @@ fn check(args: &CheckArgs) -> ExitCode {
         },
         context: context.as_ref(),
         entities: &[],
+        request_id: None,
     };
     match rt.block_on(engine.decide(&request)) {
         Ok(decision) => {

@@ -202,6 +202,7 @@ pub async fn run(path: &Path, config: &Config) -> Result<Vec<CaseResult>, SuiteE
                     },
                     context: case.context.as_ref(),
                     entities: &[],
+                    request_id: None,
                 };
                 match engine.decide(&request).await {
                     Ok(decision) => {

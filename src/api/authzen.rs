@@ -134,6 +134,7 @@ fn request<'a>(
     action: &'a Action,
     resource: &'a Entity,
     context: Option<&'a Value>,
+    request_id: Option<&'a str>,
 ) -> DecisionRequest<'a> {
     DecisionRequest {
         principal: entity_ref(subject),
@@ -141,6 +142,7 @@ fn request<'a>(
         resource: entity_ref(resource),
         context,
         entities: &[],
+        request_id,
     }
 }
 
@@ -148,6 +150,7 @@ fn request<'a>(
 pub(super) async fn evaluation(
     engine: &Engine,
     body: &Bytes,
+    request_id: Option<&str>,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
     let evaluation: Evaluation = decode(body)?;
     let request = request(
@@ -155,6 +158,7 @@ pub(super) async fn evaluation(
         &evaluation.action,
         &evaluation.resource,
         evaluation.context.as_ref(),
+        request_id,
     );
     let decision = engine
         .decide(&request)
@@ -170,6 +174,7 @@ pub(super) async fn evaluations(
     engine: &Engine,
     body: &Bytes,
     max_items: usize,
+    request_id: Option<&str>,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
     let batch: Batch = decode(body)?;
     let semantic = batch.options.unwrap_or_default().evaluations_semantic;
@@ -186,7 +191,13 @@ pub(super) async fn evaluations(
                     "",
                 ));
             };
-            let request = request(subject, action, resource, defaults.context.as_ref());
+            let request = request(
+                subject,
+                action,
+                resource,
+                defaults.context.as_ref(),
+                request_id,
+            );
             let decision = engine
                 .decide(&request)
                 .await
@@ -205,20 +216,21 @@ pub(super) async fn evaluations(
     let mut decisions: Vec<(Decision, Option<ItemError>)> = Vec::with_capacity(items.len());
     for (index, item) in items.iter().enumerate() {
         let prefix = format!("evaluations[{index}]");
-        let (decision, error) = match decide_item(engine, &defaults, item, &prefix).await {
-            Ok(decision) => (decision, None),
-            Err(error) => {
-                let version = engine.policies().current().version().clone();
-                let decision = Decision::refused(error.code(), error.to_string(), version);
-                let item_error = ItemError {
-                    status: error.status().as_u16(),
-                    code: error.code(),
-                    message: error.to_string(),
-                    field: error.field().map(str::to_owned),
-                };
-                (decision, Some(item_error))
-            }
-        };
+        let (decision, error) =
+            match decide_item(engine, &defaults, item, &prefix, request_id).await {
+                Ok(decision) => (decision, None),
+                Err(error) => {
+                    let version = engine.policies().current().version().clone();
+                    let decision = Decision::refused(error.code(), error.to_string(), version);
+                    let item_error = ItemError {
+                        status: error.status().as_u16(),
+                        code: error.code(),
+                        message: error.to_string(),
+                        field: error.field().map(str::to_owned),
+                    };
+                    (decision, Some(item_error))
+                }
+            };
         let stop = match semantic {
             Semantic::ExecuteAll => false,
             Semantic::DenyOnFirstDeny => !decision.allowed(),
@@ -244,6 +256,7 @@ async fn decide_item(
     defaults: &Partial,
     item: &Value,
     prefix: &str,
+    request_id: Option<&str>,
 ) -> Result<Decision, ApiError> {
     let item: Partial = decode_value(item, prefix)?;
     let subject = item.subject.as_ref().or(defaults.subject.as_ref());
@@ -253,7 +266,7 @@ async fn decide_item(
     let (Some(subject), Some(action), Some(resource)) = (subject, action, resource) else {
         return Err(missing_part(subject.is_some(), action.is_some(), prefix));
     };
-    let request = request(subject, action, resource, context);
+    let request = request(subject, action, resource, context, request_id);
     engine
         .decide(&request)
         .await

@@ -121,6 +121,19 @@ impl ApiError {
         }
     }
 
+    /// Whether this is a refusal by a configured limit (counted in
+    /// `mandate_refusals_total`).
+    pub fn is_limit(&self) -> bool {
+        matches!(
+            self,
+            Self::BodyTooLarge { .. }
+                | Self::BatchTooLarge { .. }
+                | Self::TooDeep { .. }
+                | Self::RequestTimeout(_)
+                | Self::TooManyConnections(_)
+        )
+    }
+
     /// The wire form of this error.
     pub fn body(&self) -> ErrorBody<'_> {
         ErrorBody {

@@ -72,6 +72,7 @@ pub async fn decide(
         },
         context: Some(&resolved.context),
         entities: &[],
+        request_id: headers.header(super::REQUEST_ID),
     };
     match engine.decide(&request).await {
         Ok(decision) if decision.allowed() => Verdict::Allow(decision),

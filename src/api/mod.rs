@@ -24,6 +24,7 @@ pub use error::ApiError;
 
 use crate::engine::{Decision, DecisionError, Engine, Field, RequestError};
 use crate::routes::RouteTable;
+use crate::telemetry::metrics;
 
 /// Limits the API enforces on each request.
 #[derive(Debug, Clone, Copy)]
@@ -113,10 +114,12 @@ impl Api {
         B::Error: std::error::Error + Send + Sync + 'static,
     {
         let request_id = request.headers().get(REQUEST_ID).cloned();
+        let route = route_label(request.uri().path());
         let mut response = match self.route(request).await {
             Ok(response) => response,
             Err(error) => refusal(&error),
         };
+        metrics().http_request(route, response.status().as_u16());
         if let Some(id) = request_id {
             response.headers_mut().insert(REQUEST_ID, id);
         }
@@ -160,6 +163,12 @@ impl Api {
     {
         let path = request.uri().path().to_owned();
         let method = request.method().clone();
+        let request_id = request
+            .headers()
+            .get(REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let request_id = request_id.as_deref();
         let expect = |allowed: &'static str, wanted: Method| {
             if method == wanted {
                 Ok(())
@@ -189,13 +198,13 @@ impl Api {
                 self.admit(Kind::Decision, &request)?;
                 expect("POST", Method::POST)?;
                 let body = self.body(request).await?;
-                authzen::evaluation(&self.engine, &body).await
+                authzen::evaluation(&self.engine, &body, request_id).await
             }
             "/access/v1/evaluations" => {
                 self.admit(Kind::Decision, &request)?;
                 expect("POST", Method::POST)?;
                 let body = self.body(request).await?;
-                authzen::evaluations(&self.engine, &body, limits.max_batch_items).await
+                authzen::evaluations(&self.engine, &body, limits.max_batch_items, request_id).await
             }
             "/.well-known/authzen-configuration" => {
                 self.admit(Kind::Decision, &request)?;
@@ -206,13 +215,13 @@ impl Api {
                 self.admit(Kind::Decision, &request)?;
                 expect("POST", Method::POST)?;
                 let body = self.body(request).await?;
-                native::is_authorized(&self.engine, &body).await
+                native::is_authorized(&self.engine, &body, request_id).await
             }
             "/v1/is_authorized/batch" => {
                 self.admit(Kind::Decision, &request)?;
                 expect("POST", Method::POST)?;
                 let body = self.body(request).await?;
-                native::batch(&self.engine, &body, limits.max_batch_items).await
+                native::batch(&self.engine, &body, limits.max_batch_items, request_id).await
             }
             "/healthz" => {
                 expect("GET", Method::GET)?;
@@ -220,7 +229,24 @@ impl Api {
             }
             "/readyz" => {
                 expect("GET", Method::GET)?;
-                Ok(self.readiness())
+                Ok(self.readiness().await)
+            }
+            "/metrics" => {
+                expect("GET", Method::GET)?;
+                metrics()
+                    .cache_entries
+                    .set(i64::try_from(self.engine.store().cached()).unwrap_or(i64::MAX));
+                let mut response = Response::new(Full::new(Bytes::from(metrics().render())));
+                response.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                );
+                Ok(response)
+            }
+            "/admin/v1/policies/reload" => {
+                self.admit(Kind::Admin, &request)?;
+                expect("POST", Method::POST)?;
+                Ok(admin::reload(&self.engine))
             }
             "/admin/v1/cache/invalidate" => {
                 self.admit(Kind::Admin, &request)?;
@@ -232,9 +258,9 @@ impl Api {
         }
     }
 
-    fn readiness(&self) -> Response<Full<Bytes>> {
+    async fn readiness(&self) -> Response<Full<Bytes>> {
         let snapshot = self.engine.policies().current();
-        let store_ready = self.engine.store().is_ready();
+        let store_ready = self.engine.store().is_ready(snapshot.schema()).await;
         let status = if store_ready {
             StatusCode::OK
         } else {
@@ -282,9 +308,31 @@ impl Api {
     }
 }
 
-/// The JSON answer for a refused request: status and `{"error": {...}}`.
+/// The JSON answer for a refused request: status and `{"error": {...}}`;
+/// a refusal by a limit is counted.
 pub fn refusal(error: &ApiError) -> Response<Full<Bytes>> {
+    if error.is_limit() {
+        metrics().refusal(error.code());
+    }
     json(error.status(), &error.body())
+}
+
+/// The route label of a path, from a closed set.
+fn route_label(path: &str) -> &'static str {
+    match path {
+        "/access/v1/evaluation" => "evaluation",
+        "/access/v1/evaluations" => "evaluations",
+        "/.well-known/authzen-configuration" => "authzen_configuration",
+        "/v1/is_authorized" => "is_authorized",
+        "/v1/is_authorized/batch" => "is_authorized_batch",
+        "/healthz" => "healthz",
+        "/readyz" => "readyz",
+        "/metrics" => "metrics",
+        "/admin/v1/policies/reload" => "policies_reload",
+        "/admin/v1/cache/invalidate" => "cache_invalidate",
+        p if p == gateway::PREFIX || p.starts_with("/gateway/authorize/") => "gateway",
+        _ => "other",
+    }
 }
 
 /// Whether `body` nests arrays and objects deeper than `limit`, counted

@@ -98,6 +98,7 @@ async fn decide(
     request: &IsAuthorized,
     shared: &[Value],
     prefix: &str,
+    request_id: Option<&str>,
 ) -> Result<Decision, ApiError> {
     let at = |name: &str| {
         if prefix.is_empty() {
@@ -125,6 +126,7 @@ async fn decide(
         },
         context: request.context.as_ref(),
         entities,
+        request_id,
     };
     engine
         .decide(&decision_request)
@@ -136,9 +138,10 @@ async fn decide(
 pub(super) async fn is_authorized(
     engine: &Engine,
     body: &Bytes,
+    request_id: Option<&str>,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
     let request: IsAuthorized = decode(body)?;
-    let decision = decide(engine, &request, &[], "").await?;
+    let decision = decide(engine, &request, &[], "", request_id).await?;
     Ok(json(StatusCode::OK, &Answer::of(&decision)))
 }
 
@@ -148,6 +151,7 @@ pub(super) async fn batch(
     engine: &Engine,
     body: &Bytes,
     max_items: usize,
+    request_id: Option<&str>,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
     let batch: Batch = decode(body)?;
     if batch.requests.len() > max_items {
@@ -162,7 +166,7 @@ pub(super) async fn batch(
     for (index, item) in batch.requests.iter().enumerate() {
         let prefix = format!("requests[{index}]");
         let outcome = match decode_value::<IsAuthorized>(item, &prefix) {
-            Ok(request) => decide(engine, &request, &shared, &prefix).await,
+            Ok(request) => decide(engine, &request, &shared, &prefix, request_id).await,
             Err(error) => Err(error),
         };
         decisions.push(outcome.unwrap_or_else(|error| {

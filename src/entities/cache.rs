@@ -16,6 +16,7 @@ use tokio::time::Instant;
 
 use super::EntityError;
 use super::http::{HttpStore, UpstreamError};
+use crate::telemetry::metrics;
 
 /// Settings of the cache.
 #[derive(Debug, Clone, Copy)]
@@ -60,26 +61,14 @@ pub struct Lookup {
     pub stale: bool,
 }
 
-/// Counters a metrics layer can read.
-#[derive(Debug, Default)]
-pub struct CacheCounters {
-    /// lookups answered from the cache
-    pub hits: std::sync::atomic::AtomicU64,
-    /// lookups that needed the store
-    pub misses: std::sync::atomic::AtomicU64,
-    /// entities served stale
-    pub stale: std::sync::atomic::AtomicU64,
-    /// calls made to the store
-    pub upstream_calls: std::sync::atomic::AtomicU64,
-}
-
 /// The cache and its store.
 pub struct EntityCache {
     store: Arc<HttpStore>,
     entries: Cache<EntityUid, Entry>,
     inflight: Arc<Mutex<HashMap<EntityUid, Flight>>>,
     settings: CacheSettings,
-    counters: Arc<CacheCounters>,
+    /// set once the store has answered a request
+    answered: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl EntityCache {
@@ -92,6 +81,7 @@ impl EntityCache {
         let entries = Cache::builder()
             .time_to_live(lifetime)
             .max_capacity(settings.max_bytes)
+            .eviction_listener(|_uid, _entry, _cause| metrics().cache_evictions.inc())
             .weigher(move |_uid: &EntityUid, entry: &Entry| {
                 let bytes = entry
                     .value
@@ -105,13 +95,23 @@ impl EntityCache {
             entries,
             inflight: Arc::new(Mutex::new(HashMap::new())),
             settings,
-            counters: Arc::new(CacheCounters::default()),
+            answered: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         }
     }
 
-    /// Hit, miss, stale and upstream-call counts.
-    pub fn counters(&self) -> &CacheCounters {
-        &self.counters
+    /// Whether the store has answered at least once.
+    pub fn has_answered(&self) -> bool {
+        self.answered.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Asks the store for nothing, to learn whether it answers (readiness).
+    pub async fn probe(&self, schema: &Arc<Schema>) -> bool {
+        let answered = self.store.fetch(&[], schema).await.is_ok();
+        if answered {
+            self.answered
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        answered
     }
 
     /// Entities held now (approximate, as moka counts).
@@ -147,18 +147,17 @@ impl EntityCache {
         uids: &[EntityUid],
         schema: &Arc<Schema>,
     ) -> Result<Lookup, EntityError> {
-        use std::sync::atomic::Ordering::Relaxed;
         let now = Instant::now();
         let mut found = Vec::with_capacity(uids.len());
         let mut missing: Vec<(&EntityUid, Option<Entry>)> = Vec::new();
         for uid in uids {
             match self.entries.get(uid).await {
                 Some(entry) if self.is_fresh(&entry, now) => {
-                    self.counters.hits.fetch_add(1, Relaxed);
+                    metrics().cache_hits.inc();
                     found.extend(entry.value);
                 }
                 stale => {
-                    self.counters.misses.fetch_add(1, Relaxed);
+                    metrics().cache_misses.inc();
                     missing.push((uid, stale));
                 }
             }
@@ -194,7 +193,7 @@ impl EntityCache {
                     let usable = previous.filter(|entry| self.within_stale_bound(entry, now));
                     match (usable, &failure) {
                         (Some(entry), Some(_)) => {
-                            self.counters.stale.fetch_add(1, Relaxed);
+                            metrics().cache_stale.inc();
                             stale = true;
                             found.extend(entry.value);
                         }
@@ -261,16 +260,19 @@ impl EntityCache {
         let store = Arc::clone(&self.store);
         let entries = self.entries.clone();
         let inflight = Arc::clone(&self.inflight);
-        let counters = Arc::clone(&self.counters);
+        let answered = Arc::clone(&self.answered);
         let schema = Arc::clone(schema);
         tokio::spawn(async move {
-            counters
-                .upstream_calls
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let started = std::time::Instant::now();
             let result = store.fetch(&lead, &schema).await;
+            let outcome = result
+                .as_ref()
+                .map_or_else(UpstreamError::outcome, |_| "ok");
+            metrics().upstream(outcome, started.elapsed());
             let fetched = Instant::now();
             let outcome = match result {
                 Ok(answer) => {
+                    answered.store(true, std::sync::atomic::Ordering::Relaxed);
                     let mut absent: Vec<&EntityUid> = lead.iter().collect();
                     for item in answer {
                         let uid = item.entity.uid();

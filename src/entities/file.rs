@@ -66,6 +66,12 @@ impl FileStore {
         }
     }
 
+    /// Adopts a new schema and re-reads the file against it.
+    pub fn set_schema(&self, schema: Arc<Schema>) {
+        self.schema.store(schema);
+        self.reload_now();
+    }
+
     /// Re-reads the file now; on error the data held keeps serving.
     pub fn reload_now(&self) {
         let stamp = stamp(&self.path);

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use cedar_policy::{Entity, EntityUid, Schema};
 
-pub use cache::{CacheCounters, CacheSettings, EntityCache};
+pub use cache::{CacheSettings, EntityCache};
 pub use file::FileStore;
 pub use http::{HttpStore, HttpStoreSettings, UpstreamError};
 
@@ -125,9 +125,28 @@ impl EntityStore {
         }
     }
 
-    /// Whether the store can serve decisions now.
-    pub fn is_ready(&self) -> bool {
-        true
+    /// Whether the store can serve decisions now: the file loaded, or the
+    /// HTTP store answered once (asked now, if it never has).
+    pub async fn is_ready(&self, schema: &Arc<Schema>) -> bool {
+        match self {
+            Self::Http { cache, .. } => cache.has_answered() || cache.probe(schema).await,
+            Self::File(_) | Self::None => true,
+        }
+    }
+
+    /// Entities cached now (0 without a cache).
+    pub fn cached(&self) -> u64 {
+        self.cache().map_or(0, EntityCache::len)
+    }
+
+    /// The schema changed: re-check the file, or forget what was fetched
+    /// under the old schema.
+    pub fn schema_changed(&self, schema: &Arc<Schema>) {
+        match self {
+            Self::File(store) => store.set_schema(Arc::clone(schema)),
+            Self::Http { cache, .. } => cache.invalidate_all(),
+            Self::None => {}
+        }
     }
 
     /// Forgets cached data for `uids` (re-reads the file for the file store).

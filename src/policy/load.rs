@@ -30,6 +30,7 @@ pub struct PolicySources {
 pub fn load(sources: &PolicySources) -> Result<PolicySnapshot, PolicyError> {
     let mut hasher = Sha256::new();
     let schema = load_schema(&sources.schema, &mut hasher)?;
+    let schema_version = hex(&hasher.clone().finalize());
     let files = files_with_extension(&sources.policy_dir, "cedar")?;
     if files.is_empty() {
         return Err(PolicyError::NoPolicies {
@@ -92,6 +93,7 @@ pub fn load(sources: &PolicySources) -> Result<PolicySnapshot, PolicyError> {
     let digest = hasher.finalize();
     let version: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
     PolicySnapshot::new(
+        schema_version,
         schema,
         policies,
         version,
@@ -135,6 +137,33 @@ fn read(path: &Path) -> Result<String, PolicyError> {
         path: path.to_owned(),
         source,
     })
+}
+
+/// Each source file with its modification time and size, if readable.
+pub type SourcesStamp = Vec<(PathBuf, Option<(std::time::SystemTime, u64)>)>;
+
+fn hex(digest: &[u8]) -> String {
+    digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
+}
+
+/// The files a snapshot is read from, with their modification time and
+/// size: when this changes, the sources changed.
+pub fn stamp(sources: &PolicySources) -> SourcesStamp {
+    let mut files = files_with_extension(&sources.policy_dir, "cedar").unwrap_or_default();
+    if sources.schema.is_dir() {
+        files.extend(files_with_extension(&sources.schema, "cedarschema").unwrap_or_default());
+    } else {
+        files.push(sources.schema.clone());
+    }
+    files
+        .into_iter()
+        .map(|path| {
+            let meta = std::fs::metadata(&path)
+                .ok()
+                .and_then(|m| Some((m.modified().ok()?, m.len())));
+            (path, meta)
+        })
+        .collect()
 }
 
 /// Every file under `dir` (recursively) whose extension is `ext`, sorted, so

@@ -96,6 +96,8 @@ pub struct PolicySnapshot {
     schema: Arc<Schema>,
     policies: PolicySet,
     version: Arc<str>,
+    /// a content hash of the schema files alone
+    schema_version: String,
     namespace: String,
     /// lower-case type name (qualified, and unqualified in the default
     /// namespace) → type
@@ -129,6 +131,7 @@ impl ActionPlan {
 
 impl PolicySnapshot {
     fn new(
+        schema_version: String,
         schema: Schema,
         policies: PolicySet,
         version: String,
@@ -180,6 +183,7 @@ impl PolicySnapshot {
             schema: Arc::new(schema),
             policies,
             version: version.into(),
+            schema_version,
             namespace,
             types,
             actions,
@@ -200,6 +204,12 @@ impl PolicySnapshot {
     /// A content hash of schema and policy files: the same files, the same version.
     pub fn version(&self) -> &Arc<str> {
         &self.version
+    }
+
+    /// A content hash of the schema files alone: entity data checked
+    /// against one schema version stays valid while it holds.
+    pub fn schema_version(&self) -> &str {
+        &self.schema_version
     }
 
     /// The namespace unqualified names resolve in (may be empty).
@@ -235,6 +245,19 @@ impl PolicySnapshot {
     /// Each entity type the schema declares, fully qualified.
     pub fn entity_types(&self) -> impl Iterator<Item = &EntityTypeName> {
         self.schema.entity_types()
+    }
+}
+
+impl PolicyStore {
+    /// Whether a policy or schema file was added, removed or edited since
+    /// the last load (attempted).
+    pub fn sources_changed(&self) -> bool {
+        let now = load::stamp(&self.sources);
+        *self
+            .stamp
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            != now
     }
 }
 
@@ -297,6 +320,8 @@ fn plans(
 pub struct PolicyStore {
     sources: PolicySources,
     current: ArcSwap<PolicySnapshot>,
+    /// the files as last read, to notice edits
+    stamp: std::sync::Mutex<load::SourcesStamp>,
 }
 
 impl PolicyStore {
@@ -305,10 +330,12 @@ impl PolicyStore {
     /// # Errors
     /// As [`load`]: nothing starts on a bad policy set.
     pub fn open(sources: PolicySources) -> Result<Self, PolicyError> {
+        let stamp = load::stamp(&sources);
         let first = load(&sources)?;
         Ok(Self {
             sources,
             current: ArcSwap::from_pointee(first),
+            stamp: std::sync::Mutex::new(stamp),
         })
     }
 
@@ -323,6 +350,10 @@ impl PolicyStore {
     /// # Errors
     /// As [`load`].
     pub fn reload(&self) -> Result<Arc<PolicySnapshot>, PolicyError> {
+        *self
+            .stamp
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = load::stamp(&self.sources);
         let next = Arc::new(load(&self.sources)?);
         self.current.store(Arc::clone(&next));
         Ok(next)

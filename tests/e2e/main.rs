@@ -19,6 +19,7 @@ mod cli;
 mod file_store;
 mod gateway;
 mod native;
+mod operations;
 mod policy_pack;
 mod property;
 mod readme;

@@ -30,7 +30,7 @@ pub fn gateway_config() -> Config {
     };
     let mut config = Config::load(
         Some(&root().join("examples/gateways/mandate.toml")),
-        std::iter::empty(),
+        std::iter::once(("MANDATE_LOG_DECISIONS".to_owned(), "off".to_owned())),
         &overrides,
     )
     .unwrap();
@@ -51,8 +51,12 @@ pub fn config_with(env: &[(&str, &str)]) -> Config {
         .join("examples/demo/entities.json")
         .display()
         .to_string();
-    let env = std::iter::once(("MANDATE_STORE_ENTITIES".to_owned(), demo))
-        .chain(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+    let env = [
+        ("MANDATE_STORE_ENTITIES".to_owned(), demo),
+        ("MANDATE_LOG_DECISIONS".to_owned(), "off".to_owned()),
+    ]
+    .into_iter()
+    .chain(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
     Config::load(None, env, &overrides).unwrap()
 }
 

@@ -1,0 +1,258 @@
+//! The metrics, all named `mandate_…`, registered once in one registry.
+//! Labels come from closed sets (actions of the schema, outcomes, routes,
+//! limits), never from a principal or resource id.
+
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Every metric of the process.
+pub struct Metrics {
+    registry: Registry,
+    decisions: IntCounterVec,
+    /// per action, the resolved (allow, deny) counters
+    decision_handles: ArcSwap<HashMap<String, (IntCounter, IntCounter)>>,
+    decision_duration: Histogram,
+    /// entity cache lookups answered from the cache
+    pub cache_hits: IntCounter,
+    /// entity cache lookups that needed the store
+    pub cache_misses: IntCounter,
+    /// entities served past their TTL because the store failed
+    pub cache_stale: IntCounter,
+    /// entities evicted (size, expiry, invalidation)
+    pub cache_evictions: IntCounter,
+    /// entities held
+    pub cache_entries: IntGauge,
+    upstream_requests: IntCounterVec,
+    upstream_duration: HistogramVec,
+    policy_reloads: IntCounterVec,
+    policy_info: IntGaugeVec,
+    http_requests: IntCounterVec,
+    refusals: IntCounterVec,
+    /// decision log lines dropped because the queue was full
+    pub decision_log_dropped: IntCounter,
+}
+
+static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+/// The process's metrics.
+pub fn metrics() -> &'static Metrics {
+    &METRICS
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    let counter = IntCounter::new(name, help).unwrap_or_else(|_| unreachable_metric());
+    let _ = registry.register(Box::new(counter.clone()));
+    counter
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let vec =
+        IntCounterVec::new(Opts::new(name, help), labels).unwrap_or_else(|_| unreachable_metric());
+    let _ = registry.register(Box::new(vec.clone()));
+    vec
+}
+
+#[expect(
+    clippy::panic,
+    reason = "metric names and labels are literals of this file; a bad one fails every test"
+)]
+fn unreachable_metric() -> ! {
+    panic!("invalid metric definition")
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let registry = Registry::new();
+        let decisions = counter_vec(
+            &registry,
+            "mandate_decisions_total",
+            "Decisions made, by action and outcome.",
+            &["action", "decision"],
+        );
+        let decision_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "mandate_decision_duration_seconds",
+                "Time to decide one request, entity gathering included.",
+            )
+            .buckets(vec![
+                0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005,
+                0.01, 0.025, 0.05, 0.1,
+            ]),
+        )
+        .unwrap_or_else(|_| unreachable_metric());
+        let _ = registry.register(Box::new(decision_duration.clone()));
+        let upstream_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "mandate_upstream_request_duration_seconds",
+                "Time of one entity store request.",
+            )
+            .buckets(vec![
+                0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ]),
+            &["outcome"],
+        )
+        .unwrap_or_else(|_| unreachable_metric());
+        let _ = registry.register(Box::new(upstream_duration.clone()));
+        let cache_entries = IntGauge::new(
+            "mandate_entity_cache_entries",
+            "Entities held in the cache.",
+        )
+        .unwrap_or_else(|_| unreachable_metric());
+        let _ = registry.register(Box::new(cache_entries.clone()));
+        let policy_info = IntGaugeVec::new(
+            Opts::new(
+                "mandate_policy_info",
+                "The policy version in force (value 1).",
+            ),
+            &["version"],
+        )
+        .unwrap_or_else(|_| unreachable_metric());
+        let _ = registry.register(Box::new(policy_info.clone()));
+        let build_info = IntGaugeVec::new(
+            Opts::new("mandate_build_info", "The running build (value 1)."),
+            &["version"],
+        )
+        .unwrap_or_else(|_| unreachable_metric());
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        let _ = registry.register(Box::new(build_info));
+        Self {
+            decision_handles: ArcSwap::from_pointee(HashMap::new()),
+            decisions,
+            decision_duration,
+            cache_hits: counter(
+                &registry,
+                "mandate_entity_cache_hits_total",
+                "Entity lookups answered from the cache.",
+            ),
+            cache_misses: counter(
+                &registry,
+                "mandate_entity_cache_misses_total",
+                "Entity lookups that needed the store.",
+            ),
+            cache_stale: counter(
+                &registry,
+                "mandate_entity_cache_stale_total",
+                "Entities served past their TTL because the store failed.",
+            ),
+            cache_evictions: counter(
+                &registry,
+                "mandate_entity_cache_evictions_total",
+                "Entities evicted from the cache.",
+            ),
+            cache_entries,
+            upstream_requests: counter_vec(
+                &registry,
+                "mandate_upstream_requests_total",
+                "Entity store requests, by outcome.",
+                &["outcome"],
+            ),
+            upstream_duration,
+            policy_reloads: counter_vec(
+                &registry,
+                "mandate_policy_reloads_total",
+                "Policy reloads, by result.",
+                &["result"],
+            ),
+            policy_info,
+            http_requests: counter_vec(
+                &registry,
+                "mandate_http_requests_total",
+                "HTTP requests, by route and status.",
+                &["route", "status"],
+            ),
+            refusals: counter_vec(
+                &registry,
+                "mandate_refusals_total",
+                "Requests refused by a limit, by limit.",
+                &["limit"],
+            ),
+            decision_log_dropped: counter(
+                &registry,
+                "mandate_decision_log_dropped_total",
+                "Decision log lines dropped: the queue was full.",
+            ),
+            registry,
+        }
+    }
+
+    /// Counts one decision of `action` (an action id of the schema, or
+    /// `unknown`) and its duration.
+    pub fn decision(&self, action: &str, allowed: bool, took: Duration) {
+        self.decision_duration.observe(took.as_secs_f64());
+        let handles = self.decision_handles.load();
+        if let Some((allow, deny)) = handles.get(action) {
+            if allowed {
+                allow.inc()
+            } else {
+                deny.inc()
+            }
+            return;
+        }
+        let resolved = (
+            self.decisions.with_label_values(&[action, "allow"]),
+            self.decisions.with_label_values(&[action, "deny"]),
+        );
+        if allowed {
+            resolved.0.inc()
+        } else {
+            resolved.1.inc()
+        }
+        self.decision_handles.rcu(|current| {
+            let mut next = HashMap::clone(current);
+            next.insert(action.to_owned(), resolved.clone());
+            Arc::new(next)
+        });
+    }
+
+    /// Counts one entity store request.
+    pub fn upstream(&self, outcome: &str, took: Duration) {
+        self.upstream_requests.with_label_values(&[outcome]).inc();
+        self.upstream_duration
+            .with_label_values(&[outcome])
+            .observe(took.as_secs_f64());
+    }
+
+    /// Counts one policy reload (`success` or `failure`) and, on success,
+    /// makes `version` the one `mandate_policy_info` reports.
+    pub fn policy_reload(&self, result: &str, version: Option<&str>) {
+        self.policy_reloads.with_label_values(&[result]).inc();
+        if let Some(version) = version {
+            self.policy_version(version);
+        }
+    }
+
+    /// Makes `version` the one `mandate_policy_info` reports.
+    pub fn policy_version(&self, version: &str) {
+        self.policy_info.reset();
+        self.policy_info.with_label_values(&[version]).set(1);
+    }
+
+    /// Counts one HTTP request by route (a fixed name) and status.
+    pub fn http_request(&self, route: &str, status: u16) {
+        let mut buffer = itoa::Buffer::new();
+        self.http_requests
+            .with_label_values(&[route, buffer.format(status)])
+            .inc();
+    }
+
+    /// Counts one request refused by `limit`.
+    pub fn refusal(&self, limit: &str) {
+        self.refusals.with_label_values(&[limit]).inc();
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}

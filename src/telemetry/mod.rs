@@ -1,0 +1,8 @@
+//! Telemetry: Prometheus metrics and the decision log. Called by every
+//! layer; imports none of ours, so labels and fields arrive as plain values.
+
+pub mod decision_log;
+pub mod metrics;
+
+pub use decision_log::{DecisionLog, DecisionLogSettings, LogEntry, LogSink};
+pub use metrics::{Metrics, metrics};

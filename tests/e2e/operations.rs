@@ -1,0 +1,310 @@
+//! Operations: metrics move with decisions, the decision log's lines, hot
+//! reload under load, a broken edit that keeps the last good policies.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::{Server, config_with, get, post, post_raw, root};
+
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| {
+            line.strip_prefix(series)
+                .and_then(|rest| rest.trim().parse().ok())
+        })
+        .unwrap_or(0.0)
+}
+
+fn history(subject: &str) -> Value {
+    json!({"subject": {"type": "user", "id": subject}, "action": {"name": "view_action_history"}, "resource": {"type": "account", "id": "alice-personal"}})
+}
+
+#[tokio::test]
+async fn metric_values_move_as_decisions_are_made() {
+    let server = Server::demo().await;
+    let text_before = metrics_text(&server).await;
+    let allow = r#"mandate_decisions_total{action="view_action_history",decision="allow"}"#;
+    let deny = r#"mandate_decisions_total{action="view_action_history",decision="deny"}"#;
+    assert_eq!(
+        post(&server.url("/access/v1/evaluation"), &history("alice"))
+            .await
+            .json["decision"],
+        true
+    );
+    assert_eq!(
+        post(&server.url("/access/v1/evaluation"), &history("carol"))
+            .await
+            .json["decision"],
+        false
+    );
+    let big = "x".repeat(2 * 1024 * 1024);
+    assert_eq!(
+        post_raw(&server.url("/access/v1/evaluation"), big)
+            .await
+            .status,
+        413
+    );
+    let text = metrics_text(&server).await;
+    assert!(
+        metric(&text, allow) >= metric(&text_before, allow) + 1.0,
+        "{text}"
+    );
+    assert!(metric(&text, deny) >= metric(&text_before, deny) + 1.0);
+    let refused = r#"mandate_refusals_total{limit="body_too_large"}"#;
+    assert!(metric(&text, refused) >= metric(&text_before, refused) + 1.0);
+    let http = r#"mandate_http_requests_total{route="evaluation",status="200"}"#;
+    assert!(metric(&text, http) >= metric(&text_before, http) + 2.0);
+    for name in [
+        "mandate_decision_duration_seconds_bucket",
+        "mandate_build_info",
+        "mandate_policy_info{version=\"",
+    ] {
+        assert!(text.contains(name), "{name} missing");
+    }
+}
+
+async fn metrics_text(server: &Server) -> String {
+    let response = scrape(&server.url("/metrics")).await;
+    assert!(
+        response.starts_with("# HELP") || response.contains("mandate_"),
+        "{response}"
+    );
+    response
+}
+
+async fn scrape(url: &str) -> String {
+    use http_body_util::{BodyExt, Full};
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http();
+    let request = http::Request::get(url)
+        .body(Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    String::from_utf8(
+        response
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn decision_log_lines_parse_and_carry_the_fields_with_masked_context() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("decisions.log");
+    let path = log.display().to_string();
+    let server = Server::start(config_with(&[
+        ("MANDATE_LOG_DECISIONS", "file"),
+        ("MANDATE_LOG_DECISIONS_FILE", path.as_str()),
+        ("MANDATE_LOG_MASK", "[\"amount\"]"),
+    ]))
+    .await;
+    let request = http::Request::post(server.url("/access/v1/evaluation"))
+        .header("x-request-id", "req-42")
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            json!({
+                "subject": {"type": "user", "id": "erin"},
+                "action": {"name": "withdraw"},
+                "resource": {"type": "account", "id": "alice-personal"},
+                "context": {"destination": {"type": "Brokerage::Destination", "id": "alice-bank"}, "amount": "1250.00"}
+            })
+            .to_string(),
+        )))
+        .unwrap();
+    assert_eq!(
+        crate::support::send(request, false).await.json["decision"],
+        true
+    );
+    let mut line = Value::Null;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if let Some(last) = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .last()
+        {
+            line = serde_json::from_str(last).unwrap();
+            break;
+        }
+    }
+    assert_eq!(line["request_id"], "req-42", "{line}");
+    assert_eq!(line["principal"], "user::\"erin\"");
+    assert_eq!(line["action"], "withdraw");
+    assert_eq!(line["resource"], "account::\"alice-personal\"");
+    assert_eq!(line["decision"], "allow");
+    assert_eq!(line["reasons"], json!(["S3", "S4"]));
+    assert_eq!(line["errors"], json!([]));
+    assert_eq!(line["stale_data"], false);
+    assert_eq!(line["policy_version"].as_str().unwrap().len(), 12);
+    assert!(line["latency_us"].as_u64().is_some());
+    assert!(line["time"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(line["context"]["amount"], "***", "masked");
+    assert_eq!(line["context"]["destination"]["id"], "alice-bank");
+}
+
+fn copy_pack(to: &Path) {
+    for dir in ["policies", "schema"] {
+        std::fs::create_dir_all(to.join(dir)).unwrap();
+        for entry in std::fs::read_dir(root().join(dir)).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), to.join(dir).join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+fn pack_config(dir: &Path, extra: &[(&str, &str)]) -> mandate::config::Config {
+    let mut config = config_with(extra);
+    config.policy.dir = dir.join("policies");
+    config.policy.schema = dir.join("schema");
+    config
+}
+
+#[tokio::test]
+async fn a_broken_edit_keeps_the_old_version_serving_and_a_good_one_takes_over() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_pack(dir.path());
+    let server = Server::start(pack_config(
+        dir.path(),
+        &[("MANDATE_POLICY_RELOAD_INTERVAL", "50ms")],
+    ))
+    .await;
+    let url = server.url("/access/v1/evaluation");
+    let market = json!({"subject": {"type": "user", "id": "alice"}, "action": {"name": "view_market_data"}, "resource": {"type": "marketdata", "id": "nasdaq-l1"}});
+    let first = post(&url, &market).await;
+    assert_eq!(first.json["decision"], true);
+    let v1 = first.json["context"]["policy_version"].clone();
+
+    std::fs::write(
+        dir.path().join("policies/broken.cedar"),
+        "@id(\"X\")\npermit (principal, action, resource) when { principal.nope };\n",
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let reply = post(&url, &market).await;
+    assert_eq!(
+        reply.json["context"]["policy_version"], v1,
+        "the last good policies keep serving"
+    );
+    let reload = post_raw(&server.url("/admin/v1/policies/reload"), "").await;
+    assert_eq!(reload.status, 422);
+    let diagnostics = reload.json["error"]["diagnostics"].to_string();
+    assert!(diagnostics.contains("broken.cedar:2:"), "{diagnostics}");
+
+    std::fs::remove_file(dir.path().join("policies/broken.cedar")).unwrap();
+    std::fs::remove_file(dir.path().join("policies/market_data.cedar")).unwrap();
+    let mut reply = Value::Null;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        reply = post(&url, &market).await.json;
+        if reply["context"]["policy_version"] != v1 {
+            break;
+        }
+    }
+    assert_ne!(reply["context"]["policy_version"], v1);
+    assert_eq!(reply["decision"], false, "M1 is gone");
+    let metrics = metrics_text(&server).await;
+    assert!(
+        metric(
+            &metrics,
+            r#"mandate_policy_reloads_total{result="failure"}"#
+        ) >= 1.0
+    );
+    assert!(metrics.contains(&format!(
+        "mandate_policy_info{{version={}}} 1",
+        reply["context"]["policy_version"]
+    )));
+}
+
+#[tokio::test]
+async fn a_load_loop_across_many_reloads_sees_no_failure_and_only_known_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_pack(dir.path());
+    let server = Server::start(pack_config(
+        dir.path(),
+        &[("MANDATE_POLICY_RELOAD_INTERVAL", "0s")],
+    ))
+    .await;
+    let url = server.url("/access/v1/evaluation");
+    let v1 = post(&url, &history("alice")).await.json["context"]["policy_version"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let policies = dir.path().join("policies/market_data.cedar");
+    let original = std::fs::read_to_string(&policies).unwrap();
+    std::fs::write(&policies, format!("{original}\n// edited\n")).unwrap();
+    let reload = post_raw(&server.url("/admin/v1/policies/reload"), "").await;
+    let v2 = reload.json["policy_version"].as_str().unwrap().to_owned();
+    assert_ne!(v1, v2);
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let loaders: Vec<_> = (0..3)
+        .map(|_| {
+            let url = url.clone();
+            let stop = std::sync::Arc::clone(&stop);
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let reply = post(&url, &history("alice")).await;
+                    assert_eq!(reply.status, 200);
+                    assert_eq!(reply.json["decision"], true, "{}", reply.json);
+                    seen.push(
+                        reply.json["context"]["policy_version"]
+                            .as_str()
+                            .unwrap()
+                            .to_owned(),
+                    );
+                }
+                seen
+            })
+        })
+        .collect();
+    for round in 0..20 {
+        let text = if round % 2 == 0 {
+            original.clone()
+        } else {
+            format!("{original}\n// edited\n")
+        };
+        std::fs::write(&policies, text).unwrap();
+        let reload = post_raw(&server.url("/admin/v1/policies/reload"), "").await;
+        assert_eq!(reload.status, 200, "{}", reload.json);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut decisions = 0;
+    for loader in loaders {
+        for version in loader.await.unwrap() {
+            assert!(version == v1 || version == v2, "unknown version {version}");
+            decisions += 1;
+        }
+    }
+    assert!(decisions > 20, "only {decisions} decisions");
+}
+
+#[tokio::test]
+async fn readiness_follows_the_entity_store() {
+    let upstream = crate::upstream::Upstream::start().await;
+    *upstream.mode.lock().unwrap() = crate::upstream::Mode::Unavailable;
+    let url = upstream.url();
+    let server = Server::start(config_with(&[
+        ("MANDATE_STORE_KIND", "http"),
+        ("MANDATE_STORE_UPSTREAM", url.as_str()),
+        ("MANDATE_STORE_RETRIES", "0"),
+    ]))
+    .await;
+    let reply = get(&server.url("/readyz")).await;
+    assert_eq!(reply.status, 503, "{}", reply.json);
+    *upstream.mode.lock().unwrap() = crate::upstream::Mode::Normal;
+    let reply = get(&server.url("/readyz")).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.json["entity_store"], "ready");
+}
