@@ -124,7 +124,7 @@ impl Metrics {
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
         let _ = registry.register(Box::new(build_info));
-        Self {
+        let metrics = Self {
             decision_handles: ArcSwap::from_pointee(HashMap::new()),
             decisions,
             decision_duration,
@@ -181,7 +181,25 @@ impl Metrics {
                 "Decision log lines dropped: the queue was full.",
             ),
             registry,
+        };
+        // Every known label value starts at zero, so rates and dashboards
+        // see the series before the first event.
+        for outcome in ["ok", "unreachable", "timeout", "bad_status", "malformed"] {
+            metrics.upstream_requests.with_label_values(&[outcome]);
         }
+        for result in ["success", "failure"] {
+            metrics.policy_reloads.with_label_values(&[result]);
+        }
+        for limit in [
+            "body_too_large",
+            "batch_too_large",
+            "too_deep",
+            "request_timeout",
+            "too_many_connections",
+        ] {
+            metrics.refusals.with_label_values(&[limit]);
+        }
+        metrics
     }
 
     /// Counts one decision of `action` (an action id of the schema, or

@@ -308,3 +308,36 @@ async fn readiness_follows_the_entity_store() {
     assert_eq!(reply.status, 200);
     assert_eq!(reply.json["entity_store"], "ready");
 }
+
+#[tokio::test]
+async fn the_dashboard_queries_only_metrics_mandate_exports() {
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("dashboards/mandate.json")).unwrap(),
+    )
+    .unwrap();
+    let server = Server::demo().await;
+    post(&server.url("/access/v1/evaluation"), &history("alice")).await;
+    let exported = metrics_text(&server).await;
+    let mut queries = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for name in expr
+                .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("mandate_"))
+            {
+                let family = name.trim_end_matches("_bucket");
+                // Counters and histograms without observations yet still declare their family.
+                assert!(
+                    exported.contains(&format!("# TYPE {family} ")) || exported.contains(family),
+                    "{name} is not exported"
+                );
+            }
+            queries += 1;
+        }
+    }
+    assert!(
+        queries >= 6,
+        "decisions, latency, hit ratio, stale serves, upstream errors, reloads"
+    );
+}
