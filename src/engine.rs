@@ -365,6 +365,9 @@ impl Engine {
             if self.sourcing(&ty) == Sourcing::Store {
                 return Err(store_authoritative(Field::Entity(index), &entity.uid()));
             }
+            // A full entity replaces the attribute-less one its mention made.
+            let uid = entity.uid();
+            supplied.retain(|known| known.uid() != uid);
             supplied.push(entity);
         }
 
@@ -467,10 +470,22 @@ impl Engine {
         field: Field,
         out: &mut Vec<Entity>,
     ) -> Result<(), RequestError> {
+        let sourcing = self.sourcing(uid.type_name());
         let Some(properties) = reference.properties else {
+            // A request-described entity exists because the request names
+            // it, when its type needs no attribute; otherwise it must come
+            // in `entities`, or it is missing.
+            if sourcing == Sourcing::Request {
+                let json = serde_json::json!({
+                    "uid": { "type": uid.type_name().to_string(), "id": reference.id },
+                    "attrs": {},
+                    "parents": [],
+                });
+                out.extend(Entity::from_json_value(json, Some(snapshot.schema())).ok());
+            }
             return Ok(());
         };
-        match self.sourcing(uid.type_name()) {
+        match sourcing {
             Sourcing::Store if properties.is_empty() => Ok(()),
             Sourcing::Store => Err(store_authoritative(field, uid)),
             Sourcing::Request | Sourcing::Merge => {

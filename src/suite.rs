@@ -13,6 +13,7 @@
 //!     action: place_order
 //!     resource: account:alice-personal
 //!     context: {side: buy, instrument: AAPL}
+//!     resource_properties: {ownerID: alice}        # for a request-described resource
 //!     expect: allow                              # allow | deny
 //!     reasons: [S2]                              # optional: exactly these @ids
 //!     errors: [entity_not_found]                 # optional: exactly these error codes
@@ -65,6 +66,9 @@ pub struct Case {
     pub action: String,
     /// `type:id` or a Cedar uid.
     pub resource: String,
+    /// Attributes of a request-described resource (AuthZEN `properties`).
+    #[serde(default)]
+    pub resource_properties: Option<serde_json::Map<String, Value>>,
     /// The context, as Cedar JSON.
     #[serde(default)]
     pub context: Option<Value>,
@@ -198,7 +202,7 @@ pub async fn run(path: &Path, config: &Config) -> Result<Vec<CaseResult>, SuiteE
                     resource: EntityRef {
                         type_name: resource.0,
                         id: resource.1,
-                        properties: None,
+                        properties: case.resource_properties.as_ref(),
                     },
                     context: case.context.as_ref(),
                     entities: &[],

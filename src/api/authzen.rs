@@ -48,7 +48,8 @@ struct Evaluation {
     context: Option<Value>,
 }
 
-/// A batch item, or the batch's defaults: every part optional.
+/// A batch item, or the batch's defaults: every part optional. An empty
+/// object (`"resource": {}`, as PEPs send for "no default") counts as absent.
 #[derive(Deserialize, Default)]
 struct Partial {
     #[serde(default)]
@@ -59,6 +60,17 @@ struct Partial {
     resource: Option<Entity>,
     #[serde(default)]
     context: Option<Value>,
+}
+
+/// Removes `subject`, `action` and `resource` parts that are empty objects,
+/// which batch PEPs send to mean "no default here".
+fn without_empty_parts(value: &mut Value) {
+    if let Value::Object(map) = value {
+        map.retain(|key, part| {
+            !(matches!(key.as_str(), "subject" | "action" | "resource")
+                && part.as_object().is_some_and(Map::is_empty))
+        });
+    }
 }
 
 #[derive(Deserialize, Clone, Copy, Default, PartialEq, Eq)]
@@ -78,8 +90,14 @@ struct Options {
 
 #[derive(Deserialize)]
 struct Batch {
-    #[serde(flatten)]
-    defaults: Partial,
+    #[serde(default)]
+    subject: Option<Entity>,
+    #[serde(default)]
+    action: Option<Action>,
+    #[serde(default)]
+    resource: Option<Entity>,
+    #[serde(default)]
+    context: Option<Value>,
     #[serde(default)]
     evaluations: Option<Vec<Value>>,
     #[serde(default)]
@@ -176,9 +194,16 @@ pub(super) async fn evaluations(
     max_items: usize,
     request_id: Option<&str>,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
-    let batch: Batch = decode(body)?;
+    let mut envelope: Value = decode(body)?;
+    without_empty_parts(&mut envelope);
+    let batch: Batch = decode_value(&envelope, "")?;
     let semantic = batch.options.unwrap_or_default().evaluations_semantic;
-    let defaults = batch.defaults;
+    let defaults = Partial {
+        subject: batch.subject,
+        action: batch.action,
+        resource: batch.resource,
+        context: batch.context,
+    };
     let items = match batch.evaluations {
         Some(items) if !items.is_empty() => items,
         _ => {
@@ -258,7 +283,9 @@ async fn decide_item(
     prefix: &str,
     request_id: Option<&str>,
 ) -> Result<Decision, ApiError> {
-    let item: Partial = decode_value(item, prefix)?;
+    let mut item = item.clone();
+    without_empty_parts(&mut item);
+    let item: Partial = decode_value(&item, prefix)?;
     let subject = item.subject.as_ref().or(defaults.subject.as_ref());
     let action = item.action.as_ref().or(defaults.action.as_ref());
     let resource = item.resource.as_ref().or(defaults.resource.as_ref());
