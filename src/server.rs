@@ -123,8 +123,14 @@ pub async fn serve(
                                 .unwrap_or_default();
                             connection.serve(stream, identity).await;
                         }
-                        Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
-                        Err(_) => tracing::debug!("TLS handshake timed out"),
+                        Ok(Err(error)) => {
+                            crate::telemetry::metrics().refusal("tls_handshake_failed");
+                            tracing::debug!(%error, "TLS handshake failed");
+                        }
+                        Err(_) => {
+                            crate::telemetry::metrics().refusal("tls_handshake_timeout");
+                            tracing::debug!("TLS handshake timed out");
+                        }
                     }
                 }
             }
@@ -189,6 +195,12 @@ impl Connection {
         let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
         let connection = graceful.watch(connection.into_owned());
         if let Err(error) = connection.await {
+            if error
+                .downcast_ref::<hyper::Error>()
+                .is_some_and(hyper::Error::is_timeout)
+            {
+                crate::telemetry::metrics().refusal("header_read_timeout");
+            }
             tracing::debug!(%error, "connection ended with an error");
         }
         drop(permit);

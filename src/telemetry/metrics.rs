@@ -196,6 +196,9 @@ impl Metrics {
             "too_deep",
             "request_timeout",
             "too_many_connections",
+            "header_read_timeout",
+            "tls_handshake_failed",
+            "tls_handshake_timeout",
         ] {
             metrics.refusals.with_label_values(&[limit]);
         }

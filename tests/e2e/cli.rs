@@ -170,3 +170,58 @@ fn serve_refuses_a_bad_policy_set_with_exit_64() {
     assert_eq!(output.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&output.stderr).contains("bad.cedar"));
 }
+
+#[tokio::test]
+async fn sighup_reloads_the_policies() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("policies")).unwrap();
+    for entry in std::fs::read_dir(root().join("policies")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(
+            entry.path(),
+            dir.path().join("policies").join(entry.file_name()),
+        )
+        .unwrap();
+    }
+    let mut child = mandate()
+        .args(["serve", "--listen", "127.0.0.1:0", "--policies"])
+        .arg(dir.path().join("policies"))
+        .env("MANDATE_POLICY_RELOAD_INTERVAL", "0s")
+        .env("MANDATE_LOG_DECISIONS", "off")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("mandate listening on ")
+        .unwrap()
+        .to_owned();
+    let ask = json!({"subject": {"type": "user", "id": "alice"}, "action": {"name": "view_market_data"}, "resource": {"type": "marketdata", "id": "nasdaq-l1"}});
+    let url = format!("{base}/access/v1/evaluation");
+    assert_eq!(post(&url, &ask).await.json["decision"], true);
+    std::fs::remove_file(dir.path().join("policies/market_data.cedar")).unwrap();
+    let hup = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    let mut decision = serde_json::Value::Null;
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        decision = post(&url, &ask).await.json["decision"].clone();
+        if decision == false {
+            break;
+        }
+    }
+    assert_eq!(decision, false, "M1 was removed and SIGHUP reloaded");
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}

@@ -279,6 +279,13 @@ async fn a_slow_header_client_is_cut_off() {
         "the connection was closed by the server, not by our read timeout"
     );
     assert!(!closed.1.contains("200 OK"));
+    let metrics = mandate::telemetry::metrics().render();
+    let cut = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"mandate_refusals_total{limit="header_read_timeout"} "#))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(cut >= 1, "the cut-off is counted");
 }
 
 #[tokio::test]
