@@ -6,13 +6,15 @@
 //! says why. Only a caller's malformed input is an `Err` ([`RequestError`]),
 //! which the API answers with a 4xx. Knows nothing of HTTP.
 
+mod context;
+mod decision;
+
 use std::collections::HashMap;
-use std::str::FromStr;
 use std::sync::Arc;
 
 use cedar_policy::{
-    Authorizer, Context, Decision as CedarDecision, Entities, Entity, EntityId, EntityTypeName,
-    EntityUid, PolicyId, Request,
+    Authorizer, Decision as CedarDecision, Entities, Entity, EntityId, EntityTypeName, EntityUid,
+    PolicyId,
 };
 use serde_json::{Map, Value};
 
@@ -21,173 +23,9 @@ use crate::entities::EntityStore;
 use crate::policy::{PolicySnapshot, PolicyStore};
 use crate::telemetry::{DecisionLog, LogEntry, metrics};
 
-/// An entity as a caller names it: a type (qualified, or unqualified in the
-/// default namespace), an id, and, for request-described types, its attributes.
-#[derive(Debug, Clone, Copy)]
-pub struct EntityRef<'a> {
-    /// `Brokerage::User`, or `user`
-    pub type_name: &'a str,
-    /// the entity id
-    pub id: &'a str,
-    /// attributes supplied by the caller (AuthZEN `properties`)
-    pub properties: Option<&'a Map<String, Value>>,
-}
+pub use decision::{Decision, DecisionError, DecisionRequest, EntityRef, Field, RequestError};
 
-/// One question, as decoded from any wire format.
-#[derive(Debug, Clone, Copy)]
-pub struct DecisionRequest<'a> {
-    /// who asks
-    pub principal: EntityRef<'a>,
-    /// the action id (`view_account`) or full uid (`Brokerage::Action::"view_account"`)
-    pub action: &'a str,
-    /// on what
-    pub resource: EntityRef<'a>,
-    /// the Cedar context, as JSON (parsed against the schema)
-    pub context: Option<&'a Value>,
-    /// request-supplied entities in Cedar's JSON entity format
-    pub entities: &'a [Value],
-    /// the caller's correlation id (`X-Request-ID`), for the decision log
-    pub request_id: Option<&'a str>,
-}
-
-/// The part of a request at fault, so each API can name it in its own terms.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Field {
-    /// the principal (AuthZEN `subject`)
-    Principal,
-    /// the principal's attributes (AuthZEN `subject.properties`)
-    PrincipalProperties,
-    /// the resource
-    Resource,
-    /// the resource's attributes (AuthZEN `resource.properties`)
-    ResourceProperties,
-    /// the context
-    Context,
-    /// one attribute of the context
-    ContextAttribute(String),
-    /// one of the request-supplied entities, by index
-    Entity(usize),
-}
-
-/// A caller's mistake: the request is malformed, not merely denied.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{message}")]
-pub struct RequestError {
-    /// what is at fault
-    pub field: Field,
-    /// stable, snake_case
-    pub code: &'static str,
-    /// what is wrong, for a person
-    pub message: String,
-}
-
-/// Why a decision is a deny although no `forbid` said so, or what went wrong
-/// while evaluating.
-#[derive(Debug, Clone)]
-pub struct DecisionError {
-    code: &'static str,
-    message: String,
-    policy: Option<PolicyId>,
-}
-
-impl DecisionError {
-    fn new(code: &'static str, message: String) -> Self {
-        Self {
-            code,
-            message,
-            policy: None,
-        }
-    }
-
-    /// Stable, snake_case: `unknown_entity_type`, `unknown_action`,
-    /// `entity_not_found`, `invalid_request`, `invalid_entities`,
-    /// `entity_store_unavailable`, `evaluation_error`.
-    pub fn code(&self) -> &'static str {
-        self.code
-    }
-
-    /// What went wrong, for a person.
-    pub fn message(&self) -> &str {
-        &self.message
-    }
-
-    /// The policy whose evaluation failed, for `evaluation_error`.
-    pub fn policy(&self) -> Option<&str> {
-        self.policy.as_ref().map(AsRef::as_ref)
-    }
-}
-
-/// The answer: allow or deny, the policies that determined it, and any errors.
-#[derive(Debug, Clone)]
-pub struct Decision {
-    allowed: bool,
-    reasons: Vec<PolicyId>,
-    errors: Vec<DecisionError>,
-    policy_version: Arc<str>,
-    stale_data: bool,
-}
-
-impl Decision {
-    fn deny(error: DecisionError, policy_version: Arc<str>) -> Self {
-        Self {
-            allowed: false,
-            reasons: Vec::new(),
-            errors: vec![error],
-            policy_version,
-            stale_data: false,
-        }
-    }
-
-    /// A deny for an item of a batch that was malformed on its own: what
-    /// would have been a 4xx for a single request.
-    pub fn refused(code: &'static str, message: String, policy_version: Arc<str>) -> Self {
-        Self::deny(DecisionError::new(code, message), policy_version)
-    }
-
-    /// Whether the action is allowed.
-    pub fn allowed(&self) -> bool {
-        self.allowed
-    }
-
-    /// The `@id` of each determining policy: the `permit`s of an allow, the
-    /// `forbid`s of a deny (empty for a default deny).
-    pub fn reasons(&self) -> impl ExactSizeIterator<Item = &str> {
-        self.reasons.iter().map(AsRef::as_ref)
-    }
-
-    /// Errors met while deciding; any error makes the decision a deny.
-    pub fn errors(&self) -> &[DecisionError] {
-        &self.errors
-    }
-
-    /// Whether some entity data was served past its TTL because the store
-    /// failed (within `cache.stale_if_error`).
-    pub fn stale_data(&self) -> bool {
-        self.stale_data
-    }
-
-    /// The policy version that decided.
-    pub fn policy_version(&self) -> &str {
-        &self.policy_version
-    }
-
-    /// One sentence: `allowed by O1`, `denied by G2`, `denied: no policy
-    /// allowed the request`, `denied: entity_not_found`.
-    pub fn summary(&self) -> String {
-        let reasons = self
-            .reasons
-            .iter()
-            .map(AsRef::as_ref)
-            .collect::<Vec<&str>>()
-            .join(", ");
-        match (self.allowed, self.errors.first()) {
-            (true, _) => format!("allowed by {reasons}"),
-            (false, _) if !reasons.is_empty() => format!("denied by {reasons}"),
-            (false, Some(error)) => format!("denied: {}: {}", error.code, error.message),
-            (false, None) => "denied: no policy allowed the request".to_owned(),
-        }
-    }
-}
+use context::{RequestProblem, build_request, collect_entity_refs, culprit};
 
 /// Decides requests against the current policies and the entity store.
 pub struct Engine {
@@ -572,100 +410,4 @@ fn store_authoritative(field: Field, uid: &EntityUid) -> RequestError {
             uid.type_name()
         ),
     }
-}
-
-/// Finds entity references (`{"type","id"}` or `{"__entity":{…}}`) of
-/// types the schema declares in a context, so their data can be gathered
-/// with the rest.
-fn collect_entity_refs(snapshot: &PolicySnapshot, json: &Value, out: &mut Vec<EntityUid>) {
-    match json {
-        Value::Object(map) => {
-            let target = map
-                .get("__entity")
-                .and_then(Value::as_object)
-                .unwrap_or(map);
-            if let (Some(Value::String(ty)), Some(Value::String(id))) =
-                (target.get("type"), target.get("id"))
-            {
-                let declared = EntityTypeName::from_str(ty)
-                    .ok()
-                    .filter(|ty| snapshot.entity_types().any(|known| known == ty));
-                if let Some(ty) = declared {
-                    out.push(EntityUid::from_type_name_and_id(ty, EntityId::new(id)));
-                }
-                return;
-            }
-            map.values()
-                .for_each(|v| collect_entity_refs(snapshot, v, out));
-        }
-        Value::Array(items) => items
-            .iter()
-            .for_each(|v| collect_entity_refs(snapshot, v, out)),
-        _ => {}
-    }
-}
-
-enum RequestProblem {
-    /// the context does not match the action's context type: the caller's mistake
-    Context(String),
-    /// principal or resource of a type the action does not apply to: a deny
-    Other(String),
-}
-
-fn build_request(
-    snapshot: &PolicySnapshot,
-    principal: &EntityUid,
-    action: &EntityUid,
-    resource: &EntityUid,
-    context: &Value,
-) -> Result<Request, RequestProblem> {
-    let context = Context::from_json_value(context.clone(), Some((snapshot.schema(), action)))
-        .map_err(|e| RequestProblem::Context(describe(&e)))?;
-    Request::new(
-        principal.clone(),
-        action.clone(),
-        resource.clone(),
-        context,
-        Some(snapshot.schema()),
-    )
-    .map_err(|e| {
-        use cedar_policy::RequestValidationError as E;
-        match e {
-            E::InvalidContext(_) | E::TypeOfContext(_) => RequestProblem::Context(describe(&e)),
-            other => RequestProblem::Other(describe(&other)),
-        }
-    })
-}
-
-/// On the error path only: names the context attribute Cedar refused.
-/// Cedar names a missing one; otherwise each attribute is left out in turn,
-/// and the culprit is the one whose absence cures the error (or only turns
-/// it into "missing `it`").
-fn culprit(
-    check: impl Fn(&Value) -> Result<(), RequestProblem>,
-    json: &Value,
-    message: &str,
-) -> Option<String> {
-    let map = json.as_object()?;
-    let named_missing = |text: &str| {
-        text.split_once("attribute `")
-            .and_then(|(_, rest)| rest.split_once('`'))
-            .map(|(name, _)| name.to_owned())
-    };
-    if let Some(name) = named_missing(message).filter(|name| !map.contains_key(name)) {
-        return Some(name);
-    }
-    let check_without = |key: &String| {
-        let mut without = map.clone();
-        without.remove(key);
-        check(&Value::Object(without))
-    };
-    map.keys()
-        .find(|key| check_without(key).is_ok())
-        .or_else(|| {
-            map.keys().find(|key| {
-                matches!(check_without(key), Err(RequestProblem::Context(other)) if named_missing(&other).as_deref() == Some(key.as_str()))
-            })
-        })
-        .cloned()
 }
