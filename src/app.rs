@@ -178,19 +178,10 @@ pub fn start_background(config: &Config, engine: &Arc<Engine>) {
     }
     let interval = config.policy.reload_interval;
     if !interval.is_zero() {
-        let engine = Arc::downgrade(engine);
-        tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(interval);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                ticks.tick().await;
-                let Some(engine) = engine.upgrade() else {
-                    break;
-                };
-                if engine.policies().sources_changed() {
-                    // Errors are logged and counted by the engine.
-                    let _ = engine.reload_policies();
-                }
+        crate::periodic::every(engine, interval, |engine| {
+            if engine.policies().sources_changed() {
+                // Errors are logged and counted by the engine.
+                let _ = engine.reload_policies();
             }
         });
     }

@@ -14,6 +14,7 @@ pub mod app;
 pub mod config;
 pub mod engine;
 pub mod entities;
+pub mod periodic;
 pub mod policy;
 pub mod refstore;
 pub mod routes;

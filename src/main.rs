@@ -202,6 +202,21 @@ fn serve(args: &ConfigArgs) -> ExitCode {
             policy_version = %snapshot.version(),
             "policies loaded"
         );
+        // Signal handlers exist before the address is printed, so a script
+        // that signals as soon as it reads the address finds them.
+        let shutdown = ShutdownSignals::install();
+        #[cfg(unix)]
+        if let Ok(mut hangups) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        {
+            let engine = Arc::clone(&running.engine);
+            tokio::spawn(async move {
+                while hangups.recv().await.is_some() {
+                    // Errors are logged and counted by the engine.
+                    let _ = engine.reload_policies();
+                }
+            });
+        }
         println!("mandate listening on {}://{}", running.scheme, running.addr);
         if let Some(addr) = running.admin_addr {
             println!("mandate admin listening on {}://{addr}", running.scheme);
@@ -209,47 +224,57 @@ fn serve(args: &ConfigArgs) -> ExitCode {
         if let Some(addr) = running.grpc_addr {
             println!("mandate ext_authz (gRPC) listening on {addr}");
         }
-        #[cfg(unix)]
-        {
-            let engine = Arc::clone(&running.engine);
-            tokio::spawn(async move {
-                use tokio::signal::unix::{SignalKind, signal};
-                if let Ok(mut hangups) = signal(SignalKind::hangup()) {
-                    while hangups.recv().await.is_some() {
-                        // Errors are logged and counted by the engine.
-                        let _ = engine.reload_policies();
-                    }
-                }
-            });
-        }
-        shutdown_signal().await;
+        shutdown.received().await;
         running.stop();
         running.stopped().await;
         ExitCode::SUCCESS
     })
 }
 
-async fn shutdown_signal() {
+/// SIGTERM and SIGINT, listened for from the moment of installing.
+struct ShutdownSignals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+    terminate: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    interrupt: Option<tokio::signal::unix::Signal>,
+}
+
+impl ShutdownSignals {
+    fn install() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Self {
+                terminate: signal(SignalKind::terminate()).ok(),
+                interrupt: signal(SignalKind::interrupt()).ok(),
             }
         }
+        #[cfg(not(unix))]
+        Self {}
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+
+    async fn received(self) {
+        #[cfg(unix)]
+        {
+            async fn wait(signal: Option<tokio::signal::unix::Signal>) {
+                match signal {
+                    Some(mut signal) => {
+                        signal.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            }
+            tokio::select! {
+                () = wait(self.terminate) => {}
+                () = wait(self.interrupt) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        tracing::info!("shutting down");
     }
-    tracing::info!("shutting down");
 }
 
 fn check(args: &CheckArgs) -> ExitCode {
@@ -429,7 +454,9 @@ fn serve_store(args: &StoreArgs) -> ExitCode {
             .local_addr()
             .map_or_else(|_| args.listen.to_string(), |a| a.to_string());
         println!("entity store listening on http://{addr}");
-        store.serve(listener, shutdown_signal()).await;
+        store
+            .serve(listener, ShutdownSignals::install().received())
+            .await;
         ExitCode::SUCCESS
     })
 }

@@ -136,16 +136,7 @@ impl ReloadingCert {
 
     /// Polls the files every `interval` while the certificate is in use.
     pub fn watch(self: &Arc<Self>, interval: Duration) {
-        let cert = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(interval);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                ticks.tick().await;
-                let Some(cert) = cert.upgrade() else { break };
-                cert.reload_if_changed();
-            }
-        });
+        crate::periodic::every(self, interval, Self::reload_if_changed);
     }
 }
 

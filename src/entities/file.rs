@@ -104,16 +104,7 @@ impl FileStore {
 
     /// Polls the file every `interval` until the store is dropped.
     pub fn watch(self: &Arc<Self>, interval: Duration) {
-        let store = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(interval);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                ticks.tick().await;
-                let Some(store) = store.upgrade() else { break };
-                store.reload_if_changed();
-            }
-        });
+        crate::periodic::every(self, interval, Self::reload_if_changed);
     }
 }
 
