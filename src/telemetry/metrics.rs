@@ -277,3 +277,39 @@ impl Metrics {
         String::from_utf8(out).unwrap_or_default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_info_reports_only_the_version_in_force() {
+        metrics().policy_version("aaaaaaaaaaaa");
+        metrics().policy_reload("success", Some("bbbbbbbbbbbb"));
+        let text = metrics().render();
+        assert!(
+            text.contains("mandate_policy_info{version=\"bbbbbbbbbbbb\"} 1"),
+            "{text}"
+        );
+        assert!(!text.contains("aaaaaaaaaaaa"), "the old version is gone");
+        assert!(text.contains("mandate_policy_reloads_total{result=\"success\"}"));
+    }
+
+    #[test]
+    fn decisions_are_counted_per_action_and_outcome() {
+        let series = |text: &str, outcome: &str| {
+            let prefix = format!(
+                "mandate_decisions_total{{action=\"unit_test_action\",decision=\"{outcome}\"}} "
+            );
+            text.lines()
+                .find_map(|l| l.strip_prefix(&prefix).and_then(|v| v.parse::<u64>().ok()))
+                .unwrap_or(0)
+        };
+        metrics().decision("unit_test_action", true, Duration::from_micros(20));
+        metrics().decision("unit_test_action", true, Duration::from_micros(20));
+        metrics().decision("unit_test_action", false, Duration::from_micros(20));
+        let text = metrics().render();
+        assert_eq!(series(&text, "allow"), 2);
+        assert_eq!(series(&text, "deny"), 1);
+    }
+}

@@ -219,10 +219,10 @@ async fn a_broken_edit_keeps_the_old_version_serving_and_a_good_one_takes_over()
             r#"mandate_policy_reloads_total{result="failure"}"#
         ) >= 1.0
     );
-    assert!(metrics.contains(&format!(
-        "mandate_policy_info{{version={}}} 1",
-        reply["context"]["policy_version"]
-    )));
+    // `mandate_policy_info` is one gauge per process, and the servers of
+    // parallel tests share it: its value is pinned by the unit test in
+    // `telemetry::metrics`; here it must name some version.
+    assert!(metrics.contains("mandate_policy_info{version=\""));
 }
 
 #[tokio::test]
