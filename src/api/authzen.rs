@@ -239,10 +239,10 @@ pub(super) async fn evaluations(
     }
 
     let mut decisions: Vec<(Decision, Option<ItemError>)> = Vec::with_capacity(items.len());
-    for (index, item) in items.iter().enumerate() {
+    for (index, mut item) in items.into_iter().enumerate() {
         let prefix = format!("evaluations[{index}]");
         let (decision, error) =
-            match decide_item(engine, &defaults, item, &prefix, request_id).await {
+            match decide_item(engine, &defaults, &mut item, &prefix, request_id).await {
                 Ok(decision) => (decision, None),
                 Err(error) => {
                     let version = engine.policies().current().version().clone();
@@ -279,13 +279,12 @@ pub(super) async fn evaluations(
 async fn decide_item(
     engine: &Engine,
     defaults: &Partial,
-    item: &Value,
+    item: &mut Value,
     prefix: &str,
     request_id: Option<&str>,
 ) -> Result<Decision, ApiError> {
-    let mut item = item.clone();
-    without_empty_parts(&mut item);
-    let item: Partial = decode_value(&item, prefix)?;
+    without_empty_parts(item);
+    let item: Partial = decode_value(item, prefix)?;
     let subject = item.subject.as_ref().or(defaults.subject.as_ref());
     let action = item.action.as_ref().or(defaults.action.as_ref());
     let resource = item.resource.as_ref().or(defaults.resource.as_ref());

@@ -125,10 +125,11 @@ impl Engine {
     /// deny when anything went wrong.
     pub async fn decide(&self, request: &DecisionRequest<'_>) -> Result<Decision, RequestError> {
         let started = std::time::Instant::now();
-        let outcome = self.decide_unmeasured(request).await;
+        // One snapshot for the whole decision, its metrics included.
+        let snapshot = self.policies.current();
+        let outcome = self.decide_with(&snapshot, request).await;
         let took = started.elapsed();
         if let Ok(decision) = &outcome {
-            let snapshot = self.policies.current();
             let action = snapshot
                 .action(request.action)
                 .map_or("unknown", |a| a.id().unescaped());
@@ -140,11 +141,11 @@ impl Engine {
         outcome
     }
 
-    async fn decide_unmeasured(
+    async fn decide_with(
         &self,
+        snapshot: &Arc<PolicySnapshot>,
         request: &DecisionRequest<'_>,
     ) -> Result<Decision, RequestError> {
-        let snapshot = self.policies.current();
         let version = Arc::clone(snapshot.version());
         let deny = |code, message| {
             Ok(Decision::deny(
@@ -153,7 +154,7 @@ impl Engine {
             ))
         };
 
-        let Some(principal) = resolve(&snapshot, &request.principal) else {
+        let Some(principal) = resolve(snapshot, &request.principal) else {
             return deny(
                 "unknown_entity_type",
                 unknown_type(request.principal.type_name),
@@ -168,7 +169,7 @@ impl Engine {
                 format!("the schema declares no action `{}`", request.action),
             );
         };
-        let Some(resource) = resolve(&snapshot, &request.resource) else {
+        let Some(resource) = resolve(snapshot, &request.resource) else {
             return deny(
                 "unknown_entity_type",
                 unknown_type(request.resource.type_name),
@@ -177,14 +178,14 @@ impl Engine {
 
         let mut supplied = Vec::new();
         self.described(
-            &snapshot,
+            snapshot,
             &principal,
             &request.principal,
             Field::PrincipalProperties,
             &mut supplied,
         )?;
         self.described(
-            &snapshot,
+            snapshot,
             &resource,
             &request.resource,
             Field::ResourceProperties,
@@ -212,13 +213,13 @@ impl Engine {
         let mut wanted = vec![principal.clone(), resource.clone()];
         let empty = Value::Object(Map::new());
         let context_json = request.context.unwrap_or(&empty);
-        collect_entity_refs(&snapshot, context_json, &mut wanted);
+        collect_entity_refs(snapshot, context_json, &mut wanted);
         let cedar_request =
-            match build_request(&snapshot, &principal, &action, &resource, context_json) {
+            match build_request(snapshot, &principal, &action, &resource, context_json) {
                 Ok(cedar_request) => cedar_request,
                 Err(RequestProblem::Context(message)) => {
                     let check = |json: &Value| {
-                        build_request(&snapshot, &principal, &action, &resource, json).map(|_| ())
+                        build_request(snapshot, &principal, &action, &resource, json).map(|_| ())
                     };
                     let field = culprit(check, context_json, &message)
                         .map_or(Field::Context, Field::ContextAttribute);
