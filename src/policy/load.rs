@@ -167,7 +167,10 @@ pub fn stamp(sources: &PolicySources) -> SourcesStamp {
 }
 
 /// Every file under `dir` (recursively) whose extension is `ext`, sorted, so
-/// the policy version does not depend on directory order.
+/// the policy version does not depend on directory order. Hidden entries are
+/// skipped: a Kubernetes ConfigMap volume keeps each file twice more under
+/// `..data` and a timestamped `..2026_…` directory, beside the symlink that
+/// names it.
 fn files_with_extension(dir: &Path, ext: &str) -> Result<Vec<PathBuf>, PolicyError> {
     let mut found = Vec::new();
     let mut pending = vec![dir.to_owned()];
@@ -183,6 +186,12 @@ fn files_with_extension(dir: &Path, ext: &str) -> Result<Vec<PathBuf>, PolicyErr
                     source,
                 })?
                 .path();
+            let hidden = path
+                .file_name()
+                .is_some_and(|name| name.as_encoded_bytes().starts_with(b"."));
+            if hidden {
+                continue;
+            }
             if path.is_dir() {
                 pending.push(path);
             } else if path.extension().is_some_and(|e| e == ext) {

@@ -341,3 +341,67 @@ async fn the_dashboard_queries_only_metrics_mandate_exports() {
         "decisions, latency, hit ratio, stale serves, upstream errors, reloads"
     );
 }
+
+/// Writes `files` the way the kubelet writes a ConfigMap volume: into a fresh
+/// hidden timestamped directory, published by renaming a `..data` symlink
+/// over the old one, each key a symlink through `..data`.
+fn publish_configmap(dir: &Path, generation: u32, files: &[(String, String)]) {
+    use std::os::unix::fs::symlink;
+    let data = format!("..2026_11_26_00_00_0{generation}.000000001");
+    std::fs::create_dir_all(dir.join(&data)).unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.join(&data).join(name), text).unwrap();
+        let link = dir.join(name);
+        if std::fs::symlink_metadata(&link).is_err() {
+            symlink(format!("..data/{name}"), &link).unwrap();
+        }
+    }
+    symlink(&data, dir.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+}
+
+#[tokio::test]
+async fn a_configmap_volume_update_reaches_the_running_server_by_hot_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    let mut files: Vec<(String, String)> = std::fs::read_dir(root().join("policies"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == "cedar"))
+        .map(|path| {
+            let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+            (name, std::fs::read_to_string(&path).unwrap())
+        })
+        .collect();
+    publish_configmap(&policies, 1, &files);
+    let mut config = config_with(&[("MANDATE_POLICY_RELOAD_INTERVAL", "50ms")]);
+    config.policy.dir = policies.clone();
+    let server = Server::start(config).await;
+    let url = server.url("/access/v1/evaluation");
+    let market = json!({"subject": {"type": "user", "id": "alice"}, "action": {"name": "view_market_data"}, "resource": {"type": "marketdata", "id": "nasdaq-l1"}});
+    let first = post(&url, &market).await;
+    assert_eq!(
+        first.json["decision"], true,
+        "each policy loads once, not again under ..data: {}",
+        first.json
+    );
+    let v1 = first.json["context"]["policy_version"].clone();
+
+    let market_rule = files
+        .iter_mut()
+        .find(|(name, _)| name == "market_data.cedar")
+        .unwrap();
+    market_rule.1 = "// market data withdrawn for maintenance\n".to_owned();
+    publish_configmap(&policies, 2, &files);
+    let mut reply = Value::Null;
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        reply = post(&url, &market).await.json;
+        if reply["context"]["policy_version"] != v1 {
+            break;
+        }
+    }
+    assert_ne!(reply["context"]["policy_version"], v1, "{reply}");
+    assert_eq!(reply["decision"], false, "M1 is gone: {reply}");
+}
