@@ -536,7 +536,7 @@ pub enum ConfigError {
     },
     /// A `MANDATE_…` variable names no setting.
     #[error("unknown environment variable `{name}`")]
-    #[diagnostic(help("{}", suggestion.as_deref().map(|s| format!("did you mean `{s}`?")).unwrap_or_else(|| "settings are listed in CONFIGURATION.md".to_owned())))]
+    #[diagnostic(help("{}", suggestion.as_deref().map(|s| format!("did you mean `{s}`?")).unwrap_or_else(|| "settings are listed in the README's Configuration table".to_owned())))]
     UnknownEnv {
         /// the variable
         name: String,
@@ -568,10 +568,7 @@ impl Config {
                     path: path.to_owned(),
                     source,
                 })?;
-                toml::from_str::<toml::Table>(&text).map_err(|e| ConfigError::Invalid {
-                    origin: Some(path.display().to_string()),
-                    message: e.message().to_owned(),
-                })?
+                parse_file(path, &text)?
             }
             None => toml::Table::new(),
         };
@@ -655,6 +652,20 @@ impl Config {
     }
 }
 
+/// A config file's table: JSON when the name ends in `.json` (what a Helm
+/// chart renders with `toJson`, whose numbers stay integers), TOML otherwise.
+fn parse_file(path: &Path, text: &str) -> Result<toml::Table, ConfigError> {
+    let invalid = |message: String| ConfigError::Invalid {
+        origin: Some(path.display().to_string()),
+        message,
+    };
+    if path.extension().is_some_and(|e| e == "json") {
+        serde_json::from_str::<toml::Table>(text).map_err(|e| invalid(e.to_string()))
+    } else {
+        toml::from_str::<toml::Table>(text).map_err(|e| invalid(e.message().to_owned()))
+    }
+}
+
 /// Reads an environment value as a TOML value (`8`, `true`, `"x"`, `{a = 1}`),
 /// or as a plain string when it is not one.
 fn env_value(raw: &str) -> toml::Value {
@@ -720,6 +731,28 @@ mod tests {
         );
         assert_eq!(config.server.max_batch_items, 7);
         assert_eq!(config.server.max_body_bytes, 1024 * 1024, "default kept");
+    }
+
+    #[test]
+    fn a_json_file_reads_like_toml_and_is_checked_as_strictly() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("mandate.json");
+        std::fs::write(
+            &file,
+            r#"{"gateway": {"unmatched_status": 403, "routes": [{"method": "GET", "path": "/a/{x}", "action": "view_account", "resource_type": "Account", "resource_id": "{x}"}]}, "cache": {"ttl": "45s"}}"#,
+        )
+        .unwrap();
+        let config = Config::load(Some(&file), env(&[]), &Overrides::default()).unwrap();
+        assert_eq!(config.gateway.unmatched_status, 403);
+        assert_eq!(config.gateway.routes.len(), 1);
+        assert_eq!(config.cache.ttl, Duration::from_secs(45));
+
+        std::fs::write(&file, r#"{"gateway": {"unmatched_status": 403.5}}"#).unwrap();
+        let err = Config::load(Some(&file), env(&[]), &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("unmatched_status"), "{err}");
+        std::fs::write(&file, r#"{"cache": {"tll": "1s"}}"#).unwrap();
+        let err = Config::load(Some(&file), env(&[]), &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("tll"), "{err}");
     }
 
     #[test]

@@ -66,10 +66,10 @@ struct TestArgs {
 }
 
 /// Settings shared by every command; each is also a `mandate.toml` key and a
-/// `MANDATE_…` variable (see CONFIGURATION.md). Flags win over both.
+/// `MANDATE_…` variable (see the README's Configuration table). Flags win over both.
 #[derive(Args, Clone)]
 struct ConfigArgs {
-    /// The configuration file (TOML).
+    /// The configuration file: TOML, or JSON when its name ends in `.json`.
     #[arg(long, value_name = "FILE", env = "MANDATE_CONFIG")]
     config: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:8180] (server.listen).
