@@ -11,7 +11,7 @@ COPY . .
 # so the binary needs no libraries at run time.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    RUSTFLAGS="-C target-feature=+crt-static" \
+    RUSTFLAGS="-C target-feature=+crt-static" CARGO_PROFILE_RELEASE_STRIP=symbols \
     cargo build --release --locked --target x86_64-unknown-linux-gnu --bin mandate \
  && cp target/x86_64-unknown-linux-gnu/release/mandate /mandate
 
