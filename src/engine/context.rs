@@ -3,11 +3,11 @@
 
 use std::str::FromStr;
 
-use cedar_policy::{Context, EntityId, EntityTypeName, EntityUid, Request};
+use cedar_policy::{Context, EntityId, EntityTypeName, EntityUid, Request, RestrictedExpression};
 use serde_json::Value;
 
 use super::describe;
-use crate::policy::PolicySnapshot;
+use crate::policy::{Attr, AttrKind, PolicySnapshot, RequestShape};
 
 /// Finds entity references (`{"type","id"}` or `{"__entity":{…}}`) of
 /// types the schema declares in a context, so their data can be gathered
@@ -107,4 +107,269 @@ pub(super) fn culprit(
             })
         })
         .cloned()
+}
+
+/// The fast path: builds Cedar's request from a context the action's shape
+/// vouches for — known attributes of the declared types, every required one
+/// present, principal and resource of types the action applies to — with no
+/// JSON re-parse and no second check by Cedar. Attributes no policy reads
+/// are checked and left out. Entity references go to `wanted`. `None` sends
+/// the request down the slow path, which decides or explains exactly as
+/// Cedar does.
+pub(super) fn fast_request(
+    shape: &RequestShape,
+    principal: &EntityUid,
+    action: &EntityUid,
+    resource: &EntityUid,
+    context: Option<&Value>,
+    wanted: &mut Vec<EntityUid>,
+) -> Option<Request> {
+    if !shape.principals.contains(principal.type_name())
+        || !shape.resources.contains(resource.type_name())
+    {
+        return None;
+    }
+    let empty = serde_json::Map::new();
+    let map = match context {
+        None => &empty,
+        Some(value) => value.as_object()?,
+    };
+    let mut pairs = Vec::with_capacity(map.len());
+    let mut required = 0;
+    let before = wanted.len();
+    for (name, value) in map {
+        let Some(attr) = shape.attr(name) else {
+            wanted.truncate(before);
+            return None;
+        };
+        let Some(expression) = convert(attr, value, wanted) else {
+            wanted.truncate(before);
+            return None;
+        };
+        required += usize::from(attr.required);
+        if let Some(expression) = expression {
+            pairs.push((name.clone(), expression));
+        }
+    }
+    if required != shape.required {
+        wanted.truncate(before);
+        return None;
+    }
+    let request = Context::from_pairs(pairs).ok().and_then(|context| {
+        Request::new(
+            principal.clone(),
+            action.clone(),
+            resource.clone(),
+            context,
+            None,
+        )
+        .ok()
+    });
+    if request.is_none() {
+        wanted.truncate(before);
+    }
+    request
+}
+
+/// One attribute's value, when it is what the shape says: `Some(None)` when
+/// it is, but no policy reads it (so it is not built).
+fn convert(
+    attr: &Attr,
+    value: &Value,
+    wanted: &mut Vec<EntityUid>,
+) -> Option<Option<RestrictedExpression>> {
+    let read = attr.read;
+    match (&attr.kind, value) {
+        (AttrKind::String, Value::String(text)) => {
+            Some(read.then(|| RestrictedExpression::new_string(text.clone())))
+        }
+        (AttrKind::Long, Value::Number(number)) => {
+            let number = number.as_i64()?;
+            Some(read.then(|| RestrictedExpression::new_long(number)))
+        }
+        (AttrKind::Bool, Value::Bool(flag)) => {
+            Some(read.then(|| RestrictedExpression::new_bool(*flag)))
+        }
+        (AttrKind::Entity(ty, written), Value::Object(map)) => {
+            let target = match (map.len(), map.get("__entity")) {
+                (1, Some(Value::Object(inner))) => inner,
+                (2, None) => map,
+                _ => return None,
+            };
+            let (Some(Value::String(t)), Some(Value::String(id))) =
+                (target.get("type"), target.get("id"))
+            else {
+                return None;
+            };
+            if target.len() != 2 || t != written {
+                return None;
+            }
+            let uid = EntityUid::from_type_name_and_id(ty.clone(), EntityId::new(id));
+            wanted.push(uid.clone());
+            Some(read.then(|| RestrictedExpression::new_entity_uid(uid)))
+        }
+        (AttrKind::Decimal, Value::String(text)) if is_decimal(text) => {
+            Some(read.then(|| RestrictedExpression::new_decimal(text)))
+        }
+        _ => None,
+    }
+}
+
+/// Whether `text` is a decimal Cedar accepts: digits, a point, one to four
+/// digits, within range. Stricter than Cedar near the limits (those take
+/// the slow path).
+fn is_decimal(text: &str) -> bool {
+    let unsigned = text.strip_prefix('-').unwrap_or(text);
+    let Some((whole, fraction)) = unsigned.split_once('.') else {
+        return false;
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    digits(whole) && digits(fraction) && fraction.len() <= 4 && whole.len() <= 12
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cedar_policy::{Authorizer, Entities};
+    use serde_json::json;
+
+    fn pack() -> (PolicySnapshot, Entities) {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let snapshot = crate::policy::load(&crate::policy::PolicySources {
+            policy_dir: root.join("policies"),
+            schema: root.join("schema"),
+            default_namespace: None,
+        })
+        .unwrap();
+        let text = std::fs::read_to_string(root.join("examples/demo/entities.json")).unwrap();
+        let entities = Entities::from_json_str(&text, Some(snapshot.schema())).unwrap();
+        (snapshot, entities)
+    }
+
+    fn uid(snapshot: &PolicySnapshot, ty: &str, id: &str) -> EntityUid {
+        EntityUid::from_type_name_and_id(
+            snapshot.entity_type(ty).unwrap().clone(),
+            EntityId::new(id),
+        )
+    }
+
+    #[test]
+    fn the_fast_path_takes_only_what_it_can_vouch_for_and_decides_as_cedar_does() {
+        let (snapshot, entities) = pack();
+        let action = snapshot.action("withdraw").unwrap().clone();
+        let plan = snapshot.plan(&action).unwrap();
+        let shape = plan.shape().unwrap();
+        let account = uid(&snapshot, "account", "alice-personal");
+        let destination = json!({"type": "Brokerage::Destination", "id": "alice-bank"});
+        let cases = [
+            (
+                json!({"destination": destination, "amount": "100.00"}),
+                true,
+            ),
+            (
+                json!({"destination": {"__entity": destination}, "ownerApproved": true}),
+                true,
+            ),
+            (
+                json!({"destination": {"type": "Brokerage::Destination", "id": "elsewhere"}}),
+                true,
+            ),
+            (json!({"destination": destination, "amount": "abc"}), false),
+            (json!({"destination": destination, "amount": 100}), false),
+            (
+                json!({"destination": destination, "amount": "1.23456"}),
+                false,
+            ),
+            (
+                json!({"destination": destination, "ownerApproved": "yes"}),
+                false,
+            ),
+            (json!({"destination": destination, "note": "x"}), false),
+            (
+                json!({"destination": {"type": "Brokerage::User", "id": "alice"}}),
+                false,
+            ),
+            (
+                json!({"destination": {"type": "destination", "id": "alice-bank"}}),
+                false,
+            ),
+            (json!({"amount": "1.00"}), false),
+            (json!([1, 2]), false),
+        ];
+        let authorizer = Authorizer::new();
+        for user in ["alice", "erin", "bob", "carol"] {
+            let principal = uid(&snapshot, "user", user);
+            for (context, fast) in &cases {
+                let mut wanted = Vec::new();
+                let built = fast_request(
+                    shape,
+                    &principal,
+                    &action,
+                    &account,
+                    Some(context),
+                    &mut wanted,
+                );
+                assert_eq!(built.is_some(), *fast, "{context}");
+                let Some(built) = built else {
+                    assert!(wanted.is_empty(), "a refused context names no entity");
+                    continue;
+                };
+                assert_eq!(wanted.len(), 1, "the destination is gathered");
+                let slow = build_request(&snapshot, &principal, &action, &account, context)
+                    .ok()
+                    .unwrap();
+                let fast_answer = authorizer.is_authorized(&built, plan.policies(), &entities);
+                let slow_answer = authorizer.is_authorized(&slow, snapshot.policies(), &entities);
+                assert_eq!(
+                    fast_answer.decision(),
+                    slow_answer.decision(),
+                    "{user} {context}"
+                );
+                let reasons = |r: &cedar_policy::Response| {
+                    let mut ids: Vec<String> =
+                        r.diagnostics().reason().map(ToString::to_string).collect();
+                    ids.sort();
+                    ids
+                };
+                assert_eq!(
+                    reasons(&fast_answer),
+                    reasons(&slow_answer),
+                    "{user} {context}"
+                );
+            }
+        }
+        let not_a_user = uid(&snapshot, "account", "acme-corp");
+        let context = json!({"destination": destination});
+        assert!(
+            fast_request(
+                shape,
+                &not_a_user,
+                &action,
+                &account,
+                Some(&context),
+                &mut Vec::new()
+            )
+            .is_none(),
+            "a principal of a type the action does not apply to takes the slow path"
+        );
+    }
+
+    #[test]
+    fn decimals_the_fast_path_accepts_are_decimals() {
+        for good in ["0.0", "-1.5", "100.00", "123456789012.1234"] {
+            assert!(is_decimal(good), "{good}");
+        }
+        for bad in [
+            "1",
+            "1.",
+            ".5",
+            "1.23456",
+            "1e3",
+            "--1.0",
+            "1234567890123.0",
+            "١.٠",
+        ] {
+            assert!(!is_decimal(bad), "{bad}");
+        }
+    }
 }

@@ -19,13 +19,13 @@ use cedar_policy::{
 use serde_json::{Map, Value};
 
 use crate::config::Sourcing;
-use crate::entities::EntityStore;
+use crate::entities::{EntityStore, Gathered};
 use crate::policy::{PolicySnapshot, PolicyStore};
 use crate::telemetry::{DecisionLog, LogEntry, metrics};
 
 pub use decision::{Decision, DecisionError, DecisionRequest, EntityRef, Field, RequestError};
 
-use context::{RequestProblem, build_request, collect_entity_refs, culprit};
+use context::{RequestProblem, build_request, collect_entity_refs, culprit, fast_request};
 
 /// Decides requests against the current policies and the entity store.
 pub struct Engine {
@@ -35,6 +35,8 @@ pub struct Engine {
     authorizer: Authorizer,
     sourcing: HashMap<EntityTypeName, Sourcing>,
     default_sourcing: Sourcing,
+    /// whether some type is described by requests alone (not the store)
+    any_request_sourced: bool,
 }
 
 impl Engine {
@@ -46,6 +48,8 @@ impl Engine {
         sourcing: HashMap<EntityTypeName, Sourcing>,
         default_sourcing: Sourcing,
     ) -> Self {
+        let any_request_sourced = default_sourcing == Sourcing::Request
+            || sourcing.values().any(|s| *s == Sourcing::Request);
         Self {
             log: DecisionLog::off(),
             policies,
@@ -53,6 +57,7 @@ impl Engine {
             authorizer: Authorizer::new(),
             sourcing,
             default_sourcing,
+            any_request_sourced,
         }
     }
 
@@ -211,26 +216,60 @@ impl Engine {
         }
 
         let mut wanted = vec![principal.clone(), resource.clone()];
+        let fast = plan.shape().and_then(|shape| {
+            fast_request(
+                shape,
+                &principal,
+                &action,
+                &resource,
+                request.context,
+                &mut wanted,
+            )
+        });
         let empty = Value::Object(Map::new());
         let context_json = request.context.unwrap_or(&empty);
-        collect_entity_refs(snapshot, context_json, &mut wanted);
-        let cedar_request =
-            match build_request(snapshot, &principal, &action, &resource, context_json) {
-                Ok(cedar_request) => cedar_request,
-                Err(RequestProblem::Context(message)) => {
-                    let check = |json: &Value| {
-                        build_request(snapshot, &principal, &action, &resource, json).map(|_| ())
-                    };
-                    let field = culprit(check, context_json, &message)
-                        .map_or(Field::Context, Field::ContextAttribute);
-                    return Err(RequestError {
-                        field,
-                        code: "invalid_context",
-                        message,
-                    });
-                }
-                Err(RequestProblem::Other(message)) => return deny("invalid_request", message),
-            };
+        let cedar_request = match fast {
+            Some(cedar_request) => Ok(cedar_request),
+            None => {
+                collect_entity_refs(snapshot, context_json, &mut wanted);
+                build_request(snapshot, &principal, &action, &resource, context_json)
+            }
+        };
+        let cedar_request = match cedar_request {
+            Ok(cedar_request) => cedar_request,
+            Err(RequestProblem::Context(message)) => {
+                let check = |json: &Value| {
+                    build_request(snapshot, &principal, &action, &resource, json).map(|_| ())
+                };
+                let field = culprit(check, context_json, &message)
+                    .map_or(Field::Context, Field::ContextAttribute);
+                return Err(RequestError {
+                    field,
+                    code: "invalid_context",
+                    message,
+                });
+            }
+            Err(RequestProblem::Other(message)) => return deny("invalid_request", message),
+        };
+
+        // The file store holds all its entities, and the action entities, as
+        // one `Entities`: read it in place, nothing gathered or copied.
+        if let Some(all) = self
+            .store
+            .resident()
+            .filter(|_| supplied.is_empty() && !self.any_request_sourced)
+        {
+            if let Some(missing) = wanted.iter().find(|uid| all.get(uid).is_none()) {
+                return deny("entity_not_found", not_found(missing));
+            }
+            return Ok(self.evaluate(
+                &cedar_request,
+                plan.policies(),
+                &all,
+                version,
+                Gathered::default(),
+            ));
+        }
 
         let mut slice: Vec<Entity> =
             Vec::with_capacity(wanted.len() + supplied.len() + plan.entities().len());
@@ -254,20 +293,34 @@ impl Engine {
             .iter()
             .find(|uid| !slice.iter().any(|e| &e.uid() == *uid))
         {
-            return deny(
-                "entity_not_found",
-                format!("entity `{missing}` is not known to the entity store or the request"),
-            );
+            return deny("entity_not_found", not_found(missing));
         }
         slice.extend(plan.entities().iter().cloned());
         let entities = match Entities::from_entities(slice, None) {
             Ok(entities) => entities,
             Err(e) => return deny("invalid_entities", e.to_string()),
         };
+        Ok(self.evaluate(
+            &cedar_request,
+            plan.policies(),
+            &entities,
+            version,
+            gathered,
+        ))
+    }
 
+    /// Asks Cedar, and turns its answer into a decision: any error is a deny.
+    fn evaluate(
+        &self,
+        cedar_request: &cedar_policy::Request,
+        policies: &cedar_policy::PolicySet,
+        entities: &Entities,
+        version: Arc<str>,
+        gathered: Gathered,
+    ) -> Decision {
         let response = self
             .authorizer
-            .is_authorized(&cedar_request, plan.policies(), &entities);
+            .is_authorized(cedar_request, policies, entities);
         let errors: Vec<DecisionError> = response
             .diagnostics()
             .errors()
@@ -290,13 +343,13 @@ impl Engine {
             Vec::new()
         };
         reasons.sort_unstable_by(|a, b| AsRef::<str>::as_ref(a).cmp(b.as_ref()));
-        Ok(Decision {
+        Decision {
             allowed,
             reasons,
             errors,
             policy_version: version,
             stale_data: gathered.stale,
-        })
+        }
     }
 
     /// Turns AuthZEN `properties` into a request-supplied entity, when the
@@ -396,6 +449,10 @@ fn resolve(snapshot: &PolicySnapshot, reference: &EntityRef<'_>) -> Option<Entit
         ty.clone(),
         EntityId::new(reference.id),
     ))
+}
+
+fn not_found(uid: &EntityUid) -> String {
+    format!("entity `{uid}` is not known to the entity store or the request")
 }
 
 fn unknown_type(name: &str) -> String {

@@ -47,6 +47,11 @@ impl FileStore {
         self.entities.load().is_empty()
     }
 
+    /// Every entity held, and the schema's action entities.
+    pub fn entities(&self) -> Arc<Entities> {
+        self.entities.load_full()
+    }
+
     pub(super) fn gather(&self, uids: &[EntityUid], out: &mut Vec<Entity>) {
         let entities = self.entities.load();
         let mut seen: HashSet<&EntityUid> = HashSet::new();

@@ -12,7 +12,7 @@ mod http;
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use cedar_policy::{Entity, EntityUid, Schema};
+use cedar_policy::{Entities, Entity, EntityUid, Schema};
 
 pub use cache::{CacheSettings, EntityCache};
 pub use file::FileStore;
@@ -122,6 +122,15 @@ impl EntityStore {
                 Ok(gathered)
             }
             Self::None => Ok(Gathered::default()),
+        }
+    }
+
+    /// The whole store as one `Entities` (action entities included), when
+    /// it is held in memory: the file store. A decision reads it in place.
+    pub fn resident(&self) -> Option<Arc<Entities>> {
+        match self {
+            Self::File(store) => Some(store.entities()),
+            Self::Http { .. } | Self::None => None,
         }
     }
 

@@ -29,7 +29,7 @@ pub struct PolicySources {
 /// each tied to its file, line and column.
 pub fn load(sources: &PolicySources) -> Result<PolicySnapshot, PolicyError> {
     let mut hasher = Sha256::new();
-    let schema = load_schema(&sources.schema, &mut hasher)?;
+    let (schema, schema_json) = load_schema(&sources.schema, &mut hasher)?;
     let schema_version = hex(&hasher.clone().finalize());
     let files = files_with_extension(&sources.policy_dir, "cedar")?;
     if files.is_empty() {
@@ -95,13 +95,21 @@ pub fn load(sources: &PolicySources) -> Result<PolicySnapshot, PolicyError> {
     PolicySnapshot::new(
         schema_version,
         schema,
+        &schema_json,
         policies,
         version,
         sources.default_namespace.as_deref(),
     )
 }
 
-fn load_schema(path: &Path, hasher: &mut Sha256) -> Result<Schema, PolicyError> {
+/// The schema, and each file in Cedar's JSON schema form with its types
+/// resolved (for the request shapes; a file that cannot be so read, say one
+/// naming another file's types, gives none, and its actions take the slow
+/// path).
+fn load_schema(
+    path: &Path,
+    hasher: &mut Sha256,
+) -> Result<(Schema, Vec<serde_json::Value>), PolicyError> {
     let files = if path.is_dir() {
         files_with_extension(path, "cedarschema")?
     } else {
@@ -113,12 +121,20 @@ fn load_schema(path: &Path, hasher: &mut Sha256) -> Result<Schema, PolicyError> 
         });
     }
     let mut fragments = Vec::with_capacity(files.len());
+    let mut json = Vec::with_capacity(files.len());
     for file in &files {
         let text = read(file)?;
         hasher.update(text.as_bytes());
         hasher.update([0]);
         match SchemaFragment::from_cedarschema_str(&text) {
-            Ok((fragment, _warnings)) => fragments.push(fragment),
+            Ok((fragment, _warnings)) => {
+                fragments.push(fragment);
+                if let Ok((resolved, _)) =
+                    cedar_policy::schema_str_to_json_with_resolved_types(&text)
+                {
+                    json.push(resolved);
+                }
+            }
             Err(err) => {
                 return Err(PolicyError::Invalid {
                     diagnostics: vec![SourceDiagnostic::new(err, file.display().to_string(), text)],
@@ -126,10 +142,11 @@ fn load_schema(path: &Path, hasher: &mut Sha256) -> Result<Schema, PolicyError> 
             }
         }
     }
-    Schema::from_schema_fragments(fragments).map_err(|err| PolicyError::Schema {
+    let schema = Schema::from_schema_fragments(fragments).map_err(|err| PolicyError::Schema {
         path: path.to_owned(),
         source: err,
-    })
+    })?;
+    Ok((schema, json))
 }
 
 fn read(path: &Path) -> Result<String, PolicyError> {

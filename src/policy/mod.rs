@@ -6,6 +6,7 @@
 
 mod diagnostic;
 mod load;
+mod shape;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -16,6 +17,7 @@ use cedar_policy::{ActionConstraint, Entity, EntityTypeName, EntityUid, PolicySe
 
 pub use diagnostic::SourceDiagnostic;
 pub use load::{PolicySources, load};
+pub use shape::{Attr, AttrKind, RequestShape};
 
 /// Why a set of policies and schema could not be loaded.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
@@ -115,6 +117,7 @@ pub struct PolicySnapshot {
 pub struct ActionPlan {
     policies: PolicySet,
     entities: Vec<Entity>,
+    shape: Option<RequestShape>,
 }
 
 impl ActionPlan {
@@ -127,12 +130,19 @@ impl ActionPlan {
     pub fn entities(&self) -> &[Entity] {
         &self.entities
     }
+
+    /// The request the action takes, when the fast path can convert its
+    /// context.
+    pub fn shape(&self) -> Option<&RequestShape> {
+        self.shape.as_ref()
+    }
 }
 
 impl PolicySnapshot {
     fn new(
         schema_version: String,
         schema: Schema,
+        schema_json: &[serde_json::Value],
         policies: PolicySet,
         version: String,
         namespace: Option<&str>,
@@ -178,7 +188,7 @@ impl PolicySnapshot {
             }
             actions.insert(action.to_string(), action.clone());
         }
-        let plans = plans(&schema, &policies)?;
+        let plans = plans(&schema, schema_json, &policies)?;
         Ok(Self {
             schema: Arc::new(schema),
             policies,
@@ -264,13 +274,15 @@ impl PolicyStore {
 /// Prepares an [`ActionPlan`] for every action of the schema.
 fn plans(
     schema: &Schema,
+    schema_json: &[serde_json::Value],
     policies: &PolicySet,
 ) -> Result<HashMap<EntityUid, ActionPlan>, PolicyError> {
     let action_entities = schema
         .action_entities()
         .map_err(|e| PolicyError::Namespace(format!("cannot build the action entities: {e}")))?;
     let sliceable = policies.templates().next().is_none();
-    let mut plans = HashMap::new();
+    let mut slices = HashMap::new();
+    let mut action_entities_of = HashMap::new();
     for action in schema.actions() {
         let ancestors: Vec<&EntityUid> = action_entities
             .ancestors(action)
@@ -294,7 +306,7 @@ fn plans(
                 .policies()
                 .filter(|p| applies(p.action_constraint()))
             {
-                slice.add(policy.clone()).map_err(|e| {
+                slice.add(without_action_scope(policy)).map_err(|e| {
                     PolicyError::Namespace(format!(
                         "cannot prepare the policies of `{action}`: {e}"
                     ))
@@ -304,15 +316,40 @@ fn plans(
         } else {
             policies.clone()
         };
-        plans.insert(
-            action.clone(),
-            ActionPlan {
-                policies: slice,
-                entities,
-            },
-        );
+        slices.insert(action.clone(), slice);
+        action_entities_of.insert(action.clone(), entities);
     }
-    Ok(plans)
+    let mut shapes = shape::shapes(schema, schema_json, &slices);
+    Ok(slices
+        .into_iter()
+        .map(|(action, policies)| {
+            let plan = ActionPlan {
+                entities: action_entities_of.remove(&action).unwrap_or_default(),
+                shape: shapes.remove(&action),
+                policies,
+            };
+            (action, plan)
+        })
+        .collect())
+}
+
+/// `policy` with its action scope dropped, for the slice of an action the
+/// scope was found to match: Cedar would otherwise rebuild and test the scope
+/// (`action in [...]` builds a set) for every policy on every request. The
+/// id, annotations and conditions are kept; if the policy cannot be
+/// rewritten, it is kept as it is.
+fn without_action_scope(policy: &cedar_policy::Policy) -> cedar_policy::Policy {
+    if matches!(policy.action_constraint(), ActionConstraint::Any) {
+        return policy.clone();
+    }
+    policy
+        .to_json()
+        .ok()
+        .and_then(|mut json| {
+            *json.get_mut("action")? = serde_json::json!({ "op": "All" });
+            cedar_policy::Policy::from_json(Some(policy.id().clone()), json).ok()
+        })
+        .unwrap_or_else(|| policy.clone())
 }
 
 /// The current snapshot, swapped atomically: a decision does one atomic load;

@@ -1,0 +1,229 @@
+//! The shape of each action's request, read from the schema once per
+//! snapshot: the principal and resource types the action applies to, and
+//! what each context attribute must be. The engine converts a caller's
+//! context by it without Cedar's schema-directed JSON parser (the costliest
+//! step of a decision), and leaves out attributes no policy of the action
+//! reads. Whatever a shape cannot vouch for takes the slow path, where Cedar
+//! itself checks the request and explains what is wrong.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+
+use cedar_policy::{EntityTypeName, EntityUid, PolicySet, Schema};
+use serde_json::Value;
+
+/// What one context attribute holds.
+#[derive(Debug, Clone)]
+pub enum AttrKind {
+    /// a string
+    String,
+    /// a 64-bit integer
+    Long,
+    /// `true` or `false`
+    Bool,
+    /// a reference to an entity of this type; the `String` is the type as
+    /// callers must write it (fully qualified)
+    Entity(EntityTypeName, String),
+    /// Cedar's `decimal` extension type, written as a string
+    Decimal,
+}
+
+/// One attribute of an action's context.
+#[derive(Debug, Clone)]
+pub struct Attr {
+    /// its name
+    pub name: String,
+    /// what it holds
+    pub kind: AttrKind,
+    /// whether the schema requires it
+    pub required: bool,
+    /// whether some policy of the action may read it; one none reads is
+    /// still checked, then left out of Cedar's request
+    pub read: bool,
+}
+
+/// The request one action takes.
+#[derive(Debug, Clone)]
+pub struct RequestShape {
+    /// the principal types the action applies to
+    pub principals: Vec<EntityTypeName>,
+    /// the resource types the action applies to
+    pub resources: Vec<EntityTypeName>,
+    /// every attribute of the context
+    pub attrs: Vec<Attr>,
+    /// how many attributes are required
+    pub required: usize,
+}
+
+impl RequestShape {
+    /// The attribute called `name`.
+    pub fn attr(&self, name: &str) -> Option<&Attr> {
+        self.attrs.iter().find(|attr| attr.name == name)
+    }
+}
+
+/// The shape of each action whose context the fast path can convert, from
+/// the schema's JSON form (types resolved) of each schema file. Actions with
+/// a context type it does not model (sets, records, other extension types,
+/// open records) get none.
+pub(super) fn shapes(
+    schema: &Schema,
+    schema_json: &[Value],
+    policies: &HashMap<EntityUid, PolicySet>,
+) -> HashMap<EntityUid, RequestShape> {
+    let mut shapes = HashMap::new();
+    for fragment in schema_json {
+        let Some(namespaces) = fragment.as_object() else {
+            continue;
+        };
+        for (namespace, body) in namespaces {
+            let action_type = if namespace.is_empty() {
+                "Action".to_owned()
+            } else {
+                format!("{namespace}::Action")
+            };
+            let Some(actions) = body.get("actions").and_then(Value::as_object) else {
+                continue;
+            };
+            for (id, declaration) in actions {
+                let Some(uid) = schema.actions().find(|uid| {
+                    uid.id().unescaped() == id && uid.type_name().to_string() == action_type
+                }) else {
+                    continue;
+                };
+                let texts: Vec<String> = policies
+                    .get(uid)
+                    .map(|set| set.policies().map(ToString::to_string).collect())
+                    .unwrap_or_default();
+                if let Some(shape) = shape(&declaration["appliesTo"], &texts) {
+                    shapes.insert(uid.clone(), shape);
+                }
+            }
+        }
+    }
+    shapes
+}
+
+fn shape(applies_to: &Value, policy_texts: &[String]) -> Option<RequestShape> {
+    let types = |key: &str| -> Option<Vec<EntityTypeName>> {
+        applies_to
+            .get(key)?
+            .as_array()?
+            .iter()
+            .map(|name| EntityTypeName::from_str(name.as_str()?).ok())
+            .collect()
+    };
+    let principals = types("principalTypes")?;
+    let resources = types("resourceTypes")?;
+    let whole_context = policy_texts.iter().any(|text| reads_whole_context(text));
+    let mut attrs = Vec::new();
+    match applies_to.get("context") {
+        None => {}
+        Some(context) => {
+            if context.get("type")?.as_str()? != "Record"
+                || context.get("additionalAttributes") == Some(&Value::Bool(true))
+            {
+                return None;
+            }
+            for (name, declared) in context.get("attributes")?.as_object()? {
+                attrs.push(Attr {
+                    name: name.clone(),
+                    kind: kind(declared)?,
+                    required: declared.get("required").and_then(Value::as_bool) != Some(false),
+                    read: whole_context || policy_texts.iter().any(|text| text.contains(name)),
+                });
+            }
+        }
+    }
+    let required = attrs.iter().filter(|attr| attr.required).count();
+    Some(RequestShape {
+        principals,
+        resources,
+        attrs,
+        required,
+    })
+}
+
+fn kind(declared: &Value) -> Option<AttrKind> {
+    let ty = declared.get("type")?.as_str()?;
+    let name = declared.get("name").and_then(Value::as_str);
+    match (ty, name) {
+        ("String", _) => Some(AttrKind::String),
+        ("Long", _) => Some(AttrKind::Long),
+        ("Bool" | "Boolean", _) => Some(AttrKind::Bool),
+        ("Entity", Some(name)) => {
+            let ty = EntityTypeName::from_str(name).ok()?;
+            Some(AttrKind::Entity(ty, name.to_owned()))
+        }
+        ("decimal", _) | ("Extension", Some("decimal")) => Some(AttrKind::Decimal),
+        _ => None,
+    }
+}
+
+/// Whether a policy may read the context as a whole (`context == …`,
+/// `context` passed along) rather than attribute by attribute: then no
+/// attribute may be left out. Errs towards yes.
+fn reads_whole_context(text: &str) -> bool {
+    text.match_indices("context").any(|(at, _)| {
+        let rest = &text[at + "context".len()..];
+        !(rest.starts_with('.') || rest.starts_with(" has ") || rest.starts_with('['))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pack_shapes_withdraw_reading_what_its_policies_read() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let snapshot = crate::policy::load(&crate::policy::PolicySources {
+            policy_dir: root.join("policies"),
+            schema: root.join("schema"),
+            default_namespace: None,
+        })
+        .unwrap();
+        let withdraw = snapshot.action("withdraw").unwrap();
+        let shape = snapshot.plan(withdraw).unwrap().shape().unwrap();
+        assert_eq!(shape.principals.len(), 1);
+        assert_eq!(shape.required, 1, "destination");
+        assert!(shape.attr("destination").unwrap().read);
+        assert!(shape.attr("ownerApproved").unwrap().read, "F5 reads it");
+        assert!(!shape.attr("amount").unwrap().read, "no policy reads it");
+        assert!(matches!(
+            shape.attr("destination").unwrap().kind,
+            AttrKind::Entity(_, ref written) if written == "Brokerage::Destination"
+        ));
+    }
+
+    #[test]
+    fn a_policy_reading_the_whole_context_is_noticed() {
+        assert!(!reads_whole_context(
+            "when { context.side == \"buy\" && context has amount }"
+        ));
+        assert!(reads_whole_context(
+            "when { context == {\"side\": \"buy\"} }"
+        ));
+        assert!(reads_whole_context("when { principal.contexts }"));
+    }
+
+    #[test]
+    fn a_context_type_the_fast_path_does_not_model_gets_no_shape() {
+        let applies = serde_json::json!({
+            "principalTypes": ["User"], "resourceTypes": ["Account"],
+            "context": {"type": "Record", "attributes": {"tags": {"type": "Set", "element": {"type": "String"}}}}
+        });
+        assert!(shape(&applies, &[]).is_none());
+        let applies = serde_json::json!({
+            "principalTypes": ["User"], "resourceTypes": ["Account"],
+            "context": {"type": "Record", "attributes": {
+                "side": {"type": "String"},
+                "amount": {"type": "decimal", "required": false},
+            }}
+        });
+        let shape = shape(&applies, &["when { context.side == \"buy\" }".to_owned()]).unwrap();
+        assert_eq!(shape.required, 1);
+        assert!(shape.attr("side").unwrap().read);
+        assert!(!shape.attr("amount").unwrap().read, "no policy reads it");
+    }
+}
