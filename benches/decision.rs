@@ -1,5 +1,11 @@
-//! One decision through the engine: the file store against the HTTP store
-//! with a warm cache (no upstream call inside the measured loop).
+//! Micro-benchmarks, in process, no sockets:
+//! - `engine/<group>/<store>`: one decision through the engine for each
+//!   action group of the pack, the HTTP store with a warm cache (no upstream
+//!   call inside the loop) and the file store;
+//! - `api/authzen`, `api/native`: a whole request through the API (decode,
+//!   decide, encode) — minus the engine's time for the same decision, what
+//!   decoding and encoding cost;
+//! - `gather/warm_cache`: the entities of a withdrawal from the warm cache.
 //!
 //! `cargo bench --bench decision`
 
@@ -9,11 +15,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
+use http_body_util::{BodyExt, Full};
+use mandate::api::Surface;
 use mandate::config::{Config, Overrides};
 use mandate::engine::{DecisionRequest, Engine, EntityRef};
 use mandate::refstore::RefStore;
-use serde_json::json;
+use serde_json::{Value, json};
 
 fn config(upstream: Option<String>) -> Config {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -26,12 +35,73 @@ fn config(upstream: Option<String>) -> Config {
         upstream,
         ..Overrides::default()
     };
-    Config::load(None, std::iter::empty(), &overrides).unwrap()
+    let mut config = Config::load(None, std::iter::empty(), &overrides).unwrap();
+    config.cache.ttl = Duration::from_secs(3600);
+    config
+}
+
+/// One decision per action group: (group, principal, action, resource type,
+/// resource, context, allowed).
+fn groups() -> Vec<(
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    Value,
+    bool,
+)> {
+    vec![
+        (
+            "trade",
+            "carol",
+            "place_order",
+            "account",
+            "alice-personal",
+            json!({"side": "buy", "instrument": "AAPL"}),
+            true,
+        ),
+        (
+            "view",
+            "bob",
+            "view_account",
+            "account",
+            "alice-personal",
+            json!({}),
+            true,
+        ),
+        (
+            "funding",
+            "erin",
+            "withdraw",
+            "account",
+            "alice-personal",
+            json!({"destination": {"type": "Brokerage::Destination", "id": "alice-bank"}, "amount": "100.00"}),
+            true,
+        ),
+        (
+            "users",
+            "alice",
+            "add_sub_user",
+            "account",
+            "alice-personal",
+            json!({"role": "viewer"}),
+            true,
+        ),
+        (
+            "market_data",
+            "alice",
+            "view_market_data",
+            "marketdata",
+            "nasdaq-l1",
+            json!({}),
+            true,
+        ),
+    ]
 }
 
 fn bench_decisions(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
@@ -46,40 +116,106 @@ fn bench_decisions(c: &mut Criterion) {
         format!("http://{addr}")
     });
     let file = Arc::new(mandate::app::engine(&config(None)).unwrap());
-    let http = Arc::new(mandate::app::engine(&config(Some(upstream))).unwrap());
+    let http_config = config(Some(upstream));
+    let http = Arc::new(mandate::app::engine(&http_config).unwrap());
 
-    let context = json!({"destination": {"type": "Brokerage::Destination", "id": "alice-bank"}, "amount": "100.00"});
-    let withdraw = DecisionRequest {
-        principal: EntityRef {
-            type_name: "user",
-            id: "erin",
-            properties: None,
-        },
-        action: "withdraw",
-        resource: EntityRef {
-            type_name: "account",
-            id: "alice-personal",
-            properties: None,
-        },
-        context: Some(&context),
-        entities: &[],
-        request_id: None,
-    };
-    let warm = rt.block_on(http.decide(&withdraw)).unwrap();
-    assert!(warm.allowed(), "{}", warm.summary());
-
-    let mut group = c.benchmark_group("decision/withdraw");
     let engines: [(&str, &Arc<Engine>); 2] =
-        [("file_store", &file), ("http_store_warm_cache", &http)];
-    for (name, engine) in engines {
-        group.bench_function(name, |b| {
+        [("http_store_warm_cache", &http), ("file_store", &file)];
+    for (group, principal, action, resource_type, resource, context, allowed) in groups() {
+        let request = DecisionRequest {
+            principal: EntityRef {
+                type_name: "user",
+                id: principal,
+                properties: None,
+            },
+            action,
+            resource: EntityRef {
+                type_name: resource_type,
+                id: resource,
+                properties: None,
+            },
+            context: Some(&context),
+            entities: &[],
+            request_id: None,
+        };
+        let mut bench = c.benchmark_group(format!("engine/{group}"));
+        for (name, engine) in engines {
+            let warm = rt.block_on(engine.decide(&request)).unwrap();
+            assert_eq!(warm.allowed(), allowed, "{group}: {}", warm.summary());
+            bench.bench_function(name, |b| {
+                b.to_async(&rt).iter(|| async {
+                    let decision = engine.decide(&request).await.unwrap();
+                    assert_eq!(decision.allowed(), allowed);
+                });
+            });
+        }
+        bench.finish();
+    }
+
+    let routes = mandate::app::routes(&http_config).unwrap();
+    let api = Arc::new(mandate::app::api(
+        &http_config,
+        Arc::clone(&http),
+        routes,
+        Surface::All,
+    ));
+    let calls = [
+        (
+            "authzen",
+            "/access/v1/evaluation",
+            r#"{"subject":{"type":"user","id":"carol"},"action":{"name":"place_order"},"resource":{"type":"account","id":"alice-personal"},"context":{"side":"buy","instrument":"AAPL"}}"#,
+        ),
+        (
+            "native",
+            "/v1/is_authorized",
+            r#"{"principal":{"type":"Brokerage::User","id":"carol"},"action":{"type":"Brokerage::Action","id":"place_order"},"resource":{"type":"Brokerage::Account","id":"alice-personal"},"context":{"side":"buy","instrument":"AAPL"}}"#,
+        ),
+    ];
+    let mut bench = c.benchmark_group("api");
+    for (name, path, body) in calls {
+        let request = || {
+            hyper::Request::post(path)
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from_static(body.as_bytes())))
+                .unwrap()
+        };
+        let answer = rt.block_on(async {
+            let response = api.handle(request()).await;
+            response.into_body().collect().await.unwrap().to_bytes()
+        });
+        assert!(
+            String::from_utf8_lossy(&answer).contains("S2"),
+            "{name}: {}",
+            String::from_utf8_lossy(&answer)
+        );
+        bench.bench_function(name, |b| {
             b.to_async(&rt).iter(|| async {
-                let decision = engine.decide(&withdraw).await.unwrap();
-                assert!(decision.allowed());
+                let response = api.handle(request()).await;
+                assert_eq!(response.status(), 200);
             });
         });
     }
-    group.finish();
+    bench.finish();
+
+    let snapshot = http.policies().current();
+    let uids = [
+        http.parse_uid("user", "erin").unwrap(),
+        http.parse_uid("account", "alice-personal").unwrap(),
+        http.parse_uid("Brokerage::Destination", "alice-bank")
+            .unwrap(),
+    ];
+    let mut bench = c.benchmark_group("gather");
+    bench.bench_function("warm_cache", |b| {
+        b.to_async(&rt).iter(|| async {
+            let mut out = Vec::with_capacity(4);
+            http.store()
+                .gather(&uids, snapshot.schema(), &mut out)
+                .await
+                .unwrap();
+            assert_eq!(out.len(), 3);
+        });
+    });
+    bench.finish();
 }
 
 criterion_group!(benches, bench_decisions);

@@ -8,6 +8,7 @@
 
 mod context;
 mod decision;
+mod slices;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -37,6 +38,8 @@ pub struct Engine {
     default_sourcing: Sourcing,
     /// whether some type is described by requests alone (not the store)
     any_request_sourced: bool,
+    /// built entity slices, reused (HTTP store only)
+    slices: Option<slices::Slices>,
 }
 
 impl Engine {
@@ -50,7 +53,9 @@ impl Engine {
     ) -> Self {
         let any_request_sourced = default_sourcing == Sourcing::Request
             || sourcing.values().any(|s| *s == Sourcing::Request);
+        let slices = store.cache().map(|_| slices::Slices::new());
         Self {
+            slices,
             log: DecisionLog::off(),
             policies,
             store,
@@ -271,6 +276,29 @@ impl Engine {
             ));
         }
 
+        // The HTTP store: a slice built for the same entities and action,
+        // still fresh, is reused as it is.
+        let reusable = supplied.is_empty() && !self.any_request_sourced;
+        let slice_key = match (&self.slices, self.store.cache()) {
+            (Some(slices), Some(cache)) if reusable => {
+                let mut key = Vec::with_capacity(wanted.len() + 1);
+                key.extend(wanted.iter().cloned());
+                key.push(action.clone());
+                if let Some(slice) = slices.get(&key, cache.generation()) {
+                    metrics().cache_hits.inc_by(wanted.len() as u64);
+                    return Ok(self.evaluate(
+                        &cedar_request,
+                        plan.policies(),
+                        &slice.entities,
+                        version,
+                        Gathered::default(),
+                    ));
+                }
+                Some(key)
+            }
+            _ => None,
+        };
+
         let mut slice: Vec<Entity> =
             Vec::with_capacity(wanted.len() + supplied.len() + plan.entities().len());
         let from_store: Vec<EntityUid> = wanted
@@ -300,6 +328,16 @@ impl Engine {
             Ok(entities) => entities,
             Err(e) => return deny("invalid_entities", e.to_string()),
         };
+        if let (Some(slices), Some(key)) = (&self.slices, slice_key) {
+            let slice = slices.keep(key, entities, gathered);
+            return Ok(self.evaluate(
+                &cedar_request,
+                plan.policies(),
+                &slice.entities,
+                version,
+                gathered,
+            ));
+        }
         Ok(self.evaluate(
             &cedar_request,
             plan.policies(),

@@ -59,6 +59,9 @@ pub struct Lookup {
     pub found: Vec<Arc<Cached>>,
     /// whether any of them was served stale because the store failed
     pub stale: bool,
+    /// when the first entry consulted (found or known absent) stops being
+    /// fresh: what is built from this lookup is good until then
+    pub fresh_until: Option<Instant>,
 }
 
 /// The cache and its store.
@@ -69,6 +72,9 @@ pub struct EntityCache {
     settings: CacheSettings,
     /// set once the store has answered a request
     answered: Arc<std::sync::atomic::AtomicBool>,
+    /// bumped by every invalidation: what was built from earlier lookups
+    /// is void
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl EntityCache {
@@ -96,7 +102,19 @@ impl EntityCache {
             inflight: Arc::new(Mutex::new(HashMap::new())),
             settings,
             answered: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            generation: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// The invalidation generation: it changes whenever entries are dropped
+    /// on purpose (read it before a lookup, compare it after).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn bump_generation(&self) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
     /// Whether the store has answered at least once.
@@ -129,11 +147,13 @@ impl EntityCache {
         for uid in uids {
             self.entries.invalidate(uid).await;
         }
+        self.bump_generation();
     }
 
     /// Forgets everything.
     pub fn invalidate_all(&self) {
         self.entries.invalidate_all();
+        self.bump_generation();
     }
 
     /// Looks `uids` up: fresh entries from the cache; misses fetched in one
@@ -150,10 +170,16 @@ impl EntityCache {
         let now = Instant::now();
         let mut found = Vec::with_capacity(uids.len());
         let mut missing: Vec<(&EntityUid, Option<Entry>)> = Vec::new();
+        let mut fresh_until: Option<Instant> = None;
+        let mut note = |entry: &Entry| {
+            let until = entry.fetched + self.ttl_of(entry);
+            fresh_until = Some(fresh_until.map_or(until, |t| t.min(until)));
+        };
         for uid in uids {
             match self.entries.get(uid).await {
                 Some(entry) if self.is_fresh(&entry, now) => {
                     metrics().cache_hits.inc();
+                    note(&entry);
                     found.extend(entry.value);
                 }
                 stale => {
@@ -166,6 +192,7 @@ impl EntityCache {
             return Ok(Lookup {
                 found,
                 stale: false,
+                fresh_until,
             });
         }
 
@@ -188,7 +215,10 @@ impl EntityCache {
         let mut stale = false;
         for (uid, previous) in missing {
             match self.entries.get(uid).await {
-                Some(entry) if self.is_fresh(&entry, now) => found.extend(entry.value),
+                Some(entry) if self.is_fresh(&entry, now) => {
+                    note(&entry);
+                    found.extend(entry.value);
+                }
                 _ => {
                     let usable = previous.filter(|entry| self.within_stale_bound(entry, now));
                     match (usable, &failure) {
@@ -209,16 +239,28 @@ impl EntityCache {
                 }
             }
         }
-        Ok(Lookup { found, stale })
+        // Absent uids the fetch just learnt of are fresh for the negative TTL.
+        let absent_until = now + self.settings.negative_ttl;
+        if found.len() < uids.len() {
+            fresh_until = Some(fresh_until.map_or(absent_until, |t| t.min(absent_until)));
+        }
+        Ok(Lookup {
+            found,
+            stale,
+            fresh_until,
+        })
     }
 
-    fn is_fresh(&self, entry: &Entry, now: Instant) -> bool {
-        let ttl = if entry.value.is_some() {
+    fn ttl_of(&self, entry: &Entry) -> std::time::Duration {
+        if entry.value.is_some() {
             self.settings.ttl
         } else {
             self.settings.negative_ttl
-        };
-        now.saturating_duration_since(entry.fetched) < ttl
+        }
+    }
+
+    fn is_fresh(&self, entry: &Entry, now: Instant) -> bool {
+        now.saturating_duration_since(entry.fetched) < self.ttl_of(entry)
     }
 
     fn within_stale_bound(&self, entry: &Entry, now: Instant) -> bool {

@@ -57,6 +57,11 @@ pub enum EntityError {
 pub struct Gathered {
     /// some entity was served past its TTL because the store failed
     pub stale: bool,
+    /// until when everything gathered stays fresh (HTTP store), so what is
+    /// built from it may be reused until then
+    pub fresh_until: Option<tokio::time::Instant>,
+    /// the cache's invalidation generation before gathering
+    pub generation: u64,
 }
 
 /// Where entity data comes from.
@@ -97,10 +102,17 @@ impl EntityStore {
             } => {
                 let mut seen: HashSet<EntityUid> = uids.iter().cloned().collect();
                 let mut round: Vec<EntityUid> = seen.iter().cloned().collect();
-                let mut gathered = Gathered::default();
+                let mut gathered = Gathered {
+                    generation: cache.generation(),
+                    ..Gathered::default()
+                };
                 for depth in 0..=*ancestor_depth {
                     let lookup = cache.lookup(&round, schema).await?;
                     gathered.stale |= lookup.stale;
+                    gathered.fresh_until = match (gathered.fresh_until, lookup.fresh_until) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
                     let mut next = Vec::new();
                     for cached in lookup.found {
                         if depth < *ancestor_depth {

@@ -479,3 +479,25 @@ async fn the_policy_suites_pass_with_entities_from_the_http_store() {
     assert!(last.ends_with(" passed, 0 failed"), "{last}");
     assert!(upstream.calls() > 0);
 }
+
+#[tokio::test]
+async fn a_warm_decision_asks_the_store_nothing_until_its_entities_expire() {
+    let upstream = Upstream::start().await;
+    let server = mandate_over(&upstream, &[("MANDATE_CACHE_TTL", "300ms")]).await;
+    let url = server.url("/access/v1/evaluation");
+    for _ in 0..5 {
+        assert_eq!(post(&url, &view("carol")).await.json["decision"], true);
+    }
+    assert_eq!(
+        upstream.calls(),
+        1,
+        "one fetch, then the cache and its slices"
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(post(&url, &view("carol")).await.json["decision"], true);
+    assert_eq!(
+        upstream.calls(),
+        2,
+        "expired entities are fetched again, not reused"
+    );
+}
