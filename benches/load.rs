@@ -362,33 +362,15 @@ async fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Re
             return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
         buf.extend_from_slice(&chunk[..n]);
-        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-            continue;
-        };
-        let head = std::str::from_utf8(&buf[..end]).unwrap_or("");
-        let status = head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-        let length = head
-            .lines()
-            .find_map(|l| {
-                let (name, value) = l.split_once(':')?;
-                name.eq_ignore_ascii_case("content-length")
-                    .then(|| value.trim().parse::<usize>().ok())?
-            })
-            .unwrap_or(0);
-        while buf.len() < end + 4 + length {
-            let n = stream.read(&mut chunk).await?;
-            if n == 0 {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
-            }
-            buf.extend_from_slice(&chunk[..n]);
+        if let Some(status) = complete_response(buf) {
+            return Ok(status);
         }
-        return Ok(status);
     }
 }
 
-/// The status and length of the complete HTTP/1.1 response at the start of
-/// `buf`, once it is all there.
-fn complete_response(buf: &[u8]) -> Option<(u16, usize)> {
+/// The status of the complete HTTP/1.1 response in `buf`, once it is all
+/// there.
+fn complete_response(buf: &[u8]) -> Option<u16> {
     let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = std::str::from_utf8(&buf[..end]).ok()?;
     let status = head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
@@ -400,7 +382,7 @@ fn complete_response(buf: &[u8]) -> Option<(u16, usize)> {
                 .then(|| value.trim().parse::<usize>().ok())?
         })
         .unwrap_or(0);
-    (buf.len() >= end + 4 + length).then_some((status, end + 4 + length))
+    (buf.len() >= end + 4 + length).then_some(status)
 }
 
 /// Open loop on one spinning thread: requests fall due every `1/rate` s and
@@ -460,7 +442,7 @@ fn paced(
                 match conn.stream.read(&mut chunk) {
                     Ok(n) if n > 0 => {
                         conn.buf.extend_from_slice(&chunk[..n]);
-                        if let Some((status, _)) = complete_response(&conn.buf) {
+                        if let Some(status) = complete_response(&conn.buf) {
                             let micros =
                                 u64::try_from(due.elapsed().as_micros()).unwrap_or(u64::MAX);
                             latency.saturating_record(micros.max(1));

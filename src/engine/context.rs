@@ -124,6 +124,23 @@ pub(super) fn fast_request(
     context: Option<&Value>,
     wanted: &mut Vec<EntityUid>,
 ) -> Option<Request> {
+    let before = wanted.len();
+    let request = vouched_request(shape, principal, action, resource, context, wanted);
+    if request.is_none() {
+        // The slow path collects the references again, its own way.
+        wanted.truncate(before);
+    }
+    request
+}
+
+fn vouched_request(
+    shape: &RequestShape,
+    principal: &EntityUid,
+    action: &EntityUid,
+    resource: &EntityUid,
+    context: Option<&Value>,
+    wanted: &mut Vec<EntityUid>,
+) -> Option<Request> {
     if !shape.principals.contains(principal.type_name())
         || !shape.resources.contains(resource.type_name())
     {
@@ -136,39 +153,26 @@ pub(super) fn fast_request(
     };
     let mut pairs = Vec::with_capacity(map.len());
     let mut required = 0;
-    let before = wanted.len();
     for (name, value) in map {
-        let Some(attr) = shape.attr(name) else {
-            wanted.truncate(before);
-            return None;
-        };
-        let Some(expression) = convert(attr, value, wanted) else {
-            wanted.truncate(before);
-            return None;
-        };
+        let attr = shape.attr(name)?;
+        let expression = convert(attr, value, wanted)?;
         required += usize::from(attr.required);
         if let Some(expression) = expression {
             pairs.push((name.clone(), expression));
         }
     }
     if required != shape.required {
-        wanted.truncate(before);
         return None;
     }
-    let request = Context::from_pairs(pairs).ok().and_then(|context| {
-        Request::new(
-            principal.clone(),
-            action.clone(),
-            resource.clone(),
-            context,
-            None,
-        )
-        .ok()
-    });
-    if request.is_none() {
-        wanted.truncate(before);
-    }
-    request
+    let context = Context::from_pairs(pairs).ok()?;
+    Request::new(
+        principal.clone(),
+        action.clone(),
+        resource.clone(),
+        context,
+        None,
+    )
+    .ok()
 }
 
 /// One attribute's value, when it is what the shape says: `Some(None)` when

@@ -281,10 +281,13 @@ impl Engine {
         let reusable = supplied.is_empty() && !self.any_request_sourced;
         let slice_key = match (&self.slices, self.store.cache()) {
             (Some(slices), Some(cache)) if reusable => {
-                let mut key = Vec::with_capacity(wanted.len() + 1);
-                key.extend(wanted.iter().cloned());
-                key.push(action.clone());
-                if let Some(slice) = slices.get(&key, cache.generation()) {
+                // The key is the named entities and the action: looked up in
+                // place, copied only to keep a new slice.
+                wanted.push(action.clone());
+                let found = slices.get(&wanted, cache.generation());
+                let key = found.is_none().then(|| wanted.clone());
+                wanted.pop();
+                if let Some(slice) = found {
                     metrics().cache_hits.inc_by(wanted.len() as u64);
                     return Ok(self.evaluate(
                         &cedar_request,
@@ -294,7 +297,7 @@ impl Engine {
                         Gathered::default(),
                     ));
                 }
-                Some(key)
+                key
             }
             _ => None,
         };
