@@ -21,7 +21,7 @@ use serde_json::{Map, Value};
 
 use crate::config::Sourcing;
 use crate::entities::{EntityStore, Gathered};
-use crate::policy::{PolicySnapshot, PolicyStore};
+use crate::policy::{ActionPlan, PolicySnapshot, PolicyStore};
 use crate::telemetry::{DecisionLog, LogEntry, metrics};
 
 pub use decision::{Decision, DecisionError, DecisionRequest, EntityRef, Field, RequestError};
@@ -267,13 +267,7 @@ impl Engine {
             if let Some(missing) = wanted.iter().find(|uid| all.get(uid).is_none()) {
                 return deny("entity_not_found", not_found(missing));
             }
-            return Ok(self.evaluate(
-                &cedar_request,
-                plan.policies(),
-                &all,
-                version,
-                Gathered::default(),
-            ));
+            return Ok(self.evaluate(&cedar_request, plan, &all, version, Gathered::default()));
         }
 
         // The HTTP store: a slice built for the same entities and action,
@@ -291,7 +285,7 @@ impl Engine {
                     metrics().cache_hits.inc_by(wanted.len() as u64);
                     return Ok(self.evaluate(
                         &cedar_request,
-                        plan.policies(),
+                        plan,
                         &slice.entities,
                         version,
                         Gathered::default(),
@@ -333,35 +327,40 @@ impl Engine {
         };
         if let (Some(slices), Some(key)) = (&self.slices, slice_key) {
             let slice = slices.keep(key, entities, gathered);
-            return Ok(self.evaluate(
-                &cedar_request,
-                plan.policies(),
-                &slice.entities,
-                version,
-                gathered,
-            ));
+            return Ok(self.evaluate(&cedar_request, plan, &slice.entities, version, gathered));
         }
-        Ok(self.evaluate(
-            &cedar_request,
-            plan.policies(),
-            &entities,
-            version,
-            gathered,
-        ))
+        Ok(self.evaluate(&cedar_request, plan, &entities, version, gathered))
     }
 
     /// Asks Cedar, and turns its answer into a decision: any error is a deny.
+    /// The action's policies are evaluated at once ([`crate::policy::Verdicts`]); when that
+    /// raises an error, Cedar's authorizer evaluates them one by one to say
+    /// which policy failed and why.
     fn evaluate(
         &self,
         cedar_request: &cedar_policy::Request,
-        policies: &cedar_policy::PolicySet,
+        plan: &ActionPlan,
         entities: &Entities,
         version: Arc<str>,
         gathered: Gathered,
     ) -> Decision {
+        if let Some(verdict) = plan
+            .verdicts()
+            .and_then(|verdicts| verdicts.evaluate(cedar_request, entities))
+        {
+            #[cfg(debug_assertions)]
+            self.check_verdict(&verdict, cedar_request, plan, entities);
+            return Decision {
+                allowed: verdict.allowed,
+                reasons: verdict.reasons,
+                errors: Vec::new(),
+                policy_version: version,
+                stale_data: gathered.stale,
+            };
+        }
         let response = self
             .authorizer
-            .is_authorized(cedar_request, policies, entities);
+            .is_authorized(cedar_request, plan.policies(), entities);
         let errors: Vec<DecisionError> = response
             .diagnostics()
             .errors()
@@ -391,6 +390,32 @@ impl Engine {
             policy_version: version,
             stale_data: gathered.stale,
         }
+    }
+
+    /// Debug builds (every test) check each verdict against Cedar's
+    /// authorizer: the same decision, the same reasons, no error.
+    #[cfg(debug_assertions)]
+    fn check_verdict(
+        &self,
+        verdict: &crate::policy::Verdict,
+        cedar_request: &cedar_policy::Request,
+        plan: &ActionPlan,
+        entities: &Entities,
+    ) {
+        let cedar = self
+            .authorizer
+            .is_authorized(cedar_request, plan.policies(), entities);
+        let mut reasons: Vec<PolicyId> = cedar.diagnostics().reason().cloned().collect();
+        reasons.sort_unstable_by(|a, b| AsRef::<str>::as_ref(a).cmp(b.as_ref()));
+        assert_eq!(
+            (verdict.allowed, &verdict.reasons, 0),
+            (
+                cedar.decision() == CedarDecision::Allow,
+                &reasons,
+                cedar.diagnostics().errors().count()
+            ),
+            "verdicts and Cedar's authorizer disagree on {cedar_request}"
+        );
     }
 
     /// Turns AuthZEN `properties` into a request-supplied entity, when the

@@ -7,6 +7,7 @@
 mod diagnostic;
 mod load;
 mod shape;
+mod verdicts;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -18,6 +19,7 @@ use cedar_policy::{ActionConstraint, Entity, EntityTypeName, EntityUid, PolicySe
 pub use diagnostic::SourceDiagnostic;
 pub use load::{PolicySources, load};
 pub use shape::{Attr, AttrKind, RequestShape};
+pub use verdicts::{Verdict, Verdicts};
 
 /// Why a set of policies and schema could not be loaded.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
@@ -118,6 +120,7 @@ pub struct ActionPlan {
     policies: PolicySet,
     entities: Vec<Entity>,
     shape: Option<RequestShape>,
+    verdicts: Option<Verdicts>,
 }
 
 impl ActionPlan {
@@ -135,6 +138,11 @@ impl ActionPlan {
     /// context.
     pub fn shape(&self) -> Option<&RequestShape> {
         self.shape.as_ref()
+    }
+
+    /// The policies prepared for evaluation at once, when they could be.
+    pub fn verdicts(&self) -> Option<&Verdicts> {
+        self.verdicts.as_ref()
     }
 }
 
@@ -326,6 +334,7 @@ fn plans(
             let plan = ActionPlan {
                 entities: action_entities_of.remove(&action).unwrap_or_default(),
                 shape: shapes.remove(&action),
+                verdicts: sliceable.then(|| Verdicts::prepare(&policies)).flatten(),
                 policies,
             };
             (action, plan)
