@@ -170,6 +170,11 @@ pub struct ErrorDetail<'a> {
 /// # Errors
 /// [`ApiError::InvalidBody`] with the dotted path of the field.
 pub fn decode<'de, T: serde::Deserialize<'de>>(body: &'de [u8]) -> Result<T, ApiError> {
+    // One plain parse when the body is good; only a bad one is parsed again,
+    // tracking the path, to name the field at fault.
+    if let Ok(value) = serde_json::from_slice(body) {
+        return Ok(value);
+    }
     let mut de = serde_json::Deserializer::from_slice(body);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| invalid_body(&e, ""))?;
     de.end().map_err(|e| ApiError::InvalidBody {
@@ -188,6 +193,9 @@ pub fn decode_value<'de, T: serde::Deserialize<'de>>(
     value: &'de serde_json::Value,
     prefix: &str,
 ) -> Result<T, ApiError> {
+    if let Ok(decoded) = T::deserialize(value) {
+        return Ok(decoded);
+    }
     serde_path_to_error::deserialize(value).map_err(|e| invalid_body(&e, prefix))
 }
 

@@ -115,7 +115,9 @@ impl Api {
     {
         let request_id = request.headers().get(REQUEST_ID).cloned();
         let route = route_label(request.uri().path());
-        let mut response = match self.route(request).await {
+        // Boxed: the routing future holds every endpoint's state (kilobytes),
+        // and the server's timeout and hyper would otherwise copy it whole.
+        let mut response = match Box::pin(self.route(request)).await {
             Ok(response) => response,
             Err(error) => refusal(&error),
         };

@@ -18,6 +18,8 @@ pub struct Metrics {
     decisions: IntCounterVec,
     /// per action, the resolved (allow, deny) counters
     decision_handles: ArcSwap<HashMap<String, (IntCounter, IntCounter)>>,
+    /// per (route, status), the resolved counter
+    http_handles: ArcSwap<HashMap<(&'static str, u16), IntCounter>>,
     decision_duration: Histogram,
     /// entity cache lookups answered from the cache
     pub cache_hits: IntCounter,
@@ -126,6 +128,7 @@ impl Metrics {
         let _ = registry.register(Box::new(build_info));
         let metrics = Self {
             decision_handles: ArcSwap::from_pointee(HashMap::new()),
+            http_handles: ArcSwap::from_pointee(HashMap::new()),
             decisions,
             decision_duration,
             cache_hits: counter(
@@ -258,11 +261,22 @@ impl Metrics {
     }
 
     /// Counts one HTTP request by route (a fixed name) and status.
-    pub fn http_request(&self, route: &str, status: u16) {
+    /// Resolved once per pair, then counted without the vector's lock.
+    pub fn http_request(&self, route: &'static str, status: u16) {
+        if let Some(counter) = self.http_handles.load().get(&(route, status)) {
+            counter.inc();
+            return;
+        }
         let mut buffer = itoa::Buffer::new();
-        self.http_requests
-            .with_label_values(&[route, buffer.format(status)])
-            .inc();
+        let counter = self
+            .http_requests
+            .with_label_values(&[route, buffer.format(status)]);
+        counter.inc();
+        self.http_handles.rcu(|current| {
+            let mut next = HashMap::clone(current);
+            next.insert((route, status), counter.clone());
+            Arc::new(next)
+        });
     }
 
     /// Counts one request refused by `limit`.
