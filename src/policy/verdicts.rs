@@ -1,9 +1,9 @@
 //! Each action's policies as one Cedar expression, prepared once per
-//! snapshot: `(if <policy 1> then 1 else 0) + (if <policy 2> then 2 else 0)
-//! + …`, where `<policy n>` is the policy's whole condition (principal and
-//! resource scope, then its `when` and negated `unless` clauses, in Cedar's
-//! order). One evaluation by Cedar's own evaluator answers which policies are
-//! satisfied, a bit each.
+//! snapshot: the sum of `if <policy n> then 2^n else 0` over the action's
+//! policies, where `<policy n>` is the policy's whole condition (principal
+//! and resource scope, then its `when` and negated `unless` clauses, in
+//! Cedar's order). One evaluation by Cedar's own evaluator answers which
+//! policies are satisfied, a bit each.
 //!
 //! Why: Cedar's authorizer evaluates policy by policy, rebuilding each
 //! condition and collecting diagnostics as it goes; for this pack that is
@@ -164,11 +164,13 @@ fn scope(var: &str, constraint: &Value) -> Option<Option<Value>> {
         "==" => json!({ "==": { "left": subject, "right": entity(constraint)? } }),
         "in" => json!({ "in": { "left": subject, "right": entity(constraint)? } }),
         "is" => {
-            let mut is = json!({ "left": subject, "entity_type": constraint.get("entity_type")? });
-            if let Some(within) = constraint.get("in") {
-                is["in"] = entity(within)?;
+            let entity_type = constraint.get("entity_type")?;
+            match constraint.get("in") {
+                None => json!({ "is": { "left": subject, "entity_type": entity_type } }),
+                Some(within) => json!({ "is": {
+                    "left": subject, "entity_type": entity_type, "in": entity(within)?,
+                }}),
             }
-            json!({ "is": is })
         }
         _ => return None,
     }))
