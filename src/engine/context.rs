@@ -239,12 +239,7 @@ mod tests {
 
     fn pack() -> (PolicySnapshot, Entities) {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-        let snapshot = crate::policy::load(&crate::policy::PolicySources {
-            policy_dir: root.join("policies"),
-            schema: root.join("schema"),
-            default_namespace: None,
-        })
-        .unwrap();
+        let snapshot = crate::policy::the_pack();
         let text = std::fs::read_to_string(root.join("examples/demo/entities.json")).unwrap();
         let entities = Entities::from_json_str(&text, Some(snapshot.schema())).unwrap();
         (snapshot, entities)

@@ -361,6 +361,18 @@ fn without_action_scope(policy: &cedar_policy::Policy) -> cedar_policy::Policy {
         .unwrap_or_else(|| policy.clone())
 }
 
+/// The repository's policy pack, loaded as the server loads it (unit tests).
+#[cfg(test)]
+pub(crate) fn the_pack() -> PolicySnapshot {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    load(&PolicySources {
+        policy_dir: root.join("policies"),
+        schema: root.join("schema"),
+        default_namespace: None,
+    })
+    .unwrap_or_else(|e| panic!("the policy pack loads: {e}"))
+}
+
 /// The current snapshot, swapped atomically: a decision does one atomic load;
 /// a reload builds the next snapshot aside and swaps it in only when valid.
 pub struct PolicyStore {

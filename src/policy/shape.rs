@@ -176,13 +176,7 @@ mod tests {
 
     #[test]
     fn the_pack_shapes_withdraw_reading_what_its_policies_read() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-        let snapshot = crate::policy::load(&crate::policy::PolicySources {
-            policy_dir: root.join("policies"),
-            schema: root.join("schema"),
-            default_namespace: None,
-        })
-        .unwrap();
+        let snapshot = crate::policy::the_pack();
         let withdraw = snapshot.action("withdraw").unwrap();
         let shape = snapshot.plan(withdraw).unwrap().shape().unwrap();
         assert_eq!(shape.principals.len(), 1);

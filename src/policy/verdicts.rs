@@ -201,12 +201,7 @@ mod tests {
 
     fn pack() -> (super::super::PolicySnapshot, Entities) {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-        let snapshot = super::super::load(&super::super::PolicySources {
-            policy_dir: root.join("policies"),
-            schema: root.join("schema"),
-            default_namespace: None,
-        })
-        .unwrap();
+        let snapshot = super::super::the_pack();
         let text = std::fs::read_to_string(root.join("examples/demo/entities.json")).unwrap();
         let entities = Entities::from_json_str(&text, Some(snapshot.schema()))
             .unwrap()
