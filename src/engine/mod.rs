@@ -259,11 +259,10 @@ impl Engine {
 
         // The file store holds all its entities, and the action entities, as
         // one `Entities`: read it in place, nothing gathered or copied.
-        if let Some(all) = self
-            .store
-            .resident()
-            .filter(|_| supplied.is_empty() && !self.any_request_sourced)
-        {
+        // Only the store describes the entities: what it holds or built
+        // before can be read as it is.
+        let store_only = supplied.is_empty() && !self.any_request_sourced;
+        if let Some(all) = self.store.resident().filter(|_| store_only) {
             if let Some(missing) = wanted.iter().find(|uid| all.get(uid).is_none()) {
                 return deny("entity_not_found", not_found(missing));
             }
@@ -272,9 +271,8 @@ impl Engine {
 
         // The HTTP store: a slice built for the same entities and action,
         // still fresh, is reused as it is.
-        let reusable = supplied.is_empty() && !self.any_request_sourced;
         let slice_key = match (&self.slices, self.store.cache()) {
-            (Some(slices), Some(cache)) if reusable => {
+            (Some(slices), Some(cache)) if store_only => {
                 // The key is the named entities and the action: looked up in
                 // place, copied only to keep a new slice.
                 wanted.push(action.clone());
@@ -377,12 +375,11 @@ impl Engine {
         // Fail closed: Cedar skips a policy that errors, so an erroring
         // `forbid` would protect nothing. Any error is a deny.
         let allowed = cedar_allowed && errors.is_empty();
-        let mut reasons: Vec<PolicyId> = if allowed || !cedar_allowed {
-            response.diagnostics().reason().cloned().collect()
+        let reasons = if allowed || !cedar_allowed {
+            sorted_reasons(&response)
         } else {
             Vec::new()
         };
-        reasons.sort_unstable_by(|a, b| AsRef::<str>::as_ref(a).cmp(b.as_ref()));
         Decision {
             allowed,
             reasons,
@@ -405,8 +402,7 @@ impl Engine {
         let cedar = self
             .authorizer
             .is_authorized(cedar_request, plan.policies(), entities);
-        let mut reasons: Vec<PolicyId> = cedar.diagnostics().reason().cloned().collect();
-        reasons.sort_unstable_by(|a, b| AsRef::<str>::as_ref(a).cmp(b.as_ref()));
+        let reasons = sorted_reasons(&cedar);
         assert_eq!(
             (verdict.allowed, &verdict.reasons, 0),
             (
@@ -465,6 +461,14 @@ impl Engine {
             }
         }
     }
+}
+
+/// The policies that determined Cedar's answer, sorted by id (the order
+/// verdicts give them in).
+fn sorted_reasons(response: &cedar_policy::Response) -> Vec<PolicyId> {
+    let mut reasons: Vec<PolicyId> = response.diagnostics().reason().cloned().collect();
+    reasons.sort_unstable_by(|a, b| AsRef::<str>::as_ref(a).cmp(b.as_ref()));
+    reasons
 }
 
 /// An error with its causes, joined with colons (Cedar's top-level messages

@@ -171,10 +171,8 @@ impl EntityCache {
         let mut found = Vec::with_capacity(uids.len());
         let mut missing: Vec<(&EntityUid, Option<Entry>)> = Vec::new();
         let mut fresh_until: Option<Instant> = None;
-        let mut note = |entry: &Entry| {
-            let until = entry.fetched + self.ttl_of(entry);
-            fresh_until = Some(fresh_until.map_or(until, |t| t.min(until)));
-        };
+        let mut note =
+            |entry: &Entry| earliest(&mut fresh_until, entry.fetched + self.ttl_of(entry));
         for uid in uids {
             match self.entries.get(uid).await {
                 Some(entry) if self.is_fresh(&entry, now) => {
@@ -240,9 +238,8 @@ impl EntityCache {
             }
         }
         // Absent uids the fetch just learnt of are fresh for the negative TTL.
-        let absent_until = now + self.settings.negative_ttl;
         if found.len() < uids.len() {
-            fresh_until = Some(fresh_until.map_or(absent_until, |t| t.min(absent_until)));
+            earliest(&mut fresh_until, now + self.settings.negative_ttl);
         }
         Ok(Lookup {
             found,
@@ -356,4 +353,9 @@ impl EntityCache {
         });
         flights
     }
+}
+
+/// Moves `slot` back to `until` when that is earlier (or `slot` is unset).
+fn earliest(slot: &mut Option<Instant>, until: Instant) {
+    *slot = Some(slot.map_or(until, |t| t.min(until)));
 }
