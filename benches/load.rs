@@ -385,6 +385,70 @@ fn complete_response(buf: &[u8]) -> Option<u16> {
     (buf.len() >= end + 4 + length).then_some(status)
 }
 
+/// The cumulative buckets of Mandate's decision-latency histogram, as
+/// `(upper bound in seconds, count)`, read from its `/metrics`.
+async fn decision_buckets(server: &Server) -> Vec<(f64, u64)> {
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    let mut buf = Vec::new();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    read_response(&mut stream, &mut buf).await.unwrap();
+    String::from_utf8_lossy(&buf)
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix("mandate_decision_duration_seconds_bucket{le=\"")?;
+            let (le, count) = rest.split_once("\"} ")?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, count.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// Server-side latency over one run: the histogram's growth between two reads.
+struct ServerSide {
+    buckets: Vec<(f64, u64)>,
+}
+
+impl ServerSide {
+    fn between(before: &[(f64, u64)], after: &[(f64, u64)]) -> Self {
+        let buckets = after
+            .iter()
+            .map(|&(le, count)| {
+                let earlier = before.iter().find(|(b, _)| *b == le).map_or(0, |(_, c)| *c);
+                (le, count.saturating_sub(earlier))
+            })
+            .collect();
+        Self { buckets }
+    }
+
+    /// The bucket bound the `q` quantile falls under, in µs (`≤ 50`).
+    fn bound(&self, q: f64) -> String {
+        let total = self.buckets.last().map_or(0, |(_, c)| *c);
+        if total == 0 {
+            return "—".into();
+        }
+        let wanted = (q * total as f64).ceil() as u64;
+        match self.buckets.iter().find(|(_, count)| *count >= wanted) {
+            Some((le, _)) if le.is_finite() => format!("≤ {:.0}", le * 1e6),
+            _ => {
+                let last = self
+                    .buckets
+                    .iter()
+                    .rev()
+                    .find(|(le, _)| le.is_finite())
+                    .map_or(0.0, |(le, _)| *le);
+                format!("> {:.0}", last * 1e6)
+            }
+        }
+    }
+}
+
 /// Open loop on one spinning thread: requests fall due every `1/rate` s and
 /// go out on the first idle connection (queueing when none is); latency runs
 /// from when each fell due, so no delay, the client's included, is hidden.
@@ -826,25 +890,42 @@ async fn run(options: Options, pinned: bool) {
     let mut sweep = Vec::new();
     let _ = writeln!(
         report,
-        "\nOpen loop against Mandate (brokerage mix, HTTP/1.1), latency from when each request was due:\n\n| offered | achieved/s | p50 µs | p90 µs | p99 µs | p99.9 µs |\n|---|---:|---:|---:|---:|---:|"
+        "\nOpen loop against Mandate (brokerage mix, HTTP/1.1). Client columns: latency from when each request was due, as the load generator saw it (its own delays and the kernel's loopback included). Server columns: the time Mandate took to decide, entity gathering included, from its own `mandate_decision_duration_seconds` histogram (read from `/metrics` before and after each run; a value is the bucket bound the quantile falls under). The last row is the floor at the 50% rate: the client-side tail this machine gives a server that does nothing.\n\n| offered | achieved/s | client p50 µs | client p90 µs | client p99 µs | client p99.9 µs | server p50 µs | server p99 µs | server p99.9 µs |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for fraction in [0.1, 0.25, 0.5, 0.75, 0.9] {
         let rate = max * fraction;
+        let before = decision_buckets(&mandate).await;
         let outcome = paced(&mandate, evaluation, &bodies, n, d, rate);
+        let server = ServerSide::between(&before, &decision_buckets(&mandate).await);
         let q = |p: f64| outcome.latency.value_at_quantile(p);
         let _ = writeln!(
             report,
-            "| {:.0}% ({:.0}/s) | {:.0} | {} | {} | {} | {} |",
+            "| {:.0}% ({:.0}/s) | {:.0} | {} | {} | {} | {} | {} | {} | {} |",
             fraction * 100.0,
             rate,
             outcome.throughput(),
             q(0.5),
             q(0.9),
             q(0.99),
-            q(0.999)
+            q(0.999),
+            server.bound(0.5),
+            server.bound(0.99),
+            server.bound(0.999)
         );
         sweep.push((rate, q(0.5), q(0.9), q(0.99), q(0.999)));
     }
+    let rate = max * 0.5;
+    let outcome = paced(&floor, evaluation, &[ORDER], n, d, rate);
+    let q = |p: f64| outcome.latency.value_at_quantile(p);
+    let _ = writeln!(
+        report,
+        "| floor at 50% ({rate:.0}/s) | {:.0} | {} | {} | {} | {} | — | — | — |",
+        outcome.throughput(),
+        q(0.5),
+        q(0.9),
+        q(0.99),
+        q(0.999)
+    );
     plot(&options.out.join("latency.svg"), &sweep);
     drop(mandate);
     drop(floor);

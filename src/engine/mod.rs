@@ -21,7 +21,7 @@ use serde_json::{Map, Value};
 
 use crate::config::Sourcing;
 use crate::entities::{EntityStore, Gathered};
-use crate::policy::{ActionPlan, PolicySnapshot, PolicyStore};
+use crate::policy::{ActionPlan, FixedPart, PolicySnapshot, PolicyStore};
 use crate::telemetry::{DecisionLog, LogEntry, metrics};
 
 pub use decision::{Decision, DecisionError, DecisionRequest, EntityRef, Field, RequestError};
@@ -266,7 +266,14 @@ impl Engine {
             if let Some(missing) = wanted.iter().find(|uid| all.get(uid).is_none()) {
                 return deny("entity_not_found", not_found(missing));
             }
-            return Ok(self.evaluate(&cedar_request, plan, &all, version, Gathered::default()));
+            return Ok(self.evaluate(
+                &cedar_request,
+                plan,
+                &all,
+                None,
+                version,
+                Gathered::default(),
+            ));
         }
 
         // The HTTP store: a slice built for the same entities and action,
@@ -285,6 +292,7 @@ impl Engine {
                         &cedar_request,
                         plan,
                         &slice.entities,
+                        Some(&slice.fixed),
                         version,
                         Gathered::default(),
                     ));
@@ -325,26 +333,35 @@ impl Engine {
         };
         if let (Some(slices), Some(key)) = (&self.slices, slice_key) {
             let slice = slices.keep(key, entities, gathered);
-            return Ok(self.evaluate(&cedar_request, plan, &slice.entities, version, gathered));
+            return Ok(self.evaluate(
+                &cedar_request,
+                plan,
+                &slice.entities,
+                Some(&slice.fixed),
+                version,
+                gathered,
+            ));
         }
-        Ok(self.evaluate(&cedar_request, plan, &entities, version, gathered))
+        Ok(self.evaluate(&cedar_request, plan, &entities, None, version, gathered))
     }
 
     /// Asks Cedar, and turns its answer into a decision: any error is a deny.
     /// The action's policies are evaluated at once ([`crate::policy::Verdicts`]); when that
     /// raises an error, Cedar's authorizer evaluates them one by one to say
-    /// which policy failed and why.
+    /// which policy failed and why. `fixed` keeps the context-free
+    /// policies' answer for these entities, when they are a kept slice.
     fn evaluate(
         &self,
         cedar_request: &cedar_policy::Request,
         plan: &ActionPlan,
         entities: &Entities,
+        fixed: Option<&FixedPart>,
         version: Arc<str>,
         gathered: Gathered,
     ) -> Decision {
         if let Some(verdict) = plan
             .verdicts()
-            .and_then(|verdicts| verdicts.evaluate(cedar_request, entities))
+            .and_then(|verdicts| verdicts.evaluate(cedar_request, entities, fixed))
         {
             #[cfg(debug_assertions)]
             self.check_verdict(&verdict, cedar_request, plan, entities);

@@ -5,6 +5,8 @@
 //! built slice is kept, keyed by the entities the request names and the
 //! action, and reused while every entity in it is fresh in the cache and
 //! nothing was invalidated. A slice with stale or missing data is never kept.
+//! With it goes the answer of the action's policies that do not read the
+//! context, which depends on nothing else.
 
 use std::sync::Arc;
 
@@ -13,6 +15,7 @@ use moka::sync::Cache;
 use tokio::time::Instant;
 
 use crate::entities::Gathered;
+use crate::policy::FixedPart;
 
 /// Slices kept at most: the hot (principal, resource, action) working set.
 const CAPACITY: u64 = 10_000;
@@ -21,6 +24,9 @@ const CAPACITY: u64 = 10_000;
 pub(super) struct Slice {
     /// the entities, with the action's
     pub entities: Entities,
+    /// the answer of the action's context-free policies on these entities
+    /// (the key names the principal, resource and action), once computed
+    pub fixed: FixedPart,
     until: Instant,
     generation: u64,
 }
@@ -58,6 +64,7 @@ impl Slices {
     ) -> Arc<Slice> {
         let slice = Arc::new(Slice {
             entities,
+            fixed: FixedPart::default(),
             until: gathered.fresh_until.unwrap_or_else(Instant::now),
             generation: gathered.generation,
         });

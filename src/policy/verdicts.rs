@@ -12,6 +12,14 @@
 //! one exception this module leaves to Cedar: when any condition errors, the
 //! expression errors as a whole, and the caller asks the authorizer, which
 //! says which policy failed and why.
+//!
+//! The policies that never read `context` are a separate expression: for a
+//! given principal, action, resource and entities their answer cannot change,
+//! so a caller that reuses an entity slice keeps it ([`FixedPart`]) and each
+//! further decision evaluates only the policies that read the context.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use cedar_policy::{
     Effect, Entities, EvalResult, Expression, Policy, PolicyId, PolicySet, Request,
@@ -25,10 +33,36 @@ const BITS: usize = 62;
 /// One action's policies, prepared for evaluation at once.
 #[derive(Debug)]
 pub struct Verdicts {
-    /// policies sorted by id, at most [`BITS`] per expression: bit `n` of an
-    /// expression's value is its `n`-th policy
-    chunks: Vec<(Expression, Vec<(PolicyId, Effect)>)>,
+    /// unique to this preparation: a kept [`FixedPart`] is read only by the
+    /// verdicts that made it
+    id: u64,
+    /// the policies that never read `context`
+    fixed: Vec<Chunk>,
+    /// the policies that do
+    varying: Vec<Chunk>,
 }
+
+/// Policies sorted by id, at most [`BITS`]: bit `n` of the expression's
+/// value is the `n`-th policy.
+#[derive(Debug)]
+struct Chunk {
+    expression: Expression,
+    policies: Vec<(PolicyId, Effect)>,
+}
+
+/// The satisfied policies of some chunks, each list sorted by id.
+#[derive(Debug, Default)]
+struct Satisfied {
+    permits: Vec<PolicyId>,
+    forbids: Vec<PolicyId>,
+}
+
+/// The answer of an action's context-free policies for one principal,
+/// resource and set of entities, computed by the first decision that needs
+/// it and read by the next ones. Whoever keeps it must drop it when any of
+/// those inputs changes (the entity slice it lives in does).
+#[derive(Debug, Default)]
+pub struct FixedPart(OnceLock<(u64, Option<Satisfied>)>);
 
 /// Cedar's answer for a request that raised no error: whether it is allowed,
 /// and the satisfied policies that decided it (the permits when allowed, the
@@ -47,65 +81,118 @@ impl Verdicts {
     /// expressed this way (a template link, a scope form this module does not
     /// know); the action is then decided by the authorizer alone.
     pub fn prepare(policies: &PolicySet) -> Option<Self> {
+        static PREPARED: AtomicU64 = AtomicU64::new(0);
         if policies.templates().next().is_some() {
             return None;
         }
-        let mut sorted: Vec<&Policy> = policies.policies().collect();
-        sorted.sort_by(|a, b| AsRef::<str>::as_ref(a.id()).cmp(b.id().as_ref()));
-        let chunks = sorted
-            .chunks(BITS)
-            .map(|chunk| {
-                let terms = chunk
-                    .iter()
-                    .enumerate()
-                    .map(|(bit, policy)| {
-                        Some(json!({ "if-then-else": {
-                            "if": condition(policy)?,
-                            "then": { "Value": 1_i64 << bit },
-                            "else": { "Value": 0 },
-                        }}))
-                    })
-                    .collect::<Option<Vec<_>>>()?;
-                let expression = expression(balanced_sum(terms)?)?;
-                let ids = chunk.iter().map(|p| (p.id().clone(), p.effect())).collect();
-                Some((expression, ids))
-            })
-            .collect::<Option<Vec<_>>>()?;
-        Some(Self { chunks })
+        let mut sorted: Vec<(&Policy, Value)> = policies
+            .policies()
+            .map(|policy| Some((policy, condition(policy)?)))
+            .collect::<Option<_>>()?;
+        sorted.sort_by(|(a, _), (b, _)| AsRef::<str>::as_ref(a.id()).cmp(b.id().as_ref()));
+        let (varying, fixed): (Vec<_>, Vec<_>) = sorted
+            .into_iter()
+            .partition(|(_, condition)| reads_context(condition));
+        Some(Self {
+            id: PREPARED.fetch_add(1, Ordering::Relaxed),
+            fixed: chunks(fixed)?,
+            varying: chunks(varying)?,
+        })
     }
 
     /// Evaluates every policy at once. `None` when any of them raised an
     /// error (or the expression did not yield its number): ask the
     /// authorizer, which names the policy and the error.
-    pub fn evaluate(&self, request: &Request, entities: &Entities) -> Option<Verdict> {
-        let mut permits = Vec::new();
-        let mut forbids = Vec::new();
-        for (expression, policies) in &self.chunks {
-            let EvalResult::Long(mut bits) =
-                cedar_policy::eval_expression(request, entities, expression).ok()?
-            else {
-                return None;
-            };
-            while bits > 0 {
-                let (id, effect) = policies.get(bits.trailing_zeros() as usize)?;
-                match effect {
-                    Effect::Permit => permits.push(id.clone()),
-                    Effect::Forbid => forbids.push(id.clone()),
-                }
-                bits &= bits - 1;
+    ///
+    /// `kept`, when given, holds the context-free policies' answer for this
+    /// request's principal, action, resource and `entities`: read if there,
+    /// computed and kept if not.
+    pub fn evaluate(
+        &self,
+        request: &Request,
+        entities: &Entities,
+        kept: Option<&FixedPart>,
+    ) -> Option<Verdict> {
+        let computed;
+        let fixed = match kept.map(|kept| {
+            kept.0
+                .get_or_init(|| (self.id, satisfied(&self.fixed, request, entities)))
+        }) {
+            Some((id, fixed)) if *id == self.id => fixed.as_ref()?,
+            _ => {
+                computed = satisfied(&self.fixed, request, entities)?;
+                &computed
             }
-        }
-        Some(if forbids.is_empty() {
-            Verdict {
-                allowed: !permits.is_empty(),
-                reasons: permits,
-            }
+        };
+        let varying = satisfied(&self.varying, request, entities)?;
+        // Denied by any satisfied forbid; else allowed by any satisfied permit.
+        let denied = !fixed.forbids.is_empty() || !varying.forbids.is_empty();
+        let (known, mut reasons) = if denied {
+            (&fixed.forbids, varying.forbids)
         } else {
-            Verdict {
-                allowed: false,
-                reasons: forbids,
+            (&fixed.permits, varying.permits)
+        };
+        if !known.is_empty() {
+            reasons.extend(known.iter().cloned());
+            reasons.sort_unstable_by(|a, b| AsRef::<str>::as_ref(a).cmp(b.as_ref()));
+        }
+        let allowed = !denied && !reasons.is_empty();
+        Some(Verdict { allowed, reasons })
+    }
+}
+
+/// `policies` (sorted by id, with their conditions) as chunks of [`BITS`].
+fn chunks(policies: Vec<(&Policy, Value)>) -> Option<Vec<Chunk>> {
+    let mut out = Vec::with_capacity(policies.len().div_ceil(BITS));
+    let mut rest = policies.into_iter().peekable();
+    while rest.peek().is_some() {
+        let (mut terms, mut ids) = (Vec::new(), Vec::new());
+        for (bit, (policy, condition)) in rest.by_ref().take(BITS).enumerate() {
+            terms.push(json!({ "if-then-else": {
+                "if": condition,
+                "then": { "Value": 1_i64 << bit },
+                "else": { "Value": 0 },
+            }}));
+            ids.push((policy.id().clone(), policy.effect()));
+        }
+        out.push(Chunk {
+            expression: expression(balanced_sum(terms)?)?,
+            policies: ids,
+        });
+    }
+    Some(out)
+}
+
+/// The satisfied policies of `chunks`; `None` on any error.
+fn satisfied(chunks: &[Chunk], request: &Request, entities: &Entities) -> Option<Satisfied> {
+    let mut out = Satisfied::default();
+    for chunk in chunks {
+        let EvalResult::Long(mut bits) =
+            cedar_policy::eval_expression(request, entities, &chunk.expression).ok()?
+        else {
+            return None;
+        };
+        while bits > 0 {
+            let (id, effect) = chunk.policies.get(bits.trailing_zeros() as usize)?;
+            match effect {
+                Effect::Permit => out.permits.push(id.clone()),
+                Effect::Forbid => out.forbids.push(id.clone()),
             }
-        })
+            bits &= bits - 1;
+        }
+    }
+    Some(out)
+}
+
+/// Whether a condition (Cedar's JSON expression form) reads `context`: the
+/// only way an expression can.
+fn reads_context(condition: &Value) -> bool {
+    match condition {
+        Value::Object(map) => map
+            .iter()
+            .any(|(key, value)| (key == "Var" && value == "context") || reads_context(value)),
+        Value::Array(items) => items.iter().any(reads_context),
+        _ => false,
     }
 }
 
@@ -276,6 +363,9 @@ mod tests {
                     .iter()
                     .chain(of_type("Brokerage::MarketData").iter())
                 {
+                    // One kept context-free part per principal and
+                    // resource, as an entity slice keeps it.
+                    let kept = FixedPart::default();
                     for context in &contexts {
                         let Ok(request) = Request::new(
                             principal.clone(),
@@ -287,7 +377,9 @@ mod tests {
                             continue;
                         };
                         let cedar = authorizer.is_authorized(&request, plan.policies(), &entities);
-                        let ours = verdicts.evaluate(&request, &entities);
+                        let ours = verdicts.evaluate(&request, &entities, None);
+                        let reused = verdicts.evaluate(&request, &entities, Some(&kept));
+                        assert_eq!(ours, reused, "{request}");
                         let errored = cedar.diagnostics().errors().next().is_some();
                         assert_eq!(ours.is_none(), errored, "{request}");
                         if let Some(ours) = ours {
@@ -323,7 +415,7 @@ mod tests {
         assert!(
             plan.verdicts()
                 .unwrap()
-                .evaluate(&request, &entities)
+                .evaluate(&request, &entities, None)
                 .is_none()
         );
         let cedar = authorizer.is_authorized(&request, plan.policies(), &entities);
@@ -362,7 +454,8 @@ mod tests {
             set
         };
         let verdicts = Verdicts::prepare(&policies).unwrap();
-        assert_eq!(verdicts.chunks.len(), 2);
+        // 69 context-free policies in two expressions, one that reads it.
+        assert_eq!((verdicts.fixed.len(), verdicts.varying.len()), (2, 1));
         let entities = Entities::from_json_value(
             json!([
                 {"uid": {"type": "User", "id": "a"}, "attrs": {}, "parents": [{"type": "Group", "id": "g"}]},
@@ -387,7 +480,7 @@ mod tests {
             )
             .unwrap();
             let cedar = authorizer.is_authorized(&request, &policies, &entities);
-            let ours = verdicts.evaluate(&request, &entities).unwrap();
+            let ours = verdicts.evaluate(&request, &entities, None).unwrap();
             assert_eq!(
                 ours.allowed,
                 cedar.decision() == cedar_policy::Decision::Allow,
@@ -396,5 +489,38 @@ mod tests {
             assert_eq!(ours.reasons, reasons(&cedar), "{request}");
             assert!(!ours.reasons.is_empty(), "{request}");
         }
+    }
+
+    #[test]
+    fn a_kept_part_is_read_only_by_the_verdicts_that_made_it() {
+        let set = |text: &str| -> PolicySet {
+            let mut set = PolicySet::new();
+            set.add(text.parse::<Policy>().unwrap().new_id(PolicyId::new("p")))
+                .unwrap();
+            set
+        };
+        let allow = Verdicts::prepare(&set("permit (principal, action, resource);")).unwrap();
+        let deny =
+            Verdicts::prepare(&set("forbid (principal, action, resource) when { true };")).unwrap();
+        let request = Request::new(
+            r#"User::"a""#.parse().unwrap(),
+            r#"Action::"read""#.parse().unwrap(),
+            r#"Doc::"d""#.parse().unwrap(),
+            Context::empty(),
+            None,
+        )
+        .unwrap();
+        let entities = Entities::empty();
+        let kept = FixedPart::default();
+        let first = allow.evaluate(&request, &entities, Some(&kept)).unwrap();
+        assert!(first.allowed);
+        // Other policies (a reload) compute their own answer.
+        let other = deny.evaluate(&request, &entities, Some(&kept)).unwrap();
+        assert!(!other.allowed);
+        assert_eq!(other.reasons, vec![PolicyId::new("p")]);
+        assert_eq!(
+            allow.evaluate(&request, &entities, Some(&kept)),
+            Some(first)
+        );
     }
 }
