@@ -8,6 +8,7 @@
 
 mod context;
 mod decision;
+mod fixed;
 mod slices;
 
 use std::collections::HashMap;
@@ -40,6 +41,8 @@ pub struct Engine {
     any_request_sourced: bool,
     /// built entity slices, reused (HTTP store only)
     slices: Option<slices::Slices>,
+    /// the context-free policies' answers (file store only)
+    fixed_parts: Option<fixed::FixedParts>,
 }
 
 impl Engine {
@@ -54,8 +57,10 @@ impl Engine {
         let any_request_sourced = default_sourcing == Sourcing::Request
             || sourcing.values().any(|s| *s == Sourcing::Request);
         let slices = store.cache().map(|_| slices::Slices::new());
+        let fixed_parts = store.resident().map(|_| fixed::FixedParts::new());
         Self {
             slices,
+            fixed_parts,
             log: DecisionLog::off(),
             policies,
             store,
@@ -266,11 +271,19 @@ impl Engine {
             if let Some(missing) = wanted.iter().find(|uid| all.get(uid).is_none()) {
                 return deny("entity_not_found", not_found(missing));
             }
+            // The key: principal, resource, action.
+            wanted.truncate(2);
+            wanted.push(action);
+            let kept = self
+                .fixed_parts
+                .as_ref()
+                .zip(plan.verdicts())
+                .map(|(parts, verdicts)| parts.get(&wanted, &all, verdicts));
             return Ok(self.evaluate(
                 &cedar_request,
                 plan,
                 &all,
-                None,
+                kept.as_ref().map(|kept| &kept.part),
                 version,
                 Gathered::default(),
             ));
@@ -283,7 +296,10 @@ impl Engine {
                 // The key is the named entities and the action: looked up in
                 // place, copied only to keep a new slice.
                 wanted.push(action.clone());
-                let found = slices.get(&wanted, cache.generation());
+                // A slice whose kept answer is older policies' is rebuilt.
+                let found = slices
+                    .get(&wanted, cache.generation())
+                    .filter(|slice| plan.verdicts().is_none_or(|v| slice.fixed.serves(v)));
                 let key = found.is_none().then(|| wanted.clone());
                 wanted.pop();
                 if let Some(slice) = found {

@@ -64,6 +64,14 @@ struct Satisfied {
 #[derive(Debug, Default)]
 pub struct FixedPart(OnceLock<(u64, Option<Satisfied>)>);
 
+impl FixedPart {
+    /// Whether this holds nothing yet, or an answer of `verdicts`: a keeper
+    /// replaces a part made by older policies.
+    pub fn serves(&self, verdicts: &Verdicts) -> bool {
+        self.0.get().is_none_or(|(id, _)| *id == verdicts.id)
+    }
+}
+
 /// Cedar's answer for a request that raised no error: whether it is allowed,
 /// and the satisfied policies that decided it (the permits when allowed, the
 /// forbids when denied by one), sorted by id.
