@@ -890,7 +890,7 @@ async fn run(options: Options, pinned: bool) {
     let mut sweep = Vec::new();
     let _ = writeln!(
         report,
-        "\nOpen loop against Mandate (brokerage mix, HTTP/1.1). Client columns: latency from when each request was due, as the load generator saw it (its own delays and the kernel's loopback included). Server columns: the time Mandate took to decide, entity gathering included, from its own `mandate_decision_duration_seconds` histogram (read from `/metrics` before and after each run; a value is the bucket bound the quantile falls under). The last row is the floor at the 50% rate: the client-side tail this machine gives a server that does nothing.\n\n| offered | achieved/s | client p50 µs | client p90 µs | client p99 µs | client p99.9 µs | server p50 µs | server p99 µs | server p99.9 µs |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "\nOpen loop against Mandate (brokerage mix, HTTP/1.1). Client columns: latency from when each request was due, as the load generator saw it (its own delays and the kernel's loopback included). Server columns: the time Mandate took to decide, entity gathering included, from its own `mandate_decision_duration_seconds` histogram (read from `/metrics` before and after each run; a value is the bucket bound the quantile falls under). The last two rows are the floor at Mandate's 50% rate and at half its own maximum: the client-side tail this machine gives a server that does nothing.\n\n| offered | achieved/s | client p50 µs | client p90 µs | client p99 µs | client p99.9 µs | server p50 µs | server p99 µs | server p99.9 µs |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for fraction in [0.1, 0.25, 0.5, 0.75, 0.9] {
         let rate = max * fraction;
@@ -914,18 +914,27 @@ async fn run(options: Options, pinned: bool) {
         );
         sweep.push((rate, q(0.5), q(0.9), q(0.99), q(0.999)));
     }
-    let rate = max * 0.5;
-    let outcome = paced(&floor, evaluation, &[ORDER], n, d, rate);
-    let q = |p: f64| outcome.latency.value_at_quantile(p);
-    let _ = writeln!(
-        report,
-        "| floor at 50% ({rate:.0}/s) | {:.0} | {} | {} | {} | {} | — | — | — |",
-        outcome.throughput(),
-        q(0.5),
-        q(0.9),
-        q(0.99),
-        q(0.999)
-    );
+    // The floor at Mandate's 50% rate, and at half its own maximum: what
+    // this machine's tail is for a server that does nothing.
+    for (label, rate) in [
+        ("floor at Mandate's 50%", max * 0.5),
+        (
+            "floor at 50% of its own maximum",
+            outcomes[3].throughput() * 0.5,
+        ),
+    ] {
+        let outcome = paced(&floor, evaluation, &[ORDER], n, d, rate);
+        let q = |p: f64| outcome.latency.value_at_quantile(p);
+        let _ = writeln!(
+            report,
+            "| {label} ({rate:.0}/s) | {:.0} | {} | {} | {} | {} | — | — | — |",
+            outcome.throughput(),
+            q(0.5),
+            q(0.9),
+            q(0.99),
+            q(0.999)
+        );
+    }
     plot(&options.out.join("latency.svg"), &sweep);
     drop(mandate);
     drop(floor);
@@ -1041,7 +1050,10 @@ async fn memory(options: &Options) -> String {
     for (seen, mib) in rss {
         let _ = write!(out, ", {mib:.0} MiB after {seen}");
     }
-    let _ = write!(out, "; entries cached at the end: {entries} (≤ {bound}).");
+    let _ = write!(
+        out,
+        "; entries cached at the end: {entries} (the bound is {bound}; moka evicts asynchronously, so the count can pass it by a little)."
+    );
     out
 }
 
