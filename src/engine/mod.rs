@@ -347,18 +347,17 @@ impl Engine {
             Ok(entities) => entities,
             Err(e) => return deny("invalid_entities", e.to_string()),
         };
-        if let (Some(slices), Some(key)) = (&self.slices, slice_key) {
-            let slice = slices.keep(key, entities, gathered);
-            return Ok(self.evaluate(
-                &cedar_request,
-                plan,
-                &slice.entities,
-                Some(&slice.fixed),
-                version,
-                gathered,
-            ));
-        }
-        Ok(self.evaluate(&cedar_request, plan, &entities, None, version, gathered))
+        // Kept as a slice (with a place for its context-free answer), or
+        // used once.
+        let built = match (&self.slices, slice_key) {
+            (Some(slices), Some(key)) => Ok(slices.keep(key, entities, gathered)),
+            _ => Err(entities),
+        };
+        let (entities, fixed) = match &built {
+            Ok(slice) => (&slice.entities, Some(&slice.fixed)),
+            Err(entities) => (entities, None),
+        };
+        Ok(self.evaluate(&cedar_request, plan, entities, fixed, version, gathered))
     }
 
     /// Asks Cedar, and turns its answer into a decision: any error is a deny.
