@@ -385,17 +385,23 @@ fn complete_response(buf: &[u8]) -> Option<u16> {
     (buf.len() >= end + 4 + length).then_some(status)
 }
 
-/// The cumulative buckets of Mandate's decision-latency histogram, as
-/// `(upper bound in seconds, count)`, read from its `/metrics`.
-async fn decision_buckets(server: &Server) -> Vec<(f64, u64)> {
-    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+/// Mandate's `/metrics` (the whole response, head included), on `stream`.
+async fn scrape(stream: &mut TcpStream) -> String {
     let mut buf = Vec::new();
     stream
         .write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
         .await
         .unwrap();
-    read_response(&mut stream, &mut buf).await.unwrap();
-    String::from_utf8_lossy(&buf)
+    read_response(stream, &mut buf).await.unwrap();
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// The cumulative buckets of Mandate's decision-latency histogram, as
+/// `(upper bound in seconds, count)`, read from its `/metrics`.
+async fn decision_buckets(server: &Server) -> Vec<(f64, u64)> {
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    scrape(&mut stream)
+        .await
         .lines()
         .filter_map(|line| {
             let rest = line.strip_prefix("mandate_decision_duration_seconds_bucket{le=\"")?;
@@ -1033,13 +1039,8 @@ async fn memory(options: &Options) -> String {
             rss.push((i + 1, mandate.rss_mib()));
         }
     }
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
+    let entries = scrape(&mut stream)
         .await
-        .unwrap();
-    read_response(&mut stream, &mut buf).await.unwrap();
-    let metrics = String::from_utf8_lossy(&buf);
-    let entries = metrics
         .lines()
         .find_map(|l| l.strip_prefix("mandate_entity_cache_entries "))
         .unwrap_or("?")

@@ -16,13 +16,12 @@ use std::sync::Arc;
 
 use cedar_policy::{
     Authorizer, Decision as CedarDecision, Entities, Entity, EntityId, EntityTypeName, EntityUid,
-    PolicyId,
 };
 use serde_json::{Map, Value};
 
 use crate::config::Sourcing;
 use crate::entities::{EntityStore, Gathered};
-use crate::policy::{ActionPlan, FixedPart, PolicySnapshot, PolicyStore};
+use crate::policy::{ActionPlan, FixedPart, PolicySnapshot, PolicyStore, sorted_reasons};
 use crate::telemetry::{DecisionLog, LogEntry, metrics};
 
 pub use decision::{Decision, DecisionError, DecisionRequest, EntityRef, Field, RequestError};
@@ -493,14 +492,6 @@ impl Engine {
             }
         }
     }
-}
-
-/// The policies that determined Cedar's answer, sorted by id (the order
-/// verdicts give them in).
-fn sorted_reasons(response: &cedar_policy::Response) -> Vec<PolicyId> {
-    let mut reasons: Vec<PolicyId> = response.diagnostics().reason().cloned().collect();
-    reasons.sort_unstable_by(|a, b| AsRef::<str>::as_ref(a).cmp(b.as_ref()));
-    reasons
 }
 
 /// An error with its causes, joined with colons (Cedar's top-level messages

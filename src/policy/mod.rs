@@ -19,7 +19,7 @@ use cedar_policy::{ActionConstraint, Entity, EntityTypeName, EntityUid, PolicySe
 pub use diagnostic::SourceDiagnostic;
 pub use load::{PolicySources, load};
 pub use shape::{Attr, AttrKind, RequestShape};
-pub use verdicts::{FixedPart, Verdict, Verdicts};
+pub use verdicts::{FixedPart, Verdict, Verdicts, sorted_reasons};
 
 /// Why a set of policies and schema could not be loaded.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]

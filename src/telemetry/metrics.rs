@@ -2,7 +2,9 @@
 //! Labels come from closed sets (actions of the schema, outcomes, routes,
 //! limits), never from a principal or resource id.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
@@ -12,14 +14,45 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+/// Handles of a metric vector resolved once per label set, then read with
+/// one atomic load instead of the vector's lock and label hashing.
+struct Resolved<K, V>(ArcSwap<HashMap<K, V>>);
+
+impl<K, V> Default for Resolved<K, V> {
+    fn default() -> Self {
+        Self(ArcSwap::from_pointee(HashMap::new()))
+    }
+}
+
+impl<K: Eq + Hash + Clone, V: Clone> Resolved<K, V> {
+    /// Calls `use_handle` on the handle for `key`, resolving and keeping it
+    /// the first time.
+    fn with<Q>(&self, key: &Q, resolve: impl FnOnce() -> V, use_handle: impl FnOnce(&V))
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        if let Some(handle) = self.0.load().get(key) {
+            return use_handle(handle);
+        }
+        let handle = resolve();
+        use_handle(&handle);
+        self.0.rcu(|current| {
+            let mut next = HashMap::clone(current);
+            next.insert(key.to_owned(), handle.clone());
+            Arc::new(next)
+        });
+    }
+}
+
 /// Every metric of the process.
 pub struct Metrics {
     registry: Registry,
     decisions: IntCounterVec,
     /// per action, the resolved (allow, deny) counters
-    decision_handles: ArcSwap<HashMap<String, (IntCounter, IntCounter)>>,
+    decision_handles: Resolved<String, (IntCounter, IntCounter)>,
     /// per (route, status), the resolved counter
-    http_handles: ArcSwap<HashMap<(&'static str, u16), IntCounter>>,
+    http_handles: Resolved<(&'static str, u16), IntCounter>,
     decision_duration: Histogram,
     /// entity cache lookups answered from the cache
     pub cache_hits: IntCounter,
@@ -127,8 +160,8 @@ impl Metrics {
             .set(1);
         let _ = registry.register(Box::new(build_info));
         let metrics = Self {
-            decision_handles: ArcSwap::from_pointee(HashMap::new()),
-            http_handles: ArcSwap::from_pointee(HashMap::new()),
+            decision_handles: Resolved::default(),
+            http_handles: Resolved::default(),
             decisions,
             decision_duration,
             cache_hits: counter(
@@ -212,29 +245,16 @@ impl Metrics {
     /// `unknown`) and its duration.
     pub fn decision(&self, action: &str, allowed: bool, took: Duration) {
         self.decision_duration.observe(took.as_secs_f64());
-        let handles = self.decision_handles.load();
-        if let Some((allow, deny)) = handles.get(action) {
-            if allowed {
-                allow.inc()
-            } else {
-                deny.inc()
-            }
-            return;
-        }
-        let resolved = (
-            self.decisions.with_label_values(&[action, "allow"]),
-            self.decisions.with_label_values(&[action, "deny"]),
+        self.decision_handles.with(
+            action,
+            || {
+                (
+                    self.decisions.with_label_values(&[action, "allow"]),
+                    self.decisions.with_label_values(&[action, "deny"]),
+                )
+            },
+            |(allow, deny)| if allowed { allow.inc() } else { deny.inc() },
         );
-        if allowed {
-            resolved.0.inc()
-        } else {
-            resolved.1.inc()
-        }
-        self.decision_handles.rcu(|current| {
-            let mut next = HashMap::clone(current);
-            next.insert(action.to_owned(), resolved.clone());
-            Arc::new(next)
-        });
     }
 
     /// Counts one entity store request.
@@ -263,20 +283,15 @@ impl Metrics {
     /// Counts one HTTP request by route (a fixed name) and status.
     /// Resolved once per pair, then counted without the vector's lock.
     pub fn http_request(&self, route: &'static str, status: u16) {
-        if let Some(counter) = self.http_handles.load().get(&(route, status)) {
-            counter.inc();
-            return;
-        }
-        let mut buffer = itoa::Buffer::new();
-        let counter = self
-            .http_requests
-            .with_label_values(&[route, buffer.format(status)]);
-        counter.inc();
-        self.http_handles.rcu(|current| {
-            let mut next = HashMap::clone(current);
-            next.insert((route, status), counter.clone());
-            Arc::new(next)
-        });
+        self.http_handles.with(
+            &(route, status),
+            || {
+                let mut buffer = itoa::Buffer::new();
+                self.http_requests
+                    .with_label_values(&[route, buffer.format(status)])
+            },
+            IntCounter::inc,
+        );
     }
 
     /// Counts one request refused by `limit`.
