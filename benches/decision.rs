@@ -152,7 +152,7 @@ fn bench_decisions(c: &mut Criterion) {
         bench.finish();
     }
 
-    let routes = mandate::app::routes(&http_config).unwrap();
+    let routes = mandate::app::routes(&http_config, &http).unwrap();
     let api = Arc::new(mandate::app::api(
         &http_config,
         Arc::clone(&http),

@@ -187,12 +187,16 @@ pub fn start_background(config: &Config, engine: &Arc<Engine>) {
     }
 }
 
-/// The gateway route table of the configuration.
+/// The gateway route table of the configuration, checked against the
+/// engine's policies: no fact may come from a place the client controls.
 ///
 /// # Errors
-/// A route that does not compile.
-pub fn routes(config: &Config) -> Result<Arc<RouteTable>, StartError> {
-    Ok(Arc::new(RouteTable::compile(&config.gateway)?))
+/// A route that does not compile, or that reads a fact from the client.
+pub fn routes(config: &Config, engine: &Engine) -> Result<Arc<RouteTable>, StartError> {
+    let table = RouteTable::compile(&config.gateway)?;
+    let snapshot = engine.policies().current();
+    table.check_facts(|action, attribute| snapshot.is_fact(action, attribute))?;
+    Ok(Arc::new(table))
 }
 
 /// The API of one listener: `surface` says which endpoints it answers.
@@ -279,7 +283,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     engine.set_decision_log(decision_log(config)?);
     let engine = Arc::new(engine);
     crate::telemetry::metrics().policy_version(engine.policies().current().version());
-    let routes = routes(config)?;
+    let routes = routes(config, &engine)?;
     let tls = match (&config.tls.cert, &config.tls.key) {
         (Some(cert), Some(key)) => {
             let cert = Arc::new(ReloadingCert::open(cert, key)?);

@@ -54,6 +54,8 @@ pub const KEYS: &[&str] = &[
     "gateway.principal_type",
     "gateway.unmatched_status",
     "gateway.grpc_listen",
+    "gateway.original",
+    "gateway.trusted_headers",
     "gateway.routes",
     "entities.sources",
     "log.level",
@@ -316,8 +318,34 @@ pub struct GatewayConfig {
     /// Where Envoy's gRPC `ext_authz` (`envoy.service.auth.v3.Authorization`)
     /// is served. Default: not served.
     pub grpc_listen: Option<SocketAddr>,
+    /// Where `/gateway/authorize` reads the original method and URI: the one
+    /// pair of headers this deployment's gateway sets, or Envoy's request
+    /// line. No default: required once `routes` is set, because a fallback
+    /// between pairs lets a client choose the checked request. A request
+    /// carrying another pair, half a pair or a duplicate is refused (403).
+    pub original: Option<OriginalSource>,
+    /// Headers the gateway sets itself, after its own check, and strips from
+    /// the client's request (e.g. `x-owner-approved` set by the approval
+    /// service). Only these may carry a fact (a Boolean context attribute);
+    /// any other `header:` source is the client's word. Default none.
+    pub trusted_headers: Vec<String>,
     /// The route table: method and path pattern → action, resource, context.
     pub routes: Vec<RouteConfig>,
+}
+
+/// The one place a deployment's gateway describes the original request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum OriginalSource {
+    /// `X-Original-Method` and `X-Original-URI` (nginx `auth_request`)
+    #[serde(rename = "x-original")]
+    XOriginal,
+    /// `X-Forwarded-Method` and `X-Forwarded-Uri` (Traefik `ForwardAuth`,
+    /// Caddy `forward_auth`)
+    #[serde(rename = "x-forwarded")]
+    XForwarded,
+    /// the request line below `/gateway/authorize` (Envoy's HTTP `ext_authz`)
+    #[serde(rename = "request-line")]
+    RequestLine,
 }
 
 /// One route of the gateway table.
@@ -386,6 +414,8 @@ impl Default for GatewayConfig {
             principal_type: "User".to_owned(),
             unmatched_status: 404,
             grpc_listen: None,
+            original: None,
+            trusted_headers: Vec::new(),
             routes: Vec::new(),
         }
     }
@@ -640,6 +670,15 @@ impl Config {
                 message: "`log.decisions` is `file` but `log.decisions_file` is not set".to_owned(),
             });
         }
+        if !config.gateway.routes.is_empty() && config.gateway.original.is_none() {
+            return Err(ConfigError::Invalid {
+                origin: file.map(|p| p.display().to_string()),
+                message: "`gateway.routes` is set but `gateway.original` is not: say where the \
+                    original request comes from, `x-original` (nginx), `x-forwarded` (Traefik, \
+                    Caddy) or `request-line` (Envoy)"
+                    .to_owned(),
+            });
+        }
         if config.store.kind == StoreKind::Http && config.store.upstream.is_none() {
             return Err(ConfigError::Invalid {
                 origin: file.map(|p| p.display().to_string()),
@@ -739,7 +778,7 @@ mod tests {
         let file = dir.path().join("mandate.json");
         std::fs::write(
             &file,
-            r#"{"gateway": {"unmatched_status": 403, "routes": [{"method": "GET", "path": "/a/{x}", "action": "view_account", "resource_type": "Account", "resource_id": "{x}"}]}, "cache": {"ttl": "45s"}}"#,
+            r#"{"gateway": {"unmatched_status": 403, "original": "x-original", "routes": [{"method": "GET", "path": "/a/{x}", "action": "view_account", "resource_type": "Account", "resource_id": "{x}"}]}, "cache": {"ttl": "45s"}}"#,
         )
         .unwrap();
         let config = Config::load(Some(&file), env(&[]), &Overrides::default()).unwrap();

@@ -366,7 +366,7 @@ fn validate(args: &ConfigArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match app::engine(&config).and_then(|engine| app::routes(&config).map(|_| engine)) {
+    match app::engine(&config).and_then(|engine| app::routes(&config, &engine).map(|_| engine)) {
         Ok(engine) => {
             let snapshot = engine.policies().current();
             println!(

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value};
 
-use crate::config::{ContextSource, GatewayConfig, RouteConfig, ValueKind};
+use crate::config::{ContextSource, GatewayConfig, OriginalSource, RouteConfig, ValueKind};
 
 /// A route table that cannot be used.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
@@ -43,6 +43,9 @@ enum Source {
 struct ContextField {
     name: String,
     source: Source,
+    /// whether the value comes from the operator or the gateway (a literal,
+    /// a trusted header) rather than from the client
+    trusted: bool,
     kind: ValueKind,
     entity: Option<String>,
     default: Option<String>,
@@ -65,6 +68,7 @@ pub struct RouteTable {
     principal_header: http::HeaderName,
     principal_type: String,
     unmatched_status: u16,
+    original: Option<OriginalSource>,
 }
 
 /// What a matched route asks.
@@ -80,22 +84,168 @@ pub struct Resolved<'t> {
     pub context: Value,
 }
 
+/// A gateway request refused before any decision: it is ambiguous, or
+/// names no principal. Always a deny.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    /// 401 (no or ambiguous principal) or 403
+    pub status: u16,
+    /// stable, snake_case
+    pub code: &'static str,
+    /// for a person, naming the header, parameter or segment at fault
+    pub message: String,
+}
+
+impl Refusal {
+    fn forbidden(code: &'static str, message: String) -> Self {
+        Self {
+            status: 403,
+            code,
+            message,
+        }
+    }
+}
+
+/// A header sent more than once, or whose value is not text.
+#[derive(Debug, Clone, Copy)]
+pub struct Ambiguous;
+
 /// The original request, as the gateway described it.
 pub trait OriginalRequest {
-    /// a header's value, by lower-case name
-    fn header(&self, name: &str) -> Option<&str>;
+    /// The one value of header `name` (lower case): `Ok(None)` when absent,
+    /// `Err` when it is sent more than once or is not text.
+    ///
+    /// # Errors
+    /// [`Ambiguous`] as above.
+    fn single(&self, name: &str) -> Result<Option<&str>, Ambiguous>;
+
+    /// Whether header `name` (lower case) is present at all.
+    fn has(&self, name: &str) -> bool;
 }
 
 impl OriginalRequest for http::HeaderMap {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.get(name).and_then(|v| v.to_str().ok())
+    fn single(&self, name: &str) -> Result<Option<&str>, Ambiguous> {
+        let mut values = self.get_all(name).iter();
+        match (values.next(), values.next()) {
+            (None, _) => Ok(None),
+            (Some(value), None) => value.to_str().map(Some).map_err(|_| Ambiguous),
+            (Some(_), Some(_)) => Err(Ambiguous),
+        }
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.contains_key(name)
     }
 }
 
+/// Envoy's gRPC `CheckRequest` headers: Envoy joins a repeated header's
+/// values with commas, so a comma marks a header sent more than once.
 impl OriginalRequest for HashMap<String, String> {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.get(name).map(String::as_str)
+    fn single(&self, name: &str) -> Result<Option<&str>, Ambiguous> {
+        match self.get(name) {
+            Some(value) if value.contains(',') => Err(Ambiguous),
+            value => Ok(value.map(String::as_str)),
+        }
     }
+
+    fn has(&self, name: &str) -> bool {
+        self.contains_key(name)
+    }
+}
+
+/// The headers that may describe the original request, by source.
+const X_ORIGINAL: [&str; 2] = ["x-original-method", "x-original-uri"];
+const X_FORWARDED: [&str; 2] = ["x-forwarded-method", "x-forwarded-uri"];
+
+/// Headers some frameworks read to replace the request's method.
+const METHOD_OVERRIDES: [&str; 3] = [
+    "x-http-method-override",
+    "x-method-override",
+    "x-http-method",
+];
+
+/// The original method and URI from the pair of headers `source` names;
+/// `None` for [`OriginalSource::RequestLine`], whose caller reads its own
+/// request line. Any header of another pair, half a pair, a duplicate or a
+/// method override is refused: the client may have sent it, and the
+/// application behind the gateway may read it.
+///
+/// # Errors
+/// A [`Refusal`] (403) naming the header.
+pub fn original_headers(
+    source: OriginalSource,
+    request: &impl OriginalRequest,
+) -> Result<Option<(http::Method, &str)>, Refusal> {
+    for name in METHOD_OVERRIDES {
+        if request.has(name) {
+            return Err(Refusal::forbidden(
+                "method_override",
+                format!("the request carries the method override header `{name}`"),
+            ));
+        }
+    }
+    let ours = match source {
+        OriginalSource::XOriginal => Some(X_ORIGINAL),
+        OriginalSource::XForwarded => Some(X_FORWARDED),
+        OriginalSource::RequestLine => None,
+    };
+    for name in X_ORIGINAL.iter().chain(&X_FORWARDED) {
+        if ours.is_some_and(|pair| pair.contains(name)) {
+            continue;
+        }
+        if request.has(name) {
+            return Err(Refusal::forbidden(
+                "ambiguous_request",
+                format!(
+                    "the request carries `{name}`, but this gateway describes the original request \
+                     by {}",
+                    describe(source)
+                ),
+            ));
+        }
+    }
+    let Some([method_name, uri_name]) = ours else {
+        return Ok(None);
+    };
+    let one = |name: &str| match request.single(name) {
+        Ok(Some(value)) if !value.is_empty() => Ok(value),
+        Ok(_) => Err(Refusal::forbidden(
+            "ambiguous_request",
+            format!("the gateway sent no `{name}`: it must send `{method_name}` and `{uri_name}`"),
+        )),
+        Err(Ambiguous) => Err(Refusal::forbidden(
+            "ambiguous_request",
+            format!("`{name}` is sent more than once"),
+        )),
+    };
+    let (method, uri) = (one(method_name)?, one(uri_name)?);
+    let method = http::Method::from_bytes(method.as_bytes()).map_err(|_| {
+        Refusal::forbidden(
+            "ambiguous_request",
+            format!("`{method_name}` is not a method: `{method}`"),
+        )
+    })?;
+    Ok(Some((method, uri)))
+}
+
+fn describe(source: OriginalSource) -> &'static str {
+    match source {
+        OriginalSource::XOriginal => "`x-original-method` and `x-original-uri`",
+        OriginalSource::XForwarded => "`x-forwarded-method` and `x-forwarded-uri`",
+        OriginalSource::RequestLine => "its request line",
+    }
+}
+
+/// A context attribute whose value the client chooses, as the route table
+/// compiled it: for checking that no fact comes from the client.
+#[derive(Debug, Clone)]
+pub struct ClientSourced<'t> {
+    /// the route's index in the table
+    pub route: usize,
+    /// the route's action id
+    pub action: &'t str,
+    /// the context attribute
+    pub attribute: &'t str,
 }
 
 impl RouteTable {
@@ -104,12 +254,17 @@ impl RouteTable {
     /// # Errors
     /// A bad method, pattern, template or header name, naming the route.
     pub fn compile(config: &GatewayConfig) -> Result<Self, RouteError> {
+        let trusted: Vec<String> = config
+            .trusted_headers
+            .iter()
+            .map(|h| h.to_lowercase())
+            .collect();
         let routes = config
             .routes
             .iter()
             .enumerate()
             .map(|(index, route)| {
-                compile_route(route).map_err(|message| RouteError {
+                compile_route(route, &trusted).map_err(|message| RouteError {
                     index,
                     method: route.method.clone(),
                     path: route.path.clone(),
@@ -133,14 +288,35 @@ impl RouteTable {
             principal_header,
             principal_type: config.principal_type.clone(),
             unmatched_status: config.unmatched_status,
+            original: config.original,
         })
     }
 
-    /// The principal's id from the trusted header, if the gateway sent one.
-    pub fn principal<'r>(&self, request: &'r impl OriginalRequest) -> Option<&'r str> {
-        request
-            .header(self.principal_header.as_str())
-            .filter(|id| !id.is_empty())
+    /// The principal's id from the trusted header.
+    ///
+    /// # Errors
+    /// 401 when the gateway sent none, or sent the header more than once.
+    pub fn principal<'r>(&self, request: &'r impl OriginalRequest) -> Result<&'r str, Refusal> {
+        let name = self.principal_header.as_str();
+        match request.single(name) {
+            // A proxy joins a repeated header's values with commas.
+            Ok(Some(id)) if id.contains(',') => Err(Refusal {
+                status: 401,
+                code: "ambiguous_principal",
+                message: format!("the principal header `{name}` holds more than one value"),
+            }),
+            Ok(Some(id)) if !id.is_empty() => Ok(id),
+            Ok(_) => Err(Refusal {
+                status: 401,
+                code: "no_principal",
+                message: "the gateway sent no authenticated principal header".to_owned(),
+            }),
+            Err(Ambiguous) => Err(Refusal {
+                status: 401,
+                code: "ambiguous_principal",
+                message: format!("the principal header `{name}` is sent more than once"),
+            }),
+        }
     }
 
     /// The principal's entity type.
@@ -153,42 +329,129 @@ impl RouteTable {
         self.unmatched_status
     }
 
+    /// Where forward-auth reads the original request (`None`: not set, so
+    /// the table is empty).
+    pub fn original(&self) -> Option<OriginalSource> {
+        self.original
+    }
+
     /// Whether the table has any route.
     pub fn is_empty(&self) -> bool {
         self.routes.is_empty()
     }
 
-    /// The first route matching `method` and `path_and_query`, resolved.
+    /// Every context attribute the client chooses (query, path, a header
+    /// not in `gateway.trusted_headers`).
+    pub fn client_sourced(&self) -> impl Iterator<Item = ClientSourced<'_>> {
+        self.routes.iter().enumerate().flat_map(|(index, route)| {
+            route
+                .context
+                .iter()
+                .filter(|field| !field.trusted)
+                .map(move |field| ClientSourced {
+                    route: index,
+                    action: &route.action,
+                    attribute: &field.name,
+                })
+        })
+    }
+
+    /// Refuses a table where a fact (`is_fact(action, attribute)`) comes
+    /// from a place the client controls.
+    ///
+    /// # Errors
+    /// The first such attribute, naming its route.
+    pub fn check_facts(&self, is_fact: impl Fn(&str, &str) -> bool) -> Result<(), RouteError> {
+        for field in self.client_sourced() {
+            if is_fact(field.action, field.attribute) {
+                let route = self.routes.get(field.route);
+                return Err(RouteError {
+                    index: field.route,
+                    method: route
+                        .and_then(|r| r.method.as_ref())
+                        .map_or_else(|| "*".to_owned(), ToString::to_string),
+                    path: self.describe_route(field.route),
+                    message: format!(
+                        "context `{}` is a fact (a Boolean a policy of `{}` relies on) but comes \
+                         from a place the client controls; read it from a header the gateway sets \
+                         and strips from the client, listed in `gateway.trusted_headers`",
+                        field.attribute, field.action
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// A route's path pattern, for diagnostics.
+    fn describe_route(&self, index: usize) -> String {
+        self.routes.get(index).map_or_else(String::new, |route| {
+            let path: Vec<String> = route
+                .pattern
+                .iter()
+                .map(|segment| match segment {
+                    Segment::Literal(text) => text.clone(),
+                    Segment::Param(name) => format!("{{{name}}}"),
+                })
+                .collect();
+            format!("/{}", path.join("/"))
+        })
+    }
+
+    /// The first route matching `method` and `path_and_query`, resolved;
+    /// `Ok(None)` when none matches.
+    ///
+    /// # Errors
+    /// A [`Refusal`] (403) when the request is ambiguous: a dot segment, an
+    /// encoded `/` or `\` or an empty segment in the path, a query parameter
+    /// the route reads sent twice, a header it reads sent twice.
     pub fn resolve<'t>(
         &'t self,
         method: &http::Method,
         path_and_query: &str,
         request: &impl OriginalRequest,
-    ) -> Option<Resolved<'t>> {
+    ) -> Result<Option<Resolved<'t>>, Refusal> {
         let (path, query) = path_and_query
             .split_once('?')
             .unwrap_or((path_and_query, ""));
-        let segments: Vec<String> = path
-            .split('/')
-            .filter(|s| !s.is_empty())
-            .map(|s| {
-                percent_encoding::percent_decode_str(s)
-                    .decode_utf8_lossy()
-                    .into_owned()
-            })
-            .collect();
-        self.routes.iter().find_map(|route| {
+        let segments = segments(path)?;
+        let mut query_pairs: Option<Vec<(String, String)>> = None;
+        for route in &self.routes {
             if route.method.as_ref().is_some_and(|m| m != method) {
-                return None;
+                continue;
             }
-            let params = match_pattern(&route.pattern, &segments)?;
+            let Some(params) = match_pattern(&route.pattern, &segments) else {
+                continue;
+            };
             let mut context = Map::new();
             for field in &route.context {
                 let text = match &field.source {
-                    Source::Query(name) => form_urlencoded::parse(query.as_bytes())
-                        .find(|(key, _)| key == name)
-                        .map(|(_, value)| value.into_owned()),
-                    Source::Header(name) => request.header(name).map(str::to_owned),
+                    Source::Query(name) => {
+                        let pairs = query_pairs.get_or_insert_with(|| {
+                            form_urlencoded::parse(query.as_bytes())
+                                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                                .collect()
+                        });
+                        let mut values = pairs.iter().filter(|(key, _)| key == name);
+                        match (values.next(), values.next()) {
+                            (Some(_), Some(_)) => {
+                                return Err(Refusal::forbidden(
+                                    "duplicate_parameter",
+                                    format!("the query parameter `{name}` is sent more than once"),
+                                ));
+                            }
+                            (value, _) => value.map(|(_, v)| v.clone()),
+                        }
+                    }
+                    Source::Header(name) => match request.single(name) {
+                        Ok(value) => value.map(str::to_owned),
+                        Err(Ambiguous) => {
+                            return Err(Refusal::forbidden(
+                                "ambiguous_header",
+                                format!("the header `{name}` is sent more than once"),
+                            ));
+                        }
+                    },
                     Source::Template(template) => Some(render(template, &params)),
                 };
                 let Some(text) = text.or_else(|| field.default.clone()) else {
@@ -196,14 +459,47 @@ impl RouteTable {
                 };
                 context.insert(field.name.clone(), typed(field, text));
             }
-            Some(Resolved {
+            return Ok(Some(Resolved {
                 action: &route.action,
                 resource_type: &route.resource_type,
                 resource_id: render(&route.resource_id, &params),
                 context: Value::Object(context),
-            })
-        })
+            }));
+        }
+        Ok(None)
     }
+}
+
+/// The decoded segments of a path; anything an application could read
+/// otherwise than we do is refused: an empty or dot segment, an encoded
+/// `/`, `\` or `%`, a control character, bytes that are not UTF-8.
+fn segments(path: &str) -> Result<Vec<String>, Refusal> {
+    let refuse = |why: String| Refusal::forbidden("ambiguous_path", why);
+    let Some(rest) = path.strip_prefix('/') else {
+        return Err(refuse(format!("the path `{path}` does not start with `/`")));
+    };
+    if rest.is_empty() {
+        return Ok(Vec::new());
+    }
+    rest.split('/')
+        .map(|raw| {
+            let decoded = percent_encoding::percent_decode_str(raw)
+                .decode_utf8()
+                .map_err(|_| refuse(format!("the path segment `{raw}` is not UTF-8")))?;
+            let bad = decoded.is_empty()
+                || decoded == "."
+                || decoded == ".."
+                || decoded.contains(['/', '\\', '%'])
+                || decoded.chars().any(char::is_control);
+            if bad {
+                return Err(refuse(format!(
+                    "the path segment `{raw}` is empty, a dot segment, or holds an encoded `/`, \
+                     `\\`, `%` or a control character"
+                )));
+            }
+            Ok(decoded.into_owned())
+        })
+        .collect()
 }
 
 fn typed(field: &ContextField, text: String) -> Value {
@@ -223,7 +519,7 @@ fn typed(field: &ContextField, text: String) -> Value {
     }
 }
 
-fn compile_route(route: &RouteConfig) -> Result<Route, String> {
+fn compile_route(route: &RouteConfig, trusted_headers: &[String]) -> Result<Route, String> {
     let method = match route.method.as_str() {
         "*" => None,
         m => Some(
@@ -267,16 +563,22 @@ fn compile_route(route: &RouteConfig) -> Result<Route, String> {
                 default,
             } => (from.as_str(), *kind, entity.clone(), default.clone()),
         };
-        let source = if let Some(query) = from.strip_prefix("query:") {
-            Source::Query(query.to_owned())
+        let (source, trusted) = if let Some(query) = from.strip_prefix("query:") {
+            (Source::Query(query.to_owned()), false)
         } else if let Some(header) = from.strip_prefix("header:") {
-            Source::Header(header.to_lowercase())
+            let header = header.to_lowercase();
+            let trusted = trusted_headers.contains(&header);
+            (Source::Header(header), trusted)
         } else {
-            Source::Template(template(from, &params).map_err(|e| format!("context `{name}`: {e}"))?)
+            let template = template(from, &params).map_err(|e| format!("context `{name}`: {e}"))?;
+            // A literal is the operator's word; a path parameter the client's.
+            let literal = template.0.iter().all(|p| matches!(p, Segment::Literal(_)));
+            (Source::Template(template), literal)
         };
         context.push(ContextField {
             name: name.clone(),
             source,
+            trusted,
             kind,
             entity,
             default,
@@ -353,7 +655,8 @@ mod tests {
     use super::*;
 
     fn table(toml_routes: &str) -> RouteTable {
-        let config: GatewayConfig = toml::from_str(toml_routes).unwrap();
+        let mut config: GatewayConfig = toml::from_str(toml_routes).unwrap();
+        config.trusted_headers = vec!["X-Owner-Approved".to_owned()];
         RouteTable::compile(&config).unwrap()
     }
 
@@ -387,6 +690,7 @@ mod tests {
                 "/accounts/alice%2Dpersonal/withdrawals?destination=alice-bank&amount=12.50",
                 &headers,
             )
+            .unwrap()
             .unwrap();
         assert_eq!(resolved.action, "withdraw");
         assert_eq!(resolved.resource_id, "alice-personal");
@@ -407,16 +711,19 @@ mod tests {
         assert!(
             table
                 .resolve(&http::Method::GET, "/accounts/a/withdrawals", &headers)
+                .unwrap()
                 .is_none()
         );
         assert!(
             table
                 .resolve(&http::Method::POST, "/accounts/a/withdrawals/x", &headers)
+                .unwrap()
                 .is_none()
         );
         assert_eq!(
             table
                 .resolve(&http::Method::DELETE, "/accounts/a", &headers)
+                .unwrap()
                 .unwrap()
                 .action,
             "view_account"
@@ -441,5 +748,140 @@ mod tests {
             err.to_string().contains("`{acount}` is not a parameter"),
             "{err}"
         );
+    }
+
+    fn refusal(
+        table: &RouteTable,
+        method: http::Method,
+        uri: &str,
+        headers: &http::HeaderMap,
+    ) -> Refusal {
+        match table.resolve(&method, uri, headers) {
+            Err(refusal) => refusal,
+            Ok(resolved) => panic!("`{uri}` was not refused: {resolved:?}"),
+        }
+    }
+
+    #[test]
+    fn a_query_parameter_sent_twice_is_refused_whatever_its_spelling() {
+        let table = table(ROUTES);
+        let headers = http::HeaderMap::new();
+        for uri in [
+            "/accounts/alice-personal/withdrawals?destination=alice-bank&destination=mallory-wallet",
+            "/accounts/alice-personal/withdrawals?destination=alice-bank&%64estination=mallory-wallet",
+            "/accounts/alice-personal/withdrawals?amount=1&destination=a&amount=2",
+        ] {
+            let refused = refusal(&table, http::Method::POST, uri, &headers);
+            assert_eq!((refused.status, refused.code), (403, "duplicate_parameter"));
+        }
+    }
+
+    #[test]
+    fn dot_segments_encoded_separators_and_empty_segments_are_refused() {
+        let table = table(ROUTES);
+        let headers = http::HeaderMap::new();
+        for uri in [
+            "/accounts/..",
+            "/accounts/.",
+            "/accounts/%2E%2E",
+            "/accounts/a%2Fb",
+            "/accounts/a%2fb",
+            "/accounts/a%5Cb",
+            "/accounts/a\\b",
+            "/accounts/a%00",
+            "/accounts/a%252F",
+            "/accounts//a",
+            "/accounts/a/",
+            "/accounts/%FF",
+            "accounts/a",
+        ] {
+            let refused = refusal(&table, http::Method::GET, uri, &headers);
+            assert_eq!(
+                (refused.status, refused.code),
+                (403, "ambiguous_path"),
+                "{uri}"
+            );
+        }
+        assert!(
+            table
+                .resolve(&http::Method::GET, "/accounts/alice%2Dpersonal", &headers)
+                .unwrap()
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn a_header_or_principal_sent_twice_is_refused() {
+        let table = table(ROUTES);
+        let mut headers = http::HeaderMap::new();
+        headers.append("x-owner-approved", "false".parse().unwrap());
+        headers.append("x-owner-approved", "true".parse().unwrap());
+        let refused = refusal(
+            &table,
+            http::Method::POST,
+            "/accounts/a/withdrawals?destination=d",
+            &headers,
+        );
+        assert_eq!((refused.status, refused.code), (403, "ambiguous_header"));
+
+        headers.append("x-user-id", "bob".parse().unwrap());
+        assert_eq!(table.principal(&headers).unwrap(), "bob");
+        headers.append("x-user-id", "alice".parse().unwrap());
+        let refused = table.principal(&headers).unwrap_err();
+        assert_eq!((refused.status, refused.code), (401, "ambiguous_principal"));
+        let grpc: HashMap<String, String> =
+            HashMap::from([("x-user-id".to_owned(), "bob,alice".to_owned())]);
+        assert_eq!(
+            table.principal(&grpc).unwrap_err().code,
+            "ambiguous_principal"
+        );
+    }
+
+    #[test]
+    fn only_the_configured_pair_describes_the_original_request() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("x-original-method", "POST".parse().unwrap());
+        headers.insert("x-original-uri", "/accounts/a".parse().unwrap());
+        let (method, uri) = original_headers(OriginalSource::XOriginal, &headers)
+            .unwrap()
+            .unwrap();
+        assert_eq!((method, uri), (http::Method::POST, "/accounts/a"));
+        // the other pair, in either direction
+        for source in [OriginalSource::XForwarded, OriginalSource::RequestLine] {
+            let refused = original_headers(source, &headers).unwrap_err();
+            assert_eq!((refused.status, refused.code), (403, "ambiguous_request"));
+        }
+        headers.insert("x-forwarded-uri", "/accounts/b".parse().unwrap());
+        assert!(original_headers(OriginalSource::XOriginal, &headers).is_err());
+        // half a pair, and a duplicate
+        let mut half = http::HeaderMap::new();
+        half.insert("x-forwarded-uri", "/accounts/a".parse().unwrap());
+        assert!(original_headers(OriginalSource::XForwarded, &half).is_err());
+        half.insert("x-forwarded-method", "GET".parse().unwrap());
+        assert!(original_headers(OriginalSource::XForwarded, &half).is_ok());
+        half.append("x-forwarded-uri", "/accounts/b".parse().unwrap());
+        assert!(original_headers(OriginalSource::XForwarded, &half).is_err());
+        // a method override, whatever the source
+        let mut line = http::HeaderMap::new();
+        assert!(
+            original_headers(OriginalSource::RequestLine, &line)
+                .unwrap()
+                .is_none()
+        );
+        line.insert("x-http-method-override", "DELETE".parse().unwrap());
+        let refused = original_headers(OriginalSource::RequestLine, &line).unwrap_err();
+        assert_eq!(refused.code, "method_override");
+    }
+
+    #[test]
+    fn a_fact_from_a_place_the_client_controls_is_refused_at_load() {
+        let is_fact =
+            |action: &str, attribute: &str| action == "withdraw" && attribute == "ownerApproved";
+        table(ROUTES).check_facts(is_fact).unwrap();
+        let untrusted: GatewayConfig = toml::from_str(ROUTES).unwrap();
+        let table = RouteTable::compile(&untrusted).unwrap();
+        let err = table.check_facts(is_fact).unwrap_err();
+        assert!(err.to_string().contains("context `ownerApproved`"), "{err}");
+        assert!(err.to_string().contains("gateway.trusted_headers"), "{err}");
     }
 }

@@ -16,8 +16,9 @@ use http::StatusCode;
 
 use super::Explanation;
 use super::gateway::{Verdict, decide};
+use crate::config::OriginalSource;
 use crate::engine::Engine;
-use crate::routes::RouteTable;
+use crate::routes::{RouteTable, original_headers};
 
 /// The `Authorization` service over an engine and a route table.
 pub struct ExtAuthz {
@@ -61,8 +62,20 @@ impl Authorization for ExtAuthz {
             Some(http) => (http.method.as_str(), http.path.as_str(), &http.headers),
             None => ("", "", &empty),
         };
-        let method = http::Method::from_bytes(method.as_bytes()).unwrap_or(http::Method::GET);
-        let verdict = decide(&self.engine, &self.routes, &method, path, headers).await;
+        // Envoy's own attributes are the original request; a header that
+        // claims another one, or overrides the method, is refused.
+        let verdict = match (
+            original_headers(OriginalSource::RequestLine, headers),
+            http::Method::from_bytes(method.as_bytes()),
+        ) {
+            (Err(refusal), _) => refusal.into(),
+            (Ok(_), Err(_)) => Verdict::Refuse {
+                status: StatusCode::FORBIDDEN,
+                code: "ambiguous_request",
+                message: format!("`{method}` is not a method"),
+            },
+            (Ok(_), Ok(method)) => decide(&self.engine, &self.routes, &method, path, headers).await,
+        };
         let response = match verdict {
             Verdict::Allow(decision) => {
                 let mut ok = OkHttpResponseBuilder::new();

@@ -1,10 +1,14 @@
 //! Gateway forward-auth, `/gateway/authorize` (any method): the way nginx
 //! `auth_request`, Envoy `ext_authz` (HTTP), Traefik `ForwardAuth` and Caddy
-//! `forward_auth` ask. The original method and URI come from
-//! `X-Original-Method`/`X-Original-URI` (nginx), `X-Forwarded-Method`/
-//! `X-Forwarded-Uri` (Traefik, Caddy), or the request line itself below the
-//! `/gateway/authorize` prefix (Envoy). 2xx allows, 403 denies, 401 when the
-//! trusted principal header is missing.
+//! `forward_auth` ask. The original method and URI come from the one source
+//! `gateway.original` names: `X-Original-Method`/`X-Original-URI` (nginx),
+//! `X-Forwarded-Method`/`X-Forwarded-Uri` (Traefik, Caddy), or the request
+//! line itself below the `/gateway/authorize` prefix (Envoy); never a
+//! fallback from one to another. 2xx allows, 403 denies or refuses an
+//! ambiguous request, 401 when the trusted principal header is missing or
+//! sent twice.
+
+use std::borrow::Cow;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
@@ -12,7 +16,7 @@ use http_body_util::Full;
 
 use super::{Explanation, json};
 use crate::engine::{Decision, DecisionRequest, Engine, EntityRef};
-use crate::routes::RouteTable;
+use crate::routes::{OriginalRequest, Refusal, RouteTable, original_headers};
 
 /// The path prefix of forward-auth; Envoy appends the original path to it.
 pub const PREFIX: &str = "/gateway/authorize";
@@ -34,29 +38,41 @@ pub enum Verdict {
     },
 }
 
+impl From<Refusal> for Verdict {
+    fn from(refusal: Refusal) -> Self {
+        Verdict::Refuse {
+            status: StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::FORBIDDEN),
+            code: refusal.code,
+            message: refusal.message,
+        }
+    }
+}
+
 /// Decides the original request described by `method`, `path_and_query`
-/// and `headers`, as the route table maps it.
+/// and `headers`, as the route table maps it. The caller has already
+/// checked where the original request came from ([`original_headers`]).
 pub async fn decide(
     engine: &Engine,
     routes: &RouteTable,
     method: &Method,
     path_and_query: &str,
-    headers: &impl crate::routes::OriginalRequest,
+    headers: &impl OriginalRequest,
 ) -> Verdict {
-    let Some(principal) = routes.principal(headers) else {
-        return Verdict::Refuse {
-            status: StatusCode::UNAUTHORIZED,
-            code: "no_principal",
-            message: "the gateway sent no authenticated principal header".to_owned(),
-        };
+    let principal = match routes.principal(headers) {
+        Ok(principal) => principal,
+        Err(refusal) => return refusal.into(),
     };
-    let Some(resolved) = routes.resolve(method, path_and_query, headers) else {
-        return Verdict::Refuse {
-            status: StatusCode::from_u16(routes.unmatched_status())
-                .unwrap_or(StatusCode::NOT_FOUND),
-            code: "no_route",
-            message: format!("no gateway route matches `{method} {path_and_query}`"),
-        };
+    let resolved = match routes.resolve(method, path_and_query, headers) {
+        Ok(Some(resolved)) => resolved,
+        Ok(None) => {
+            return Verdict::Refuse {
+                status: StatusCode::from_u16(routes.unmatched_status())
+                    .unwrap_or(StatusCode::NOT_FOUND),
+                code: "no_route",
+                message: format!("no gateway route matches `{method} {path_and_query}`"),
+            };
+        }
+        Err(refusal) => return refusal.into(),
     };
     let request = DecisionRequest {
         principal: EntityRef {
@@ -72,7 +88,7 @@ pub async fn decide(
         },
         context: Some(&resolved.context),
         entities: &[],
-        request_id: headers.header(super::REQUEST_ID),
+        request_id: headers.single(super::REQUEST_ID).ok().flatten(),
     };
     match engine.decide(&request).await {
         Ok(decision) if decision.allowed() => Verdict::Allow(decision),
@@ -86,26 +102,31 @@ pub async fn decide(
     }
 }
 
-/// The original method and path-and-query a gateway asks about.
-fn original(method: &Method, path_and_query: &str, headers: &HeaderMap) -> (Method, String) {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let claimed_method = header("x-original-method").or_else(|| header("x-forwarded-method"));
-    let claimed_uri = header("x-original-uri").or_else(|| header("x-forwarded-uri"));
-    let method = claimed_method
-        .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
-        .unwrap_or_else(|| method.clone());
-    let uri = claimed_uri.map_or_else(
-        || {
-            let below = path_and_query.strip_prefix(PREFIX).unwrap_or_default();
-            if below.is_empty() || below.starts_with('?') {
-                format!("/{below}")
-            } else {
-                below.to_owned()
-            }
-        },
-        str::to_owned,
-    );
-    (method, uri)
+/// The original method and path-and-query a gateway asks about, from the
+/// one source this deployment configured.
+fn original<'r>(
+    routes: &RouteTable,
+    method: &Method,
+    path_and_query: &'r str,
+    headers: &'r HeaderMap,
+) -> Result<(Method, Cow<'r, str>), Refusal> {
+    let Some(source) = routes.original() else {
+        return Err(Refusal {
+            status: 403,
+            code: "no_route",
+            message: "no gateway routes are configured".to_owned(),
+        });
+    };
+    if let Some((method, uri)) = original_headers(source, headers)? {
+        return Ok((method, Cow::Borrowed(uri)));
+    }
+    let below = path_and_query.strip_prefix(PREFIX).unwrap_or_default();
+    let uri = if below.is_empty() || below.starts_with('?') {
+        Cow::Owned(format!("/{below}"))
+    } else {
+        Cow::Borrowed(below)
+    };
+    Ok((method.clone(), uri))
 }
 
 /// `/gateway/authorize[/…]`, any method.
@@ -116,8 +137,11 @@ pub(super) async fn authorize(
     path_and_query: &str,
     headers: &HeaderMap,
 ) -> Response<Full<Bytes>> {
-    let (method, uri) = original(method, path_and_query, headers);
-    match decide(engine, routes, &method, &uri, headers).await {
+    let verdict = match original(routes, method, path_and_query, headers) {
+        Ok((method, uri)) => decide(engine, routes, &method, &uri, headers).await,
+        Err(refusal) => refusal.into(),
+    };
+    match verdict {
         Verdict::Allow(decision) => {
             let mut response = json(StatusCode::OK, &serde_json::json!({"decision": true}));
             let out = response.headers_mut();

@@ -255,6 +255,18 @@ impl PolicySnapshot {
         self.plans.get(action)
     }
 
+    /// Whether `attribute` of `action`'s context is a fact: a Boolean claim
+    /// about the world (MFA done, owner approved) rather than a parameter of
+    /// the request the application performs, so only a trusted party may
+    /// make it. `false` when the action or attribute is unknown.
+    pub fn is_fact(&self, action: &str, attribute: &str) -> bool {
+        self.action(action)
+            .and_then(|uid| self.plan(uid))
+            .and_then(ActionPlan::shape)
+            .and_then(|shape| shape.attr(attribute))
+            .is_some_and(|attr| matches!(attr.kind, shape::AttrKind::Bool))
+    }
+
     /// Number of policies and templates.
     pub fn policy_count(&self) -> usize {
         self.policies.policies().count() + self.policies.templates().count()

@@ -10,6 +10,8 @@ use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use http_body_util::Full;
 
+use mandate::config::OriginalSource;
+
 use crate::support::{Reply, Server, gateway_config, send};
 
 async fn ask(server: &Server, path: &str, headers: &[(&str, &str)]) -> Reply {
@@ -41,9 +43,15 @@ async fn nginx_style_headers_allow_a_trader_to_order() {
     assert_eq!(reply.headers["x-mandate-reasons"], "S2");
 }
 
+fn gateway_reading(source: OriginalSource) -> mandate::config::Config {
+    let mut config = gateway_config();
+    config.gateway.original = Some(source);
+    config
+}
+
 #[tokio::test]
 async fn forwarded_headers_deny_a_withdrawal_to_another_holder() {
-    let server = Server::start(gateway_config()).await;
+    let server = Server::start(gateway_reading(OriginalSource::XForwarded)).await;
     let reply = ask(
         &server,
         "/gateway/authorize",
@@ -63,7 +71,7 @@ async fn forwarded_headers_deny_a_withdrawal_to_another_holder() {
 
 #[tokio::test]
 async fn envoy_style_request_line_carries_the_original_path() {
-    let server = Server::start(gateway_config()).await;
+    let server = Server::start(gateway_reading(OriginalSource::RequestLine)).await;
     let request = http::Request::delete(
         server.url("/gateway/authorize/accounts/alice-personal/second-users/alice-api"),
     )
@@ -169,13 +177,22 @@ async fn check(
     path: &str,
     user: Option<&str>,
 ) -> (i32, Option<HttpResponse>) {
-    let mut client = AuthorizationClient::connect(format!("http://{}", server.grpc.unwrap()))
-        .await
-        .unwrap();
     let mut headers = std::collections::HashMap::new();
     if let Some(user) = user {
         headers.insert("x-user-id".to_owned(), user.to_owned());
     }
+    check_with(server, method, path, headers).await
+}
+
+async fn check_with(
+    server: &Server,
+    method: &str,
+    path: &str,
+    headers: std::collections::HashMap<String, String>,
+) -> (i32, Option<HttpResponse>) {
+    let mut client = AuthorizationClient::connect(format!("http://{}", server.grpc.unwrap()))
+        .await
+        .unwrap();
     let request = CheckRequest {
         attributes: Some(AttributeContext {
             request: Some(AttrRequest {
@@ -224,4 +241,230 @@ async fn grpc_ext_authz_answers_ok_denied_and_unauthenticated() {
         panic!("expected a denied response")
     };
     assert_eq!(denied.status.unwrap().code, 401);
+}
+
+/// A request as nginx would describe it, plus `extra` headers.
+async fn ask_as_nginx(server: &Server, method: &str, uri: &str, extra: &[(&str, &str)]) -> Reply {
+    let mut headers = vec![("x-original-method", method), ("x-original-uri", uri)];
+    headers.extend_from_slice(extra);
+    ask(server, "/gateway/authorize", &headers).await
+}
+
+#[tokio::test]
+async fn a_client_sent_original_request_pair_is_refused_not_followed() {
+    // Caddy and Traefik set X-Forwarded-*; a client adds X-Original-* to
+    // make a withdrawal look like a view.
+    let server = Server::start(gateway_reading(OriginalSource::XForwarded)).await;
+    let reply = ask(
+        &server,
+        "/gateway/authorize",
+        &[
+            ("x-forwarded-method", "POST"),
+            (
+                "x-forwarded-uri",
+                "/accounts/alice-personal/withdrawals?destination=mallory-wallet&amount=9999.00",
+            ),
+            ("x-original-method", "GET"),
+            ("x-original-uri", "/accounts/alice-personal"),
+            ("x-user-id", "bob"),
+        ],
+    )
+    .await;
+    assert_eq!(reply.status, 403, "{}", reply.json);
+    assert_eq!(reply.json["error"]["code"], "ambiguous_request");
+    assert_eq!(reply.headers["x-mandate-decision"], "deny");
+
+    // nginx's Mandate refuses a client's X-Forwarded-* the same way.
+    let server = Server::start(gateway_config()).await;
+    let reply = ask_as_nginx(
+        &server,
+        "GET",
+        "/accounts/alice-personal",
+        &[("x-forwarded-uri", "/accounts/x"), ("x-user-id", "bob")],
+    )
+    .await;
+    assert_eq!(reply.json["error"]["code"], "ambiguous_request");
+
+    // Envoy's Mandate refuses both pairs: the request line is the request.
+    let server = Server::start(gateway_reading(OriginalSource::RequestLine)).await;
+    for header in ["x-original-uri", "x-forwarded-uri"] {
+        let request = http::Request::delete(
+            server.url("/gateway/authorize/accounts/alice-personal/sub-users/frank"),
+        )
+        .header("x-user-id", "alice")
+        .header(header, "/accounts/alice-personal")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+        let reply = send(request, false).await;
+        assert_eq!(reply.status, 403, "{header}: {}", reply.json);
+        assert_eq!(reply.json["error"]["code"], "ambiguous_request");
+    }
+}
+
+#[tokio::test]
+async fn half_a_pair_or_a_duplicate_original_header_is_refused() {
+    let server = Server::start(gateway_config()).await;
+    let reply = ask(
+        &server,
+        "/gateway/authorize",
+        &[
+            ("x-original-uri", "/accounts/alice-personal"),
+            ("x-user-id", "grace"),
+        ],
+    )
+    .await;
+    assert_eq!(reply.status, 403);
+    assert_eq!(reply.json["error"]["code"], "ambiguous_request");
+    let reply = ask_as_nginx(
+        &server,
+        "GET",
+        "/accounts/alice-personal",
+        &[("x-original-method", "DELETE"), ("x-user-id", "grace")],
+    )
+    .await;
+    assert_eq!(reply.status, 403);
+    assert_eq!(reply.json["error"]["code"], "ambiguous_request");
+}
+
+#[tokio::test]
+async fn method_override_headers_are_refused() {
+    let server = Server::start(gateway_config()).await;
+    for header in [
+        "x-http-method-override",
+        "X-Method-Override",
+        "x-http-method",
+    ] {
+        let reply = ask_as_nginx(
+            &server,
+            "GET",
+            "/accounts/alice-personal",
+            &[(header, "DELETE"), ("x-user-id", "grace")],
+        )
+        .await;
+        assert_eq!(reply.status, 403, "{header}");
+        assert_eq!(reply.json["error"]["code"], "method_override");
+    }
+}
+
+#[tokio::test]
+async fn a_duplicate_identity_or_fact_header_is_refused() {
+    let server = Server::start(gateway_config()).await;
+    let reply = ask_as_nginx(
+        &server,
+        "GET",
+        "/accounts/alice-personal",
+        &[("x-user-id", "mallory"), ("x-user-id", "grace")],
+    )
+    .await;
+    assert_eq!(reply.status, 401);
+    assert_eq!(reply.json["error"]["code"], "ambiguous_principal");
+    let reply = ask_as_nginx(
+        &server,
+        "POST",
+        "/accounts/acme-corp/withdrawals?destination=acme-bank",
+        &[
+            ("x-user-id", "quinn"),
+            ("x-owner-approved", "false"),
+            ("x-owner-approved", "true"),
+        ],
+    )
+    .await;
+    assert_eq!(reply.status, 403);
+    assert_eq!(reply.json["error"]["code"], "ambiguous_header");
+}
+
+#[tokio::test]
+async fn a_duplicate_query_parameter_is_refused_whichever_value_comes_first() {
+    let server = Server::start(gateway_config()).await;
+    for query in [
+        "destination=alice-bank&destination=mallory-wallet",
+        "destination=mallory-wallet&destination=alice-bank",
+        "destination=alice-bank&amount=1.00&destination=mallory-wallet",
+    ] {
+        let reply = ask_as_nginx(
+            &server,
+            "POST",
+            &format!("/accounts/alice-personal/withdrawals?{query}"),
+            &[("x-user-id", "erin")],
+        )
+        .await;
+        assert_eq!(reply.status, 403, "{query}");
+        assert_eq!(reply.json["error"]["code"], "duplicate_parameter");
+    }
+}
+
+#[tokio::test]
+async fn dot_segments_and_encoded_separators_in_the_path_are_refused() {
+    let server = Server::start(gateway_config()).await;
+    for uri in [
+        "/accounts/alice-personal/orders/..%2Fsub-users%2Ffrank",
+        "/accounts/alice-personal/orders/%2E%2E/sub-users/frank",
+        "/accounts/alice-personal/orders/../sub-users/frank",
+        "/accounts/alice-personal/orders/x%5C..%5Csub-users",
+    ] {
+        let reply = ask_as_nginx(&server, "DELETE", uri, &[("x-user-id", "bob")]).await;
+        assert_eq!(reply.status, 403, "{uri}");
+        assert_eq!(reply.json["error"]["code"], "ambiguous_path", "{uri}");
+    }
+}
+
+#[tokio::test]
+async fn trusted_fact_headers_decide_when_the_gateway_sets_them() {
+    let server = Server::start(gateway_config()).await;
+    let withdraw =
+        |approved: &'static str| [("x-user-id", "quinn"), ("x-owner-approved", approved)];
+    let uri = "/accounts/acme-corp/withdrawals?destination=acme-bank";
+    let reply = ask_as_nginx(&server, "POST", uri, &withdraw("true")).await;
+    assert_eq!(reply.status, 200, "{}", reply.json);
+    let reply = ask_as_nginx(&server, "POST", uri, &withdraw("false")).await;
+    assert_eq!(reply.status, 403);
+    let reply = ask_as_nginx(&server, "POST", uri, &[("x-user-id", "quinn")]).await;
+    assert_eq!(reply.status, 403, "absent means not approved");
+}
+
+#[tokio::test]
+async fn a_route_reading_a_fact_from_the_client_does_not_start() {
+    let mut config = gateway_config();
+    config.gateway.trusted_headers.retain(|h| h != "x-mfa");
+    let Err(error) = mandate::app::start(&config).await else {
+        panic!("a fact read from a client header was accepted");
+    };
+    let text = error.to_string();
+    assert!(text.contains("context `mfa`"), "{text}");
+    assert!(text.contains("add_second_user"), "{text}");
+}
+
+#[tokio::test]
+async fn grpc_ext_authz_refuses_ambiguity_like_http() {
+    let server = Server::start(gateway_config()).await;
+    let headers = |pairs: &[(&str, &str)]| {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect::<std::collections::HashMap<_, _>>()
+    };
+    let (code, _) = check_with(
+        &server,
+        "GET",
+        "/accounts/alice-personal",
+        headers(&[("x-user-id", "mallory,grace")]),
+    )
+    .await;
+    assert_eq!(code, 16, "a duplicate identity is UNAUTHENTICATED");
+    let (code, _) = check_with(
+        &server,
+        "POST",
+        "/accounts/alice-personal/withdrawals?destination=alice-bank&destination=mallory-wallet",
+        headers(&[("x-user-id", "erin")]),
+    )
+    .await;
+    assert_eq!(code, 7, "a duplicate parameter is PERMISSION_DENIED");
+    let (code, _) = check_with(
+        &server,
+        "GET",
+        "/accounts/alice-personal",
+        headers(&[("x-user-id", "grace"), ("x-original-method", "DELETE")]),
+    )
+    .await;
+    assert_eq!(code, 7);
 }

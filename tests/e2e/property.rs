@@ -21,7 +21,7 @@ const ENDPOINTS: [&str; 4] = [
 fn api() -> Api {
     let config = crate::support::demo_config();
     let engine = Arc::new(mandate::app::engine(&config).unwrap());
-    let routes = mandate::app::routes(&config).unwrap();
+    let routes = mandate::app::routes(&config, &engine).unwrap();
     mandate::app::api(&config, engine, routes, Surface::All)
 }
 

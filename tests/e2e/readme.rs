@@ -97,7 +97,21 @@ fn readme_gateway_configs_are_the_ones_the_gateway_test_uses() {
     let mut checked = 0;
     for block in section.split("```").skip(1).step_by(2) {
         let (lang, body) = block.split_once('\n').unwrap();
-        if lang == "toml" {
+        if lang == "sh" {
+            // How to start Mandate per gateway: the settings run.sh uses.
+            let run = std::fs::read_to_string(root().join("tests/gateways/run.sh")).unwrap();
+            let tokens: Vec<&str> = body.split_whitespace().collect();
+            for (i, token) in tokens.iter().enumerate() {
+                let wanted = if token.starts_with("MANDATE_") {
+                    (*token).to_owned()
+                } else if *token == "--listen" {
+                    format!("--listen {}", tokens.get(i + 1).unwrap())
+                } else {
+                    continue;
+                };
+                assert!(run.contains(&wanted), "run.sh does not use `{wanted}`");
+            }
+        } else if lang == "toml" {
             // The route table excerpt: every line is the shipped file's.
             let toml = std::fs::read_to_string(dir.join("mandate.toml")).unwrap();
             for line in body.lines().filter(|l| !l.trim().is_empty()) {
@@ -114,5 +128,8 @@ fn readme_gateway_configs_are_the_ones_the_gateway_test_uses() {
         }
         checked += 1;
     }
-    assert_eq!(checked, 6, "the route table and one config per gateway");
+    assert_eq!(
+        checked, 7,
+        "the route table, how to start Mandate, and one config per gateway"
+    );
 }

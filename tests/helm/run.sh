@@ -27,6 +27,8 @@ quiet() { grep -v -e 'symbolic link in path' -e '^walk.go' || true; }
 cat >"$WORK/values-routes.yaml" <<'YAML'
 gateway:
   unmatchedStatus: 403
+  original: x-original
+  trustedHeaders: [x-mfa]
   grpc:
     enabled: true
   routes:

@@ -198,6 +198,7 @@ def case_checks(case, docs):
     if "routes" in on:
         check("the gateway route table reaches mandate.json with integer statuses",
               len(config["gateway"]["routes"]) == 2 and config["gateway"]["unmatched_status"] == 403
+              and config["gateway"]["original"] == "x-original" and config["gateway"]["trusted_headers"] == ["x-mfa"]
               and config["gateway"]["grpc_listen"].endswith(":8181"), config["gateway"])
 
 

@@ -96,7 +96,11 @@ it — listeners, mounted paths, store, TLS and the gateway route table.
   "principal_header" $v.gateway.principalHeader
   "principal_type" $v.gateway.principalType
   "unmatched_status" $v.gateway.unmatchedStatus
+  "trusted_headers" $v.gateway.trustedHeaders
   "routes" $v.gateway.routes }}
+{{- with $v.gateway.original }}
+{{- $_ := set $gateway "original" . }}
+{{- end }}
 {{- if $v.gateway.grpc.enabled }}
 {{- $_ := set $gateway "grpc_listen" (printf "0.0.0.0:%d" (int $v.gateway.grpc.port)) }}
 {{- end }}
