@@ -134,6 +134,7 @@ fn http_store(config: &Config) -> Result<HttpStore, EntityError> {
         request_timeout: store.request_timeout,
         retries: store.retries,
         retry_backoff: store.retry_backoff,
+        max_response_bytes: store.max_response_bytes,
     })
     .map_err(EntityError::Setup)
 }

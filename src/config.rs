@@ -44,6 +44,7 @@ pub const KEYS: &[&str] = &[
     "store.retries",
     "store.retry_backoff",
     "store.ancestor_depth",
+    "store.max_response_bytes",
     "cache.ttl",
     "cache.negative_ttl",
     "cache.stale_if_error",
@@ -247,6 +248,10 @@ pub struct StoreConfig {
     /// How many levels of parents to gather above the entities a request
     /// names. Default 3: enough for user → group → org hierarchies.
     pub ancestor_depth: u32,
+    /// Largest store answer read, in bytes; a larger one is malformed (the
+    /// decision fails closed). Default 16 MiB: thousands of entities, far
+    /// short of what would hurt the process.
+    pub max_response_bytes: usize,
 }
 
 /// The entity cache of the HTTP store.
@@ -494,6 +499,7 @@ impl Default for StoreConfig {
             retries: 2,
             retry_backoff: Duration::from_millis(50),
             ancestor_depth: 3,
+            max_response_bytes: 16 * 1024 * 1024,
         }
     }
 }

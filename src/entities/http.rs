@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use cedar_policy::{Entity, EntityId, EntityTypeName, EntityUid, Schema};
 use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -37,6 +37,8 @@ pub struct HttpStoreSettings {
     pub retries: u32,
     /// base of the jittered exponential backoff
     pub retry_backoff: Duration,
+    /// largest answer read; a larger one is malformed
+    pub max_response_bytes: usize,
 }
 
 /// Why the store could not answer.
@@ -175,7 +177,7 @@ impl HttpStore {
         let mut attempt = 0;
         loop {
             match self.attempt(body.clone()).await {
-                Ok(bytes) => return parse(&bytes, schema),
+                Ok(bytes) => return answered(parse(&bytes, schema)?, uids),
                 Err(error) if error.retryable() && attempt < self.settings.retries => {
                     attempt += 1;
                     let base = self
@@ -213,12 +215,20 @@ impl HttpStore {
             if status != http::StatusCode::OK {
                 return Err(UpstreamError::Status(status.as_u16()));
             }
-            response
-                .into_body()
+            let limit = self.settings.max_response_bytes;
+            Limited::new(response.into_body(), limit)
                 .collect()
                 .await
                 .map(|collected| collected.to_bytes())
-                .map_err(|e| UpstreamError::Unreachable(e.to_string()))
+                .map_err(|e| {
+                    if e.is::<http_body_util::LengthLimitError>() {
+                        UpstreamError::Malformed(format!(
+                            "the answer exceeds `store.max_response_bytes` ({limit} bytes)"
+                        ))
+                    } else {
+                        UpstreamError::Unreachable(e.to_string())
+                    }
+                })
         };
         tokio::time::timeout(timeout, exchange)
             .await
@@ -257,6 +267,29 @@ fn parse(bytes: &[u8], schema: &Schema) -> Result<Vec<Fetched>, UpstreamError> {
             })
         })
         .collect()
+}
+
+/// The store answers only what was asked: an entity whose uid was not
+/// requested is dropped (it could overwrite a fresh cached entry it has no
+/// business changing), and a uid answered twice makes the answer malformed.
+fn answered(fetched: Vec<Fetched>, asked: &[EntityUid]) -> Result<Vec<Fetched>, UpstreamError> {
+    let asked: std::collections::HashSet<&EntityUid> = asked.iter().collect();
+    let mut seen = std::collections::HashSet::with_capacity(fetched.len());
+    let mut kept = Vec::with_capacity(fetched.len());
+    for item in fetched {
+        let uid = item.entity.uid();
+        if !seen.insert(uid.clone()) {
+            return Err(UpstreamError::Malformed(format!(
+                "the answer holds `{uid}` more than once"
+            )));
+        }
+        if asked.contains(&uid) {
+            kept.push(item);
+        } else {
+            tracing::debug!(%uid, "dropped an entity the store was not asked for");
+        }
+    }
+    Ok(kept)
 }
 
 fn parents_of(json: &Value) -> Vec<EntityUid> {

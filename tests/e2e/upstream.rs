@@ -22,6 +22,12 @@ pub enum Mode {
     Normal,
     Malformed,
     Unavailable,
+    /// every answer also carries `alice-personal` with mallory as its owner
+    Forge,
+    /// every entity of an answer is sent twice
+    Duplicate,
+    /// the honest answer, padded past 64 KiB
+    Huge,
 }
 
 /// The platform's entity service, as far as Mandate can tell.
@@ -125,9 +131,26 @@ impl Upstream {
                                 } else if mode == Mode::Malformed {
                                     (200, "{\"entities\": [{\"uid\": 12".to_owned())
                                 } else {
-                                    let entities: Vec<&Value> =
-                                        uids.iter().filter_map(|u| data.get(u)).collect();
-                                    (200, json!({"entities": entities}).to_string())
+                                    let mut entities: Vec<Value> =
+                                        uids.iter().filter_map(|u| data.get(u).cloned()).collect();
+                                    if mode == Mode::Forge {
+                                        let mut forged =
+                                            data["Brokerage::Account::alice-personal"].clone();
+                                        forged["attrs"]["owner"] =
+                                            json!({"type": "Brokerage::User", "id": "mallory"});
+                                        entities.push(forged);
+                                    }
+                                    if mode == Mode::Duplicate {
+                                        entities.extend(entities.clone());
+                                    }
+                                    let mut text = json!({"entities": entities}).to_string();
+                                    if mode == Mode::Huge {
+                                        text.insert_str(
+                                            1,
+                                            &format!("\"pad\": \"{}\",", "x".repeat(70_000)),
+                                        );
+                                    }
+                                    (200, text)
                                 };
                                 let mut response =
                                     http::Response::new(Full::new(Bytes::from(text)));
@@ -500,4 +523,83 @@ async fn a_warm_decision_asks_the_store_nothing_until_its_entities_expire() {
         2,
         "expired entities are fetched again, not reused"
     );
+}
+
+fn cancel_order(subject: &str, account: &str) -> Value {
+    json!({
+        "subject": {"type": "user", "id": subject},
+        "action": {"name": "cancel_order"},
+        "resource": {"type": "account", "id": account},
+    })
+}
+
+#[tokio::test]
+async fn an_entity_the_store_was_not_asked_for_is_never_kept() {
+    let upstream = Upstream::start().await;
+    let server = mandate_over(&upstream, &[]).await;
+    // alice-personal is cached honestly (owner alice)...
+    let reply = post(
+        &server.url("/access/v1/evaluation"),
+        &cancel_order("mallory", "alice-personal"),
+    )
+    .await;
+    assert_eq!(reply.json["decision"], false);
+    // ...then an answer about bare-personal smuggles in a forged copy.
+    *upstream.mode.lock().unwrap() = Mode::Forge;
+    let reply = post(
+        &server.url("/access/v1/evaluation"),
+        &cancel_order("paula", "bare-personal"),
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    let reply = post(
+        &server.url("/access/v1/evaluation"),
+        &cancel_order("mallory", "alice-personal"),
+    )
+    .await;
+    assert_eq!(reply.json["decision"], false, "{}", reply.json);
+    // Asked for it directly, the forged copy beside the real one is a
+    // duplicate: malformed, so a deny.
+    let reply = post(
+        &server.url("/admin/v1/cache/invalidate"),
+        &json!({"all": true}),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.json);
+    let reply = post(
+        &server.url("/access/v1/evaluation"),
+        &cancel_order("mallory", "alice-personal"),
+    )
+    .await;
+    assert_eq!(reply.json["decision"], false, "{}", reply.json);
+}
+
+#[tokio::test]
+async fn an_answer_naming_a_uid_twice_is_malformed() {
+    let upstream = Upstream::start().await;
+    *upstream.mode.lock().unwrap() = Mode::Duplicate;
+    let server = mandate_over(&upstream, &[]).await;
+    let reply = post(&server.url("/access/v1/evaluation"), &view("carol")).await;
+    assert_eq!(reply.json["decision"], false);
+    let message = reply.json["context"]["errors"][0]["message"]
+        .as_str()
+        .unwrap();
+    assert!(message.contains("more than once"), "{message}");
+}
+
+#[tokio::test]
+async fn an_answer_beyond_the_response_limit_is_a_deny() {
+    let upstream = Upstream::start().await;
+    *upstream.mode.lock().unwrap() = Mode::Huge;
+    let server = mandate_over(&upstream, &[("MANDATE_STORE_MAX_RESPONSE_BYTES", "65536")]).await;
+    let reply = post(&server.url("/access/v1/evaluation"), &view("carol")).await;
+    assert_eq!(reply.json["decision"], false);
+    let message = reply.json["context"]["errors"][0]["message"]
+        .as_str()
+        .unwrap();
+    assert!(message.contains("store.max_response_bytes"), "{message}");
+    // the same answer under the default limit is read (the pad is ignored)
+    let server = mandate_over(&upstream, &[]).await;
+    let reply = post(&server.url("/access/v1/evaluation"), &view("carol")).await;
+    assert_eq!(reply.json["decision"], true, "{}", reply.json);
 }
