@@ -135,7 +135,7 @@ fn bench_decisions(c: &mut Criterion) {
                 properties: None,
             },
             context: Some(&context),
-            entities: &[],
+            entities: mandate::engine::RequestEntities::None,
             request_id: None,
         };
         let mut bench = c.benchmark_group(format!("engine/{group}"));

@@ -327,7 +327,7 @@ fn check(args: &CheckArgs) -> ExitCode {
             properties: None,
         },
         context: context.as_ref(),
-        entities: &[],
+        entities: mandate::engine::RequestEntities::None,
         request_id: None,
     };
     match rt.block_on(engine.decide(&request)) {

@@ -205,7 +205,7 @@ pub async fn run(path: &Path, config: &Config) -> Result<Vec<CaseResult>, SuiteE
                         properties: case.resource_properties.as_ref(),
                     },
                     context: case.context.as_ref(),
-                    entities: &[],
+                    entities: crate::engine::RequestEntities::None,
                     request_id: None,
                 };
                 match engine.decide(&request).await {

@@ -159,7 +159,7 @@ fn request<'a>(
         action: &action.name,
         resource: entity_ref(resource),
         context,
-        entities: &[],
+        entities: crate::engine::RequestEntities::None,
         request_id,
     }
 }
@@ -238,6 +238,27 @@ pub(super) async fn evaluations(
         });
     }
 
+    // Every subject and resource of the batch in one store call per round of
+    // misses, before the items are decided one by one.
+    fn default_ref(entity: &Option<Entity>) -> Option<(&str, &str)> {
+        entity
+            .as_ref()
+            .map(|e| (e.type_name.as_str(), e.id.as_str()))
+    }
+    fn item_ref<'v>(item: &'v Value, part: &str) -> Option<(&'v str, &'v str)> {
+        let entity = item.get(part)?;
+        Some((entity.get("type")?.as_str()?, entity.get("id")?.as_str()?))
+    }
+    engine
+        .prefetch(items.iter().flat_map(|item| {
+            [
+                item_ref(item, "subject").or_else(|| default_ref(&defaults.subject)),
+                item_ref(item, "resource").or_else(|| default_ref(&defaults.resource)),
+            ]
+            .into_iter()
+            .flatten()
+        }))
+        .await;
     let mut decisions: Vec<(Decision, Option<ItemError>)> = Vec::with_capacity(items.len());
     for (index, mut item) in items.into_iter().enumerate() {
         let prefix = format!("evaluations[{index}]");
@@ -265,6 +286,9 @@ pub(super) async fn evaluations(
         if stop {
             break;
         }
+        // Long batches give the timer a chance: `server.request_timeout`
+        // bounds the whole request, not only its waits.
+        tokio::task::yield_now().await;
     }
     let answers: Vec<Answer<'_>> = decisions
         .iter_mut()

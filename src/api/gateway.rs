@@ -87,7 +87,7 @@ pub async fn decide(
             properties: None,
         },
         context: Some(&resolved.context),
-        entities: &[],
+        entities: crate::engine::RequestEntities::None,
         request_id: headers.single(super::REQUEST_ID).ok().flatten(),
     };
     match engine.decide(&request).await {

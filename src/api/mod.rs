@@ -11,6 +11,7 @@ mod error;
 pub mod ext_authz;
 pub mod gateway;
 mod native;
+mod strict;
 
 use std::sync::Arc;
 
@@ -299,6 +300,15 @@ impl Api {
                 let max_depth = self.settings.limits.max_json_depth;
                 if json_depth_exceeds(&bytes, max_depth) {
                     return Err(ApiError::TooDeep { limit: max_depth });
+                }
+                if let Some(field) = strict::duplicate_key(&bytes) {
+                    return Err(ApiError::InvalidRequest {
+                        message: format!(
+                            "`{field}` is sent more than once; each key may appear once"
+                        ),
+                        field,
+                        code: "duplicate_key",
+                    });
                 }
                 Ok(bytes)
             }

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::error::{decode, decode_value};
 use super::{ApiError, Explanation, FieldNames, json};
-use crate::engine::{Decision, DecisionRequest, Engine, EntityRef};
+use crate::engine::{Decision, DecisionRequest, Engine, EntityRef, RequestEntities};
 
 const NAMES: FieldNames = FieldNames {
     principal: "principal",
@@ -21,28 +21,39 @@ const NAMES: FieldNames = FieldNames {
     entities: "entities",
 };
 
-/// An entity uid: `{"type","id"}`, `{"__entity":{"type","id"}}`, or the
-/// Cedar string `Type::"id"`.
+/// An entity uid: exactly `{"type","id"}`, exactly
+/// `{"__entity":{"type","id"}}`, or the Cedar string `Type::"id"`. Any
+/// other key beside them is refused: two readers could take two entities.
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum Uid {
-    Plain {
-        #[serde(rename = "type")]
-        type_name: String,
-        id: String,
-    },
-    Escaped {
-        __entity: Box<Uid>,
-    },
+    Plain(PlainUid),
+    Escaped(EscapedUid),
     Cedar(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlainUid {
+    #[serde(rename = "type")]
+    type_name: String,
+    id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EscapedUid {
+    __entity: PlainUid,
 }
 
 impl Uid {
     /// (type, id), or `None` for a malformed Cedar string.
     fn parts(&self) -> Option<(&str, &str)> {
         match self {
-            Self::Plain { type_name, id } => Some((type_name, id)),
-            Self::Escaped { __entity } => __entity.parts(),
+            Self::Plain(PlainUid { type_name, id })
+            | Self::Escaped(EscapedUid {
+                __entity: PlainUid { type_name, id },
+            }) => Some((type_name, id)),
             Self::Cedar(text) => {
                 let (type_name, quoted) = text.rsplit_once("::\"")?;
                 Some((type_name, quoted.strip_suffix('"')?))
@@ -96,7 +107,7 @@ fn uid_parts<'a>(uid: &'a Uid, field: &str) -> Result<(&'a str, &'a str), ApiErr
 async fn decide(
     engine: &Engine,
     request: &IsAuthorized,
-    shared: &[Value],
+    shared: RequestEntities<'_>,
     prefix: &str,
     request_id: Option<&str>,
 ) -> Result<Decision, ApiError> {
@@ -111,7 +122,10 @@ async fn decide(
     let (action_type, action_id) = uid_parts(&request.action, &at("action"))?;
     let (resource_type, resource_id) = uid_parts(&request.resource, &at("resource"))?;
     let action = format!("{action_type}::\"{action_id}\"");
-    let entities = request.entities.as_deref().unwrap_or(shared);
+    let entities = request
+        .entities
+        .as_deref()
+        .map_or(shared, RequestEntities::Json);
     let decision_request = DecisionRequest {
         principal: EntityRef {
             type_name: principal_type,
@@ -141,7 +155,7 @@ pub(super) async fn is_authorized(
     request_id: Option<&str>,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
     let request: IsAuthorized = decode(body)?;
-    let decision = decide(engine, &request, &[], "", request_id).await?;
+    let decision = decide(engine, &request, RequestEntities::None, "", request_id).await?;
     Ok(json(StatusCode::OK, &Answer::of(&decision)))
 }
 
@@ -161,14 +175,40 @@ pub(super) async fn batch(
             limit: max_items,
         });
     }
-    let shared = batch.entities.unwrap_or_default();
+    // The shared entities are parsed once for every item that uses them;
+    // when they are malformed, each such item is a deny naming them.
+    let shared = batch
+        .entities
+        .map(|json| engine.parse_entities(json).map_err(|e| NAMES.refuse(e, "")));
+    fn uid_of<'v>(item: &'v Value, part: &str) -> Option<(&'v str, &'v str)> {
+        let uid = item.get(part)?;
+        let uid = uid.get("__entity").unwrap_or(uid);
+        Some((uid.get("type")?.as_str()?, uid.get("id")?.as_str()?))
+    }
+    engine
+        .prefetch(batch.requests.iter().flat_map(|item| {
+            [uid_of(item, "principal"), uid_of(item, "resource")]
+                .into_iter()
+                .flatten()
+        }))
+        .await;
     let mut decisions = Vec::with_capacity(batch.requests.len());
     for (index, item) in batch.requests.iter().enumerate() {
         let prefix = format!("requests[{index}]");
-        let outcome = match decode_value::<IsAuthorized>(item, &prefix) {
-            Ok(request) => decide(engine, &request, &shared, &prefix, request_id).await,
-            Err(error) => Err(error),
+        let outcome = match (decode_value::<IsAuthorized>(item, &prefix), &shared) {
+            (Err(error), _) => Err(error),
+            (Ok(request), Some(Err(error))) if request.entities.is_none() => Err(error.clone()),
+            (Ok(request), shared) => {
+                let shared = match shared {
+                    Some(Ok(parsed)) => RequestEntities::Parsed(parsed),
+                    _ => RequestEntities::None,
+                };
+                decide(engine, &request, shared, &prefix, request_id).await
+            }
         };
+        // Long batches give the timer a chance: `server.request_timeout`
+        // bounds the whole request, not only its waits.
+        tokio::task::yield_now().await;
         decisions.push(outcome.unwrap_or_else(|error| {
             Decision::refused(
                 error.code(),

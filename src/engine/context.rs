@@ -44,6 +44,45 @@ pub(super) fn collect_entity_refs(
     }
 }
 
+/// The first context attribute holding an entity reference that could be
+/// read two ways: `__entity` beside other keys, an `__entity` that is not
+/// exactly `{"type","id"}`, or `type` and `id` beside other keys. Cedar and
+/// an application could each take a different entity from it.
+pub(super) fn ambiguous_reference(context: &Value) -> Option<(String, &'static str)> {
+    fn ambiguous(value: &Value) -> Option<&'static str> {
+        match value {
+            Value::Object(map) => {
+                if let Some(inner) = map.get("__entity") {
+                    let exact = |m: &serde_json::Map<String, Value>| {
+                        m.len() == 2
+                            && m.get("type").is_some_and(Value::is_string)
+                            && m.get("id").is_some_and(Value::is_string)
+                    };
+                    if map.len() != 1 || !inner.as_object().is_some_and(exact) {
+                        return Some(
+                            "an `__entity` reference holds exactly `{\"type\", \"id\"}` and \
+                             nothing beside it",
+                        );
+                    }
+                    return None;
+                }
+                if map.contains_key("type") && map.contains_key("id") && map.len() != 2 {
+                    return Some("an entity reference holds exactly `type` and `id`");
+                }
+                map.values().find_map(ambiguous)
+            }
+            Value::Array(items) => items.iter().find_map(ambiguous),
+            _ => None,
+        }
+    }
+    match context {
+        Value::Object(map) => map
+            .iter()
+            .find_map(|(name, value)| ambiguous(value).map(|why| (name.clone(), why))),
+        _ => None,
+    }
+}
+
 pub(super) enum RequestProblem {
     /// the context does not match the action's context type: the caller's mistake
     Context(String),
@@ -76,16 +115,29 @@ pub(super) fn build_request(
     })
 }
 
+/// Contexts with more attributes than this are not searched attribute by
+/// attribute for the culprit (each try is a full parse by Cedar): the error
+/// names the context as a whole. Bounds the cost of a hostile context.
+const CULPRIT_SEARCH_MAX: usize = 32;
+
 /// On the error path only: names the context attribute Cedar refused.
-/// Cedar names a missing one; otherwise each attribute is left out in turn,
-/// and the culprit is the one whose absence cures the error (or only turns
-/// it into "missing `it`").
+/// Cedar names a missing one; an attribute the action's shape does not
+/// declare is the culprit; otherwise, for a small context, each attribute
+/// is left out in turn, and the culprit is the one whose absence cures the
+/// error (or only turns it into "missing `it`").
 pub(super) fn culprit(
     check: impl Fn(&Value) -> Result<(), RequestProblem>,
     json: &Value,
     message: &str,
+    shape: Option<&RequestShape>,
 ) -> Option<String> {
     let map = json.as_object()?;
+    if let Some(undeclared) = shape.and_then(|shape| map.keys().find(|k| shape.attr(k).is_none())) {
+        return Some(undeclared.clone());
+    }
+    if map.len() > CULPRIT_SEARCH_MAX {
+        return None;
+    }
     let named_missing = |text: &str| {
         text.split_once("attribute `")
             .and_then(|(_, rest)| rest.split_once('`'))

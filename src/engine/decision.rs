@@ -29,10 +29,32 @@ pub struct DecisionRequest<'a> {
     pub resource: EntityRef<'a>,
     /// the Cedar context, as JSON (parsed against the schema)
     pub context: Option<&'a Value>,
-    /// request-supplied entities in Cedar's JSON entity format
-    pub entities: &'a [Value],
+    /// request-supplied entities
+    pub entities: RequestEntities<'a>,
     /// the caller's correlation id (`X-Request-ID`), for the decision log
     pub request_id: Option<&'a str>,
+}
+
+/// Entities a request brings along.
+#[derive(Debug, Clone, Copy, Default)]
+pub enum RequestEntities<'a> {
+    /// none
+    #[default]
+    None,
+    /// in Cedar's JSON entity format, parsed by this decision
+    Json(&'a [Value]),
+    /// parsed once for many decisions (a batch's shared entities) by
+    /// [`Engine::parse_entities`](super::Engine::parse_entities)
+    Parsed(&'a ParsedEntities),
+}
+
+/// Request-supplied entities parsed and checked once, against the policy
+/// snapshot of `version`; a decision under another snapshot parses again.
+#[derive(Debug, Clone)]
+pub struct ParsedEntities {
+    pub(super) version: std::sync::Arc<str>,
+    pub(super) json: Vec<Value>,
+    pub(super) entities: Vec<cedar_policy::Entity>,
 }
 
 /// The part of a request at fault, so each API can name it in its own terms.

@@ -11,7 +11,7 @@ mod decision;
 mod fixed;
 mod slices;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use cedar_policy::{
@@ -24,9 +24,14 @@ use crate::entities::{EntityStore, Gathered};
 use crate::policy::{ActionPlan, FixedPart, PolicySnapshot, PolicyStore, sorted_reasons};
 use crate::telemetry::{DecisionLog, LogEntry, metrics};
 
-pub use decision::{Decision, DecisionError, DecisionRequest, EntityRef, Field, RequestError};
+pub use decision::{
+    Decision, DecisionError, DecisionRequest, EntityRef, Field, ParsedEntities, RequestEntities,
+    RequestError,
+};
 
-use context::{RequestProblem, build_request, collect_entity_refs, culprit, fast_request};
+use context::{
+    RequestProblem, ambiguous_reference, build_request, collect_entity_refs, culprit, fast_request,
+};
 
 /// Decides requests against the current policies and the entity store.
 pub struct Engine {
@@ -190,7 +195,7 @@ impl Engine {
             );
         };
 
-        let mut supplied = Vec::new();
+        let mut supplied: Vec<Entity> = Vec::new();
         self.described(
             snapshot,
             &principal,
@@ -205,25 +210,40 @@ impl Engine {
             Field::ResourceProperties,
             &mut supplied,
         )?;
-        for (index, json) in request.entities.iter().enumerate() {
-            let entity =
-                Entity::from_json_value(json.clone(), Some(snapshot.schema())).map_err(|e| {
-                    RequestError {
-                        field: Field::Entity(index),
-                        code: "invalid_entity",
-                        message: describe(&e),
-                    }
-                })?;
-            let ty = entity.uid().type_name().clone();
-            if self.sourcing(&ty) == Sourcing::Store {
-                return Err(store_authoritative(Field::Entity(index), &entity.uid()));
+        match request.entities {
+            RequestEntities::None => {}
+            RequestEntities::Json(json) => {
+                supplied.extend(self.request_entities(snapshot, json)?);
             }
-            // A full entity replaces the attribute-less one its mention made.
-            let uid = entity.uid();
-            supplied.retain(|known| known.uid() != uid);
-            supplied.push(entity);
+            RequestEntities::Parsed(parsed) if parsed.version == *snapshot.version() => {
+                supplied.extend(parsed.entities.iter().cloned());
+            }
+            RequestEntities::Parsed(parsed) => {
+                supplied.extend(self.request_entities(snapshot, &parsed.json)?);
+            }
+        }
+        // A full entity replaces the attribute-less one its mention made (the
+        // last one of a uid wins): one pass, whatever the number of entities.
+        if supplied.len() > 1 {
+            let mut last: HashMap<EntityUid, usize> = HashMap::with_capacity(supplied.len());
+            for (index, entity) in supplied.iter().enumerate() {
+                last.insert(entity.uid(), index);
+            }
+            let mut index = 0;
+            supplied.retain(|entity| {
+                let keep = last.get(&entity.uid()) == Some(&index);
+                index += 1;
+                keep
+            });
         }
 
+        if let Some((name, why)) = request.context.and_then(ambiguous_reference) {
+            return Err(RequestError {
+                field: Field::ContextAttribute(name),
+                code: "invalid_context",
+                message: why.to_owned(),
+            });
+        }
         let mut wanted = vec![principal.clone(), resource.clone()];
         let fast = plan.shape().and_then(|shape| {
             fast_request(
@@ -250,7 +270,7 @@ impl Engine {
                 let check = |json: &Value| {
                     build_request(snapshot, &principal, &action, &resource, json).map(|_| ())
                 };
-                let field = culprit(check, context_json, &message)
+                let field = culprit(check, context_json, &message, plan.shape())
                     .map_or(Field::Context, Field::ContextAttribute);
                 return Err(RequestError {
                     field,
@@ -333,12 +353,13 @@ impl Engine {
             Err(error) => return deny("entity_store_unavailable", error.to_string()),
         };
         // Request data overrides stored data (only `merge` types get here).
-        slice.retain(|stored| !supplied.iter().any(|s| s.uid() == stored.uid()));
+        if !supplied.is_empty() {
+            let overridden: HashSet<EntityUid> = supplied.iter().map(Entity::uid).collect();
+            slice.retain(|stored| !overridden.contains(&stored.uid()));
+        }
         slice.extend(supplied);
-        if let Some(missing) = wanted
-            .iter()
-            .find(|uid| !slice.iter().any(|e| &e.uid() == *uid))
-        {
+        let present: HashSet<EntityUid> = slice.iter().map(Entity::uid).collect();
+        if let Some(missing) = wanted.iter().find(|uid| !present.contains(*uid)) {
             return deny("entity_not_found", not_found(missing));
         }
         slice.extend(plan.entities().iter().cloned());
@@ -443,6 +464,78 @@ impl Engine {
             ),
             "verdicts and Cedar's authorizer disagree on {cedar_request}"
         );
+    }
+
+    /// Warms the entity cache for many decisions at once (a batch's
+    /// subjects and resources, as `(type, id)`): one store call per round
+    /// of misses instead of one per decision. A failure is left for each
+    /// decision to meet and explain.
+    pub async fn prefetch<'r>(&self, refs: impl IntoIterator<Item = (&'r str, &'r str)>) {
+        if self.store.cache().is_none() {
+            return;
+        }
+        let snapshot = self.policies.current();
+        let uids: HashSet<EntityUid> = refs
+            .into_iter()
+            .filter_map(|(type_name, id)| {
+                let reference = EntityRef {
+                    type_name,
+                    id,
+                    properties: None,
+                };
+                resolve(&snapshot, &reference)
+            })
+            .filter(|uid| self.sourcing(uid.type_name()) != Sourcing::Request)
+            .collect();
+        if uids.len() < 2 {
+            return;
+        }
+        let uids: Vec<EntityUid> = uids.into_iter().collect();
+        let mut warmed = Vec::new();
+        let _ = self
+            .store
+            .gather(&uids, snapshot.schema(), &mut warmed)
+            .await;
+    }
+
+    /// Parses request-supplied entities once, for many decisions (a batch's
+    /// shared `entities`).
+    ///
+    /// # Errors
+    /// An entity that does not conform to the schema, or of a store-served
+    /// type, naming its index.
+    pub fn parse_entities(&self, json: Vec<Value>) -> Result<ParsedEntities, RequestError> {
+        let snapshot = self.policies.current();
+        let entities = self.request_entities(&snapshot, &json)?;
+        Ok(ParsedEntities {
+            version: Arc::clone(snapshot.version()),
+            json,
+            entities,
+        })
+    }
+
+    /// Request-supplied entities in Cedar's JSON format, checked against
+    /// the schema and the sourcing of their types.
+    fn request_entities(
+        &self,
+        snapshot: &PolicySnapshot,
+        json: &[Value],
+    ) -> Result<Vec<Entity>, RequestError> {
+        json.iter()
+            .enumerate()
+            .map(|(index, json)| {
+                let entity = Entity::from_json_value(json.clone(), Some(snapshot.schema()))
+                    .map_err(|e| RequestError {
+                        field: Field::Entity(index),
+                        code: "invalid_entity",
+                        message: describe(&e),
+                    })?;
+                if self.sourcing(entity.uid().type_name()) == Sourcing::Store {
+                    return Err(store_authoritative(Field::Entity(index), &entity.uid()));
+                }
+                Ok(entity)
+            })
+            .collect()
     }
 
     /// Turns AuthZEN `properties` into a request-supplied entity, when the

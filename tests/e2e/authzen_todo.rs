@@ -2,7 +2,6 @@
 //! (`examples/authzen-todo/`) over a real socket, single and batch, with
 //! todo ids made up at random in the test.
 
-use mandate::config::{Config, Overrides};
 use serde_json::{Value, json};
 
 use crate::support::{Server, post, root};
@@ -36,16 +35,7 @@ const USERS: [(&str, &str, &[&str]); 5] = [
 ];
 
 async fn todo_server() -> Server {
-    let pack = root().join("examples/authzen-todo");
-    let overrides = Overrides {
-        listen: Some("127.0.0.1:0".parse().unwrap()),
-        policies: Some(pack.join("policies")),
-        schema: Some(pack.join("schema.cedarschema")),
-        entities: Some(pack.join("entities.json")),
-        ..Overrides::default()
-    };
-    let quiet = std::iter::once(("MANDATE_LOG_DECISIONS".to_owned(), "off".to_owned()));
-    Server::start(Config::load(Some(&pack.join("mandate.toml")), quiet, &overrides).unwrap()).await
+    Server::start(crate::support::todo_config()).await
 }
 
 fn random_todo_id() -> String {

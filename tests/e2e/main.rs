@@ -19,6 +19,7 @@ mod bad_input;
 mod cli;
 mod file_store;
 mod gateway;
+mod hostile;
 mod native;
 mod operations;
 mod policy_pack;

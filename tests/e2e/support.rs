@@ -38,6 +38,20 @@ pub fn gateway_config() -> Config {
     config
 }
 
+/// The AuthZEN interop Todo pack (todos are request-described), quiet.
+pub fn todo_config() -> Config {
+    let pack = root().join("examples/authzen-todo");
+    let overrides = Overrides {
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        policies: Some(pack.join("policies")),
+        schema: Some(pack.join("schema.cedarschema")),
+        entities: Some(pack.join("entities.json")),
+        ..Overrides::default()
+    };
+    let quiet = std::iter::once(("MANDATE_LOG_DECISIONS".to_owned(), "off".to_owned()));
+    Config::load(Some(&pack.join("mandate.toml")), quiet, &overrides).unwrap()
+}
+
 /// The shipped configuration plus `MANDATE_…` settings.
 pub fn config_with(env: &[(&str, &str)]) -> Config {
     let root = root();
