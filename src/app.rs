@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 
 use cedar_policy::EntityTypeName;
 
-use crate::api::ext_authz::ExtAuthz;
+use crate::api::ext_authz::GrpcHandler;
 use crate::api::{AdminAccess, Api, ApiLimits, ApiSettings, Surface};
 use crate::config::{Config, ConfigError, DecisionSink, Sourcing, StoreKind};
 use crate::engine::Engine;
@@ -240,6 +240,7 @@ pub fn server_settings(config: &Config) -> ServerSettings {
         shutdown_grace_period: config.server.shutdown_grace_period,
         request_timeout: config.server.request_timeout,
         max_connections: config.server.max_connections,
+        idle_timeout: config.server.idle_timeout,
     }
 }
 
@@ -351,10 +352,16 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     });
     let grpc_addr = grpc.map(|listener| {
         let addr = local_addr(&listener, config.server.listen);
-        let service = ExtAuthz::server(Arc::clone(&engine), Arc::clone(&routes));
-        tasks.push(tokio::spawn(server::serve_ext_authz(
+        let handler = Arc::new(GrpcHandler::new(
+            Arc::clone(&engine),
+            Arc::clone(&routes),
+            config.tls.allowed_clients.decisions.clone(),
+        ));
+        tasks.push(tokio::spawn(server::serve(
             listener,
-            service,
+            handler,
+            settings,
+            tls.clone(),
             until_stopped(),
         )));
         addr

@@ -23,6 +23,7 @@ pub const KEYS: &[&str] = &[
     "server.request_timeout",
     "server.max_connections",
     "server.max_json_depth",
+    "server.idle_timeout",
     "tls.cert",
     "tls.key",
     "tls.client_ca",
@@ -106,7 +107,9 @@ pub struct ServerConfig {
     /// worker for long.
     pub max_batch_items: usize,
     /// Time a client has to send its request headers before the connection is
-    /// closed. Default 10 s: cuts off slow-header clients without hurting any
+    /// closed; also the deadline from accept to the first complete request
+    /// (TLS handshake, protocol detection and the HTTP/2 preface included).
+    /// Default 10 s: cuts off slow and silent clients without hurting any
     /// real caller.
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
@@ -128,6 +131,13 @@ pub struct ServerConfig {
     /// Deepest JSON nesting a request may have; deeper is a 400. Default 32:
     /// the contracts need 5, and a deep document costs parse time.
     pub max_json_depth: usize,
+    /// Time a connection may stay open with no request in flight (HTTP/1
+    /// keep-alive, idle HTTP/2, on every listener); then it is closed.
+    /// Default 60 s: longer than gateways' pool idle times (nginx 60 s,
+    /// Envoy 1 h is cut, and it reconnects), short enough that idle sockets
+    /// cannot hold `max_connections` for long.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
 }
 
 /// TLS on the listeners (rustls: TLS 1.2 and 1.3, ALPN `h2` and `http/1.1`).
@@ -468,6 +478,7 @@ impl Default for ServerConfig {
             request_timeout: Duration::from_secs(10),
             max_connections: 10_000,
             max_json_depth: 32,
+            idle_timeout: Duration::from_secs(60),
         }
     }
 }

@@ -16,11 +16,13 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 
-use crate::api::{Api, ApiError, ClientIdentity, refusal};
+use tokio::sync::{Notify, Semaphore};
+
+use crate::api::{ApiError, ClientIdentity, Handler};
 
 /// Limits and timeouts of a listener.
 #[derive(Debug, Clone, Copy)]
@@ -33,6 +35,8 @@ pub struct ServerSettings {
     pub request_timeout: Duration,
     /// most connections open at once
     pub max_connections: usize,
+    /// time a connection may stay open with no request in flight
+    pub idle_timeout: Duration,
 }
 
 /// Why a listener could not start.
@@ -59,12 +63,16 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
         .map_err(|source| ServerError::Bind { addr, source })
 }
 
-/// Serves `api` on `listener` (TLS when `tls` is given) until `shutdown`
-/// resolves, then stops accepting and waits up to the grace period for open
-/// connections to finish.
-pub async fn serve(
+/// Serves `handler` on `listener` (TLS when `tls` is given) until
+/// `shutdown` resolves, then stops accepting and waits up to the grace
+/// period for open connections to finish. Every listener, HTTP or gRPC,
+/// gets the same protection: the connection limit, a deadline from accept
+/// to the first complete request (TLS handshake, protocol detection and the
+/// HTTP/2 preface included), an idle timeout, a header read timeout and a
+/// request timeout.
+pub async fn serve<H: Handler>(
     listener: TcpListener,
-    api: Arc<Api>,
+    handler: Arc<H>,
     settings: ServerSettings,
     tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()>,
@@ -97,12 +105,15 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
+        // The first request must be complete by then, handshake included.
+        let first_request_by = tokio::time::Instant::now() + settings.header_read_timeout;
         let connection = Connection {
-            api: Arc::clone(&api),
+            handler: Arc::clone(&handler),
             builder: Arc::clone(&builder),
             graceful: graceful.watcher(),
             permit: Arc::clone(&permits).try_acquire_owned().ok(),
             settings,
+            first_request_by,
         };
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
@@ -110,8 +121,7 @@ pub async fn serve(
                 None => connection.serve(stream, ClientIdentity::default()).await,
                 Some(acceptor) => {
                     let handshake =
-                        tokio::time::timeout(settings.header_read_timeout, acceptor.accept(stream))
-                            .await;
+                        tokio::time::timeout_at(first_request_by, acceptor.accept(stream)).await;
                     match handshake {
                         Ok(Ok(stream)) => {
                             let identity = stream
@@ -146,55 +156,122 @@ pub async fn serve(
 }
 
 /// One accepted connection and what serving it needs.
-struct Connection {
-    api: Arc<Api>,
+struct Connection<H> {
+    handler: Arc<H>,
     builder: Arc<Builder<TokioExecutor>>,
     graceful: Watcher,
     /// `None` when the listener is at `max_connections`: every request on
-    /// this connection is then answered 503
+    /// this connection is then refused
     permit: Option<tokio::sync::OwnedSemaphorePermit>,
     settings: ServerSettings,
+    first_request_by: tokio::time::Instant,
 }
 
-impl Connection {
+/// What a connection's requests are doing, for its deadlines: whether one
+/// has arrived, how many are in flight, when the last one ended.
+struct Activity {
+    born: tokio::time::Instant,
+    first: Notify,
+    in_flight: AtomicUsize,
+    /// milliseconds after `born` when the last request ended
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn began(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.first.notify_one();
+    }
+
+    fn ended(&self) {
+        let ms = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Resolves once the connection has had no request in flight for
+    /// `idle`.
+    async fn idle_for(&self, idle: Duration) {
+        let tick = (idle / 4).max(Duration::from_millis(10));
+        loop {
+            tokio::time::sleep(tick).await;
+            let last = self.born + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+            if self.in_flight.load(Ordering::Relaxed) == 0 && last.elapsed() >= idle {
+                return;
+            }
+        }
+    }
+}
+
+impl<H: Handler> Connection<H> {
     async fn serve<I>(self, io: I, identity: ClientIdentity)
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let Self {
-            api,
+            handler,
             builder,
             graceful,
             permit,
             settings,
+            first_request_by,
         } = self;
         let overloaded = permit.is_none();
         let identity = Arc::new(identity);
+        let activity = Arc::new(Activity {
+            born: tokio::time::Instant::now(),
+            first: Notify::new(),
+            in_flight: AtomicUsize::new(0),
+            last_ms: AtomicU64::new(0),
+        });
+        let service_activity = Arc::clone(&activity);
         let service = service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
-            let api = Arc::clone(&api);
+            let handler = Arc::clone(&handler);
             let identity = Arc::clone(&identity);
+            let activity = Arc::clone(&service_activity);
             async move {
-                if overloaded {
-                    let mut response =
-                        refusal(&ApiError::TooManyConnections(settings.max_connections));
-                    response.headers_mut().insert(
-                        http::header::CONNECTION,
-                        http::HeaderValue::from_static("close"),
-                    );
-                    return Ok::<_, Infallible>(response);
-                }
-                request.extensions_mut().insert((*identity).clone());
-                let response = tokio::time::timeout(settings.request_timeout, api.handle(request))
-                    .await
-                    .unwrap_or_else(|_| {
-                        refusal(&ApiError::RequestTimeout(settings.request_timeout))
-                    });
-                Ok(response)
+                activity.began();
+                let response = if overloaded {
+                    handler.refuse(&ApiError::TooManyConnections(settings.max_connections))
+                } else {
+                    request.extensions_mut().insert((*identity).clone());
+                    tokio::time::timeout(settings.request_timeout, handler.handle(request))
+                        .await
+                        .unwrap_or_else(|_| {
+                            handler.refuse(&ApiError::RequestTimeout(settings.request_timeout))
+                        })
+                };
+                activity.ended();
+                Ok::<_, Infallible>(response)
             }
         });
         let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
         let connection = graceful.watch(connection.into_owned());
-        if let Err(error) = connection.await {
+        tokio::pin!(connection);
+        // Until the first request arrives: the accept-to-request deadline.
+        let first = tokio::select! {
+            result = &mut connection => Some(result),
+            arrived = tokio::time::timeout_at(first_request_by, activity.first.notified()) => {
+                if arrived.is_err() {
+                    crate::telemetry::metrics().refusal("first_request_timeout");
+                    tracing::debug!("no complete request before the deadline; closing");
+                    return;
+                }
+                None
+            }
+        };
+        // Then: served until it ends, or closed once idle.
+        let result = match first {
+            Some(result) => result,
+            None => tokio::select! {
+                result = &mut connection => result,
+                () = activity.idle_for(settings.idle_timeout) => {
+                    tracing::debug!("connection idle; closing");
+                    return;
+                }
+            },
+        };
+        if let Err(error) = result {
             if error
                 .downcast_ref::<hyper::Error>()
                 .is_some_and(hyper::Error::is_timeout)
@@ -204,21 +281,5 @@ impl Connection {
             tracing::debug!(%error, "connection ended with an error");
         }
         drop(permit);
-    }
-}
-
-/// Serves Envoy's gRPC `ext_authz` on `listener` until `shutdown` resolves.
-pub async fn serve_ext_authz(
-    listener: TcpListener,
-    service: envoy_types::ext_authz::v3::pb::AuthorizationServer<crate::api::ext_authz::ExtAuthz>,
-    shutdown: impl Future<Output = ()>,
-) {
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    let served = tonic::transport::Server::builder()
-        .add_service(service)
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await;
-    if let Err(error) = served {
-        tracing::error!(%error, "the ext_authz gRPC listener stopped");
     }
 }

@@ -203,16 +203,12 @@ pub fn client_config(
 }
 
 /// The identities a client certificate names: its DNS and URI subject
-/// alternative names, and its common name.
+/// alternative names, or its common name when it has none.
 pub fn identities(cert: &CertificateDer<'_>) -> Vec<String> {
     let Ok((_, parsed)) = x509_parser::parse_x509_certificate(cert.as_ref()) else {
         return Vec::new();
     };
-    let mut names: Vec<String> = parsed
-        .subject()
-        .iter_common_name()
-        .filter_map(|cn| cn.as_str().ok().map(str::to_owned))
-        .collect();
+    let mut names: Vec<String> = Vec::new();
     if let Ok(Some(san)) = parsed.subject_alternative_name() {
         for name in &san.value.general_names {
             match name {
@@ -221,6 +217,16 @@ pub fn identities(cert: &CertificateDer<'_>) -> Vec<String> {
                 _ => {}
             }
         }
+    }
+    // When the certificate has subject alternative names, they alone name
+    // it (RFC 6125): a CN that says otherwise is not another identity.
+    if names.is_empty() {
+        names.extend(
+            parsed
+                .subject()
+                .iter_common_name()
+                .filter_map(|cn| cn.as_str().ok().map(str::to_owned)),
+        );
     }
     names
 }

@@ -14,8 +14,10 @@ use envoy_types::ext_authz::v3::{
 };
 use http::StatusCode;
 
-use super::Explanation;
+use tonic::codegen::Service;
+
 use super::gateway::{Verdict, decide};
+use super::{ApiError, ClientIdentity, Explanation, Handler};
 use crate::config::OriginalSource;
 use crate::engine::Engine;
 use crate::routes::{RouteTable, original_headers};
@@ -26,10 +28,60 @@ pub struct ExtAuthz {
     routes: Arc<RouteTable>,
 }
 
-impl ExtAuthz {
-    /// The service, ready to be served by tonic.
-    pub fn server(engine: Arc<Engine>, routes: Arc<RouteTable>) -> AuthorizationServer<Self> {
-        AuthorizationServer::new(Self { engine, routes })
+/// The gRPC listener's handler: the `Authorization` service behind the same
+/// client-identity check as the HTTP decision endpoints, its refusals as
+/// gRPC statuses.
+pub struct GrpcHandler {
+    service: AuthorizationServer<ExtAuthz>,
+    allowed_clients: Vec<String>,
+}
+
+impl GrpcHandler {
+    /// The handler; `allowed_clients` as `tls.allowed_clients.decisions`
+    /// (empty: any client the TLS layer admits).
+    pub fn new(engine: Arc<Engine>, routes: Arc<RouteTable>, allowed_clients: Vec<String>) -> Self {
+        Self {
+            service: AuthorizationServer::new(ExtAuthz { engine, routes }),
+            allowed_clients,
+        }
+    }
+}
+
+impl Handler for GrpcHandler {
+    type Body = tonic::body::Body;
+
+    async fn handle(
+        &self,
+        request: http::Request<hyper::body::Incoming>,
+    ) -> http::Response<Self::Body> {
+        if !self.allowed_clients.is_empty() {
+            let known = request
+                .extensions()
+                .get::<ClientIdentity>()
+                .is_some_and(|id| id.0.iter().any(|name| self.allowed_clients.contains(name)));
+            if !known {
+                return tonic::Status::permission_denied(
+                    "the client certificate names no identity allowed here",
+                )
+                .into_http();
+            }
+        }
+        // The generated server is always ready: no `poll_ready` needed.
+        let mut service = self.service.clone();
+        match service.call(request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        }
+    }
+
+    fn refuse(&self, error: &ApiError) -> http::Response<Self::Body> {
+        let message = error.to_string();
+        let status = match error {
+            ApiError::TooManyConnections(_) => tonic::Status::unavailable(message),
+            ApiError::RequestTimeout(_) => tonic::Status::deadline_exceeded(message),
+            _ => tonic::Status::invalid_argument(message),
+        };
+        status.into_http()
     }
 }
 

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use serde::Serialize;
 
 pub use error::ApiError;
@@ -82,6 +82,46 @@ pub struct ApiSettings {
     pub scheme: &'static str,
 }
 
+/// An HTTP service a listener serves: answers each request, and refuses a
+/// request the listener will not serve (too many connections, too slow) in
+/// its own wire format. The server knows only this.
+pub trait Handler: Send + Sync + 'static {
+    /// The response body.
+    type Body: hyper::body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+        + Send
+        + 'static;
+
+    /// Answers one request; never fails.
+    fn handle(
+        &self,
+        request: Request<hyper::body::Incoming>,
+    ) -> impl std::future::Future<Output = Response<Self::Body>> + Send;
+
+    /// The answer to a request the listener refuses.
+    fn refuse(&self, error: &ApiError) -> Response<Self::Body>;
+}
+
+impl Handler for Api {
+    type Body = Full<Bytes>;
+
+    fn handle(
+        &self,
+        request: Request<hyper::body::Incoming>,
+    ) -> impl std::future::Future<Output = Response<Self::Body>> + Send {
+        Api::handle(self, request)
+    }
+
+    fn refuse(&self, error: &ApiError) -> Response<Self::Body> {
+        let mut response = refusal(error);
+        if matches!(error, ApiError::TooManyConnections(_)) {
+            response
+                .headers_mut()
+                .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
+    }
+}
+
 /// The HTTP API over one [`Engine`].
 pub struct Api {
     engine: Arc<Engine>,
@@ -116,6 +156,7 @@ impl Api {
     {
         let request_id = request.headers().get(REQUEST_ID).cloned();
         let route = route_label(request.uri().path());
+        let http1 = request.version() <= http::Version::HTTP_11;
         // Boxed: the routing future holds every endpoint's state (kilobytes),
         // and the server's timeout and hyper would otherwise copy it whole.
         let mut response = match Box::pin(self.route(request)).await {
@@ -123,6 +164,14 @@ impl Api {
             Err(error) => refusal(&error),
         };
         metrics().http_request(route, response.status().as_u16());
+        if http1 && response.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            // The rest of the body is not read: the connection cannot carry
+            // another request, and closing it says so before the client
+            // sends more.
+            response
+                .headers_mut()
+                .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if let Some(id) = request_id {
             response.headers_mut().insert(REQUEST_ID, id);
         }
@@ -291,33 +340,56 @@ impl Api {
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<usize>().ok());
+        let body = std::pin::pin!(request.into_body());
         if declared.is_some_and(|len| len > limit) {
+            drain(body).await;
             return Err(ApiError::BodyTooLarge { limit });
         }
-        match Limited::new(request.into_body(), limit).collect().await {
-            Ok(collected) => {
-                let bytes = collected.to_bytes();
-                let max_depth = self.settings.limits.max_json_depth;
-                if json_depth_exceeds(&bytes, max_depth) {
-                    return Err(ApiError::TooDeep { limit: max_depth });
+        let mut body = body;
+        let mut collected = Vec::new();
+        while let Some(frame) = body.as_mut().frame().await {
+            let frame = frame.map_err(|e| ApiError::BodyRead(e.to_string()))?;
+            if let Some(data) = frame.data_ref() {
+                if collected.len() + data.len() > limit {
+                    drain(body.as_mut()).await;
+                    return Err(ApiError::BodyTooLarge { limit });
                 }
-                if let Some(field) = strict::duplicate_key(&bytes) {
-                    return Err(ApiError::InvalidRequest {
-                        message: format!(
-                            "`{field}` is sent more than once; each key may appear once"
-                        ),
-                        field,
-                        code: "duplicate_key",
-                    });
-                }
-                Ok(bytes)
+                collected.extend_from_slice(data);
             }
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                Err(ApiError::BodyTooLarge { limit })
-            }
-            Err(e) => Err(ApiError::BodyRead(e.to_string())),
         }
+        let bytes = Bytes::from(collected);
+        let max_depth = self.settings.limits.max_json_depth;
+        if json_depth_exceeds(&bytes, max_depth) {
+            return Err(ApiError::TooDeep { limit: max_depth });
+        }
+        if let Some(field) = strict::duplicate_key(&bytes) {
+            return Err(ApiError::InvalidRequest {
+                message: format!("`{field}` is sent more than once; each key may appear once"),
+                field,
+                code: "duplicate_key",
+            });
+        }
+        Ok(bytes)
     }
+}
+
+/// How much of a refused (too large) body is read and dropped, and for how
+/// long, so that the 413 reaches a client still sending instead of a reset.
+const DRAIN_BYTES: usize = 1024 * 1024;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Reads and drops up to [`DRAIN_BYTES`] of `body` within [`DRAIN_TIME`].
+async fn drain<B: hyper::body::Body<Data = Bytes>>(mut body: std::pin::Pin<&mut B>) {
+    let drained = async {
+        let mut read = 0;
+        while read < DRAIN_BYTES {
+            match body.as_mut().frame().await {
+                Some(Ok(frame)) => read += frame.data_ref().map_or(0, Bytes::len),
+                _ => return,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIME, drained).await;
 }
 
 /// The JSON answer for a refused request: status and `{"error": {...}}`;

@@ -235,6 +235,7 @@ impl Metrics {
             "header_read_timeout",
             "tls_handshake_failed",
             "tls_handshake_timeout",
+            "first_request_timeout",
         ] {
             metrics.refusals.with_label_values(&[limit]);
         }

@@ -17,6 +17,7 @@ mod authzen;
 mod authzen_todo;
 mod bad_input;
 mod cli;
+mod connections;
 mod file_store;
 mod gateway;
 mod hostile;
