@@ -163,6 +163,7 @@ pub fn decision_log(config: &Config) -> Result<DecisionLog, StartError> {
     DecisionLog::start(DecisionLogSettings {
         sink,
         queue: config.log.decisions_queue,
+        max_bytes: config.log.decisions_max_bytes,
         mask: config.log.mask.clone(),
     })
     .map_err(|source| StartError::DecisionLog {

@@ -64,6 +64,7 @@ pub const KEYS: &[&str] = &[
     "log.decisions",
     "log.decisions_file",
     "log.decisions_queue",
+    "log.decisions_max_bytes",
     "log.mask",
     "policy.reload_interval",
 ];
@@ -459,8 +460,13 @@ pub struct LogConfig {
     /// The decision log file, appended to, for `decisions = "file"`.
     pub decisions_file: Option<PathBuf>,
     /// Decision lines waiting to be written; beyond it lines are dropped and
-    /// counted, never blocking a decision. Default 10,000 (a few MiB).
+    /// counted, never blocking a decision. Default 10,000 (with
+    /// `decisions_max_bytes` bounding their size).
     pub decisions_queue: usize,
+    /// Bytes of decision lines waiting to be written; beyond it lines are
+    /// dropped and counted. Default 8 MiB: a stalled sink costs at most
+    /// that (twice, while a batch is being written), whatever the contexts.
+    pub decisions_max_bytes: usize,
     /// Context attributes whose values the decision log replaces by `***`.
     /// Default none.
     pub mask: Vec<String>,
@@ -534,6 +540,7 @@ impl Default for LogConfig {
             decisions: DecisionSink::Stderr,
             decisions_file: None,
             decisions_queue: 10_000,
+            decisions_max_bytes: 8 * 1024 * 1024,
             mask: Vec::new(),
         }
     }

@@ -129,7 +129,8 @@ pub struct Api {
     settings: ApiSettings,
 }
 
-/// The header a caller may set to correlate a decision; echoed back.
+/// The header a caller may set to correlate a decision; echoed back, and
+/// made up when the caller sends none.
 pub const REQUEST_ID: &str = "x-request-id";
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -149,12 +150,23 @@ impl Api {
     }
 
     /// Answers one request. Never fails: every error is a JSON response.
-    pub async fn handle<B>(&self, request: Request<B>) -> Response<Full<Bytes>>
+    pub async fn handle<B>(&self, mut request: Request<B>) -> Response<Full<Bytes>>
     where
         B: hyper::body::Body<Data = Bytes>,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
-        let request_id = request.headers().get(REQUEST_ID).cloned();
+        // Every request has an id: the caller's, or one made here, so that
+        // its decision log line and its answer carry the same one.
+        let request_id = match request.headers().get(REQUEST_ID) {
+            Some(id) => Some(id.clone()),
+            None => {
+                let made = HeaderValue::try_from(crate::engine::new_request_id()).ok();
+                if let Some(id) = &made {
+                    request.headers_mut().insert(REQUEST_ID, id.clone());
+                }
+                made
+            }
+        };
         let route = route_label(request.uri().path());
         let http1 = request.version() <= http::Version::HTTP_11;
         // Boxed: the routing future holds every endpoint's state (kilobytes),

@@ -22,7 +22,7 @@ use serde_json::{Map, Value};
 use crate::config::Sourcing;
 use crate::entities::{EntityStore, Gathered};
 use crate::policy::{ActionPlan, FixedPart, PolicySnapshot, PolicyStore, sorted_reasons};
-use crate::telemetry::{DecisionLog, LogEntry, metrics};
+use crate::telemetry::{DecisionLog, LogEntry, LoggedError, metrics};
 
 pub use decision::{
     Decision, DecisionError, DecisionRequest, EntityRef, Field, ParsedEntities, RequestEntities,
@@ -154,7 +154,7 @@ impl Engine {
                 .map_or("unknown", |a| a.id().unescaped());
             metrics().decision(action, decision.allowed(), took);
             if self.log.enabled() {
-                self.log.record(log_entry(request, decision, took));
+                log_decision(&self.log, &snapshot, request, decision, took);
             }
         }
         outcome
@@ -603,30 +603,61 @@ fn describe(error: &dyn std::error::Error) -> String {
     text
 }
 
-fn log_entry(
+/// Writes one decision's line: canonical uids (`Brokerage::User::"erin"`,
+/// whatever the caller's spelling), the action id, a request id made here
+/// when the caller sent none.
+fn log_decision(
+    log: &DecisionLog,
+    snapshot: &PolicySnapshot,
     request: &DecisionRequest<'_>,
     decision: &Decision,
     took: std::time::Duration,
-) -> LogEntry {
-    let uid = |entity: &EntityRef<'_>| format!("{}::{:?}", entity.type_name, entity.id);
-    LogEntry {
+) {
+    let canonical = |entity: &EntityRef<'_>| {
+        resolve(snapshot, entity).map_or_else(
+            || format!("{}::{:?}", entity.type_name, entity.id),
+            |uid| uid.to_string(),
+        )
+    };
+    let (principal, resource) = (canonical(&request.principal), canonical(&request.resource));
+    let action = snapshot
+        .action(request.action)
+        .map_or(request.action, |uid| uid.id().unescaped());
+    let made;
+    let request_id = match request.request_id {
+        Some(id) => id,
+        None => {
+            made = new_request_id();
+            &made
+        }
+    };
+    log.record(&LogEntry {
         time: std::time::SystemTime::now(),
-        request_id: request.request_id.map(str::to_owned),
-        principal: uid(&request.principal),
-        action: request.action.to_owned(),
-        resource: uid(&request.resource),
+        request_id,
+        principal: &principal,
+        action,
+        resource: &resource,
         decision: if decision.allowed() { "allow" } else { "deny" },
-        reasons: decision.reasons().map(str::to_owned).collect(),
+        reasons: decision.reasons().collect(),
         errors: decision
             .errors()
             .iter()
-            .map(|e| serde_json::json!({"code": e.code(), "message": e.message()}))
+            .map(|e| LoggedError {
+                code: e.code(),
+                message: e.message(),
+            })
             .collect(),
-        policy_version: Arc::clone(&decision.policy_version),
+        policy_version: &decision.policy_version,
         stale_data: decision.stale_data(),
         latency_us: u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
-        context: request.context.cloned(),
-    }
+        context: request.context,
+    });
+}
+
+/// A request id for a request that came without one: 128 random bits as
+/// 32 hex digits.
+pub fn new_request_id() -> String {
+    format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
 }
 
 fn resolve(snapshot: &PolicySnapshot, reference: &EntityRef<'_>) -> Option<EntityUid> {

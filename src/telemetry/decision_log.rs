@@ -1,15 +1,18 @@
 //! The decision log: one JSON line per decision, the account's "action
-//! history". Written by a background task through a bounded queue: a full
-//! queue drops the line and counts it, and never blocks a decision.
+//! history". A decision writes its line into a shared buffer bounded in
+//! bytes and lines (a full buffer drops the line and counts it, never
+//! blocking); a dedicated thread writes the buffer out every few
+//! milliseconds in one system call, so no async worker ever waits on a
+//! slow disk or a stalled stderr, and no decision wakes a thread.
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::SystemTime;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
+use serde::ser::SerializeMap;
 use serde_json::Value;
-use tokio::sync::mpsc;
 
 use super::metrics;
 
@@ -31,67 +34,101 @@ pub struct DecisionLogSettings {
     pub sink: LogSink,
     /// lines waiting to be written before new ones are dropped
     pub queue: usize,
-    /// context attributes whose values are replaced by `"***"`
+    /// bytes waiting to be written before new lines are dropped
+    pub max_bytes: usize,
+    /// context attributes whose values are replaced by `"***"`, in the
+    /// context and in error messages
     pub mask: Vec<String>,
 }
 
-/// One decision, as logged.
+/// One decision, as logged; borrowed from the decision, written at once.
 #[derive(Debug, Serialize)]
-pub struct LogEntry {
+pub struct LogEntry<'a> {
     /// when it was decided (RFC 3339)
     #[serde(serialize_with = "rfc3339")]
     pub time: SystemTime,
-    /// the caller's `X-Request-ID`, if any
-    pub request_id: Option<String>,
-    /// `Type::"id"`
-    pub principal: String,
+    /// the caller's `X-Request-ID`, or one made for this request
+    pub request_id: &'a str,
+    /// canonical `Namespace::Type::"id"`
+    pub principal: &'a str,
     /// the action id
-    pub action: String,
-    /// `Type::"id"`
-    pub resource: String,
+    pub action: &'a str,
+    /// canonical `Namespace::Type::"id"`
+    pub resource: &'a str,
     /// `allow` or `deny`
     pub decision: &'static str,
     /// the determining policies
-    pub reasons: Vec<String>,
+    pub reasons: Vec<&'a str>,
     /// `{code, message}` of each error
-    pub errors: Vec<Value>,
+    pub errors: Vec<LoggedError<'a>>,
     /// the policy version that decided
-    pub policy_version: Arc<str>,
+    pub policy_version: &'a str,
     /// some entity was served stale because the store failed
     pub stale_data: bool,
     /// time to decide, microseconds
     pub latency_us: u64,
     /// the request context, masked as configured
-    pub context: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context: Option<&'a Value>,
+}
+
+/// One error of a decision, as logged.
+#[derive(Debug, Serialize)]
+pub struct LoggedError<'a> {
+    /// stable code
+    pub code: &'static str,
+    /// for a person
+    pub message: &'a str,
 }
 
 fn rfc3339<S: serde::Serializer>(time: &SystemTime, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.collect_str(&humantime::format_rfc3339_micros(*time))
 }
 
+/// How often the writer thread writes what is buffered.
+const FLUSH_INTERVAL: Duration = Duration::from_millis(10);
+/// Buffered bytes past which the writer is woken at once.
+const WAKE_BYTES: usize = 256 * 1024;
+
+/// Lines waiting for the writer.
+#[derive(Debug, Default)]
+struct Pending {
+    bytes: Vec<u8>,
+    lines: usize,
+}
+
+#[derive(Debug)]
+struct Shared {
+    pending: Mutex<Pending>,
+    wake: Condvar,
+    max_bytes: usize,
+    max_lines: usize,
+    mask: Vec<String>,
+}
+
 /// The log's sending half; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct DecisionLog {
-    sender: Option<mpsc::Sender<LogEntry>>,
+    shared: Option<Arc<Shared>>,
 }
 
 impl DecisionLog {
     /// A log that records nothing.
     pub fn off() -> Self {
-        Self { sender: None }
+        Self { shared: None }
     }
 
     /// Whether entries are wanted (so callers can skip building them).
     pub fn enabled(&self) -> bool {
-        self.sender.is_some()
+        self.shared.is_some()
     }
 
-    /// Starts the writer task. Needs a tokio runtime.
+    /// Starts the writer thread.
     ///
     /// # Errors
-    /// A log file that cannot be opened for appending.
+    /// A log file that cannot be opened for appending, or no thread.
     pub fn start(settings: DecisionLogSettings) -> std::io::Result<Self> {
-        let mut out: Box<dyn Write + Send> = match &settings.sink {
+        let out: Box<dyn Write + Send> = match &settings.sink {
             LogSink::Off => return Ok(Self::off()),
             LogSink::Stderr => Box::new(std::io::stderr()),
             LogSink::File(path) => Box::new(
@@ -101,46 +138,221 @@ impl DecisionLog {
                     .open(path)?,
             ),
         };
-        let (sender, mut receiver) = mpsc::channel::<LogEntry>(settings.queue.max(1));
-        let mask = settings.mask;
-        tokio::spawn(async move {
-            let mut line = Vec::with_capacity(512);
-            while let Some(first) = receiver.recv().await {
-                let mut next = Some(first);
-                while let Some(mut entry) = next {
-                    mask_context(&mut entry, &mask);
-                    line.clear();
-                    if serde_json::to_writer(&mut line, &entry).is_ok() {
-                        line.push(b'\n');
-                        let _ = out.write_all(&line);
-                    }
-                    next = receiver.try_recv().ok();
-                }
-                let _ = out.flush();
-            }
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(Pending::default()),
+            wake: Condvar::new(),
+            max_bytes: settings.max_bytes.max(1),
+            max_lines: settings.queue.max(1),
+            mask: settings.mask,
         });
+        let writer = Arc::clone(&shared);
+        std::thread::Builder::new()
+            .name("decision-log".to_owned())
+            .spawn(move || write_forever(&writer, out))?;
         Ok(Self {
-            sender: Some(sender),
+            shared: Some(shared),
         })
     }
 
-    /// Queues `entry`; when the queue is full the entry is dropped and counted.
-    pub fn record(&self, entry: LogEntry) {
-        if let Some(sender) = &self.sender
-            && sender.try_send(entry).is_err()
+    /// Writes `entry` into the buffer; when the buffer is full the line is
+    /// dropped and counted.
+    pub fn record(&self, entry: &LogEntry<'_>) {
+        let Some(shared) = &self.shared else {
+            return;
+        };
+        let mut line = Vec::with_capacity(384);
+        let written = if shared.mask.is_empty() {
+            serde_json::to_writer(&mut line, entry)
+        } else {
+            serde_json::to_writer(
+                &mut line,
+                &Masked {
+                    entry,
+                    mask: &shared.mask,
+                },
+            )
+        };
+        if written.is_err() {
+            return;
+        }
+        line.push(b'\n');
+        let mut pending = shared
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if pending.lines >= shared.max_lines || pending.bytes.len() + line.len() > shared.max_bytes
         {
+            drop(pending);
             metrics().decision_log_dropped.inc();
+            return;
+        }
+        pending.bytes.extend_from_slice(&line);
+        pending.lines += 1;
+        let wake = pending.bytes.len() >= WAKE_BYTES;
+        drop(pending);
+        if wake {
+            shared.wake.notify_one();
         }
     }
 }
 
-fn mask_context(entry: &mut LogEntry, mask: &[String]) {
-    let Some(Value::Object(context)) = &mut entry.context else {
-        return;
-    };
-    for field in mask {
-        if let Some(value) = context.get_mut(field) {
-            *value = Value::String("***".to_owned());
+/// The writer thread: every [`FLUSH_INTERVAL`] (or sooner when much is
+/// waiting) takes what is buffered and writes it in one call.
+fn write_forever(shared: &Shared, mut out: Box<dyn Write + Send>) {
+    let mut writing = Vec::new();
+    loop {
+        {
+            let pending = shared
+                .pending
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let (mut pending, _) = shared
+                .wake
+                .wait_timeout(pending, FLUSH_INTERVAL)
+                .unwrap_or_else(PoisonError::into_inner);
+            std::mem::swap(&mut pending.bytes, &mut writing);
+            pending.lines = 0;
+        }
+        if !writing.is_empty() {
+            let _ = out.write_all(&writing);
+            let _ = out.flush();
+            writing.clear();
+            // A burst's buffer is not kept: memory returns to the bound.
+            writing.shrink_to(WAKE_BYTES);
+        }
+    }
+}
+
+/// An entry with the masked context attributes replaced by `"***"`, in
+/// the context and wherever their values appear in error messages.
+struct Masked<'e, 'a> {
+    entry: &'e LogEntry<'a>,
+    mask: &'e [String],
+}
+
+impl Serialize for Masked<'_, '_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let entry = self.entry;
+        let context = entry.context.and_then(Value::as_object);
+        let secrets: Vec<String> = context
+            .map(|context| {
+                self.mask
+                    .iter()
+                    .filter_map(|name| context.get(name))
+                    .flat_map(secret_texts)
+                    .filter(|text| !text.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry(
+            "time",
+            &humantime::format_rfc3339_micros(entry.time).to_string(),
+        )?;
+        map.serialize_entry("request_id", entry.request_id)?;
+        map.serialize_entry("principal", entry.principal)?;
+        map.serialize_entry("action", entry.action)?;
+        map.serialize_entry("resource", entry.resource)?;
+        map.serialize_entry("decision", entry.decision)?;
+        map.serialize_entry("reasons", &entry.reasons)?;
+        let errors: Vec<serde_json::Value> = entry
+            .errors
+            .iter()
+            .map(|error| {
+                let message = secrets
+                    .iter()
+                    .fold(error.message.to_owned(), |text, secret| {
+                        text.replace(secret.as_str(), "***")
+                    });
+                serde_json::json!({"code": error.code, "message": message})
+            })
+            .collect();
+        map.serialize_entry("errors", &errors)?;
+        map.serialize_entry("policy_version", entry.policy_version)?;
+        map.serialize_entry("stale_data", &entry.stale_data)?;
+        map.serialize_entry("latency_us", &entry.latency_us)?;
+        if let Some(context) = context {
+            let masked: serde_json::Map<String, Value> = context
+                .iter()
+                .map(|(name, value)| {
+                    let value = if self.mask.contains(name) {
+                        Value::String("***".to_owned())
+                    } else {
+                        value.clone()
+                    };
+                    (name.clone(), value)
+                })
+                .collect();
+            map.serialize_entry("context", &masked)?;
+        }
+        map.end()
+    }
+}
+
+/// The texts a masked value could show up as in a message: a string
+/// itself, a number, an entity reference's id.
+fn secret_texts(value: &Value) -> Vec<String> {
+    match value {
+        Value::String(text) => vec![text.clone()],
+        Value::Number(number) => vec![number.to_string()],
+        Value::Object(map) => {
+            let target = map.get("__entity").unwrap_or(value);
+            target
+                .get("id")
+                .and_then(Value::as_str)
+                .map(|id| vec![id.to_owned()])
+                .unwrap_or_default()
+        }
+        Value::Array(items) => items.iter().flat_map(secret_texts).collect(),
+        Value::Bool(_) | Value::Null => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry<'a>(context: &'a Value, errors: Vec<LoggedError<'a>>) -> LogEntry<'a> {
+        LogEntry {
+            time: SystemTime::UNIX_EPOCH,
+            request_id: "r-1",
+            principal: r#"Brokerage::User::"erin""#,
+            action: "withdraw",
+            resource: r#"Brokerage::Account::"alice-personal""#,
+            decision: "deny",
+            reasons: vec![],
+            errors,
+            policy_version: "v1",
+            stale_data: false,
+            latency_us: 3,
+            context: Some(context),
+        }
+    }
+
+    #[test]
+    fn a_masked_value_is_hidden_in_the_context_and_in_error_messages() {
+        let context = serde_json::json!({
+            "destination": {"type": "Brokerage::Destination", "id": "mallory-wallet"},
+            "amount": "12.00"
+        });
+        let errors = vec![LoggedError {
+            code: "entity_not_found",
+            message: r#"entity `Brokerage::Destination::"mallory-wallet"` is not known"#,
+        }];
+        let entry = entry(&context, errors);
+        let mask = vec!["destination".to_owned()];
+        let text = serde_json::to_string(&Masked {
+            entry: &entry,
+            mask: &mask,
+        })
+        .unwrap();
+        assert!(!text.contains("mallory-wallet"), "{text}");
+        assert!(text.contains(r#""destination":"***""#), "{text}");
+        assert!(text.contains("12.00"), "{text}");
+        let line: Value = serde_json::from_str(&text).unwrap();
+        let plain: Value = serde_json::to_value(&entry).unwrap();
+        for key in ["time", "request_id", "principal", "action", "latency_us"] {
+            assert_eq!(line[key], plain[key], "{key}");
         }
     }
 }

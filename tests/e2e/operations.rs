@@ -138,9 +138,10 @@ async fn decision_log_lines_parse_and_carry_the_fields_with_masked_context() {
         }
     }
     assert_eq!(line["request_id"], "req-42", "{line}");
-    assert_eq!(line["principal"], "user::\"erin\"");
+    // Canonical uids, whatever the caller's spelling.
+    assert_eq!(line["principal"], "Brokerage::User::\"erin\"");
     assert_eq!(line["action"], "withdraw");
-    assert_eq!(line["resource"], "account::\"alice-personal\"");
+    assert_eq!(line["resource"], "Brokerage::Account::\"alice-personal\"");
     assert_eq!(line["decision"], "allow");
     assert_eq!(line["reasons"], json!(["S3", "S4"]));
     assert_eq!(line["errors"], json!([]));
@@ -150,6 +151,120 @@ async fn decision_log_lines_parse_and_carry_the_fields_with_masked_context() {
     assert!(line["time"].as_str().unwrap().ends_with('Z'));
     assert_eq!(line["context"]["amount"], "***", "masked");
     assert_eq!(line["context"]["destination"]["id"], "alice-bank");
+}
+
+/// The decision log lines written so far, waiting up to a second for `n`.
+async fn log_lines(log: &Path, n: usize) -> Vec<Value> {
+    for _ in 0..50 {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        if lines.len() >= n {
+            return lines;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("fewer than {n} decision log lines");
+}
+
+#[tokio::test]
+async fn every_line_has_a_request_id_canonical_uids_and_masked_error_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("decisions.log");
+    let path = log.display().to_string();
+    let server = Server::start(config_with(&[
+        ("MANDATE_LOG_DECISIONS", "file"),
+        ("MANDATE_LOG_DECISIONS_FILE", path.as_str()),
+        ("MANDATE_LOG_MASK", "[\"destination\"]"),
+    ]))
+    .await;
+    // The caller's own spelling of the types, no request id, an unknown
+    // (masked) destination that the error message names.
+    let reply = crate::support::post(
+        &server.url("/access/v1/evaluation"),
+        &json!({
+            "subject": {"type": "uSeR", "id": "erin"},
+            "action": {"name": "withdraw"},
+            "resource": {"type": "Brokerage::Account", "id": "alice-personal"},
+            "context": {"destination": {"type": "Brokerage::Destination", "id": "secret-wallet-77"}}
+        }),
+    )
+    .await;
+    assert_eq!(reply.json["decision"], false);
+    let message = reply.json["context"]["errors"][0]["message"]
+        .as_str()
+        .unwrap();
+    assert!(
+        message.contains("secret-wallet-77"),
+        "the caller is told: {message}"
+    );
+    let answered_id = reply.headers["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(answered_id.len(), 32, "a request id is made: {answered_id}");
+    let lines = log_lines(&log, 1).await;
+    let line = lines.last().unwrap();
+    assert_eq!(line["request_id"], answered_id.as_str());
+    assert_eq!(line["principal"], "Brokerage::User::\"erin\"");
+    assert_eq!(line["resource"], "Brokerage::Account::\"alice-personal\"");
+    assert_eq!(line["context"]["destination"], "***");
+    let text = line.to_string();
+    assert!(
+        !text.contains("secret-wallet-77"),
+        "masked everywhere: {text}"
+    );
+    assert!(!line["errors"].as_array().unwrap().is_empty(), "{line}");
+}
+
+#[tokio::test]
+async fn a_stalled_decision_log_sink_drops_lines_and_never_blocks_a_decision() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("stalled");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    // A reader that never reads: the pipe fills, then every write blocks.
+    let reader = {
+        use std::os::unix::fs::OpenOptionsExt;
+        const O_NONBLOCK: i32 = 0o4000; // Linux: open without waiting for a writer
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(O_NONBLOCK)
+            .open(&fifo)
+            .unwrap()
+    };
+    let path = fifo.display().to_string();
+    let server = Server::start(config_with(&[
+        ("MANDATE_LOG_DECISIONS", "file"),
+        ("MANDATE_LOG_DECISIONS_FILE", path.as_str()),
+        ("MANDATE_LOG_DECISIONS_MAX_BYTES", "65536"),
+    ]))
+    .await;
+    let dropped = || {
+        mandate::telemetry::metrics()
+            .render()
+            .lines()
+            .find_map(|l| l.strip_prefix("mandate_decision_log_dropped_total "))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let before = dropped();
+    let body = json!({
+        "subject": {"type": "user", "id": "carol"},
+        "action": {"name": "view_account"},
+        "resource": {"type": "account", "id": "alice-personal"},
+    });
+    for _ in 0..3000 {
+        let reply = crate::support::post(&server.url("/access/v1/evaluation"), &body).await;
+        assert_eq!(reply.json["decision"], true);
+    }
+    assert!(
+        dropped() > before,
+        "lines beyond the budget are dropped and counted"
+    );
+    drop(reader);
 }
 
 fn copy_pack(to: &Path) {
