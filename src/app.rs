@@ -230,6 +230,8 @@ pub fn api(config: &Config, engine: Arc<Engine>, routes: Arc<RouteTable>, surfac
             } else {
                 "http"
             },
+            public_url: config.server.public_url.clone(),
+            listen_authority: config.server.listen.to_string(),
         },
     )
 }
@@ -321,8 +323,11 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     } else {
         Surface::All
     };
+    // The API names its listener by the address actually bound (port 0).
+    let mut bound = config.clone();
+    bound.server.listen = addr;
     let main_api = Arc::new(api(
-        config,
+        &bound,
         Arc::clone(&engine),
         Arc::clone(&routes),
         main_surface,

@@ -24,6 +24,7 @@ pub const KEYS: &[&str] = &[
     "server.max_connections",
     "server.max_json_depth",
     "server.idle_timeout",
+    "server.public_url",
     "tls.cert",
     "tls.key",
     "tls.client_ca",
@@ -139,6 +140,11 @@ pub struct ServerConfig {
     /// cannot hold `max_connections` for long.
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
+    /// The base URL callers reach Mandate at (`https://pdp.example.com`),
+    /// named by the AuthZEN metadata document. Default none: a well-formed
+    /// `Host` of the request, else the listen address; a crafted `Host` is
+    /// never reflected.
+    pub public_url: Option<String>,
 }
 
 /// TLS on the listeners (rustls: TLS 1.2 and 1.3, ALPN `h2` and `http/1.1`).
@@ -485,6 +491,7 @@ impl Default for ServerConfig {
             max_connections: 10_000,
             max_json_depth: 32,
             idle_timeout: Duration::from_secs(60),
+            public_url: None,
         }
     }
 }

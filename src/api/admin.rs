@@ -31,6 +31,14 @@ struct Uid {
 /// # Errors
 /// [`ApiError::Forbidden`] without the token, or when admin is closed here.
 pub(super) fn authorize(access: &AdminAccess, headers: &HeaderMap) -> Result<(), ApiError> {
+    // A browser's request (a page the operator has open, reaching a
+    // loopback admin port) always says where it comes from; no admin client
+    // does. Refused whatever the access mode.
+    if headers.contains_key(http::header::ORIGIN) || headers.contains_key("sec-fetch-site") {
+        return Err(ApiError::Forbidden(
+            "admin endpoints do not answer browsers (the request carries `Origin`)",
+        ));
+    }
     match access {
         AdminAccess::Open => Ok(()),
         AdminAccess::Closed => Err(ApiError::Forbidden(
@@ -40,15 +48,10 @@ pub(super) fn authorize(access: &AdminAccess, headers: &HeaderMap) -> Result<(),
             let presented = headers
                 .get(http::header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "));
-            // Constant-time enough: compare lengths, then every byte.
-            let matches = presented.is_some_and(|p| {
-                p.len() == token.len()
-                    && p.bytes()
-                        .zip(token.bytes())
-                        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                        == 0
-            });
+                .and_then(|v| v.split_once(' '))
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                .map(|(_, credentials)| credentials.trim());
+            let matches = presented.is_some_and(|p| same_secret(p, token));
             if matches {
                 Ok(())
             } else {
@@ -58,6 +61,17 @@ pub(super) fn authorize(access: &AdminAccess, headers: &HeaderMap) -> Result<(),
             }
         }
     }
+}
+
+/// Compares digests of both, every byte: the time taken says nothing of
+/// the token, its length included.
+fn same_secret(presented: &str, token: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    let (a, b) = (Sha256::digest(presented), Sha256::digest(token));
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
 }
 
 /// `POST /admin/v1/cache/invalidate` with `{"uids": [{"type","id"}, ...]}` or `{"all": true}`.

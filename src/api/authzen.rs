@@ -344,14 +344,60 @@ fn missing_part(has_subject: bool, has_action: bool, prefix: &str) -> ApiError {
 }
 
 /// `GET /.well-known/authzen-configuration`
-pub(super) fn metadata<B>(request: &Request<B>, scheme: &str) -> Response<Full<Bytes>> {
-    let host = request
-        .headers()
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| request.uri().authority().map(|a| a.as_str()))
-        .unwrap_or("localhost");
-    let base = format!("{scheme}://{host}");
+/// Whether `host` is a plain `name[:port]` or `[v6]:port`: letters,
+/// digits, `.`, `-`, and a numeric port.
+fn plain_authority(host: &str) -> bool {
+    let port_ok = |port: Option<&str>| {
+        port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()))
+    };
+    if let Some(rest) = host.strip_prefix('[') {
+        let Some((v6, after)) = rest.split_once(']') else {
+            return false;
+        };
+        let port = match after {
+            "" => None,
+            after => match after.strip_prefix(':') {
+                Some(port) => Some(port),
+                None => return false,
+            },
+        };
+        return !v6.is_empty()
+            && v6
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.')
+            && port_ok(port);
+    }
+    let (name, port) = match host.split_once(':') {
+        Some((name, port)) => (name, Some(port)),
+        None => (host, None),
+    };
+    !name.is_empty()
+        && name.len() <= 253
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+        && port_ok(port)
+}
+
+pub(super) fn metadata<B>(
+    request: &Request<B>,
+    settings: &super::ApiSettings,
+) -> Response<Full<Bytes>> {
+    let base = match &settings.public_url {
+        Some(url) => url.trim_end_matches('/').to_owned(),
+        None => {
+            // The caller's Host only when it is a plain host[:port]; a
+            // crafted one would make this document point elsewhere.
+            let host = request
+                .headers()
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .or_else(|| request.uri().authority().map(|a| a.as_str()))
+                .filter(|host| plain_authority(host))
+                .unwrap_or(&settings.listen_authority);
+            format!("{}://{host}", settings.scheme)
+        }
+    };
     json(
         StatusCode::OK,
         &serde_json::json!({

@@ -80,6 +80,11 @@ pub struct ApiSettings {
     pub admin_clients: Vec<String>,
     /// `http` or `https`, for the metadata document's URLs
     pub scheme: &'static str,
+    /// the base URL the metadata document names (`server.public_url`);
+    /// without it, a well-formed `Host`, else the listener's address
+    pub public_url: Option<String>,
+    /// the listener's address, as `host:port`
+    pub listen_authority: String,
 }
 
 /// An HTTP service a listener serves: answers each request, and refuses a
@@ -273,7 +278,7 @@ impl Api {
             "/.well-known/authzen-configuration" => {
                 self.admit(Kind::Decision, &request)?;
                 expect("GET", Method::GET)?;
-                Ok(authzen::metadata(&request, self.settings.scheme))
+                Ok(authzen::metadata(&request, &self.settings))
             }
             "/v1/is_authorized" => {
                 self.admit(Kind::Decision, &request)?;

@@ -41,13 +41,13 @@ pub fn load(sources: &PolicySources) -> Result<PolicySnapshot, PolicyError> {
     let mut policies = PolicySet::new();
     let mut origin: HashMap<PolicyId, (String, String)> = HashMap::new();
     let mut diagnostics = Vec::new();
+    // The version hashes what the files say, never where they were read
+    // from: each file's digest, in sorted order.
+    let mut file_digests = Vec::with_capacity(files.len());
     for path in &files {
         let text = read(path)?;
         let name = path.display().to_string();
-        hasher.update(name.as_bytes());
-        hasher.update([0]);
-        hasher.update(text.as_bytes());
-        hasher.update([0]);
+        file_digests.push(Sha256::digest(text.as_bytes()));
         let parsed = match PolicySet::from_str(&text) {
             Ok(parsed) => parsed,
             Err(err) => {
@@ -90,6 +90,10 @@ pub fn load(sources: &PolicySources) -> Result<PolicySnapshot, PolicyError> {
         return Err(PolicyError::Invalid { diagnostics });
     }
 
+    file_digests.sort_unstable();
+    for digest in &file_digests {
+        hasher.update(digest);
+    }
     let digest = hasher.finalize();
     let version: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
     PolicySnapshot::new(

@@ -325,6 +325,44 @@ async fn the_metadata_document_lists_both_endpoints() {
 }
 
 #[tokio::test]
+async fn the_metadata_document_never_reflects_a_crafted_host() {
+    let server = Server::demo().await;
+    let ask = |host: &'static str| {
+        let request = http::Request::get(server.url("/.well-known/authzen-configuration"))
+            .header("host", host)
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap();
+        crate::support::send(request, false)
+    };
+    let reply = ask("pdp.internal:8443").await;
+    assert_eq!(
+        reply.json["policy_decision_point"],
+        "http://pdp.internal:8443"
+    );
+    for crafted in [
+        "evil.example/x?",
+        "a@evil.example",
+        "evil.example:80:80",
+        "ev\"il",
+    ] {
+        let reply = ask(crafted).await;
+        assert_eq!(
+            reply.json["policy_decision_point"],
+            format!("http://{}", server.addr),
+            "{crafted}"
+        );
+    }
+    let mut config = crate::support::demo_config();
+    config.server.public_url = Some("https://pdp.example.com/".to_owned());
+    let server = Server::start(config).await;
+    let reply = get(&server.url("/.well-known/authzen-configuration")).await;
+    assert_eq!(
+        reply.json["access_evaluation_endpoint"],
+        "https://pdp.example.com/access/v1/evaluation"
+    );
+}
+
+#[tokio::test]
 async fn health_and_readiness_answer() {
     let server = Server::demo().await;
     let reply = get(&server.url("/healthz")).await;

@@ -81,6 +81,61 @@ async fn admin_endpoints_need_the_token_when_one_is_set() {
     assert_eq!(invalidate(&server, Some("letmein")).await, 200);
 }
 
+async fn invalidate_with(server: &Server, headers: &[(&str, &str)]) -> u16 {
+    let mut request = http::Request::post(server.url("/admin/v1/cache/invalidate"));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request
+        .body(Full::new(Bytes::from_static(b"{\"all\": true}")))
+        .unwrap();
+    send(request, false).await.status
+}
+
+#[tokio::test]
+async fn the_admin_scheme_is_case_insensitive_and_the_token_exact() {
+    let server = Server::start(config_with(&[("MANDATE_ADMIN_TOKEN", "letmein")])).await;
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let value = format!("{scheme} letmein");
+        assert_eq!(
+            invalidate_with(&server, &[("authorization", &value)]).await,
+            200,
+            "{scheme}"
+        );
+    }
+    for wrong in [
+        "Bearer letmein2",
+        "Bearer letmei",
+        "Bearer ",
+        "Basic letmein",
+        "letmein",
+    ] {
+        assert_eq!(
+            invalidate_with(&server, &[("authorization", wrong)]).await,
+            403,
+            "{wrong}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_browser_cannot_reach_the_loopback_admin_endpoints() {
+    let server = Server::start(config_with(&[])).await;
+    assert_eq!(
+        invalidate_with(&server, &[]).await,
+        200,
+        "loopback, no token: open"
+    );
+    assert_eq!(
+        invalidate_with(&server, &[("origin", "https://evil.example")]).await,
+        403
+    );
+    assert_eq!(
+        invalidate_with(&server, &[("sec-fetch-site", "cross-site")]).await,
+        403
+    );
+}
+
 #[tokio::test]
 async fn admin_endpoints_are_closed_on_a_non_loopback_listener_without_a_token() {
     let mut config = config_with(&[]);

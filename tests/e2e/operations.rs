@@ -267,6 +267,34 @@ async fn a_stalled_decision_log_sink_drops_lines_and_never_blocks_a_decision() {
     drop(reader);
 }
 
+#[test]
+fn the_policy_version_depends_on_the_content_only_not_the_paths() {
+    let version = |dir: &Path| {
+        let mut config = config_with(&[]);
+        config.policy.dir = dir.join("policies");
+        config.policy.schema = dir.join("schema");
+        let engine = mandate::app::engine(&config).unwrap();
+        engine.policies().current().version().to_string()
+    };
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    copy_pack(a.path());
+    copy_pack(&b.path().join("elsewhere/deeper"));
+    assert_eq!(
+        version(a.path()),
+        version(&b.path().join("elsewhere/deeper"))
+    );
+    assert_eq!(
+        version(a.path()),
+        version(&root()),
+        "the repository's own pack"
+    );
+    // A change of content is a change of version.
+    let owner = a.path().join("policies/owner.cedar");
+    let text = std::fs::read_to_string(&owner).unwrap();
+    std::fs::write(&owner, format!("{text}\n// edited\n")).unwrap();
+    assert_ne!(version(a.path()), version(&root()));
+}
+
 fn copy_pack(to: &Path) {
     for dir in ["policies", "schema"] {
         std::fs::create_dir_all(to.join(dir)).unwrap();
