@@ -199,4 +199,158 @@ proptest! {
             never_allows(status, &answer);
         });
     }
+
+    #[test]
+    fn a_key_sent_twice_anywhere_in_an_allowed_request_is_refused_by_name(
+        base in 0..3usize,
+        object in 0..64usize,
+        key in 0..16usize,
+        front in any::<bool>(),
+        other in json(),
+    ) {
+        thread_local! {
+            static FIXTURE: (tokio::runtime::Runtime, Api) =
+                (tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap(), api());
+        }
+        let (endpoint, request) = allowed_request(base);
+        FIXTURE.with(|(runtime, api)| {
+            // As sent, the request is allowed: the duplicate alone refuses it.
+            let (_, answer) = ask(runtime, api, endpoint, serde_json::to_vec(&request).unwrap());
+            let allowed = answer["decision"] == Value::Bool(true)
+                || answer["decision"] == "Allow"
+                || answer["evaluations"][0]["decision"] == Value::Bool(true);
+            assert!(allowed, "{answer}");
+            let objects = count_objects(&request);
+            let mut text = String::new();
+            let mut seen = 0;
+            let mut path = None;
+            render(&request, object % objects, key, front, &other, &mut seen, "", &mut text, &mut path);
+            let (status, answer) = ask(runtime, api, endpoint, text.clone().into_bytes());
+            match path {
+                Some(path) => {
+                    assert_eq!(status, 400, "{text}: {answer}");
+                    assert_eq!(answer["error"]["code"], "duplicate_key", "{text}");
+                    assert_eq!(answer["error"]["field"], path.as_str(), "{text}");
+                }
+                // An empty object has no key to repeat.
+                None => never_allows_more_than(status, &answer),
+            }
+        });
+    }
+}
+
+fn never_allows_more_than(status: u16, answer: &Value) {
+    assert!(status < 500, "status {status}: {answer}");
+}
+
+/// Requests the demo data allows, on the AuthZEN and native endpoints.
+fn allowed_request(which: usize) -> (&'static str, Value) {
+    let withdraw = serde_json::json!({
+        "subject": {"type": "user", "id": "erin", "properties": {}},
+        "action": {"name": "withdraw"},
+        "resource": {"type": "account", "id": "alice-personal"},
+        "context": {"destination": {"type": "Brokerage::Destination", "id": "alice-bank"}, "amount": "10.00"}
+    });
+    match which {
+        0 => (ENDPOINTS[0], withdraw),
+        1 => (ENDPOINTS[1], serde_json::json!({"evaluations": [withdraw]})),
+        _ => (
+            ENDPOINTS[2],
+            serde_json::json!({
+                "principal": {"type": "Brokerage::User", "id": "grace"},
+                "action": {"type": "Brokerage::Action", "id": "view_account"},
+                "resource": {"type": "Brokerage::Account", "id": "alice-personal"},
+                "context": {}
+            }),
+        ),
+    }
+}
+
+fn count_objects(value: &Value) -> usize {
+    match value {
+        Value::Object(map) => 1 + map.values().map(count_objects).sum::<usize>(),
+        Value::Array(items) => items.iter().map(count_objects).sum(),
+        _ => 0,
+    }
+}
+
+/// Writes `value` as JSON text, repeating one key of the `target`-th object
+/// (pre-order) with `other` as its value, before or after the original;
+/// `path` gets the dotted path of the repeated key.
+#[allow(clippy::too_many_arguments)]
+fn render(
+    value: &Value,
+    target: usize,
+    key: usize,
+    front: bool,
+    other: &Value,
+    seen: &mut usize,
+    at: &str,
+    out: &mut String,
+    path: &mut Option<String>,
+) {
+    match value {
+        Value::Object(map) => {
+            let this = *seen;
+            *seen += 1;
+            let repeated = (this == target && !map.is_empty()).then(|| key % map.len());
+            out.push('{');
+            let mut first = true;
+            let mut pair = |out: &mut String, name: &str, text: &str| {
+                if !first {
+                    out.push(',');
+                }
+                first = false;
+                out.push_str(&serde_json::to_string(name).unwrap());
+                out.push(':');
+                out.push_str(text);
+            };
+            for (index, (name, inner)) in map.iter().enumerate() {
+                let child = if at.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{at}.{name}")
+                };
+                let mut text = String::new();
+                render(
+                    inner, target, key, front, other, seen, &child, &mut text, path,
+                );
+                if repeated == Some(index) {
+                    *path = Some(child);
+                    let extra = other.to_string();
+                    if front {
+                        pair(out, name, &extra);
+                        pair(out, name, &text);
+                    } else {
+                        pair(out, name, &text);
+                        pair(out, name, &extra);
+                    }
+                } else {
+                    pair(out, name, &text);
+                }
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (index, item) in items.iter().enumerate() {
+                if index > 0 {
+                    out.push(',');
+                }
+                render(
+                    item,
+                    target,
+                    key,
+                    front,
+                    other,
+                    seen,
+                    &format!("{at}[{index}]"),
+                    out,
+                    path,
+                );
+            }
+            out.push(']');
+        }
+        scalar => out.push_str(&scalar.to_string()),
+    }
 }

@@ -603,3 +603,47 @@ async fn an_answer_beyond_the_response_limit_is_a_deny() {
     let reply = post(&server.url("/access/v1/evaluation"), &view("carol")).await;
     assert_eq!(reply.json["decision"], true, "{}", reply.json);
 }
+
+#[tokio::test]
+async fn a_batch_of_unknown_subjects_costs_one_store_call_per_round() {
+    let upstream = Upstream::start().await;
+    let server = mandate_over(&upstream, &[]).await;
+    let evaluations: Vec<Value> = (0..300)
+        .map(|i| json!({"subject": {"type": "user", "id": format!("nobody-{i}")}}))
+        .collect();
+    let body = json!({
+        "action": {"name": "view_account"},
+        "resource": {"type": "account", "id": "alice-personal"},
+        "evaluations": evaluations,
+    });
+    let reply = post(&server.url("/access/v1/evaluations"), &body).await;
+    assert_eq!(reply.status, 200);
+    let answers = reply.json["evaluations"].as_array().unwrap();
+    assert_eq!(answers.len(), 300);
+    assert!(answers.iter().all(|a| a["decision"] == false));
+    // One call for every subject and the resource, one for the account's
+    // parents at most: not one per item.
+    assert!(upstream.calls() <= 3, "{} store calls", upstream.calls());
+
+    let requests: Vec<Value> = (0..300)
+        .map(|i| {
+            json!({
+                "principal": {"type": "Brokerage::User", "id": format!("ghost-{i}")},
+                "action": {"type": "Brokerage::Action", "id": "view_account"},
+                "resource": {"type": "Brokerage::Account", "id": "bare-personal"},
+            })
+        })
+        .collect();
+    let before = upstream.calls();
+    let reply = post(
+        &server.url("/v1/is_authorized/batch"),
+        &json!({"requests": requests}),
+    )
+    .await;
+    assert_eq!(reply.json["results"].as_array().unwrap().len(), 300);
+    assert!(
+        upstream.calls() - before <= 3,
+        "{} store calls",
+        upstream.calls() - before
+    );
+}
