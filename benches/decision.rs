@@ -5,7 +5,11 @@
 //! - `api/authzen`, `api/native`: a whole request through the API (decode,
 //!   decide, encode) — minus the engine's time for the same decision, what
 //!   decoding and encoding cost;
-//! - `gather/warm_cache`: the entities of a withdrawal from the warm cache.
+//! - `gather/warm_cache`: the entities of a withdrawal from the warm cache;
+//! - `hostile/…`: the requests whose cost once grew with the square of
+//!   their size, each within the 1 MiB body limit (a context of 3,000 keys,
+//!   a 1 MiB object with a repeated key, 3,000 request entities, a batch of
+//!   200 items sharing 500 entities): what one such request costs now.
 //!
 //! `cargo bench --bench decision`
 
@@ -218,5 +222,126 @@ fn bench_decisions(c: &mut Criterion) {
     bench.finish();
 }
 
-criterion_group!(benches, bench_decisions);
+fn todo_config() -> Config {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let pack = root.join("examples/authzen-todo");
+    let overrides = Overrides {
+        policies: Some(pack.join("policies")),
+        schema: Some(pack.join("schema.cedarschema")),
+        entities: Some(pack.join("entities.json")),
+        ..Overrides::default()
+    };
+    Config::load(
+        Some(&pack.join("mandate.toml")),
+        std::iter::empty(),
+        &overrides,
+    )
+    .unwrap()
+}
+
+fn bench_hostile(c: &mut Criterion) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let api_of = |config: &Config| {
+        let _guard = rt.enter();
+        let engine = Arc::new(mandate::app::engine(config).unwrap());
+        let routes = mandate::app::routes(config, &engine).unwrap();
+        mandate::app::api(config, engine, routes, Surface::All)
+    };
+    let brokerage = api_of(&config(None));
+    let todo = api_of(&todo_config());
+
+    let mut context = serde_json::Map::new();
+    context.insert(
+        "destination".to_owned(),
+        json!({"type": "Destination", "id": "alice-bank"}),
+    );
+    for i in 0..3000 {
+        context.insert(format!("k{i:04}"), json!(i));
+    }
+    let wide_context = json!({
+        "subject": {"type": "user", "id": "erin"}, "action": {"name": "withdraw"},
+        "resource": {"type": "account", "id": "alice-personal"}, "context": context,
+    })
+    .to_string();
+    let mut repeated = String::from(r#"{"subject": {"type": "user", "id": "erin"}, "context": {"#);
+    let mut i = 0;
+    while repeated.len() < 1_000_000 {
+        repeated.push_str(&format!(r#""k{i}": {i},"#));
+        i += 1;
+    }
+    repeated.push_str(r#""k7": 0}}"#);
+    let morty = "CiRmZDE2MTRkMy1jMzlhLTQ3ODEtYjdiZC04Yjk2ZjVhNTEwMGQSBWxvY2Fs";
+    let todos = |n: usize| -> Vec<Value> {
+        (0..n)
+            .map(|i| json!({"uid": {"type": "Todo::Todo", "id": format!("t{i}")}, "attrs": {"ownerID": "morty@the-citadel.com"}, "parents": []}))
+            .collect()
+    };
+    let many_entities = json!({
+        "principal": {"type": "Todo::User", "id": morty},
+        "action": {"type": "Todo::Action", "id": "can_delete_todo"},
+        "resource": {"type": "Todo::Todo", "id": "t7"},
+        "entities": todos(3000),
+    })
+    .to_string();
+    let requests: Vec<Value> = (0..200)
+        .map(|i| {
+            json!({
+                "principal": {"type": "Todo::User", "id": morty},
+                "action": {"type": "Todo::Action", "id": "can_delete_todo"},
+                "resource": {"type": "Todo::Todo", "id": format!("t{i}")},
+            })
+        })
+        .collect();
+    let shared_batch = json!({"requests": requests, "entities": todos(500)}).to_string();
+
+    let cases: [(&str, &mandate::api::Api, &str, String, u16); 4] = [
+        (
+            "context_3000_keys",
+            &brokerage,
+            "/access/v1/evaluation",
+            wide_context,
+            400,
+        ),
+        (
+            "repeated_key_1mib",
+            &brokerage,
+            "/access/v1/evaluation",
+            repeated,
+            400,
+        ),
+        (
+            "request_entities_3000",
+            &todo,
+            "/v1/is_authorized",
+            many_entities,
+            200,
+        ),
+        (
+            "batch_200_sharing_500",
+            &todo,
+            "/v1/is_authorized/batch",
+            shared_batch,
+            200,
+        ),
+    ];
+    let mut bench = c.benchmark_group("hostile");
+    bench.sample_size(10);
+    for (name, api, path, body, status) in cases {
+        let body = Bytes::from(body);
+        let request = || {
+            hyper::Request::post(path)
+                .body(Full::new(body.clone()))
+                .unwrap()
+        };
+        bench.bench_function(name, |b| {
+            b.to_async(&rt).iter(|| async {
+                let response = api.handle(request()).await;
+                assert_eq!(response.status(), status, "{name}");
+            });
+        });
+    }
+    bench.finish();
+}
+
+criterion_group!(benches, bench_decisions, bench_hostile);
 criterion_main!(benches);
