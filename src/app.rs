@@ -220,6 +220,7 @@ pub fn api(config: &Config, engine: Arc<Engine>, routes: Arc<RouteTable>, surfac
                 max_body_bytes: config.server.max_body_bytes,
                 max_batch_items: config.server.max_batch_items,
                 max_json_depth: config.server.max_json_depth,
+                max_request_entities: config.server.max_request_entities,
             },
             admin,
             surface,

@@ -25,6 +25,7 @@ pub const KEYS: &[&str] = &[
     "server.max_json_depth",
     "server.idle_timeout",
     "server.public_url",
+    "server.max_request_entities",
     "tls.cert",
     "tls.key",
     "tls.client_ca",
@@ -145,6 +146,12 @@ pub struct ServerConfig {
     /// `Host` of the request, else the listen address; a crafted `Host` is
     /// never reflected.
     pub public_url: Option<String>,
+    /// Most request-supplied entities one request may use (native API): its
+    /// `entities`, or in a batch each item's own plus the shared ones once
+    /// per item that uses them; more is a 400. Default 2,000: each costs
+    /// parsing and a place in the decision's entity set, so this bounds a
+    /// request's CPU (tens of milliseconds) whatever its shape.
+    pub max_request_entities: usize,
 }
 
 /// TLS on the listeners (rustls: TLS 1.2 and 1.3, ALPN `h2` and `http/1.1`).
@@ -492,6 +499,7 @@ impl Default for ServerConfig {
             max_json_depth: 32,
             idle_timeout: Duration::from_secs(60),
             public_url: None,
+            max_request_entities: 2000,
         }
     }
 }

@@ -41,6 +41,15 @@ pub enum ApiError {
         /// the limit
         limit: usize,
     },
+    /// A request (a batch counting its shared entities once per item that
+    /// uses them) carries more entities than `server.max_request_entities`.
+    #[error("`entities`: the request uses {count} entities, more than the limit of {limit}")]
+    TooManyEntities {
+        /// how many the request would use
+        count: usize,
+        /// the limit
+        limit: usize,
+    },
     /// The body nests deeper than `server.max_json_depth`.
     #[error("request body nests deeper than {limit} levels")]
     TooDeep {
@@ -81,6 +90,7 @@ impl ApiError {
             Self::InvalidBody { .. }
             | Self::InvalidRequest { .. }
             | Self::BatchTooLarge { .. }
+            | Self::TooManyEntities { .. }
             | Self::BodyRead(_) => StatusCode::BAD_REQUEST,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::TooDeep { .. } => StatusCode::BAD_REQUEST,
@@ -103,6 +113,7 @@ impl ApiError {
             Self::RequestTimeout(_) => "request_timeout",
             Self::TooManyConnections(_) => "too_many_connections",
             Self::BatchTooLarge { .. } => "batch_too_large",
+            Self::TooManyEntities { .. } => "too_many_entities",
             Self::BodyRead(_) => "body_unreadable",
             Self::NotFound(_) => "not_found",
             Self::Forbidden(_) => "forbidden",
@@ -117,6 +128,7 @@ impl ApiError {
                 Some(field.as_str()).filter(|f| !f.is_empty())
             }
             Self::BatchTooLarge { field, .. } => Some(field),
+            Self::TooManyEntities { .. } => Some("entities"),
             _ => None,
         }
     }
@@ -128,6 +140,7 @@ impl ApiError {
             self,
             Self::BodyTooLarge { .. }
                 | Self::BatchTooLarge { .. }
+                | Self::TooManyEntities { .. }
                 | Self::TooDeep { .. }
                 | Self::RequestTimeout(_)
                 | Self::TooManyConnections(_)

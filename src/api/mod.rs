@@ -36,6 +36,8 @@ pub struct ApiLimits {
     pub max_batch_items: usize,
     /// deepest JSON nesting accepted
     pub max_json_depth: usize,
+    /// most request-supplied entities one request may use
+    pub max_request_entities: usize,
 }
 
 /// Who may call the admin endpoints (cache invalidation, policy reload).
@@ -284,13 +286,13 @@ impl Api {
                 self.admit(Kind::Decision, &request)?;
                 expect("POST", Method::POST)?;
                 let body = self.body(request).await?;
-                native::is_authorized(&self.engine, &body, request_id).await
+                native::is_authorized(&self.engine, &body, limits, request_id).await
             }
             "/v1/is_authorized/batch" => {
                 self.admit(Kind::Decision, &request)?;
                 expect("POST", Method::POST)?;
                 let body = self.body(request).await?;
-                native::batch(&self.engine, &body, limits.max_batch_items, request_id).await
+                native::batch(&self.engine, &body, limits, request_id).await
             }
             "/healthz" => {
                 expect("GET", Method::GET)?;

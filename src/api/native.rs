@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::error::{decode, decode_value};
-use super::{ApiError, Explanation, FieldNames, json};
+use super::{ApiError, ApiLimits, Explanation, FieldNames, json};
 use crate::engine::{Decision, DecisionRequest, Engine, EntityRef, RequestEntities};
 
 const NAMES: FieldNames = FieldNames {
@@ -152,9 +152,17 @@ async fn decide(
 pub(super) async fn is_authorized(
     engine: &Engine,
     body: &Bytes,
+    limits: &ApiLimits,
     request_id: Option<&str>,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
     let request: IsAuthorized = decode(body)?;
+    let count = request.entities.as_ref().map_or(0, Vec::len);
+    if count > limits.max_request_entities {
+        return Err(ApiError::TooManyEntities {
+            count,
+            limit: limits.max_request_entities,
+        });
+    }
     let decision = decide(engine, &request, RequestEntities::None, "", request_id).await?;
     Ok(json(StatusCode::OK, &Answer::of(&decision)))
 }
@@ -164,15 +172,35 @@ pub(super) async fn is_authorized(
 pub(super) async fn batch(
     engine: &Engine,
     body: &Bytes,
-    max_items: usize,
+    limits: &ApiLimits,
     request_id: Option<&str>,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
+    let max_items = limits.max_batch_items;
     let batch: Batch = decode(body)?;
     if batch.requests.len() > max_items {
         return Err(ApiError::BatchTooLarge {
             field: "requests",
             count: batch.requests.len(),
             limit: max_items,
+        });
+    }
+    // Each item's entities cost their number, so shared entities count once
+    // per item that uses them: the bound is on the work, not the bytes.
+    let shared_count = batch.entities.as_ref().map_or(0, Vec::len);
+    let count: usize = batch
+        .requests
+        .iter()
+        .map(
+            |item| match item.get("entities").and_then(Value::as_array) {
+                Some(own) => own.len(),
+                None => shared_count,
+            },
+        )
+        .sum();
+    if count > limits.max_request_entities {
+        return Err(ApiError::TooManyEntities {
+            count,
+            limit: limits.max_request_entities,
         });
     }
     // The shared entities are parsed once for every item that uses them;

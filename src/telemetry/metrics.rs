@@ -229,6 +229,7 @@ impl Metrics {
         for limit in [
             "body_too_large",
             "batch_too_large",
+            "too_many_entities",
             "too_deep",
             "request_timeout",
             "too_many_connections",

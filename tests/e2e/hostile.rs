@@ -125,12 +125,12 @@ async fn a_context_of_thousands_of_keys_is_refused_naming_one() {
 }
 
 #[tokio::test]
-async fn thousands_of_request_entities_are_taken_once_each() {
+async fn thousands_of_request_entities_are_taken_once_each_up_to_the_limit() {
     // The Todo pack's documents are request-described: the caller sends them.
     let config = crate::support::todo_config();
     let server = Server::start(config).await;
     let mut entities = Vec::new();
-    for i in 0..3000 {
+    for i in 0..1990 {
         entities.push(json!({
             "uid": {"type": "Todo::Todo", "id": format!("t{i}")},
             "attrs": {"ownerID": "rick@the-citadel.com"}, "parents": []
@@ -142,7 +142,7 @@ async fn thousands_of_request_entities_are_taken_once_each() {
         "attrs": {"ownerID": "morty@the-citadel.com"}, "parents": []
     }));
     // Morty, an editor, deletes his own todos only.
-    let delete = |todo: &str| {
+    let delete = |todo: &str, entities: &[Value]| {
         json!({
             "principal": {"type": "Todo::User", "id": "CiRmZDE2MTRkMy1jMzlhLTQ3ODEtYjdiZC04Yjk2ZjVhNTEwMGQSBWxvY2Fs"},
             "action": {"type": "Todo::Action", "id": "can_delete_todo"},
@@ -150,17 +150,23 @@ async fn thousands_of_request_entities_are_taken_once_each() {
             "entities": entities,
         })
     };
-    let reply = post(&server.url("/v1/is_authorized"), &delete("t7")).await;
+    let reply = post(&server.url("/v1/is_authorized"), &delete("t7", &entities)).await;
     assert_eq!(reply.status, 200, "{}", reply.json);
     assert_eq!(reply.json["decision"], "Allow", "{}", reply.json);
-    let reply = post(&server.url("/v1/is_authorized"), &delete("t8")).await;
+    let reply = post(&server.url("/v1/is_authorized"), &delete("t8", &entities)).await;
     assert_eq!(reply.json["decision"], "Deny", "{}", reply.json);
+    // Past `server.max_request_entities` (2,000): refused, naming the field.
+    entities.extend((0..20).map(|i| json!({"uid": {"type": "Todo::Todo", "id": format!("u{i}")}, "attrs": {"ownerID": "x"}, "parents": []})));
+    let reply = post(&server.url("/v1/is_authorized"), &delete("t7", &entities)).await;
+    assert_eq!(reply.status, 400, "{}", reply.json);
+    assert_eq!(reply.json["error"]["code"], "too_many_entities");
+    assert_eq!(reply.json["error"]["field"], "entities");
 }
 
 #[tokio::test]
 async fn a_batch_parses_its_shared_entities_once_and_names_a_bad_one() {
     let server = Server::start(crate::support::todo_config()).await;
-    let requests: Vec<Value> = (0..200)
+    let requests: Vec<Value> = (0..40)
         .map(|i| {
             json!({
                 "principal": {"type": "Todo::User", "id": "CiRmZDE1ZjIxNi0wNGM0LTQ0ZjYtOTU1MC1jZWU3YzhjODVlMTgSBWxvY2Fs"},
@@ -169,13 +175,23 @@ async fn a_batch_parses_its_shared_entities_once_and_names_a_bad_one() {
             })
         })
         .collect();
-    let entities: Vec<Value> = (0..500)
+    let entities: Vec<Value> = (0..50)
         .map(|i| json!({"uid": {"type": "Todo::Todo", "id": format!("t{i}")}, "attrs": {"ownerID": "x"}, "parents": []}))
         .collect();
     let body = json!({"requests": requests, "entities": entities});
     let reply = post(&server.url("/v1/is_authorized/batch"), &body).await;
     assert_eq!(reply.status, 200, "{}", reply.json);
-    assert_eq!(reply.json["results"].as_array().unwrap().len(), 200);
+    assert_eq!(reply.json["results"].as_array().unwrap().len(), 40);
+    // 40 items sharing 51 entities use 2,040: past the limit.
+    let mut more = entities.clone();
+    more.push(json!({"uid": {"type": "Todo::Todo", "id": "extra"}, "attrs": {"ownerID": "x"}, "parents": []}));
+    let reply = post(
+        &server.url("/v1/is_authorized/batch"),
+        &json!({"requests": requests, "entities": more}),
+    )
+    .await;
+    assert_eq!(reply.status, 400, "{}", reply.json);
+    assert_eq!(reply.json["error"]["code"], "too_many_entities");
 
     let body = json!({"requests": requests, "entities": [{"uid": {"type": "Todo::Todo", "id": "t0"}, "attrs": {"ownerID": 5}, "parents": []}]});
     let reply = post(&server.url("/v1/is_authorized/batch"), &body).await;
