@@ -283,7 +283,7 @@ fn bench_hostile(c: &mut Criterion) {
         "entities": todos(2000),
     })
     .to_string();
-    let requests: Vec<Value> = (0..200)
+    let requests: Vec<Value> = (0..40)
         .map(|i| {
             json!({
                 "principal": {"type": "Todo::User", "id": morty},
@@ -310,14 +310,14 @@ fn bench_hostile(c: &mut Criterion) {
             400,
         ),
         (
-            "request_entities_3000",
+            "request_entities_2000",
             &todo,
             "/v1/is_authorized",
             many_entities,
             200,
         ),
         (
-            "batch_200_sharing_500",
+            "batch_40_sharing_50",
             &todo,
             "/v1/is_authorized/batch",
             shared_batch,
