@@ -80,7 +80,11 @@ pub struct EntityCache {
 impl EntityCache {
     /// A cache over `store`.
     pub fn new(store: HttpStore, settings: CacheSettings) -> Self {
-        let lifetime = settings.ttl.max(settings.negative_ttl) + settings.stale_if_error;
+        // Kept at least a second whatever the TTLs: freshness is decided by
+        // our own stamps, and a lookup must find what its fetch just stored
+        // (with `cache.ttl = 0s`, "ask the store every time").
+        let lifetime = (settings.ttl.max(settings.negative_ttl) + settings.stale_if_error)
+            .max(std::time::Duration::from_secs(1));
         // Two bounds with one weigher: each entry weighs at least
         // max_bytes / max_entries, so neither bound can be passed.
         let floor = (settings.max_bytes / settings.max_entries.max(1)).max(1);
@@ -194,6 +198,9 @@ impl EntityCache {
             });
         }
 
+        // What a fetch stores from here on answers this lookup, however
+        // short the TTL.
+        let asked = Instant::now();
         let flights = self.join_or_lead(missing.iter().map(|(uid, _)| *uid), schema);
         let mut failure = None;
         for mut flight in flights {
@@ -213,7 +220,7 @@ impl EntityCache {
         let mut stale = false;
         for (uid, previous) in missing {
             match self.entries.get(uid).await {
-                Some(entry) if self.is_fresh(&entry, now) => {
+                Some(entry) if entry.fetched >= asked || self.is_fresh(&entry, now) => {
                     note(&entry);
                     found.extend(entry.value);
                 }

@@ -647,3 +647,23 @@ async fn a_batch_of_unknown_subjects_costs_one_store_call_per_round() {
         upstream.calls() - before
     );
 }
+
+#[tokio::test]
+async fn a_zero_ttl_asks_the_store_every_time_and_still_decides() {
+    let upstream = Upstream::start().await;
+    let server = mandate_over(&upstream, &[("MANDATE_CACHE_TTL", "0s")]).await;
+    let mut calls = 0;
+    for round in 1..=3 {
+        let reply = post(&server.url("/access/v1/evaluation"), &view("carol")).await;
+        assert_eq!(
+            reply.json["decision"], true,
+            "round {round}: {}",
+            reply.json
+        );
+        assert!(
+            upstream.calls() > calls,
+            "round {round}: the store is asked again"
+        );
+        calls = upstream.calls();
+    }
+}
