@@ -48,6 +48,10 @@ pub enum StartError {
     #[error(transparent)]
     #[diagnostic(transparent)]
     Tls(#[from] TlsError),
+    /// The embedded pack and demo data cannot be written out.
+    #[error("cannot write out the embedded policy pack and demo data: {0}")]
+    #[diagnostic(help("give `--policies`, `--schema` and `--entities` (or `--upstream`) instead"))]
+    Embedded(std::io::Error),
     /// The decision log file cannot be opened.
     #[error("cannot open the decision log `{path}`: {source}")]
     DecisionLog {

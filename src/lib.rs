@@ -12,6 +12,7 @@
 pub mod api;
 pub mod app;
 pub mod config;
+pub mod embedded;
 pub mod engine;
 pub mod entities;
 pub mod periodic;

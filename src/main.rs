@@ -135,7 +135,10 @@ impl ConfigArgs {
             admin_listen: self.admin_listen,
         };
         let env = std::env::vars().filter(|(k, _)| k != "MANDATE_CONFIG");
-        Ok(Config::load(self.config.as_deref(), env, &overrides)?)
+        let mut config = Config::load(self.config.as_deref(), env, &overrides)?;
+        // Default paths missing here: the pack and demo data in the binary.
+        mandate::embedded::use_where_missing(&mut config).map_err(StartError::Embedded)?;
+        Ok(config)
     }
 }
 
@@ -183,6 +186,17 @@ fn serve(args: &ConfigArgs) -> ExitCode {
         // Colour codes only for a person at a terminal, not in a pod's log.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    if config.store.kind == mandate::config::StoreKind::File
+        && config
+            .store
+            .entities
+            .ends_with("examples/demo/entities.json")
+    {
+        tracing::warn!(
+            entities = %config.store.entities.display(),
+            "serving the DEMO entity data (Alice, Bob, Carol…): use --entities FILE or --upstream URL for yours"
+        );
+    }
     let Some(rt) = runtime() else {
         return ExitCode::from(2);
     };

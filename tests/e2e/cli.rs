@@ -55,6 +55,54 @@ async fn serve_on_the_embedded_defaults_prints_its_address_and_decides() {
     assert_eq!(status.code(), Some(0), "SIGTERM is a clean exit");
 }
 
+#[tokio::test]
+async fn serve_works_from_any_directory_on_the_pack_inside_the_binary_and_warns_of_demo_data() {
+    let elsewhere = tempfile::tempdir().unwrap();
+    let mut child = mandate()
+        .current_dir(elsewhere.path())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("mandate listening on ")
+        .unwrap_or_else(|| panic!("got `{line}`"))
+        .to_owned();
+    let reply = post(
+        &format!("{base}/access/v1/evaluation"),
+        &json!({
+            "subject": {"type": "user", "id": "carol"},
+            "action": {"name": "place_order"},
+            "resource": {"type": "account", "id": "alice-personal"},
+            "context": {"side": "buy", "instrument": "AAPL"}
+        }),
+    )
+    .await;
+    assert_eq!(reply.json["decision"], true, "{}", reply.json);
+    assert_eq!(reply.json["context"]["reasons"], json!(["S2"]));
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let output = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(log.contains("serving the DEMO entity data"), "{log}");
+    // A path given explicitly is never replaced by the embedded copy.
+    let status = mandate()
+        .current_dir(elsewhere.path())
+        .args(["validate", "--policies", "no-such-dir"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert_ne!(status.code(), Some(0));
+}
+
 #[test]
 fn check_exits_0_on_allow_1_on_deny_2_on_error() {
     let allow = mandate()
