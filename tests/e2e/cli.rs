@@ -18,14 +18,9 @@ fn mandate() -> Command {
     command
 }
 
-#[tokio::test]
-async fn serve_on_the_embedded_defaults_prints_its_address_and_decides() {
-    let mut child = mandate()
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+/// Starts `command` (a `serve`) and reads the address it prints.
+fn serving(command: &mut Command) -> (std::process::Child, String) {
+    let mut child = command.stdout(Stdio::piped()).spawn().unwrap();
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
@@ -35,6 +30,16 @@ async fn serve_on_the_embedded_defaults_prints_its_address_and_decides() {
         .strip_prefix("mandate listening on ")
         .unwrap_or_else(|| panic!("got `{line}`"))
         .to_owned();
+    (child, base)
+}
+
+#[tokio::test]
+async fn serve_on_the_embedded_defaults_prints_its_address_and_decides() {
+    let (mut child, base) = serving(
+        mandate()
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .stderr(Stdio::null()),
+    );
     let reply = post(
         &format!("{base}/access/v1/evaluation"),
         &json!({
@@ -58,22 +63,12 @@ async fn serve_on_the_embedded_defaults_prints_its_address_and_decides() {
 #[tokio::test]
 async fn serve_works_from_any_directory_on_the_pack_inside_the_binary_and_warns_of_demo_data() {
     let elsewhere = tempfile::tempdir().unwrap();
-    let mut child = mandate()
-        .current_dir(elsewhere.path())
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let base = line
-        .trim()
-        .strip_prefix("mandate listening on ")
-        .unwrap_or_else(|| panic!("got `{line}`"))
-        .to_owned();
+    let (child, base) = serving(
+        mandate()
+            .current_dir(elsewhere.path())
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .stderr(Stdio::piped()),
+    );
     let reply = post(
         &format!("{base}/access/v1/evaluation"),
         &json!({

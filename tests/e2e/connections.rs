@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::Full;
 
-use crate::pki::{Ca, client, write};
+use crate::pki::{Ca, client, client_config, write};
 use crate::support::{Server, config_with, gateway_config};
 
 /// Reads until the peer closes; `true` when it did within `wait`.
@@ -145,29 +145,9 @@ fn material() -> Material {
     }
 }
 
+/// A client config for `ca` and `identity`, offering h2 (gRPC, raw TLS).
 fn rustls_client(ca: &Ca, identity: Option<&crate::pki::Leaf>) -> Arc<rustls::ClientConfig> {
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca.cert_pem.as_bytes()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots);
-    let mut config = match identity {
-        Some(leaf) => {
-            let certs = rustls::pki_types::CertificateDer::pem_slice_iter(leaf.cert_pem.as_bytes())
-                .collect::<Result<Vec<_>, _>>()
-                .unwrap();
-            let key =
-                rustls::pki_types::PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).unwrap();
-            builder.with_client_auth_cert(certs, key).unwrap()
-        }
-        None => builder.with_no_client_auth(),
-    };
+    let mut config = client_config(ca, identity);
     config.alpn_protocols = vec![b"h2".to_vec()];
     Arc::new(config)
 }

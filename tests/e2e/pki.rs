@@ -76,15 +76,8 @@ pub fn server_config(leaf: &Leaf) -> Arc<rustls::ServerConfig> {
     Arc::new(config)
 }
 
-/// An HTTPS client trusting `ca`, presenting `identity` when given.
-pub fn client(
-    ca: &Ca,
-    identity: Option<&Leaf>,
-    http2: bool,
-) -> hyper_util::client::legacy::Client<
-    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-    http_body_util::Full<bytes::Bytes>,
-> {
+/// A rustls client config trusting `ca`, presenting `identity` when given.
+pub fn client_config(ca: &Ca, identity: Option<&Leaf>) -> rustls::ClientConfig {
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca.cert_pem.as_bytes()) {
@@ -95,7 +88,7 @@ pub fn client(
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_root_certificates(roots);
-    let config = match identity {
+    match identity {
         Some(leaf) => {
             let certs = rustls::pki_types::CertificateDer::pem_slice_iter(leaf.cert_pem.as_bytes())
                 .collect::<Result<Vec<_>, _>>()
@@ -105,7 +98,19 @@ pub fn client(
             builder.with_client_auth_cert(certs, key).unwrap()
         }
         None => builder.with_no_client_auth(),
-    };
+    }
+}
+
+/// An HTTPS client trusting `ca`, presenting `identity` when given.
+pub fn client(
+    ca: &Ca,
+    identity: Option<&Leaf>,
+    http2: bool,
+) -> hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    http_body_util::Full<bytes::Bytes>,
+> {
+    let config = client_config(ca, identity);
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(config)
         .https_only();
