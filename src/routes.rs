@@ -53,6 +53,8 @@ struct ContextField {
 
 #[derive(Debug, Clone)]
 struct Route {
+    /// the method and path as configured, for diagnostics
+    written: (String, String),
     method: Option<http::Method>,
     pattern: Vec<Segment>,
     action: String,
@@ -236,18 +238,6 @@ fn describe(source: OriginalSource) -> &'static str {
     }
 }
 
-/// A context attribute whose value the client chooses, as the route table
-/// compiled it: for checking that no fact comes from the client.
-#[derive(Debug, Clone)]
-pub struct ClientSourced<'t> {
-    /// the route's index in the table
-    pub route: usize,
-    /// the route's action id
-    pub action: &'t str,
-    /// the context attribute
-    pub attribute: &'t str,
-}
-
 impl RouteTable {
     /// Compiles the configured table.
     ///
@@ -340,62 +330,31 @@ impl RouteTable {
         self.routes.is_empty()
     }
 
-    /// Every context attribute the client chooses (query, path, a header
-    /// not in `gateway.trusted_headers`).
-    pub fn client_sourced(&self) -> impl Iterator<Item = ClientSourced<'_>> {
-        self.routes.iter().enumerate().flat_map(|(index, route)| {
-            route
-                .context
-                .iter()
-                .filter(|field| !field.trusted)
-                .map(move |field| ClientSourced {
-                    route: index,
-                    action: &route.action,
-                    attribute: &field.name,
-                })
-        })
-    }
-
     /// Refuses a table where a fact (`is_fact(action, attribute)`) comes
-    /// from a place the client controls.
+    /// from a place the client controls (query, path, a header not in
+    /// `gateway.trusted_headers`).
     ///
     /// # Errors
     /// The first such attribute, naming its route.
     pub fn check_facts(&self, is_fact: impl Fn(&str, &str) -> bool) -> Result<(), RouteError> {
-        for field in self.client_sourced() {
-            if is_fact(field.action, field.attribute) {
-                let route = self.routes.get(field.route);
+        for (index, route) in self.routes.iter().enumerate() {
+            let mut untrusted = route.context.iter().filter(|field| !field.trusted);
+            if let Some(field) = untrusted.find(|field| is_fact(&route.action, &field.name)) {
+                let (method, path) = route.written.clone();
                 return Err(RouteError {
-                    index: field.route,
-                    method: route
-                        .and_then(|r| r.method.as_ref())
-                        .map_or_else(|| "*".to_owned(), ToString::to_string),
-                    path: self.describe_route(field.route),
+                    index,
+                    method,
+                    path,
                     message: format!(
                         "context `{}` is a fact (a Boolean a policy of `{}` relies on) but comes \
                          from a place the client controls; read it from a header the gateway sets \
                          and strips from the client, listed in `gateway.trusted_headers`",
-                        field.attribute, field.action
+                        field.name, route.action
                     ),
                 });
             }
         }
         Ok(())
-    }
-
-    /// A route's path pattern, for diagnostics.
-    fn describe_route(&self, index: usize) -> String {
-        self.routes.get(index).map_or_else(String::new, |route| {
-            let path: Vec<String> = route
-                .pattern
-                .iter()
-                .map(|segment| match segment {
-                    Segment::Literal(text) => text.clone(),
-                    Segment::Param(name) => format!("{{{name}}}"),
-                })
-                .collect();
-            format!("/{}", path.join("/"))
-        })
     }
 
     /// The first route matching `method` and `path_and_query`, resolved;
@@ -585,6 +544,7 @@ fn compile_route(route: &RouteConfig, trusted_headers: &[String]) -> Result<Rout
         });
     }
     Ok(Route {
+        written: (route.method.clone(), route.path.clone()),
         method,
         pattern,
         action: route.action.clone(),
