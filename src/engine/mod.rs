@@ -237,13 +237,6 @@ impl Engine {
             });
         }
 
-        if let Some((name, why)) = request.context.and_then(ambiguous_reference) {
-            return Err(RequestError {
-                field: Field::ContextAttribute(name),
-                code: "invalid_context",
-                message: why.to_owned(),
-            });
-        }
         let mut wanted = vec![principal.clone(), resource.clone()];
         let fast = plan.shape().and_then(|shape| {
             fast_request(
@@ -260,6 +253,15 @@ impl Engine {
         let cedar_request = match fast {
             Some(cedar_request) => Ok(cedar_request),
             None => {
+                // The fast path takes only exact entity references; what it
+                // leaves here could hold one two readers read two ways.
+                if let Some((name, why)) = ambiguous_reference(context_json) {
+                    return Err(RequestError {
+                        field: Field::ContextAttribute(name),
+                        code: "invalid_context",
+                        message: why.to_owned(),
+                    });
+                }
                 collect_entity_refs(snapshot, context_json, &mut wanted);
                 build_request(snapshot, &principal, &action, &resource, context_json)
             }
