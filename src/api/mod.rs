@@ -18,7 +18,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, Limited};
 use serde::Serialize;
 
 pub use error::ApiError;
@@ -359,24 +359,19 @@ impl Api {
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<usize>().ok());
-        let body = std::pin::pin!(request.into_body());
+        let mut body = std::pin::pin!(request.into_body());
         if declared.is_some_and(|len| len > limit) {
             drain(body).await;
             return Err(ApiError::BodyTooLarge { limit });
         }
-        let mut body = body;
-        let mut collected = Vec::new();
-        while let Some(frame) = body.as_mut().frame().await {
-            let frame = frame.map_err(|e| ApiError::BodyRead(e.to_string()))?;
-            if let Some(data) = frame.data_ref() {
-                if collected.len() + data.len() > limit {
-                    drain(body.as_mut()).await;
-                    return Err(ApiError::BodyTooLarge { limit });
-                }
-                collected.extend_from_slice(data);
+        let bytes = match Limited::new(body.as_mut(), limit).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                drain(body).await;
+                return Err(ApiError::BodyTooLarge { limit });
             }
-        }
-        let bytes = Bytes::from(collected);
+            Err(e) => return Err(ApiError::BodyRead(e.to_string())),
+        };
         let max_depth = self.settings.limits.max_json_depth;
         if json_depth_exceeds(&bytes, max_depth) {
             return Err(ApiError::TooDeep { limit: max_depth });
