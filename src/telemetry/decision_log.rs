@@ -11,7 +11,6 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
-use serde::ser::SerializeMap;
 use serde_json::Value;
 
 use super::metrics;
@@ -42,7 +41,7 @@ pub struct DecisionLogSettings {
 }
 
 /// One decision, as logged; borrowed from the decision, written at once.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct LogEntry<'a> {
     /// when it was decided (RFC 3339)
     #[serde(serialize_with = "rfc3339")]
@@ -73,7 +72,7 @@ pub struct LogEntry<'a> {
 }
 
 /// One error of a decision, as logged.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct LoggedError<'a> {
     /// stable code
     pub code: &'static str,
@@ -164,13 +163,7 @@ impl DecisionLog {
         let written = if shared.mask.is_empty() {
             serde_json::to_writer(&mut line, entry)
         } else {
-            serde_json::to_writer(
-                &mut line,
-                &Masked {
-                    entry,
-                    mask: &shared.mask,
-                },
-            )
+            write_masked(&mut line, entry, &shared.mask)
         };
         if written.is_err() {
             return;
@@ -223,70 +216,61 @@ fn write_forever(shared: &Shared, mut out: Box<dyn Write + Send>) {
     }
 }
 
-/// An entry with the masked context attributes replaced by `"***"`, in
-/// the context and wherever their values appear in error messages.
-struct Masked<'e, 'a> {
-    entry: &'e LogEntry<'a>,
-    mask: &'e [String],
-}
-
-impl Serialize for Masked<'_, '_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let entry = self.entry;
-        let context = entry.context.and_then(Value::as_object);
-        let secrets: Vec<String> = context
-            .map(|context| {
-                self.mask
-                    .iter()
-                    .filter_map(|name| context.get(name))
-                    .flat_map(secret_texts)
-                    .filter(|text| !text.is_empty())
-                    .collect()
-            })
-            .unwrap_or_default();
-        let mut map = serializer.serialize_map(None)?;
-        map.serialize_entry(
-            "time",
-            &humantime::format_rfc3339_micros(entry.time).to_string(),
-        )?;
-        map.serialize_entry("request_id", entry.request_id)?;
-        map.serialize_entry("principal", entry.principal)?;
-        map.serialize_entry("action", entry.action)?;
-        map.serialize_entry("resource", entry.resource)?;
-        map.serialize_entry("decision", entry.decision)?;
-        map.serialize_entry("reasons", &entry.reasons)?;
-        let errors: Vec<serde_json::Value> = entry
-            .errors
+/// Writes `entry` with the masked context attributes replaced by `"***"`,
+/// in the context and wherever their values appear in error messages.
+fn write_masked(
+    out: &mut Vec<u8>,
+    entry: &LogEntry<'_>,
+    mask: &[String],
+) -> serde_json::Result<()> {
+    let Some(context) = entry.context.and_then(Value::as_object) else {
+        return serde_json::to_writer(out, entry);
+    };
+    let secrets: Vec<String> = mask
+        .iter()
+        .filter_map(|name| context.get(name))
+        .flat_map(secret_texts)
+        .filter(|text| !text.is_empty())
+        .collect();
+    let masked = Value::Object(
+        context
             .iter()
-            .map(|error| {
-                let message = secrets
-                    .iter()
-                    .fold(error.message.to_owned(), |text, secret| {
-                        text.replace(secret.as_str(), "***")
-                    });
-                serde_json::json!({"code": error.code, "message": message})
+            .map(|(name, value)| {
+                let value = if mask.contains(name) {
+                    Value::String("***".to_owned())
+                } else {
+                    value.clone()
+                };
+                (name.clone(), value)
             })
-            .collect();
-        map.serialize_entry("errors", &errors)?;
-        map.serialize_entry("policy_version", entry.policy_version)?;
-        map.serialize_entry("stale_data", &entry.stale_data)?;
-        map.serialize_entry("latency_us", &entry.latency_us)?;
-        if let Some(context) = context {
-            let masked: serde_json::Map<String, Value> = context
+            .collect(),
+    );
+    let messages: Vec<String> = entry
+        .errors
+        .iter()
+        .map(|error| {
+            secrets
                 .iter()
-                .map(|(name, value)| {
-                    let value = if self.mask.contains(name) {
-                        Value::String("***".to_owned())
-                    } else {
-                        value.clone()
-                    };
-                    (name.clone(), value)
+                .fold(error.message.to_owned(), |text, secret| {
+                    text.replace(secret.as_str(), "***")
                 })
-                .collect();
-            map.serialize_entry("context", &masked)?;
-        }
-        map.end()
-    }
+        })
+        .collect();
+    let errors = entry
+        .errors
+        .iter()
+        .zip(&messages)
+        .map(|(error, message)| LoggedError {
+            code: error.code,
+            message,
+        })
+        .collect();
+    let masked_entry = LogEntry {
+        errors,
+        context: Some(&masked),
+        ..entry.clone()
+    };
+    serde_json::to_writer(out, &masked_entry)
 }
 
 /// The texts a masked value could show up as in a message: a string
@@ -341,11 +325,9 @@ mod tests {
         }];
         let entry = entry(&context, errors);
         let mask = vec!["destination".to_owned()];
-        let text = serde_json::to_string(&Masked {
-            entry: &entry,
-            mask: &mask,
-        })
-        .unwrap();
+        let mut line = Vec::new();
+        write_masked(&mut line, &entry, &mask).unwrap();
+        let text = String::from_utf8(line).unwrap();
         assert!(!text.contains("mallory-wallet"), "{text}");
         assert!(text.contains(r#""destination":"***""#), "{text}");
         assert!(text.contains("12.00"), "{text}");
