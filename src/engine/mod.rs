@@ -195,7 +195,17 @@ impl Engine {
             );
         };
 
-        let mut supplied: Vec<Entity> = Vec::new();
+        // The request's entities first; then the principal and resource as
+        // the request describes them (a bare mention adds nothing when an
+        // entity of that uid was sent).
+        let mut supplied: Vec<Entity> = match request.entities {
+            RequestEntities::None => Vec::new(),
+            RequestEntities::Json(json) => self.request_entities(snapshot, json)?,
+            RequestEntities::Parsed(parsed) if parsed.version == *snapshot.version() => {
+                parsed.entities.clone()
+            }
+            RequestEntities::Parsed(parsed) => self.request_entities(snapshot, &parsed.json)?,
+        };
         self.described(
             snapshot,
             &principal,
@@ -210,32 +220,6 @@ impl Engine {
             Field::ResourceProperties,
             &mut supplied,
         )?;
-        match request.entities {
-            RequestEntities::None => {}
-            RequestEntities::Json(json) => {
-                supplied.extend(self.request_entities(snapshot, json)?);
-            }
-            RequestEntities::Parsed(parsed) if parsed.version == *snapshot.version() => {
-                supplied.extend(parsed.entities.iter().cloned());
-            }
-            RequestEntities::Parsed(parsed) => {
-                supplied.extend(self.request_entities(snapshot, &parsed.json)?);
-            }
-        }
-        // A full entity replaces the attribute-less one its mention made (the
-        // last one of a uid wins): one pass, whatever the number of entities.
-        if supplied.len() > 1 {
-            let mut last: HashMap<EntityUid, usize> = HashMap::with_capacity(supplied.len());
-            for (index, entity) in supplied.iter().enumerate() {
-                last.insert(entity.uid(), index);
-            }
-            let mut index = 0;
-            supplied.retain(|entity| {
-                let keep = last.get(&entity.uid()) == Some(&index);
-                index += 1;
-                keep
-            });
-        }
 
         let mut wanted = vec![principal.clone(), resource.clone()];
         let fast = plan.shape().and_then(|shape| {
@@ -517,12 +501,14 @@ impl Engine {
     }
 
     /// Request-supplied entities in Cedar's JSON format, checked against
-    /// the schema and the sourcing of their types.
+    /// the schema and the sourcing of their types. A uid sent twice is two
+    /// descriptions of one entity: refused, not resolved by order.
     fn request_entities(
         &self,
         snapshot: &PolicySnapshot,
         json: &[Value],
     ) -> Result<Vec<Entity>, RequestError> {
+        let mut seen = HashSet::with_capacity(json.len());
         json.iter()
             .enumerate()
             .map(|(index, json)| {
@@ -532,8 +518,16 @@ impl Engine {
                         code: "invalid_entity",
                         message: describe(&e),
                     })?;
-                if self.sourcing(entity.uid().type_name()) == Sourcing::Store {
-                    return Err(store_authoritative(Field::Entity(index), &entity.uid()));
+                let uid = entity.uid();
+                if self.sourcing(uid.type_name()) == Sourcing::Store {
+                    return Err(store_authoritative(Field::Entity(index), &uid));
+                }
+                if !seen.insert(uid) {
+                    return Err(RequestError {
+                        field: Field::Entity(index),
+                        code: "duplicate_entity",
+                        message: format!("`{}` is sent more than once", entity.uid()),
+                    });
                 }
                 Ok(entity)
             })
@@ -541,7 +535,8 @@ impl Engine {
     }
 
     /// Turns AuthZEN `properties` into a request-supplied entity, when the
-    /// type is request-described (or `merge`).
+    /// type is request-described (or `merge`); `out` holds the entities
+    /// the request already describes.
     fn described(
         &self,
         snapshot: &PolicySnapshot,
@@ -551,11 +546,12 @@ impl Engine {
         out: &mut Vec<Entity>,
     ) -> Result<(), RequestError> {
         let sourcing = self.sourcing(uid.type_name());
+        let described = || out.iter().any(|entity| entity.uid() == *uid);
         let Some(properties) = reference.properties else {
             // A request-described entity exists because the request names
             // it, when its type needs no attribute; otherwise it must come
             // in `entities`, or it is missing.
-            if sourcing == Sourcing::Request {
+            if sourcing == Sourcing::Request && !described() {
                 let json = serde_json::json!({
                     "uid": { "type": uid.type_name().to_string(), "id": reference.id },
                     "attrs": {},
@@ -568,6 +564,11 @@ impl Engine {
         match sourcing {
             Sourcing::Store if properties.is_empty() => Ok(()),
             Sourcing::Store => Err(store_authoritative(field, uid)),
+            Sourcing::Request | Sourcing::Merge if described() => Err(RequestError {
+                field,
+                code: "duplicate_entity",
+                message: format!("`{uid}` is described twice in the request"),
+            }),
             Sourcing::Request | Sourcing::Merge => {
                 let json = serde_json::json!({
                     "uid": { "type": uid.type_name().to_string(), "id": reference.id },

@@ -131,16 +131,12 @@ async fn thousands_of_request_entities_are_taken_once_each_up_to_the_limit() {
     let server = Server::start(config).await;
     let mut entities = Vec::new();
     for i in 0..1990 {
+        let owner = if i == 7 { "morty" } else { "rick" };
         entities.push(json!({
             "uid": {"type": "Todo::Todo", "id": format!("t{i}")},
-            "attrs": {"ownerID": "rick@the-citadel.com"}, "parents": []
+            "attrs": {"ownerID": format!("{owner}@the-citadel.com")}, "parents": []
         }));
     }
-    // The last copy of a uid is the one decided on.
-    entities.push(json!({
-        "uid": {"type": "Todo::Todo", "id": "t7"},
-        "attrs": {"ownerID": "morty@the-citadel.com"}, "parents": []
-    }));
     // Morty, an editor, deletes his own todos only.
     let delete = |todo: &str, entities: &[Value]| {
         json!({
@@ -155,6 +151,17 @@ async fn thousands_of_request_entities_are_taken_once_each_up_to_the_limit() {
     assert_eq!(reply.json["decision"], "Allow", "{}", reply.json);
     let reply = post(&server.url("/v1/is_authorized"), &delete("t8", &entities)).await;
     assert_eq!(reply.json["decision"], "Deny", "{}", reply.json);
+    // A second copy of a uid (one owned by Rick, one by Morty) is two
+    // descriptions of one entity: refused, naming the second.
+    let mut twice = entities.clone();
+    twice.push(json!({
+        "uid": {"type": "Todo::Todo", "id": "t8"},
+        "attrs": {"ownerID": "morty@the-citadel.com"}, "parents": []
+    }));
+    let reply = post(&server.url("/v1/is_authorized"), &delete("t8", &twice)).await;
+    assert_eq!(reply.status, 400, "{}", reply.json);
+    assert_eq!(reply.json["error"]["code"], "duplicate_entity");
+    assert_eq!(reply.json["error"]["field"], "entities[1990]");
     // Past `server.max_request_entities` (2,000): refused, naming the field.
     entities.extend((0..20).map(|i| json!({"uid": {"type": "Todo::Todo", "id": format!("u{i}")}, "attrs": {"ownerID": "x"}, "parents": []})));
     let reply = post(&server.url("/v1/is_authorized"), &delete("t7", &entities)).await;
