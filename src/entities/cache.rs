@@ -319,10 +319,12 @@ impl EntityCache {
             let outcome = match result {
                 Ok(answer) => {
                     answered.store(true, std::sync::atomic::Ordering::Relaxed);
-                    let mut absent: Vec<&EntityUid> = lead.iter().collect();
+                    // A batch asks for hundreds of uids at once: the answered
+                    // ones go in a set, not a list scanned per answer.
+                    let mut answered_uids = std::collections::HashSet::with_capacity(answer.len());
                     for item in answer {
                         let uid = item.entity.uid();
-                        absent.retain(|asked| **asked != uid);
+                        answered_uids.insert(uid.clone());
                         let value = Some(Arc::new(Cached {
                             entity: item.entity,
                             parents: item.parents,
@@ -330,7 +332,7 @@ impl EntityCache {
                         }));
                         entries.insert(uid, Entry { value, fetched }).await;
                     }
-                    for uid in absent {
+                    for uid in lead.iter().filter(|uid| !answered_uids.contains(*uid)) {
                         entries
                             .insert(
                                 uid.clone(),
