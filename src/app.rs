@@ -121,6 +121,7 @@ pub fn engine(config: &Config) -> Result<Engine, StartError> {
         store,
         sourcing,
         default_sourcing,
+        config.cache.max_slices,
     ))
 }
 

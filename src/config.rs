@@ -53,6 +53,7 @@ pub const KEYS: &[&str] = &[
     "cache.stale_if_error",
     "cache.max_entries",
     "cache.max_bytes",
+    "cache.max_slices",
     "admin.token",
     "gateway.principal_header",
     "gateway.principal_type",
@@ -300,6 +301,12 @@ pub struct CacheConfig {
     pub max_entries: u64,
     /// Most bytes held, estimated from each entity's JSON size. Default 512 MiB.
     pub max_bytes: u64,
+    /// Most decisions remembered by the engine (the entity slice built for a
+    /// principal, action, resource and context references, with its
+    /// context-free policies' answer). Default 10,000: the hot working set;
+    /// each costs a few KiB with the HTTP store, well under one with the
+    /// file store.
+    pub max_slices: u64,
 }
 
 /// The admin surface.
@@ -544,6 +551,7 @@ impl Default for CacheConfig {
             stale_if_error: Duration::from_secs(300),
             max_entries: 1_000_000,
             max_bytes: 512 * 1024 * 1024,
+            max_slices: 10_000,
         }
     }
 }

@@ -6,17 +6,71 @@ use std::str::FromStr;
 use cedar_policy::{Context, EntityId, EntityTypeName, EntityUid, Request, RestrictedExpression};
 use serde_json::Value;
 
-use super::describe;
+use super::decision::{DecisionError, Field, RequestError};
+use super::{Names, Stop, describe};
 use crate::policy::{Attr, AttrKind, PolicySnapshot, RequestShape};
+
+/// Cedar's request for `names` with the caller's context, and the entities
+/// the context references (the entity slice needs their data). The fast
+/// path converts a context the action's shape vouches for; anything else
+/// goes to Cedar's schema-directed parser, which decides or explains, and a
+/// context Cedar refuses is the caller's mistake, naming the attribute.
+pub(super) fn cedar_request(
+    snapshot: &PolicySnapshot,
+    names: &Names<'_>,
+    context: Option<&Value>,
+) -> Result<(Request, Vec<EntityUid>), Stop> {
+    let Names {
+        principal,
+        action,
+        resource,
+        plan,
+    } = names;
+    let mut refs = Vec::new();
+    if let Some(request) = plan
+        .shape()
+        .and_then(|shape| fast_request(shape, principal, action, resource, context, &mut refs))
+    {
+        return Ok((request, refs));
+    }
+    let empty = Value::Object(serde_json::Map::new());
+    let json = context.unwrap_or(&empty);
+    // The fast path takes only exact entity references; what it leaves
+    // here could hold one two readers read two ways.
+    if let Some((name, why)) = ambiguous_reference(json) {
+        return Err(Stop::Refuse(RequestError {
+            field: Field::ContextAttribute(name),
+            code: "invalid_context",
+            message: why.to_owned(),
+        }));
+    }
+    match build_request(snapshot, principal, action, resource, json) {
+        Ok(request) => {
+            collect_entity_refs(snapshot, json, &mut refs);
+            Ok((request, refs))
+        }
+        Err(RequestProblem::Context(message)) => {
+            let check = |json: &Value| {
+                build_request(snapshot, principal, action, resource, json).map(|_| ())
+            };
+            let field = culprit(check, json, &message, plan.shape())
+                .map_or(Field::Context, Field::ContextAttribute);
+            Err(Stop::Refuse(RequestError {
+                field,
+                code: "invalid_context",
+                message,
+            }))
+        }
+        Err(RequestProblem::Other(message)) => {
+            Err(Stop::Deny(DecisionError::new("invalid_request", message)))
+        }
+    }
+}
 
 /// Finds entity references (`{"type","id"}` or `{"__entity":{…}}`) of
 /// types the schema declares in a context, so their data can be gathered
 /// with the rest.
-pub(super) fn collect_entity_refs(
-    snapshot: &PolicySnapshot,
-    json: &Value,
-    out: &mut Vec<EntityUid>,
-) {
+fn collect_entity_refs(snapshot: &PolicySnapshot, json: &Value, out: &mut Vec<EntityUid>) {
     match json {
         Value::Object(map) => {
             let target = map
@@ -48,7 +102,7 @@ pub(super) fn collect_entity_refs(
 /// read two ways: `__entity` beside other keys, an `__entity` that is not
 /// exactly `{"type","id"}`, or `type` and `id` beside other keys. Cedar and
 /// an application could each take a different entity from it.
-pub(super) fn ambiguous_reference(context: &Value) -> Option<(String, &'static str)> {
+fn ambiguous_reference(context: &Value) -> Option<(String, &'static str)> {
     fn ambiguous(value: &Value) -> Option<&'static str> {
         match value {
             Value::Object(map) => {
@@ -83,14 +137,14 @@ pub(super) fn ambiguous_reference(context: &Value) -> Option<(String, &'static s
     }
 }
 
-pub(super) enum RequestProblem {
+enum RequestProblem {
     /// the context does not match the action's context type: the caller's mistake
     Context(String),
     /// principal or resource of a type the action does not apply to: a deny
     Other(String),
 }
 
-pub(super) fn build_request(
+fn build_request(
     snapshot: &PolicySnapshot,
     principal: &EntityUid,
     action: &EntityUid,
@@ -125,7 +179,7 @@ const CULPRIT_SEARCH_MAX: usize = 32;
 /// declare is the culprit; otherwise, for a small context, each attribute
 /// is left out in turn, and the culprit is the one whose absence cures the
 /// error (or only turns it into "missing `it`").
-pub(super) fn culprit(
+fn culprit(
     check: impl Fn(&Value) -> Result<(), RequestProblem>,
     json: &Value,
     message: &str,
@@ -168,7 +222,7 @@ pub(super) fn culprit(
 /// are checked and left out. Entity references go to `wanted`. `None` sends
 /// the request down the slow path, which decides or explains exactly as
 /// Cedar does.
-pub(super) fn fast_request(
+fn fast_request(
     shape: &RequestShape,
     principal: &EntityUid,
     action: &EntityUid,

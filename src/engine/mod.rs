@@ -1,15 +1,27 @@
-//! The decision: a wire-neutral [`DecisionRequest`] in, a [`Decision`] out.
+//! The decision: a wire-neutral [`DecisionRequest`] in, a [`Decision`] out,
+//! in five stages, each one function of this module:
 //!
-//! Resolves names against the current policy snapshot, gathers the entity
-//! slice the request needs, and asks Cedar. Fail closed: any error in
-//! evaluation, an unknown type or action, or a missing entity is a deny that
-//! says why. Only a caller's malformed input is an `Err` ([`RequestError`]),
-//! which the API answers with a 4xx. Knows nothing of HTTP.
+//! 1. [`resolve`]: principal, action and resource names to uids and the
+//!    action's prepared plan (unknown names are a deny);
+//! 2. `request`: Cedar's request from the caller's context
+//!    (`context.rs`: the fast path by the action's shape, else Cedar's own
+//!    parser) and the entities the request describes itself (`supplied.rs`);
+//! 3. `slice`: the entities the decision reads, with the memo entry
+//!    (`memo.rs`) that remembers them and the context-free answer;
+//! 4. `evaluate`: the action's policies at once (`policy::Verdicts`);
+//! 5. `explain`: when that raised an error, Cedar's authorizer decides
+//!    and names the failing policy.
+//!
+//! Fail closed: any error in evaluation, an unknown type or action, or a
+//! missing entity is a deny that says why. Only a caller's malformed input
+//! is an `Err` ([`RequestError`]), which the API answers with a 4xx. Knows
+//! nothing of HTTP.
 
 mod context;
 mod decision;
-mod fixed;
-mod slices;
+mod memo;
+mod record;
+mod supplied;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -17,21 +29,20 @@ use std::sync::Arc;
 use cedar_policy::{
     Authorizer, Decision as CedarDecision, Entities, Entity, EntityId, EntityTypeName, EntityUid,
 };
-use serde_json::{Map, Value};
 
 use crate::config::Sourcing;
-use crate::entities::{EntityStore, Gathered};
-use crate::policy::{ActionPlan, FixedPart, PolicySnapshot, PolicyStore, sorted_reasons};
-use crate::telemetry::{DecisionLog, LogEntry, LoggedError, metrics};
+use crate::entities::{EntityStore, Gathered, Resident};
+use crate::policy::{ActionPlan, PolicySnapshot, PolicyStore, sorted_reasons};
+use crate::telemetry::{DecisionLog, metrics};
 
 pub use decision::{
     Decision, DecisionError, DecisionRequest, EntityRef, Field, ParsedEntities, RequestEntities,
     RequestError,
 };
+pub use record::new_request_id;
 
-use context::{
-    RequestProblem, ambiguous_reference, build_request, collect_entity_refs, culprit, fast_request,
-};
+use memo::{Epoch, Memo, MemoKey, Memoized};
+use supplied::Sources;
 
 /// Decides requests against the current policies and the entity store.
 pub struct Engine {
@@ -39,39 +50,80 @@ pub struct Engine {
     policies: Arc<PolicyStore>,
     store: EntityStore,
     authorizer: Authorizer,
-    sourcing: HashMap<EntityTypeName, Sourcing>,
-    default_sourcing: Sourcing,
-    /// whether some type is described by requests alone (not the store)
-    any_request_sourced: bool,
-    /// built entity slices, reused (HTTP store only)
-    slices: Option<slices::Slices>,
-    /// the context-free policies' answers (file store only)
-    fixed_parts: Option<fixed::FixedParts>,
+    sources: Sources,
+    memo: Memo,
 }
+
+/// Why a decision stopped before evaluation: a deny with its reason, or
+/// the caller's mistake.
+enum Stop {
+    Deny(DecisionError),
+    Refuse(RequestError),
+}
+
+impl From<RequestError> for Stop {
+    fn from(error: RequestError) -> Self {
+        Self::Refuse(error)
+    }
+}
+
+fn deny(code: &'static str, message: String) -> Stop {
+    Stop::Deny(DecisionError::new(code, message))
+}
+
+/// Stage 1's answer: the request's names resolved in one snapshot.
+struct Names<'s> {
+    principal: EntityUid,
+    action: &'s EntityUid,
+    resource: EntityUid,
+    plan: &'s ActionPlan,
+}
+
+/// Stage 3's answer: the entities one decision reads, and the memo entry
+/// that holds (or will hold) its context-free answer.
+enum Slice {
+    /// the file store's entities, read in place
+    Resident(Arc<Resident>, Arc<Memoized>),
+    /// a slice built for this key and remembered, or built for this
+    /// decision alone
+    Built(Arc<Memoized>),
+}
+
+impl Slice {
+    fn entities(&self) -> &Entities {
+        match self {
+            Self::Resident(resident, _) => &resident.entities,
+            Self::Built(memo) => memo.entities.as_ref().unwrap_or(&EMPTY),
+        }
+    }
+
+    fn memo(&self) -> &Memoized {
+        match self {
+            Self::Resident(_, memo) | Self::Built(memo) => memo,
+        }
+    }
+}
+
+static EMPTY: std::sync::LazyLock<Entities> = std::sync::LazyLock::new(Entities::empty);
 
 impl Engine {
     /// Builds the engine. `sourcing` says, per entity type, whether the store
     /// or the request describes it; types not listed take `default_sourcing`.
+    /// At most `max_slices` decisions are remembered (`cache.max_slices`).
     pub fn new(
         policies: Arc<PolicyStore>,
         store: EntityStore,
         sourcing: HashMap<EntityTypeName, Sourcing>,
         default_sourcing: Sourcing,
+        max_slices: u64,
     ) -> Self {
-        let any_request_sourced = default_sourcing == Sourcing::Request
-            || sourcing.values().any(|s| *s == Sourcing::Request);
-        let slices = store.cache().map(|_| slices::Slices::new());
-        let fixed_parts = store.resident().map(|_| fixed::FixedParts::new());
         Self {
-            slices,
-            fixed_parts,
             log: DecisionLog::off(),
             policies,
             store,
             authorizer: Authorizer::new(),
-            sourcing,
-            default_sourcing,
-            any_request_sourced,
+            sources: Sources::new(sourcing, default_sourcing),
+            memo: Memo::new(max_slices),
         }
     }
 
@@ -128,13 +180,6 @@ impl Engine {
         ))
     }
 
-    fn sourcing(&self, ty: &EntityTypeName) -> Sourcing {
-        self.sourcing
-            .get(ty)
-            .copied()
-            .unwrap_or(self.default_sourcing)
-    }
-
     /// Decides one request.
     ///
     /// # Errors
@@ -146,198 +191,133 @@ impl Engine {
         let started = std::time::Instant::now();
         // One snapshot for the whole decision, its metrics included.
         let snapshot = self.policies.current();
-        let outcome = self.decide_with(&snapshot, request).await;
-        let took = started.elapsed();
+        let (action, outcome) = match self.decide_with(&snapshot, request).await {
+            Ok((action, decision)) => (Some(action), Ok(decision)),
+            Err(Stop::Deny(error)) => (
+                snapshot.action(request.action),
+                Ok(Decision::deny(error, Arc::clone(snapshot.version()))),
+            ),
+            Err(Stop::Refuse(error)) => (None, Err(error)),
+        };
         if let Ok(decision) = &outcome {
-            let action = snapshot
-                .action(request.action)
-                .map_or("unknown", |a| a.id().unescaped());
+            let took = started.elapsed();
+            let action = action.map_or("unknown", |a| a.id().unescaped());
             metrics().decision(action, decision.allowed(), took);
             if self.log.enabled() {
-                log_decision(&self.log, &snapshot, request, decision, took);
+                record::log_decision(&self.log, &snapshot, request, decision, took);
             }
         }
         outcome
     }
 
-    async fn decide_with(
+    /// The five stages; `Ok` carries the resolved action for the metrics.
+    async fn decide_with<'s>(
         &self,
-        snapshot: &Arc<PolicySnapshot>,
+        snapshot: &'s PolicySnapshot,
         request: &DecisionRequest<'_>,
-    ) -> Result<Decision, RequestError> {
-        let version = Arc::clone(snapshot.version());
-        let deny = |code, message| {
-            Ok(Decision::deny(
-                DecisionError::new(code, message),
-                Arc::clone(&version),
-            ))
-        };
-
-        let Some(principal) = resolve(snapshot, &request.principal) else {
-            return deny(
-                "unknown_entity_type",
-                unknown_type(request.principal.type_name),
-            );
-        };
-        let Some((action, plan)) = snapshot
-            .action(request.action)
-            .and_then(|action| Some((action.clone(), snapshot.plan(action)?)))
-        else {
-            return deny(
-                "unknown_action",
-                format!("the schema declares no action `{}`", request.action),
-            );
-        };
-        let Some(resource) = resolve(snapshot, &request.resource) else {
-            return deny(
-                "unknown_entity_type",
-                unknown_type(request.resource.type_name),
-            );
-        };
-
-        // The request's entities first; then the principal and resource as
-        // the request describes them (a bare mention adds nothing when an
-        // entity of that uid was sent).
-        let mut supplied: Vec<Entity> = match request.entities {
-            RequestEntities::None => Vec::new(),
-            RequestEntities::Json(json) => self.request_entities(snapshot, json)?,
-            RequestEntities::Parsed(parsed) if parsed.version == *snapshot.version() => {
-                parsed.entities.clone()
-            }
-            RequestEntities::Parsed(parsed) => self.request_entities(snapshot, &parsed.json)?,
-        };
-        self.described(
+    ) -> Result<(&'s EntityUid, Decision), Stop> {
+        let names = resolve(snapshot, request)?;
+        let (cedar_request, refs) = context::cedar_request(snapshot, &names, request.context)?;
+        let supplied = self.sources.supplied(
             snapshot,
-            &principal,
-            &request.principal,
-            Field::PrincipalProperties,
-            &mut supplied,
+            request.entities,
+            (&names.principal, &request.principal),
+            (&names.resource, &request.resource),
         )?;
-        self.described(
-            snapshot,
-            &resource,
-            &request.resource,
-            Field::ResourceProperties,
-            &mut supplied,
-        )?;
-
-        let mut wanted = vec![principal.clone(), resource.clone()];
-        let fast = plan.shape().and_then(|shape| {
-            fast_request(
-                shape,
-                &principal,
-                &action,
-                &resource,
-                request.context,
-                &mut wanted,
-            )
-        });
-        let empty = Value::Object(Map::new());
-        let context_json = request.context.unwrap_or(&empty);
-        let cedar_request = match fast {
-            Some(cedar_request) => Ok(cedar_request),
-            None => {
-                // The fast path takes only exact entity references; what it
-                // leaves here could hold one two readers read two ways.
-                if let Some((name, why)) = ambiguous_reference(context_json) {
-                    return Err(RequestError {
-                        field: Field::ContextAttribute(name),
-                        code: "invalid_context",
-                        message: why.to_owned(),
-                    });
-                }
-                collect_entity_refs(snapshot, context_json, &mut wanted);
-                build_request(snapshot, &principal, &action, &resource, context_json)
-            }
+        let Names {
+            principal,
+            action,
+            resource,
+            plan,
+        } = names;
+        let key = MemoKey {
+            principal,
+            action: action.clone(),
+            resource,
+            refs,
         };
-        let cedar_request = match cedar_request {
-            Ok(cedar_request) => cedar_request,
-            Err(RequestProblem::Context(message)) => {
-                let check = |json: &Value| {
-                    build_request(snapshot, &principal, &action, &resource, json).map(|_| ())
-                };
-                let field = culprit(check, context_json, &message, plan.shape())
-                    .map_or(Field::Context, Field::ContextAttribute);
-                return Err(RequestError {
-                    field,
-                    code: "invalid_context",
-                    message,
-                });
-            }
-            Err(RequestProblem::Other(message)) => return deny("invalid_request", message),
-        };
+        let (slice, gathered) = self.slice(snapshot, plan, key, supplied).await?;
+        let mut decision = self.evaluate(&cedar_request, plan, &slice, snapshot.version());
+        decision.stale_data = gathered.stale;
+        Ok((action, decision))
+    }
 
-        // The file store holds all its entities, and the action entities, as
-        // one `Entities`: read it in place, nothing gathered or copied.
-        // Only the store describes the entities: what it holds or built
-        // before can be read as it is.
-        let store_only = supplied.is_empty() && !self.any_request_sourced;
-        if let Some(all) = self.store.resident().filter(|_| store_only) {
-            if let Some(missing) = wanted.iter().find(|uid| all.get(uid).is_none()) {
-                return deny("entity_not_found", not_found(missing));
+    /// Stage 3: the entities the decision reads. When the store alone
+    /// describes them, the memo's entry for `key` under the current epoch
+    /// serves (the file store's resident entities need none built); else
+    /// they are gathered from the store, merged with what the request
+    /// describes, and built, and remembered while fresh when the request
+    /// described nothing.
+    async fn slice(
+        &self,
+        snapshot: &PolicySnapshot,
+        plan: &ActionPlan,
+        key: MemoKey,
+        supplied: Vec<Entity>,
+    ) -> Result<(Slice, Gathered), Stop> {
+        let store_only = supplied.is_empty() && !self.sources.any_request();
+        if let Some(resident) = self.store.resident().filter(|_| store_only) {
+            if let Some(missing) = key.named().find(|uid| resident.entities.get(uid).is_none()) {
+                return Err(deny("entity_not_found", not_found(missing)));
             }
-            // The key: principal, resource, action.
-            wanted.truncate(2);
-            wanted.push(action);
-            let kept = self
-                .fixed_parts
-                .as_ref()
-                .zip(plan.verdicts())
-                .map(|(parts, verdicts)| parts.get(&wanted, &all, verdicts));
-            return Ok(self.evaluate(
-                &cedar_request,
-                plan,
-                &all,
-                kept.as_ref().map(|kept| &kept.part),
-                version,
-                Gathered::default(),
-            ));
+            let epoch = Epoch {
+                policies: snapshot.epoch(),
+                entities: resident.generation,
+            };
+            let memo = match self.memo.get(&key, epoch) {
+                Some(memo) => memo,
+                None => self.memo.keep(key, epoch, None, None),
+            };
+            return Ok((Slice::Resident(resident, memo), Gathered::default()));
         }
-
-        // The HTTP store: a slice built for the same entities and action,
-        // still fresh, is reused as it is.
-        let slice_key = match (&self.slices, self.store.cache()) {
-            (Some(slices), Some(cache)) if store_only => {
-                // The key is the named entities and the action: looked up in
-                // place, copied only to keep a new slice.
-                wanted.push(action.clone());
-                // A slice whose kept answer is older policies' is rebuilt.
-                let found = slices
-                    .get(&wanted, cache.generation())
-                    .filter(|slice| plan.verdicts().is_none_or(|v| slice.fixed.serves(v)));
-                let key = found.is_none().then(|| wanted.clone());
-                wanted.pop();
-                if let Some(slice) = found {
-                    metrics().cache_hits.inc_by(wanted.len() as u64);
-                    return Ok(self.evaluate(
-                        &cedar_request,
-                        plan,
-                        &slice.entities,
-                        Some(&slice.fixed),
-                        version,
-                        Gathered::default(),
-                    ));
-                }
-                key
+        let cached = self.store.cache().filter(|_| store_only);
+        if let Some(cache) = cached {
+            let epoch = Epoch {
+                policies: snapshot.epoch(),
+                entities: cache.generation(),
+            };
+            if let Some(memo) = self.memo.get(&key, epoch) {
+                metrics().cache_hits.inc_by(key.named().count() as u64);
+                return Ok((Slice::Built(memo), Gathered::default()));
             }
-            _ => None,
+        }
+        let (entities, gathered) = self.build(snapshot, plan, &key, supplied).await?;
+        let fresh = !gathered.stale && gathered.fresh_until.is_some();
+        let memo = if cached.is_some() && fresh {
+            let epoch = Epoch {
+                policies: snapshot.epoch(),
+                entities: gathered.generation,
+            };
+            self.memo
+                .keep(key, epoch, gathered.fresh_until, Some(entities))
+        } else {
+            Arc::new(Memoized::once(entities))
         };
+        Ok((Slice::Built(memo), gathered))
+    }
 
-        let mut slice: Vec<Entity> =
-            Vec::with_capacity(wanted.len() + supplied.len() + plan.entities().len());
-        let from_store: Vec<EntityUid> = wanted
-            .iter()
-            .filter(|uid| self.sourcing(uid.type_name()) != Sourcing::Request)
+    /// Gathers the named entities (and their ancestors) from the store,
+    /// lays the request's own data over them, checks every named one is
+    /// there, and builds Cedar's `Entities` with the action's.
+    async fn build(
+        &self,
+        snapshot: &PolicySnapshot,
+        plan: &ActionPlan,
+        key: &MemoKey,
+        supplied: Vec<Entity>,
+    ) -> Result<(Entities, Gathered), Stop> {
+        let from_store: Vec<EntityUid> = key
+            .named()
+            .filter(|uid| self.sources.of(uid.type_name()) != Sourcing::Request)
             .cloned()
             .collect();
-        let gathered = match self
+        let mut slice: Vec<Entity> =
+            Vec::with_capacity(from_store.len() + supplied.len() + plan.entities().len());
+        let gathered = self
             .store
             .gather(&from_store, snapshot.schema(), &mut slice)
             .await
-        {
-            Ok(gathered) => gathered,
-            Err(error) => return deny("entity_store_unavailable", error.to_string()),
-        };
+            .map_err(|error| deny("entity_store_unavailable", error.to_string()))?;
         // Request data overrides stored data (only `merge` types get here).
         if !supplied.is_empty() {
             let overridden: HashSet<EntityUid> = supplied.iter().map(Entity::uid).collect();
@@ -345,55 +325,57 @@ impl Engine {
         }
         slice.extend(supplied);
         let present: HashSet<EntityUid> = slice.iter().map(Entity::uid).collect();
-        if let Some(missing) = wanted.iter().find(|uid| !present.contains(*uid)) {
-            return deny("entity_not_found", not_found(missing));
+        if let Some(missing) = key.named().find(|uid| !present.contains(*uid)) {
+            return Err(deny("entity_not_found", not_found(missing)));
         }
         slice.extend(plan.entities().iter().cloned());
-        let entities = match Entities::from_entities(slice, None) {
-            Ok(entities) => entities,
-            Err(e) => return deny("invalid_entities", e.to_string()),
-        };
-        // Kept as a slice (with a place for its context-free answer), or
-        // used once.
-        let built = match (&self.slices, slice_key) {
-            (Some(slices), Some(key)) => Ok(slices.keep(key, entities, gathered)),
-            _ => Err(entities),
-        };
-        let (entities, fixed) = match &built {
-            Ok(slice) => (&slice.entities, Some(&slice.fixed)),
-            Err(entities) => (entities, None),
-        };
-        Ok(self.evaluate(&cedar_request, plan, entities, fixed, version, gathered))
+        let entities = Entities::from_entities(slice, None)
+            .map_err(|e| deny("invalid_entities", e.to_string()))?;
+        Ok((entities, gathered))
     }
 
-    /// Asks Cedar, and turns its answer into a decision: any error is a deny.
-    /// The action's policies are evaluated at once ([`crate::policy::Verdicts`]); when that
-    /// raises an error, Cedar's authorizer evaluates them one by one to say
-    /// which policy failed and why. `fixed` keeps the context-free
-    /// policies' answer for these entities, when they are a kept slice.
+    /// Stage 4: the action's policies at once, the context-free ones'
+    /// answer read from the memo (or computed and remembered). Any error
+    /// goes to [`Self::explain`].
     fn evaluate(
         &self,
         cedar_request: &cedar_policy::Request,
         plan: &ActionPlan,
-        entities: &Entities,
-        fixed: Option<&FixedPart>,
-        version: Arc<str>,
-        gathered: Gathered,
+        slice: &Slice,
+        version: &Arc<str>,
     ) -> Decision {
-        if let Some(verdict) = plan
-            .verdicts()
-            .and_then(|verdicts| verdicts.evaluate(cedar_request, entities, fixed))
-        {
-            #[cfg(debug_assertions)]
-            self.check_verdict(&verdict, cedar_request, plan, entities);
-            return Decision {
-                allowed: verdict.allowed,
-                reasons: verdict.reasons,
-                errors: Vec::new(),
-                policy_version: version,
-                stale_data: gathered.stale,
-            };
+        let entities = slice.entities();
+        let verdict = plan.verdicts().and_then(|verdicts| {
+            let context_free = slice
+                .memo()
+                .context_free(|| verdicts.context_free(cedar_request, entities))?;
+            verdicts.evaluate(cedar_request, entities, context_free)
+        });
+        let Some(verdict) = verdict else {
+            return self.explain(cedar_request, plan, entities, version);
+        };
+        #[cfg(debug_assertions)]
+        self.check_verdict(&verdict, cedar_request, plan, entities);
+        Decision {
+            allowed: verdict.allowed,
+            reasons: verdict.reasons,
+            errors: Vec::new(),
+            policy_version: Arc::clone(version),
+            stale_data: false,
         }
+    }
+
+    /// Stage 5: Cedar's authorizer, policy by policy, for a request the
+    /// verdicts could not answer: it names each failing policy and why.
+    /// Fail closed: Cedar skips a policy that errors, so an erroring
+    /// `forbid` would protect nothing; any error is a deny.
+    fn explain(
+        &self,
+        cedar_request: &cedar_policy::Request,
+        plan: &ActionPlan,
+        entities: &Entities,
+        version: &Arc<str>,
+    ) -> Decision {
         let response = self
             .authorizer
             .is_authorized(cedar_request, plan.policies(), entities);
@@ -410,8 +392,6 @@ impl Engine {
             })
             .collect();
         let cedar_allowed = response.decision() == CedarDecision::Allow;
-        // Fail closed: Cedar skips a policy that errors, so an erroring
-        // `forbid` would protect nothing. Any error is a deny.
         let allowed = cedar_allowed && errors.is_empty();
         let reasons = if allowed || !cedar_allowed {
             sorted_reasons(&response)
@@ -422,8 +402,8 @@ impl Engine {
             allowed,
             reasons,
             errors,
-            policy_version: version,
-            stale_data: gathered.stale,
+            policy_version: Arc::clone(version),
+            stale_data: false,
         }
     }
 
@@ -463,15 +443,8 @@ impl Engine {
         let snapshot = self.policies.current();
         let uids: HashSet<EntityUid> = refs
             .into_iter()
-            .filter_map(|(type_name, id)| {
-                let reference = EntityRef {
-                    type_name,
-                    id,
-                    properties: None,
-                };
-                resolve(&snapshot, &reference)
-            })
-            .filter(|uid| self.sourcing(uid.type_name()) != Sourcing::Request)
+            .filter_map(|(type_name, id)| uid_of(&snapshot, type_name, id))
+            .filter(|uid| self.sources.of(uid.type_name()) != Sourcing::Request)
             .collect();
         if uids.len() < 2 {
             return;
@@ -490,104 +463,55 @@ impl Engine {
     /// # Errors
     /// An entity that does not conform to the schema, or of a store-served
     /// type, naming its index.
-    pub fn parse_entities(&self, json: Vec<Value>) -> Result<ParsedEntities, RequestError> {
+    pub fn parse_entities(
+        &self,
+        json: Vec<serde_json::Value>,
+    ) -> Result<ParsedEntities, RequestError> {
         let snapshot = self.policies.current();
-        let entities = self.request_entities(&snapshot, &json)?;
+        let entities = self.sources.parse(&snapshot, &json)?;
         Ok(ParsedEntities {
             version: Arc::clone(snapshot.version()),
             json,
             entities,
         })
     }
+}
 
-    /// Request-supplied entities in Cedar's JSON format, checked against
-    /// the schema and the sourcing of their types. A uid sent twice is two
-    /// descriptions of one entity: refused, not resolved by order.
-    fn request_entities(
-        &self,
-        snapshot: &PolicySnapshot,
-        json: &[Value],
-    ) -> Result<Vec<Entity>, RequestError> {
-        let mut seen = HashSet::with_capacity(json.len());
-        json.iter()
-            .enumerate()
-            .map(|(index, json)| {
-                let entity = Entity::from_json_value(json.clone(), Some(snapshot.schema()))
-                    .map_err(|e| RequestError {
-                        field: Field::Entity(index),
-                        code: "invalid_entity",
-                        message: describe(&e),
-                    })?;
-                let uid = entity.uid();
-                if self.sourcing(uid.type_name()) == Sourcing::Store {
-                    return Err(store_authoritative(Field::Entity(index), &uid));
-                }
-                if !seen.insert(uid) {
-                    return Err(RequestError {
-                        field: Field::Entity(index),
-                        code: "duplicate_entity",
-                        message: format!("`{}` is sent more than once", entity.uid()),
-                    });
-                }
-                Ok(entity)
-            })
-            .collect()
-    }
+/// Stage 1: the request's names in `snapshot`. An unknown type or action
+/// is a deny that names it.
+fn resolve<'s>(
+    snapshot: &'s PolicySnapshot,
+    request: &DecisionRequest<'_>,
+) -> Result<Names<'s>, Stop> {
+    let entity = |reference: &EntityRef<'_>| {
+        uid_of(snapshot, reference.type_name, reference.id)
+            .ok_or_else(|| deny("unknown_entity_type", unknown_type(reference.type_name)))
+    };
+    let principal = entity(&request.principal)?;
+    let (action, plan) = snapshot
+        .action(request.action)
+        .and_then(|action| Some((action, snapshot.plan(action)?)))
+        .ok_or_else(|| {
+            deny(
+                "unknown_action",
+                format!("the schema declares no action `{}`", request.action),
+            )
+        })?;
+    let resource = entity(&request.resource)?;
+    Ok(Names {
+        principal,
+        action,
+        resource,
+        plan,
+    })
+}
 
-    /// Turns AuthZEN `properties` into a request-supplied entity, when the
-    /// type is request-described (or `merge`); `out` holds the entities
-    /// the request already describes.
-    fn described(
-        &self,
-        snapshot: &PolicySnapshot,
-        uid: &EntityUid,
-        reference: &EntityRef<'_>,
-        field: Field,
-        out: &mut Vec<Entity>,
-    ) -> Result<(), RequestError> {
-        let sourcing = self.sourcing(uid.type_name());
-        let described = || out.iter().any(|entity| entity.uid() == *uid);
-        let Some(properties) = reference.properties else {
-            // A request-described entity exists because the request names
-            // it, when its type needs no attribute; otherwise it must come
-            // in `entities`, or it is missing.
-            if sourcing == Sourcing::Request && !described() {
-                let json = serde_json::json!({
-                    "uid": { "type": uid.type_name().to_string(), "id": reference.id },
-                    "attrs": {},
-                    "parents": [],
-                });
-                out.extend(Entity::from_json_value(json, Some(snapshot.schema())).ok());
-            }
-            return Ok(());
-        };
-        match sourcing {
-            Sourcing::Store if properties.is_empty() => Ok(()),
-            Sourcing::Store => Err(store_authoritative(field, uid)),
-            Sourcing::Request | Sourcing::Merge if described() => Err(RequestError {
-                field,
-                code: "duplicate_entity",
-                message: format!("`{uid}` is described twice in the request"),
-            }),
-            Sourcing::Request | Sourcing::Merge => {
-                let json = serde_json::json!({
-                    "uid": { "type": uid.type_name().to_string(), "id": reference.id },
-                    "attrs": properties,
-                    "parents": [],
-                });
-                let entity =
-                    Entity::from_json_value(json, Some(snapshot.schema())).map_err(|e| {
-                        RequestError {
-                            field,
-                            code: "invalid_properties",
-                            message: describe(&e),
-                        }
-                    })?;
-                out.push(entity);
-                Ok(())
-            }
-        }
-    }
+fn uid_of(snapshot: &PolicySnapshot, type_name: &str, id: &str) -> Option<EntityUid> {
+    let ty = snapshot.entity_type(type_name)?;
+    Some(EntityUid::from_type_name_and_id(
+        ty.clone(),
+        EntityId::new(id),
+    ))
 }
 
 /// An error with its causes, joined with colons (Cedar's top-level messages
@@ -606,86 +530,10 @@ fn describe(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// Writes one decision's line: canonical uids (`Brokerage::User::"erin"`,
-/// whatever the caller's spelling), the action id, a request id made here
-/// when the caller sent none.
-fn log_decision(
-    log: &DecisionLog,
-    snapshot: &PolicySnapshot,
-    request: &DecisionRequest<'_>,
-    decision: &Decision,
-    took: std::time::Duration,
-) {
-    let canonical = |entity: &EntityRef<'_>| {
-        resolve(snapshot, entity).map_or_else(
-            || format!("{}::{:?}", entity.type_name, entity.id),
-            |uid| uid.to_string(),
-        )
-    };
-    let (principal, resource) = (canonical(&request.principal), canonical(&request.resource));
-    let action = snapshot
-        .action(request.action)
-        .map_or(request.action, |uid| uid.id().unescaped());
-    let made;
-    let request_id = match request.request_id {
-        Some(id) => id,
-        None => {
-            made = new_request_id();
-            &made
-        }
-    };
-    log.record(&LogEntry {
-        time: std::time::SystemTime::now(),
-        request_id,
-        principal: &principal,
-        action,
-        resource: &resource,
-        decision: if decision.allowed() { "allow" } else { "deny" },
-        reasons: decision.reasons().collect(),
-        errors: decision
-            .errors()
-            .iter()
-            .map(|e| LoggedError {
-                code: e.code(),
-                message: e.message(),
-            })
-            .collect(),
-        policy_version: &decision.policy_version,
-        stale_data: decision.stale_data(),
-        latency_us: u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
-        context: request.context,
-    });
-}
-
-/// A request id for a request that came without one: 128 random bits as
-/// 32 hex digits.
-pub fn new_request_id() -> String {
-    format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
-}
-
-fn resolve(snapshot: &PolicySnapshot, reference: &EntityRef<'_>) -> Option<EntityUid> {
-    let ty = snapshot.entity_type(reference.type_name)?;
-    Some(EntityUid::from_type_name_and_id(
-        ty.clone(),
-        EntityId::new(reference.id),
-    ))
-}
-
 fn not_found(uid: &EntityUid) -> String {
     format!("entity `{uid}` is not known to the entity store or the request")
 }
 
 fn unknown_type(name: &str) -> String {
     format!("the schema declares no entity type `{name}`")
-}
-
-fn store_authoritative(field: Field, uid: &EntityUid) -> RequestError {
-    RequestError {
-        field,
-        code: "store_authoritative",
-        message: format!(
-            "request data for `{uid}` is refused: type `{}` is served by the entity store (set `entities.sources` to `merge` to trust callers with it)",
-            uid.type_name()
-        ),
-    }
 }

@@ -12,11 +12,31 @@ use cedar_policy::{Entities, Entity, EntityUid, Schema};
 
 use super::EntityError;
 
+/// One reading of the file: every entity (and the schema's action
+/// entities), and a generation no other reading in the process has, so what
+/// is remembered from these entities is known to be void under the next.
+pub struct Resident {
+    /// the entities
+    pub entities: Entities,
+    /// this reading's number
+    pub generation: u64,
+}
+
+impl Resident {
+    fn new(entities: Entities) -> Self {
+        static READINGS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        Self {
+            entities,
+            generation: READINGS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+}
+
 /// Entities read from one file.
 pub struct FileStore {
     path: PathBuf,
     schema: ArcSwap<Schema>,
-    entities: ArcSwap<Entities>,
+    entities: ArcSwap<Resident>,
     /// (modified time, length) of the file last read
     stamp: Mutex<Option<(SystemTime, u64)>>,
 }
@@ -32,28 +52,29 @@ impl FileStore {
         Ok(Self {
             path: path.to_owned(),
             schema: ArcSwap::new(schema),
-            entities: ArcSwap::from_pointee(entities),
+            entities: ArcSwap::from_pointee(Resident::new(entities)),
             stamp: Mutex::new(stamp),
         })
     }
 
     /// The number of entities held.
     pub fn len(&self) -> usize {
-        self.entities.load().len()
+        self.entities.load().entities.len()
     }
 
     /// Whether the file held no entity.
     pub fn is_empty(&self) -> bool {
-        self.entities.load().is_empty()
+        self.entities.load().entities.is_empty()
     }
 
-    /// Every entity held, and the schema's action entities.
-    pub fn entities(&self) -> Arc<Entities> {
+    /// Every entity held, and the schema's action entities, with the
+    /// reading's generation.
+    pub fn entities(&self) -> Arc<Resident> {
         self.entities.load_full()
     }
 
     pub(super) fn gather(&self, uids: &[EntityUid], out: &mut Vec<Entity>) {
-        let entities = self.entities.load();
+        let entities = &self.entities.load().entities;
         let mut seen: HashSet<&EntityUid> = HashSet::new();
         for uid in uids {
             if !seen.insert(uid) {
@@ -82,7 +103,7 @@ impl FileStore {
         let stamp = stamp(&self.path);
         match read(&self.path, &self.schema.load()) {
             Ok(entities) => {
-                self.entities.store(Arc::new(entities));
+                self.entities.store(Arc::new(Resident::new(entities)));
                 *self
                     .stamp
                     .lock()

@@ -12,10 +12,10 @@ mod http;
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use cedar_policy::{Entities, Entity, EntityUid, Schema};
+use cedar_policy::{Entity, EntityUid, Schema};
 
 pub use cache::{CacheSettings, EntityCache};
-pub use file::FileStore;
+pub use file::{FileStore, Resident};
 pub use http::{HttpStore, HttpStoreSettings, UpstreamError};
 
 /// Why entity data could not be had.
@@ -139,7 +139,7 @@ impl EntityStore {
 
     /// The whole store as one `Entities` (action entities included), when
     /// it is held in memory: the file store. A decision reads it in place.
-    pub fn resident(&self) -> Option<Arc<Entities>> {
+    pub fn resident(&self) -> Option<Arc<Resident>> {
         match self {
             Self::File(store) => Some(store.entities()),
             Self::Http { .. } | Self::None => None,

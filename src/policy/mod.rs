@@ -6,6 +6,7 @@
 
 mod diagnostic;
 mod load;
+mod reads;
 mod shape;
 mod verdicts;
 
@@ -18,8 +19,9 @@ use cedar_policy::{ActionConstraint, Entity, EntityTypeName, EntityUid, PolicySe
 
 pub use diagnostic::SourceDiagnostic;
 pub use load::{PolicySources, load};
+pub use reads::ContextReads;
 pub use shape::{Attr, AttrKind, RequestShape};
-pub use verdicts::{FixedPart, Verdict, Verdicts, sorted_reasons};
+pub use verdicts::{Satisfied, Verdict, Verdicts, sorted_reasons};
 
 /// Why a set of policies and schema could not be loaded.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
@@ -100,6 +102,9 @@ pub struct PolicySnapshot {
     schema: Arc<Schema>,
     policies: PolicySet,
     version: Arc<str>,
+    /// unique to this snapshot in the process: what is remembered from a
+    /// decision under it is void under any other
+    epoch: u64,
     /// a content hash of the schema files alone
     schema_version: String,
     namespace: String,
@@ -197,7 +202,9 @@ impl PolicySnapshot {
             actions.insert(action.to_string(), action.clone());
         }
         let plans = plans(&schema, schema_json, &policies)?;
+        static EPOCHS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         Ok(Self {
+            epoch: EPOCHS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             schema: Arc::new(schema),
             policies,
             version: version.into(),
@@ -222,6 +229,13 @@ impl PolicySnapshot {
     /// A content hash of schema and policy files: the same files, the same version.
     pub fn version(&self) -> &Arc<str> {
         &self.version
+    }
+
+    /// This snapshot's number, unique in the process: the policy half of
+    /// the engine memo's epoch (the version is not: a reload of the same
+    /// files keeps it, and builds new prepared policies).
+    pub fn epoch(&self) -> u64 {
+        self.epoch
     }
 
     /// A content hash of the schema files alone: entity data checked

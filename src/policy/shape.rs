@@ -12,6 +12,8 @@ use std::str::FromStr;
 use cedar_policy::{EntityTypeName, EntityUid, PolicySet, Schema};
 use serde_json::Value;
 
+use super::reads::ContextReads;
+
 /// What one context attribute holds.
 #[derive(Debug, Clone)]
 pub enum AttrKind {
@@ -91,11 +93,11 @@ pub(super) fn shapes(
                 }) else {
                     continue;
                 };
-                let texts: Vec<String> = policies
-                    .get(uid)
-                    .map(|set| set.policies().map(ToString::to_string).collect())
-                    .unwrap_or_default();
-                if let Some(shape) = shape(&declaration["appliesTo"], &texts) {
+                let mut reads = ContextReads::default();
+                for policy in policies.get(uid).into_iter().flat_map(PolicySet::policies) {
+                    reads.merge(ContextReads::of(policy));
+                }
+                if let Some(shape) = shape(&declaration["appliesTo"], &reads) {
                     shapes.insert(uid.clone(), shape);
                 }
             }
@@ -104,7 +106,7 @@ pub(super) fn shapes(
     shapes
 }
 
-fn shape(applies_to: &Value, policy_texts: &[String]) -> Option<RequestShape> {
+fn shape(applies_to: &Value, reads: &ContextReads) -> Option<RequestShape> {
     let types = |key: &str| -> Option<Vec<EntityTypeName>> {
         applies_to
             .get(key)?
@@ -115,7 +117,6 @@ fn shape(applies_to: &Value, policy_texts: &[String]) -> Option<RequestShape> {
     };
     let principals = types("principalTypes")?;
     let resources = types("resourceTypes")?;
-    let whole_context = policy_texts.iter().any(|text| reads_whole_context(text));
     let mut attrs = Vec::new();
     match applies_to.get("context") {
         None => {}
@@ -130,7 +131,7 @@ fn shape(applies_to: &Value, policy_texts: &[String]) -> Option<RequestShape> {
                     name: name.clone(),
                     kind: kind(declared)?,
                     required: declared.get("required").and_then(Value::as_bool) != Some(false),
-                    read: whole_context || policy_texts.iter().any(|text| text.contains(name)),
+                    read: reads.reads(name),
                 });
             }
         }
@@ -160,16 +161,6 @@ fn kind(declared: &Value) -> Option<AttrKind> {
     }
 }
 
-/// Whether a policy may read the context as a whole (`context == …`,
-/// `context` passed along) rather than attribute by attribute: then no
-/// attribute may be left out. Errs towards yes.
-fn reads_whole_context(text: &str) -> bool {
-    text.match_indices("context").any(|(at, _)| {
-        let rest = &text[at + "context".len()..];
-        !(rest.starts_with('.') || rest.starts_with(" has ") || rest.starts_with('['))
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,23 +182,12 @@ mod tests {
     }
 
     #[test]
-    fn a_policy_reading_the_whole_context_is_noticed() {
-        assert!(!reads_whole_context(
-            "when { context.side == \"buy\" && context has amount }"
-        ));
-        assert!(reads_whole_context(
-            "when { context == {\"side\": \"buy\"} }"
-        ));
-        assert!(reads_whole_context("when { principal.contexts }"));
-    }
-
-    #[test]
     fn a_context_type_the_fast_path_does_not_model_gets_no_shape() {
         let applies = serde_json::json!({
             "principalTypes": ["User"], "resourceTypes": ["Account"],
             "context": {"type": "Record", "attributes": {"tags": {"type": "Set", "element": {"type": "String"}}}}
         });
-        assert!(shape(&applies, &[]).is_none());
+        assert!(shape(&applies, &ContextReads::default()).is_none());
         let applies = serde_json::json!({
             "principalTypes": ["User"], "resourceTypes": ["Account"],
             "context": {"type": "Record", "attributes": {
@@ -215,7 +195,11 @@ mod tests {
                 "amount": {"type": "decimal", "required": false},
             }}
         });
-        let shape = shape(&applies, &["when { context.side == \"buy\" }".to_owned()]).unwrap();
+        let policy: cedar_policy::Policy =
+            r#"permit (principal, action, resource) when { context.side == "buy" };"#
+                .parse()
+                .unwrap();
+        let shape = shape(&applies, &ContextReads::of(&policy)).unwrap();
         assert_eq!(shape.required, 1);
         assert!(shape.attr("side").unwrap().read);
         assert!(!shape.attr("amount").unwrap().read, "no policy reads it");

@@ -15,16 +15,17 @@
 //!
 //! The policies that never read `context` are a separate expression: for a
 //! given principal, action, resource and entities their answer cannot change,
-//! so a caller that reuses an entity slice keeps it ([`FixedPart`]) and each
-//! further decision evaluates only the policies that read the context.
-
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
+//! so a caller may remember it ([`Verdicts::context_free`]) and pass it to
+//! each further decision, which then evaluates only the policies that read
+//! the context. This module remembers nothing itself: what to remember and
+//! when it is void is the engine's memo.
 
 use cedar_policy::{
     Effect, Entities, EvalResult, Expression, Policy, PolicyId, PolicySet, Request,
 };
 use serde_json::{Value, json};
+
+use super::reads::ContextReads;
 
 /// Bits per expression: Cedar's integers are signed 64-bit and `+` refuses
 /// to overflow, so 62 policies sum to at most 2^62 - 1.
@@ -33,9 +34,6 @@ const BITS: usize = 62;
 /// One action's policies, prepared for evaluation at once.
 #[derive(Debug)]
 pub struct Verdicts {
-    /// unique to this preparation: a kept [`FixedPart`] is read only by the
-    /// verdicts that made it
-    id: u64,
     /// the policies that never read `context`
     fixed: Vec<Chunk>,
     /// the policies that do
@@ -50,26 +48,12 @@ struct Chunk {
     policies: Vec<(PolicyId, Effect)>,
 }
 
-/// The satisfied policies of some chunks, each list sorted by id.
-#[derive(Debug, Default)]
-struct Satisfied {
+/// The satisfied policies of some of an action's policies, each list sorted
+/// by id: what [`Verdicts::context_free`] answers and a caller may keep.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Satisfied {
     permits: Vec<PolicyId>,
     forbids: Vec<PolicyId>,
-}
-
-/// The answer of an action's context-free policies for one principal,
-/// resource and set of entities, computed by the first decision that needs
-/// it and read by the next ones. Whoever keeps it must drop it when any of
-/// those inputs changes (the entity slice it lives in does).
-#[derive(Debug, Default)]
-pub struct FixedPart(OnceLock<(u64, Option<Satisfied>)>);
-
-impl FixedPart {
-    /// Whether this holds nothing yet, or an answer of `verdicts`: a keeper
-    /// replaces a part made by older policies.
-    pub fn serves(&self, verdicts: &Verdicts) -> bool {
-        self.0.get().is_none_or(|(id, _)| *id == verdicts.id)
-    }
 }
 
 /// Cedar's answer for a request that raised no error: whether it is allowed,
@@ -89,7 +73,6 @@ impl Verdicts {
     /// expressed this way (a template link, a scope form this module does not
     /// know); the action is then decided by the authorizer alone.
     pub fn prepare(policies: &PolicySet) -> Option<Self> {
-        static PREPARED: AtomicU64 = AtomicU64::new(0);
         if policies.templates().next().is_some() {
             return None;
         }
@@ -100,38 +83,32 @@ impl Verdicts {
         sorted.sort_by(|(a, _), (b, _)| by_id(a.id(), b.id()));
         let (varying, fixed): (Vec<_>, Vec<_>) = sorted
             .into_iter()
-            .partition(|(_, condition)| reads_context(condition));
+            .partition(|(_, condition)| ContextReads::of_json(condition).any());
         Some(Self {
-            id: PREPARED.fetch_add(1, Ordering::Relaxed),
             fixed: chunks(fixed)?,
             varying: chunks(varying)?,
         })
     }
 
-    /// Evaluates every policy at once. `None` when any of them raised an
-    /// error (or the expression did not yield its number): ask the
+    /// Which of the policies that never read `context` hold: an answer
+    /// that stays true for this request's principal, action, resource and
+    /// `entities`, whatever the context. `None` when one raised an error.
+    pub fn context_free(&self, request: &Request, entities: &Entities) -> Option<Satisfied> {
+        satisfied(&self.fixed, request, entities)
+    }
+
+    /// Evaluates every policy at once; `context_free` is the answer of
+    /// [`Self::context_free`] for the same principal, action, resource and
+    /// entities, remembered or just computed. `None` when any policy raised
+    /// an error (or the expression did not yield its number): ask the
     /// authorizer, which names the policy and the error.
-    ///
-    /// `kept`, when given, holds the context-free policies' answer for this
-    /// request's principal, action, resource and `entities`: read if there,
-    /// computed and kept if not.
     pub fn evaluate(
         &self,
         request: &Request,
         entities: &Entities,
-        kept: Option<&FixedPart>,
+        context_free: &Satisfied,
     ) -> Option<Verdict> {
-        let computed;
-        let fixed = match kept.map(|kept| {
-            kept.0
-                .get_or_init(|| (self.id, satisfied(&self.fixed, request, entities)))
-        }) {
-            Some((id, fixed)) if *id == self.id => fixed.as_ref()?,
-            _ => {
-                computed = satisfied(&self.fixed, request, entities)?;
-                &computed
-            }
-        };
+        let fixed = context_free;
         let varying = satisfied(&self.varying, request, entities)?;
         // Denied by any satisfied forbid; else allowed by any satisfied permit.
         let denied = !fixed.forbids.is_empty() || !varying.forbids.is_empty();
@@ -146,6 +123,12 @@ impl Verdicts {
         }
         let allowed = !denied && !reasons.is_empty();
         Some(Verdict { allowed, reasons })
+    }
+
+    /// Evaluates every policy at once, nothing remembered.
+    pub fn evaluate_all(&self, request: &Request, entities: &Entities) -> Option<Verdict> {
+        let context_free = self.context_free(request, entities)?;
+        self.evaluate(request, entities, &context_free)
     }
 }
 
@@ -204,18 +187,6 @@ fn satisfied(chunks: &[Chunk], request: &Request, entities: &Entities) -> Option
         }
     }
     Some(out)
-}
-
-/// Whether a condition (Cedar's JSON expression form) reads `context`: the
-/// only way an expression can.
-fn reads_context(condition: &Value) -> bool {
-    match condition {
-        Value::Object(map) => map
-            .iter()
-            .any(|(key, value)| (key == "Var" && value == "context") || reads_context(value)),
-        Value::Array(items) => items.iter().any(reads_context),
-        _ => false,
-    }
 }
 
 /// `terms` added as a balanced tree, so the expression's depth (and the
@@ -379,9 +350,9 @@ mod tests {
                     .iter()
                     .chain(of_type("Brokerage::MarketData").iter())
                 {
-                    // One kept context-free part per principal and
-                    // resource, as an entity slice keeps it.
-                    let kept = FixedPart::default();
+                    // One remembered context-free answer per principal and
+                    // resource, as the engine's memo keeps it.
+                    let mut kept: Option<Option<Satisfied>> = None;
                     for context in &contexts {
                         let Ok(request) = Request::new(
                             principal.clone(),
@@ -393,8 +364,12 @@ mod tests {
                             continue;
                         };
                         let cedar = authorizer.is_authorized(&request, plan.policies(), &entities);
-                        let ours = verdicts.evaluate(&request, &entities, None);
-                        let reused = verdicts.evaluate(&request, &entities, Some(&kept));
+                        let ours = verdicts.evaluate_all(&request, &entities);
+                        let remembered =
+                            kept.get_or_insert_with(|| verdicts.context_free(&request, &entities));
+                        let reused = remembered
+                            .as_ref()
+                            .and_then(|part| verdicts.evaluate(&request, &entities, part));
                         assert_eq!(ours, reused, "{request}");
                         let errored = cedar.diagnostics().errors().next().is_some();
                         assert_eq!(ours.is_none(), errored, "{request}");
@@ -431,7 +406,7 @@ mod tests {
         assert!(
             plan.verdicts()
                 .unwrap()
-                .evaluate(&request, &entities, None)
+                .evaluate_all(&request, &entities)
                 .is_none()
         );
         let cedar = authorizer.is_authorized(&request, plan.policies(), &entities);
@@ -496,7 +471,7 @@ mod tests {
             )
             .unwrap();
             let cedar = authorizer.is_authorized(&request, &policies, &entities);
-            let ours = verdicts.evaluate(&request, &entities, None).unwrap();
+            let ours = verdicts.evaluate_all(&request, &entities).unwrap();
             assert_eq!(
                 ours.allowed,
                 cedar.decision() == cedar_policy::Decision::Allow,
@@ -505,38 +480,5 @@ mod tests {
             assert_eq!(ours.reasons, sorted_reasons(&cedar), "{request}");
             assert!(!ours.reasons.is_empty(), "{request}");
         }
-    }
-
-    #[test]
-    fn a_kept_part_is_read_only_by_the_verdicts_that_made_it() {
-        let set = |text: &str| -> PolicySet {
-            let mut set = PolicySet::new();
-            set.add(text.parse::<Policy>().unwrap().new_id(PolicyId::new("p")))
-                .unwrap();
-            set
-        };
-        let allow = Verdicts::prepare(&set("permit (principal, action, resource);")).unwrap();
-        let deny =
-            Verdicts::prepare(&set("forbid (principal, action, resource) when { true };")).unwrap();
-        let request = Request::new(
-            r#"User::"a""#.parse().unwrap(),
-            r#"Action::"read""#.parse().unwrap(),
-            r#"Doc::"d""#.parse().unwrap(),
-            Context::empty(),
-            None,
-        )
-        .unwrap();
-        let entities = Entities::empty();
-        let kept = FixedPart::default();
-        let first = allow.evaluate(&request, &entities, Some(&kept)).unwrap();
-        assert!(first.allowed);
-        // Other policies (a reload) compute their own answer.
-        let other = deny.evaluate(&request, &entities, Some(&kept)).unwrap();
-        assert!(!other.allowed);
-        assert_eq!(other.reasons, vec![PolicyId::new("p")]);
-        assert_eq!(
-            allow.evaluate(&request, &entities, Some(&kept)),
-            Some(first)
-        );
     }
 }

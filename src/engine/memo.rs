@@ -1,0 +1,215 @@
+//! The engine's one memo: what a decision computed that the next decision
+//! on the same principal, action, resource and context references may
+//! reuse, under an explicit epoch.
+//!
+//! Two things are remembered, both costly and both fixed by the key and
+//! the epoch: the entity slice built for the HTTP store's decision (copying
+//! cached entities into Cedar's `Entities` and computing the hierarchy's
+//! closure costs as much as evaluating the policies), and the answer of the
+//! action's policies that never read the context (most of them). The file
+//! store's entities are resident, so its entries hold only that answer.
+//!
+//! An entry is read only under its own epoch — the policy snapshot it was
+//! computed under and the entities' generation (the file store's reading,
+//! the cache's invalidation count) — and, for entities from the HTTP store,
+//! only while everything it was built from is fresh. Nothing else voids an
+//! entry; the bound on entries (`cache.max_slices`) only evicts.
+
+use std::sync::{Arc, OnceLock};
+
+use cedar_policy::{Entities, EntityUid};
+use moka::sync::Cache;
+use tokio::time::Instant;
+
+use crate::policy::Satisfied;
+
+/// What a remembered answer is about: the entities the request names and
+/// the action.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) struct MemoKey {
+    pub principal: EntityUid,
+    pub action: EntityUid,
+    pub resource: EntityUid,
+    /// the entities the context references, in the context's order
+    pub refs: Vec<EntityUid>,
+}
+
+impl MemoKey {
+    /// Every entity the decision needs data for: principal, resource and
+    /// the context's references.
+    pub fn named(&self) -> impl Iterator<Item = &EntityUid> {
+        [&self.principal, &self.resource]
+            .into_iter()
+            .chain(&self.refs)
+    }
+}
+
+/// What an entry was computed under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Epoch {
+    /// the policy snapshot's epoch
+    pub policies: u64,
+    /// the file store's reading, or the entity cache's invalidation count
+    pub entities: u64,
+}
+
+/// One remembered decision's reusable part.
+#[derive(Debug)]
+pub(super) struct Memoized {
+    epoch: Epoch,
+    /// until when the cached entities it was built from are fresh (HTTP
+    /// store); `None` for resident entities
+    until: Option<Instant>,
+    /// the entity slice, when it was built for the decision (HTTP store)
+    pub entities: Option<Entities>,
+    /// the context-free policies' answer, computed by the first decision
+    /// that needs it (`None` inside: they raised an error)
+    context_free: OnceLock<Option<Satisfied>>,
+}
+
+impl Memoized {
+    /// An entry for one decision alone, never kept: data the request
+    /// described, or the store's data served stale.
+    pub fn once(entities: Entities) -> Self {
+        Self {
+            epoch: Epoch {
+                policies: 0,
+                entities: 0,
+            },
+            until: None,
+            entities: Some(entities),
+            context_free: OnceLock::new(),
+        }
+    }
+
+    /// The context-free policies' answer: the remembered one, or `compute`d
+    /// now and remembered.
+    pub fn context_free(&self, compute: impl FnOnce() -> Option<Satisfied>) -> Option<&Satisfied> {
+        self.context_free.get_or_init(compute).as_ref()
+    }
+}
+
+/// The entries, bounded in number.
+pub(super) struct Memo {
+    entries: Cache<MemoKey, Arc<Memoized>>,
+}
+
+impl Memo {
+    /// A memo of at most `capacity` entries.
+    pub fn new(capacity: u64) -> Self {
+        Self {
+            entries: Cache::builder().max_capacity(capacity).build(),
+        }
+    }
+
+    /// The entry for `key`, when it was computed under `epoch` and is still
+    /// fresh.
+    pub fn get(&self, key: &MemoKey, epoch: Epoch) -> Option<Arc<Memoized>> {
+        let entry = self.entries.get(key)?;
+        let good = entry.epoch == epoch && entry.until.is_none_or(|until| Instant::now() < until);
+        good.then_some(entry)
+    }
+
+    /// Keeps a new entry for `key` (replacing any other): `entities` built
+    /// for it, or none when they are resident; `until` when the data they
+    /// were built from stops being fresh.
+    pub fn keep(
+        &self,
+        key: MemoKey,
+        epoch: Epoch,
+        until: Option<Instant>,
+        entities: Option<Entities>,
+    ) -> Arc<Memoized> {
+        let entry = Arc::new(Memoized {
+            epoch,
+            until,
+            entities,
+            context_free: OnceLock::new(),
+        });
+        self.entries.insert(key, Arc::clone(&entry));
+        entry
+    }
+
+    /// Entries held now (approximate, as moka counts).
+    #[cfg(test)]
+    pub fn len(&self) -> u64 {
+        self.entries.run_pending_tasks();
+        self.entries.entry_count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn key(principal: &str) -> MemoKey {
+        let uid = |text: &str| text.parse::<EntityUid>().unwrap();
+        MemoKey {
+            principal: uid(&format!(r#"User::"{principal}""#)),
+            action: uid(r#"Action::"read""#),
+            resource: uid(r#"Doc::"d""#),
+            refs: Vec::new(),
+        }
+    }
+
+    const EPOCH: Epoch = Epoch {
+        policies: 1,
+        entities: 1,
+    };
+
+    #[test]
+    fn an_entry_is_read_only_under_its_epoch() {
+        let memo = Memo::new(100);
+        memo.keep(key("a"), EPOCH, None, None);
+        assert!(memo.get(&key("a"), EPOCH).is_some());
+        assert!(memo.get(&key("b"), EPOCH).is_none());
+        for other in [
+            Epoch {
+                policies: 2,
+                ..EPOCH
+            },
+            Epoch {
+                entities: 2,
+                ..EPOCH
+            },
+        ] {
+            assert!(memo.get(&key("a"), other).is_none(), "{other:?}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_entry_built_from_cached_data_lives_while_it_is_fresh() {
+        let memo = Memo::new(100);
+        let until = Instant::now() + Duration::from_secs(5);
+        memo.keep(key("a"), EPOCH, Some(until), Some(Entities::empty()));
+        tokio::time::advance(Duration::from_secs(4)).await;
+        assert!(memo.get(&key("a"), EPOCH).is_some());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(memo.get(&key("a"), EPOCH).is_none(), "stale at its TTL");
+    }
+
+    #[test]
+    fn the_context_free_answer_is_computed_once() {
+        let memo = Memo::new(100);
+        let entry = memo.keep(key("a"), EPOCH, None, None);
+        let mut computed = 0;
+        for _ in 0..3 {
+            let answer = entry.context_free(|| {
+                computed += 1;
+                Some(Satisfied::default())
+            });
+            assert!(answer.is_some());
+        }
+        assert_eq!(computed, 1);
+    }
+
+    #[test]
+    fn the_bound_holds() {
+        let memo = Memo::new(10);
+        for n in 0..100 {
+            memo.keep(key(&n.to_string()), EPOCH, None, None);
+        }
+        assert!(memo.len() <= 10, "{}", memo.len());
+    }
+}
