@@ -537,3 +537,115 @@ fn not_found(uid: &EntityUid) -> String {
 fn unknown_type(name: &str) -> String {
     format!("the schema declares no entity type `{name}`")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entities::{CacheSettings, EntityCache, double::Double};
+    use crate::policy::PolicySources;
+    use std::time::Duration;
+
+    const TTL: Duration = Duration::from_secs(30);
+
+    /// The pack over the demo data, served by a store double behind the
+    /// real cache, on tokio's paused clock.
+    fn engine(policies: &std::path::Path) -> (Engine, Arc<Double>) {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let demo = std::fs::read_to_string(root.join("examples/demo/entities.json")).unwrap();
+        let double = Double::new(serde_json::from_str(&demo).unwrap());
+        let store = PolicyStore::open(PolicySources {
+            policy_dir: policies.to_owned(),
+            schema: root.join("schema"),
+            default_namespace: None,
+        })
+        .unwrap();
+        let cache = EntityCache::new(
+            Arc::clone(&double),
+            CacheSettings {
+                ttl: TTL,
+                negative_ttl: Duration::from_secs(5),
+                stale_if_error: Duration::ZERO,
+                max_entries: 10_000,
+                max_bytes: 1 << 24,
+            },
+        );
+        let engine = Engine::new(
+            Arc::new(store),
+            EntityStore::Http {
+                cache,
+                ancestor_depth: 3,
+            },
+            HashMap::new(),
+            Sourcing::Store,
+            100,
+        );
+        (engine, double)
+    }
+
+    fn view(user: &str) -> DecisionRequest<'_> {
+        DecisionRequest {
+            principal: EntityRef {
+                type_name: "user",
+                id: user,
+                properties: None,
+            },
+            action: "view_account",
+            resource: EntityRef {
+                type_name: "account",
+                id: "alice-personal",
+                properties: None,
+            },
+            context: None,
+            entities: RequestEntities::None,
+            request_id: None,
+        }
+    }
+
+    fn copy_of_the_pack() -> tempfile::TempDir {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let dir = tempfile::tempdir().unwrap();
+        for file in std::fs::read_dir(root.join("policies")).unwrap() {
+            let path = file.unwrap().path();
+            if path.extension().is_some_and(|e| e == "cedar") {
+                std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+            }
+        }
+        dir
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_remembered_slice_serves_until_its_entities_expire() {
+        let pack = copy_of_the_pack();
+        let (engine, double) = engine(pack.path());
+        for _ in 0..5 {
+            assert!(engine.decide(&view("carol")).await.unwrap().allowed());
+        }
+        assert_eq!(double.calls(), 1, "one fetch, then the memo");
+        tokio::time::advance(TTL).await;
+        assert!(engine.decide(&view("carol")).await.unwrap().allowed());
+        assert_eq!(double.calls(), 2, "expired entities are fetched again");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_policy_reload_or_an_invalidation_voids_what_was_remembered() {
+        let pack = copy_of_the_pack();
+        let (engine, double) = engine(pack.path());
+        let carol = engine.decide(&view("carol")).await.unwrap();
+        assert!(carol.allowed());
+        // A policy that forbids every view: the remembered context-free
+        // answer (which allowed) must not be read under the new snapshot.
+        std::fs::write(
+            pack.path().join("zz_freeze.cedar"),
+            "@id(\"freeze\") forbid (principal, action == Brokerage::Action::\"view_account\", resource);",
+        )
+        .unwrap();
+        engine.reload_policies().unwrap();
+        let frozen = engine.decide(&view("carol")).await.unwrap();
+        assert!(!frozen.allowed());
+        assert_eq!(frozen.reasons().collect::<Vec<_>>(), ["freeze"]);
+        assert_eq!(double.calls(), 1, "the cached entities still serve");
+        engine.store().invalidate_all();
+        assert!(!engine.decide(&view("carol")).await.unwrap().allowed());
+        assert_eq!(double.calls(), 2, "an invalidation voids the slice");
+    }
+}

@@ -3,9 +3,12 @@
 //! upstream call per round of misses, negative caching, stale-if-error.
 //!
 //! Freshness is decided here, from tokio `Instant`s stamped at fetch time
-//! (moka only bounds lifetime), so tests can drive time.
+//! (moka only bounds lifetime), and the store is behind [`Fetch`], so the
+//! unit tests below drive time on tokio's paused clock.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,8 +18,26 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::EntityError;
-use super::http::{HttpStore, UpstreamError};
+use super::http::{Fetched, HttpStore, UpstreamError};
 use crate::telemetry::metrics;
+
+/// Where the cache gets what it does not hold: the HTTP store (or, in the
+/// unit tests, a double that counts and fails on demand).
+pub trait Fetch: Send + Sync + 'static {
+    /// Fetches `uids` in one call; a uid the store does not know is absent
+    /// from the answer. Called with no uid to learn whether the store answers.
+    fn fetch<'a>(&'a self, uids: &'a [EntityUid], schema: &'a Schema) -> FetchFuture<'a>;
+}
+
+/// What [`Fetch::fetch`] returns.
+pub type FetchFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Vec<Fetched>, UpstreamError>> + Send + 'a>>;
+
+impl Fetch for HttpStore {
+    fn fetch<'a>(&'a self, uids: &'a [EntityUid], schema: &'a Schema) -> FetchFuture<'a> {
+        Box::pin(HttpStore::fetch(self, uids, schema))
+    }
+}
 
 /// Settings of the cache.
 #[derive(Debug, Clone, Copy)]
@@ -66,7 +87,7 @@ pub struct Lookup {
 
 /// The cache and its store.
 pub struct EntityCache {
-    store: Arc<HttpStore>,
+    store: Arc<dyn Fetch>,
     entries: Cache<EntityUid, Entry>,
     inflight: Arc<Mutex<HashMap<EntityUid, Flight>>>,
     settings: CacheSettings,
@@ -79,7 +100,7 @@ pub struct EntityCache {
 
 impl EntityCache {
     /// A cache over `store`.
-    pub fn new(store: HttpStore, settings: CacheSettings) -> Self {
+    pub fn new(store: impl Fetch, settings: CacheSettings) -> Self {
         // Kept at least a second whatever the TTLs: freshness is decided by
         // our own stamps, and a lookup must find what its fetch just stored
         // (with `cache.ttl = 0s`, "ask the store every time").
@@ -367,4 +388,218 @@ impl EntityCache {
 /// Moves `slot` back to `until` when that is earlier (or `slot` is unset).
 fn earliest(slot: &mut Option<Instant>, until: Instant) {
     *slot = Some(slot.map_or(until, |t| t.min(until)));
+}
+
+/// A store double for unit tests: serves a fixed set of entities through
+/// the real answer parser, counts calls, fails or stalls on demand.
+#[cfg(test)]
+pub(crate) mod double {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use cedar_policy::{EntityUid, Schema};
+    use serde_json::Value;
+
+    use super::{Fetch, FetchFuture};
+    use crate::entities::UpstreamError;
+    use crate::entities::http::{answered, parse};
+
+    /// The double's state, shared with the test through an `Arc`.
+    #[derive(Default)]
+    pub(crate) struct Double {
+        entities: Vec<Value>,
+        pub calls: AtomicUsize,
+        pub asked: Mutex<Vec<Vec<String>>>,
+        pub failing: AtomicBool,
+        /// how long each answer takes (on tokio's clock)
+        pub delay: Mutex<std::time::Duration>,
+    }
+
+    impl Double {
+        pub(crate) fn new(entities: Vec<Value>) -> std::sync::Arc<Self> {
+            std::sync::Arc::new(Self {
+                entities,
+                ..Self::default()
+            })
+        }
+
+        pub(crate) fn calls(&self) -> usize {
+            self.calls.load(Ordering::SeqCst)
+        }
+    }
+
+    impl Fetch for std::sync::Arc<Double> {
+        fn fetch<'a>(&'a self, uids: &'a [EntityUid], schema: &'a Schema) -> FetchFuture<'a> {
+            Box::pin(async move {
+                self.calls.fetch_add(1, Ordering::SeqCst);
+                let mut names: Vec<String> = uids.iter().map(ToString::to_string).collect();
+                names.sort();
+                self.asked.lock().unwrap().push(names);
+                let delay = *self.delay.lock().unwrap();
+                tokio::time::sleep(delay).await;
+                if self.failing.load(Ordering::SeqCst) {
+                    return Err(UpstreamError::Unreachable("the double is down".to_owned()));
+                }
+                let body = serde_json::json!({ "entities": self.entities });
+                answered(parse(body.to_string().as_bytes(), schema)?, uids)
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::double::Double;
+    use super::*;
+    use serde_json::json;
+    use std::sync::atomic::Ordering;
+
+    const TTL: Duration = Duration::from_secs(30);
+
+    fn settings() -> CacheSettings {
+        CacheSettings {
+            ttl: TTL,
+            negative_ttl: Duration::from_secs(5),
+            stale_if_error: Duration::from_secs(60),
+            max_entries: 1000,
+            max_bytes: 1 << 20,
+        }
+    }
+
+    fn schema() -> Arc<Schema> {
+        Arc::new(
+            Schema::from_cedarschema_str("entity Group; entity User in [Group];")
+                .unwrap()
+                .0,
+        )
+    }
+
+    fn user(id: &str) -> EntityUid {
+        format!(r#"User::"{id}""#).parse().unwrap()
+    }
+
+    fn cache() -> (EntityCache, Arc<Double>) {
+        let double = Double::new(vec![
+            json!({"uid": {"type": "User", "id": "a"}, "attrs": {}, "parents": [{"type": "Group", "id": "g"}]}),
+            json!({"uid": {"type": "User", "id": "b"}, "attrs": {}, "parents": []}),
+        ]);
+        (EntityCache::new(Arc::clone(&double), settings()), double)
+    }
+
+    async fn found(cache: &EntityCache, id: &str) -> Result<Lookup, EntityError> {
+        cache.lookup(&[user(id)], &schema()).await
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fresh_entry_is_served_without_asking_and_an_expired_one_is_fetched_again() {
+        let (cache, double) = cache();
+        let first = found(&cache, "a").await.unwrap();
+        assert_eq!(first.found.len(), 1);
+        assert_eq!(
+            first.found[0].parents,
+            vec!["Group::\"g\"".parse().unwrap()]
+        );
+        assert_eq!(first.fresh_until, Some(Instant::now() + TTL));
+        tokio::time::advance(TTL - Duration::from_millis(1)).await;
+        found(&cache, "a").await.unwrap();
+        assert_eq!(double.calls(), 1, "fresh until its TTL");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        found(&cache, "a").await.unwrap();
+        assert_eq!(double.calls(), 2, "fetched again at its TTL");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unknown_uid_is_remembered_for_the_negative_ttl() {
+        let (cache, double) = cache();
+        for _ in 0..3 {
+            let lookup = found(&cache, "ghost").await.unwrap();
+            assert!(lookup.found.is_empty());
+            assert_eq!(
+                lookup.fresh_until,
+                Some(Instant::now() + Duration::from_secs(5))
+            );
+        }
+        assert_eq!(double.calls(), 1);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        found(&cache, "ghost").await.unwrap();
+        assert_eq!(double.calls(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_store_serves_stale_within_the_bound_and_fails_beyond_it() {
+        let (cache, double) = cache();
+        found(&cache, "a").await.unwrap();
+        double.failing.store(true, Ordering::SeqCst);
+        tokio::time::advance(TTL + Duration::from_secs(1)).await;
+        let stale = found(&cache, "a").await.unwrap();
+        assert!(stale.stale, "served stale");
+        assert_eq!(stale.found.len(), 1);
+        assert!(
+            matches!(
+                found(&cache, "b").await,
+                Err(EntityError::Unavailable { .. })
+            ),
+            "never seen: nothing to serve"
+        );
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert!(
+            matches!(
+                found(&cache, "a").await,
+                Err(EntityError::Unavailable { .. })
+            ),
+            "past the stale bound"
+        );
+        double.failing.store(false, Ordering::SeqCst);
+        let back = found(&cache, "a").await.unwrap();
+        assert!(!back.stale);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_lookups_share_one_fetch() {
+        let (cache, double) = cache();
+        *double.delay.lock().unwrap() = Duration::from_millis(500);
+        let cache = Arc::new(cache);
+        let lookups: Vec<_> = (0..10)
+            .map(|_| {
+                let cache = Arc::clone(&cache);
+                tokio::spawn(async move { found(&cache, "a").await.unwrap().found.len() })
+            })
+            .collect();
+        for lookup in lookups {
+            assert_eq!(lookup.await.unwrap(), 1);
+        }
+        assert_eq!(double.calls(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_invalidation_forgets_and_moves_the_generation() {
+        let (cache, double) = cache();
+        found(&cache, "a").await.unwrap();
+        let before = cache.generation();
+        cache.invalidate(&[user("a")]).await;
+        assert_ne!(cache.generation(), before);
+        found(&cache, "a").await.unwrap();
+        assert_eq!(double.calls(), 2);
+        cache.invalidate_all();
+        found(&cache, "b").await.unwrap();
+        assert_eq!(double.calls(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_zero_ttl_asks_every_time_and_still_answers() {
+        let double = Double::new(vec![
+            json!({"uid": {"type": "User", "id": "a"}, "attrs": {}, "parents": []}),
+        ]);
+        let cache = EntityCache::new(
+            Arc::clone(&double),
+            CacheSettings {
+                ttl: Duration::ZERO,
+                ..settings()
+            },
+        );
+        for n in 1..=3 {
+            assert_eq!(found(&cache, "a").await.unwrap().found.len(), 1);
+            assert_eq!(double.calls(), n);
+        }
+    }
 }

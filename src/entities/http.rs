@@ -249,7 +249,7 @@ fn describe(error: &dyn std::error::Error) -> String {
 
 /// Parses the store's answer; any entity that does not conform to the schema
 /// makes the whole answer malformed (fail closed, and counted).
-fn parse(bytes: &[u8], schema: &Schema) -> Result<Vec<Fetched>, UpstreamError> {
+pub(super) fn parse(bytes: &[u8], schema: &Schema) -> Result<Vec<Fetched>, UpstreamError> {
     let answer: BatchAnswer = serde_json::from_slice(bytes)
         .map_err(|e| UpstreamError::Malformed(format!("not `{{\"entities\": [...]}}`: {e}")))?;
     answer
@@ -272,7 +272,10 @@ fn parse(bytes: &[u8], schema: &Schema) -> Result<Vec<Fetched>, UpstreamError> {
 /// The store answers only what was asked: an entity whose uid was not
 /// requested is dropped (it could overwrite a fresh cached entry it has no
 /// business changing), and a uid answered twice makes the answer malformed.
-fn answered(fetched: Vec<Fetched>, asked: &[EntityUid]) -> Result<Vec<Fetched>, UpstreamError> {
+pub(super) fn answered(
+    fetched: Vec<Fetched>,
+    asked: &[EntityUid],
+) -> Result<Vec<Fetched>, UpstreamError> {
     let asked: std::collections::HashSet<&EntityUid> = asked.iter().collect();
     let mut seen = std::collections::HashSet::with_capacity(fetched.len());
     let mut kept = Vec::with_capacity(fetched.len());

@@ -14,9 +14,11 @@ use std::sync::Arc;
 
 use cedar_policy::{Entity, EntityUid, Schema};
 
-pub use cache::{CacheSettings, EntityCache};
+#[cfg(test)]
+pub(crate) use cache::double;
+pub use cache::{CacheSettings, EntityCache, Fetch, FetchFuture};
 pub use file::{FileStore, Resident};
-pub use http::{HttpStore, HttpStoreSettings, UpstreamError};
+pub use http::{Fetched, HttpStore, HttpStoreSettings, UpstreamError};
 
 /// Why entity data could not be had.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
