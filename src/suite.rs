@@ -218,7 +218,7 @@ pub async fn run(path: &Path, config: &Config) -> Result<Vec<CaseResult>, SuiteE
                             decision.allowed(),
                             &got_reasons,
                             &got_errors,
-                            &decision.summary(),
+                            &decision.summary().to_string(),
                         )
                     }
                     Err(error) => Some(format!(

@@ -153,7 +153,7 @@ impl Authorization for ExtAuthz {
                     serde_json::json!({"decision": false, "context": Explanation::of(&decision)})
                         .to_string();
                 let mut response = CheckResponse::with_status(tonic::Status::permission_denied(
-                    decision.summary(),
+                    decision.summary().to_string(),
                 ));
                 response.set_http_response(denied(StatusCode::FORBIDDEN, body));
                 response

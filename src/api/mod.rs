@@ -479,7 +479,7 @@ struct Explanation<'a> {
     reasons: Vec<&'a str>,
     errors: Vec<ErrorOut<'a>>,
     policy_version: &'a str,
-    summary: String,
+    summary: crate::engine::Summary<'a>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     stale_data: bool,
 }

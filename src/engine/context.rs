@@ -10,16 +10,72 @@ use super::decision::{DecisionError, Field, RequestError};
 use super::{Names, Stop, describe};
 use crate::policy::{Attr, AttrKind, PolicySnapshot, RequestShape};
 
-/// Cedar's request for `names` with the caller's context, and the entities
-/// the context references (the entity slice needs their data). The fast
-/// path converts a context the action's shape vouches for; anything else
-/// goes to Cedar's schema-directed parser, which decides or explains, and a
-/// context Cedar refuses is the caller's mistake, naming the attribute.
-pub(super) fn cedar_request(
+/// The caller's context, read for one decision: vouched for by the
+/// action's shape (Cedar's request is built only if the memo has no answer
+/// for the values the policies read), or already Cedar's request, built by
+/// Cedar's own parser.
+pub(super) enum ReadContext<'v> {
+    /// checked against the shape; not yet converted
+    Shaped(Shaped<'v>),
+    /// Cedar's request, from the slow path
+    Built(Request),
+}
+
+/// A context the action's shape vouches for — known attributes of the
+/// declared types, every required one present, principal and resource of
+/// types the action applies to — and the values the policies read.
+pub(super) struct Shaped<'v> {
+    shape: &'v RequestShape,
+    /// per attribute of the shape, in its order: its value, when present
+    /// and read by some policy (attributes none reads are checked, then
+    /// left out)
+    read: Vec<Option<&'v Value>>,
+}
+
+impl Shaped<'_> {
+    /// The values the policies read, per attribute of the shape: with the
+    /// principal, action, resource and entities, all an answer depends on.
+    pub fn read(&self) -> &[Option<&Value>] {
+        &self.read
+    }
+
+    /// Cedar's request: each read value converted by its declared type, no
+    /// JSON re-parse and no second check by Cedar. `None` if Cedar refuses
+    /// what the shape vouched for (it does not).
+    pub fn request(
+        &self,
+        principal: &EntityUid,
+        action: &EntityUid,
+        resource: &EntityUid,
+    ) -> Option<Request> {
+        let pairs = self
+            .shape
+            .attrs
+            .iter()
+            .zip(&self.read)
+            .filter_map(|(attr, value)| Some((attr.name.clone(), expression(attr, (*value)?)?)));
+        let context = Context::from_pairs(pairs).ok()?;
+        Request::new(
+            principal.clone(),
+            action.clone(),
+            resource.clone(),
+            context,
+            None,
+        )
+        .ok()
+    }
+}
+
+/// The caller's context for `names`, and the entities it references (the
+/// entity slice needs their data). The fast path checks a context against
+/// the action's shape; anything else goes to Cedar's schema-directed
+/// parser, which decides or explains, and a context Cedar refuses is the
+/// caller's mistake, naming the attribute.
+pub(super) fn read_context<'v>(
     snapshot: &PolicySnapshot,
-    names: &Names<'_>,
-    context: Option<&Value>,
-) -> Result<(Request, Vec<EntityUid>), Stop> {
+    names: &Names<'v>,
+    context: Option<&'v Value>,
+) -> Result<(ReadContext<'v>, Vec<EntityUid>), Stop> {
     let Names {
         principal,
         action,
@@ -27,12 +83,13 @@ pub(super) fn cedar_request(
         plan,
     } = names;
     let mut refs = Vec::new();
-    if let Some(request) = plan
+    if let Some(shaped) = plan
         .shape()
-        .and_then(|shape| fast_request(shape, principal, action, resource, context, &mut refs))
+        .and_then(|shape| shaped(shape, principal, resource, context, &mut refs))
     {
-        return Ok((request, refs));
+        return Ok((ReadContext::Shaped(shaped), refs));
     }
+    refs.clear();
     let empty = Value::Object(serde_json::Map::new());
     let json = context.unwrap_or(&empty);
     // The fast path takes only exact entity references; what it leaves
@@ -47,7 +104,7 @@ pub(super) fn cedar_request(
     match build_request(snapshot, principal, action, resource, json) {
         Ok(request) => {
             collect_entity_refs(snapshot, json, &mut refs);
-            Ok((request, refs))
+            Ok((ReadContext::Built(request), refs))
         }
         Err(RequestProblem::Context(message)) => {
             let check = |json: &Value| {
@@ -215,114 +272,87 @@ fn culprit(
         .cloned()
 }
 
-/// The fast path: builds Cedar's request from a context the action's shape
-/// vouches for — known attributes of the declared types, every required one
-/// present, principal and resource of types the action applies to — with no
-/// JSON re-parse and no second check by Cedar. Attributes no policy reads
-/// are checked and left out. Entity references go to `wanted`. `None` sends
-/// the request down the slow path, which decides or explains exactly as
-/// Cedar does.
-fn fast_request(
-    shape: &RequestShape,
+/// The fast path's check: `None` sends the context down the slow path,
+/// which decides or explains exactly as Cedar does. Entity references go to
+/// `refs`.
+fn shaped<'v>(
+    shape: &'v RequestShape,
     principal: &EntityUid,
-    action: &EntityUid,
     resource: &EntityUid,
-    context: Option<&Value>,
-    wanted: &mut Vec<EntityUid>,
-) -> Option<Request> {
-    let before = wanted.len();
-    let request = vouched_request(shape, principal, action, resource, context, wanted);
-    if request.is_none() {
-        // The slow path collects the references again, its own way.
-        wanted.truncate(before);
-    }
-    request
-}
-
-fn vouched_request(
-    shape: &RequestShape,
-    principal: &EntityUid,
-    action: &EntityUid,
-    resource: &EntityUid,
-    context: Option<&Value>,
-    wanted: &mut Vec<EntityUid>,
-) -> Option<Request> {
+    context: Option<&'v Value>,
+    refs: &mut Vec<EntityUid>,
+) -> Option<Shaped<'v>> {
     if !shape.principals.contains(principal.type_name())
         || !shape.resources.contains(resource.type_name())
     {
         return None;
     }
-    let empty = serde_json::Map::new();
-    let map = match context {
-        None => &empty,
-        Some(value) => value.as_object()?,
-    };
-    let mut pairs = Vec::with_capacity(map.len());
+    let mut read = vec![None; shape.attrs.len()];
     let mut required = 0;
-    for (name, value) in map {
-        let attr = shape.attr(name)?;
-        let expression = convert(attr, value, wanted)?;
-        required += usize::from(attr.required);
-        if let Some(expression) = expression {
-            pairs.push((name.clone(), expression));
+    if let Some(context) = context {
+        for (name, value) in context.as_object()? {
+            let (index, attr) = shape.attr_at(name)?;
+            if let Some(uid) = check(attr, value)? {
+                refs.push(uid);
+            }
+            required += usize::from(attr.required);
+            if attr.read {
+                *read.get_mut(index)? = Some(value);
+            }
         }
     }
-    if required != shape.required {
-        return None;
-    }
-    let context = Context::from_pairs(pairs).ok()?;
-    Request::new(
-        principal.clone(),
-        action.clone(),
-        resource.clone(),
-        context,
-        None,
-    )
-    .ok()
+    (required == shape.required).then_some(Shaped { shape, read })
 }
 
-/// One attribute's value, when it is what the shape says: `Some(None)` when
-/// it is, but no policy reads it (so it is not built).
-fn convert(
-    attr: &Attr,
-    value: &Value,
-    wanted: &mut Vec<EntityUid>,
-) -> Option<Option<RestrictedExpression>> {
-    let read = attr.read;
+/// Whether `value` is what `attr` declares: `Some(Some(uid))` for an
+/// entity reference, `Some(None)` for another good value.
+fn check(attr: &Attr, value: &Value) -> Option<Option<EntityUid>> {
     match (&attr.kind, value) {
-        (AttrKind::String, Value::String(text)) => {
-            Some(read.then(|| RestrictedExpression::new_string(text.clone())))
-        }
-        (AttrKind::Long, Value::Number(number)) => {
-            let number = number.as_i64()?;
-            Some(read.then(|| RestrictedExpression::new_long(number)))
-        }
-        (AttrKind::Bool, Value::Bool(flag)) => {
-            Some(read.then(|| RestrictedExpression::new_bool(*flag)))
-        }
+        (AttrKind::String, Value::String(_)) | (AttrKind::Bool, Value::Bool(_)) => Some(None),
+        (AttrKind::Long, Value::Number(number)) => number.as_i64().map(|_| None),
+        (AttrKind::Decimal, Value::String(text)) if is_decimal(text) => Some(None),
         (AttrKind::Entity(ty, written), Value::Object(map)) => {
-            let target = match (map.len(), map.get("__entity")) {
-                (1, Some(Value::Object(inner))) => inner,
-                (2, None) => map,
-                _ => return None,
-            };
-            let (Some(Value::String(t)), Some(Value::String(id))) =
-                (target.get("type"), target.get("id"))
-            else {
-                return None;
-            };
-            if target.len() != 2 || t != written {
-                return None;
-            }
-            let uid = EntityUid::from_type_name_and_id(ty.clone(), EntityId::new(id));
-            wanted.push(uid.clone());
-            Some(read.then(|| RestrictedExpression::new_entity_uid(uid)))
-        }
-        (AttrKind::Decimal, Value::String(text)) if is_decimal(text) => {
-            Some(read.then(|| RestrictedExpression::new_decimal(text)))
+            let (t, id) = reference(map)?;
+            (t == written).then(|| {
+                Some(EntityUid::from_type_name_and_id(
+                    ty.clone(),
+                    EntityId::new(id),
+                ))
+            })
         }
         _ => None,
     }
+}
+
+/// An exact entity reference: `{"type", "id"}` or `{"__entity": {"type", "id"}}`.
+fn reference(map: &serde_json::Map<String, Value>) -> Option<(&str, &str)> {
+    let target = match (map.len(), map.get("__entity")) {
+        (1, Some(Value::Object(inner))) => inner,
+        (2, None) => map,
+        _ => return None,
+    };
+    match (target.len(), target.get("type"), target.get("id")) {
+        (2, Some(Value::String(t)), Some(Value::String(id))) => Some((t, id)),
+        _ => None,
+    }
+}
+
+/// A checked value as Cedar's expression of its declared type.
+fn expression(attr: &Attr, value: &Value) -> Option<RestrictedExpression> {
+    Some(match (&attr.kind, value) {
+        (AttrKind::String, Value::String(text)) => RestrictedExpression::new_string(text.clone()),
+        (AttrKind::Long, Value::Number(number)) => RestrictedExpression::new_long(number.as_i64()?),
+        (AttrKind::Bool, Value::Bool(flag)) => RestrictedExpression::new_bool(*flag),
+        (AttrKind::Entity(ty, _), Value::Object(map)) => {
+            let (_, id) = reference(map)?;
+            RestrictedExpression::new_entity_uid(EntityUid::from_type_name_and_id(
+                ty.clone(),
+                EntityId::new(id),
+            ))
+        }
+        (AttrKind::Decimal, Value::String(text)) => RestrictedExpression::new_decimal(text),
+        _ => return None,
+    })
 }
 
 /// Whether `text` is a decimal Cedar accepts: digits, a point, one to four
@@ -356,6 +386,22 @@ mod tests {
             snapshot.entity_type(ty).unwrap().clone(),
             EntityId::new(id),
         )
+    }
+
+    /// The fast path end to end: checked, then built.
+    fn fast_request(
+        shape: &RequestShape,
+        principal: &EntityUid,
+        action: &EntityUid,
+        resource: &EntityUid,
+        context: Option<&Value>,
+        refs: &mut Vec<EntityUid>,
+    ) -> Option<Request> {
+        let shaped = shaped(shape, principal, resource, context, refs);
+        if shaped.is_none() {
+            refs.clear();
+        }
+        shaped?.request(principal, action, resource)
     }
 
     #[test]

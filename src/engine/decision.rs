@@ -145,6 +145,18 @@ impl Decision {
         }
     }
 
+    /// The answer of Cedar (or of the memo, which holds Cedar's answers)
+    /// for a request that raised no error.
+    pub(super) fn of(verdict: crate::policy::Verdict, policy_version: &Arc<str>) -> Self {
+        Self {
+            allowed: verdict.allowed,
+            reasons: verdict.reasons,
+            errors: Vec::new(),
+            policy_version: Arc::clone(policy_version),
+            stale_data: false,
+        }
+    }
+
     /// A deny for an item of a batch that was malformed on its own: what
     /// would have been a 4xx for a single request.
     pub fn refused(code: &'static str, message: String, policy_version: Arc<str>) -> Self {
@@ -179,19 +191,47 @@ impl Decision {
     }
 
     /// One sentence: `allowed by O1`, `denied by G2`, `denied: no policy
-    /// allowed the request`, `denied: entity_not_found`.
-    pub fn summary(&self) -> String {
-        let reasons = self
-            .reasons
-            .iter()
-            .map(AsRef::as_ref)
-            .collect::<Vec<&str>>()
-            .join(", ");
-        match (self.allowed, self.errors.first()) {
-            (true, _) => format!("allowed by {reasons}"),
-            (false, _) if !reasons.is_empty() => format!("denied by {reasons}"),
-            (false, Some(error)) => format!("denied: {}: {}", error.code, error.message),
-            (false, None) => "denied: no policy allowed the request".to_owned(),
+    /// allowed the request`, `denied: entity_not_found`. Written where it is
+    /// shown (into the answer's JSON, a log line), never built on its own.
+    pub fn summary(&self) -> Summary<'_> {
+        Summary(self)
+    }
+}
+
+/// A decision's one-sentence summary ([`Decision::summary`]): `Display`,
+/// and serialized as a string.
+#[derive(Debug, Clone, Copy)]
+pub struct Summary<'a>(&'a Decision);
+
+impl std::fmt::Display for Summary<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let decision = self.0;
+        let reasons = |f: &mut std::fmt::Formatter<'_>| {
+            for (n, reason) in decision.reasons.iter().enumerate() {
+                if n > 0 {
+                    f.write_str(", ")?;
+                }
+                f.write_str(reason.as_ref())?;
+            }
+            Ok(())
+        };
+        match (decision.allowed, decision.errors.first()) {
+            (true, _) => {
+                f.write_str("allowed by ")?;
+                reasons(f)
+            }
+            (false, _) if !decision.reasons.is_empty() => {
+                f.write_str("denied by ")?;
+                reasons(f)
+            }
+            (false, Some(error)) => write!(f, "denied: {}: {}", error.code, error.message),
+            (false, None) => f.write_str("denied: no policy allowed the request"),
         }
+    }
+}
+
+impl serde::Serialize for Summary<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
     }
 }

@@ -2,12 +2,15 @@
 //! on the same principal, action, resource and context references may
 //! reuse, under an explicit epoch.
 //!
-//! Two things are remembered, both costly and both fixed by the key and
-//! the epoch: the entity slice built for the HTTP store's decision (copying
-//! cached entities into Cedar's `Entities` and computing the hierarchy's
-//! closure costs as much as evaluating the policies), and the answer of the
-//! action's policies that never read the context (most of them). The file
-//! store's entities are resident, so its entries hold only that answer.
+//! Three things are remembered, each fixed by the key and the epoch: the
+//! entity slice built for the HTTP store's decision (copying cached
+//! entities into Cedar's `Entities` and computing the hierarchy's closure
+//! costs as much as evaluating the policies); the answer of the action's
+//! policies that never read the context (most of them); and, for a few
+//! contexts, the whole answer by the values the policies read of it (a
+//! trader placing buy orders asks the same question again and again; the
+//! values no policy reads, an order's instrument, do not change it). The
+//! file store's entities are resident, so its entries hold only answers.
 //!
 //! An entry is read only under its own epoch — the policy snapshot it was
 //! computed under and the entities' generation (the file store's reading,
@@ -15,13 +18,22 @@
 //! only while everything it was built from is fresh. Nothing else voids an
 //! entry; the bound on entries (`cache.max_slices`) only evicts.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
 use cedar_policy::{Entities, EntityUid};
 use moka::sync::Cache;
+use serde_json::Value;
 use tokio::time::Instant;
 
-use crate::policy::Satisfied;
+use crate::policy::{Satisfied, Verdict};
+
+/// Whole answers kept per entry, by the context values read: the few
+/// contexts a principal repeats on a resource.
+const ANSWERS: usize = 16;
+
+/// The values of the context the policies read, per attribute of the
+/// action's shape (`None`: absent).
+type ReadValues = Box<[Option<Value>]>;
 
 /// What a remembered answer is about: the entities the request names and
 /// the action.
@@ -65,6 +77,8 @@ pub(super) struct Memoized {
     /// the context-free policies' answer, computed by the first decision
     /// that needs it (`None` inside: they raised an error)
     context_free: OnceLock<Option<Satisfied>>,
+    /// whole answers by the context values read, oldest first
+    answers: RwLock<Vec<(ReadValues, Verdict)>>,
 }
 
 impl Memoized {
@@ -79,7 +93,37 @@ impl Memoized {
             until: None,
             entities: Some(entities),
             context_free: OnceLock::new(),
+            answers: RwLock::default(),
         }
+    }
+
+    /// The answer remembered for a context whose read values are `read`.
+    pub fn answer(&self, read: &[Option<&Value>]) -> Option<Verdict> {
+        let answers = self.answers.read().unwrap_or_else(PoisonError::into_inner);
+        answers
+            .iter()
+            .find(|(values, _)| {
+                values.len() == read.len()
+                    && values
+                        .iter()
+                        .zip(read)
+                        .all(|(kept, asked)| kept.as_ref() == *asked)
+            })
+            .map(|(_, verdict)| verdict.clone())
+    }
+
+    /// Remembers `verdict` for a context whose read values are `read`,
+    /// forgetting the oldest answer past [`ANSWERS`].
+    pub fn remember(&self, read: &[Option<&Value>], verdict: &Verdict) {
+        let values: ReadValues = read.iter().map(|value| value.cloned()).collect();
+        let mut answers = self.answers.write().unwrap_or_else(PoisonError::into_inner);
+        if answers.iter().any(|(kept, _)| *kept == values) {
+            return;
+        }
+        if answers.len() >= ANSWERS {
+            answers.remove(0);
+        }
+        answers.push((values, verdict.clone()));
     }
 
     /// The context-free policies' answer: the remembered one, or `compute`d
@@ -125,6 +169,7 @@ impl Memo {
             until,
             entities,
             context_free: OnceLock::new(),
+            answers: RwLock::default(),
         });
         self.entries.insert(key, Arc::clone(&entry));
         entry
@@ -202,6 +247,35 @@ mod tests {
             assert!(answer.is_some());
         }
         assert_eq!(computed, 1);
+    }
+
+    #[test]
+    fn a_whole_answer_is_found_by_exactly_the_values_read() {
+        let memo = Memo::new(100);
+        let entry = memo.keep(key("a"), EPOCH, None, None);
+        let (buy, sell) = (Value::from("buy"), Value::from("sell"));
+        let allowed = Verdict {
+            allowed: true,
+            reasons: vec![cedar_policy::PolicyId::new("S2")],
+        };
+        entry.remember(&[Some(&buy), None], &allowed);
+        assert_eq!(entry.answer(&[Some(&buy), None]), Some(allowed.clone()));
+        assert_eq!(entry.answer(&[Some(&sell), None]), None);
+        assert_eq!(
+            entry.answer(&[Some(&buy), Some(&buy)]),
+            None,
+            "presence counts"
+        );
+        assert_eq!(entry.answer(&[None, None]), None);
+        for n in 0..ANSWERS {
+            entry.remember(&[Some(&Value::from(n)), None], &allowed);
+        }
+        assert_eq!(
+            entry.answer(&[Some(&buy), None]),
+            None,
+            "the oldest is forgotten"
+        );
+        assert!(entry.answers.read().unwrap().len() <= ANSWERS);
     }
 
     #[test]

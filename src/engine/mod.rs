@@ -37,10 +37,11 @@ use crate::telemetry::{DecisionLog, metrics};
 
 pub use decision::{
     Decision, DecisionError, DecisionRequest, EntityRef, Field, ParsedEntities, RequestEntities,
-    RequestError,
+    RequestError, Summary,
 };
 pub use record::new_request_id;
 
+use context::ReadContext;
 use memo::{Epoch, Memo, MemoKey, Memoized};
 use supplied::Sources;
 
@@ -217,7 +218,7 @@ impl Engine {
         request: &DecisionRequest<'_>,
     ) -> Result<(&'s EntityUid, Decision), Stop> {
         let names = resolve(snapshot, request)?;
-        let (cedar_request, refs) = context::cedar_request(snapshot, &names, request.context)?;
+        let (context, refs) = context::read_context(snapshot, &names, request.context)?;
         let supplied = self.sources.supplied(
             snapshot,
             request.entities,
@@ -236,8 +237,8 @@ impl Engine {
             resource,
             refs,
         };
-        let (slice, gathered) = self.slice(snapshot, plan, key, supplied).await?;
-        let mut decision = self.evaluate(&cedar_request, plan, &slice, snapshot.version());
+        let (slice, gathered) = self.slice(snapshot, plan, &key, supplied).await?;
+        let mut decision = self.evaluate(&key, &context, plan, &slice, snapshot.version());
         decision.stale_data = gathered.stale;
         Ok((action, decision))
     }
@@ -252,7 +253,7 @@ impl Engine {
         &self,
         snapshot: &PolicySnapshot,
         plan: &ActionPlan,
-        key: MemoKey,
+        key: &MemoKey,
         supplied: Vec<Entity>,
     ) -> Result<(Slice, Gathered), Stop> {
         let store_only = supplied.is_empty() && !self.sources.any_request();
@@ -264,9 +265,9 @@ impl Engine {
                 policies: snapshot.epoch(),
                 entities: resident.generation,
             };
-            let memo = match self.memo.get(&key, epoch) {
+            let memo = match self.memo.get(key, epoch) {
                 Some(memo) => memo,
-                None => self.memo.keep(key, epoch, None, None),
+                None => self.memo.keep(key.clone(), epoch, None, None),
             };
             return Ok((Slice::Resident(resident, memo), Gathered::default()));
         }
@@ -276,12 +277,12 @@ impl Engine {
                 policies: snapshot.epoch(),
                 entities: cache.generation(),
             };
-            if let Some(memo) = self.memo.get(&key, epoch) {
+            if let Some(memo) = self.memo.get(key, epoch) {
                 metrics().cache_hits.inc_by(key.named().count() as u64);
                 return Ok((Slice::Built(memo), Gathered::default()));
             }
         }
-        let (entities, gathered) = self.build(snapshot, plan, &key, supplied).await?;
+        let (entities, gathered) = self.build(snapshot, plan, key, supplied).await?;
         let fresh = !gathered.stale && gathered.fresh_until.is_some();
         let memo = if cached.is_some() && fresh {
             let epoch = Epoch {
@@ -289,7 +290,7 @@ impl Engine {
                 entities: gathered.generation,
             };
             self.memo
-                .keep(key, epoch, gathered.fresh_until, Some(entities))
+                .keep(key.clone(), epoch, gathered.fresh_until, Some(entities))
         } else {
             Arc::new(Memoized::once(entities))
         };
@@ -334,35 +335,66 @@ impl Engine {
         Ok((entities, gathered))
     }
 
-    /// Stage 4: the action's policies at once, the context-free ones'
-    /// answer read from the memo (or computed and remembered). Any error
-    /// goes to [`Self::explain`].
+    /// Stage 4: the answer the memo holds for the values the policies read
+    /// of this context, or the action's policies at once, the context-free
+    /// ones' answer read from the memo (or computed and remembered). Any
+    /// error goes to [`Self::explain`].
     fn evaluate(
         &self,
-        cedar_request: &cedar_policy::Request,
+        key: &MemoKey,
+        context: &ReadContext<'_>,
         plan: &ActionPlan,
         slice: &Slice,
         version: &Arc<str>,
     ) -> Decision {
-        let entities = slice.entities();
+        let (entities, memo) = (slice.entities(), slice.memo());
+        let shaped = match context {
+            ReadContext::Shaped(shaped) => Some(shaped),
+            ReadContext::Built(_) => None,
+        };
+        if let Some(verdict) = shaped.and_then(|shaped| memo.answer(shaped.read())) {
+            #[cfg(debug_assertions)]
+            if let Some(request) =
+                shaped.and_then(|s| s.request(&key.principal, &key.action, &key.resource))
+            {
+                self.check_verdict(&verdict, &request, plan, entities);
+            }
+            return Decision::of(verdict, version);
+        }
+        let converted;
+        let request = match context {
+            ReadContext::Built(request) => request,
+            ReadContext::Shaped(shaped) => {
+                match shaped.request(&key.principal, &key.action, &key.resource) {
+                    Some(request) => {
+                        converted = request;
+                        &converted
+                    }
+                    None => {
+                        return Decision::deny(
+                            DecisionError::new(
+                                "invalid_request",
+                                "Cedar refused the context its schema vouches for".to_owned(),
+                            ),
+                            Arc::clone(version),
+                        );
+                    }
+                }
+            }
+        };
         let verdict = plan.verdicts().and_then(|verdicts| {
-            let context_free = slice
-                .memo()
-                .context_free(|| verdicts.context_free(cedar_request, entities))?;
-            verdicts.evaluate(cedar_request, entities, context_free)
+            let context_free = memo.context_free(|| verdicts.context_free(request, entities))?;
+            verdicts.evaluate(request, entities, context_free)
         });
         let Some(verdict) = verdict else {
-            return self.explain(cedar_request, plan, entities, version);
+            return self.explain(request, plan, entities, version);
         };
         #[cfg(debug_assertions)]
-        self.check_verdict(&verdict, cedar_request, plan, entities);
-        Decision {
-            allowed: verdict.allowed,
-            reasons: verdict.reasons,
-            errors: Vec::new(),
-            policy_version: Arc::clone(version),
-            stale_data: false,
+        self.check_verdict(&verdict, request, plan, entities);
+        if let Some(shaped) = shaped {
+            memo.remember(shaped.read(), &verdict);
         }
+        Decision::of(verdict, version)
     }
 
     /// Stage 5: Cedar's authorizer, policy by policy, for a request the
@@ -624,6 +656,81 @@ mod tests {
         tokio::time::advance(TTL).await;
         assert!(engine.decide(&view("carol")).await.unwrap().allowed());
         assert_eq!(double.calls(), 2, "expired entities are fetched again");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_remembered_answer_is_found_by_the_values_the_policies_read_and_nothing_else() {
+        let pack = copy_of_the_pack();
+        let (engine, _) = engine(pack.path());
+        let cases: [(serde_json::Value, bool); 5] = [
+            (
+                serde_json::json!({"side": "buy", "instrument": "AAPL"}),
+                true,
+            ),
+            (
+                serde_json::json!({"side": "hold", "instrument": "AAPL"}),
+                false,
+            ),
+            (
+                serde_json::json!({"side": "buy", "instrument": "MSFT"}),
+                true,
+            ),
+            (
+                serde_json::json!({"instrument": "AAPL", "side": "hold"}),
+                false,
+            ),
+            (
+                serde_json::json!({"side": "sell", "instrument": "AAPL"}),
+                true,
+            ),
+        ];
+        // Twice over: the second round answers from the memo.
+        for _ in 0..2 {
+            for (context, allowed) in &cases {
+                let order = DecisionRequest {
+                    action: "place_order",
+                    context: Some(context),
+                    ..view("carol")
+                };
+                let decision = engine.decide(&order).await.unwrap();
+                assert_eq!(decision.allowed(), *allowed, "{context}");
+            }
+        }
+        let entry = engine.memo.get(
+            &MemoKey {
+                principal: uid_of(&engine.policies.current(), "user", "carol").unwrap(),
+                action: engine
+                    .policies
+                    .current()
+                    .action("place_order")
+                    .unwrap()
+                    .clone(),
+                resource: uid_of(&engine.policies.current(), "account", "alice-personal").unwrap(),
+                refs: Vec::new(),
+            },
+            Epoch {
+                policies: engine.policies.current().epoch(),
+                entities: engine.store.cache().unwrap().generation(),
+            },
+        );
+        let entry = entry.expect("one entry for carol's orders on the account");
+        let side = |side: &str| serde_json::Value::from(side);
+        let read: Vec<Option<serde_json::Value>> = engine
+            .policies
+            .current()
+            .plan(engine.policies.current().action("place_order").unwrap())
+            .unwrap()
+            .shape()
+            .unwrap()
+            .attrs
+            .iter()
+            .map(|attr| (attr.name == "side").then(|| side("buy")))
+            .collect();
+        let asked: Vec<Option<&serde_json::Value>> = read.iter().map(Option::as_ref).collect();
+        assert!(
+            entry.answer(&asked).is_some_and(|verdict| verdict.allowed),
+            "the instrument, which no policy reads, is not part of the answer's key"
+        );
     }
 
     #[tokio::test(start_paused = true)]

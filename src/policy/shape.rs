@@ -60,7 +60,15 @@ pub struct RequestShape {
 impl RequestShape {
     /// The attribute called `name`.
     pub fn attr(&self, name: &str) -> Option<&Attr> {
-        self.attrs.iter().find(|attr| attr.name == name)
+        self.attr_at(name).map(|(_, attr)| attr)
+    }
+
+    /// The attribute called `name`, and its place among `attrs`.
+    pub fn attr_at(&self, name: &str) -> Option<(usize, &Attr)> {
+        self.attrs
+            .iter()
+            .enumerate()
+            .find(|(_, attr)| attr.name == name)
     }
 }
 

@@ -59,7 +59,7 @@ pub struct Satisfied {
 /// Cedar's answer for a request that raised no error: whether it is allowed,
 /// and the satisfied policies that decided it (the permits when allowed, the
 /// forbids when denied by one), sorted by id.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict {
     /// a permit is satisfied and no forbid is
     pub allowed: bool,

@@ -49,11 +49,11 @@ pub struct LogEntry<'a> {
     /// the caller's `X-Request-ID`, or one made for this request
     pub request_id: &'a str,
     /// canonical `Namespace::Type::"id"`
-    pub principal: &'a str,
+    pub principal: Text<'a>,
     /// the action id
     pub action: &'a str,
     /// canonical `Namespace::Type::"id"`
-    pub resource: &'a str,
+    pub resource: Text<'a>,
     /// `allow` or `deny`
     pub decision: &'static str,
     /// the determining policies
@@ -78,6 +78,22 @@ pub struct LoggedError<'a> {
     pub code: &'static str,
     /// for a person
     pub message: &'a str,
+}
+
+/// Text written straight into the line, never built as a string of its own.
+#[derive(Clone, Copy)]
+pub struct Text<'a>(pub &'a (dyn std::fmt::Display + Sync));
+
+impl std::fmt::Debug for Text<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.0.to_string())
+    }
+}
+
+impl Serialize for Text<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self.0)
+    }
 }
 
 fn rfc3339<S: serde::Serializer>(time: &SystemTime, serializer: S) -> Result<S::Ok, S::Error> {
@@ -159,16 +175,31 @@ impl DecisionLog {
         let Some(shared) = &self.shared else {
             return;
         };
-        let mut line = Vec::with_capacity(384);
-        let written = if shared.mask.is_empty() {
-            serde_json::to_writer(&mut line, entry)
-        } else {
-            write_masked(&mut line, entry, &shared.mask)
-        };
-        if written.is_err() {
-            return;
-        }
-        line.push(b'\n');
+        LINE.with_borrow_mut(|line| {
+            line.clear();
+            let written = if shared.mask.is_empty() {
+                serde_json::to_writer(&mut *line, entry)
+            } else {
+                write_masked(line, entry, &shared.mask)
+            };
+            if written.is_ok() {
+                line.push(b'\n');
+                shared.push(line);
+            }
+        });
+    }
+}
+
+thread_local! {
+    /// Each thread's line being written, reused from line to line.
+    static LINE: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(512));
+}
+
+impl Shared {
+    /// Appends a whole line to the buffer, or drops and counts it when the
+    /// buffer is full.
+    fn push(&self, line: &[u8]) {
+        let shared = self;
         let mut pending = shared
             .pending
             .lock()
@@ -179,7 +210,7 @@ impl DecisionLog {
             metrics().decision_log_dropped.inc();
             return;
         }
-        pending.bytes.extend_from_slice(&line);
+        pending.bytes.extend_from_slice(line);
         pending.lines += 1;
         let wake = pending.bytes.len() >= WAKE_BYTES;
         drop(pending);
@@ -300,9 +331,9 @@ mod tests {
         LogEntry {
             time: SystemTime::UNIX_EPOCH,
             request_id: "r-1",
-            principal: r#"Brokerage::User::"erin""#,
+            principal: Text(&r#"Brokerage::User::"erin""#),
             action: "withdraw",
-            resource: r#"Brokerage::Account::"alice-personal""#,
+            resource: Text(&r#"Brokerage::Account::"alice-personal""#),
             decision: "deny",
             reasons: vec![],
             errors,

@@ -4,5 +4,5 @@
 pub mod decision_log;
 pub mod metrics;
 
-pub use decision_log::{DecisionLog, DecisionLogSettings, LogEntry, LogSink, LoggedError};
+pub use decision_log::{DecisionLog, DecisionLogSettings, LogEntry, LogSink, LoggedError, Text};
 pub use metrics::{Metrics, metrics};
