@@ -12,7 +12,7 @@ use http_body_util::Full;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::error::{decode, decode_value};
+use super::error::{decode, decode_owned};
 use super::{ApiError, Explanation, FieldNames, json};
 use crate::engine::{Decision, DecisionRequest, Engine, EntityRef};
 
@@ -206,7 +206,7 @@ pub(super) async fn evaluations(
 ) -> Result<Response<Full<Bytes>>, ApiError> {
     let mut envelope: Value = decode(body)?;
     without_empty_parts(&mut envelope);
-    let batch: Batch = decode_value(&envelope, "")?;
+    let batch: Batch = decode_owned(envelope, String::new)?;
     let semantic = batch.options.unwrap_or_default().evaluations_semantic;
     let defaults = Partial {
         subject: batch.subject,
@@ -270,23 +270,22 @@ pub(super) async fn evaluations(
         }))
         .await;
     let mut decisions: Vec<(Decision, Option<ItemError>)> = Vec::with_capacity(items.len());
-    for (index, mut item) in items.into_iter().enumerate() {
-        let prefix = format!("evaluations[{index}]");
-        let (decision, error) =
-            match decide_item(engine, &defaults, &mut item, &prefix, request_id).await {
-                Ok(decision) => (decision, None),
-                Err(error) => {
-                    let version = engine.policies().current().version().clone();
-                    let decision = Decision::refused(error.code(), error.to_string(), version);
-                    let item_error = ItemError {
-                        status: error.status().as_u16(),
-                        code: error.code(),
-                        message: error.to_string(),
-                        field: error.field().map(str::to_owned),
-                    };
-                    (decision, Some(item_error))
-                }
-            };
+    for (index, item) in items.into_iter().enumerate() {
+        let (decision, error) = match decide_item(engine, &defaults, item, index, request_id).await
+        {
+            Ok(decision) => (decision, None),
+            Err(error) => {
+                let version = engine.policies().current().version().clone();
+                let decision = Decision::refused(error.code(), error.to_string(), version);
+                let item_error = ItemError {
+                    status: error.status().as_u16(),
+                    code: error.code(),
+                    message: error.to_string(),
+                    field: error.field().map(str::to_owned),
+                };
+                (decision, Some(item_error))
+            }
+        };
         let stop = match semantic {
             Semantic::ExecuteAll => false,
             Semantic::DenyOnFirstDeny => !decision.allowed(),
@@ -314,27 +313,30 @@ pub(super) async fn evaluations(
     ))
 }
 
+/// Decides batch item `index`; its fields are named under
+/// `evaluations[index]`, a name made only for an error.
 async fn decide_item(
     engine: &Engine,
     defaults: &Partial,
-    item: &mut Value,
-    prefix: &str,
+    mut item: Value,
+    index: usize,
     request_id: Option<&str>,
 ) -> Result<Decision, ApiError> {
-    without_empty_parts(item);
-    let item: Partial = decode_value(item, prefix)?;
+    let prefix = || format!("evaluations[{index}]");
+    without_empty_parts(&mut item);
+    let item: Partial = decode_owned(item, prefix)?;
     let subject = item.subject.as_ref().or(defaults.subject.as_ref());
     let action = item.action.as_ref().or(defaults.action.as_ref());
     let resource = item.resource.as_ref().or(defaults.resource.as_ref());
     let context = item.context.as_ref().or(defaults.context.as_ref());
     let (Some(subject), Some(action), Some(resource)) = (subject, action, resource) else {
-        return Err(missing_part(subject.is_some(), action.is_some(), prefix));
+        return Err(missing_part(subject.is_some(), action.is_some(), &prefix()));
     };
     let request = request(subject, action, resource, context, request_id);
     engine
         .decide(&request)
         .await
-        .map_err(|e| NAMES.refuse(e, prefix))
+        .map_err(|e| NAMES.refuse(e, &prefix()))
 }
 
 /// Names the first of subject, action, resource that neither the item nor the defaults gave.

@@ -212,6 +212,18 @@ pub fn decode_value<'de, T: serde::Deserialize<'de>>(
     serde_path_to_error::deserialize(value).map_err(|e| invalid_body(&e, prefix))
 }
 
+/// Decodes a parsed JSON value, taken by value (its strings moved, not
+/// copied), into `T`; fields are named under the `prefix` made on error.
+///
+/// # Errors
+/// [`ApiError::InvalidBody`] with the dotted path of the field.
+pub fn decode_owned<T: serde::de::DeserializeOwned>(
+    value: serde_json::Value,
+    prefix: impl FnOnce() -> String,
+) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(value).map_err(|e| invalid_body(&e, &prefix()))
+}
+
 fn invalid_body<E: std::fmt::Display>(e: &serde_path_to_error::Error<E>, prefix: &str) -> ApiError {
     let inner = e.inner().to_string();
     let mut field = prefix.to_owned();

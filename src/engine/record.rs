@@ -1,7 +1,6 @@
 //! Recording a decision: its line in the decision log.
 
 use super::decision::{Decision, DecisionRequest, EntityRef};
-use super::uid_of;
 use crate::policy::PolicySnapshot;
 use crate::telemetry::{DecisionLog, LogEntry, LoggedError, Text};
 
@@ -10,22 +9,31 @@ use crate::telemetry::{DecisionLog, LogEntry, LoggedError, Text};
 /// type resolves, else as the caller wrote it. Written into the line, not
 /// built apart.
 struct Canonical<'a> {
-    uid: Option<cedar_policy::EntityUid>,
+    /// the type as Cedar prints it, when it resolves
+    printed: Option<&'a str>,
     type_name: &'a str,
     id: &'a str,
 }
 
 impl std::fmt::Display for Canonical<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.uid {
-            Some(uid) => write!(
-                f,
-                "{}::\"{}\"",
-                uid.type_name(),
-                uid.id().unescaped().escape_debug()
-            ),
-            None => write!(f, "{}::{:?}", self.type_name, self.id),
+        let Some(printed) = self.printed else {
+            return write!(f, "{}::{:?}", self.type_name, self.id);
+        };
+        f.write_str(printed)?;
+        f.write_str("::\"")?;
+        // Cedar escapes the id as `str::escape_debug` does; most ids need
+        // nothing escaped and are written whole.
+        let plain = self
+            .id
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !matches!(b, b'"' | b'\\' | b'\''));
+        if plain {
+            f.write_str(self.id)?;
+        } else {
+            write!(f, "{}", self.id.escape_debug())?;
         }
+        f.write_str("\"")
     }
 }
 
@@ -40,7 +48,9 @@ pub(super) fn log_decision<'r>(
     took: std::time::Duration,
 ) {
     let canonical = |entity: EntityRef<'r>| Canonical {
-        uid: uid_of(snapshot, entity.type_name, entity.id),
+        printed: snapshot
+            .entity_type_printed(entity.type_name)
+            .map(|(_, printed)| printed),
         type_name: entity.type_name,
         id: entity.id,
     };
@@ -83,4 +93,42 @@ pub(super) fn log_decision<'r>(
 /// 32 hex digits.
 pub fn new_request_id() -> String {
     format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entities_are_named_exactly_as_cedar_prints_them() {
+        let snapshot = crate::policy::the_pack();
+        for id in [
+            "erin",
+            "alice-personal",
+            "a\"b",
+            "back\\slash",
+            "it's",
+            "ünï",
+            "x y",
+            "tab\t",
+            "",
+        ] {
+            let uid = cedar_policy::EntityUid::from_type_name_and_id(
+                snapshot.entity_type("user").unwrap().clone(),
+                cedar_policy::EntityId::new(id),
+            );
+            let ours = Canonical {
+                printed: snapshot.entity_type_printed("User").map(|(_, p)| p),
+                type_name: "User",
+                id,
+            };
+            assert_eq!(ours.to_string(), uid.to_string(), "{id:?}");
+        }
+        let unknown = Canonical {
+            printed: None,
+            type_name: "Robot",
+            id: "r2",
+        };
+        assert_eq!(unknown.to_string(), r#"Robot::"r2""#);
+    }
 }

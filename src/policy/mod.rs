@@ -109,8 +109,8 @@ pub struct PolicySnapshot {
     schema_version: String,
     namespace: String,
     /// lower-case type name (qualified, and unqualified in the default
-    /// namespace) → type
-    types: HashMap<String, EntityTypeName>,
+    /// namespace) → type, and the type as Cedar prints it
+    types: HashMap<String, (EntityTypeName, Arc<str>)>,
     /// action id (unqualified in the default namespace, and `Ns::Action::"id"`) → uid
     actions: HashMap<String, EntityUid>,
     /// per action: the policies that can apply to it and its entities
@@ -188,10 +188,11 @@ impl PolicySnapshot {
         let mut types = HashMap::new();
         for ty in schema.entity_types() {
             let full = ty.to_string();
+            let printed: Arc<str> = Arc::from(full.as_str());
             if let Some(short) = full.strip_prefix(&prefix).filter(|s| !s.contains("::")) {
-                types.insert(short.to_lowercase(), ty.clone());
+                types.insert(short.to_lowercase(), (ty.clone(), Arc::clone(&printed)));
             }
-            types.insert(full.to_lowercase(), ty.clone());
+            types.insert(full.to_lowercase(), (ty.clone(), printed));
         }
         let mut actions = HashMap::new();
         let action_type = format!("{prefix}Action");
@@ -253,9 +254,16 @@ impl PolicySnapshot {
     /// (`Brokerage::User`) or unqualified in the default namespace (`user`),
     /// case-insensitively.
     pub fn entity_type(&self, name: &str) -> Option<&EntityTypeName> {
+        self.entity_type_printed(name).map(|(ty, _)| ty)
+    }
+
+    /// As [`Self::entity_type`], with the type as Cedar prints it
+    /// (`Brokerage::User`), for logs that name entities canonically.
+    pub fn entity_type_printed(&self, name: &str) -> Option<(&EntityTypeName, &str)> {
         self.types
             .get(name)
             .or_else(|| self.types.get(&name.to_lowercase()))
+            .map(|(ty, printed)| (ty, &**printed))
     }
 
     /// Resolves an action: its id in the default namespace (`view_account`)
