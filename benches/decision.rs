@@ -122,9 +122,21 @@ fn bench_decisions(c: &mut Criterion) {
     let file = Arc::new(mandate::app::engine(&config(None)).unwrap());
     let http_config = config(Some(upstream));
     let http = Arc::new(mandate::app::engine(&http_config).unwrap());
+    // Nothing remembered: every decision builds its request and slice and
+    // evaluates the policies (what a first sight of a question costs).
+    let mut unmemoized = http_config.clone();
+    unmemoized.cache.max_slices = 0;
+    let http_no_memo = Arc::new(mandate::app::engine(&unmemoized).unwrap());
+    let mut unmemoized = config(None);
+    unmemoized.cache.max_slices = 0;
+    let file_no_memo = Arc::new(mandate::app::engine(&unmemoized).unwrap());
 
-    let engines: [(&str, &Arc<Engine>); 2] =
-        [("http_store_warm_cache", &http), ("file_store", &file)];
+    let engines: [(&str, &Arc<Engine>); 4] = [
+        ("http_store_warm_cache", &http),
+        ("file_store", &file),
+        ("http_store_warm_cache_no_memo", &http_no_memo),
+        ("file_store_no_memo", &file_no_memo),
+    ];
     for (group, principal, action, resource_type, resource, context, allowed) in groups() {
         let request = DecisionRequest {
             principal: EntityRef {

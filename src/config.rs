@@ -305,7 +305,7 @@ pub struct CacheConfig {
     /// principal, action, resource and context references, with its
     /// context-free policies' answer). Default 10,000: the hot working set;
     /// each costs a few KiB with the HTTP store, well under one with the
-    /// file store.
+    /// file store. 0 remembers nothing.
     pub max_slices: u64,
 }
 

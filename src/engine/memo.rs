@@ -133,23 +133,23 @@ impl Memoized {
     }
 }
 
-/// The entries, bounded in number.
+/// The entries, bounded in number; none at all with a capacity of 0.
 pub(super) struct Memo {
-    entries: Cache<MemoKey, Arc<Memoized>>,
+    entries: Option<Cache<MemoKey, Arc<Memoized>>>,
 }
 
 impl Memo {
-    /// A memo of at most `capacity` entries.
+    /// A memo of at most `capacity` entries (0: nothing is remembered).
     pub fn new(capacity: u64) -> Self {
         Self {
-            entries: Cache::builder().max_capacity(capacity).build(),
+            entries: (capacity > 0).then(|| Cache::builder().max_capacity(capacity).build()),
         }
     }
 
     /// The entry for `key`, when it was computed under `epoch` and is still
     /// fresh.
     pub fn get(&self, key: &MemoKey, epoch: Epoch) -> Option<Arc<Memoized>> {
-        let entry = self.entries.get(key)?;
+        let entry = self.entries.as_ref()?.get(key)?;
         let good = entry.epoch == epoch && entry.until.is_none_or(|until| Instant::now() < until);
         good.then_some(entry)
     }
@@ -171,15 +171,19 @@ impl Memo {
             context_free: OnceLock::new(),
             answers: RwLock::default(),
         });
-        self.entries.insert(key, Arc::clone(&entry));
+        if let Some(entries) = &self.entries {
+            entries.insert(key, Arc::clone(&entry));
+        }
         entry
     }
 
     /// Entries held now (approximate, as moka counts).
     #[cfg(test)]
     pub fn len(&self) -> u64 {
-        self.entries.run_pending_tasks();
-        self.entries.entry_count()
+        self.entries.as_ref().map_or(0, |entries| {
+            entries.run_pending_tasks();
+            entries.entry_count()
+        })
     }
 }
 
@@ -276,6 +280,14 @@ mod tests {
             "the oldest is forgotten"
         );
         assert!(entry.answers.read().unwrap().len() <= ANSWERS);
+    }
+
+    #[test]
+    fn a_capacity_of_zero_remembers_nothing() {
+        let memo = Memo::new(0);
+        memo.keep(key("a"), EPOCH, None, None);
+        assert!(memo.get(&key("a"), EPOCH).is_none());
+        assert_eq!(memo.len(), 0);
     }
 
     #[test]
