@@ -168,6 +168,45 @@ fn bench_decisions(c: &mut Criterion) {
         bench.finish();
     }
 
+    // The entity slice and context-free answer remembered, the whole answer
+    // not: each decision brings side values the memo has not seen lately
+    // (32 in turn, more than it keeps per slice), so the policies that read
+    // the context are evaluated every time.
+    let contexts: Vec<serde_json::Value> = (0..32)
+        .map(|n| json!({"side": format!("s{n:02}"), "instrument": "AAPL"}))
+        .collect();
+    let mut bench = c.benchmark_group("engine/trade_new_context");
+    for (name, engine) in [("http_store_warm_cache", &http), ("file_store", &file)] {
+        let mut turn = 0;
+        bench.bench_function(name, |b| {
+            b.to_async(&rt).iter(|| {
+                turn = (turn + 1) % contexts.len();
+                let request = DecisionRequest {
+                    principal: EntityRef {
+                        type_name: "user",
+                        id: "carol",
+                        properties: None,
+                    },
+                    action: "place_order",
+                    resource: EntityRef {
+                        type_name: "account",
+                        id: "alice-personal",
+                        properties: None,
+                    },
+                    context: Some(&contexts[turn]),
+                    entities: mandate::engine::RequestEntities::None,
+                    request_id: None,
+                };
+                let engine = Arc::clone(engine);
+                async move {
+                    let decision = engine.decide(&request).await.unwrap();
+                    assert!(!decision.allowed());
+                }
+            });
+        });
+    }
+    bench.finish();
+
     let routes = mandate::app::routes(&http_config, &http).unwrap();
     let api = Arc::new(mandate::app::api(
         &http_config,

@@ -12,7 +12,7 @@ use http_body_util::Full;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::error::{decode, decode_owned};
+use super::error::{decode, decode_at};
 use super::{ApiError, Explanation, FieldNames, json};
 use crate::engine::{Decision, DecisionRequest, Engine, EntityRef};
 
@@ -57,23 +57,100 @@ struct Evaluation {
 #[derive(Deserialize, Default)]
 struct Partial {
     #[serde(default)]
-    subject: Option<Entity>,
+    subject: Option<Part<Entity>>,
     #[serde(default)]
-    action: Option<Action>,
+    action: Option<Part<Action>>,
     #[serde(default)]
-    resource: Option<Entity>,
+    resource: Option<Part<Entity>>,
     #[serde(default)]
     context: Option<Value>,
 }
 
-/// Removes `subject`, `action` and `resource` parts that are empty objects,
-/// which batch PEPs send to mean "no default here".
-fn without_empty_parts(value: &mut Value) {
-    if let Value::Object(map) = value {
-        map.retain(|key, part| {
-            !(matches!(key.as_str(), "subject" | "action" | "resource")
-                && part.as_object().is_some_and(Map::is_empty))
-        });
+impl Partial {
+    fn subject(&self) -> Option<&Entity> {
+        Part::given(self.subject.as_ref())
+    }
+
+    fn action(&self) -> Option<&Action> {
+        Part::given(self.action.as_ref())
+    }
+
+    fn resource(&self) -> Option<&Entity> {
+        Part::given(self.resource.as_ref())
+    }
+}
+
+/// A part of a batch item (`subject`, `action`, `resource`) where an empty
+/// object counts as absent. Read in one pass with the rest of the item,
+/// the path to a field at fault kept (`evaluations[1].action.name`).
+enum Part<T> {
+    Absent,
+    Given(T),
+}
+
+impl<T> Part<T> {
+    fn given(part: Option<&Self>) -> Option<&T> {
+        match part? {
+            Self::Absent => None,
+            Self::Given(given) => Some(given),
+        }
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Part<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(PartVisitor(std::marker::PhantomData))
+    }
+}
+
+struct PartVisitor<T>(std::marker::PhantomData<T>);
+
+impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for PartVisitor<T> {
+    type Value = Part<T>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Part<T>, A::Error> {
+        // The first key tells an empty object from a part; the part is then
+        // read from that key on, as if nothing had been taken.
+        let Some(first) = map.next_key::<String>()? else {
+            return Ok(Part::Absent);
+        };
+        T::deserialize(serde::de::value::MapAccessDeserializer::new(Replay {
+            first: Some(first),
+            rest: map,
+        }))
+        .map(Part::Given)
+    }
+}
+
+/// A map whose first key was read already.
+struct Replay<A> {
+    first: Option<String>,
+    rest: A,
+}
+
+impl<'de, A: serde::de::MapAccess<'de>> serde::de::MapAccess<'de> for Replay<A> {
+    type Error = A::Error;
+
+    fn next_key_seed<K: serde::de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, A::Error> {
+        use serde::de::IntoDeserializer;
+        match self.first.take() {
+            Some(first) => seed.deserialize(first.into_deserializer()).map(Some),
+            None => self.rest.next_key_seed(seed),
+        }
+    }
+
+    fn next_value_seed<V: serde::de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: V,
+    ) -> Result<V::Value, A::Error> {
+        self.rest.next_value_seed(seed)
     }
 }
 
@@ -92,18 +169,20 @@ struct Options {
     evaluations_semantic: Semantic,
 }
 
+/// The batch, read in one pass; each item is kept as its own slice of the
+/// body and read on its own, so a malformed item is that item's error.
 #[derive(Deserialize)]
-struct Batch {
+struct Batch<'a> {
     #[serde(default)]
-    subject: Option<Entity>,
+    subject: Option<Part<Entity>>,
     #[serde(default)]
-    action: Option<Action>,
+    action: Option<Part<Action>>,
     #[serde(default)]
-    resource: Option<Entity>,
+    resource: Option<Part<Entity>>,
     #[serde(default)]
     context: Option<Value>,
-    #[serde(default)]
-    evaluations: Option<Vec<Value>>,
+    #[serde(default, borrow)]
+    evaluations: Option<Vec<&'a serde_json::value::RawValue>>,
     #[serde(default)]
     options: Option<Options>,
 }
@@ -204,9 +283,7 @@ pub(super) async fn evaluations(
     max_items: usize,
     request_id: Option<&str>,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
-    let mut envelope: Value = decode(body)?;
-    without_empty_parts(&mut envelope);
-    let batch: Batch = decode_owned(envelope, String::new)?;
+    let batch: Batch<'_> = decode(body)?;
     let semantic = batch.options.unwrap_or_default().evaluations_semantic;
     let defaults = Partial {
         subject: batch.subject,
@@ -218,11 +295,11 @@ pub(super) async fn evaluations(
         Some(items) if !items.is_empty() => items,
         _ => {
             let (Some(subject), Some(action), Some(resource)) =
-                (&defaults.subject, &defaults.action, &defaults.resource)
+                (defaults.subject(), defaults.action(), defaults.resource())
             else {
                 return Err(missing_part(
-                    defaults.subject.is_some(),
-                    defaults.action.is_some(),
+                    defaults.subject().is_some(),
+                    defaults.action().is_some(),
                     "",
                 ));
             };
@@ -248,22 +325,21 @@ pub(super) async fn evaluations(
         });
     }
 
+    let items: Vec<Result<Partial, ApiError>> = items
+        .iter()
+        .enumerate()
+        .map(|(index, item)| decode_at(item.get().as_bytes(), || prefix(index)))
+        .collect();
     // Every subject and resource of the batch in one store call per round of
     // misses, before the items are decided one by one.
-    fn default_ref(entity: &Option<Entity>) -> Option<(&str, &str)> {
-        entity
-            .as_ref()
-            .map(|e| (e.type_name.as_str(), e.id.as_str()))
-    }
-    fn item_ref<'v>(item: &'v Value, part: &str) -> Option<(&'v str, &'v str)> {
-        let entity = item.get(part)?;
-        Some((entity.get("type")?.as_str()?, entity.get("id")?.as_str()?))
+    fn named(entity: Option<&Entity>) -> Option<(&str, &str)> {
+        entity.map(|e| (e.type_name.as_str(), e.id.as_str()))
     }
     engine
-        .prefetch(items.iter().flat_map(|item| {
+        .prefetch(items.iter().flatten().flat_map(|item| {
             [
-                item_ref(item, "subject").or_else(|| default_ref(&defaults.subject)),
-                item_ref(item, "resource").or_else(|| default_ref(&defaults.resource)),
+                named(item.subject().or(defaults.subject())),
+                named(item.resource().or(defaults.resource())),
             ]
             .into_iter()
             .flatten()
@@ -313,30 +389,36 @@ pub(super) async fn evaluations(
     ))
 }
 
-/// Decides batch item `index`; its fields are named under
-/// `evaluations[index]`, a name made only for an error.
+/// Where batch item `index`'s fields are named: made only for an error.
+fn prefix(index: usize) -> String {
+    format!("evaluations[{index}]")
+}
+
+/// Decides batch item `index` (read already, or its error).
 async fn decide_item(
     engine: &Engine,
     defaults: &Partial,
-    mut item: Value,
+    item: Result<Partial, ApiError>,
     index: usize,
     request_id: Option<&str>,
 ) -> Result<Decision, ApiError> {
-    let prefix = || format!("evaluations[{index}]");
-    without_empty_parts(&mut item);
-    let item: Partial = decode_owned(item, prefix)?;
-    let subject = item.subject.as_ref().or(defaults.subject.as_ref());
-    let action = item.action.as_ref().or(defaults.action.as_ref());
-    let resource = item.resource.as_ref().or(defaults.resource.as_ref());
+    let item = item?;
+    let subject = item.subject().or(defaults.subject());
+    let action = item.action().or(defaults.action());
+    let resource = item.resource().or(defaults.resource());
     let context = item.context.as_ref().or(defaults.context.as_ref());
     let (Some(subject), Some(action), Some(resource)) = (subject, action, resource) else {
-        return Err(missing_part(subject.is_some(), action.is_some(), &prefix()));
+        return Err(missing_part(
+            subject.is_some(),
+            action.is_some(),
+            &prefix(index),
+        ));
     };
     let request = request(subject, action, resource, context, request_id);
     engine
         .decide(&request)
         .await
-        .map_err(|e| NAMES.refuse(e, &prefix()))
+        .map_err(|e| NAMES.refuse(e, &prefix(index)))
 }
 
 /// Names the first of subject, action, resource that neither the item nor the defaults gave.

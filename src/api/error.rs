@@ -212,16 +212,20 @@ pub fn decode_value<'de, T: serde::Deserialize<'de>>(
     serde_path_to_error::deserialize(value).map_err(|e| invalid_body(&e, prefix))
 }
 
-/// Decodes a parsed JSON value, taken by value (its strings moved, not
-/// copied), into `T`; fields are named under the `prefix` made on error.
+/// Decodes a part of a body (a batch item) into `T`, naming the field at
+/// fault under the `prefix` made on error (`evaluations[2]`).
 ///
 /// # Errors
 /// [`ApiError::InvalidBody`] with the dotted path of the field.
-pub fn decode_owned<T: serde::de::DeserializeOwned>(
-    value: serde_json::Value,
+pub fn decode_at<'de, T: serde::Deserialize<'de>>(
+    body: &'de [u8],
     prefix: impl FnOnce() -> String,
 ) -> Result<T, ApiError> {
-    serde_path_to_error::deserialize(value).map_err(|e| invalid_body(&e, &prefix()))
+    if let Ok(value) = serde_json::from_slice(body) {
+        return Ok(value);
+    }
+    let mut de = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| invalid_body(&e, &prefix()))
 }
 
 fn invalid_body<E: std::fmt::Display>(e: &serde_path_to_error::Error<E>, prefix: &str) -> ApiError {

@@ -240,6 +240,35 @@ async fn an_unknown_semantic_is_a_400_naming_the_option() {
 }
 
 #[tokio::test]
+async fn an_empty_object_part_counts_as_absent_in_the_defaults_and_in_items() {
+    let server = Server::demo().await;
+    let body = json!({
+        "subject": {"type": "user", "id": "carol"},
+        "action": {},
+        "resource": {"type": "account", "id": "alice-personal"},
+        "evaluations": [
+            {"action": {"name": "view_account"}, "subject": {}},
+            {"action": {"name": "view_account"}, "resource": {}, "subject": {"type": "user", "id": "mallory"}},
+            {"subject": {}},
+            {"action": {"properties": {}}}
+        ]
+    });
+    let reply = post(&server.url("/access/v1/evaluations"), &body).await;
+    assert_eq!(reply.status, 200, "{}", reply.json);
+    assert_eq!(decisions(&reply.json), [true, false, false, false]);
+    let items = &reply.json["evaluations"];
+    assert!(items[1]["context"]["error"].is_null(), "{}", items[1]);
+    assert_eq!(
+        items[2]["context"]["error"]["field"],
+        "evaluations[2].action"
+    );
+    assert_eq!(
+        items[3]["context"]["error"]["field"],
+        "evaluations[3].action.name"
+    );
+}
+
+#[tokio::test]
 async fn items_override_the_defaults_field_by_field() {
     let server = Server::demo().await;
     let body = json!({
