@@ -193,7 +193,7 @@ fn bench_decisions(c: &mut Criterion) {
                         id: "alice-personal",
                         properties: None,
                     },
-                    context: Some(&contexts[turn]),
+                    context: contexts.get(turn),
                     entities: mandate::engine::RequestEntities::None,
                     request_id: None,
                 };
