@@ -21,6 +21,32 @@ pub(super) enum ReadContext<'v> {
     Built(Request),
 }
 
+impl ReadContext<'_> {
+    /// The shaped context, when the fast path took it.
+    pub fn shaped(&self) -> Option<&Shaped<'_>> {
+        match self {
+            Self::Shaped(shaped) => Some(shaped),
+            Self::Built(_) => None,
+        }
+    }
+
+    /// Cedar's request: converted now from a shaped context, or the one
+    /// the slow path built.
+    pub fn request(
+        &self,
+        principal: &EntityUid,
+        action: &EntityUid,
+        resource: &EntityUid,
+    ) -> Option<std::borrow::Cow<'_, Request>> {
+        match self {
+            Self::Shaped(shaped) => shaped
+                .request(principal, action, resource)
+                .map(std::borrow::Cow::Owned),
+            Self::Built(request) => Some(std::borrow::Cow::Borrowed(request)),
+        }
+    }
+}
+
 /// A context the action's shape vouches for — known attributes of the
 /// declared types, every required one present, principal and resource of
 /// types the action applies to — and the values the policies read.

@@ -348,40 +348,22 @@ impl Engine {
         version: &Arc<str>,
     ) -> Decision {
         let (entities, memo) = (slice.entities(), slice.memo());
-        let shaped = match context {
-            ReadContext::Shaped(shaped) => Some(shaped),
-            ReadContext::Built(_) => None,
-        };
+        let shaped = context.shaped();
         if let Some(verdict) = shaped.and_then(|shaped| memo.answer(shaped.read())) {
             #[cfg(debug_assertions)]
-            if let Some(request) =
-                shaped.and_then(|s| s.request(&key.principal, &key.action, &key.resource))
-            {
+            if let Some(request) = context.request(&key.principal, &key.action, &key.resource) {
                 self.check_verdict(&verdict, &request, plan, entities);
             }
             return Decision::of(verdict, version);
         }
-        let converted;
-        let request = match context {
-            ReadContext::Built(request) => request,
-            ReadContext::Shaped(shaped) => {
-                match shaped.request(&key.principal, &key.action, &key.resource) {
-                    Some(request) => {
-                        converted = request;
-                        &converted
-                    }
-                    None => {
-                        return Decision::deny(
-                            DecisionError::new(
-                                "invalid_request",
-                                "Cedar refused the context its schema vouches for".to_owned(),
-                            ),
-                            Arc::clone(version),
-                        );
-                    }
-                }
-            }
+        let Some(request) = context.request(&key.principal, &key.action, &key.resource) else {
+            let refused = "Cedar refused the context its schema vouches for".to_owned();
+            return Decision::deny(
+                DecisionError::new("invalid_request", refused),
+                Arc::clone(version),
+            );
         };
+        let request = &*request;
         let verdict = plan.verdicts().and_then(|verdicts| {
             let context_free = memo.context_free(|| verdicts.context_free(request, entities))?;
             verdicts.evaluate(request, entities, context_free)

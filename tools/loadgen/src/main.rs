@@ -72,7 +72,8 @@ pub struct Options {
     /// Distinct users the memory run decides on.
     #[arg(long, default_value_t = 200_000)]
     pub cached_entities: usize,
-    /// Where results go.
+    /// Where the results go (`results.md`, `latency.svg`); the servers' logs
+/// and generated data go to `target/loadgen`.
     #[arg(long, default_value_os_t = root().join("benches/results"))]
     pub out: PathBuf,
     /// Serve as the floor on this address (the harness starts itself so).
@@ -84,6 +85,14 @@ impl Options {
     fn run_time(&self) -> Duration {
         Duration::from_secs_f64(self.duration)
     }
+}
+
+/// Where the servers' logs, generated data and configs go (not the results):
+/// `target/loadgen`, created on first use.
+fn scratch() -> PathBuf {
+    let dir = root().join("target/loadgen");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
 
 /// The repository's root (this tool lives in `tools/loadgen`).

@@ -528,7 +528,7 @@ async fn cold(options: &Options, report: &mut String, bodies: &[&str]) -> u64 {
 async fn memory(options: &Options) -> String {
     use std::fmt::Write as _;
     let total = options.cached_entities;
-    let file = options.out.join("memory-entities.json");
+    let file = crate::scratch().join("memory-entities.json");
     let mut json = String::from(
         "[{\"uid\":{\"type\":\"Brokerage::MarketData\",\"id\":\"feed\"},\"attrs\":{},\"parents\":[]}",
     );

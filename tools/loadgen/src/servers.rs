@@ -175,7 +175,7 @@ pub fn cerbos(options: &Options) -> Option<Server> {
             "{POLICIES}",
             &root.join("benches/cerbos/policies").display().to_string(),
         );
-    let file = options.out.join("cerbos.yaml");
+    let file = crate::scratch().join("cerbos.yaml");
     std::fs::write(&file, config).unwrap();
     let mut command = Command::new(binary);
     command.args(["server", &format!("--config={}", file.display())]);
