@@ -304,9 +304,10 @@ impl Api {
             }
             "/metrics" => {
                 expect("GET", Method::GET)?;
+                let cached = self.engine.store().cached().await;
                 metrics()
                     .cache_entries
-                    .set(i64::try_from(self.engine.store().cached()).unwrap_or(i64::MAX));
+                    .set(i64::try_from(cached).unwrap_or(i64::MAX));
                 let mut response = Response::new(Full::new(Bytes::from(metrics().render())));
                 response.headers_mut().insert(
                     CONTENT_TYPE,

@@ -1,7 +1,7 @@
 //! The decision: a wire-neutral [`DecisionRequest`] in, a [`Decision`] out,
 //! in five stages, each one function of this module:
 //!
-//! 1. [`resolve`]: principal, action and resource names to uids and the
+//! 1. `resolve`: principal, action and resource names to uids and the
 //!    action's prepared plan (unknown names are a deny);
 //! 2. `request`: Cedar's request from the caller's context
 //!    (`context.rs`: the fast path by the action's shape, else Cedar's own

@@ -157,8 +157,16 @@ impl EntityCache {
         answered
     }
 
-    /// Entities held now (approximate, as moka counts).
+    /// Entities held now (approximate, as moka counts: its bookkeeping
+    /// lags inserts until it runs).
     pub fn len(&self) -> u64 {
+        self.entries.entry_count()
+    }
+
+    /// Entities held now, moka's pending bookkeeping run first so the count
+    /// includes what was just inserted (for `/metrics`).
+    pub async fn settled_len(&self) -> u64 {
+        self.entries.run_pending_tasks().await;
         self.entries.entry_count()
     }
 

@@ -157,9 +157,12 @@ impl EntityStore {
         }
     }
 
-    /// Entities cached now (0 without a cache).
-    pub fn cached(&self) -> u64 {
-        self.cache().map_or(0, EntityCache::len)
+    /// Entities cached now (0 without a cache), counted exactly.
+    pub async fn cached(&self) -> u64 {
+        match self.cache() {
+            Some(cache) => cache.settled_len().await,
+            None => 0,
+        }
     }
 
     /// The schema changed: re-check the file, or forget what was fetched

@@ -105,6 +105,11 @@ fn unreachable_metric() -> ! {
 impl Metrics {
     fn new() -> Self {
         let registry = Registry::new();
+        // The process's CPU seconds, resident and virtual memory, open and
+        // most file descriptors, start time (`process_*`, Linux).
+        let _ = registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ));
         let decisions = counter_vec(
             &registry,
             "mandate_decisions_total",

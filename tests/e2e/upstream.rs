@@ -601,3 +601,29 @@ async fn a_zero_ttl_asks_the_store_every_time_and_still_decides() {
         calls = upstream.calls();
     }
 }
+
+#[tokio::test]
+async fn metrics_count_the_entities_cached_and_report_the_process() {
+    let upstream = Upstream::start().await;
+    let server = mandate_over(&upstream, &[]).await;
+    let reply = post(&server.url("/access/v1/evaluation"), &view("carol")).await;
+    assert_eq!(reply.json["decision"], true, "{}", reply.json);
+    let text = crate::operations::scrape(&server.url("/metrics")).await;
+    let value = |name: &str| {
+        text.lines().find_map(|line| {
+            line.strip_prefix(name)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+    };
+    assert!(
+        value("mandate_entity_cache_entries").is_some_and(|n| n >= 2.0),
+        "carol and the account are cached: {:?}",
+        value("mandate_entity_cache_entries")
+    );
+    assert!(value("process_resident_memory_bytes").is_some_and(|bytes| bytes > 1e6));
+    assert!(value("process_open_fds").is_some_and(|fds| fds >= 3.0));
+    assert!(value("process_cpu_seconds_total").is_some());
+}

@@ -73,7 +73,7 @@ pub struct Options {
     #[arg(long, default_value_t = 200_000)]
     pub cached_entities: usize,
     /// Where the results go (`results.md`, `latency.svg`); the servers' logs
-/// and generated data go to `target/loadgen`.
+    /// and generated data go to `target/loadgen`.
     #[arg(long, default_value_os_t = root().join("benches/results"))]
     pub out: PathBuf,
     /// Serve as the floor on this address (the harness starts itself so).
