@@ -234,14 +234,9 @@ fn table(report: &mut String, title: &str, outcomes: &[Outcome]) -> u64 {
     outcomes.iter().map(|o| o.errors).sum()
 }
 
-/// One decision, closed loop, against the floor, Mandate and the peers.
-async fn peers(
-    options: &Options,
-    report: &mut String,
-    mandate: &Server,
-    floor: &Server,
-    store: &Server,
-) -> u64 {
+/// A second Mandate over `store`, its decision log off, warmed with the
+/// order.
+async fn quiet_mandate(options: &Options, store: &Server) -> Server {
     let quiet = servers::mandate(
         options,
         "mandate (decision log off)",
@@ -250,6 +245,18 @@ async fn peers(
         &[],
     );
     ask(quiet.addr, EVALUATION, ORDER).await;
+    quiet
+}
+
+/// One decision, closed loop, against the floor, Mandate and the peers.
+async fn peers(
+    options: &Options,
+    report: &mut String,
+    mandate: &Server,
+    floor: &Server,
+    store: &Server,
+) -> u64 {
+    let quiet = quiet_mandate(options, store).await;
     let one = [ORDER];
     let mut outcomes = vec![
         drive(
@@ -355,14 +362,7 @@ async fn rate(
     floor: &Server,
     store: &Server,
 ) -> u64 {
-    let quiet = servers::mandate(
-        options,
-        "mandate (decision log off)",
-        store.addr,
-        DecisionLog::Off,
-        &[],
-    );
-    ask(quiet.addr, EVALUATION, ORDER).await;
+    let quiet = quiet_mandate(options, store).await;
     let (n, d, r) = (options.connections, options.run_time(), options.rate);
     let outcomes = vec![
         paced(floor, EVALUATION, &[ORDER], n, d, r),
