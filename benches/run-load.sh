@@ -4,7 +4,8 @@
 # package into target/cedar-agent), builds the release binary and runs
 # tools/loadgen, which pins every server to core 0 and loads it from core 1.
 #   bash benches/run-load.sh [--scenarios peers,rate,batch] [--duration 5] [--connections 16]
-# Results: benches/results/results.md and benches/results/latency.svg.
+# Results: target/loadgen/results.md and latency.svg (--out benches/results
+# records a run in the repository).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -z "${CERBOS:-}" ] && [ ! -x target/cerbos/package/cerbos-linux-x64 ]; then

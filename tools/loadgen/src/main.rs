@@ -4,7 +4,8 @@
 //! peers cedar-agent and Cerbos when their binaries are at hand — pins each
 //! to core 0 and itself to core 1, loads them, and reports CPU per decision
 //! (from `/proc/<pid>/stat`), throughput and latency in
-//! `benches/results/results.md` (and `latency.svg`).
+//! `target/loadgen/results.md` (and `latency.svg`); `--out benches/results`
+//! records a run in the repository.
 //!
 //! `bash benches/run-load.sh [--scenarios peers,batch] [--duration 5]`
 //! fetches the peers and builds the release binary first; see
@@ -74,7 +75,7 @@ pub struct Options {
     pub cached_entities: usize,
     /// Where the results go (`results.md`, `latency.svg`); the servers' logs
     /// and generated data go to `target/loadgen`.
-    #[arg(long, default_value_os_t = root().join("benches/results"))]
+    #[arg(long, default_value_os_t = root().join("target/loadgen"))]
     pub out: PathBuf,
     /// Serve as the floor on this address (the harness starts itself so).
     #[arg(long, hide = true)]
