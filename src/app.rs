@@ -202,6 +202,18 @@ pub fn start_background(config: &Config, engine: &Arc<Engine>) {
 pub fn routes(config: &Config, engine: &Engine) -> Result<Arc<RouteTable>, StartError> {
     let table = RouteTable::compile(&config.gateway)?;
     let snapshot = engine.policies().current();
+    let actions: Vec<String> = snapshot
+        .schema()
+        .actions()
+        .map(|action| action.id().unescaped().to_owned())
+        .collect();
+    let types: Vec<String> = snapshot.entity_types().map(ToString::to_string).collect();
+    table.check_names(
+        |action| snapshot.action(action).is_some(),
+        |ty| snapshot.entity_type(ty).is_some(),
+        &actions,
+        &types,
+    )?;
     table.check_facts(|action, attribute| snapshot.is_fact(action, attribute))?;
     Ok(Arc::new(table))
 }

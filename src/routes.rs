@@ -13,7 +13,7 @@ use crate::config::{ContextSource, GatewayConfig, OriginalSource, RouteConfig, V
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 #[error("gateway route {index} (`{method} {path}`): {message}")]
 #[diagnostic(help(
-    "patterns are `/literal/{{param}}/…`; templates may only use the pattern's parameters"
+    "a route is a `method`, a `path` pattern (`/literal/{{param}}/…`), an `action` and a `resource_type` the schema declares, and templates that use only the pattern's parameters"
 ))]
 pub struct RouteError {
     index: usize,
@@ -26,6 +26,27 @@ pub struct RouteError {
 enum Segment {
     Literal(String),
     Param(String),
+}
+
+/// "the schema declares no action `plce_order` (did you mean `place_order`?)"
+fn unknown_name(what: &str, name: &str, known: &[String]) -> String {
+    let closest = known
+        .iter()
+        .map(|candidate| {
+            // A type may be written unqualified: compare with its last part too.
+            let short = candidate.rsplit("::").next().unwrap_or(candidate);
+            let distance =
+                |known: &str| strsim::levenshtein(&known.to_lowercase(), &name.to_lowercase());
+            (distance(candidate).min(distance(short)), candidate)
+        })
+        .filter(|(distance, _)| *distance <= 3)
+        .min_by_key(|(distance, _)| *distance);
+    match closest {
+        Some((_, candidate)) => {
+            format!("the schema declares no {what} `{name}` (did you mean `{candidate}`?)")
+        }
+        None => format!("the schema declares no {what} `{name}`"),
+    }
 }
 
 /// A text template: literal pieces and `{param}` references.
@@ -351,6 +372,49 @@ impl RouteTable {
                          and strips from the client, listed in `gateway.trusted_headers`",
                         field.name, route.action
                     ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks every route's action and resource type (and the principal
+    /// type) against the schema's names: a misspelt one would deny every
+    /// request on the route, so it is refused at start, with the closest
+    /// name the schema declares.
+    ///
+    /// # Errors
+    /// The first unknown name, naming its route.
+    pub fn check_names(
+        &self,
+        is_action: impl Fn(&str) -> bool,
+        is_type: impl Fn(&str) -> bool,
+        actions: &[String],
+        types: &[String],
+    ) -> Result<(), RouteError> {
+        for (index, route) in self.routes.iter().enumerate() {
+            let unknown = if is_action(&route.action) {
+                (!is_type(&route.resource_type))
+                    .then(|| unknown_name("resource type", &route.resource_type, types))
+            } else {
+                Some(unknown_name("action", &route.action, actions))
+            };
+            let unknown = unknown.or_else(|| {
+                (index == 0 && !is_type(&self.principal_type)).then(|| {
+                    unknown_name(
+                        "principal type (`gateway.principal_type`)",
+                        &self.principal_type,
+                        types,
+                    )
+                })
+            });
+            if let Some(message) = unknown {
+                let (method, path) = route.written.clone();
+                return Err(RouteError {
+                    index,
+                    method,
+                    path,
+                    message,
                 });
             }
         }

@@ -198,6 +198,60 @@ fn validate_points_at_the_file_and_line_of_a_bad_policy() {
 }
 
 #[test]
+fn validate_and_serve_refuse_a_route_whose_action_or_type_the_schema_does_not_declare() {
+    let dir = tempfile::tempdir().unwrap();
+    for (route, expected) in [
+        (
+            r#"action = "plce_order"
+resource_type = "Account""#,
+            "no action `plce_order` (did you mean `place_order`?)",
+        ),
+        (
+            r#"action = "place_order"
+resource_type = "Acount""#,
+            "no resource type `Acount` (did you mean `Brokerage::Account`?)",
+        ),
+    ] {
+        let config = dir.path().join("mandate.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"[gateway]
+original = "x-original"
+
+[[gateway.routes]]
+method = "POST"
+path = "/accounts/{{account}}/orders"
+{route}
+resource_id = "{{account}}"
+"#
+            ),
+        )
+        .unwrap();
+        let output = mandate()
+            .arg("validate")
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains("gateway route 0 (`POST /accounts/{account}/orders`)")
+                && stderr.contains(expected),
+            "{stderr}"
+        );
+        let output = mandate()
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(64));
+        assert!(String::from_utf8_lossy(&output.stderr).contains(expected));
+    }
+}
+
+#[test]
 fn serve_refuses_a_bad_policy_set_with_exit_64() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
