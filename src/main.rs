@@ -1,8 +1,15 @@
 //! The `mandate` command: `serve`, `check`, `validate`.
 //!
-//! The only place that prints errors and chooses exit codes: 0 success (or
-//! allow), 1 deny or invalid input files, 2 usage or runtime error, 64 a bad
-//! configuration at `serve`.
+//! The only place that prints errors and chooses exit codes, one table for
+//! every subcommand (the README's "Exit codes"):
+//!
+//! | code | meaning |
+//! |---|---|
+//! | 0 | success: allowed, valid, every case passed, served and stopped cleanly |
+//! | 1 | the answer is no: denied (`check`), invalid (`validate`), a case failed (`test`) |
+//! | 2 | usage: the command line, or an input `check`, `test` or `serve-store` needs, cannot be used |
+//! | 64 | `serve` could not start: configuration, policies, entities, TLS, the address |
+//! | 70 | internal: the runtime could not be built |
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -157,6 +164,9 @@ fn report(error: impl miette::Diagnostic + Send + Sync + 'static) {
     eprintln!("{:?}", miette::Report::new(error));
 }
 
+/// Exit code when the async runtime cannot be built (EX_SOFTWARE).
+const INTERNAL: u8 = 70;
+
 fn runtime() -> Option<tokio::runtime::Runtime> {
     match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -198,15 +208,11 @@ fn serve(args: &ConfigArgs) -> ExitCode {
         );
     }
     let Some(rt) = runtime() else {
-        return ExitCode::from(2);
+        return ExitCode::from(INTERNAL);
     };
     rt.block_on(async {
         let running = match app::start(&config).await {
             Ok(running) => running,
-            Err(error @ StartError::Server(_)) => {
-                report(error);
-                return ExitCode::from(2);
-            }
             Err(error) => {
                 report(error);
                 return ExitCode::from(64);
@@ -326,7 +332,7 @@ fn check(args: &CheckArgs) -> ExitCode {
         }
     };
     let Some(rt) = runtime() else {
-        return ExitCode::from(2);
+        return ExitCode::from(INTERNAL);
     };
     let request = DecisionRequest {
         principal: EntityRef {
@@ -373,11 +379,12 @@ fn check(args: &CheckArgs) -> ExitCode {
 }
 
 fn validate(args: &ConfigArgs) -> ExitCode {
+    // A configuration that does not load is invalid input, like a bad policy.
     let config = match args.load() {
         Ok(config) => config,
         Err(error) => {
             report(error);
-            return ExitCode::from(2);
+            return ExitCode::from(1);
         }
     };
     match app::engine(&config).and_then(|engine| app::routes(&config, &engine).map(|_| engine)) {
@@ -406,7 +413,7 @@ fn test(args: &TestArgs) -> ExitCode {
         }
     };
     let Some(rt) = runtime() else {
-        return ExitCode::from(2);
+        return ExitCode::from(INTERNAL);
     };
     let (mut passed, mut failed) = (0usize, 0usize);
     for root in &args.paths {
@@ -456,7 +463,7 @@ fn serve_store(args: &StoreArgs) -> ExitCode {
         }
     };
     let Some(rt) = runtime() else {
-        return ExitCode::from(2);
+        return ExitCode::from(INTERNAL);
     };
     rt.block_on(async {
         let listener = match tokio::net::TcpListener::bind(args.listen).await {

@@ -251,6 +251,46 @@ resource_id = "{{account}}"
     }
 }
 
+/// The README's exit-code table, each row that a test can reach.
+#[test]
+fn exit_codes_follow_the_one_table() {
+    let dir = tempfile::tempdir().unwrap();
+    // validate: a configuration that does not load is invalid input, 1.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[server]\nlisten = 12\n").unwrap();
+    let output = mandate()
+        .arg("validate")
+        .arg("--config")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    // serve: the same, or an address in use, cannot start: 64.
+    let output = mandate()
+        .arg("serve")
+        .arg("--config")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(64), "{output:?}");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let output = mandate()
+        .args([
+            "serve",
+            "--listen",
+            &taken.local_addr().unwrap().to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(64), "{output:?}");
+    // usage: a flag that does not exist, 2.
+    let output = mandate()
+        .args(["validate", "--no-such-flag"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+}
+
 #[test]
 fn serve_refuses_a_bad_policy_set_with_exit_64() {
     let dir = tempfile::tempdir().unwrap();
