@@ -183,18 +183,7 @@ pub struct ErrorDetail<'a> {
 /// # Errors
 /// [`ApiError::InvalidBody`] with the dotted path of the field.
 pub fn decode<'de, T: serde::Deserialize<'de>>(body: &'de [u8]) -> Result<T, ApiError> {
-    // One plain parse when the body is good; only a bad one is parsed again,
-    // tracking the path, to name the field at fault.
-    if let Ok(value) = serde_json::from_slice(body) {
-        return Ok(value);
-    }
-    let mut de = serde_json::Deserializer::from_slice(body);
-    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| invalid_body(&e, ""))?;
-    de.end().map_err(|e| ApiError::InvalidBody {
-        field: String::new(),
-        message: format!("invalid JSON: {e}"),
-    })?;
-    Ok(value)
+    decode_at(body, String::new)
 }
 
 /// Decodes an already-parsed JSON value (a batch item) into `T`; fields are
@@ -212,8 +201,8 @@ pub fn decode_value<'de, T: serde::Deserialize<'de>>(
     serde_path_to_error::deserialize(value).map_err(|e| invalid_body(&e, prefix))
 }
 
-/// Decodes a part of a body (a batch item) into `T`, naming the field at
-/// fault under the `prefix` made on error (`evaluations[2]`).
+/// Decodes a body, or a part of one (a batch item), into `T`, naming the
+/// field at fault under the `prefix` made on error (`evaluations[2]`).
 ///
 /// # Errors
 /// [`ApiError::InvalidBody`] with the dotted path of the field.
@@ -221,11 +210,19 @@ pub fn decode_at<'de, T: serde::Deserialize<'de>>(
     body: &'de [u8],
     prefix: impl FnOnce() -> String,
 ) -> Result<T, ApiError> {
+    // One plain parse when the body is good; only a bad one is parsed again,
+    // tracking the path, to name the field at fault.
     if let Ok(value) = serde_json::from_slice(body) {
         return Ok(value);
     }
+    let prefix = prefix();
     let mut de = serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(&mut de).map_err(|e| invalid_body(&e, &prefix()))
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| invalid_body(&e, &prefix))?;
+    de.end().map_err(|e| ApiError::InvalidBody {
+        message: format!("invalid JSON: {e}"),
+        field: prefix,
+    })?;
+    Ok(value)
 }
 
 fn invalid_body<E: std::fmt::Display>(e: &serde_path_to_error::Error<E>, prefix: &str) -> ApiError {
