@@ -31,6 +31,11 @@ use crate::policy::{Satisfied, Verdict};
 /// contexts a principal repeats on a resource.
 const ANSWERS: usize = 16;
 
+/// Most bytes of read values an answer is remembered by: the values a
+/// client chooses cannot make the memo hold more than this per answer
+/// (the few words a policy compares, not a megabyte string).
+const ANSWER_BYTES: usize = 512;
+
 /// The values of the context the policies read, per attribute of the
 /// action's shape (`None`: absent).
 type ReadValues = Box<[Option<Value>]>;
@@ -115,6 +120,10 @@ impl Memoized {
     /// Remembers `verdict` for a context whose read values are `read`,
     /// forgetting the oldest answer past [`ANSWERS`].
     pub fn remember(&self, read: &[Option<&Value>], verdict: &Verdict) {
+        let bytes: usize = read.iter().flatten().map(|value| weight(value)).sum();
+        if bytes > ANSWER_BYTES {
+            return;
+        }
         let values: ReadValues = read.iter().map(|value| value.cloned()).collect();
         let mut answers = self.answers.write().unwrap_or_else(PoisonError::into_inner);
         if answers.iter().any(|(kept, _)| *kept == values) {
@@ -130,6 +139,16 @@ impl Memoized {
     /// now and remembered.
     pub fn context_free(&self, compute: impl FnOnce() -> Option<Satisfied>) -> Option<&Satisfied> {
         self.context_free.get_or_init(compute).as_ref()
+    }
+}
+
+/// About how many bytes a JSON value holds.
+fn weight(value: &Value) -> usize {
+    match value {
+        Value::String(text) => text.len(),
+        Value::Array(items) => items.iter().map(weight).sum(),
+        Value::Object(map) => map.iter().map(|(key, item)| key.len() + weight(item)).sum(),
+        Value::Null | Value::Bool(_) | Value::Number(_) => 8,
     }
 }
 
