@@ -1,4 +1,4 @@
-//! The brokerage policy pack: every rule of domain.md has policies and test
+//! The brokerage policy pack: every rule of `policies/RULES.md` has policies and test
 //! cases, every policy names a rule, and `mandate test` passes every suite.
 
 use std::collections::BTreeSet;
@@ -9,7 +9,7 @@ use mandate::suite::{self, Expect};
 
 use crate::support::{binary, root};
 
-/// The rule ids of `../shared/design/domain.md`, in its order.
+/// The rule ids of `policies/RULES.md` (the domain design's rules), in order.
 const RULES: &[&str] = &[
     "G1", "G2", "G3", "G4", "O1", "S1", "S2", "S3", "S4", "S5", "F1", "F2", "F3", "F4", "F5", "P1",
     "P2", "U1", "U2", "U3", "U4", "U5", "U6", "U7", "U8", "U9", "A1", "A2", "A3", "A4", "M1",
@@ -23,28 +23,48 @@ fn rule_of(policy_id: &str) -> &str {
     policy_id.split('.').next().unwrap_or(policy_id)
 }
 
-#[test]
-fn the_rule_list_matches_domain_md_when_it_is_beside_the_project() {
-    let domain = root().join("../shared/design/domain.md");
-    let Ok(text) = std::fs::read_to_string(&domain) else {
-        // CI and developers have shared/ beside the project; a bare clone does not.
-        eprintln!(
-            "note: {} not found; the rule list is checked against itself only",
-            domain.display()
-        );
-        assert_eq!(RULES.len(), RULES.iter().collect::<BTreeSet<_>>().len());
-        return;
-    };
-    let rules_section = text.split("## Clarifications").next().unwrap_or(&text);
-    let found: Vec<&str> = rules_section
+/// The ids of the rules section of a rule text (`- **G1** …` items).
+fn rule_ids(text: &str) -> Vec<&str> {
+    let rules_section = text.split("## Clarifications").next().unwrap_or(text);
+    rules_section
         .split("- **")
         .skip(1)
         .filter_map(|chunk| chunk.split_once("**").map(|(id, _)| id))
         .filter(|id| id.len() == 2)
-        .collect();
+        .collect()
+}
+
+#[test]
+fn the_rule_text_in_the_repository_lists_exactly_the_rules() {
+    let text = std::fs::read_to_string(root().join("policies/RULES.md")).unwrap();
     assert_eq!(
-        found, RULES,
-        "domain.md's rules changed: update RULES and the pack"
+        rule_ids(&text),
+        RULES,
+        "policies/RULES.md changed: update RULES and the pack"
+    );
+}
+
+#[test]
+fn the_rule_text_is_the_domain_designs_when_the_design_is_beside_the_project() {
+    let domain = root().join("../shared/design/domain.md");
+    let Ok(design) = std::fs::read_to_string(&domain) else {
+        // Developers have shared/ beside the project; a bare clone does not,
+        // and then policies/RULES.md is the rule text (checked above).
+        eprintln!(
+            "note: {} not found; RULES.md stands alone",
+            domain.display()
+        );
+        return;
+    };
+    let copy = std::fs::read_to_string(root().join("policies/RULES.md")).unwrap();
+    let from = |text: &str| {
+        text.split_once("## Who is who on an account")
+            .map(|(_, rest)| rest.to_owned())
+    };
+    assert_eq!(
+        from(&copy),
+        from(&design),
+        "domain.md's rules changed: copy them into policies/RULES.md"
     );
 }
 
@@ -64,7 +84,7 @@ fn every_policy_names_a_rule_and_every_rule_has_a_policy() {
     for id in &ids {
         assert!(
             RULES.contains(&rule_of(id)),
-            "policy `@id(\"{id}\")` names no rule of domain.md"
+            "policy `@id(\"{id}\")` names no rule of RULES.md"
         );
     }
     for rule in RULES.iter().filter(|r| !ENGINE_RULES.contains(r)) {
