@@ -161,6 +161,7 @@ fn cache_settings(config: &Config) -> CacheSettings {
 pub fn decision_log(config: &Config) -> Result<DecisionLog, StartError> {
     let sink = match (config.log.decisions, &config.log.decisions_file) {
         (DecisionSink::Off, _) => LogSink::Off,
+        (DecisionSink::Stdout, _) => LogSink::Stdout,
         (DecisionSink::Stderr, _) => LogSink::Stderr,
         (DecisionSink::File, Some(path)) => LogSink::File(path.clone()),
         (DecisionSink::File, None) => LogSink::Off,

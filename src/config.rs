@@ -461,7 +461,9 @@ impl Default for GatewayConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DecisionSink {
-    /// standard error
+    /// standard output, apart from the process log on standard error
+    Stdout,
+    /// standard error, mixed with the process log
     Stderr,
     /// `log.decisions_file`
     File,
@@ -475,7 +477,8 @@ pub enum DecisionSink {
 pub struct LogConfig {
     /// A `tracing` filter for the process log. Default `info`.
     pub level: String,
-    /// Where the decision log goes: `stderr` (default), `file` or `off`.
+    /// Where the decision log goes: `stdout` (default, so the process log on
+    /// stderr never mixes with it), `stderr`, `file` or `off`.
     pub decisions: DecisionSink,
     /// The decision log file, appended to, for `decisions = "file"`.
     pub decisions_file: Option<PathBuf>,
@@ -560,7 +563,7 @@ impl Default for LogConfig {
     fn default() -> Self {
         Self {
             level: "info".to_owned(),
-            decisions: DecisionSink::Stderr,
+            decisions: DecisionSink::Stdout,
             decisions_file: None,
             decisions_queue: 10_000,
             decisions_max_bytes: 8 * 1024 * 1024,

@@ -239,12 +239,13 @@ fn serve(args: &ConfigArgs) -> ExitCode {
                 }
             });
         }
-        println!("mandate listening on {}://{}", running.scheme, running.addr);
+        // On stderr with the process log: stdout carries the decision log.
+        eprintln!("mandate listening on {}://{}", running.scheme, running.addr);
         if let Some(addr) = running.admin_addr {
-            println!("mandate admin listening on {}://{addr}", running.scheme);
+            eprintln!("mandate admin listening on {}://{addr}", running.scheme);
         }
         if let Some(addr) = running.grpc_addr {
-            println!("mandate ext_authz (gRPC) listening on {addr}");
+            eprintln!("mandate ext_authz (gRPC) listening on {addr}");
         }
         shutdown.received().await;
         running.stop();

@@ -18,7 +18,10 @@ use super::metrics;
 /// Where decision lines go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LogSink {
-    /// standard error (the default: container logs)
+    /// standard output (the default: container logs, apart from the
+    /// process log on standard error)
+    Stdout,
+    /// standard error
     Stderr,
     /// appended to a file
     File(PathBuf),
@@ -145,6 +148,7 @@ impl DecisionLog {
     pub fn start(settings: DecisionLogSettings) -> std::io::Result<Self> {
         let out: Box<dyn Write + Send> = match &settings.sink {
             LogSink::Off => return Ok(Self::off()),
+            LogSink::Stdout => Box::new(std::io::stdout()),
             LogSink::Stderr => Box::new(std::io::stderr()),
             LogSink::File(path) => Box::new(
                 std::fs::OpenOptions::new()

@@ -18,27 +18,62 @@ fn mandate() -> Command {
     command
 }
 
-/// Starts `command` (a `serve`) and reads the address it prints.
-fn serving(command: &mut Command) -> (std::process::Child, String) {
-    let mut child = command.stdout(Stdio::piped()).spawn().unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
+/// A `serve` started by a test: its address, and its whole stderr (the
+/// process log) once it exits.
+struct Served {
+    child: std::process::Child,
+    base: String,
+    stderr: std::thread::JoinHandle<String>,
+}
+
+/// Starts `command` (a `serve`) and reads the address it prints on stderr,
+/// then keeps reading stderr so the process log never fills the pipe.
+fn serving(command: &mut Command) -> Served {
+    let mut child = command.stderr(Stdio::piped()).spawn().unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut log = String::new();
+    let base = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|line| {
+            log.push_str(&line);
+            log.push('\n');
+            line.strip_prefix("mandate listening on ")
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| panic!("no `mandate listening on` line on stderr: {log}"));
+    let stderr = std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            log.push_str(&line);
+            log.push('\n');
+        }
+        log
+    });
+    Served {
+        child,
+        base,
+        stderr,
+    }
+}
+
+fn terminate(child: &std::process::Child) {
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
         .unwrap();
-    let base = line
-        .trim()
-        .strip_prefix("mandate listening on ")
-        .unwrap_or_else(|| panic!("got `{line}`"))
-        .to_owned();
-    (child, base)
+    assert!(killed.success());
 }
 
 #[tokio::test]
 async fn serve_on_the_embedded_defaults_prints_its_address_and_decides() {
-    let (mut child, base) = serving(
+    let Served {
+        child,
+        base,
+        stderr,
+    } = serving(
         mandate()
             .args(["serve", "--listen", "127.0.0.1:0"])
-            .stderr(Stdio::null()),
+            .stdout(Stdio::piped()),
     );
     let reply = post(
         &format!("{base}/access/v1/evaluation"),
@@ -51,23 +86,37 @@ async fn serve_on_the_embedded_defaults_prints_its_address_and_decides() {
     .await;
     assert_eq!(reply.json["decision"], true);
     assert_eq!(reply.json["context"]["reasons"], json!(["O1"]));
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(0), "SIGTERM is a clean exit");
+    terminate(&child);
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "SIGTERM is a clean exit");
+    // The decision log alone on stdout, the process log alone on stderr.
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: `{line}`")))
+        .collect();
+    assert_eq!(lines.len(), 1, "{stdout}");
+    assert_eq!(lines[0]["principal"], "Brokerage::User::\"alice\"");
+    let log = stderr.join().unwrap();
+    assert!(log.contains("policies loaded"), "{log}");
+    assert!(
+        !log.contains("\"principal\""),
+        "no decision line on stderr: {log}"
+    );
 }
 
 #[tokio::test]
 async fn serve_works_from_any_directory_on_the_pack_inside_the_binary_and_warns_of_demo_data() {
     let elsewhere = tempfile::tempdir().unwrap();
-    let (child, base) = serving(
+    let Served {
+        child,
+        base,
+        stderr,
+    } = serving(
         mandate()
             .current_dir(elsewhere.path())
             .args(["serve", "--listen", "127.0.0.1:0"])
-            .stderr(Stdio::piped()),
+            .stdout(Stdio::null()),
     );
     let reply = post(
         &format!("{base}/access/v1/evaluation"),
@@ -81,11 +130,9 @@ async fn serve_works_from_any_directory_on_the_pack_inside_the_binary_and_warns_
     .await;
     assert_eq!(reply.json["decision"], true, "{}", reply.json);
     assert_eq!(reply.json["context"]["reasons"], json!(["S2"]));
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let output = child.wait_with_output().unwrap();
-    let log = String::from_utf8_lossy(&output.stderr);
+    terminate(&child);
+    child.wait_with_output().unwrap();
+    let log = stderr.join().unwrap();
     assert!(log.contains("serving the DEMO entity data"), "{log}");
     // A path given explicitly is never replaced by the embedded copy.
     let status = mandate()
@@ -320,24 +367,15 @@ async fn sighup_reloads_the_policies() {
         )
         .unwrap();
     }
-    let mut child = mandate()
-        .args(["serve", "--listen", "127.0.0.1:0", "--policies"])
-        .arg(dir.path().join("policies"))
-        .env("MANDATE_POLICY_RELOAD_INTERVAL", "0s")
-        .env("MANDATE_LOG_DECISIONS", "off")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let base = line
-        .trim()
-        .strip_prefix("mandate listening on ")
-        .unwrap()
-        .to_owned();
+    let Served {
+        mut child, base, ..
+    } = serving(
+        mandate()
+            .args(["serve", "--listen", "127.0.0.1:0", "--policies"])
+            .arg(dir.path().join("policies"))
+            .env("MANDATE_POLICY_RELOAD_INTERVAL", "0s")
+            .env("MANDATE_LOG_DECISIONS", "off"),
+    );
     let ask = json!({"subject": {"type": "user", "id": "alice"}, "action": {"name": "view_market_data"}, "resource": {"type": "marketdata", "id": "nasdaq-l1"}});
     let url = format!("{base}/access/v1/evaluation");
     assert_eq!(post(&url, &ask).await.json["decision"], true);

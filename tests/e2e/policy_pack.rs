@@ -1,7 +1,6 @@
 //! The brokerage policy pack: every rule of `policies/RULES.md` has policies and test
 //! cases, every policy names a rule, and `mandate test` passes every suite.
 
-use std::collections::BTreeSet;
 use std::process::Command;
 
 use mandate::policy::{PolicySources, load};

@@ -23,6 +23,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 
@@ -219,9 +220,14 @@ def serve(docs, binary):
         env = dict(os.environ, MANDATE_GATEWAY_GRPC_LISTEN="127.0.0.1:0", MANDATE_LOG_DECISIONS="off")
         process = subprocess.Popen(
             [binary, "serve", "--config", str(config_file), "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
         try:
-            line = process.stdout.readline()
+            line = ""
+            for line in process.stderr:
+                if "mandate listening on" in line:
+                    break
+            # Keep reading, so the process log never fills the pipe.
+            threading.Thread(target=lambda: [None for _ in process.stderr], daemon=True).start()
             match = re.search(r"listening on (http://\S+)", line)
             if not check("the server starts on the rendered config, policies and entities", match, line):
                 return

@@ -197,7 +197,7 @@ fn header(options: &Options, pinned: bool) -> String {
         .unwrap_or_default();
     format!(
         "Machine: {cpu}; servers pinned to core 0, the load generator (and the entity store) to core 1{}.\n\
-         Closed loop: {} connections, {:.0} s per run. Mandate's default config: decision log on, to stderr, sent to a file.\n",
+         Closed loop: {} connections, {:.0} s per run. Mandate's default config: decision log on, to stdout, sent to a file.\n",
         if pinned {
             ""
         } else {

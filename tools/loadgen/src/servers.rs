@@ -43,8 +43,15 @@ impl Server {
         core: &str,
         log: Option<&Path>,
     ) -> Self {
+        // Both streams append to one file, so neither overwrites the other.
         let output = || match log {
-            Some(path) => Stdio::from(std::fs::File::create(path).unwrap()),
+            Some(path) => Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .unwrap(),
+            ),
             None => Stdio::null(),
         };
         let child = command
@@ -103,7 +110,7 @@ pub fn free_addr() -> SocketAddr {
 /// How a Mandate under load logs its decisions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DecisionLog {
-    /// the default configuration: decision lines on stderr, which the
+    /// the default configuration: decision lines on stdout, which the
     /// harness sends to a file
     Default,
     /// `log.decisions = "off"`
