@@ -24,6 +24,7 @@ use serde::Serialize;
 pub use error::ApiError;
 
 use crate::engine::{Decision, DecisionError, Engine, Field, RequestError};
+use crate::entities::StoreHealth;
 use crate::routes::RouteTable;
 use crate::telemetry::metrics;
 
@@ -332,19 +333,18 @@ impl Api {
 
     async fn readiness(&self) -> Response<Full<Bytes>> {
         let snapshot = self.engine.policies().current();
-        let store_ready = self.engine.store().is_ready(snapshot.schema()).await;
-        let status = if store_ready {
-            StatusCode::OK
-        } else {
-            StatusCode::SERVICE_UNAVAILABLE
+        let (status, store) = match self.engine.store().health(snapshot.schema()).await {
+            StoreHealth::Answering => (StatusCode::OK, "ready"),
+            StoreHealth::Degraded => (StatusCode::OK, "degraded"),
+            StoreHealth::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         };
         json(
             status,
             &serde_json::json!({
-                "status": if store_ready { "ready" } else { "not_ready" },
+                "status": if status == StatusCode::OK { "ready" } else { "not_ready" },
                 "policy_version": snapshot.version().as_ref(),
                 "policies": snapshot.policy_count(),
-                "entity_store": if store_ready { "ready" } else { "unavailable" },
+                "entity_store": store,
             }),
         )
     }

@@ -85,14 +85,38 @@ pub struct Lookup {
     pub fresh_until: Option<Instant>,
 }
 
+/// How long a store answer vouches for the store: `/readyz` asks again
+/// after it, so a store that went down unasked is noticed within a probe or
+/// two (one empty batch per probe, at most).
+pub const ANSWERED_RECENTLY: Duration = Duration::from_secs(5);
+
+/// What the cache can say of its store, for `/readyz`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreHealth {
+    /// the store's last answer was a success
+    Answering,
+    /// the store's last exchange failed, but it answered within the stale
+    /// bound and entities are held: what is cached is still served
+    Degraded,
+    /// the store has never answered, or not within the stale bound
+    Unavailable,
+}
+
+/// The outcome of the store's exchanges, as far as readiness cares.
+#[derive(Debug, Default, Clone, Copy)]
+struct Exchanges {
+    last_success: Option<Instant>,
+    last_failed: bool,
+}
+
 /// The cache and its store.
 pub struct EntityCache {
     store: Arc<dyn Fetch>,
     entries: Cache<EntityUid, Entry>,
     inflight: Arc<Mutex<HashMap<EntityUid, Flight>>>,
     settings: CacheSettings,
-    /// set once the store has answered a request
-    answered: Arc<std::sync::atomic::AtomicBool>,
+    /// when the store last answered, and whether it failed since
+    exchanges: Arc<Mutex<Exchanges>>,
     /// bumped by every invalidation: what was built from earlier lookups
     /// is void
     generation: std::sync::atomic::AtomicU64,
@@ -126,7 +150,7 @@ impl EntityCache {
             entries,
             inflight: Arc::new(Mutex::new(HashMap::new())),
             settings,
-            answered: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            exchanges: Arc::new(Mutex::new(Exchanges::default())),
             generation: std::sync::atomic::AtomicU64::new(0),
         }
     }
@@ -142,19 +166,46 @@ impl EntityCache {
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
-    /// Whether the store has answered at least once.
-    pub fn has_answered(&self) -> bool {
-        self.answered.load(std::sync::atomic::Ordering::Relaxed)
+    /// The store's health: answering when it answered in the last
+    /// [`ANSWERED_RECENTLY`] and has not failed since; otherwise it is asked
+    /// for nothing (an empty batch), within `within`, to learn whether it
+    /// answers now.
+    ///
+    /// Ready means decisions can be made: the store answers, or it fails
+    /// but what it last said is still served (entities held, its last
+    /// answer within `ttl + stale_if_error`). Past that bound every
+    /// decision on an uncached entity is a deny, and the replica says so.
+    pub async fn health(&self, schema: &Arc<Schema>, within: Duration) -> StoreHealth {
+        let last = self.exchanges();
+        let recent = last
+            .last_success
+            .is_some_and(|at| at.elapsed() < ANSWERED_RECENTLY);
+        if recent && !last.last_failed {
+            return StoreHealth::Answering;
+        }
+        let answered = tokio::time::timeout(within, self.store.fetch(&[], schema))
+            .await
+            .is_ok_and(|answer| answer.is_ok());
+        record(&self.exchanges, answered);
+        if answered {
+            return StoreHealth::Answering;
+        }
+        let servable = self
+            .exchanges()
+            .last_success
+            .is_some_and(|at| at.elapsed() < self.settings.ttl + self.settings.stale_if_error);
+        if servable && self.settled_len().await > 0 {
+            StoreHealth::Degraded
+        } else {
+            StoreHealth::Unavailable
+        }
     }
 
-    /// Asks the store for nothing, to learn whether it answers (readiness).
-    pub async fn probe(&self, schema: &Arc<Schema>) -> bool {
-        let answered = self.store.fetch(&[], schema).await.is_ok();
-        if answered {
-            self.answered
-                .store(true, std::sync::atomic::Ordering::Relaxed);
-        }
-        answered
+    fn exchanges(&self) -> Exchanges {
+        *self
+            .exchanges
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Entities held now (approximate, as moka counts: its bookkeeping
@@ -335,7 +386,7 @@ impl EntityCache {
         let store = Arc::clone(&self.store);
         let entries = self.entries.clone();
         let inflight = Arc::clone(&self.inflight);
-        let answered = Arc::clone(&self.answered);
+        let exchanges = Arc::clone(&self.exchanges);
         let schema = Arc::clone(schema);
         tokio::spawn(async move {
             let started = std::time::Instant::now();
@@ -345,9 +396,9 @@ impl EntityCache {
                 .map_or_else(UpstreamError::outcome, |_| "ok");
             metrics().upstream(outcome, started.elapsed());
             let fetched = Instant::now();
+            record(&exchanges, result.is_ok());
             let outcome = match result {
                 Ok(answer) => {
-                    answered.store(true, std::sync::atomic::Ordering::Relaxed);
                     // A batch asks for hundreds of uids at once: the answered
                     // ones go in a set, not a list scanned per answer.
                     let mut answered_uids = std::collections::HashSet::with_capacity(answer.len());
@@ -390,6 +441,17 @@ impl EntityCache {
             let _ = sender.send(Some(outcome));
         });
         flights
+    }
+}
+
+/// Notes one exchange with the store.
+fn record(exchanges: &Mutex<Exchanges>, answered: bool) {
+    let mut exchanges = exchanges
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    exchanges.last_failed = !answered;
+    if answered {
+        exchanges.last_success = Some(Instant::now());
     }
 }
 
@@ -531,6 +593,74 @@ mod tests {
         tokio::time::advance(Duration::from_secs(5)).await;
         found(&cache, "ghost").await.unwrap();
         assert_eq!(double.calls(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn health_is_answering_then_degraded_within_the_stale_bound_then_unavailable() {
+        let within = Duration::from_millis(800);
+        let (cache, double) = cache();
+        double.failing.store(true, Ordering::SeqCst);
+        assert_eq!(
+            cache.health(&schema(), within).await,
+            StoreHealth::Unavailable,
+            "never answered"
+        );
+        double.failing.store(false, Ordering::SeqCst);
+        assert_eq!(
+            cache.health(&schema(), within).await,
+            StoreHealth::Answering
+        );
+        found(&cache, "a").await.unwrap();
+        let calls = double.calls();
+        assert_eq!(
+            cache.health(&schema(), within).await,
+            StoreHealth::Answering
+        );
+        assert_eq!(
+            double.calls(),
+            calls,
+            "a store that just answered is not asked"
+        );
+        tokio::time::advance(ANSWERED_RECENTLY).await;
+        assert_eq!(
+            cache.health(&schema(), within).await,
+            StoreHealth::Answering
+        );
+        assert_eq!(double.calls(), calls + 1, "then it is asked again");
+        double.failing.store(true, Ordering::SeqCst);
+        tokio::time::advance(ANSWERED_RECENTLY).await;
+        assert_eq!(
+            cache.health(&schema(), within).await,
+            StoreHealth::Degraded,
+            "a store that went down unasked is noticed by the probe"
+        );
+
+        tokio::time::advance(TTL).await;
+        found(&cache, "a").await.unwrap();
+        assert_eq!(
+            cache.health(&schema(), within).await,
+            StoreHealth::Degraded,
+            "failing, but Alice is still served stale"
+        );
+        tokio::time::advance(Duration::from_secs(60) - ANSWERED_RECENTLY).await;
+        assert_eq!(
+            cache.health(&schema(), within).await,
+            StoreHealth::Unavailable,
+            "past ttl + stale_if_error nothing is served"
+        );
+
+        *double.delay.lock().unwrap() = Duration::from_secs(5);
+        double.failing.store(false, Ordering::SeqCst);
+        assert_eq!(
+            cache.health(&schema(), within).await,
+            StoreHealth::Unavailable,
+            "a store slower than the probe's bound is not answering"
+        );
+        *double.delay.lock().unwrap() = Duration::ZERO;
+        assert_eq!(
+            cache.health(&schema(), within).await,
+            StoreHealth::Answering
+        );
     }
 
     #[tokio::test(start_paused = true)]

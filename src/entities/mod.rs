@@ -16,8 +16,13 @@ use cedar_policy::{Entity, EntityUid, Schema};
 
 #[cfg(test)]
 pub(crate) use cache::double;
-pub use cache::{CacheSettings, EntityCache, Fetch, FetchFuture};
+pub use cache::{CacheSettings, EntityCache, Fetch, FetchFuture, StoreHealth};
 pub use file::{FileStore, Resident};
+
+/// How long `/readyz` waits for a failing HTTP store to answer: under the
+/// kubelet's default probe timeout (1 s), so the probe reports rather than
+/// times out.
+pub const READINESS_PROBE: std::time::Duration = std::time::Duration::from_millis(800);
 pub use http::{Fetched, HttpStore, HttpStoreSettings, UpstreamError};
 
 /// Why entity data could not be had.
@@ -148,12 +153,15 @@ impl EntityStore {
         }
     }
 
-    /// Whether the store can serve decisions now: the file loaded, or the
-    /// HTTP store answered once (asked now, if it never has).
-    pub async fn is_ready(&self, schema: &Arc<Schema>) -> bool {
+    /// Whether the store can serve decisions now: the file loaded (it
+    /// keeps its last good reading), or the HTTP store answering, or failing
+    /// while its cached entities are still served (see
+    /// [`EntityCache::health`]). A failing store is asked again within
+    /// [`READINESS_PROBE`].
+    pub async fn health(&self, schema: &Arc<Schema>) -> StoreHealth {
         match self {
-            Self::Http { cache, .. } => cache.has_answered() || cache.probe(schema).await,
-            Self::File(_) | Self::None => true,
+            Self::Http { cache, .. } => cache.health(schema, READINESS_PROBE).await,
+            Self::File(_) | Self::None => StoreHealth::Answering,
         }
     }
 

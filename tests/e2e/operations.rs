@@ -446,10 +446,26 @@ async fn readiness_follows_the_entity_store() {
     .await;
     let reply = get(&server.url("/readyz")).await;
     assert_eq!(reply.status, 503, "{}", reply.json);
+    assert_eq!(reply.json["entity_store"], "unavailable");
     *upstream.mode.lock().unwrap() = crate::upstream::Mode::Normal;
     let reply = get(&server.url("/readyz")).await;
     assert_eq!(reply.status, 200);
     assert_eq!(reply.json["entity_store"], "ready");
+
+    // Alice and her account are cached; then the store goes down and a
+    // decision on Bob (not cached) is denied.
+    let ask = |who: &str| {
+        json!({"subject": {"type": "user", "id": who}, "action": {"name": "view_account"},
+               "resource": {"type": "account", "id": "alice-personal"}})
+    };
+    let url = server.url("/access/v1/evaluation");
+    assert_eq!(post(&url, &ask("alice")).await.json["decision"], true);
+    *upstream.mode.lock().unwrap() = crate::upstream::Mode::Unavailable;
+    assert_eq!(post(&url, &ask("bob")).await.json["decision"], false);
+    let reply = get(&server.url("/readyz")).await;
+    assert_eq!(reply.status, 200, "cached entities are still served");
+    assert_eq!(reply.json["entity_store"], "degraded", "{}", reply.json);
+    assert_eq!(post(&url, &ask("alice")).await.json["decision"], true);
 }
 
 #[tokio::test]
