@@ -104,7 +104,8 @@ pub fn engine(config: &Config) -> Result<Engine, StartError> {
             return Err(ConfigError::Invalid {
                 origin: None,
                 message: format!(
-                    "`entities.sources` names `{name}`, which the schema does not declare (it declares {})",
+                    "`entities.sources`: {}; it declares {}",
+                    snapshot.unknown_type("entity type", name),
                     declared.join(", ")
                 ),
             }
@@ -203,17 +204,19 @@ pub fn start_background(config: &Config, engine: &Arc<Engine>) {
 pub fn routes(config: &Config, engine: &Engine) -> Result<Arc<RouteTable>, StartError> {
     let table = RouteTable::compile(&config.gateway)?;
     let snapshot = engine.policies().current();
-    let actions: Vec<String> = snapshot
-        .schema()
-        .actions()
-        .map(|action| action.id().unescaped().to_owned())
-        .collect();
-    let types: Vec<String> = snapshot.entity_types().map(ToString::to_string).collect();
     table.check_names(
-        |action| snapshot.action(action).is_some(),
-        |ty| snapshot.entity_type(ty).is_some(),
-        &actions,
-        &types,
+        |action| {
+            snapshot
+                .action(action)
+                .is_none()
+                .then(|| snapshot.unknown_action(action))
+        },
+        |what, ty| {
+            snapshot
+                .entity_type(ty)
+                .is_none()
+                .then(|| snapshot.unknown_type(what, ty))
+        },
     )?;
     table.check_facts(|action, attribute| snapshot.is_fact(action, attribute))?;
     Ok(Arc::new(table))

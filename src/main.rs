@@ -32,17 +32,53 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve decisions over HTTP (AuthZEN 1.0 and the native Cedar API).
-    Serve(ConfigArgs),
+    #[command(after_help = "\
+Examples:
+  mandate serve                                   # the shipped pack and demo data on 127.0.0.1:8180
+  mandate serve --config mandate.toml             # your settings (paths relative to the file)
+  mandate serve --upstream https://store.internal --listen 0.0.0.0:8180
+
+Exit codes: 0 stopped cleanly (SIGTERM, SIGINT), 2 usage, 64 could not start.")]
+    Serve(ServeArgs),
     /// Decide one request from the command line: exit 0 allow, 1 deny, 2 error.
+    #[command(after_help = "\
+Examples:
+  mandate check --principal user:carol --action place_order \\
+      --resource account:alice-personal --context '{\"side\":\"buy\",\"instrument\":\"AAPL\"}'
+  mandate check --explain --principal user:bob --action withdraw \\
+      --resource account:alice-personal \\
+      --context '{\"destination\":{\"type\":\"Brokerage::Destination\",\"id\":\"alice-bank\"},\"amount\":\"100.00\"}'
+
+Exit codes: 0 allow, 1 deny, 2 usage (an unknown action or type, a context that does not fit).")]
     Check(CheckArgs),
-    /// Validate the schema, the policies and the entities file, with Cedar's
-    /// diagnostics: exit 0 valid, 1 invalid.
-    Validate(ConfigArgs),
+    /// Validate the configuration, the schema, the policies, the entities
+    /// and the gateway routes, with Cedar's diagnostics: exit 0 valid, 1 invalid.
+    #[command(after_help = "\
+Examples:
+  mandate validate
+  mandate validate --config mandate.toml
+  mandate validate --policies ./policies --schema ./schema --entities ./entities.json
+
+Exit codes: 0 valid, 1 invalid, 2 usage.")]
+    Validate(PackArgs),
     /// Run policy test suites (YAML): exit 0 all pass, 1 a case failed, 2 a
     /// suite could not run.
+    #[command(after_help = "\
+Examples:
+  mandate test                                    # every suite under tests/policies
+  mandate test tests/policies/roles.yaml --filter S2
+  mandate test --format junit > report.xml        # for CI test reports
+
+Exit codes: 0 every case passed, 1 a case failed (or none ran), 2 a suite could not run.")]
     Test(TestArgs),
     /// Serve a Cedar JSON entities file as an HTTP entity store (the
     /// upstream contract), for demos and benchmarks.
+    #[command(after_help = "\
+Examples:
+  mandate serve-store --entities examples/demo/entities.json --listen 127.0.0.1:8190
+  mandate serve --upstream http://127.0.0.1:8190
+
+Exit codes: 0 stopped cleanly, 2 the file or the address cannot be used.")]
     ServeStore(StoreArgs),
 }
 
@@ -66,22 +102,35 @@ struct StoreArgs {
 #[derive(Args)]
 struct TestArgs {
     #[command(flatten)]
-    config: ConfigArgs,
+    config: PackArgs,
     /// Suite files or directories of them.
     #[arg(default_value = "tests/policies")]
     paths: Vec<PathBuf>,
+    /// Run only the cases whose name, suite name or rule contains this text.
+    #[arg(long, value_name = "TEXT")]
+    filter: Option<String>,
+    /// How to report: `text` for people, `json` (one object per case, then a
+    /// summary), `junit` (JUnit XML, for CI test reports).
+    #[arg(long, value_enum, default_value = "text")]
+    format: FormatArg,
 }
 
-/// Settings shared by every command; each is also a `mandate.toml` key and a
-/// `MANDATE_…` variable (see the README's Configuration table). Flags win over both.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum FormatArg {
+    Text,
+    Json,
+    Junit,
+}
+
+/// The settings every command that decides reads: the configuration file,
+/// the policies, the schema and the entity store. Each is also a
+/// `mandate.toml` key and a `MANDATE_…` variable (see the README's
+/// Configuration table); flags win over both.
 #[derive(Args, Clone)]
-struct ConfigArgs {
+struct PackArgs {
     /// The configuration file: TOML, or JSON when its name ends in `.json`.
     #[arg(long, value_name = "FILE", env = "MANDATE_CONFIG")]
     config: Option<PathBuf>,
-    /// Address to listen on [default: 127.0.0.1:8180] (server.listen).
-    #[arg(long, value_name = "ADDR:PORT")]
-    listen: Option<std::net::SocketAddr>,
     /// Directory of `*.cedar` policy files [default: policies] (policy.dir).
     #[arg(long, value_name = "DIR")]
     policies: Option<PathBuf>,
@@ -95,6 +144,16 @@ struct ConfigArgs {
     /// Base URL of the HTTP entity store; selects it (store.upstream).
     #[arg(long, value_name = "URL")]
     upstream: Option<String>,
+}
+
+/// What `serve` reads beyond the pack: its listeners and TLS.
+#[derive(Args, Clone)]
+struct ServeArgs {
+    #[command(flatten)]
+    pack: PackArgs,
+    /// Address to listen on [default: 127.0.0.1:8180] (server.listen).
+    #[arg(long, value_name = "ADDR:PORT")]
+    listen: Option<std::net::SocketAddr>,
     /// PEM certificate chain: serve TLS (tls.cert).
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -113,7 +172,7 @@ struct ConfigArgs {
 #[derive(Args)]
 struct CheckArgs {
     #[command(flatten)]
-    config: ConfigArgs,
+    config: PackArgs,
     /// The principal: `user:alice`, or Cedar's `Brokerage::User::"alice"`.
     #[arg(long)]
     principal: String,
@@ -126,27 +185,49 @@ struct CheckArgs {
     /// The context, as JSON.
     #[arg(long, value_name = "JSON")]
     context: Option<String>,
+    /// Also show, for each policy of the action, whether its scope matched
+    /// and its condition held, and which part of the condition failed.
+    #[arg(long)]
+    explain: bool,
 }
 
-impl ConfigArgs {
-    fn load(&self) -> Result<Config, StartError> {
-        let overrides = Overrides {
-            listen: self.listen,
+impl PackArgs {
+    fn overrides(&self) -> Overrides {
+        Overrides {
             policies: self.policies.clone(),
             schema: self.schema.clone(),
             entities: self.entities.clone(),
             upstream: self.upstream.clone(),
+            ..Overrides::default()
+        }
+    }
+
+    fn load(&self) -> Result<Config, StartError> {
+        load(self.config.as_deref(), &self.overrides())
+    }
+}
+
+impl ServeArgs {
+    fn load(&self) -> Result<Config, StartError> {
+        let overrides = Overrides {
+            listen: self.listen,
             tls_cert: self.tls_cert.clone(),
             tls_key: self.tls_key.clone(),
             client_ca: self.client_ca.clone(),
             admin_listen: self.admin_listen,
+            ..self.pack.overrides()
         };
-        let env = std::env::vars().filter(|(k, _)| k != "MANDATE_CONFIG");
-        let mut config = Config::load(self.config.as_deref(), env, &overrides)?;
-        // Default paths missing here: the pack and demo data in the binary.
-        mandate::embedded::use_where_missing(&mut config).map_err(StartError::Embedded)?;
-        Ok(config)
+        load(self.pack.config.as_deref(), &overrides)
     }
+}
+
+/// The configuration: defaults, the file, the environment, then `overrides`.
+fn load(file: Option<&std::path::Path>, overrides: &Overrides) -> Result<Config, StartError> {
+    let env = std::env::vars().filter(|(k, _)| k != "MANDATE_CONFIG");
+    let mut config = Config::load(file, env, overrides)?;
+    // Default paths missing here: the pack and demo data in the binary.
+    mandate::embedded::use_where_missing(&mut config).map_err(StartError::Embedded)?;
+    Ok(config)
 }
 
 fn main() -> ExitCode {
@@ -158,6 +239,12 @@ fn main() -> ExitCode {
         Command::Test(args) => test(&args),
         Command::ServeStore(args) => serve_store(&args),
     }
+}
+
+/// Writes a line to stdout; a closed stdout (`| head`) is not an error of ours.
+fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
 }
 
 fn report(error: impl miette::Diagnostic + Send + Sync + 'static) {
@@ -180,7 +267,7 @@ fn runtime() -> Option<tokio::runtime::Runtime> {
     }
 }
 
-fn serve(args: &ConfigArgs) -> ExitCode {
+fn serve(args: &ServeArgs) -> ExitCode {
     let config = match args.load() {
         Ok(config) => config,
         Err(error) => {
@@ -332,6 +419,23 @@ fn check(args: &CheckArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // A name the schema does not declare is a mistake on the command line,
+    // not a deny: say so, with the name that was probably meant.
+    let snapshot = engine.policies().current();
+    let unknown = [("--principal", principal.0), ("--resource", resource.0)]
+        .into_iter()
+        .find(|(_, ty)| snapshot.entity_type(ty).is_none())
+        .map(|(flag, ty)| format!("`{flag}`: {}", snapshot.unknown_type("entity type", ty)))
+        .or_else(|| {
+            snapshot
+                .action(&args.action)
+                .is_none()
+                .then(|| format!("`--action`: {}", snapshot.unknown_action(&args.action)))
+        });
+    if let Some(message) = unknown {
+        eprintln!("error: {message}");
+        return ExitCode::from(2);
+    }
     let Some(rt) = runtime() else {
         return ExitCode::from(INTERNAL);
     };
@@ -351,35 +455,53 @@ fn check(args: &CheckArgs) -> ExitCode {
         entities: mandate::engine::RequestEntities::None,
         request_id: None,
     };
-    match rt.block_on(engine.decide(&request)) {
-        Ok(decision) => {
-            let errors: Vec<serde_json::Value> = decision
-                .errors()
-                .iter()
-                .map(|e| serde_json::json!({"code": e.code(), "message": e.message(), "policy": e.policy()}))
-                .collect();
-            let out = serde_json::json!({
-                "decision": if decision.allowed() { "Allow" } else { "Deny" },
-                "reasons": decision.reasons().collect::<Vec<_>>(),
-                "errors": errors,
-                "policy_version": decision.policy_version(),
-                "summary": decision.summary(),
-            });
-            println!("{out:#}");
-            if decision.allowed() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            }
-        }
+    let decision = match rt.block_on(engine.decide(&request)) {
+        Ok(decision) => decision,
         Err(error) => {
             eprintln!("error: {}: {}", error.code, error.message);
-            ExitCode::from(2)
+            let shape = snapshot
+                .action(&args.action)
+                .and_then(|action| snapshot.plan(action))
+                .and_then(|plan| plan.shape());
+            if let Some(shape) = shape {
+                eprintln!(
+                    "`{}` takes this context (`--context`):\n{}",
+                    args.action,
+                    shape.describe_context()
+                );
+            }
+            return ExitCode::from(2);
         }
+    };
+    let errors: Vec<serde_json::Value> = decision
+        .errors()
+        .iter()
+        .map(
+            |e| serde_json::json!({"code": e.code(), "message": e.message(), "policy": e.policy()}),
+        )
+        .collect();
+    let mut out = serde_json::json!({
+        "decision": if decision.allowed() { "Allow" } else { "Deny" },
+        "reasons": decision.reasons().collect::<Vec<_>>(),
+        "errors": errors,
+        "policy_version": decision.policy_version(),
+        "summary": decision.summary().to_string(),
+    });
+    if args.explain {
+        let trace = serde_json::json!(rt.block_on(engine.trace(&request)));
+        if let Some(fields) = out.as_object_mut() {
+            fields.insert("explanation".to_owned(), trace);
+        }
+    }
+    say(format_args!("{out:#}"));
+    if decision.allowed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }
 
-fn validate(args: &ConfigArgs) -> ExitCode {
+fn validate(args: &PackArgs) -> ExitCode {
     // A configuration that does not load is invalid input, like a bad policy.
     let config = match args.load() {
         Ok(config) => config,
@@ -391,11 +513,11 @@ fn validate(args: &ConfigArgs) -> ExitCode {
     match app::engine(&config).and_then(|engine| app::routes(&config, &engine).map(|_| engine)) {
         Ok(engine) => {
             let snapshot = engine.policies().current();
-            println!(
+            say(format_args!(
                 "ok: {} policies valid against the schema (version {}); entities valid",
                 snapshot.policy_count(),
                 snapshot.version()
-            );
+            ));
             ExitCode::SUCCESS
         }
         Err(error) => {
@@ -416,7 +538,13 @@ fn test(args: &TestArgs) -> ExitCode {
     let Some(rt) = runtime() else {
         return ExitCode::from(INTERNAL);
     };
-    let (mut passed, mut failed) = (0usize, 0usize);
+    let format = match args.format {
+        FormatArg::Text => suite::Format::Text,
+        FormatArg::Json => suite::Format::Json,
+        FormatArg::Junit => suite::Format::Junit,
+    };
+    let filter = suite::Filter::new(args.filter.as_deref());
+    let mut out = suite::Report::new(format, std::io::stdout().lock());
     for root in &args.paths {
         let files = match suite::discover(root) {
             Ok(files) => files,
@@ -426,7 +554,7 @@ fn test(args: &TestArgs) -> ExitCode {
             }
         };
         for file in files {
-            let results = match rt.block_on(suite::run(&file, &config)) {
+            let results = match rt.block_on(suite::run(&file, &config, &filter)) {
                 Ok(results) => results,
                 Err(error) => {
                     report(error);
@@ -434,24 +562,31 @@ fn test(args: &TestArgs) -> ExitCode {
                 }
             };
             for result in results {
-                match result.failure {
-                    None => {
-                        passed += 1;
-                        println!("ok    {}", result.name);
-                    }
-                    Some(diff) => {
-                        failed += 1;
-                        println!("FAIL  {}\n{diff}", result.name);
-                    }
+                if let Err(error) = out.case(result) {
+                    eprintln!("error: cannot write the report: {error}");
+                    return ExitCode::from(2);
                 }
             }
         }
     }
-    println!("{passed} passed, {failed} failed");
-    if failed == 0 && passed > 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
+    match out.finish() {
+        Ok((passed, 0)) if passed > 0 => ExitCode::SUCCESS,
+        Ok((0, 0)) => {
+            eprintln!(
+                "error: no case ran{}",
+                if args.filter.is_some() {
+                    " (nothing matched `--filter`)"
+                } else {
+                    ""
+                }
+            );
+            ExitCode::from(1)
+        }
+        Ok(_) => ExitCode::from(1),
+        Err(error) => {
+            eprintln!("error: cannot write the report: {error}");
+            ExitCode::from(2)
+        }
     }
 }
 
@@ -477,7 +612,7 @@ fn serve_store(args: &StoreArgs) -> ExitCode {
         let addr = listener
             .local_addr()
             .map_or_else(|_| args.listen.to_string(), |a| a.to_string());
-        println!("entity store listening on http://{addr}");
+        say(format_args!("entity store listening on http://{addr}"));
         store
             .serve(listener, ShutdownSignals::install().received())
             .await;

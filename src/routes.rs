@@ -28,27 +28,6 @@ enum Segment {
     Param(String),
 }
 
-/// "the schema declares no action `plce_order` (did you mean `place_order`?)"
-fn unknown_name(what: &str, name: &str, known: &[String]) -> String {
-    let closest = known
-        .iter()
-        .map(|candidate| {
-            // A type may be written unqualified: compare with its last part too.
-            let short = candidate.rsplit("::").next().unwrap_or(candidate);
-            let distance =
-                |known: &str| strsim::levenshtein(&known.to_lowercase(), &name.to_lowercase());
-            (distance(candidate).min(distance(short)), candidate)
-        })
-        .filter(|(distance, _)| *distance <= 3)
-        .min_by_key(|(distance, _)| *distance);
-    match closest {
-        Some((_, candidate)) => {
-            format!("the schema declares no {what} `{name}` (did you mean `{candidate}`?)")
-        }
-        None => format!("the schema declares no {what} `{name}`"),
-    }
-}
-
 /// A text template: literal pieces and `{param}` references.
 #[derive(Debug, Clone)]
 struct Template(Vec<Segment>);
@@ -387,27 +366,22 @@ impl RouteTable {
     /// The first unknown name, naming its route.
     pub fn check_names(
         &self,
-        is_action: impl Fn(&str) -> bool,
-        is_type: impl Fn(&str) -> bool,
-        actions: &[String],
-        types: &[String],
+        unknown_action: impl Fn(&str) -> Option<String>,
+        unknown_type: impl Fn(&str, &str) -> Option<String>,
     ) -> Result<(), RouteError> {
         for (index, route) in self.routes.iter().enumerate() {
-            let unknown = if is_action(&route.action) {
-                (!is_type(&route.resource_type))
-                    .then(|| unknown_name("resource type", &route.resource_type, types))
-            } else {
-                Some(unknown_name("action", &route.action, actions))
-            };
-            let unknown = unknown.or_else(|| {
-                (index == 0 && !is_type(&self.principal_type)).then(|| {
-                    unknown_name(
-                        "principal type (`gateway.principal_type`)",
-                        &self.principal_type,
-                        types,
-                    )
-                })
-            });
+            let unknown = unknown_action(&route.action)
+                .or_else(|| unknown_type("resource type", &route.resource_type))
+                .or_else(|| {
+                    (index == 0)
+                        .then(|| {
+                            unknown_type(
+                                "principal type (`gateway.principal_type`)",
+                                &self.principal_type,
+                            )
+                        })
+                        .flatten()
+                });
             if let Some(message) = unknown {
                 let (method, path) = route.written.clone();
                 return Err(RouteError {

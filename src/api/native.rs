@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::error::{decode, decode_value};
 use super::{ApiError, ApiLimits, Explanation, FieldNames, json};
-use crate::engine::{Decision, DecisionRequest, Engine, EntityRef, RequestEntities};
+use crate::engine::{Decision, DecisionRequest, Engine, EntityRef, PolicyTrace, RequestEntities};
 
 const NAMES: FieldNames = FieldNames {
     principal: "principal",
@@ -71,6 +71,9 @@ struct IsAuthorized {
     context: Option<Value>,
     #[serde(default)]
     entities: Option<Vec<Value>>,
+    /// also answer, policy by policy, why (`explanation`)
+    #[serde(default)]
+    explain: bool,
 }
 
 #[derive(Deserialize)]
@@ -85,14 +88,21 @@ struct Batch {
 struct Answer<'a> {
     decision: &'static str,
     #[serde(flatten)]
-    explanation: Explanation<'a>,
+    reasons: Explanation<'a>,
+    /// each policy of the action, when the request asked (`explain`)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    explanation: Option<&'a [PolicyTrace]>,
 }
 
+/// A decision, with its policy-by-policy trace when one was asked for.
+type Decided = (Decision, Option<Vec<PolicyTrace>>);
+
 impl<'a> Answer<'a> {
-    fn of(decision: &'a Decision) -> Self {
+    fn of((decision, trace): &'a Decided) -> Self {
         Self {
             decision: if decision.allowed() { "Allow" } else { "Deny" },
-            explanation: Explanation::of(decision),
+            reasons: Explanation::of(decision),
+            explanation: trace.as_deref(),
         }
     }
 }
@@ -110,7 +120,7 @@ async fn decide(
     shared: RequestEntities<'_>,
     prefix: &str,
     request_id: Option<&str>,
-) -> Result<Decision, ApiError> {
+) -> Result<Decided, ApiError> {
     let at = |name: &str| {
         if prefix.is_empty() {
             name.to_owned()
@@ -142,10 +152,17 @@ async fn decide(
         entities,
         request_id,
     };
-    engine
+    let decision = engine
         .decide(&decision_request)
         .await
-        .map_err(|e| NAMES.refuse(e, prefix))
+        .map_err(|e| NAMES.refuse(e, prefix))?;
+    // A request that never reached the policies has its errors for a why.
+    let trace = if request.explain {
+        Some(engine.trace(&decision_request).await.unwrap_or_default())
+    } else {
+        None
+    };
+    Ok((decision, trace))
 }
 
 /// `POST /v1/is_authorized`
@@ -238,11 +255,12 @@ pub(super) async fn batch(
         // bounds the whole request, not only its waits.
         tokio::task::yield_now().await;
         decisions.push(outcome.unwrap_or_else(|error| {
-            Decision::refused(
+            let refused = Decision::refused(
                 error.code(),
                 error.to_string(),
                 engine.policies().current().version().clone(),
-            )
+            );
+            (refused, None)
         }));
     }
     let results: Vec<Answer<'_>> = decisions.iter().map(Answer::of).collect();

@@ -35,6 +35,8 @@ use crate::entities::{EntityStore, Gathered, Resident};
 use crate::policy::{ActionPlan, PolicySnapshot, PolicyStore, sorted_reasons};
 use crate::telemetry::{DecisionLog, metrics};
 
+/// A policy-by-policy account of a decision, for `explain` (see [`Engine::trace`]).
+pub use crate::policy::{Condition, PolicyTrace};
 pub use decision::{
     Decision, DecisionError, DecisionRequest, EntityRef, Field, ParsedEntities, RequestEntities,
     RequestError, Summary,
@@ -209,6 +211,47 @@ impl Engine {
             }
         }
         outcome
+    }
+
+    /// Why `request` is decided as it is, policy by policy (see
+    /// [`crate::policy::trace`]): the stages up to the entity slice again,
+    /// then each policy of the action evaluated piece by piece. `None` when
+    /// the request never reaches the policies (an unknown name, a missing
+    /// entity, a store failure: the decision's errors say so). Asked for
+    /// explicitly, apart from the decision, so the decision path stays as
+    /// it is.
+    pub async fn trace(&self, request: &DecisionRequest<'_>) -> Option<Vec<PolicyTrace>> {
+        let snapshot = self.policies.current();
+        let names = resolve(&snapshot, request).ok()?;
+        let (context, refs) = context::read_context(&snapshot, &names, request.context).ok()?;
+        let supplied = self
+            .sources
+            .supplied(
+                &snapshot,
+                request.entities,
+                (&names.principal, &request.principal),
+                (&names.resource, &request.resource),
+            )
+            .ok()?;
+        let Names {
+            principal,
+            action,
+            resource,
+            plan,
+        } = names;
+        let key = MemoKey {
+            principal,
+            action: action.clone(),
+            resource,
+            refs,
+        };
+        let (slice, _) = self.slice(&snapshot, plan, &key, supplied).await.ok()?;
+        let cedar_request = context.request(&key.principal, &key.action, &key.resource)?;
+        Some(crate::policy::trace(
+            &cedar_request,
+            plan.policies(),
+            slice.entities(),
+        ))
     }
 
     /// The five stages; `Ok` carries the resolved action for the metrics.
@@ -498,19 +541,18 @@ fn resolve<'s>(
     request: &DecisionRequest<'_>,
 ) -> Result<Names<'s>, Stop> {
     let entity = |reference: &EntityRef<'_>| {
-        uid_of(snapshot, reference.type_name, reference.id)
-            .ok_or_else(|| deny("unknown_entity_type", unknown_type(reference.type_name)))
+        uid_of(snapshot, reference.type_name, reference.id).ok_or_else(|| {
+            deny(
+                "unknown_entity_type",
+                snapshot.unknown_type("entity type", reference.type_name),
+            )
+        })
     };
     let principal = entity(&request.principal)?;
     let (action, plan) = snapshot
         .action(request.action)
         .and_then(|action| Some((action, snapshot.plan(action)?)))
-        .ok_or_else(|| {
-            deny(
-                "unknown_action",
-                format!("the schema declares no action `{}`", request.action),
-            )
-        })?;
+        .ok_or_else(|| deny("unknown_action", snapshot.unknown_action(request.action)))?;
     let resource = entity(&request.resource)?;
     Ok(Names {
         principal,
@@ -546,10 +588,6 @@ fn describe(error: &dyn std::error::Error) -> String {
 
 fn not_found(uid: &EntityUid) -> String {
     format!("entity `{uid}` is not known to the entity store or the request")
-}
-
-fn unknown_type(name: &str) -> String {
-    format!("the schema declares no entity type `{name}`")
 }
 
 #[cfg(test)]

@@ -6,8 +6,10 @@
 
 mod diagnostic;
 mod load;
+mod names;
 mod reads;
 mod shape;
+mod trace;
 mod verdicts;
 
 use std::collections::HashMap;
@@ -19,8 +21,10 @@ use cedar_policy::{ActionConstraint, Entity, EntityTypeName, EntityUid, PolicySe
 
 pub use diagnostic::SourceDiagnostic;
 pub use load::{PolicySources, load};
+pub use names::{closest, unknown_name};
 pub use reads::ContextReads;
 pub use shape::{Attr, AttrKind, RequestShape};
+pub use trace::{Condition, PolicyTrace, trace};
 pub use verdicts::{Satisfied, Verdict, Verdicts, sorted_reasons};
 
 /// Why a set of policies and schema could not be loaded.
@@ -297,6 +301,21 @@ impl PolicySnapshot {
     /// Each entity type the schema declares, fully qualified.
     pub fn entity_types(&self) -> impl Iterator<Item = &EntityTypeName> {
         self.schema.entity_types()
+    }
+
+    /// Each action id the schema declares (`view_account`).
+    pub fn action_names(&self) -> impl Iterator<Item = &str> {
+        self.schema.actions().map(|action| action.id().unescaped())
+    }
+
+    /// Says that `name` is no entity type here, and which one was meant.
+    pub fn unknown_type(&self, what: &str, name: &str) -> String {
+        unknown_name(what, name, self.entity_types().map(ToString::to_string))
+    }
+
+    /// Says that `name` is no action here, and which one was meant.
+    pub fn unknown_action(&self, name: &str) -> String {
+        unknown_name("action", name, self.action_names())
     }
 }
 

@@ -57,7 +57,37 @@ pub struct RequestShape {
     pub required: usize,
 }
 
+impl std::fmt::Display for AttrKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::String => f.write_str("String"),
+            Self::Long => f.write_str("Long"),
+            Self::Bool => f.write_str("Bool"),
+            Self::Entity(_, written) => write!(f, "entity {written}"),
+            Self::Decimal => f.write_str("decimal (a string, `\"1250.00\"`)"),
+        }
+    }
+}
+
 impl RequestShape {
+    /// The context this action takes, one attribute per line
+    /// (`  side: String, required`), for a person who left one out.
+    pub fn describe_context(&self) -> String {
+        let mut text = String::new();
+        for attr in &self.attrs {
+            let need = if attr.required {
+                "required"
+            } else {
+                "optional"
+            };
+            text.push_str(&format!("  {}: {}, {need}\n", attr.name, attr.kind));
+        }
+        if text.is_empty() {
+            text.push_str("  (no attributes)\n");
+        }
+        text
+    }
+
     /// The attribute called `name`.
     pub fn attr(&self, name: &str) -> Option<&Attr> {
         self.attr_at(name).map(|(_, attr)| attr)

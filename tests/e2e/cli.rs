@@ -191,7 +191,120 @@ fn check_exits_0_on_allow_1_on_deny_2_on_error() {
         .output()
         .unwrap();
     assert_eq!(error.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&error.stderr).contains("instrument"));
+    let stderr = String::from_utf8_lossy(&error.stderr);
+    assert!(
+        stderr.contains(
+            "`place_order` takes this context (`--context`):\n  instrument: String, required\n  side: String, required"
+        ),
+        "the action's context is listed: {stderr}"
+    );
+}
+
+#[test]
+fn check_suggests_the_name_meant_and_exits_as_a_usage_error() {
+    let check = |principal: &str, action: &str, resource: &str| {
+        let output = mandate()
+            .args(["check", "--principal", principal, "--action", action])
+            .args(["--resource", resource])
+            .output()
+            .unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (code, stdout, stderr) = check("user:carol", "plce_order", "account:alice-personal");
+    assert_eq!(code, Some(2), "{stdout}");
+    assert!(stdout.is_empty(), "no decision is printed: {stdout}");
+    assert!(
+        stderr.contains(
+            "`--action`: the schema declares no action `plce_order` (did you mean `place_order`?)"
+        ),
+        "{stderr}"
+    );
+    let (code, _, stderr) = check("user:carol", "place_order", "acount:alice-personal");
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.contains("`--resource`: the schema declares no entity type `acount` (did you mean `Brokerage::Account`?)"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_explain_says_per_policy_whether_scope_and_condition_held() {
+    let output = mandate()
+        .args(["check", "--explain", "--principal", "user:bob"])
+        .args([
+            "--action",
+            "place_order",
+            "--resource",
+            "account:alice-personal",
+        ])
+        .args(["--context", r#"{"side":"buy","instrument":"AAPL"}"#])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "Bob is a viewer: denied");
+    let out: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let explanation = out["explanation"].as_array().unwrap();
+    let policy = |id: &str| {
+        explanation
+            .iter()
+            .find(|p| p["policy"] == id)
+            .unwrap_or_else(|| panic!("no {id} in {explanation:?}"))
+    };
+    assert_eq!(
+        policy("S2"),
+        &json!({
+            "policy": "S2", "effect": "permit", "scope_matched": true, "determining": false,
+            "condition": {"outcome": "not_held", "clause": "when", "value": false,
+                "because": "resource.traders.contains(principal) || resource.restrictedWithdrawers.contains(principal) || resource.withdrawers.contains(principal) || resource.administrators.contains(principal)"}
+        })
+    );
+    assert_eq!(
+        policy("O1")["condition"]["because"],
+        "resource.owner == principal"
+    );
+    assert!(
+        explanation.iter().all(|p| p["determining"] == false),
+        "nothing allowed, nothing forbade"
+    );
+    assert!(
+        explanation.iter().all(|p| p["scope_matched"] == true),
+        "only the action's policies are listed"
+    );
+}
+
+#[test]
+fn each_subcommand_lists_only_its_own_flags_with_an_example() {
+    let help = |command: &str| {
+        let output = mandate().args([command, "--help"]).output().unwrap();
+        assert_eq!(output.status.code(), Some(0));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    for command in ["check", "validate", "test"] {
+        let text = help(command);
+        assert!(text.contains("Examples:\n  mandate "), "{command}: {text}");
+        for serve_only in ["--listen", "--tls-cert", "--client-ca", "--admin-listen"] {
+            assert!(
+                !text.contains(serve_only),
+                "{command} lists {serve_only}: {text}"
+            );
+        }
+        assert!(text.contains("--policies"), "{command}: {text}");
+    }
+    let serve = help("serve");
+    assert!(
+        serve.contains("--listen") && serve.contains("--tls-cert"),
+        "{serve}"
+    );
+    assert!(help("check").contains("--explain"));
+    let test = help("test");
+    assert!(
+        test.contains("--filter") && test.contains("--format"),
+        "{test}"
+    );
+    assert!(help("serve-store").contains("Examples:"));
 }
 
 #[test]

@@ -189,3 +189,64 @@ async fn with_no_store_every_entity_comes_from_the_request() {
     let reply = post(&url, &ask(json!([user("zoe", false), feed]))).await;
     assert_eq!(reply.json["reasons"], json!(["G2"]));
 }
+
+#[tokio::test]
+async fn explain_answers_policy_by_policy_why_and_is_absent_unless_asked() {
+    let server = Server::demo().await;
+    let ask = |explain: Option<bool>| {
+        let mut body = json!({
+            "principal": {"type": "Brokerage::User", "id": "erin"},
+            "action": {"type": "Brokerage::Action", "id": "withdraw"},
+            "resource": {"type": "Brokerage::Account", "id": "alice-personal"},
+            "context": {"destination": {"type": "Brokerage::Destination", "id": "mallory-wallet"}, "amount": "10.00"}
+        });
+        if let Some(explain) = explain {
+            body["explain"] = json!(explain);
+        }
+        body
+    };
+    let url = server.url("/v1/is_authorized");
+    let plain = post(&url, &ask(None)).await;
+    assert_eq!(plain.json["decision"], "Deny");
+    assert!(plain.json.get("explanation").is_none(), "{}", plain.json);
+    assert!(
+        post(&url, &ask(Some(false)))
+            .await
+            .json
+            .get("explanation")
+            .is_none()
+    );
+
+    let explained = post(&url, &ask(Some(true))).await;
+    assert_eq!(explained.status, 200);
+    assert_eq!(explained.json["reasons"], json!(["F1"]));
+    let trace = explained.json["explanation"].as_array().unwrap();
+    let f1 = trace.iter().find(|p| p["policy"] == "F1").unwrap();
+    assert_eq!(f1["effect"], "forbid");
+    assert_eq!(f1["condition"]["outcome"], "held");
+    assert_eq!(f1["determining"], true, "the forbid decided the deny");
+    let s4 = trace.iter().find(|p| p["policy"] == "S4").unwrap();
+    assert_eq!(s4["condition"]["outcome"], "held", "Erin's role permits…");
+    assert_eq!(s4["determining"], false, "…but a forbid overrides it");
+
+    // In a batch, per item.
+    let batch = post(
+        &server.url("/v1/is_authorized/batch"),
+        &json!({"requests": [ask(Some(true)), ask(None)]}),
+    )
+    .await;
+    let results = batch.json["results"].as_array().unwrap();
+    assert!(results[0]["explanation"].is_array());
+    assert!(results[1].get("explanation").is_none());
+
+    // A wrong type for the flag names it.
+    let mut bad = ask(None);
+    bad["explain"] = json!("yes");
+    let refused = post(&url, &bad).await;
+    assert_eq!(refused.status, 400);
+    assert_eq!(
+        refused.json["error"]["field"], "explain",
+        "{}",
+        refused.json
+    );
+}

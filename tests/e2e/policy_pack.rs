@@ -164,9 +164,13 @@ fn mandate_test_shows_the_difference_and_fails() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(1), "{stdout}");
+    let at = dir.path().join("wrong.yaml");
     assert!(
-        stdout.contains("FAIL  wrong on purpose / a viewer trades"),
-        "{stdout}"
+        stdout.contains(&format!(
+            "FAIL  wrong on purpose / a viewer trades ({}:4)",
+            at.display()
+        )),
+        "the file and line of the failing case: {stdout}"
     );
     assert!(
         stdout.contains("decision: expected Allow, got Deny"),
@@ -181,4 +185,53 @@ fn mandate_test_shows_the_difference_and_fails() {
         "{stdout}"
     );
     assert_eq!(stdout.lines().last(), Some("1 passed, 1 failed"));
+
+    // --filter runs only the matching cases; --format json and junit
+    // report the same outcome to scripts and CI.
+    let run = |args: &[&str]| {
+        let output = Command::new(binary())
+            .current_dir(root())
+            .arg("test")
+            .arg(dir.path())
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+        )
+    };
+    let (code, stdout) = run(&["--filter", "VIEWS"]);
+    assert_eq!(code, Some(0), "{stdout}");
+    assert_eq!(
+        stdout.lines().last(),
+        Some("1 passed, 0 failed"),
+        "{stdout}"
+    );
+    let (code, _) = run(&["--filter", "no such case"]);
+    assert_eq!(code, Some(1), "nothing ran is not a pass");
+
+    let (code, stdout) = run(&["--format", "json"]);
+    assert_eq!(code, Some(1));
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    assert_eq!(lines[0]["outcome"], "fail");
+    assert_eq!(lines[0]["line"], 4);
+    assert_eq!(lines[1]["outcome"], "pass");
+    assert_eq!(lines[1]["line"], 10);
+    assert_eq!(lines[2], serde_json::json!({"passed": 1, "failed": 1}));
+
+    let (code, xml) = run(&["--format", "junit"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        xml.contains(r#"<testsuites name="mandate test" tests="2" failures="1">"#),
+        "{xml}"
+    );
+    assert!(
+        xml.contains(r#"<failure message="decision: expected Allow, got Deny"#),
+        "{xml}"
+    );
 }

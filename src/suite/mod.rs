@@ -19,6 +19,8 @@
 //!     errors: [entity_not_found]                 # optional: exactly these error codes
 //! ```
 
+mod report;
+
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -28,6 +30,8 @@ use serde_json::Value;
 use crate::app::{self, StartError};
 use crate::config::{Config, StoreKind};
 use crate::engine::{DecisionRequest, EntityRef};
+
+pub use report::{Format, Report};
 
 /// One suite file.
 #[derive(Debug, Deserialize)]
@@ -110,8 +114,14 @@ pub enum SuiteError {
 /// The outcome of one case.
 #[derive(Debug)]
 pub struct CaseResult {
-    /// suite name / case name
+    /// the suite's name
+    pub suite: String,
+    /// the case's name
     pub name: String,
+    /// the suite file
+    pub file: PathBuf,
+    /// the line of the case in it (its `- ` item), 1-based
+    pub line: usize,
     /// the rule the case exercises
     pub rule: Option<String>,
     /// the expected decision
@@ -160,23 +170,61 @@ pub fn discover(path: &Path) -> Result<Vec<PathBuf>, SuiteError> {
 /// # Errors
 /// An unreadable file or one not in the suite format.
 pub fn read(path: &Path) -> Result<Suite, SuiteError> {
-    let text = std::fs::read_to_string(path).map_err(|source| SuiteError::Io {
+    parse(path, &read_text(path)?)
+}
+
+fn read_text(path: &Path) -> Result<String, SuiteError> {
+    std::fs::read_to_string(path).map_err(|source| SuiteError::Io {
         path: path.to_owned(),
         source,
-    })?;
-    serde_norway::from_str(&text).map_err(|e| SuiteError::Format {
+    })
+}
+
+fn parse(path: &Path, text: &str) -> Result<Suite, SuiteError> {
+    serde_norway::from_str(text).map_err(|e| SuiteError::Format {
         path: path.to_owned(),
         message: e.to_string(),
     })
 }
 
-/// Runs one suite against the policies of `config`, with the suite's own
-/// entities fixture as the file store.
+/// Which cases to run: those whose name, suite name or rule contains the
+/// text (case-insensitively); every case when `None`.
+#[derive(Debug, Clone, Default)]
+pub struct Filter(Option<String>);
+
+impl Filter {
+    /// A filter on `text`, or none.
+    pub fn new(text: Option<&str>) -> Self {
+        Self(text.map(str::to_lowercase))
+    }
+
+    fn admits(&self, suite: &Suite, case: &Case) -> bool {
+        let Some(text) = &self.0 else {
+            return true;
+        };
+        [Some(&suite.name), Some(&case.name), case.rule.as_ref()]
+            .into_iter()
+            .flatten()
+            .any(|field| field.to_lowercase().contains(text))
+    }
+}
+
+/// Runs the cases of one suite that `filter` admits against the policies
+/// of `config`, with the suite's own entities fixture as the file store.
 ///
 /// # Errors
 /// When the suite, the policies or the fixture cannot be loaded.
-pub async fn run(path: &Path, config: &Config) -> Result<Vec<CaseResult>, SuiteError> {
-    let suite = read(path)?;
+pub async fn run(
+    path: &Path,
+    config: &Config,
+    filter: &Filter,
+) -> Result<Vec<CaseResult>, SuiteError> {
+    let text = read_text(path)?;
+    let suite = parse(path, &text)?;
+    if !suite.cases.iter().any(|case| filter.admits(&suite, case)) {
+        return Ok(Vec::new());
+    }
+    let lines = case_lines(&text);
     let mut config = config.clone();
     // The suite's fixture is the file store, unless the HTTP store was
     // chosen: then the suites check the pack against the live store's data.
@@ -189,7 +237,10 @@ pub async fn run(path: &Path, config: &Config) -> Result<Vec<CaseResult>, SuiteE
     }
     let engine = app::engine(&config)?;
     let mut results = Vec::with_capacity(suite.cases.len());
-    for case in &suite.cases {
+    for (index, case) in suite.cases.iter().enumerate() {
+        if !filter.admits(&suite, case) {
+            continue;
+        }
         let failure = match (split_uid(&case.principal), split_uid(&case.resource)) {
             (Some(principal), Some(resource)) => {
                 let request = DecisionRequest {
@@ -230,13 +281,47 @@ pub async fn run(path: &Path, config: &Config) -> Result<Vec<CaseResult>, SuiteE
             _ => Some("`principal` and `resource` take `type:id` or `Type::\"id\"`".to_owned()),
         };
         results.push(CaseResult {
-            name: format!("{} / {}", suite.name, case.name),
+            suite: suite.name.clone(),
+            name: case.name.clone(),
+            file: path.to_owned(),
+            line: lines.get(index).copied().unwrap_or(1),
             rule: case.rule.clone(),
             expect: case.expect,
             failure,
         });
     }
     Ok(results)
+}
+
+/// The 1-based line of each item of the top-level `cases:` sequence, in
+/// order: the lines at the first item's indentation that start a `- `
+/// item. (A suite written in flow style gets the line of `cases:`.)
+fn case_lines(text: &str) -> Vec<usize> {
+    let mut lines = text.lines().enumerate();
+    let Some((cases_at, _)) = lines.by_ref().find(|(_, line)| line.starts_with("cases:")) else {
+        return Vec::new();
+    };
+    let mut indent = None;
+    let mut found = Vec::new();
+    for (number, line) in lines {
+        let trimmed = line.trim_start();
+        let depth = line.len() - trimmed.len();
+        if !trimmed.is_empty()
+            && !trimmed.starts_with('#')
+            && depth == 0
+            && !trimmed.starts_with('-')
+        {
+            break; // the next top-level key
+        }
+        let item = trimmed.starts_with("- ") || trimmed == "-";
+        if item && *indent.get_or_insert(depth) == depth {
+            found.push(number + 1);
+        }
+    }
+    if found.is_empty() {
+        found.push(cases_at + 1);
+    }
+    found
 }
 
 fn compare(
