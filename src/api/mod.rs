@@ -11,6 +11,7 @@ mod error;
 pub mod ext_authz;
 pub mod gateway;
 mod native;
+mod openapi;
 mod strict;
 
 use std::sync::Arc;
@@ -295,6 +296,14 @@ impl Api {
                 let body = self.body(request).await?;
                 native::batch(&self.engine, &body, limits, request_id).await
             }
+            "/openapi.yaml" => {
+                expect("GET", Method::GET)?;
+                Ok(openapi::yaml())
+            }
+            "/openapi.json" => {
+                expect("GET", Method::GET)?;
+                Ok(openapi::json())
+            }
             "/healthz" => {
                 expect("GET", Method::GET)?;
                 Ok(json(StatusCode::OK, &serde_json::json!({"status": "ok"})))
@@ -424,6 +433,7 @@ fn route_label(path: &str) -> &'static str {
         "/.well-known/authzen-configuration" => "authzen_configuration",
         "/v1/is_authorized" => "is_authorized",
         "/v1/is_authorized/batch" => "is_authorized_batch",
+        "/openapi.yaml" | "/openapi.json" => "openapi",
         "/healthz" => "healthz",
         "/readyz" => "readyz",
         "/metrics" => "metrics",

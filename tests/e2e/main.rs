@@ -22,6 +22,7 @@ mod file_store;
 mod gateway;
 mod hostile;
 mod native;
+mod openapi;
 mod operations;
 mod policy_pack;
 mod property;

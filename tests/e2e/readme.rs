@@ -5,7 +5,7 @@ use serde_json::Value;
 use crate::support::{Server, post_raw, root};
 
 /// (path, body, expected answer) for each `curl … -d '…'` block followed by a `json` block.
-fn examples() -> Vec<(String, String, Value)> {
+pub fn examples() -> Vec<(String, String, Value)> {
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
     let blocks: Vec<(&str, &str)> = readme
         .split("```")

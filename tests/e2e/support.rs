@@ -170,6 +170,18 @@ pub async fn post(url: &str, body: &Value) -> Reply {
     post_raw(url, serde_json::to_vec(body).unwrap()).await
 }
 
+/// A GET whose answer need not be JSON: status, headers, text.
+pub async fn get_text(url: &str) -> (u16, http::HeaderMap, String) {
+    let request = http::Request::get(url)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = client(false).request(request).await.unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, headers, String::from_utf8(body.to_vec()).unwrap())
+}
+
 pub async fn get(url: &str) -> Reply {
     let request = http::Request::get(url)
         .body(Full::new(Bytes::new()))
