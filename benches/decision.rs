@@ -23,23 +23,39 @@ use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http_body_util::{BodyExt, Full};
 use mandate::api::Surface;
-use mandate::config::{Config, Overrides};
+use mandate::config::Config;
 use mandate::engine::{DecisionRequest, Engine, EntityRef};
 use mandate::refstore::RefStore;
 use serde_json::{Value, json};
 
 fn config(upstream: Option<String>) -> Config {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let overrides = Overrides {
-        policies: Some(root.join("policies")),
-        schema: Some(root.join("schema")),
-        entities: upstream
-            .is_none()
-            .then(|| root.join("examples/demo/entities.json")),
-        upstream,
-        ..Overrides::default()
-    };
-    let mut config = Config::load(None, std::iter::empty(), &overrides).unwrap();
+    let text = |value: String| toml::Value::String(value);
+    let mut flags = vec![
+        (
+            "policy.dir",
+            text(root.join("policies").display().to_string()),
+        ),
+        (
+            "policy.schema",
+            text(root.join("schema").display().to_string()),
+        ),
+    ];
+    match upstream {
+        Some(upstream) => {
+            flags.push(("store.kind", text("http".to_owned())));
+            flags.push(("store.upstream", text(upstream)));
+        }
+        None => flags.push((
+            "store.entities",
+            text(
+                root.join("examples/demo/entities.json")
+                    .display()
+                    .to_string(),
+            ),
+        )),
+    }
+    let mut config = Config::load(None, std::iter::empty(), &flags).unwrap();
     config.cache.ttl = Duration::from_secs(3600);
     config
 }
@@ -276,18 +292,13 @@ fn bench_decisions(c: &mut Criterion) {
 fn todo_config() -> Config {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let pack = root.join("examples/authzen-todo");
-    let overrides = Overrides {
-        policies: Some(pack.join("policies")),
-        schema: Some(pack.join("schema.cedarschema")),
-        entities: Some(pack.join("entities.json")),
-        ..Overrides::default()
-    };
-    Config::load(
-        Some(&pack.join("mandate.toml")),
-        std::iter::empty(),
-        &overrides,
-    )
-    .unwrap()
+    let text = |value: PathBuf| toml::Value::String(value.display().to_string());
+    let flags = [
+        ("policy.dir", text(pack.join("policies"))),
+        ("policy.schema", text(pack.join("schema.cedarschema"))),
+        ("store.entities", text(pack.join("entities.json"))),
+    ];
+    Config::load(Some(&pack.join("mandate.toml")), std::iter::empty(), &flags).unwrap()
 }
 
 fn bench_hostile(c: &mut Criterion) {

@@ -101,14 +101,11 @@ pub fn engine(config: &Config) -> Result<Engine, StartError> {
             .filter(|ty| snapshot.entity_types().any(|known| known == ty));
         let Some(ty) = known else {
             let declared: Vec<String> = snapshot.entity_types().map(ToString::to_string).collect();
-            return Err(ConfigError::Invalid {
-                origin: None,
-                message: format!(
-                    "`entities.sources`: {}; it declares {}",
-                    snapshot.unknown_type("entity type", name),
-                    declared.join(", ")
-                ),
-            }
+            return Err(ConfigError::invalid(format!(
+                "`entities.sources`: {}; it declares {}",
+                snapshot.unknown_type("entity type", name),
+                declared.join(", ")
+            ))
             .into());
         };
         sourcing.insert(ty, *source);

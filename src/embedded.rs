@@ -67,17 +67,16 @@ pub struct Embedded {
 /// # Errors
 /// When the embedded files cannot be written out.
 pub fn use_where_missing(config: &mut Config) -> io::Result<Embedded> {
-    let defaults = Config::default();
-    let demo = defaults.store.entities.clone();
+    let default = |key| Config::default_path(key).unwrap_or_default();
     let mut wanted: Vec<&mut PathBuf> = Vec::new();
-    if config.policy.dir == defaults.policy.dir && !config.policy.dir.exists() {
+    if config.policy.dir == default("policy.dir") && !config.policy.dir.exists() {
         wanted.push(&mut config.policy.dir);
     }
-    if config.policy.schema == defaults.policy.schema && !config.policy.schema.exists() {
+    if config.policy.schema == default("policy.schema") && !config.policy.schema.exists() {
         wanted.push(&mut config.policy.schema);
     }
     let file_store = config.store.kind == crate::config::StoreKind::File;
-    let demo_data = file_store && config.store.entities == demo;
+    let demo_data = file_store && config.store.entities == default("store.entities");
     if demo_data && !config.store.entities.exists() {
         wanted.push(&mut config.store.entities);
     }

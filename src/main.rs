@@ -1,4 +1,5 @@
-//! The `mandate` command: `serve`, `check`, `validate`.
+//! The `mandate` command: `serve`, `check`, `validate`, `test`,
+//! `serve-store`, `settings`.
 //!
 //! The only place that prints errors and chooses exit codes, one table for
 //! every subcommand (the README's "Exit codes"):
@@ -17,7 +18,7 @@ use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 use mandate::app::{self, StartError};
-use mandate::config::{Config, Overrides};
+use mandate::config::{self, Config};
 use mandate::engine::{DecisionRequest, EntityRef};
 use mandate::suite::{self, split_uid};
 
@@ -80,6 +81,15 @@ Examples:
 
 Exit codes: 0 stopped cleanly, 2 the file or the address cannot be used.")]
     ServeStore(StoreArgs),
+    /// List every setting: its `mandate.toml` key, `MANDATE_…` variable,
+    /// flag, default and what it does (the README's Configuration table).
+    #[command(after_help = "\
+Examples:
+  mandate settings
+  mandate settings | grep cache.
+
+Exit codes: 0.")]
+    Settings,
 }
 
 #[derive(Args)]
@@ -123,26 +133,22 @@ enum FormatArg {
 }
 
 /// The settings every command that decides reads: the configuration file,
-/// the policies, the schema and the entity store. Each is also a
-/// `mandate.toml` key and a `MANDATE_…` variable (see the README's
-/// Configuration table); flags win over both.
+/// the policies, the schema and the entity store. Each flag is one more
+/// layer over the file and the `MANDATE_…` variables (`mandate settings`
+/// lists every setting); its help comes from the setting it sets.
 #[derive(Args, Clone)]
 struct PackArgs {
-    /// The configuration file: TOML, or JSON when its name ends in `.json`.
+    /// The configuration file: TOML, or JSON when its name ends in `.json`;
+    /// relative paths in it are relative to it.
     #[arg(long, value_name = "FILE", env = "MANDATE_CONFIG")]
     config: Option<PathBuf>,
-    /// Directory of `*.cedar` policy files [default: policies] (policy.dir).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", help = config::help("policy.dir"))]
     policies: Option<PathBuf>,
-    /// Schema file or directory [default: schema] (policy.schema).
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", help = config::help("policy.schema"))]
     schema: Option<PathBuf>,
-    /// Cedar JSON entities file; selects the file store
-    /// [default: examples/demo/entities.json] (store.entities).
-    #[arg(long, value_name = "FILE", conflicts_with = "upstream")]
+    #[arg(long, value_name = "FILE", conflicts_with = "upstream", help = config::help("store.entities"))]
     entities: Option<PathBuf>,
-    /// Base URL of the HTTP entity store; selects it (store.upstream).
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", help = config::help("store.upstream"))]
     upstream: Option<String>,
 }
 
@@ -151,22 +157,25 @@ struct PackArgs {
 struct ServeArgs {
     #[command(flatten)]
     pack: PackArgs,
-    /// Address to listen on [default: 127.0.0.1:8180] (server.listen).
-    #[arg(long, value_name = "ADDR:PORT")]
+    #[arg(long, value_name = "ADDR:PORT", help = config::help("server.listen"))]
     listen: Option<std::net::SocketAddr>,
-    /// PEM certificate chain: serve TLS (tls.cert).
-    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    #[arg(long, value_name = "FILE", requires = "tls_key", help = config::help("tls.cert"))]
     tls_cert: Option<PathBuf>,
-    /// PEM private key of `--tls-cert` (tls.key).
-    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    #[arg(long, value_name = "FILE", requires = "tls_cert", help = config::help("tls.key"))]
     tls_key: Option<PathBuf>,
-    /// PEM CA bundle: require client certificates chained to it (tls.client_ca).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", help = config::help("tls.client_ca"))]
     client_ca: Option<PathBuf>,
-    /// A separate listener for admin endpoints, health and metrics
-    /// (server.admin_listen).
-    #[arg(long, value_name = "ADDR:PORT")]
+    #[arg(long, value_name = "ADDR:PORT", help = config::help("server.admin_listen"))]
     admin_listen: Option<std::net::SocketAddr>,
+}
+
+/// A flag's value as a setting's.
+fn text(value: impl ToString) -> toml::Value {
+    toml::Value::String(value.to_string())
+}
+
+fn path(value: &std::path::Path) -> toml::Value {
+    toml::Value::String(value.to_string_lossy().into_owned())
 }
 
 #[derive(Args)]
@@ -192,39 +201,60 @@ struct CheckArgs {
 }
 
 impl PackArgs {
-    fn overrides(&self) -> Overrides {
-        Overrides {
-            policies: self.policies.clone(),
-            schema: self.schema.clone(),
-            entities: self.entities.clone(),
-            upstream: self.upstream.clone(),
-            ..Overrides::default()
+    /// The flags given, as settings: the top layer.
+    fn flags(&self) -> Vec<(&'static str, toml::Value)> {
+        let mut flags = Vec::new();
+        if let Some(dir) = &self.policies {
+            flags.push(("policy.dir", path(dir)));
         }
+        if let Some(schema) = &self.schema {
+            flags.push(("policy.schema", path(schema)));
+        }
+        if let Some(entities) = &self.entities {
+            flags.push(("store.kind", text("file")));
+            flags.push(("store.entities", path(entities)));
+        }
+        if let Some(upstream) = &self.upstream {
+            flags.push(("store.kind", text("http")));
+            flags.push(("store.upstream", text(upstream)));
+        }
+        flags
     }
 
     fn load(&self) -> Result<Config, StartError> {
-        load(self.config.as_deref(), &self.overrides())
+        load(self.config.as_deref(), &self.flags())
     }
 }
 
 impl ServeArgs {
     fn load(&self) -> Result<Config, StartError> {
-        let overrides = Overrides {
-            listen: self.listen,
-            tls_cert: self.tls_cert.clone(),
-            tls_key: self.tls_key.clone(),
-            client_ca: self.client_ca.clone(),
-            admin_listen: self.admin_listen,
-            ..self.pack.overrides()
-        };
-        load(self.pack.config.as_deref(), &overrides)
+        let mut flags = self.pack.flags();
+        if let Some(listen) = self.listen {
+            flags.push(("server.listen", text(listen)));
+        }
+        if let Some(cert) = &self.tls_cert {
+            flags.push(("tls.cert", path(cert)));
+        }
+        if let Some(key) = &self.tls_key {
+            flags.push(("tls.key", path(key)));
+        }
+        if let Some(ca) = &self.client_ca {
+            flags.push(("tls.client_ca", path(ca)));
+        }
+        if let Some(admin) = self.admin_listen {
+            flags.push(("server.admin_listen", text(admin)));
+        }
+        load(self.pack.config.as_deref(), &flags)
     }
 }
 
-/// The configuration: defaults, the file, the environment, then `overrides`.
-fn load(file: Option<&std::path::Path>, overrides: &Overrides) -> Result<Config, StartError> {
+/// The configuration: defaults, the file, the environment, then `flags`.
+fn load(
+    file: Option<&std::path::Path>,
+    flags: &mandate::config::Flags,
+) -> Result<Config, StartError> {
     let env = std::env::vars().filter(|(k, _)| k != "MANDATE_CONFIG");
-    let mut config = Config::load(file, env, overrides)?;
+    let mut config = Config::load(file, env, flags)?;
     // Default paths missing here: the pack and demo data in the binary.
     mandate::embedded::use_where_missing(&mut config).map_err(StartError::Embedded)?;
     Ok(config)
@@ -238,6 +268,10 @@ fn main() -> ExitCode {
         Command::Validate(args) => validate(&args),
         Command::Test(args) => test(&args),
         Command::ServeStore(args) => serve_store(&args),
+        Command::Settings => {
+            say(format_args!("{}", config::reference_table().trim_end()));
+            ExitCode::SUCCESS
+        }
     }
 }
 

@@ -653,7 +653,7 @@ mod tests {
     use super::*;
 
     fn table(toml_routes: &str) -> RouteTable {
-        let mut config: GatewayConfig = toml::from_str(toml_routes).unwrap();
+        let mut config = crate::config::Config::gateway_from(toml_routes);
         config.trusted_headers = vec!["X-Owner-Approved".to_owned()];
         RouteTable::compile(&config).unwrap()
     }
@@ -730,8 +730,9 @@ mod tests {
 
     #[test]
     fn a_template_naming_an_unknown_parameter_is_refused() {
-        let config: GatewayConfig = toml::from_str(
+        let config = crate::config::Config::gateway_from(
             r#"
+            original = "x-original"
             [[routes]]
             method = "GET"
             path = "/accounts/{account}"
@@ -739,8 +740,7 @@ mod tests {
             resource_type = "Account"
             resource_id = "{acount}"
             "#,
-        )
-        .unwrap();
+        );
         let err = RouteTable::compile(&config).unwrap_err();
         assert!(
             err.to_string().contains("`{acount}` is not a parameter"),
@@ -876,7 +876,7 @@ mod tests {
         let is_fact =
             |action: &str, attribute: &str| action == "withdraw" && attribute == "ownerApproved";
         table(ROUTES).check_facts(is_fact).unwrap();
-        let untrusted: GatewayConfig = toml::from_str(ROUTES).unwrap();
+        let untrusted = crate::config::Config::gateway_from(ROUTES);
         let table = RouteTable::compile(&untrusted).unwrap();
         let err = table.check_facts(is_fact).unwrap_err();
         assert!(err.to_string().contains("context `ownerApproved`"), "{err}");

@@ -167,7 +167,7 @@ impl EntityCache {
     }
 
     /// The store's health: answering when it answered in the last
-    /// [`ANSWERED_RECENTLY`] and has not failed since; otherwise it is asked
+    /// `ANSWERED_RECENTLY` (5 s) and has not failed since; otherwise it is asked
     /// for nothing (an empty batch), within `within`, to learn whether it
     /// answers now.
     ///

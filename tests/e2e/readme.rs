@@ -133,3 +133,19 @@ fn readme_gateway_configs_are_the_ones_the_gateway_test_uses() {
         "the route table, how to start Mandate, and one config per gateway"
     );
 }
+
+#[test]
+fn readme_configuration_table_is_the_one_mandate_settings_prints() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let table = mandate::config::reference_table();
+    assert!(
+        readme.contains(&table),
+        "README's Configuration table differs from `mandate settings`; paste this:\n{table}"
+    );
+    let output = std::process::Command::new(crate::support::binary())
+        .arg("settings")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    assert_eq!(String::from_utf8(output.stdout).unwrap(), table);
+}

@@ -8,7 +8,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use mandate::config::{Config, Overrides};
+use mandate::config::Config;
 use serde_json::Value;
 
 /// The project root, so tests find `policies/`, `schema/` and the demo data.
@@ -24,14 +24,10 @@ pub fn demo_config() -> Config {
 /// The gateway example's configuration (`examples/gateways/mandate.toml`),
 /// on ports chosen by the system.
 pub fn gateway_config() -> Config {
-    let overrides = Overrides {
-        listen: Some("127.0.0.1:0".parse().unwrap()),
-        ..Overrides::default()
-    };
     let mut config = Config::load(
         Some(&root().join("examples/gateways/mandate.toml")),
         std::iter::once(("MANDATE_LOG_DECISIONS".to_owned(), "off".to_owned())),
-        &overrides,
+        &[("server.listen", text("127.0.0.1:0"))],
     )
     .unwrap();
     config.gateway.grpc_listen = Some("127.0.0.1:0".parse().unwrap());
@@ -41,26 +37,34 @@ pub fn gateway_config() -> Config {
 /// The AuthZEN interop Todo pack (todos are request-described), quiet.
 pub fn todo_config() -> Config {
     let pack = root().join("examples/authzen-todo");
-    let overrides = Overrides {
-        listen: Some("127.0.0.1:0".parse().unwrap()),
-        policies: Some(pack.join("policies")),
-        schema: Some(pack.join("schema.cedarschema")),
-        entities: Some(pack.join("entities.json")),
-        ..Overrides::default()
-    };
+    let flags = [
+        ("server.listen", text("127.0.0.1:0")),
+        ("policy.dir", path(&pack.join("policies"))),
+        ("policy.schema", path(&pack.join("schema.cedarschema"))),
+        ("store.entities", path(&pack.join("entities.json"))),
+    ];
     let quiet = std::iter::once(("MANDATE_LOG_DECISIONS".to_owned(), "off".to_owned()));
-    Config::load(Some(&pack.join("mandate.toml")), quiet, &overrides).unwrap()
+    Config::load(Some(&pack.join("mandate.toml")), quiet, &flags).unwrap()
+}
+
+/// A setting's text value, as a flag gives it.
+pub fn text(value: &str) -> toml::Value {
+    toml::Value::String(value.to_owned())
+}
+
+/// A path setting's value.
+pub fn path(value: &Path) -> toml::Value {
+    toml::Value::String(value.display().to_string())
 }
 
 /// The shipped configuration plus `MANDATE_…` settings.
 pub fn config_with(env: &[(&str, &str)]) -> Config {
     let root = root();
-    let overrides = Overrides {
-        listen: Some("127.0.0.1:0".parse().unwrap()),
-        policies: Some(root.join("policies")),
-        schema: Some(root.join("schema")),
-        ..Overrides::default()
-    };
+    let flags = [
+        ("server.listen", text("127.0.0.1:0")),
+        ("policy.dir", path(&root.join("policies"))),
+        ("policy.schema", path(&root.join("schema"))),
+    ];
     let demo = root
         .join("examples/demo/entities.json")
         .display()
@@ -71,7 +75,7 @@ pub fn config_with(env: &[(&str, &str)]) -> Config {
     ]
     .into_iter()
     .chain(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
-    Config::load(None, env, &overrides).unwrap()
+    Config::load(None, env, &flags).unwrap()
 }
 
 /// A running server; stops when dropped.

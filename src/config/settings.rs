@@ -1,0 +1,315 @@
+//! Every setting, defined once: its key (which is also its `MANDATE_…`
+//! variable), its default, its flag, what kind of value it takes and what
+//! it does. The defaults layer, the list of keys, the flags' help, the hints
+//! on a bad value, `mandate settings` and the README's Configuration table
+//! are all read from [`SETTINGS`] (ripgrep's flag definitions are the model).
+//! The typed `Config` structs say only what each field is; a test checks
+//! that the structs and this table name the same keys, and that each kind
+//! matches its field.
+
+/// One setting.
+#[derive(Debug, Clone, Copy)]
+pub struct Setting {
+    /// `section.key`, as in `mandate.toml`
+    pub key: &'static str,
+    /// its default
+    pub default: Initial,
+    /// the command-line flag that sets it, if any
+    pub flag: Option<&'static str>,
+    /// what kind of value it takes
+    pub kind: Kind,
+    /// what it does, in one line (the README's table, `mandate settings`)
+    pub what: &'static str,
+}
+
+/// A setting's default.
+#[derive(Debug, Clone, Copy)]
+pub enum Initial {
+    /// this text (a string, a path, an address, a duration)
+    Text(&'static str),
+    /// this TOML value (a number, a Boolean, `[]`, `{}`)
+    Toml(&'static str),
+    /// unset; the text says what that means
+    Unset(&'static str),
+}
+
+/// The kind of value a setting takes: how a mistake is explained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// free text
+    Text,
+    /// a file or directory; in a config file, relative to that file
+    Path,
+    /// `HOST:PORT`
+    Address,
+    /// `http://…` or `https://…`
+    Url,
+    /// a number and a unit (`250ms`, `10s`, `5m`)
+    Duration,
+    /// a non-negative integer
+    Integer,
+    /// one of these words
+    OneOf(&'static [&'static str]),
+    /// a list (a TOML array; in the environment, `["a", "b"]`)
+    List,
+    /// a table (a TOML table; in the environment, `{ a = "b" }`)
+    Table,
+}
+
+impl Kind {
+    /// How to write a value of this kind, for an error about one.
+    pub fn expected(self) -> String {
+        match self {
+            Self::Text => "write text".to_owned(),
+            Self::Path => "write a path (in a config file, relative to the file)".to_owned(),
+            Self::Address => "write an address `HOST:PORT`, e.g. `127.0.0.1:8180`".to_owned(),
+            Self::Url => "write a URL, e.g. `https://store.internal`".to_owned(),
+            Self::Duration => {
+                "write a duration as a number and a unit, e.g. `250ms`, `10s`, `5m`, `1h` (`0s` where zero is allowed)"
+                    .to_owned()
+            }
+            Self::Integer => "write a whole number, e.g. `1000`".to_owned(),
+            Self::OneOf(words) => format!(
+                "write one of {}",
+                words
+                    .iter()
+                    .map(|w| format!("`{w}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Self::List => {
+                "write a list, e.g. `[\"a\", \"b\"]` (in the environment too)".to_owned()
+            }
+            Self::Table => "write a table, e.g. `{ a = \"b\" }` (in the environment too)".to_owned(),
+        }
+    }
+}
+
+const fn setting(
+    key: &'static str,
+    default: Initial,
+    flag: Option<&'static str>,
+    kind: Kind,
+    what: &'static str,
+) -> Setting {
+    Setting {
+        key,
+        default,
+        flag,
+        kind,
+        what,
+    }
+}
+
+use Initial::{Text, Toml, Unset};
+use Kind::{Address, Duration, Integer, List, OneOf, Path, Table, Url};
+
+/// Every setting, in the order the README lists them.
+#[rustfmt::skip]
+pub const SETTINGS: &[Setting] = &[
+    // Loopback: a fresh install answers nobody but its own host until told.
+    setting("server.listen", Text("127.0.0.1:8180"), Some("--listen"), Address,
+        "address to listen on"),
+    // A batch of a few hundred evaluations fits with room.
+    setting("server.max_body_bytes", Toml("1048576"), None, Integer,
+        "largest request body, in bytes; larger is a 413"),
+    // One request cannot hold a worker for long.
+    setting("server.max_batch_items", Toml("1000"), None, Integer,
+        "most items in one batch (AuthZEN `evaluations`, native `requests`); more is a 400"),
+    // Cuts off slow and silent clients without hurting any real caller.
+    setting("server.header_read_timeout", Text("10s"), None, Duration,
+        "a client slower to send its headers, or its first whole request after connecting (TLS handshake and HTTP/2 preface included), is cut off"),
+    // Under Kubernetes' 30 s termination grace.
+    setting("server.shutdown_grace_period", Text("10s"), None, Duration,
+        "time in-flight requests get to finish after SIGTERM or SIGINT"),
+    setting("server.admin_listen", Unset("none"), Some("--admin-listen"), Address,
+        "a separate listener for admin, health and metrics; the main one then answers no admin endpoint"),
+    // Far beyond any decision, short of a stuck connection.
+    setting("server.request_timeout", Text("10s"), None, Duration,
+        "time one request may take, body and decision included; then a 503"),
+    // Well above a sidecar's callers, under the fd limit.
+    setting("server.max_connections", Toml("10000"), None, Integer,
+        "open connections; one more is answered 503 and closed"),
+    // The contracts need 5; a deep document costs parse time.
+    setting("server.max_json_depth", Toml("32"), None, Integer,
+        "deepest JSON nesting of a request; deeper is a 400"),
+    // Longer than gateways' pool idle times, short enough that idle sockets
+    // cannot hold `max_connections` for long.
+    setting("server.idle_timeout", Text("60s"), None, Duration,
+        "a connection with no request in flight this long is closed (every listener)"),
+    setting("server.public_url", Unset("none"), None, Url,
+        "base URL the AuthZEN metadata names; without it a well-formed `Host`, else the listen address (a crafted `Host` is never reflected)"),
+    // Each costs parsing and a place in the decision's entity set: this
+    // bounds a request's CPU (tens of milliseconds) whatever its shape.
+    setting("server.max_request_entities", Toml("2000"), None, Integer,
+        "most request-supplied entities one request uses (a batch counts shared ones per item); more is a 400"),
+    setting("tls.cert", Unset("none"), Some("--tls-cert"), Path,
+        "PEM certificate chain; with `tls.key`, the listeners speak TLS (re-read when the file changes)"),
+    setting("tls.key", Unset("none"), Some("--tls-key"), Path,
+        "PEM private key of `tls.cert`"),
+    setting("tls.client_ca", Unset("none"), Some("--client-ca"), Path,
+        "PEM CA bundle: clients must present a certificate chained to it (mutual TLS)"),
+    setting("tls.reload_interval", Text("2s"), None, Duration,
+        "how often certificate and key files are checked for changes"),
+    setting("tls.allowed_clients", Unset("any"), None, Table,
+        "`{decisions = [...], admin = [...]}`: client identities (DNS or URI SAN, or CN) allowed per surface; empty allows any valid certificate"),
+    setting("policy.dir", Text("policies"), Some("--policies"), Path,
+        "directory whose `*.cedar` files (recursively) form the policy set"),
+    setting("policy.schema", Text("schema"), Some("--schema"), Path,
+        "a `.cedarschema` file, or a directory of them"),
+    setting("policy.default_namespace", Unset("the schema's only namespace"), None, Kind::Text,
+        "where unqualified AuthZEN types and action names resolve (`user` → `Brokerage::User`)"),
+    setting("policy.reload_interval", Text("2s"), None, Duration,
+        "how often policy and schema files are checked for edits, then reloaded (`0s`: off; SIGHUP and the admin endpoint reload at once)"),
+    setting("store.kind", Text("file"), None, OneOf(&["file", "http", "none"]),
+        "the entity store: `file`, `http` or `none` (`--entities` selects `file`, `--upstream` `http`)"),
+    setting("store.entities", Text("examples/demo/entities.json"), Some("--entities"), Path,
+        "the file store's Cedar JSON entities (the default is the shipped demo data)"),
+    // An edit is live within seconds, at the cost of one `stat` per period.
+    setting("store.reload_interval", Text("2s"), None, Duration,
+        "how often the file store checks its file for changes"),
+    setting("store.upstream", Unset("none"), Some("--upstream"), Url,
+        "base URL of the HTTP store (`POST {base}/entities/batch`)"),
+    setting("store.upstream_token", Unset("none"), None, Kind::Text,
+        "a bearer token sent to the HTTP store"),
+    setting("store.upstream_ca", Unset("system roots"), None, Path,
+        "PEM CA certificates trusted for an `https` store"),
+    setting("store.upstream_client_cert", Unset("none"), None, Path,
+        "PEM client certificate presented to an `https` store"),
+    setting("store.upstream_client_key", Unset("none"), None, Path,
+        "its private key"),
+    // A store that cannot accept within a second is down; a retry is better.
+    setting("store.connect_timeout", Text("1s"), None, Duration,
+        "time to open a connection to the store"),
+    // Beyond it a decision is more useful as a deny than as a hang.
+    setting("store.request_timeout", Text("2s"), None, Duration,
+        "time for one store request, answer included; then a retry or a deny"),
+    // Rides over a restart blip without tripling load.
+    setting("store.retries", Toml("2"), None, Integer,
+        "retries after a connect error, timeout or 5xx"),
+    setting("store.retry_backoff", Text("50ms"), None, Duration,
+        "base of the jittered exponential backoff between retries"),
+    // Enough for user → group → org hierarchies.
+    setting("store.ancestor_depth", Toml("3"), None, Integer,
+        "levels of parents gathered above the entities a request names"),
+    // Thousands of entities, far short of what would hurt the process.
+    setting("store.max_response_bytes", Toml("16777216"), None, Integer,
+        "largest store answer read, in bytes; larger is malformed (a deny)"),
+    // A role change reaches decisions within half a minute (sooner with an
+    // invalidation).
+    setting("cache.ttl", Text("30s"), None, Duration,
+        "how long a fetched entity is served without asking the store again (`0s`: ask every time)"),
+    // Unknown callers cannot hammer the store; new users appear fast.
+    setting("cache.negative_ttl", Text("5s"), None, Duration,
+        "how long \"the store does not know this uid\" is remembered"),
+    // Rides over a store restart, never serves data older than that.
+    setting("cache.stale_if_error", Text("5m"), None, Duration,
+        "how long past its TTL an entity may still be served while the store fails"),
+    setting("cache.max_entries", Toml("1000000"), None, Integer,
+        "most entities cached"),
+    setting("cache.max_bytes", Toml("536870912"), None, Integer,
+        "most bytes cached (estimated from each entity's JSON)"),
+    // The hot working set; each costs a few KiB with the HTTP store, well
+    // under one with the file store.
+    setting("cache.max_slices", Toml("10000"), None, Integer,
+        "most decisions the engine remembers (entity slice and context-free answer), either store; `0`: none"),
+    setting("admin.token", Unset("none"), None, Kind::Text,
+        "bearer token the admin endpoints require; without one they answer only on a loopback listener"),
+    setting("gateway.principal_header", Text("x-user-id"), None, Kind::Text,
+        "the header the gateway sets to the authenticated principal's id: the only identity taken from a gateway"),
+    setting("gateway.principal_type", Text("User"), None, Kind::Text,
+        "the principal's entity type (as callers write types)"),
+    // nginx's `auth_request` accepts only 401 and 403: use 403 there.
+    setting("gateway.unmatched_status", Toml("404"), None, Integer,
+        "status when no route matches, 404 or 403 (a deny either way)"),
+    setting("gateway.grpc_listen", Unset("none"), None, Address,
+        "where Envoy's gRPC `ext_authz` is served"),
+    // A fallback between pairs would let a client choose the checked request.
+    setting("gateway.original", Unset("none (required with routes)"), None, OneOf(&["x-original", "x-forwarded", "request-line"]),
+        "where the original request comes from: `x-original` (nginx), `x-forwarded` (Traefik, Caddy) or `request-line` (Envoy)"),
+    setting("gateway.trusted_headers", Toml("[]"), None, List,
+        "headers the gateway sets and strips from clients; the only sources of facts (Boolean context attributes)"),
+    setting("gateway.routes", Toml("[]"), None, List,
+        "the route table: method and path pattern → action, resource, context (see API gateways)"),
+    setting("entities.sources", Toml("{}"), None, Table,
+        "entity type → `store`, `request` or `merge`; unlisted types are `store` (`request` with `store.kind = \"none\"`)"),
+    setting("log.level", Text("info"), None, Kind::Text,
+        "a `tracing` filter for the process log (stderr)"),
+    setting("log.decisions", Text("stdout"), None, OneOf(&["stdout", "stderr", "file", "off"]),
+        "the decision log: `stdout`, `stderr`, `file` or `off`"),
+    setting("log.decisions_file", Unset("none"), None, Path,
+        "the decision log file, appended to, for `log.decisions = \"file\"`"),
+    // With `decisions_max_bytes` bounding their size.
+    setting("log.decisions_queue", Toml("10000"), None, Integer,
+        "decision lines waiting to be written; beyond it lines are dropped and counted, never blocking a decision"),
+    // A stalled sink costs at most that (twice, while a batch is written).
+    setting("log.decisions_max_bytes", Toml("8388608"), None, Integer,
+        "bytes of decision lines waiting; beyond it lines are dropped and counted"),
+    setting("log.mask", Toml("[]"), None, List,
+        "context attributes the decision log writes as `\"***\"` (their values hidden in error messages too)"),
+];
+
+/// The setting of `key`.
+pub fn find(key: &str) -> Option<&'static Setting> {
+    SETTINGS.iter().find(|setting| setting.key == key)
+}
+
+/// The environment variable of a key: `server.listen` → `MANDATE_SERVER_LISTEN`.
+pub fn env_name(key: &str) -> String {
+    format!("MANDATE_{}", key.replace('.', "_").to_uppercase())
+}
+
+impl Setting {
+    /// The default as shown to people: `127.0.0.1:8180`, `1000`, `none`.
+    pub fn default_text(&self) -> &'static str {
+        match self.default {
+            Text(text) | Toml(text) | Unset(text) => text,
+        }
+    }
+
+    /// A flag's help: what it does, its default and its key.
+    pub fn help(&self) -> String {
+        match self.default {
+            Text(text) | Toml(text) => {
+                format!(
+                    "{} [default: {text}] ({})",
+                    capitalized(self.what),
+                    self.key
+                )
+            }
+            Unset(_) => format!("{} ({})", capitalized(self.what), self.key),
+        }
+    }
+}
+
+fn capitalized(text: &str) -> String {
+    let mut chars = text.chars();
+    chars.next().map_or_else(String::new, |first| {
+        first.to_uppercase().chain(chars).collect()
+    })
+}
+
+/// The help of the flag that sets `key` (for the command line's flags).
+pub fn help(key: &str) -> String {
+    find(key).map_or_else(|| key.to_owned(), Setting::help)
+}
+
+/// The Configuration table of the README (and of `mandate settings`), in
+/// Markdown: key, variable, flag, default, what.
+pub fn reference_table() -> String {
+    let mut table = String::from("| key | env | flag | default | what |\n|---|---|---|---|---|\n");
+    for setting in SETTINGS {
+        let flag = setting.flag.map(|f| format!("`{f}`")).unwrap_or_default();
+        let default = match setting.default {
+            Text(text) | Toml(text) => format!("`{text}`"),
+            Unset(text) => text.to_owned(),
+        };
+        table.push_str(&format!(
+            "| `{}` | `{}` | {flag} | {default} | {} |\n",
+            setting.key,
+            env_name(setting.key),
+            setting.what
+        ));
+    }
+    table
+}
