@@ -262,6 +262,13 @@ fn load(
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Diagnostics wrap to the width of a person's terminal; in a pipe or a
+    // log, each message stays on its line, whole, for grep and scripts.
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        let _ = miette::set_hook(Box::new(|_| {
+            Box::new(miette::MietteHandlerOpts::new().wrap_lines(false).build())
+        }));
+    }
     match cli.command {
         Command::Serve(args) => serve(&args),
         Command::Check(args) => check(&args),

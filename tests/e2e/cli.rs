@@ -513,3 +513,91 @@ async fn sighup_reloads_the_policies() {
         .unwrap();
     assert_eq!(child.wait().unwrap().code(), Some(0));
 }
+
+#[test]
+fn validate_reads_paths_relative_to_the_config_file_and_reports_every_mistake() {
+    let dir = tempfile::tempdir().unwrap();
+    let pack = dir.path().join("pack");
+    std::fs::create_dir_all(pack.join("policies")).unwrap();
+    for entry in std::fs::read_dir(root().join("policies")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), pack.join("policies").join(entry.file_name())).unwrap();
+    }
+    std::fs::copy(
+        root().join("schema/brokerage.cedarschema"),
+        pack.join("brokerage.cedarschema"),
+    )
+    .unwrap();
+    std::fs::copy(
+        root().join("examples/demo/entities.json"),
+        pack.join("entities.json"),
+    )
+    .unwrap();
+    let config = pack.join("mandate.toml");
+    std::fs::write(
+        &config,
+        "[policy]\ndir = \"policies\"\nschema = \"brokerage.cedarschema\"\n[store]\nentities = \"entities.json\"\n",
+    )
+    .unwrap();
+    // From anywhere else: the file's paths are the file's.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let ok = mandate()
+        .current_dir(elsewhere.path())
+        .arg("validate")
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+
+    std::fs::write(
+        &config,
+        "[policy]\ndir = \"policies\"\nschema = \"brokerage.cedarschema\"\nreload_interval = \"2\"\n[store]\nentities = \"entities.json\"\nretries = \"many\"\n[entitie]\nsources = {}\n",
+    )
+    .unwrap();
+    let bad = mandate()
+        .arg("validate")
+        .arg("--config")
+        .arg(&config)
+        .env("MANDATE_CACHE_TTLL", "1s")
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    for expected in [
+        "4 mistakes",
+        "`policy.reload_interval`",
+        "line 4",
+        "`store.retries`",
+        "`entitie.sources`",
+        "did you mean `MANDATE_CACHE_TTL`?",
+        "write a duration as a number and a unit",
+    ] {
+        assert!(stderr.contains(expected), "{expected} not in {stderr}");
+    }
+}
+
+#[test]
+fn validate_checks_entity_sources_against_the_schema() {
+    let output = mandate()
+        .arg("validate")
+        .env(
+            "MANDATE_ENTITIES_SOURCES",
+            r#"{ "Brokerage::Usr" = "request" }"#,
+        )
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(
+            "the schema declares no entity type `Brokerage::Usr` (did you mean `Brokerage::User`?)"
+        ),
+        "{stderr}"
+    );
+}
