@@ -222,44 +222,44 @@ impl Engine {
     /// it is.
     pub async fn trace(&self, request: &DecisionRequest<'_>) -> Option<Vec<PolicyTrace>> {
         let snapshot = self.policies.current();
-        let names = resolve(&snapshot, request).ok()?;
-        let (context, refs) = context::read_context(&snapshot, &names, request.context).ok()?;
-        let supplied = self
-            .sources
-            .supplied(
-                &snapshot,
-                request.entities,
-                (&names.principal, &request.principal),
-                (&names.resource, &request.resource),
-            )
-            .ok()?;
-        let Names {
-            principal,
-            action,
-            resource,
-            plan,
-        } = names;
-        let key = MemoKey {
-            principal,
-            action: action.clone(),
-            resource,
-            refs,
-        };
-        let (slice, _) = self.slice(&snapshot, plan, &key, supplied).await.ok()?;
-        let cedar_request = context.request(&key.principal, &key.action, &key.resource)?;
+        let sliced = self.through_slice(&snapshot, request).await.ok()?;
+        let key = &sliced.key;
+        let cedar_request = sliced
+            .context
+            .request(&key.principal, &key.action, &key.resource)?;
         Some(crate::policy::trace(
             &cedar_request,
-            plan.policies(),
-            slice.entities(),
+            sliced.plan.policies(),
+            sliced.slice.entities(),
         ))
     }
 
     /// The five stages; `Ok` carries the resolved action for the metrics.
-    async fn decide_with<'s>(
+    async fn decide_with<'v>(
         &self,
-        snapshot: &'s PolicySnapshot,
-        request: &DecisionRequest<'_>,
-    ) -> Result<(&'s EntityUid, Decision), Stop> {
+        snapshot: &'v PolicySnapshot,
+        request: &'v DecisionRequest<'_>,
+    ) -> Result<(&'v EntityUid, Decision), Stop> {
+        let Sliced {
+            action,
+            plan,
+            key,
+            context,
+            slice,
+            gathered,
+        } = self.through_slice(snapshot, request).await?;
+        let mut decision = self.evaluate(&key, &context, plan, &slice, snapshot.version());
+        decision.stale_data = gathered.stale;
+        Ok((action, decision))
+    }
+
+    /// Stages 1 to 3, shared by a decision and its trace: the names, the
+    /// context read, the request's own entities, the memo key, the slice.
+    async fn through_slice<'v>(
+        &self,
+        snapshot: &'v PolicySnapshot,
+        request: &'v DecisionRequest<'_>,
+    ) -> Result<Sliced<'v>, Stop> {
         let names = resolve(snapshot, request)?;
         let (context, refs) = context::read_context(snapshot, &names, request.context)?;
         let supplied = self.sources.supplied(
@@ -281,9 +281,14 @@ impl Engine {
             refs,
         };
         let (slice, gathered) = self.slice(snapshot, plan, &key, supplied).await?;
-        let mut decision = self.evaluate(&key, &context, plan, &slice, snapshot.version());
-        decision.stale_data = gathered.stale;
-        Ok((action, decision))
+        Ok(Sliced {
+            action,
+            plan,
+            key,
+            context,
+            slice,
+            gathered,
+        })
     }
 
     /// Stage 3: the entities the decision reads. When the store alone
@@ -532,6 +537,16 @@ impl Engine {
             entities,
         })
     }
+}
+
+/// What stages 1 to 3 leave for evaluation.
+struct Sliced<'v> {
+    action: &'v EntityUid,
+    plan: &'v ActionPlan,
+    key: MemoKey,
+    context: ReadContext<'v>,
+    slice: Slice,
+    gathered: Gathered,
 }
 
 /// Stage 1: the request's names in `snapshot`. An unknown type or action
