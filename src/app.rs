@@ -64,6 +64,20 @@ pub enum StartError {
     #[error(transparent)]
     #[diagnostic(transparent)]
     Server(#[from] ServerError),
+    /// The change-event bus cannot be used (an unreachable bus is not an
+    /// error: it is retried, and entities are kept briefly meanwhile).
+    #[error(transparent)]
+    Bus(#[from] crate::bus::BusError),
+}
+
+/// The change-event bus of a configuration, if it names one.
+pub fn bus_settings(config: &Config) -> Option<crate::bus::BusSettings> {
+    Some(crate::bus::BusSettings {
+        url: config.bus.url.clone()?,
+        subject: config.bus.subject.clone(),
+        credentials_file: config.bus.credentials_file.clone(),
+        tls_ca: config.bus.tls_ca.clone(),
+    })
 }
 
 /// The policy sources a configuration names.
@@ -149,6 +163,11 @@ fn cache_settings(config: &Config) -> CacheSettings {
         stale_if_error: config.cache.stale_if_error,
         max_entries: config.cache.max_entries,
         max_bytes: config.cache.max_bytes,
+        ttl_without_bus: config
+            .bus
+            .url
+            .is_some()
+            .then_some(config.cache.ttl_without_bus),
     }
 }
 
@@ -327,6 +346,9 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         None => None,
     };
     start_background(config, &engine);
+    if let Some(bus) = bus_settings(config) {
+        crate::bus::subscribe(bus, Arc::clone(&engine)).await?;
+    }
     let (stop, stopped) = watch::channel(false);
     let until_stopped = move || {
         let mut stopped = stopped.clone();

@@ -11,6 +11,7 @@
 
 pub mod api;
 pub mod app;
+pub mod bus;
 pub mod config;
 pub mod embedded;
 pub mod engine;

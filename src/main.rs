@@ -78,9 +78,20 @@ Exit codes: 0 every case passed, 1 a case failed (or none ran), 2 a suite could 
 Examples:
   mandate serve-store --entities examples/demo/entities.json --listen 127.0.0.1:8190
   mandate serve --upstream http://127.0.0.1:8190
+  mandate serve-store --nats nats://127.0.0.1:4222   # publishes what changes when the file does
 
-Exit codes: 0 stopped cleanly, 2 the file or the address cannot be used.")]
+Exit codes: 0 stopped cleanly, 2 the file, the address or the bus cannot be used.")]
     ServeStore(StoreArgs),
+    /// Publish an entity change event: every replica subscribed to the
+    /// subject forgets these entities (or everything, with `--all`).
+    #[command(after_help = "\
+Examples:
+  mandate publish --nats nats://127.0.0.1:4222 'Brokerage::User::\"grace\"' account:alice-personal
+  mandate publish --nats tls://bus.internal:4222 --credentials ops.creds --all
+  nats pub mandate.entities.changed '{\"uids\":[{\"type\":\"Brokerage::User\",\"id\":\"grace\"}]}'   # the same, with the NATS CLI
+
+Exit codes: 0 published (the server has it), 2 usage or the bus cannot be reached.")]
+    Publish(PublishArgs),
     /// List every setting: its `mandate.toml` key, `MANDATE_…` variable,
     /// flag, default and what it does (the README's Configuration table).
     #[command(after_help = "\
@@ -107,6 +118,55 @@ struct StoreArgs {
     /// Latency added to every answer, e.g. `5ms`.
     #[arg(long, value_name = "DURATION", default_value = "0ms", value_parser = humantime::parse_duration)]
     latency: std::time::Duration,
+    /// How often the file is checked for changes (it is re-read when it changes).
+    #[arg(long, value_name = "DURATION", default_value = "250ms", value_parser = humantime::parse_duration)]
+    watch_interval: std::time::Duration,
+    #[command(flatten)]
+    bus: BusArgs,
+}
+
+/// Where change events go.
+#[derive(Args)]
+struct BusArgs {
+    #[arg(long = "nats", value_name = "URL", env = "MANDATE_BUS_URL", help = config::help("bus.url"))]
+    url: Option<String>,
+    #[arg(long, value_name = "SUBJECT", env = "MANDATE_BUS_SUBJECT", default_value = "mandate.entities.changed", help = config::help("bus.subject"))]
+    subject: String,
+    #[arg(long = "credentials", value_name = "FILE", env = "MANDATE_BUS_CREDENTIALS_FILE", help = config::help("bus.credentials_file"))]
+    credentials_file: Option<PathBuf>,
+    #[arg(long, value_name = "FILE", env = "MANDATE_BUS_TLS_CA", help = config::help("bus.tls_ca"))]
+    tls_ca: Option<PathBuf>,
+}
+
+impl BusArgs {
+    fn settings(&self) -> Option<mandate::bus::BusSettings> {
+        Some(mandate::bus::BusSettings {
+            url: self.url.clone()?,
+            subject: self.subject.clone(),
+            credentials_file: self.credentials_file.clone(),
+            tls_ca: self.tls_ca.clone(),
+        })
+    }
+}
+
+#[derive(Args)]
+struct PublishArgs {
+    #[command(flatten)]
+    bus: BusArgs,
+    /// The changed entities: `type:id` or Cedar's `Type::"id"`.
+    #[arg(
+        value_name = "UID",
+        required_unless_present = "all",
+        conflicts_with = "all"
+    )]
+    uids: Vec<String>,
+    /// Everything changed: every replica forgets every cached entity.
+    #[arg(long)]
+    all: bool,
+    /// The event's revision: one more than the last one published on the
+    /// subject (a jump tells replicas an event was missed). Default: none.
+    #[arg(long, value_name = "N")]
+    revision: Option<u64>,
 }
 
 #[derive(Args)]
@@ -275,6 +335,7 @@ fn main() -> ExitCode {
         Command::Validate(args) => validate(&args),
         Command::Test(args) => test(&args),
         Command::ServeStore(args) => serve_store(&args),
+        Command::Publish(args) => publish(&args),
         Command::Settings => {
             say(format_args!("{}", config::reference_table().trim_end()));
             ExitCode::SUCCESS
@@ -380,6 +441,48 @@ fn serve(args: &ServeArgs) -> ExitCode {
         running.stopped().await;
         ExitCode::SUCCESS
     })
+}
+
+/// Re-reads the store's file when it changes and, with a bus, publishes
+/// the uids that changed, numbered from 1 (a restart of the store starts
+/// again at 1, which replicas take as a gap: they forget everything).
+fn watch_and_publish(
+    store: &Arc<mandate::refstore::RefStore>,
+    interval: std::time::Duration,
+    bus: Option<mandate::bus::BusSettings>,
+) {
+    let store = Arc::clone(store);
+    tokio::spawn(async move {
+        let mut revision = 0u64;
+        let mut ticks = tokio::time::interval(interval);
+        loop {
+            ticks.tick().await;
+            let Some(changed) = store.reload_if_changed() else {
+                continue;
+            };
+            let (Some(bus), false) = (&bus, changed.is_empty()) else {
+                continue;
+            };
+            revision += 1;
+            // More than one event may name: everything changed.
+            let changed = if changed.len() > mandate::bus::MAX_EVENT_UIDS {
+                mandate::bus::Changed::All
+            } else {
+                let uids = changed
+                    .into_iter()
+                    .map(|(type_name, id)| mandate::bus::EventUid { type_name, id })
+                    .collect();
+                mandate::bus::Changed::Uids(uids)
+            };
+            let event = mandate::bus::ChangeEvent {
+                changed,
+                revision: Some(revision),
+            };
+            if let Err(error) = mandate::bus::publish(bus, &event).await {
+                eprintln!("error: {error}");
+            }
+        }
+    });
 }
 
 /// SIGTERM and SIGINT, listened for from the moment of installing.
@@ -631,6 +734,50 @@ fn test(args: &TestArgs) -> ExitCode {
     }
 }
 
+fn publish(args: &PublishArgs) -> ExitCode {
+    let Some(settings) = args.bus.settings() else {
+        eprintln!("error: `--nats URL` (or `MANDATE_BUS_URL`) names the bus to publish on");
+        return ExitCode::from(2);
+    };
+    let changed = if args.all {
+        mandate::bus::Changed::All
+    } else {
+        let mut uids = Vec::with_capacity(args.uids.len());
+        for written in &args.uids {
+            let Some((type_name, id)) = split_uid(written) else {
+                eprintln!("error: `{written}`: write `type:id` or `Type::\"id\"`");
+                return ExitCode::from(2);
+            };
+            uids.push(mandate::bus::EventUid {
+                type_name: type_name.to_owned(),
+                id: id.to_owned(),
+            });
+        }
+        mandate::bus::Changed::Uids(uids)
+    };
+    let event = mandate::bus::ChangeEvent {
+        changed,
+        revision: args.revision,
+    };
+    let Some(rt) = runtime() else {
+        return ExitCode::from(INTERNAL);
+    };
+    match rt.block_on(mandate::bus::publish(&settings, &event)) {
+        Ok(()) => {
+            say(format_args!(
+                "published on {}: {}",
+                settings.subject,
+                String::from_utf8_lossy(&event.encode())
+            ));
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn serve_store(args: &StoreArgs) -> ExitCode {
     let store = match mandate::refstore::RefStore::open(&args.entities, args.latency) {
         Ok(store) => Arc::new(store),
@@ -654,6 +801,7 @@ fn serve_store(args: &StoreArgs) -> ExitCode {
             .local_addr()
             .map_or_else(|_| args.listen.to_string(), |a| a.to_string());
         say(format_args!("entity store listening on http://{addr}"));
+        watch_and_publish(&store, args.watch_interval, args.bus.settings());
         store
             .serve(listener, ShutdownSignals::install().received())
             .await;

@@ -1,7 +1,9 @@
 //! A reference entity store: serves the upstream contract
 //! (`POST /entities/batch`) from a Cedar JSON entities file, with an optional
-//! added latency. For demos, the Helm chart's examples and benchmarks
-//! (`mandate serve-store`); the platform's own account service replaces it.
+//! added latency, and re-reads the file when it changes, publishing which
+//! entities changed on the change-event bus when one is given. For demos,
+//! the Helm chart's examples and benchmarks (`mandate serve-store`); the
+//! platform's own account service replaces it.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -19,9 +21,13 @@ use serde::Deserialize;
 use serde_json::Value;
 use tokio::net::TcpListener;
 
+type Keyed = HashMap<(String, String), Value>;
+
 /// The entities, keyed by (type, id).
 pub struct RefStore {
-    entities: HashMap<(String, String), Value>,
+    path: std::path::PathBuf,
+    entities: arc_swap::ArcSwap<Keyed>,
+    stamp: std::sync::Mutex<Option<(std::time::SystemTime, u64)>>,
     latency: Duration,
 }
 
@@ -43,40 +49,98 @@ impl RefStore {
     /// # Errors
     /// An unreadable file, or one that is not such a list.
     pub fn open(path: &Path, latency: Duration) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
-        let list: Vec<Value> = serde_json::from_str(&text)
-            .map_err(|e| format!("`{}` is not a JSON list: {e}", path.display()))?;
-        let mut entities = HashMap::with_capacity(list.len());
-        for entity in list {
-            let uid = entity
-                .get("uid")
-                .and_then(|uid| uid.get("__entity").or(Some(uid)));
-            let key = uid.and_then(|uid| {
-                Some((
-                    uid.get("type")?.as_str()?.to_owned(),
-                    uid.get("id")?.as_str()?.to_owned(),
-                ))
-            });
-            let Some(key) = key else {
-                return Err(format!(
-                    "`{}`: an entity without a `uid` `{{\"type\", \"id\"}}`",
-                    path.display()
-                ));
-            };
-            entities.insert(key, entity);
-        }
-        Ok(Self { entities, latency })
+        let stamp = stamp(path);
+        Ok(Self {
+            path: path.to_owned(),
+            entities: arc_swap::ArcSwap::from_pointee(read(path)?),
+            stamp: std::sync::Mutex::new(stamp),
+            latency,
+        })
     }
 
+    /// Re-reads the file if it changed since the last reading; returns the
+    /// uids whose entity was added, changed or removed (`None`: no change,
+    /// or the new file is invalid and the last good one keeps serving).
+    pub fn reload_if_changed(&self) -> Option<Vec<(String, String)>> {
+        let now = stamp(&self.path);
+        {
+            let mut last = self
+                .stamp
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if *last == now {
+                return None;
+            }
+            *last = now;
+        }
+        let next = match read(&self.path) {
+            Ok(next) => next,
+            Err(error) => {
+                eprintln!("error: {error}; the last good entities keep serving");
+                return None;
+            }
+        };
+        let before = self.entities.load();
+        let mut changed: Vec<(String, String)> = next
+            .iter()
+            .filter(|(uid, entity)| before.get(*uid) != Some(*entity))
+            .map(|(uid, _)| uid.clone())
+            .chain(
+                before
+                    .keys()
+                    .filter(|uid| !next.contains_key(*uid))
+                    .cloned(),
+            )
+            .collect();
+        changed.sort();
+        self.entities.store(Arc::new(next));
+        Some(changed)
+    }
+}
+
+fn stamp(path: &Path) -> Option<(std::time::SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+/// Reads a Cedar JSON entities file, keyed by uid.
+fn read(path: &Path) -> Result<Keyed, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+    let list: Vec<Value> = serde_json::from_str(&text)
+        .map_err(|e| format!("`{}` is not a JSON list: {e}", path.display()))?;
+    let mut entities = HashMap::with_capacity(list.len());
+    for entity in list {
+        let uid = entity
+            .get("uid")
+            .and_then(|uid| uid.get("__entity").or(Some(uid)));
+        let key = uid.and_then(|uid| {
+            Some((
+                uid.get("type")?.as_str()?.to_owned(),
+                uid.get("id")?.as_str()?.to_owned(),
+            ))
+        });
+        let Some(key) = key else {
+            return Err(format!(
+                "`{}`: an entity without a `uid` `{{\"type\", \"id\"}}`",
+                path.display()
+            ));
+        };
+        entities.insert(key, entity);
+    }
+    Ok(entities)
+}
+
+impl RefStore {
     /// Answers one batch body.
     fn answer(&self, body: &[u8]) -> (u16, String) {
         match serde_json::from_slice::<Batch>(body) {
             Ok(batch) => {
+                let entities = self.entities.load();
                 let found: Vec<&Value> = batch
                     .uids
                     .into_iter()
-                    .filter_map(|uid| self.entities.get(&(uid.type_name, uid.id)))
+                    .filter_map(|uid| entities.get(&(uid.type_name, uid.id)))
                     .collect();
                 (200, serde_json::json!({ "entities": found }).to_string())
             }

@@ -314,6 +314,7 @@ impl Api {
             }
             "/metrics" => {
                 expect("GET", Method::GET)?;
+                metrics().observe_bus_age();
                 let cached = self.engine.store().cached().await;
                 metrics()
                     .cache_entries
@@ -347,15 +348,25 @@ impl Api {
             StoreHealth::Degraded => (StatusCode::OK, "degraded"),
             StoreHealth::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         };
-        json(
-            status,
-            &serde_json::json!({
-                "status": if status == StatusCode::OK { "ready" } else { "not_ready" },
-                "policy_version": snapshot.version().as_ref(),
-                "policies": snapshot.policy_count(),
-                "entity_store": store,
-            }),
-        )
+        let mut body = serde_json::json!({
+            "status": if status == StatusCode::OK { "ready" } else { "not_ready" },
+            "policy_version": snapshot.version().as_ref(),
+            "policies": snapshot.policy_count(),
+            "entity_store": store,
+        });
+        // The bus never makes a replica unready: without it, entities are
+        // kept for `cache.ttl_without_bus` only, and decisions go on.
+        if let (Some(connected), Some(fields)) =
+            (self.engine.store().bus_connected(), body.as_object_mut())
+        {
+            let bus = if connected {
+                "connected"
+            } else {
+                "disconnected"
+            };
+            fields.insert("bus".to_owned(), serde_json::json!(bus));
+        }
+        json(status, &body)
     }
 
     async fn body<B>(&self, request: Request<B>) -> Result<Bytes, ApiError>

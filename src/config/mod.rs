@@ -105,6 +105,63 @@ pub struct Config {
     pub entities: EntitiesConfig,
     /// Diagnostics of the process itself (not the decision log).
     pub log: LogConfig,
+    /// Entity change events over NATS.
+    pub bus: BusConfig,
+}
+
+/// The change-event bus.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BusConfig {
+    /// `bus.url`: see [`SETTINGS`] for what it does and its default.
+    pub url: Option<String>,
+    /// `bus.subject`: see [`SETTINGS`] for what it does and its default.
+    pub subject: String,
+    /// `bus.credentials_file`: see [`SETTINGS`] for what it does and its default.
+    pub credentials_file: Option<PathBuf>,
+    /// `bus.tls_ca`: see [`SETTINGS`] for what it does and its default.
+    pub tls_ca: Option<PathBuf>,
+    /// `bus.allow_unauthenticated`: see [`SETTINGS`] for what it does and its default.
+    pub allow_unauthenticated: bool,
+}
+
+impl BusConfig {
+    /// A bus on another host with no credentials, unless allowed: anyone
+    /// who can reach it could publish events to every replica.
+    fn unauthenticated_elsewhere(&self) -> Option<String> {
+        let url = self.url.as_deref()?;
+        let Some((scheme, rest)) = url.split_once("://") else {
+            return Some(format!(
+                "`bus.url` `{url}` is not a URL: write `nats://host:4222` or `tls://host:4222`"
+            ));
+        };
+        if !matches!(scheme, "nats" | "tls") {
+            return Some(format!(
+                "`bus.url` `{url}`: the scheme is `nats` or `tls`, not `{scheme}`"
+            ));
+        }
+        let authority = rest.split('/').next().unwrap_or(rest);
+        let credentials_in_url = authority.contains('@');
+        let host = authority.rsplit('@').next().unwrap_or(authority);
+        let host = host
+            .rsplit_once(':')
+            .filter(|(h, _)| !h.is_empty() && !h.ends_with(':'))
+            .map_or(host, |(h, _)| h)
+            .trim_matches(['[', ']']);
+        let loopback = host == "localhost"
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        let authenticated = credentials_in_url || self.credentials_file.is_some();
+        (!loopback && !authenticated && !self.allow_unauthenticated).then(|| {
+            format!(
+                "`bus.url` `{url}` is on another host and has no credentials: set \
+                 `bus.credentials_file`, or a user and password or token in the URL \
+                 (`nats://user:pass@host:4222`), or `bus.allow_unauthenticated = true` \
+                 if the network alone protects the bus"
+            )
+        })
+    }
 }
 
 /// The decision listener.
@@ -253,6 +310,9 @@ pub struct CacheConfig {
     pub max_bytes: u64,
     /// `cache.max_slices`: see [`SETTINGS`] for what it does and its default.
     pub max_slices: u64,
+    /// `cache.ttl_without_bus`: see [`SETTINGS`] for what it does and its default.
+    #[serde(with = "humantime_serde")]
+    pub ttl_without_bus: Duration,
 }
 
 /// The admin surface.
@@ -464,6 +524,9 @@ impl Config {
                 "`store.kind` is `http` but `store.upstream` is not set (use `--upstream URL`)"
                     .to_owned(),
             );
+        }
+        if let Some(mistake) = self.bus.unauthenticated_elsewhere() {
+            mistakes.push(mistake);
         }
         if mistakes.is_empty() {
             Ok(())
@@ -757,6 +820,7 @@ mod tests {
                 Kind::Url => ("http://127.0.0.1:7", None),
                 Kind::Duration => ("7s", Some("7")),
                 Kind::Integer => ("403", Some("many")),
+                Kind::Bool => ("true", Some("7")),
                 Kind::OneOf(words) => (words[0], Some("neither")),
                 Kind::List => ("[]", Some("7")),
                 Kind::Table => ("{}", Some("7")),

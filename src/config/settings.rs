@@ -48,6 +48,8 @@ pub enum Kind {
     Duration,
     /// a non-negative integer
     Integer,
+    /// `true` or `false`
+    Bool,
     /// one of these words
     OneOf(&'static [&'static str]),
     /// a list (a TOML array; in the environment, `["a", "b"]`)
@@ -69,6 +71,7 @@ impl Kind {
                     .to_owned()
             }
             Self::Integer => "write a whole number, e.g. `1000`".to_owned(),
+            Self::Bool => "write `true` or `false`".to_owned(),
             Self::OneOf(words) => format!(
                 "write one of {}",
                 words
@@ -102,7 +105,7 @@ const fn setting(
 }
 
 use Initial::{Text, Toml, Unset};
-use Kind::{Address, Duration, Integer, List, OneOf, Path, Table, Url};
+use Kind::{Address, Bool, Duration, Integer, List, OneOf, Path, Table, Url};
 
 /// Every setting, in the order the README lists them.
 #[rustfmt::skip]
@@ -213,6 +216,20 @@ pub const SETTINGS: &[Setting] = &[
     // under one with the file store.
     setting("cache.max_slices", Toml("10000"), None, Integer,
         "most decisions the engine remembers (entity slice and context-free answer), either store; `0`: none"),
+    // Revocation stays bounded while the bus is down: one fetch a second
+    // per hot entity, at most.
+    setting("cache.ttl_without_bus", Text("1s"), None, Duration,
+        "with `bus.url` set, how long a fetched entity is served while the bus is down (or not yet connected): events cannot reach this replica then"),
+    setting("bus.url", Unset("none (no bus)"), None, Url,
+        "the NATS server (`nats://host:4222`, `tls://host:4222`; `nats://user:pass@host` or `nats://token@host` to authenticate) whose entity change events this replica applies"),
+    setting("bus.subject", Text("mandate.entities.changed"), None, Kind::Text,
+        "the subject the change events are published on (prefix it per environment or tenant)"),
+    setting("bus.credentials_file", Unset("none"), None, Path,
+        "a NATS credentials file (`.creds`: JWT and nkey seed) to authenticate with"),
+    setting("bus.tls_ca", Unset("system roots"), None, Path,
+        "PEM CA certificates trusted for the NATS server; setting it requires TLS"),
+    setting("bus.allow_unauthenticated", Toml("false"), None, Bool,
+        "accept a bus on another host without credentials (refused by default: whoever can publish can make every replica drop its cache; events only ever remove data, never add it)"),
     setting("admin.token", Unset("none"), None, Kind::Text,
         "bearer token the admin endpoints require; without one they answer only on a loopback listener"),
     setting("gateway.principal_header", Text("x-user-id"), None, Kind::Text,

@@ -634,6 +634,7 @@ mod tests {
                 stale_if_error: Duration::ZERO,
                 max_entries: 10_000,
                 max_bytes: 1 << 24,
+                ttl_without_bus: None,
             },
         );
         let engine = Engine::new(

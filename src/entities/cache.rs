@@ -52,6 +52,9 @@ pub struct CacheSettings {
     pub max_entries: u64,
     /// most bytes held (estimated)
     pub max_bytes: u64,
+    /// with a change-event bus: the freshness while it is not connected
+    /// (events cannot arrive then); `None` without a bus
+    pub ttl_without_bus: Option<Duration>,
 }
 
 /// A cached entity and its parents.
@@ -120,6 +123,8 @@ pub struct EntityCache {
     /// bumped by every invalidation: what was built from earlier lookups
     /// is void
     generation: std::sync::atomic::AtomicU64,
+    /// whether the change-event bus is connected (meaningful with one)
+    bus_connected: std::sync::atomic::AtomicBool,
 }
 
 impl EntityCache {
@@ -152,6 +157,45 @@ impl EntityCache {
             settings,
             exchanges: Arc::new(Mutex::new(Exchanges::default())),
             generation: std::sync::atomic::AtomicU64::new(0),
+            bus_connected: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// The bus connected or went away. Going away voids what was built
+    /// under the long TTL (from here on entities are fresh for
+    /// `ttl_without_bus`); coming back forgets everything, since events may
+    /// have been missed meanwhile.
+    pub fn set_bus_connected(&self, connected: bool) {
+        let was = self
+            .bus_connected
+            .swap(connected, std::sync::atomic::Ordering::AcqRel);
+        match (was, connected) {
+            (false, true) => self.invalidate_all(),
+            (true, false) => self.bump_generation(),
+            _ => {}
+        }
+    }
+
+    /// Whether the bus is connected; `None` when there is no bus.
+    pub fn bus_connected(&self) -> Option<bool> {
+        self.settings.ttl_without_bus.map(|_| {
+            self.bus_connected
+                .load(std::sync::atomic::Ordering::Acquire)
+        })
+    }
+
+    /// How long a fetched entity is fresh now: the TTL, or with a bus that
+    /// is not connected, at most `ttl_without_bus`.
+    fn ttl(&self) -> Duration {
+        match self.settings.ttl_without_bus {
+            Some(short)
+                if !self
+                    .bus_connected
+                    .load(std::sync::atomic::Ordering::Acquire) =>
+            {
+                self.settings.ttl.min(short)
+            }
+            _ => self.settings.ttl,
         }
     }
 
@@ -337,7 +381,7 @@ impl EntityCache {
 
     fn ttl_of(&self, entry: &Entry) -> std::time::Duration {
         if entry.value.is_some() {
-            self.settings.ttl
+            self.ttl()
         } else {
             self.settings.negative_ttl
         }
@@ -533,6 +577,7 @@ mod tests {
             stale_if_error: Duration::from_secs(60),
             max_entries: 1000,
             max_bytes: 1 << 20,
+            ttl_without_bus: None,
         }
     }
 
@@ -690,6 +735,60 @@ mod tests {
         double.failing.store(false, Ordering::SeqCst);
         let back = found(&cache, "a").await.unwrap();
         assert!(!back.stale);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_the_bus_entities_are_fresh_for_ttl_without_bus_and_a_reconnect_forgets_all() {
+        let double = Double::new(vec![
+            json!({"uid": {"type": "User", "id": "a"}, "attrs": {}, "parents": []}),
+        ]);
+        let short = Duration::from_secs(1);
+        let cache = EntityCache::new(
+            Arc::clone(&double),
+            CacheSettings {
+                ttl_without_bus: Some(short),
+                ..settings()
+            },
+        );
+        // Not connected yet: fresh for a second only.
+        assert_eq!(
+            found(&cache, "a").await.unwrap().fresh_until,
+            Some(Instant::now() + short)
+        );
+        tokio::time::advance(short).await;
+        found(&cache, "a").await.unwrap();
+        assert_eq!(double.calls(), 2, "asked again after ttl_without_bus");
+
+        let generation = cache.generation();
+        cache.set_bus_connected(true);
+        assert_ne!(
+            cache.generation(),
+            generation,
+            "connecting forgets everything"
+        );
+        let lookup = found(&cache, "a").await.unwrap();
+        assert_eq!(double.calls(), 3);
+        assert_eq!(
+            lookup.fresh_until,
+            Some(Instant::now() + TTL),
+            "the full TTL with the bus"
+        );
+        tokio::time::advance(short * 5).await;
+        found(&cache, "a").await.unwrap();
+        assert_eq!(double.calls(), 3, "events keep it fresh");
+
+        let generation = cache.generation();
+        cache.set_bus_connected(false);
+        assert_ne!(
+            cache.generation(),
+            generation,
+            "what was built under the long TTL is void"
+        );
+        found(&cache, "a").await.unwrap();
+        assert_eq!(double.calls(), 4, "5 s old: stale without the bus");
+        cache.set_bus_connected(false);
+        found(&cache, "a").await.unwrap();
+        assert_eq!(double.calls(), 4, "no change, no invalidation");
     }
 
     #[tokio::test(start_paused = true)]

