@@ -53,6 +53,8 @@ print(text[start:].split("```yaml\n", 1)[1].split("```", 1)[0])
 PY
 HTTP=(--set store.kind=http --set store.http.url=https://store.example:8443 --set store.http.caSecret=store-ca
     --set store.http.tokenSecret.name=store-token)
+BUS=(--set bus.url=tls://nats.messaging:4222 --set bus.subject=prod.mandate.entities.changed
+    --set bus.credentialsSecret.name=nats-creds --set bus.caSecret=nats-ca --set bus.ttlWithoutBus=2s)
 ALL=(--set tls.enabled=true --set podDisruptionBudget.enabled=true --set autoscaling.enabled=true
     --set serviceMonitor.enabled=true --set dashboard.enabled=true)
 
@@ -112,11 +114,13 @@ for helm in "${HELMS[@]}"; do
     render "$helm" routes "${ROUTES[@]}"
     render "$helm" all+readme -f "$WORK/values-readme.yaml"
     render "$helm" all+http+mtls+routes "${ALL[@]}" "${HTTP[@]}" --set tls.clientCA.enabled=true "${ROUTES[@]}"
+    render "$helm" http+bus "${HTTP[@]}" "${BUS[@]}"
     unknown_field_fails "$helm" Deployment
     unknown_field_fails "$helm" ServiceMonitor
     refused "$helm" "a string for replicaCount" --set replicaCount=two
     refused "$helm" "a misspelt key (tls.enabeld)" --set tls.enabeld=true
     refused "$helm" "a store kind it does not know" --set store.kind=redis
+    refused "$helm" "a bus URL that is not NATS" --set bus.url=http://nats:4222
     refused "$helm" "a route without an action" --set 'gateway.routes[0].method=GET' --set 'gateway.routes[0].path=/x' \
         --set 'gateway.routes[0].resource_type=Account' --set 'gateway.routes[0].resource_id=x'
 

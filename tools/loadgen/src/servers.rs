@@ -147,17 +147,22 @@ pub fn mandate(
 /// The reference entity store serving `entities`, pinned to core 1 (the
 /// load generator's: its work is not charged to the server).
 pub fn store(options: &Options, entities: &Path, latency: Duration) -> Server {
+    store_with(
+        options,
+        entities,
+        &["--latency", &format!("{}ms", latency.as_millis())],
+    )
+}
+
+/// The reference entity store with more arguments (`--nats`, …), pinned
+/// to core 1.
+pub fn store_with(options: &Options, entities: &Path, args: &[&str]) -> Server {
     let addr = free_addr();
     let mut command = Command::new(&options.mandate);
-    command.args([
-        "serve-store",
-        "--listen",
-        &addr.to_string(),
-        "--entities",
-        &entities.display().to_string(),
-        "--latency",
-        &format!("{}ms", latency.as_millis()),
-    ]);
+    command
+        .args(["serve-store", "--listen", &addr.to_string(), "--entities"])
+        .arg(entities)
+        .args(args);
     Server::start("entity store", command, addr, "1", None)
 }
 
