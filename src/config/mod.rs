@@ -789,6 +789,35 @@ mod tests {
         assert_eq!(found.len(), 3, "{found:#?}");
     }
 
+    #[test]
+    fn a_bus_on_another_host_without_credentials_is_refused_unless_allowed() {
+        let load = |pairs: &[(&str, &str)]| Config::load(None, env(pairs), &[]);
+        let refused =
+            mistakes(load(&[("MANDATE_BUS_URL", "nats://bus.internal:4222")]).unwrap_err());
+        assert!(refused[0].contains("has no credentials"), "{refused:?}");
+        for fine in [
+            vec![("MANDATE_BUS_URL", "nats://127.0.0.1:4222")],
+            vec![("MANDATE_BUS_URL", "nats://localhost:4222")],
+            vec![("MANDATE_BUS_URL", "nats://u:p@bus.internal:4222")],
+            vec![("MANDATE_BUS_URL", "tls://token@bus.internal:4222")],
+            vec![
+                ("MANDATE_BUS_URL", "nats://bus.internal:4222"),
+                ("MANDATE_BUS_CREDENTIALS_FILE", "/run/mandate.creds"),
+            ],
+            vec![
+                ("MANDATE_BUS_URL", "nats://bus.internal:4222"),
+                ("MANDATE_BUS_ALLOW_UNAUTHENTICATED", "true"),
+            ],
+        ] {
+            assert!(load(&fine).is_ok(), "{fine:?}");
+        }
+        let scheme = mistakes(load(&[("MANDATE_BUS_URL", "http://127.0.0.1:4222")]).unwrap_err());
+        assert!(
+            scheme[0].contains("the scheme is `nats` or `tls`"),
+            "{scheme:?}"
+        );
+    }
+
     /// Every key the structs have, from the defaults serialized: section.key.
     fn struct_keys() -> Vec<String> {
         let defaults = serde_json::to_value(Config::load(None, env(&[]), &[]).unwrap()).unwrap();

@@ -72,8 +72,13 @@ impl Nats {
     }
 
     fn restart(&mut self) {
+        self.restart_with(&[]);
+    }
+
+    fn restart_with(&mut self, args: &[&str]) {
         let child = Command::new(nats_server())
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -432,4 +437,53 @@ async fn bad_events_are_ignored_and_counted_and_a_storm_does_not_stall_decisions
     .await;
     assert!(all_seen.is_some(), "every event of the storm was read");
     assert_eq!(metric(&server, "mandate_bus_connected").await, 1.0);
+}
+
+#[tokio::test]
+async fn credentials_in_the_url_authenticate_and_wrong_ones_never_connect() {
+    let mut nats = Nats {
+        port: free_port(),
+        child: None,
+    };
+    nats.restart_with(&["--user", "mandate", "--pass", "s3cret"]);
+    let store = Store::start(&nats);
+    let url = |userinfo: &str| format!("nats://{userinfo}@127.0.0.1:{}", nats.port);
+    let right = url("mandate:s3cret");
+    let wrong = url("mandate:guess");
+    let good = Server::start(config_with(&[
+        ("MANDATE_STORE_KIND", "http"),
+        ("MANDATE_STORE_UPSTREAM", store.url.as_str()),
+        ("MANDATE_BUS_URL", right.as_str()),
+    ]))
+    .await;
+    let bad = Server::start(config_with(&[
+        ("MANDATE_STORE_KIND", "http"),
+        ("MANDATE_STORE_UPSTREAM", store.url.as_str()),
+        ("MANDATE_BUS_URL", wrong.as_str()),
+    ]))
+    .await;
+    connected(&[&good]).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        bus_state(&bad).await,
+        "disconnected",
+        "a wrong password never connects"
+    );
+    assert!(decision(&bad).await, "decisions go on without the bus");
+
+    let publish = |url: &str| {
+        Command::new(binary())
+            .args(["publish", "--nats", url, "--all"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+    };
+    assert_eq!(publish(&wrong).code(), Some(2), "publish fails loudly");
+    assert_eq!(publish(&right).code(), Some(0));
+    let applied = within(Duration::from_secs(2), || async {
+        metric(&good, "mandate_bus_events_applied_total").await >= 1.0
+    })
+    .await;
+    assert!(applied.is_some());
 }
