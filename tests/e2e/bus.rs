@@ -487,3 +487,61 @@ async fn credentials_in_the_url_authenticate_and_wrong_ones_never_connect() {
     .await;
     assert!(applied.is_some());
 }
+
+#[tokio::test]
+async fn a_tls_bus_is_trusted_through_bus_tls_ca_and_refused_without_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = crate::pki::Ca::new("bus ca");
+    let leaf = ca.leaf("bus", &["127.0.0.1", "localhost"], false);
+    let cert = crate::pki::write(dir.path(), "bus.pem", &leaf.cert_pem);
+    let key = crate::pki::write(dir.path(), "bus.key", &leaf.key_pem);
+    let ca_file = crate::pki::write(dir.path(), "ca.pem", &ca.cert_pem);
+    let mut nats = Nats {
+        port: free_port(),
+        child: None,
+    };
+    nats.restart_with(&[
+        "--tls",
+        "--tlscert",
+        cert.to_str().unwrap(),
+        "--tlskey",
+        key.to_str().unwrap(),
+    ]);
+    let store = Store::start(&Nats {
+        port: nats.port,
+        child: None,
+    });
+    let tls_url = format!("tls://127.0.0.1:{}", nats.port);
+    let trusted = Server::start(config_with(&[
+        ("MANDATE_STORE_KIND", "http"),
+        ("MANDATE_STORE_UPSTREAM", store.url.as_str()),
+        ("MANDATE_BUS_URL", tls_url.as_str()),
+        ("MANDATE_BUS_TLS_CA", ca_file.to_str().unwrap()),
+    ]))
+    .await;
+    let untrusting = Server::start(config_with(&[
+        ("MANDATE_STORE_KIND", "http"),
+        ("MANDATE_STORE_UPSTREAM", store.url.as_str()),
+        ("MANDATE_BUS_URL", tls_url.as_str()),
+    ]))
+    .await;
+    connected(&[&trusted]).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        bus_state(&untrusting).await,
+        "disconnected",
+        "a server certificate no trusted CA signed is refused"
+    );
+    let status = Command::new(binary())
+        .args(["publish", "--nats", &tls_url, "--all", "--tls-ca"])
+        .arg(&ca_file)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let applied = within(Duration::from_secs(2), || async {
+        metric(&trusted, "mandate_bus_events_applied_total").await >= 1.0
+    })
+    .await;
+    assert!(applied.is_some(), "the event arrived over TLS");
+}
