@@ -270,6 +270,10 @@ pub fn api(config: &Config, engine: Arc<Engine>, routes: Arc<RouteTable>, surfac
             },
             public_url: config.server.public_url.clone(),
             listen_authority: config.server.listen.to_string(),
+            search: crate::api::SearchSettings::new(
+                config.search.max_candidates,
+                config.search.token_key.as_deref(),
+            ),
         },
     )
 }

@@ -12,6 +12,7 @@ pub mod ext_authz;
 pub mod gateway;
 mod native;
 mod openapi;
+mod search;
 mod strict;
 
 use std::sync::Arc;
@@ -23,8 +24,9 @@ use http_body_util::{BodyExt, Full, Limited};
 use serde::Serialize;
 
 pub use error::ApiError;
+pub use search::SearchSettings;
 
-use crate::engine::{Decision, DecisionError, Engine, Field, RequestError};
+use crate::engine::{Decision, DecisionError, Engine, Field, RequestError, Searched};
 use crate::entities::StoreHealth;
 use crate::routes::RouteTable;
 use crate::telemetry::metrics;
@@ -89,6 +91,8 @@ pub struct ApiSettings {
     pub public_url: Option<String>,
     /// the listener's address, as `host:port`
     pub listen_authority: String,
+    /// the search APIs' bound and token key
+    pub search: SearchSettings,
 }
 
 /// An HTTP service a listener serves: answers each request, and refuses a
@@ -279,6 +283,19 @@ impl Api {
                 let body = self.body(request).await?;
                 authzen::evaluations(&self.engine, &body, limits.max_batch_items, request_id).await
             }
+            "/access/v1/search/subject"
+            | "/access/v1/search/resource"
+            | "/access/v1/search/action" => {
+                self.admit(Kind::Decision, &request)?;
+                expect("POST", Method::POST)?;
+                let searched = match path.as_str() {
+                    "/access/v1/search/subject" => Searched::Subject,
+                    "/access/v1/search/resource" => Searched::Resource,
+                    _ => Searched::Action,
+                };
+                let body = self.body(request).await?;
+                search::search(&self.engine, &self.settings.search, searched, &body).await
+            }
             "/.well-known/authzen-configuration" => {
                 self.admit(Kind::Decision, &request)?;
                 expect("GET", Method::GET)?;
@@ -442,6 +459,9 @@ fn route_label(path: &str) -> &'static str {
         "/access/v1/evaluation" => "evaluation",
         "/access/v1/evaluations" => "evaluations",
         "/.well-known/authzen-configuration" => "authzen_configuration",
+        "/access/v1/search/subject" => "search_subject",
+        "/access/v1/search/resource" => "search_resource",
+        "/access/v1/search/action" => "search_action",
         "/v1/is_authorized" => "is_authorized",
         "/v1/is_authorized/batch" => "is_authorized_batch",
         "/openapi.yaml" | "/openapi.json" => "openapi",

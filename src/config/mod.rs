@@ -107,6 +107,18 @@ pub struct Config {
     pub log: LogConfig,
     /// Entity change events over NATS.
     pub bus: BusConfig,
+    /// The AuthZEN search APIs.
+    pub search: SearchConfig,
+}
+
+/// The AuthZEN search APIs.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchConfig {
+    /// `search.max_candidates`: see [`SETTINGS`] for what it does and its default.
+    pub max_candidates: usize,
+    /// `search.token_key`: see [`SETTINGS`] for what it does and its default.
+    pub token_key: Option<String>,
 }
 
 /// The change-event bus.

@@ -230,6 +230,12 @@ pub const SETTINGS: &[Setting] = &[
         "PEM CA certificates trusted for the NATS server; setting it requires TLS"),
     setting("bus.allow_unauthenticated", Toml("false"), None, Bool,
         "accept a bus on another host without credentials (refused by default: whoever can publish can make every replica drop its cache; events only ever remove data, never add it)"),
+    // A truncated answer would under-report who can move money: past this,
+    // a search is refused and says how to narrow it.
+    setting("search.max_candidates", Toml("10000"), None, Integer,
+        "most candidates one AuthZEN search decides (entities of the searched type, or actions); more is a 400 saying how to narrow it"),
+    setting("search.token_key", Unset("random per process"), None, Kind::Text,
+        "the secret that signs search page tokens; set the same on every replica behind one address, so a token from one is good at another"),
     setting("admin.token", Unset("none"), None, Kind::Text,
         "bearer token the admin endpoints require; without one they answer only on a loopback listener"),
     setting("gateway.principal_header", Text("x-user-id"), None, Kind::Text,

@@ -21,6 +21,7 @@ mod context;
 mod decision;
 mod memo;
 mod record;
+mod search;
 mod supplied;
 
 use std::collections::{HashMap, HashSet};
@@ -42,6 +43,7 @@ pub use decision::{
     RequestError, Summary,
 };
 pub use record::new_request_id;
+pub use search::{SearchError, SearchQuery, Searched};
 
 use context::ReadContext;
 use memo::{Epoch, Memo, MemoKey, Memoized};
@@ -191,6 +193,23 @@ impl Engine {
     /// caller's mistake, answered with a 4xx. Everything else is `Ok`, and a
     /// deny when anything went wrong.
     pub async fn decide(&self, request: &DecisionRequest<'_>) -> Result<Decision, RequestError> {
+        self.decide_and_record(request, true).await
+    }
+
+    /// Decides without a decision-log line or a metric: one of a search's
+    /// many candidate decisions (the search is the caller's one request).
+    pub(crate) async fn decide_unrecorded(
+        &self,
+        request: &DecisionRequest<'_>,
+    ) -> Result<Decision, RequestError> {
+        self.decide_and_record(request, false).await
+    }
+
+    async fn decide_and_record(
+        &self,
+        request: &DecisionRequest<'_>,
+        record: bool,
+    ) -> Result<Decision, RequestError> {
         let started = std::time::Instant::now();
         // One snapshot for the whole decision, its metrics included.
         let snapshot = self.policies.current();
@@ -202,7 +221,7 @@ impl Engine {
             ),
             Err(Stop::Refuse(error)) => (None, Err(error)),
         };
-        if let Ok(decision) = &outcome {
+        if let (Ok(decision), true) = (&outcome, record) {
             let took = started.elapsed();
             let action = action.map_or("unknown", |a| a.id().unescaped());
             metrics().decision(action, decision.allowed(), took);

@@ -211,6 +211,15 @@ impl EntityStore {
         }
     }
 
+    /// The store's kind, as configured (`file`, `http`, `none`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::File(_) => "file",
+            Self::Http { .. } => "http",
+            Self::None => "none",
+        }
+    }
+
     /// Whether the change-event bus is connected; `None` without a bus (or
     /// with the file store, which does not depend on it).
     pub fn bus_connected(&self) -> Option<bool> {

@@ -14,6 +14,7 @@ mod support;
 mod tls;
 
 mod authzen;
+mod authzen_search;
 mod authzen_todo;
 mod bad_input;
 mod bus;

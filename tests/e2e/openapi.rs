@@ -182,7 +182,30 @@ async fn every_endpoint_answers_as_documented() {
         200,
     )
     .await;
-    assert_eq!(checked.len(), 7);
+    let who = post_check(
+        "/access/v1/search/subject",
+        json!({"subject": {"type": "user"}, "action": {"name": "withdraw"},
+               "resource": {"type": "account", "id": "alice-personal"},
+               "context": {"destination": {"type": "Brokerage::Destination", "id": "alice-bank"}, "amount": "10.00"},
+               "page": {"limit": 2}}),
+        200,
+    )
+    .await;
+    assert!(!who.json["page"]["next_token"].as_str().unwrap().is_empty());
+    post_check(
+        "/access/v1/search/resource",
+        json!({"subject": {"type": "user", "id": "grace"}, "action": {"name": "view_account"}, "resource": {"type": "account"}}),
+        200,
+    )
+    .await;
+    post_check(
+        "/access/v1/search/action",
+        json!({"subject": {"type": "user", "id": "carol"}, "resource": {"type": "account", "id": "alice-personal"},
+               "context": {"side": "buy", "instrument": "AAPL"}}),
+        200,
+    )
+    .await;
+    assert_eq!(checked.len(), 10);
 
     for path in ["/.well-known/authzen-configuration", "/healthz", "/readyz"] {
         let reply = get(&server.url(path)).await;

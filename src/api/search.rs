@@ -1,0 +1,285 @@
+//! AuthZEN 1.0 search: `POST /access/v1/search/{subject,resource,action}`.
+//! The searched entity has a type only; the engine decides every candidate.
+//! Pages are cut from the sorted answer by `page.limit`; a page's token is
+//! the next offset, signed (HMAC-SHA256) over the request it continues and
+//! the policy version, so a token is refused with another request, after a
+//! policy change, or when tampered with.
+
+use bytes::Bytes;
+use http::{Response, StatusCode};
+use http_body_util::Full;
+use ring::hmac;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::error::decode;
+use super::{ApiError, json};
+use crate::engine::{Engine, SearchError, SearchQuery, Searched};
+
+/// How searches are bounded and their tokens signed.
+#[derive(Clone)]
+pub struct SearchSettings {
+    /// most candidates one search decides
+    pub max_candidates: usize,
+    /// signs page tokens
+    pub token_key: hmac::Key,
+}
+
+impl std::fmt::Debug for SearchSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SearchSettings")
+            .field("max_candidates", &self.max_candidates)
+            .field("token_key", &"…")
+            .finish()
+    }
+}
+
+impl SearchSettings {
+    /// From `search.token_key`, or a random key for this process.
+    pub fn new(max_candidates: usize, token_key: Option<&str>) -> Self {
+        let token_key = match token_key {
+            Some(secret) => hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes()),
+            None => {
+                let rng = ring::rand::SystemRandom::new();
+                hmac::Key::generate(hmac::HMAC_SHA256, &rng).unwrap_or_else(|_| {
+                    // No system randomness: a key no client can know anyway.
+                    let seed = format!("{:?}{}", std::time::SystemTime::now(), std::process::id());
+                    hmac::Key::new(hmac::HMAC_SHA256, seed.as_bytes())
+                })
+            }
+        };
+        Self {
+            max_candidates,
+            token_key,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Entity {
+    #[serde(rename = "type")]
+    type_name: String,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    properties: Option<Map<String, Value>>,
+}
+
+#[derive(Deserialize)]
+struct Action {
+    name: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Page {
+    #[serde(default)]
+    token: Option<String>,
+    #[serde(default)]
+    limit: Option<u64>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    properties: Option<Map<String, Value>>,
+}
+
+#[derive(Deserialize)]
+struct Search {
+    subject: Entity,
+    #[serde(default)]
+    action: Option<Action>,
+    resource: Entity,
+    #[serde(default)]
+    context: Option<Value>,
+    #[serde(default)]
+    page: Option<Page>,
+}
+
+#[derive(Serialize)]
+struct PageOut {
+    next_token: String,
+    count: usize,
+    total: usize,
+}
+
+#[derive(Serialize)]
+struct Answer {
+    page: PageOut,
+    results: Vec<Value>,
+}
+
+/// `POST /access/v1/search/{subject,resource,action}`.
+pub(super) async fn search(
+    engine: &Engine,
+    settings: &SearchSettings,
+    searched: Searched,
+    body: &Bytes,
+) -> Result<Response<Full<Bytes>>, ApiError> {
+    let request: Search = decode(body)?;
+    let missing = |field: &str| ApiError::InvalidBody {
+        field: field.to_owned(),
+        message: format!("`{field}` is required in this search"),
+    };
+    let subject_id = request.subject.id.as_deref().unwrap_or("");
+    let resource_id = request.resource.id.as_deref().unwrap_or("");
+    let action = match (searched, &request.action) {
+        (Searched::Action, Some(_)) => {
+            return Err(ApiError::InvalidBody {
+                field: "action".to_owned(),
+                message: "`action`: an action search names no action (it finds them)".to_owned(),
+            });
+        }
+        (Searched::Action, None) => "",
+        (_, Some(action)) => action.name.as_str(),
+        (_, None) => return Err(missing("action")),
+    };
+    if searched != Searched::Subject && subject_id.is_empty() {
+        return Err(missing("subject.id"));
+    }
+    if searched != Searched::Resource && resource_id.is_empty() {
+        return Err(missing("resource.id"));
+    }
+    let page = request.page.unwrap_or_default();
+    if page.limit == Some(0) {
+        return Err(ApiError::InvalidBody {
+            field: "page.limit".to_owned(),
+            message: "`page.limit`: at least 1".to_owned(),
+        });
+    }
+    let version = engine.policies().current().version().clone();
+    let binding = binding(body, &version)?;
+    let offset = match &page.token {
+        Some(token) => verify(settings, &binding, token)?,
+        None => 0,
+    };
+    let query = SearchQuery {
+        subject: (&request.subject.type_name, subject_id),
+        action,
+        resource: (&request.resource.type_name, resource_id),
+        context: request.context.as_ref(),
+    };
+    let found = engine
+        .search(&query, searched, settings.max_candidates)
+        .await
+        .map_err(refusal)?;
+    let total = found.len();
+    let start = offset.min(total);
+    let end = page
+        .limit
+        .and_then(|limit| usize::try_from(limit).ok())
+        .map_or(total, |limit| start.saturating_add(limit).min(total));
+    let next_token = if end < total {
+        sign(settings, &binding, end)
+    } else {
+        String::new()
+    };
+    let results = found
+        .get(start..end)
+        .unwrap_or_default()
+        .iter()
+        .map(|id| match searched {
+            Searched::Subject => serde_json::json!({"type": request.subject.type_name, "id": id}),
+            Searched::Resource => serde_json::json!({"type": request.resource.type_name, "id": id}),
+            Searched::Action => serde_json::json!({"name": id}),
+        })
+        .collect::<Vec<_>>();
+    Ok(json(
+        StatusCode::OK,
+        &Answer {
+            page: PageOut {
+                next_token,
+                count: results.len(),
+                total,
+            },
+            results,
+        },
+    ))
+}
+
+fn refusal(error: SearchError) -> ApiError {
+    let (field, message) = match &error {
+        SearchError::Request(inner) => (String::from("context"), inner.message.clone()),
+        SearchError::TooWide { .. } => (String::new(), error.to_string()),
+        SearchError::Unknown(_) | SearchError::CannotList(_) => (String::new(), error.to_string()),
+    };
+    ApiError::InvalidBody { field, message }
+}
+
+/// What a token is bound to: the request without its token, keys sorted,
+/// and the policy version.
+fn binding(body: &[u8], version: &str) -> Result<Vec<u8>, ApiError> {
+    let mut value: Value = serde_json::from_slice(body).map_err(|e| ApiError::InvalidBody {
+        field: String::new(),
+        message: e.to_string(),
+    })?;
+    if let Some(page) = value.get_mut("page").and_then(Value::as_object_mut) {
+        page.remove("token");
+    }
+    let mut bound = canonical(&value).into_bytes();
+    bound.push(b'\n');
+    bound.extend_from_slice(version.as_bytes());
+    Ok(bound)
+}
+
+/// JSON with every object's keys sorted.
+fn canonical(value: &Value) -> String {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            let fields: Vec<String> = keys
+                .into_iter()
+                .map(|key| {
+                    format!(
+                        "{}:{}",
+                        Value::String(key.clone()),
+                        map.get(key).map_or_else(String::new, canonical)
+                    )
+                })
+                .collect();
+            format!("{{{}}}", fields.join(","))
+        }
+        Value::Array(items) => format!(
+            "[{}]",
+            items.iter().map(canonical).collect::<Vec<_>>().join(",")
+        ),
+        other => other.to_string(),
+    }
+}
+
+fn tag(settings: &SearchSettings, binding: &[u8], offset: usize) -> String {
+    let mut message = binding.to_vec();
+    message.extend_from_slice(format!("\n{offset}").as_bytes());
+    let tag = hmac::sign(&settings.token_key, &message);
+    tag.as_ref()
+        .iter()
+        .take(16)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn sign(settings: &SearchSettings, binding: &[u8], offset: usize) -> String {
+    format!("{offset:x}.{}", tag(settings, binding, offset))
+}
+
+/// The offset a token carries, if it was issued for this request under
+/// these policies.
+fn verify(settings: &SearchSettings, binding: &[u8], token: &str) -> Result<usize, ApiError> {
+    let refused = || {
+        ApiError::InvalidBody {
+        field: "page.token".to_owned(),
+        message: "`page.token` was not issued for this request (every field but the token must be the same as the first page's, and the policies unchanged): start again without a token".to_owned(),
+    }
+    };
+    let (offset, mac) = token.split_once('.').ok_or_else(refused)?;
+    let offset = usize::from_str_radix(offset, 16).map_err(|_| refused())?;
+    let expected = tag(settings, binding, offset);
+    // Compared whole, every byte, whatever differs first.
+    let same = expected.len() == mac.len()
+        && expected
+            .bytes()
+            .zip(mac.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if same { Ok(offset) } else { Err(refused()) }
+}

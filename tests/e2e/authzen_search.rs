@@ -1,0 +1,229 @@
+//! AuthZEN 1.0 search over the public search interop scenario
+//! (`examples/authzen-search`): every expected answer, whole and in pages
+//! of two; every result asked back as an evaluation; tokens bound to their
+//! request; a search too wide refused, never truncated.
+
+use serde_json::{Value, json};
+
+use crate::support::{Server, get, post, root};
+
+async fn pack() -> Server {
+    let config = mandate::config::Config::load(
+        Some(&root().join("examples/authzen-search/mandate.toml")),
+        [
+            ("MANDATE_SERVER_LISTEN".to_owned(), "127.0.0.1:0".to_owned()),
+            ("MANDATE_LOG_DECISIONS".to_owned(), "off".to_owned()),
+        ],
+        &[],
+    )
+    .unwrap();
+    Server::start(config).await
+}
+
+fn cases(kind: &str) -> Vec<(Value, Value)> {
+    let file = root().join(format!("examples/authzen-search/interop/{kind}.json"));
+    let all: Value = serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+    all["evaluation"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|case| (case["request"].clone(), case["expected"]["results"].clone()))
+        .collect()
+}
+
+fn sorted(results: &Value) -> Vec<String> {
+    let mut items: Vec<String> = results
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(Value::to_string)
+        .collect();
+    items.sort();
+    items
+}
+
+/// Every result of `request`, following `next_token` with pages of `limit`.
+async fn all_pages(server: &Server, kind: &str, request: &Value, limit: Option<u64>) -> Value {
+    let url = server.url(&format!("/access/v1/search/{kind}"));
+    let mut request = request.clone();
+    if let Some(limit) = limit {
+        request["page"] = json!({"limit": limit});
+    }
+    let mut results = Vec::new();
+    for _ in 0..100 {
+        let reply = post(&url, &request).await;
+        assert_eq!(reply.status, 200, "{request}: {}", reply.json);
+        let page = reply.json["results"].as_array().unwrap();
+        if let Some(limit) = limit {
+            assert!(page.len() as u64 <= limit);
+        }
+        results.extend(page.iter().cloned());
+        let next = reply.json["page"]["next_token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        if next.is_empty() {
+            assert_eq!(reply.json["page"]["total"], results.len(), "{}", reply.json);
+            return Value::Array(results);
+        }
+        request["page"]["token"] = json!(next);
+    }
+    panic!("more than 100 pages");
+}
+
+#[tokio::test]
+async fn the_interop_expectations_pass_whole_and_in_pages() {
+    let server = pack().await;
+    let mut checked = 0;
+    for kind in ["subject", "resource", "action"] {
+        for (request, expected) in cases(kind) {
+            for limit in [None, Some(2), Some(1)] {
+                let got = all_pages(&server, kind, &request, limit).await;
+                assert_eq!(
+                    sorted(&got),
+                    sorted(&expected),
+                    "{kind} {request} (limit {limit:?})"
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 100, "only {checked} interop cases");
+}
+
+#[tokio::test]
+async fn every_result_asked_back_is_allowed_and_nothing_allowed_is_missing() {
+    let server = pack().await;
+    let evaluate = |subject: &str, action: &str, resource: &str| {
+        json!({"subject": {"type": "user", "id": subject}, "action": {"name": action},
+               "resource": {"type": "record", "id": resource}})
+    };
+    let users = ["alice", "bob", "carol", "dan", "erin", "felix"];
+    let records: Vec<String> = (101..=120).map(|n| n.to_string()).collect();
+    for user in users {
+        for action in ["view", "edit", "delete"] {
+            let found = all_pages(
+                &server,
+                "resource",
+                &json!({"subject": {"type": "user", "id": user}, "action": {"name": action}, "resource": {"type": "record"}}),
+                None,
+            )
+            .await;
+            let found: Vec<&str> = found
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["id"].as_str().unwrap())
+                .collect();
+            for record in &records {
+                let allowed = post(
+                    &server.url("/access/v1/evaluation"),
+                    &evaluate(user, action, record),
+                )
+                .await
+                .json["decision"]
+                    == true;
+                assert_eq!(
+                    allowed,
+                    found.contains(&record.as_str()),
+                    "{user} {action} {record}: evaluation and search disagree"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_token_is_bound_to_its_request_and_the_metadata_advertises_search() {
+    let server = pack().await;
+    let url = server.url("/access/v1/search/resource");
+    let request = json!({"subject": {"type": "user", "id": "alice"}, "action": {"name": "view"},
+                         "resource": {"type": "record"}, "page": {"limit": 3}});
+    let first = post(&url, &request).await;
+    let token = first.json["page"]["next_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(!token.is_empty());
+    assert_eq!(first.json["page"]["count"], 3);
+
+    let mut other = request.clone();
+    other["subject"]["id"] = json!("bob");
+    other["page"]["token"] = json!(token);
+    let refused = post(&url, &other).await;
+    assert_eq!(refused.status, 400, "{}", refused.json);
+    assert_eq!(refused.json["error"]["field"], "page.token");
+
+    let mut tampered = request.clone();
+    tampered["page"]["token"] = json!(token.replacen(char::is_alphanumeric, "f", 1));
+    assert_eq!(post(&url, &tampered).await.status, 400);
+
+    let mut next = request.clone();
+    next["page"]["token"] = json!(token);
+    let second = post(&url, &next).await;
+    assert_eq!(second.status, 200);
+    assert_ne!(second.json["results"], first.json["results"]);
+
+    let meta = get(&server.url("/.well-known/authzen-configuration")).await;
+    for endpoint in ["subject", "resource", "action"] {
+        assert!(
+            meta.json[format!("search_{endpoint}_endpoint")]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!("/access/v1/search/{endpoint}")),
+            "{}",
+            meta.json
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_search_too_wide_is_refused_never_truncated_and_bad_requests_name_the_field() {
+    let mut config = mandate::config::Config::load(
+        Some(&root().join("examples/authzen-search/mandate.toml")),
+        [
+            ("MANDATE_SERVER_LISTEN".to_owned(), "127.0.0.1:0".to_owned()),
+            ("MANDATE_LOG_DECISIONS".to_owned(), "off".to_owned()),
+            ("MANDATE_SEARCH_MAX_CANDIDATES".to_owned(), "10".to_owned()),
+        ],
+        &[],
+    )
+    .unwrap();
+    config.server.listen = "127.0.0.1:0".parse().unwrap();
+    let server = Server::start(config).await;
+    let wide = post(
+        &server.url("/access/v1/search/resource"),
+        &json!({"subject": {"type": "user", "id": "alice"}, "action": {"name": "view"}, "resource": {"type": "record"}}),
+    )
+    .await;
+    assert_eq!(wide.status, 400);
+    assert!(
+        wide.json["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("20 candidates, over `search.max_candidates` (10); narrow it"),
+        "{}",
+        wide.json
+    );
+    let no_action = post(
+        &server.url("/access/v1/search/subject"),
+        &json!({"subject": {"type": "user"}, "resource": {"type": "record", "id": "101"}}),
+    )
+    .await;
+    assert_eq!(no_action.status, 400);
+    assert_eq!(no_action.json["error"]["field"], "action");
+    let unknown = post(
+        &server.url("/access/v1/search/action"),
+        &json!({"subject": {"type": "usr", "id": "alice"}, "resource": {"type": "record", "id": "101"}}),
+    )
+    .await;
+    assert_eq!(unknown.status, 400);
+    assert!(
+        unknown.json["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("did you mean"),
+        "{}",
+        unknown.json
+    );
+}
