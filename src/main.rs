@@ -92,6 +92,20 @@ Examples:
 
 Exit codes: 0 published (the server has it), 2 usage or the bus cannot be reached.")]
     Publish(PublishArgs),
+    /// AuthZEN search from the command line: who may, on what, which actions.
+    #[command(after_help = "\
+Examples:
+  # who can withdraw from alice-personal (to her bank account)?
+  mandate search subject --type user --action withdraw --resource account:alice-personal \\
+      --context '{\"destination\":{\"type\":\"Brokerage::Destination\",\"id\":\"alice-bank\"},\"amount\":\"500.00\"}'
+  # which accounts can grace trade on?
+  mandate search resource --principal user:grace --action place_order --type account \\
+      --context '{\"side\":\"buy\",\"instrument\":\"AAPL\"}'
+  # which actions may carol perform on alice-personal?
+  mandate search action --principal user:carol --resource account:alice-personal
+
+Exit codes: 0 searched (the results may be empty), 2 usage.")]
+    Search(SearchArgs),
     /// List every setting: its `mandate.toml` key, `MANDATE_…` variable,
     /// flag, default and what it does (the README's Configuration table).
     #[command(after_help = "\
@@ -239,6 +253,37 @@ fn path(value: &std::path::Path) -> toml::Value {
 }
 
 #[derive(Args)]
+struct SearchArgs {
+    /// What to find: `subject`, `resource` or `action`.
+    #[arg(value_enum)]
+    searched: SearchedArg,
+    #[command(flatten)]
+    config: PackArgs,
+    /// The principal (`user:carol`), unless subjects are searched.
+    #[arg(long)]
+    principal: Option<String>,
+    /// The action id, unless actions are searched.
+    #[arg(long)]
+    action: Option<String>,
+    /// The resource (`account:alice-personal`), unless resources are searched.
+    #[arg(long)]
+    resource: Option<String>,
+    /// The type searched, for subject and resource search (`user`, `account`).
+    #[arg(long = "type", value_name = "TYPE")]
+    searched_type: Option<String>,
+    /// The context, as JSON.
+    #[arg(long, value_name = "JSON")]
+    context: Option<String>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum SearchedArg {
+    Subject,
+    Resource,
+    Action,
+}
+
+#[derive(Args)]
 struct CheckArgs {
     #[command(flatten)]
     config: PackArgs,
@@ -336,6 +381,7 @@ fn main() -> ExitCode {
         Command::Test(args) => test(&args),
         Command::ServeStore(args) => serve_store(&args),
         Command::Publish(args) => publish(&args),
+        Command::Search(args) => search(&args),
         Command::Settings => {
             say(format_args!("{}", config::reference_table().trim_end()));
             ExitCode::SUCCESS
@@ -731,6 +777,99 @@ fn test(args: &TestArgs) -> ExitCode {
             eprintln!("error: cannot write the report: {error}");
             ExitCode::from(2)
         }
+    }
+}
+
+fn search(args: &SearchArgs) -> ExitCode {
+    use mandate::engine::{SearchQuery, Searched};
+    let usage = |message: &str| {
+        eprintln!("error: {message}");
+        ExitCode::from(2)
+    };
+    let config = match args.config.load() {
+        Ok(config) => config,
+        Err(error) => {
+            report(error);
+            return ExitCode::from(2);
+        }
+    };
+    let uid = |flag: &str, value: &Option<String>| -> Result<(String, String), String> {
+        let written = value
+            .as_deref()
+            .ok_or(format!("`--{flag}` is required in this search"))?;
+        split_uid(written)
+            .map(|(t, i)| (t.to_owned(), i.to_owned()))
+            .ok_or(format!("`--{flag}` takes `type:id` or `Type::\"id\"`"))
+    };
+    let of_type = || {
+        args.searched_type
+            .clone()
+            .map(|t| (t, String::new()))
+            .ok_or_else(|| "`--type` names the type searched".to_owned())
+    };
+    let searched = match args.searched {
+        SearchedArg::Subject => Searched::Subject,
+        SearchedArg::Resource => Searched::Resource,
+        SearchedArg::Action => Searched::Action,
+    };
+    let parts = match searched {
+        Searched::Subject => of_type().and_then(|s| Ok((s, uid("resource", &args.resource)?))),
+        Searched::Resource => uid("principal", &args.principal).and_then(|s| Ok((s, of_type()?))),
+        Searched::Action => uid("principal", &args.principal)
+            .and_then(|s| Ok((s, uid("resource", &args.resource)?))),
+    };
+    let (subject, resource) = match parts {
+        Ok(parts) => parts,
+        Err(message) => return usage(&message),
+    };
+    let action = match (searched, &args.action) {
+        (Searched::Action, None) => String::new(),
+        (Searched::Action, Some(_)) => return usage("an action search takes no `--action`"),
+        (_, Some(action)) => action.clone(),
+        (_, None) => return usage("`--action` is required in this search"),
+    };
+    let context: Option<serde_json::Value> = match args
+        .context
+        .as_deref()
+        .map(serde_json::from_str)
+        .transpose()
+    {
+        Ok(context) => context,
+        Err(error) => return usage(&format!("`--context` is not JSON: {error}")),
+    };
+    let engine = match app::engine(&config) {
+        Ok(engine) => engine,
+        Err(error) => {
+            report(error);
+            return ExitCode::from(2);
+        }
+    };
+    let Some(rt) = runtime() else {
+        return ExitCode::from(INTERNAL);
+    };
+    let query = SearchQuery {
+        subject: (&subject.0, &subject.1),
+        action: &action,
+        resource: (&resource.0, &resource.1),
+        context: context.as_ref(),
+    };
+    match rt.block_on(engine.search(&query, searched, config.search.max_candidates)) {
+        Ok(found) => {
+            let results: Vec<serde_json::Value> = found
+                .iter()
+                .map(|id| match searched {
+                    Searched::Subject => serde_json::json!({"type": subject.0, "id": id}),
+                    Searched::Resource => serde_json::json!({"type": resource.0, "id": id}),
+                    Searched::Action => serde_json::json!({"name": id}),
+                })
+                .collect();
+            say(format_args!(
+                "{:#}",
+                serde_json::json!({ "results": results })
+            ));
+            ExitCode::SUCCESS
+        }
+        Err(error) => usage(&error.to_string()),
     }
 }
 

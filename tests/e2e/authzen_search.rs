@@ -227,3 +227,57 @@ async fn a_search_too_wide_is_refused_never_truncated_and_bad_requests_name_the_
         unknown.json
     );
 }
+
+#[tokio::test]
+async fn convert_py_turns_any_dataset_of_the_interop_shape_into_entities_mandate_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.json");
+    let records = dir.path().join("records.json");
+    std::fs::write(
+        &users,
+        r#"[{"id": "ann", "role": "manager", "department": "Ops"}, {"id": 7, "role": "employee", "department": "Ops"}]"#,
+    )
+    .unwrap();
+    std::fs::write(
+        &records,
+        r#"[{"id": 1, "title": "One", "department": "Ops", "owner": 7}, {"id": "two", "title": "Two", "department": "Law", "owner": "ann"}]"#,
+    )
+    .unwrap();
+    let output = std::process::Command::new("python3")
+        .arg(root().join("examples/authzen-search/convert.py"))
+        .args([&users, &records])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let entities = dir.path().join("entities.json");
+    std::fs::write(&entities, &output.stdout).unwrap();
+    let config = mandate::config::Config::load(
+        Some(&root().join("examples/authzen-search/mandate.toml")),
+        [
+            ("MANDATE_SERVER_LISTEN".to_owned(), "127.0.0.1:0".to_owned()),
+            ("MANDATE_LOG_DECISIONS".to_owned(), "off".to_owned()),
+        ],
+        &[(
+            "store.entities",
+            toml::Value::String(entities.display().to_string()),
+        )],
+    )
+    .unwrap();
+    let server = Server::start(config).await;
+    let editors = all_pages(
+        &server,
+        "subject",
+        &json!({"subject": {"type": "user"}, "action": {"name": "edit"}, "resource": {"type": "record", "id": "1"}}),
+        None,
+    )
+    .await;
+    assert_eq!(
+        sorted(&editors),
+        sorted(&json!([{"type": "user", "id": "7"}, {"type": "user", "id": "ann"}])),
+        "the owner (numeric id 7) and the department's manager"
+    );
+}

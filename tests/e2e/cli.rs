@@ -601,3 +601,82 @@ fn validate_checks_entity_sources_against_the_schema() {
         "{stderr}"
     );
 }
+
+#[test]
+fn search_answers_the_brokerage_questions_from_the_command_line() {
+    let run = |args: &[&str]| {
+        let output = mandate().arg("search").args(args).output().unwrap();
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap()["results"].clone()
+    };
+    let withdrawers = run(&[
+        "subject",
+        "--type",
+        "user",
+        "--action",
+        "withdraw",
+        "--resource",
+        "account:alice-personal",
+        "--context",
+        r#"{"destination":{"type":"Brokerage::Destination","id":"alice-bank"},"amount":"500.00"}"#,
+    ]);
+    let ids: Vec<&str> = withdrawers
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert!(
+        ids.contains(&"alice") && ids.contains(&"erin") && ids.contains(&"grace"),
+        "{ids:?}"
+    );
+    assert!(
+        !ids.contains(&"carol") && !ids.contains(&"alice-api"),
+        "traders and second users never withdraw: {ids:?}"
+    );
+    let accounts = run(&[
+        "resource",
+        "--principal",
+        "user:grace",
+        "--action",
+        "place_order",
+        "--type",
+        "account",
+        "--context",
+        r#"{"side":"buy","instrument":"AAPL"}"#,
+    ]);
+    assert_eq!(
+        accounts,
+        json!([{"type": "account", "id": "alice-personal"}])
+    );
+    let actions = run(&[
+        "action",
+        "--principal",
+        "user:carol",
+        "--resource",
+        "account:alice-personal",
+        "--context",
+        r#"{"side":"buy","instrument":"AAPL"}"#,
+    ]);
+    assert_eq!(
+        actions,
+        json!([{"name": "cancel_order"}, {"name": "place_order"}, {"name": "view_account"}])
+    );
+    let usage = mandate()
+        .args([
+            "search",
+            "subject",
+            "--action",
+            "withdraw",
+            "--resource",
+            "account:alice-personal",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(usage.status.code(), Some(2), "no --type");
+}
