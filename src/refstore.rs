@@ -43,6 +43,22 @@ struct Batch {
     uids: Vec<Uid>,
 }
 
+#[derive(Deserialize)]
+struct ListPage {
+    #[serde(default)]
+    limit: Option<usize>,
+    #[serde(default)]
+    token: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct List {
+    #[serde(rename = "type")]
+    type_name: String,
+    #[serde(default)]
+    page: Option<ListPage>,
+}
+
 impl RefStore {
     /// Reads a Cedar JSON entities file (a list of `{"uid", "attrs", "parents"}`).
     ///
@@ -132,6 +148,55 @@ fn read(path: &Path) -> Result<Keyed, String> {
 }
 
 impl RefStore {
+    /// Answers one `/entities/search` body: the ids of a type, sorted, a
+    /// page at a time (the token is the next offset).
+    fn list(&self, body: &[u8]) -> (u16, String) {
+        let request: List = match serde_json::from_slice(body) {
+            Ok(request) => request,
+            Err(e) => {
+                return (
+                    400,
+                    serde_json::json!({"error": {"code": "invalid_body", "message": e.to_string()}})
+                        .to_string(),
+                );
+            }
+        };
+        let entities = self.entities.load();
+        let mut ids: Vec<&str> = entities
+            .keys()
+            .filter(|(type_name, _)| *type_name == request.type_name)
+            .map(|(_, id)| id.as_str())
+            .collect();
+        ids.sort_unstable();
+        let page = request.page.unwrap_or(ListPage {
+            limit: None,
+            token: None,
+        });
+        let start = page
+            .token
+            .and_then(|t| t.parse::<usize>().ok())
+            .unwrap_or(0)
+            .min(ids.len());
+        let end = page
+            .limit
+            .map_or(ids.len(), |l| start.saturating_add(l.max(1)).min(ids.len()));
+        let next_token = if end < ids.len() {
+            end.to_string()
+        } else {
+            String::new()
+        };
+        let uids: Vec<Value> = ids
+            .get(start..end)
+            .unwrap_or_default()
+            .iter()
+            .map(|id| serde_json::json!({"type": request.type_name, "id": id}))
+            .collect();
+        (
+            200,
+            serde_json::json!({"uids": uids, "page": {"next_token": next_token}}).to_string(),
+        )
+    }
+
     /// Answers one batch body.
     fn answer(&self, body: &[u8]) -> (u16, String) {
         match serde_json::from_slice::<Batch>(body) {
@@ -168,7 +233,9 @@ impl RefStore {
                 let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
                     let store = Arc::clone(&store);
                     async move {
-                        let (status, text) = if request.uri().path() == "/entities/batch"
+                        let path = request.uri().path().to_owned();
+                        let (status, text) = if (path == "/entities/batch"
+                            || path == "/entities/search")
                             && request.method() == http::Method::POST
                         {
                             let body = request
@@ -180,7 +247,11 @@ impl RefStore {
                             if !store.latency.is_zero() {
                                 tokio::time::sleep(store.latency).await;
                             }
-                            store.answer(&body)
+                            if path == "/entities/batch" {
+                                store.answer(&body)
+                            } else {
+                                store.list(&body)
+                            }
                         } else {
                             (404, "{\"error\":{\"code\":\"not_found\",\"message\":\"POST /entities/batch\"}}".to_owned())
                         };

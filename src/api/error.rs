@@ -71,6 +71,10 @@ pub enum ApiError {
     /// An admin endpoint without the admin token, or closed on this listener.
     #[error("{0}")]
     Forbidden(&'static str),
+    /// The entity store could not list a search's candidates (it failed,
+    /// or does not implement `/entities/search`): not the caller's mistake.
+    #[error("{0}")]
+    StoreUnavailable(String),
     /// The endpoint exists but not for this method.
     #[error("method `{method}` is not allowed on `{path}`; use {allowed}")]
     MethodNotAllowed {
@@ -94,7 +98,7 @@ impl ApiError {
             | Self::BodyRead(_) => StatusCode::BAD_REQUEST,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::TooDeep { .. } => StatusCode::BAD_REQUEST,
-            Self::RequestTimeout(_) | Self::TooManyConnections(_) => {
+            Self::RequestTimeout(_) | Self::TooManyConnections(_) | Self::StoreUnavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Self::NotFound(_) => StatusCode::NOT_FOUND,
@@ -118,6 +122,7 @@ impl ApiError {
             Self::NotFound(_) => "not_found",
             Self::Forbidden(_) => "forbidden",
             Self::MethodNotAllowed { .. } => "method_not_allowed",
+            Self::StoreUnavailable(_) => "entity_store_unavailable",
         }
     }
 

@@ -198,9 +198,9 @@ pub(super) async fn search(
 
 fn refusal(error: SearchError) -> ApiError {
     let (field, message) = match &error {
+        SearchError::CannotList(_) => return ApiError::StoreUnavailable(error.to_string()),
         SearchError::Request(inner) => (String::from("context"), inner.message.clone()),
-        SearchError::TooWide { .. } => (String::new(), error.to_string()),
-        SearchError::Unknown(_) | SearchError::CannotList(_) => (String::new(), error.to_string()),
+        SearchError::TooWide { .. } | SearchError::Unknown(_) => (String::new(), error.to_string()),
     };
     ApiError::InvalidBody { field, message }
 }

@@ -5,7 +5,6 @@
 //! with the same context, is allowed, and nothing the store holds that
 //! would be allowed is missing.
 
-use cedar_policy::EntityUid;
 use serde_json::Value;
 
 use super::{DecisionRequest, Engine, EntityRef, RequestEntities, RequestError};
@@ -43,19 +42,15 @@ pub enum SearchError {
     Unknown(String),
     /// More candidates than allowed: a truncated answer would under-report.
     #[error(
-        "the search would decide {count} candidates, over `search.max_candidates` ({limit}); narrow it (a more specific type, or ask an evaluation per entity) or raise the limit"
+        "the search has more than {limit} candidates (`search.max_candidates`); narrow it (a more specific type, or an evaluation per entity) or raise the limit"
     )]
     TooWide {
-        /// candidates found
-        count: usize,
         /// the limit
         limit: usize,
     },
-    /// The store cannot enumerate entities.
-    #[error(
-        "the {0} store cannot list the entities of a type: subject and resource search need the file store"
-    )]
-    CannotList(&'static str),
+    /// The store cannot list the entities of a type.
+    #[error("cannot list the candidates: {0}")]
+    CannotList(String),
     /// The request itself is malformed (e.g. the context does not fit).
     #[error(transparent)]
     Request(#[from] RequestError),
@@ -73,10 +68,9 @@ impl Engine {
         searched: Searched,
         max_candidates: usize,
     ) -> Result<Vec<String>, SearchError> {
-        let candidates = self.candidates(query, searched)?;
+        let candidates = self.candidates(query, searched, max_candidates).await?;
         if candidates.len() > max_candidates {
             return Err(SearchError::TooWide {
-                count: candidates.len(),
                 limit: max_candidates,
             });
         }
@@ -142,10 +136,11 @@ impl Engine {
         Some(Value::Object(kept))
     }
 
-    fn candidates(
+    async fn candidates(
         &self,
         query: &SearchQuery<'_>,
         searched: Searched,
+        max: usize,
     ) -> Result<Vec<String>, SearchError> {
         let snapshot = self.policies.current();
         let ty = |name: &str| {
@@ -158,27 +153,25 @@ impl Engine {
         if searched != Searched::Action && snapshot.action(query.action).is_none() {
             return Err(SearchError::Unknown(snapshot.unknown_action(query.action)));
         }
-        let listed = |wanted: &cedar_policy::EntityTypeName| -> Result<Vec<String>, SearchError> {
-            let resident = self
-                .store
-                .resident()
-                .ok_or(SearchError::CannotList(self.store.kind()))?;
-            Ok(resident
-                .entities
-                .iter()
-                .map(cedar_policy::Entity::uid)
-                .filter(|uid: &EntityUid| uid.type_name() == wanted)
-                .map(|uid| uid.id().unescaped().to_owned())
-                .collect())
-        };
         match searched {
-            Searched::Subject => listed(&subject_type),
-            Searched::Resource => listed(&resource_type),
+            Searched::Subject => self.listed(&subject_type, max).await,
+            Searched::Resource => self.listed(&resource_type, max).await,
             Searched::Action => Ok(snapshot
                 .schema()
                 .actions_for_principal_and_resource(&subject_type, &resource_type)
                 .map(|action| action.id().unescaped().to_owned())
                 .collect()),
         }
+    }
+
+    async fn listed(
+        &self,
+        ty: &cedar_policy::EntityTypeName,
+        max: usize,
+    ) -> Result<Vec<String>, SearchError> {
+        self.store
+            .list(ty, max)
+            .await
+            .map_err(SearchError::CannotList)
     }
 }

@@ -27,7 +27,22 @@ pub trait Fetch: Send + Sync + 'static {
     /// Fetches `uids` in one call; a uid the store does not know is absent
     /// from the answer. Called with no uid to learn whether the store answers.
     fn fetch<'a>(&'a self, uids: &'a [EntityUid], schema: &'a Schema) -> FetchFuture<'a>;
+
+    /// The ids of every entity of a type (for search), at most `max` and
+    /// one more; a store that cannot list says so.
+    fn list<'a>(&'a self, type_name: &'a str, max: usize) -> ListFuture<'a> {
+        let _ = (type_name, max);
+        Box::pin(async {
+            Err(UpstreamError::Setup(
+                "this store cannot list entities".to_owned(),
+            ))
+        })
+    }
 }
+
+/// What [`Fetch::list`] returns.
+pub type ListFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Vec<String>, UpstreamError>> + Send + 'a>>;
 
 /// What [`Fetch::fetch`] returns.
 pub type FetchFuture<'a> =
@@ -36,6 +51,10 @@ pub type FetchFuture<'a> =
 impl Fetch for HttpStore {
     fn fetch<'a>(&'a self, uids: &'a [EntityUid], schema: &'a Schema) -> FetchFuture<'a> {
         Box::pin(HttpStore::fetch(self, uids, schema))
+    }
+
+    fn list<'a>(&'a self, type_name: &'a str, max: usize) -> ListFuture<'a> {
+        Box::pin(HttpStore::list(self, type_name, max))
     }
 }
 
@@ -174,6 +193,16 @@ impl EntityCache {
             (true, false) => self.bump_generation(),
             _ => {}
         }
+    }
+
+    /// The ids of every entity of `type_name` the store holds (at most
+    /// `max` and one more), asked of the store each time: a search must
+    /// not miss what the cache has not seen.
+    ///
+    /// # Errors
+    /// The store fails or cannot list.
+    pub async fn list(&self, type_name: &str, max: usize) -> Result<Vec<String>, UpstreamError> {
+        self.store.list(type_name, max).await
     }
 
     /// Whether the bus is connected; `None` when there is no bus.

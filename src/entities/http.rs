@@ -97,9 +97,14 @@ pub struct Fetched {
 pub struct HttpStore {
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     url: http::Uri,
+    /// `{base}/entities/search`: the optional listing endpoint
+    search_url: http::Uri,
     authorization: Option<HeaderValue>,
     settings: HttpStoreSettings,
 }
+
+/// Uids asked per page of `/entities/search`.
+const LIST_PAGE: usize = 1000;
 
 #[derive(Deserialize)]
 struct BatchAnswer {
@@ -112,11 +117,15 @@ impl HttpStore {
     /// # Errors
     /// A base URL that does not parse, or a CA file that cannot be read.
     pub fn new(settings: HttpStoreSettings) -> Result<Self, UpstreamError> {
-        let url: http::Uri = format!("{}/entities/batch", settings.base.trim_end_matches('/'))
-            .parse()
-            .map_err(|e| {
-                UpstreamError::Setup(format!("`store.upstream` `{}`: {e}", settings.base))
-            })?;
+        let endpoint = |path: &str| -> Result<http::Uri, UpstreamError> {
+            format!("{}/{path}", settings.base.trim_end_matches('/'))
+                .parse()
+                .map_err(|e| {
+                    UpstreamError::Setup(format!("`store.upstream` `{}`: {e}", settings.base))
+                })
+        };
+        let url = endpoint("entities/batch")?;
+        let search_url = endpoint("entities/search")?;
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_connect_timeout(Some(settings.connect_timeout));
@@ -149,6 +158,7 @@ impl HttpStore {
         Ok(Self {
             client,
             url,
+            search_url,
             authorization,
             settings,
         })
@@ -176,7 +186,7 @@ impl HttpStore {
         );
         let mut attempt = 0;
         loop {
-            match self.attempt(body.clone()).await {
+            match self.attempt(&self.url, body.clone()).await {
                 Ok(bytes) => return answered(parse(&bytes, schema)?, uids),
                 Err(error) if error.retryable() && attempt < self.settings.retries => {
                     attempt += 1;
@@ -194,8 +204,68 @@ impl HttpStore {
         }
     }
 
-    async fn attempt(&self, body: Bytes) -> Result<Bytes, UpstreamError> {
-        let mut request = http::Request::post(self.url.clone())
+    /// The ids of every entity of `type_name` the store holds, through
+    /// `POST {base}/entities/search` (`{"type", "page": {"limit", "token"}}`
+    /// answered by `{"uids": [{"type","id"}], "page": {"next_token"}}`),
+    /// page by page; at most `max` (then `Ok` with more than `max`, for
+    /// the caller to refuse).
+    ///
+    /// # Errors
+    /// The store fails, answers another type or a uid twice, or does not
+    /// implement the endpoint (404).
+    pub async fn list(&self, type_name: &str, max: usize) -> Result<Vec<String>, UpstreamError> {
+        #[derive(Deserialize)]
+        struct Uid {
+            #[serde(rename = "type")]
+            type_name: String,
+            id: String,
+        }
+        #[derive(Deserialize)]
+        struct Page {
+            next_token: String,
+        }
+        #[derive(Deserialize)]
+        struct Listed {
+            uids: Vec<Uid>,
+            page: Page,
+        }
+        let mut ids = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let mut token: Option<String> = None;
+        // Bounded: a store that never ends its pages cannot hold a search.
+        for _ in 0..=max / LIST_PAGE + 1 {
+            let page = match &token {
+                Some(token) => serde_json::json!({"limit": LIST_PAGE, "token": token}),
+                None => serde_json::json!({"limit": LIST_PAGE}),
+            };
+            let body = serde_json::json!({"type": type_name, "page": page});
+            let body = Bytes::from(
+                serde_json::to_vec(&body).map_err(|e| UpstreamError::Setup(e.to_string()))?,
+            );
+            let bytes = self.attempt(&self.search_url, body).await?;
+            let listed: Listed = serde_json::from_slice(&bytes)
+                .map_err(|e| UpstreamError::Malformed(format!("`/entities/search`: {e}")))?;
+            for uid in listed.uids {
+                if uid.type_name != type_name || !seen.insert(uid.id.clone()) {
+                    return Err(UpstreamError::Malformed(format!(
+                        "`/entities/search` answered `{}::\"{}\"` for type `{type_name}` (another type, or twice)",
+                        uid.type_name, uid.id
+                    )));
+                }
+                ids.push(uid.id);
+            }
+            if ids.len() > max || listed.page.next_token.is_empty() {
+                return Ok(ids);
+            }
+            token = Some(listed.page.next_token);
+        }
+        Err(UpstreamError::Malformed(
+            "`/entities/search` did not end its pages".to_owned(),
+        ))
+    }
+
+    async fn attempt(&self, url: &http::Uri, body: Bytes) -> Result<Bytes, UpstreamError> {
+        let mut request = http::Request::post(url.clone())
             .header(CONTENT_TYPE, "application/json")
             .body(Full::new(body))
             .map_err(|e| UpstreamError::Setup(e.to_string()))?;

@@ -12,7 +12,7 @@ mod http;
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use cedar_policy::{Entity, EntityUid, Schema};
+use cedar_policy::{Entity, EntityTypeName, EntityUid, Schema};
 
 #[cfg(test)]
 pub(crate) use cache::double;
@@ -208,6 +208,31 @@ impl EntityStore {
     pub fn set_bus_connected(&self, connected: bool) {
         if let Self::Http { cache, .. } = self {
             cache.set_bus_connected(connected);
+        }
+    }
+
+    /// The ids of every entity of type `ty` the store holds, at most `max`
+    /// and one more (for search: more than `max` is refused, not cut).
+    ///
+    /// # Errors
+    /// A store that cannot list (none), or an HTTP store that fails or does
+    /// not implement `/entities/search`.
+    pub async fn list(&self, ty: &EntityTypeName, max: usize) -> Result<Vec<String>, String> {
+        match self {
+            Self::File(store) => Ok(store
+                .entities()
+                .entities
+                .iter()
+                .map(Entity::uid)
+                .filter(|uid| uid.type_name() == ty)
+                .take(max.saturating_add(1))
+                .map(|uid| uid.id().unescaped().to_owned())
+                .collect()),
+            Self::Http { cache, .. } => cache
+                .list(&ty.to_string(), max)
+                .await
+                .map_err(|e| e.to_string()),
+            Self::None => Err("with `store.kind = \"none\"` there is no store to list".to_owned()),
         }
     }
 

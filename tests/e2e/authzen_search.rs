@@ -201,7 +201,7 @@ async fn a_search_too_wide_is_refused_never_truncated_and_bad_requests_name_the_
         wide.json["error"]["message"]
             .as_str()
             .unwrap()
-            .contains("20 candidates, over `search.max_candidates` (10); narrow it"),
+            .contains("more than 10 candidates (`search.max_candidates`); narrow it"),
         "{}",
         wide.json
     );
@@ -280,4 +280,41 @@ async fn convert_py_turns_any_dataset_of_the_interop_shape_into_entities_mandate
         sorted(&json!([{"type": "user", "id": "7"}, {"type": "user", "id": "ann"}])),
         "the owner (numeric id 7) and the department's manager"
     );
+}
+
+#[tokio::test]
+async fn over_the_http_store_candidates_come_from_its_search_endpoint() {
+    let store = std::sync::Arc::new(
+        mandate::refstore::RefStore::open(
+            &root().join("examples/authzen-search/entities.json"),
+            std::time::Duration::ZERO,
+        )
+        .unwrap(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(store.serve(listener, std::future::pending()));
+    let config = mandate::config::Config::load(
+        Some(&root().join("examples/authzen-search/mandate.toml")),
+        [
+            ("MANDATE_SERVER_LISTEN".to_owned(), "127.0.0.1:0".to_owned()),
+            ("MANDATE_LOG_DECISIONS".to_owned(), "off".to_owned()),
+        ],
+        &[
+            ("store.kind", toml::Value::String("http".to_owned())),
+            ("store.upstream", toml::Value::String(upstream)),
+        ],
+    )
+    .unwrap();
+    let server = Server::start(config).await;
+    for kind in ["subject", "resource"] {
+        for (request, expected) in cases(kind) {
+            let got = all_pages(&server, kind, &request, Some(2)).await;
+            assert_eq!(
+                sorted(&got),
+                sorted(&expected),
+                "{kind} {request} over HTTP"
+            );
+        }
+    }
 }
