@@ -577,6 +577,14 @@ impl ShutdownSignals {
     }
 }
 
+/// `--context`, read as JSON; a usage error is printed.
+fn context_arg(written: Option<&str>) -> Result<Option<serde_json::Value>, ()> {
+    written
+        .map(serde_json::from_str)
+        .transpose()
+        .map_err(|error| eprintln!("error: `--context` is not JSON: {error}"))
+}
+
 fn check(args: &CheckArgs) -> ExitCode {
     let config = match args.config.load() {
         Ok(config) => config,
@@ -590,17 +598,8 @@ fn check(args: &CheckArgs) -> ExitCode {
         eprintln!("error: `--principal` and `--resource` take `type:id` or `Type::\"id\"`");
         return ExitCode::from(2);
     };
-    let context: Option<serde_json::Value> = match args
-        .context
-        .as_deref()
-        .map(serde_json::from_str)
-        .transpose()
-    {
-        Ok(context) => context,
-        Err(error) => {
-            eprintln!("error: `--context` is not JSON: {error}");
-            return ExitCode::from(2);
-        }
+    let Ok(context) = context_arg(args.context.as_deref()) else {
+        return ExitCode::from(2);
     };
     let engine = match app::engine(&config) {
         Ok(engine) => engine,
@@ -828,14 +827,8 @@ fn search(args: &SearchArgs) -> ExitCode {
         (_, Some(action)) => action.clone(),
         (_, None) => return usage("`--action` is required in this search"),
     };
-    let context: Option<serde_json::Value> = match args
-        .context
-        .as_deref()
-        .map(serde_json::from_str)
-        .transpose()
-    {
-        Ok(context) => context,
-        Err(error) => return usage(&format!("`--context` is not JSON: {error}")),
+    let Ok(context) = context_arg(args.context.as_deref()) else {
+        return ExitCode::from(2);
     };
     let engine = match app::engine(&config) {
         Ok(engine) => engine,
@@ -855,14 +848,7 @@ fn search(args: &SearchArgs) -> ExitCode {
     };
     match rt.block_on(engine.search(&query, searched, config.search.max_candidates)) {
         Ok(found) => {
-            let results: Vec<serde_json::Value> = found
-                .iter()
-                .map(|id| match searched {
-                    Searched::Subject => serde_json::json!({"type": subject.0, "id": id}),
-                    Searched::Resource => serde_json::json!({"type": resource.0, "id": id}),
-                    Searched::Action => serde_json::json!({"name": id}),
-                })
-                .collect();
+            let results = mandate::api::search_results(searched, &subject.0, &resource.0, &found);
             say(format_args!(
                 "{:#}",
                 serde_json::json!({ "results": results })

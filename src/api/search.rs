@@ -55,15 +55,14 @@ impl SearchSettings {
     }
 }
 
+/// A search's subject or resource; `properties`, like any other key, is
+/// ignored: the store describes the entities a search decides.
 #[derive(Deserialize)]
 struct Entity {
     #[serde(rename = "type")]
     type_name: String,
     #[serde(default)]
     id: Option<String>,
-    #[serde(default)]
-    #[allow(dead_code)]
-    properties: Option<Map<String, Value>>,
 }
 
 #[derive(Deserialize)]
@@ -173,16 +172,12 @@ pub(super) async fn search(
     } else {
         String::new()
     };
-    let results = found
-        .get(start..end)
-        .unwrap_or_default()
-        .iter()
-        .map(|id| match searched {
-            Searched::Subject => serde_json::json!({"type": request.subject.type_name, "id": id}),
-            Searched::Resource => serde_json::json!({"type": request.resource.type_name, "id": id}),
-            Searched::Action => serde_json::json!({"name": id}),
-        })
-        .collect::<Vec<_>>();
+    let results = results(
+        searched,
+        &request.subject.type_name,
+        &request.resource.type_name,
+        found.get(start..end).unwrap_or_default(),
+    );
     Ok(json(
         StatusCode::OK,
         &Answer {
@@ -194,6 +189,24 @@ pub(super) async fn search(
             results,
         },
     ))
+}
+
+/// The AuthZEN results of a search: `{"type", "id"}` in the type the
+/// caller wrote (`user`, as asked), or `{"name"}` for actions.
+pub fn results(
+    searched: Searched,
+    subject_type: &str,
+    resource_type: &str,
+    found: &[String],
+) -> Vec<Value> {
+    found
+        .iter()
+        .map(|id| match searched {
+            Searched::Subject => serde_json::json!({"type": subject_type, "id": id}),
+            Searched::Resource => serde_json::json!({"type": resource_type, "id": id}),
+            Searched::Action => serde_json::json!({"name": id}),
+        })
+        .collect()
 }
 
 fn refusal(error: SearchError) -> ApiError {

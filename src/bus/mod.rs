@@ -121,19 +121,24 @@ async fn options(
     Ok((url, options))
 }
 
+/// Connects with `options` to `url` (credentials already taken out of it).
+async fn connect(
+    url: &str,
+    options: async_nats::ConnectOptions,
+) -> Result<async_nats::Client, BusError> {
+    options.connect(url).await.map_err(|e| BusError::Connect {
+        url: url.to_owned(),
+        message: e.to_string(),
+    })
+}
+
 /// Publishes `event` on the subject and waits until the server has it.
 ///
 /// # Errors
 /// The bus cannot be reached or refuses the publication.
 pub async fn publish(settings: &BusSettings, event: &ChangeEvent) -> Result<(), BusError> {
     let (url, options) = options(settings, "mandate-publish").await?;
-    let client = options
-        .connect(url.as_str())
-        .await
-        .map_err(|e| BusError::Connect {
-            url: url.clone(),
-            message: e.to_string(),
-        })?;
+    let client = connect(&url, options).await?;
     let failed = |e: &dyn std::fmt::Display| BusError::Publish {
         subject: settings.subject.clone(),
         message: e.to_string(),

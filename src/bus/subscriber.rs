@@ -11,7 +11,7 @@ use futures_util::StreamExt;
 use tokio::sync::watch;
 
 use super::event::{ChangeEvent, Changed, Continuity, Revisions};
-use super::{BusError, BusSettings, options};
+use super::{BusError, BusSettings, connect, options};
 use crate::engine::Engine;
 use crate::telemetry::metrics;
 
@@ -51,13 +51,7 @@ pub async fn subscribe(settings: BusSettings, engine: Arc<Engine>) -> Result<(),
                 });
             }
         });
-    let client = options
-        .connect(url.as_str())
-        .await
-        .map_err(|e| BusError::Connect {
-            url: url.clone(),
-            message: e.to_string(),
-        })?;
+    let client = connect(&url, options).await?;
     tokio::spawn(run(client, settings.subject, engine, links));
     Ok(())
 }
