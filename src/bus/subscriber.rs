@@ -108,8 +108,11 @@ async fn run(
                     if now.connected {
                         tracing::info!(%subject, "entity change bus connected");
                         if ever_connected {
-                            // Events published while away were not seen.
-                            forget_all(&engine, &mut revisions, "reconnect");
+                            // Events published while away were not seen:
+                            // the cache forgot everything on connecting
+                            // (`set_bus_connected`); the count starts over.
+                            revisions.reset();
+                            metrics().bus_gap("reconnect");
                         }
                         ever_connected = true;
                     } else {
