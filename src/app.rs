@@ -273,6 +273,7 @@ pub fn api(config: &Config, engine: Arc<Engine>, routes: Arc<RouteTable>, surfac
             search: crate::api::SearchSettings::new(
                 config.search.max_candidates,
                 config.search.token_key.as_deref(),
+                config.search.time_budget,
             ),
         },
     )

@@ -75,6 +75,12 @@ pub enum ApiError {
     /// or does not implement `/entities/search`): not the caller's mistake.
     #[error("{0}")]
     StoreUnavailable(String),
+    /// A search took longer than `search.time_budget`: refused whole,
+    /// never answered in part.
+    #[error(
+        "the search took longer than its budget of {0:?} (`search.time_budget`); narrow it (a more specific type, or an evaluation per entity) or raise the budget"
+    )]
+    SearchOverBudget(std::time::Duration),
     /// The endpoint exists but not for this method.
     #[error("method `{method}` is not allowed on `{path}`; use {allowed}")]
     MethodNotAllowed {
@@ -98,9 +104,10 @@ impl ApiError {
             | Self::BodyRead(_) => StatusCode::BAD_REQUEST,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::TooDeep { .. } => StatusCode::BAD_REQUEST,
-            Self::RequestTimeout(_) | Self::TooManyConnections(_) | Self::StoreUnavailable(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::RequestTimeout(_)
+            | Self::TooManyConnections(_)
+            | Self::StoreUnavailable(_)
+            | Self::SearchOverBudget(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -123,6 +130,7 @@ impl ApiError {
             Self::Forbidden(_) => "forbidden",
             Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::StoreUnavailable(_) => "entity_store_unavailable",
+            Self::SearchOverBudget(_) => "search_over_budget",
         }
     }
 

@@ -294,7 +294,14 @@ impl Api {
                     _ => Searched::Action,
                 };
                 let body = self.body(request).await?;
-                search::search(&self.engine, &self.settings.search, searched, &body).await
+                search::search(
+                    &self.engine,
+                    &self.settings.search,
+                    searched,
+                    &body,
+                    request_id,
+                )
+                .await
             }
             "/.well-known/authzen-configuration" => {
                 self.admit(Kind::Decision, &request)?;

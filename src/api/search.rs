@@ -14,7 +14,9 @@ use serde_json::{Map, Value};
 
 use super::error::decode;
 use super::{ApiError, json};
-use crate::engine::{Engine, SearchError, SearchQuery, Searched};
+use crate::engine::{Engine, Found, SearchError, SearchQuery, Searched};
+use crate::policy::PolicySnapshot;
+use crate::telemetry::{SearchEntry, Text, metrics};
 
 /// How searches are bounded and their tokens signed.
 #[derive(Clone)]
@@ -23,6 +25,8 @@ pub struct SearchSettings {
     pub max_candidates: usize,
     /// signs page tokens
     pub token_key: hmac::Key,
+    /// longest one search may take
+    pub time_budget: std::time::Duration,
 }
 
 impl std::fmt::Debug for SearchSettings {
@@ -30,13 +34,18 @@ impl std::fmt::Debug for SearchSettings {
         f.debug_struct("SearchSettings")
             .field("max_candidates", &self.max_candidates)
             .field("token_key", &"…")
+            .field("time_budget", &self.time_budget)
             .finish()
     }
 }
 
 impl SearchSettings {
     /// From `search.token_key`, or a random key for this process.
-    pub fn new(max_candidates: usize, token_key: Option<&str>) -> Self {
+    pub fn new(
+        max_candidates: usize,
+        token_key: Option<&str>,
+        time_budget: std::time::Duration,
+    ) -> Self {
         let token_key = match token_key {
             Some(secret) => hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes()),
             None => {
@@ -51,6 +60,7 @@ impl SearchSettings {
         Self {
             max_candidates,
             token_key,
+            time_budget,
         }
     }
 }
@@ -107,14 +117,84 @@ struct Answer {
     results: Vec<Value>,
 }
 
-/// `POST /access/v1/search/{subject,resource,action}`.
+/// `POST /access/v1/search/{subject,resource,action}`: answered, counted
+/// and logged.
 pub(super) async fn search(
     engine: &Engine,
     settings: &SearchSettings,
     searched: Searched,
     body: &Bytes,
+    request_id: Option<&str>,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
-    let request: Search = decode(body)?;
+    let started = std::time::Instant::now();
+    let request: Search = match decode(body) {
+        Ok(request) => request,
+        Err(error) => {
+            metrics().search(searched_name(searched), "refused", started.elapsed(), 0);
+            return Err(error);
+        }
+    };
+    let snapshot = engine.policies().current();
+    let answer = answer(engine, settings, searched, body, &request, &snapshot).await;
+    let took = started.elapsed();
+    let (outcome, found) = match &answer {
+        Ok((_, found)) if found.pruned => ("pruned", Some(found)),
+        Ok((_, found)) => ("answered", Some(found)),
+        Err(ApiError::StoreUnavailable(_)) => ("store_unavailable", None),
+        Err(ApiError::SearchOverBudget(_)) => ("over_budget", None),
+        Err(_) => ("refused", None),
+    };
+    let candidates = found.map_or(0, |found| found.candidates);
+    metrics().search(searched_name(searched), outcome, took, candidates);
+    let log = engine.decision_log();
+    if log.enabled() {
+        let error = answer.as_ref().err().map(ToString::to_string);
+        let named = |entity: &Entity, is_searched: bool| {
+            logged_name(&snapshot, &entity.type_name, entity.id.as_deref(), is_searched)
+        };
+        let subject = named(&request.subject, searched == Searched::Subject);
+        let resource = named(&request.resource, searched == Searched::Resource);
+        let action = request.action.as_ref().map(|action| {
+            snapshot
+                .action(&action.name)
+                .map_or(action.name.as_str(), |uid| uid.id().unescaped())
+        });
+        let made;
+        let request_id = match request_id {
+            Some(id) => id,
+            None => {
+                made = crate::engine::new_request_id();
+                &made
+            }
+        };
+        log.record_search(&SearchEntry {
+            time: std::time::SystemTime::now(),
+            request_id,
+            search: searched_name(searched),
+            subject: Text(&subject),
+            action,
+            resource: Text(&resource),
+            outcome,
+            results: found.map_or(0, |found| found.ids.len()),
+            candidates,
+            error: error.as_deref(),
+            policy_version: snapshot.version(),
+            latency_us: u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+            context: request.context.as_ref(),
+        });
+    }
+    answer.map(|(response, _)| response)
+}
+
+/// The search's page, and what the whole search found.
+async fn answer(
+    engine: &Engine,
+    settings: &SearchSettings,
+    searched: Searched,
+    body: &Bytes,
+    request: &Search,
+    snapshot: &PolicySnapshot,
+) -> Result<(Response<Full<Bytes>>, Found), ApiError> {
     let missing = |field: &str| ApiError::InvalidBody {
         field: field.to_owned(),
         message: format!("`{field}` is required in this search"),
@@ -138,16 +218,16 @@ pub(super) async fn search(
     if searched != Searched::Resource && resource_id.is_empty() {
         return Err(missing("resource.id"));
     }
-    let page = request.page.unwrap_or_default();
-    if page.limit == Some(0) {
+    let page = request.page.as_ref();
+    let limit = page.and_then(|page| page.limit);
+    if limit == Some(0) {
         return Err(ApiError::InvalidBody {
             field: "page.limit".to_owned(),
             message: "`page.limit`: at least 1".to_owned(),
         });
     }
-    let version = engine.policies().current().version().clone();
-    let binding = binding(body, &version)?;
-    let offset = match &page.token {
+    let binding = binding(body, snapshot.version())?;
+    let offset = match page.and_then(|page| page.token.as_deref()) {
         Some(token) => verify(settings, &binding, token)?,
         None => 0,
     };
@@ -157,14 +237,14 @@ pub(super) async fn search(
         resource: (&request.resource.type_name, resource_id),
         context: request.context.as_ref(),
     };
-    let found = engine
-        .search(&query, searched, settings.max_candidates)
+    let search = engine.search(&query, searched, settings.max_candidates);
+    let found = tokio::time::timeout(settings.time_budget, search)
         .await
+        .map_err(|_| ApiError::SearchOverBudget(settings.time_budget))?
         .map_err(refusal)?;
-    let total = found.len();
+    let total = found.ids.len();
     let start = offset.min(total);
-    let end = page
-        .limit
+    let end = limit
         .and_then(|limit| usize::try_from(limit).ok())
         .map_or(total, |limit| start.saturating_add(limit).min(total));
     let next_token = if end < total {
@@ -176,9 +256,9 @@ pub(super) async fn search(
         searched,
         &request.subject.type_name,
         &request.resource.type_name,
-        found.get(start..end).unwrap_or_default(),
+        found.ids.get(start..end).unwrap_or_default(),
     );
-    Ok(json(
+    let response = json(
         StatusCode::OK,
         &Answer {
             page: PageOut {
@@ -188,7 +268,33 @@ pub(super) async fn search(
             },
             results,
         },
-    ))
+    );
+    Ok((response, found))
+}
+
+fn searched_name(searched: Searched) -> &'static str {
+    match searched {
+        Searched::Subject => "subject",
+        Searched::Resource => "resource",
+        Searched::Action => "action",
+    }
+}
+
+/// How the log names a search's subject or resource: the canonical uid
+/// (`Brokerage::User::"grace"`), or the type alone when it is searched.
+fn logged_name(
+    snapshot: &PolicySnapshot,
+    type_name: &str,
+    id: Option<&str>,
+    searched: bool,
+) -> String {
+    let printed = snapshot
+        .entity_type_printed(type_name)
+        .map_or(type_name, |(_, printed)| printed);
+    match id {
+        Some(id) if !searched => format!("{printed}::\"{}\"", id.escape_debug()),
+        _ => printed.to_owned(),
+    }
 }
 
 /// The AuthZEN results of a search: `{"type", "id"}` in the type the

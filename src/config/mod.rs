@@ -119,6 +119,9 @@ pub struct SearchConfig {
     pub max_candidates: usize,
     /// `search.token_key`: see [`SETTINGS`] for what it does and its default.
     pub token_key: Option<String>,
+    /// `search.time_budget`: see [`SETTINGS`] for what it does and its default.
+    #[serde(with = "humantime_serde")]
+    pub time_budget: Duration,
 }
 
 /// The change-event bus.

@@ -234,6 +234,8 @@ pub const SETTINGS: &[Setting] = &[
     // a search is refused and says how to narrow it.
     setting("search.max_candidates", Toml("10000"), None, Integer,
         "most candidates one AuthZEN search decides (entities of the searched type, or actions); more is a 400 saying how to narrow it"),
+    setting("search.time_budget", Text("2s"), None, Duration,
+        "longest one AuthZEN search may take, every candidate's decision included; then a 503 saying how to narrow it, never a partial answer"),
     setting("search.token_key", Unset("random per process"), None, Kind::Text,
         "the secret that signs search page tokens; set the same on every replica behind one address, so a token from one is good at another"),
     setting("admin.token", Unset("none"), None, Kind::Text,

@@ -43,7 +43,7 @@ pub use decision::{
     RequestError, Summary,
 };
 pub use record::new_request_id;
-pub use search::{SearchError, SearchQuery, Searched};
+pub use search::{Found, SearchError, SearchQuery, Searched};
 
 use context::ReadContext;
 use memo::{Epoch, Memo, MemoKey, Memoized};
@@ -167,6 +167,11 @@ impl Engine {
     /// The policies this engine decides with.
     pub fn policies(&self) -> &Arc<PolicyStore> {
         &self.policies
+    }
+
+    /// The decision log, for the lines a caller writes itself (a search's).
+    pub fn decision_log(&self) -> &DecisionLog {
+        &self.log
     }
 
     /// The entity store.

@@ -1,13 +1,34 @@
 //! AuthZEN search: who may, on what, which actions. Candidates come from
 //! the store (every entity of the searched type) or the schema (the actions
-//! that apply to the subject's and resource's types); each is decided by
-//! the ordinary evaluator, so every result, asked back as an evaluation
-//! with the same context, is allowed, and nothing the store holds that
-//! would be allowed is missing.
+//! that apply to the subject's and resource's types); each is decided as
+//! an evaluation would decide it, so every result, asked back as an
+//! evaluation with the same context, is allowed, and nothing the store
+//! holds that would be allowed is missing.
+//!
+//! A subject or resource search first asks Cedar's type-aware partial
+//! evaluation (`tpe`), the searched entity unknown and the rest known: a
+//! definite deny answers `[]` without listing the store. Else the names and
+//! the context are read once, and each candidate is decided over the
+//! entities its evaluation would read (the file store's; or the named
+//! entities' slice and the candidate's own, from the HTTP store's cache) by
+//! the action's policies, any error a deny. No candidate's decision is
+//! remembered: a search does not push the hot path's answers out.
 
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use cedar_policy::{
+    Context, Decision as CedarDecision, Entities, Entity, EntityId, EntityTypeName, EntityUid,
+    PartialEntities, PartialEntityUid, PartialRequest, Request,
+};
 use serde_json::Value;
 
-use super::{DecisionRequest, Engine, EntityRef, RequestEntities, RequestError};
+use super::context::{ReadContext, read_context};
+use super::{
+    DecisionRequest, Engine, EntityRef, Names, RequestEntities, RequestError, Stop, resolve,
+};
+use crate::entities::Resident;
+use crate::policy::{ActionPlan, PolicySnapshot};
 
 /// What is searched for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,28 +77,148 @@ pub enum SearchError {
     Request(#[from] RequestError),
 }
 
+/// What a search found, and what it cost.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Found {
+    /// the ids (or action names) allowed, sorted
+    pub ids: Vec<String>,
+    /// how many candidates were decided
+    pub candidates: usize,
+    /// answered by partial evaluation alone: nothing was listed
+    pub pruned: bool,
+}
+
+/// The names and context of a subject or resource search, read once.
+struct Fixed<'s> {
+    names: Names<'s>,
+    context: ReadContext<'s>,
+    /// the entities the search names besides the candidates: the
+    /// subject or resource given, and the context's references
+    named: Vec<EntityUid>,
+}
+
+/// The entities a candidate's evaluation reads besides its own.
+enum Known {
+    /// the file store's, all of them
+    Resident(Arc<Resident>),
+    /// the named entities and their ancestors, and their uids
+    Slice(Vec<Entity>, HashSet<EntityUid>),
+}
+
 impl Engine {
-    /// The ids (or action names) the search finds, sorted, each allowed.
+    /// What the search finds: the ids (or action names), sorted, each
+    /// allowed.
     ///
     /// # Errors
     /// [`SearchError`]: an unknown type or action, too many candidates, a
-    /// store that cannot list, or a malformed context.
+    /// store that cannot list or describe a candidate, or a malformed
+    /// context.
     pub async fn search(
         &self,
         query: &SearchQuery<'_>,
         searched: Searched,
         max_candidates: usize,
-    ) -> Result<Vec<String>, SearchError> {
-        let candidates = self.candidates(query, searched, max_candidates).await?;
+    ) -> Result<Found, SearchError> {
+        let snapshot = self.policies.current();
+        let (subject_type, resource_type) = (
+            known_type(&snapshot, query.subject.0)?,
+            known_type(&snapshot, query.resource.0)?,
+        );
+        if searched == Searched::Action {
+            let actions: Vec<String> = snapshot
+                .schema()
+                .actions_for_principal_and_resource(&subject_type, &resource_type)
+                .map(|action| action.id().unescaped().to_owned())
+                .collect();
+            return self.search_actions(query, actions, max_candidates).await;
+        }
+        if snapshot.action(query.action).is_none() {
+            return Err(SearchError::Unknown(snapshot.unknown_action(query.action)));
+        }
+        let Some(fixed) = self.fixed(&snapshot, query, searched)? else {
+            // A named entity is unknown, or the request cannot be built:
+            // every evaluation of it is a deny.
+            return Ok(Found::default());
+        };
+        let Some(known) = self.known_entities(&snapshot, &fixed).await? else {
+            return Ok(Found::default());
+        };
+        if Self::definitely_denied(&snapshot, &fixed, query.context, searched, &known) {
+            return Ok(Found {
+                pruned: true,
+                ..Found::default()
+            });
+        }
+        let searched_type = match searched {
+            Searched::Subject => &subject_type,
+            _ => &resource_type,
+        };
+        let candidates = self
+            .store
+            .list(searched_type, max_candidates)
+            .await
+            .map_err(SearchError::CannotList)?;
         if candidates.len() > max_candidates {
             return Err(SearchError::TooWide {
                 limit: max_candidates,
             });
         }
+        let mut ids = if self.sources.any_request() {
+            // Request-described types take the ordinary path, each
+            // candidate decided as a request of its own.
+            self.decide_each(query, searched, &candidates).await?
+        } else {
+            self.decide_over_store(
+                &snapshot,
+                &fixed,
+                (searched, searched_type),
+                &known,
+                &candidates,
+            )
+            .await?
+        };
+        ids.sort();
+        Ok(Found {
+            ids,
+            candidates: candidates.len(),
+            pruned: false,
+        })
+    }
+
+    /// Each action decided as an evaluation would, with the context
+    /// attributes its schema declares and no others.
+    async fn search_actions(
+        &self,
+        query: &SearchQuery<'_>,
+        actions: Vec<String>,
+        max_candidates: usize,
+    ) -> Result<Found, SearchError> {
+        if actions.len() > max_candidates {
+            return Err(SearchError::TooWide {
+                limit: max_candidates,
+            });
+        }
+        let mut ids = self
+            .decide_each(query, Searched::Action, &actions)
+            .await?;
+        ids.sort();
+        Ok(Found {
+            ids,
+            candidates: actions.len(),
+            pruned: false,
+        })
+    }
+
+    /// Each candidate decided through the ordinary pipeline, one request at
+    /// a time, unrecorded (the search is the caller's one request).
+    async fn decide_each(
+        &self,
+        query: &SearchQuery<'_>,
+        searched: Searched,
+        candidates: &[String],
+    ) -> Result<Vec<String>, SearchError> {
         let mut found = Vec::new();
         for (index, candidate) in candidates.iter().enumerate() {
-            // Each action reads its own context: an action search gives each
-            // the attributes its schema declares, and no others.
             let own_context = (searched == Searched::Action)
                 .then(|| self.context_for(candidate, query.context))
                 .flatten();
@@ -115,8 +256,233 @@ impl Engine {
                 tokio::task::yield_now().await;
             }
         }
-        found.sort();
         Ok(found)
+    }
+
+    /// The names and the context, read once for every candidate (the
+    /// searched entity's id stands empty: only its type is read). `None`
+    /// when an evaluation would deny before reading any entity.
+    fn fixed<'s>(
+        &self,
+        snapshot: &'s PolicySnapshot,
+        query: &SearchQuery<'s>,
+        searched: Searched,
+    ) -> Result<Option<Fixed<'s>>, SearchError> {
+        let (subject_id, resource_id) = match searched {
+            Searched::Subject => ("", query.resource.1),
+            _ => (query.subject.1, ""),
+        };
+        let request = DecisionRequest {
+            principal: EntityRef {
+                type_name: query.subject.0,
+                id: subject_id,
+                properties: None,
+            },
+            action: query.action,
+            resource: EntityRef {
+                type_name: query.resource.0,
+                id: resource_id,
+                properties: None,
+            },
+            context: query.context,
+            entities: RequestEntities::None,
+            request_id: None,
+        };
+        let names = match resolve(snapshot, &request) {
+            Ok(names) => names,
+            Err(_) => return Ok(None),
+        };
+        let (context, mut named) = match read_context(snapshot, &names, query.context) {
+            Ok(read) => read,
+            Err(Stop::Refuse(error)) => return Err(error.into()),
+            Err(Stop::Deny(_)) => return Ok(None),
+        };
+        named.push(match searched {
+            Searched::Subject => names.resource.clone(),
+            _ => names.principal.clone(),
+        });
+        Ok(Some(Fixed {
+            names,
+            context,
+            named,
+        }))
+    }
+
+    /// The entities every candidate's evaluation reads besides its own:
+    /// the file store's (all of them), or the named ones and their
+    /// ancestors from the HTTP store. `None` when a named one is missing
+    /// (every evaluation would deny).
+    async fn known_entities(
+        &self,
+        snapshot: &PolicySnapshot,
+        fixed: &Fixed<'_>,
+    ) -> Result<Option<Known>, SearchError> {
+        if let Some(resident) = self.store.resident() {
+            if fixed
+                .named
+                .iter()
+                .any(|uid| resident.entities.get(uid).is_none())
+            {
+                return Ok(None);
+            }
+            return Ok(Some(Known::Resident(resident)));
+        }
+        let mut slice = Vec::with_capacity(fixed.named.len() * 2);
+        self.store
+            .gather(&fixed.named, snapshot.schema(), &mut slice)
+            .await
+            .map_err(|error| SearchError::CannotList(error.to_string()))?;
+        let present: HashSet<EntityUid> = slice.iter().map(Entity::uid).collect();
+        if fixed.named.iter().any(|uid| !present.contains(uid)) {
+            return Ok(None);
+        }
+        Ok(Some(Known::Slice(slice, present)))
+    }
+
+    /// Whether Cedar's type-aware partial evaluation, the searched entity
+    /// unknown and the named entities known (any other unknown), finds
+    /// that no candidate can be allowed. What it cannot settle (an error,
+    /// a residual) is left to the candidates' decisions: partial
+    /// evaluation only ever saves work.
+    fn definitely_denied(
+        snapshot: &PolicySnapshot,
+        fixed: &Fixed<'_>,
+        context: Option<&Value>,
+        searched: Searched,
+        known: &Known,
+    ) -> bool {
+        let schema = snapshot.schema();
+        let Names {
+            principal,
+            action,
+            resource,
+            plan,
+        } = &fixed.names;
+        // The whole context, as Cedar's parser reads it (the fast path
+        // keeps only what the policies read; partial evaluation checks the
+        // context against the schema).
+        let empty = Value::Object(serde_json::Map::new());
+        let Ok(context) = Context::from_json_value(
+            context.unwrap_or(&empty).clone(),
+            Some((schema, action)),
+        ) else {
+            return false;
+        };
+        let unknown = |uid: &EntityUid| PartialEntityUid::new(uid.type_name().clone(), None);
+        let known_uid = |uid: &EntityUid| PartialEntityUid::from_concrete(uid.clone());
+        let (principal, resource) = match searched {
+            Searched::Subject => (unknown(principal), known_uid(resource)),
+            _ => (known_uid(principal), unknown(resource)),
+        };
+        let Ok(partial) =
+            PartialRequest::new(principal, (*action).clone(), resource, Some(context), schema)
+        else {
+            return false;
+        };
+        let given: Vec<Entity> = match known {
+            // The named entities and their ancestors, not the whole file:
+            // what the policies cannot reach from them stays unknown.
+            Known::Resident(resident) => fixed
+                .named
+                .iter()
+                .flat_map(|uid| {
+                    let ancestors = resident.entities.ancestors(uid).into_iter().flatten();
+                    std::iter::once(uid).chain(ancestors)
+                })
+                .filter_map(|uid| resident.entities.get(uid).cloned())
+                .collect::<HashSet<_>>()
+                .into_iter()
+                .collect(),
+            Known::Slice(slice, _) => slice.clone(),
+        };
+        let Ok(entities) = Entities::from_entities(given, None) else {
+            return false;
+        };
+        let Ok(entities) = PartialEntities::from_concrete(entities, schema) else {
+            return false;
+        };
+        plan.policies()
+            .tpe(&partial, &entities, schema)
+            .is_ok_and(|response| response.decision() == Some(CedarDecision::Deny))
+    }
+
+    /// Each candidate decided over the entities its evaluation would
+    /// read, by the action's policies (any error a deny), the names and
+    /// context read once.
+    async fn decide_over_store(
+        &self,
+        snapshot: &PolicySnapshot,
+        fixed: &Fixed<'_>,
+        searched: (Searched, &EntityTypeName),
+        known: &Known,
+        candidates: &[String],
+    ) -> Result<Vec<String>, SearchError> {
+        let Names {
+            principal,
+            action,
+            resource,
+            plan,
+        } = &fixed.names;
+        let mut found = Vec::new();
+        let mut own = Vec::new();
+        for (index, candidate) in candidates.iter().enumerate() {
+            let uid = EntityUid::from_type_name_and_id(searched.1.clone(), EntityId::new(candidate));
+            let (p, r) = match searched.0 {
+                Searched::Subject => (&uid, resource),
+                _ => (principal, &uid),
+            };
+            let Some(request) = fixed.context.request(p, action, r) else {
+                continue;
+            };
+            let allowed = match known {
+                Known::Resident(resident) => {
+                    resident.entities.get(&uid).is_some()
+                        && self.allows(&request, plan, &resident.entities)
+                }
+                Known::Slice(slice, present) => {
+                    own.clear();
+                    self.store
+                        .gather(std::slice::from_ref(&uid), snapshot.schema(), &mut own)
+                        .await
+                        .map_err(|error| SearchError::CannotList(error.to_string()))?;
+                    if !own.iter().any(|entity| entity.uid() == uid) {
+                        continue;
+                    }
+                    let entities = slice
+                        .iter()
+                        .cloned()
+                        .chain(own.drain(..).filter(|e| !present.contains(&e.uid())))
+                        .chain(plan.entities().iter().cloned());
+                    Entities::from_entities(entities, None)
+                        .is_ok_and(|entities| self.allows(&request, plan, &entities))
+                }
+            };
+            if allowed {
+                found.push(candidate.clone());
+            }
+            if index % 64 == 63 {
+                // A wide search gives the request timer a chance.
+                tokio::task::yield_now().await;
+            }
+        }
+        Ok(found)
+    }
+
+    /// Whether the action's policies allow `request` over `entities`, as
+    /// an evaluation decides: the prepared verdicts, else Cedar's
+    /// authorizer; any error a deny.
+    fn allows(&self, request: &Request, plan: &ActionPlan, entities: &Entities) -> bool {
+        if let Some(verdict) = plan
+            .verdicts()
+            .and_then(|verdicts| verdicts.evaluate_all(request, entities))
+        {
+            return verdict.allowed;
+        }
+        let response = self
+            .authorizer
+            .is_authorized(request, plan.policies(), entities);
+        response.decision() == CedarDecision::Allow
+            && response.diagnostics().errors().next().is_none()
     }
 
     /// `context` with only the attributes `action`'s context declares,
@@ -135,43 +501,11 @@ impl Engine {
             .collect();
         Some(Value::Object(kept))
     }
+}
 
-    async fn candidates(
-        &self,
-        query: &SearchQuery<'_>,
-        searched: Searched,
-        max: usize,
-    ) -> Result<Vec<String>, SearchError> {
-        let snapshot = self.policies.current();
-        let ty = |name: &str| {
-            snapshot
-                .entity_type(name)
-                .cloned()
-                .ok_or_else(|| SearchError::Unknown(snapshot.unknown_type("entity type", name)))
-        };
-        let (subject_type, resource_type) = (ty(query.subject.0)?, ty(query.resource.0)?);
-        if searched != Searched::Action && snapshot.action(query.action).is_none() {
-            return Err(SearchError::Unknown(snapshot.unknown_action(query.action)));
-        }
-        match searched {
-            Searched::Subject => self.listed(&subject_type, max).await,
-            Searched::Resource => self.listed(&resource_type, max).await,
-            Searched::Action => Ok(snapshot
-                .schema()
-                .actions_for_principal_and_resource(&subject_type, &resource_type)
-                .map(|action| action.id().unescaped().to_owned())
-                .collect()),
-        }
-    }
-
-    async fn listed(
-        &self,
-        ty: &cedar_policy::EntityTypeName,
-        max: usize,
-    ) -> Result<Vec<String>, SearchError> {
-        self.store
-            .list(ty, max)
-            .await
-            .map_err(SearchError::CannotList)
-    }
+fn known_type(snapshot: &PolicySnapshot, name: &str) -> Result<EntityTypeName, SearchError> {
+    snapshot
+        .entity_type(name)
+        .cloned()
+        .ok_or_else(|| SearchError::Unknown(snapshot.unknown_type("entity type", name)))
 }

@@ -74,6 +74,43 @@ pub struct LogEntry<'a> {
     pub context: Option<&'a Value>,
 }
 
+/// One AuthZEN search, as logged: one line per search (not per candidate
+/// decided), told from a decision's line by its `search` field.
+#[derive(Debug, Clone, Serialize)]
+pub struct SearchEntry<'a> {
+    /// when it was answered (RFC 3339)
+    #[serde(serialize_with = "rfc3339")]
+    pub time: SystemTime,
+    /// the caller's `X-Request-ID`, or one made for this request
+    pub request_id: &'a str,
+    /// what was searched: `subject`, `resource` or `action`
+    pub search: &'static str,
+    /// canonical `Namespace::Type::"id"`, or the type alone when searched
+    pub subject: Text<'a>,
+    /// the action id, absent when actions were searched
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<&'a str>,
+    /// canonical `Namespace::Type::"id"`, or the type alone when searched
+    pub resource: Text<'a>,
+    /// `answered`, `pruned` (answered by partial evaluation, nothing
+    /// listed), `refused`, `store_unavailable` or `over_budget`
+    pub outcome: &'static str,
+    /// how many the search found (all pages)
+    pub results: usize,
+    /// how many candidates it decided
+    pub candidates: usize,
+    /// why it was not answered
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<&'a str>,
+    /// the policy version that decided
+    pub policy_version: &'a str,
+    /// time to answer, microseconds
+    pub latency_us: u64,
+    /// the request context, masked as configured
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context: Option<&'a Value>,
+}
+
 /// One error of a decision, as logged.
 #[derive(Debug, Clone, Serialize)]
 pub struct LoggedError<'a> {
@@ -194,6 +231,30 @@ impl DecisionLog {
     }
 }
 
+impl DecisionLog {
+    /// Writes a search's line, its context and error masked as a
+    /// decision's are; dropped and counted like one when the buffer is full.
+    pub fn record_search(&self, entry: &SearchEntry<'_>) {
+        let Some(shared) = &self.shared else {
+            return;
+        };
+        let hidden = entry.context.and_then(|c| masked(c, &shared.mask));
+        let error = match (&hidden, entry.error) {
+            (Some((_, secrets)), Some(error)) => Some(hide(error, secrets)),
+            _ => None,
+        };
+        let entry = SearchEntry {
+            context: hidden.as_ref().map(|(masked, _)| masked).or(entry.context),
+            error: error.as_deref().or(entry.error),
+            ..entry.clone()
+        };
+        if let Ok(mut line) = serde_json::to_vec(&entry) {
+            line.push(b'\n');
+            shared.push(&line);
+        }
+    }
+}
+
 thread_local! {
     /// Each thread's line being written, reused from line to line.
     static LINE: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(512));
@@ -258,9 +319,36 @@ fn write_masked(
     entry: &LogEntry<'_>,
     mask: &[String],
 ) -> serde_json::Result<()> {
-    let Some(context) = entry.context.and_then(Value::as_object) else {
+    let Some((masked, secrets)) = entry.context.and_then(|c| masked(c, mask)) else {
         return serde_json::to_writer(out, entry);
     };
+    let messages: Vec<String> = entry
+        .errors
+        .iter()
+        .map(|error| hide(error.message, &secrets))
+        .collect();
+    let errors = entry
+        .errors
+        .iter()
+        .zip(&messages)
+        .map(|(error, message)| LoggedError {
+            code: error.code,
+            message,
+        })
+        .collect();
+    let masked_entry = LogEntry {
+        errors,
+        context: Some(&masked),
+        ..entry.clone()
+    };
+    serde_json::to_writer(out, &masked_entry)
+}
+
+/// A context object with the masked attributes' values replaced by
+/// `"***"`, and the texts those values could show up as elsewhere; `None`
+/// for a context that is no object.
+fn masked(context: &Value, mask: &[String]) -> Option<(Value, Vec<String>)> {
+    let context = context.as_object()?;
     let secrets: Vec<String> = mask
         .iter()
         .filter_map(|name| context.get(name))
@@ -280,32 +368,14 @@ fn write_masked(
             })
             .collect(),
     );
-    let messages: Vec<String> = entry
-        .errors
+    Some((masked, secrets))
+}
+
+/// `text` with every secret replaced by `"***"`.
+fn hide(text: &str, secrets: &[String]) -> String {
+    secrets
         .iter()
-        .map(|error| {
-            secrets
-                .iter()
-                .fold(error.message.to_owned(), |text, secret| {
-                    text.replace(secret.as_str(), "***")
-                })
-        })
-        .collect();
-    let errors = entry
-        .errors
-        .iter()
-        .zip(&messages)
-        .map(|(error, message)| LoggedError {
-            code: error.code,
-            message,
-        })
-        .collect();
-    let masked_entry = LogEntry {
-        errors,
-        context: Some(&masked),
-        ..entry.clone()
-    };
-    serde_json::to_writer(out, &masked_entry)
+        .fold(text.to_owned(), |text, secret| text.replace(secret.as_str(), "***"))
 }
 
 /// The texts a masked value could show up as in a message: a string

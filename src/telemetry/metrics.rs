@@ -81,9 +81,21 @@ pub struct Metrics {
     /// 1 while the change-event bus is connected
     pub bus_connected: IntGauge,
     bus_last_event_age: prometheus::Gauge,
+    searches: IntCounterVec,
+    search_duration: HistogramVec,
+    search_candidates: HistogramVec,
     /// when the last event was applied (milliseconds since the epoch; 0: never)
     bus_last_event_ms: std::sync::atomic::AtomicU64,
 }
+
+/// How a search ended, as `mandate_search_requests_total` counts it.
+pub const SEARCH_OUTCOMES: [&str; 5] = [
+    "answered",
+    "pruned",
+    "refused",
+    "store_unavailable",
+    "over_budget",
+];
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 
@@ -108,6 +120,19 @@ fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
     let gauge = IntGauge::new(name, help).unwrap_or_else(|_| unreachable_metric());
     let _ = registry.register(Box::new(gauge.clone()));
     gauge
+}
+
+fn histogram_vec(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: Vec<f64>,
+) -> HistogramVec {
+    let vec = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
+        .unwrap_or_else(|_| unreachable_metric());
+    let _ = registry.register(Box::new(vec.clone()));
+    vec
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -282,6 +307,26 @@ impl Metrics {
                 age
             },
             bus_last_event_ms: std::sync::atomic::AtomicU64::new(0),
+            searches: counter_vec(
+                &registry,
+                "mandate_search_requests_total",
+                "AuthZEN searches, by what was searched and outcome (`answered`, `pruned`: answered by partial evaluation without listing, `refused`, `store_unavailable`, `over_budget`).",
+                &["searched", "outcome"],
+            ),
+            search_duration: histogram_vec(
+                &registry,
+                "mandate_search_duration_seconds",
+                "Time to answer one search, listing and every candidate's decision included.",
+                &["searched"],
+                vec![0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5],
+            ),
+            search_candidates: histogram_vec(
+                &registry,
+                "mandate_search_candidates",
+                "Candidates one search decided.",
+                &["searched"],
+                vec![0.0, 1.0, 10.0, 100.0, 1_000.0, 10_000.0, 100_000.0],
+            ),
             registry,
         };
         for reason in ["malformed", "oversized", "unknown_type"] {
@@ -294,6 +339,11 @@ impl Metrics {
             "subscription_lost",
         ] {
             metrics.bus_gaps.with_label_values(&[cause]);
+        }
+        for searched in ["subject", "resource", "action"] {
+            for outcome in SEARCH_OUTCOMES {
+                metrics.searches.with_label_values(&[searched, outcome]);
+            }
         }
         // Every known label value starts at zero, so rates and dashboards
         // see the series before the first event.
@@ -399,6 +449,22 @@ impl Metrics {
             #[allow(clippy::cast_precision_loss)]
             self.bus_last_event_age.set(age_ms as f64 / 1000.0);
         }
+    }
+
+    /// Counts one search of `searched` (`subject`, `resource`, `action`)
+    /// by outcome (one of [`SEARCH_OUTCOMES`]), its duration, and the
+    /// candidates it decided.
+    pub fn search(&self, searched: &str, outcome: &str, took: Duration, candidates: usize) {
+        self.searches
+            .with_label_values(&[searched, outcome])
+            .inc();
+        self.search_duration
+            .with_label_values(&[searched])
+            .observe(took.as_secs_f64());
+        #[allow(clippy::cast_precision_loss)]
+        self.search_candidates
+            .with_label_values(&[searched])
+            .observe(candidates as f64);
     }
 
     /// Counts one request refused by `limit`.

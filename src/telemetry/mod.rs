@@ -4,5 +4,7 @@
 pub mod decision_log;
 pub mod metrics;
 
-pub use decision_log::{DecisionLog, DecisionLogSettings, LogEntry, LogSink, LoggedError, Text};
-pub use metrics::{Metrics, metrics};
+pub use decision_log::{
+    DecisionLog, DecisionLogSettings, LogEntry, LogSink, LoggedError, SearchEntry, Text,
+};
+pub use metrics::{Metrics, SEARCH_OUTCOMES, metrics};

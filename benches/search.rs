@@ -1,0 +1,165 @@
+//! What an AuthZEN resource search costs over a wide store: which of
+//! 10,000 accounts may `grace` trade on (she trades on one in fifty),
+//! through the engine, over the file store and over the HTTP store (whose
+//! candidates come from the upstream's `POST /entities/search`, its
+//! entities from a warm cache). Also the definite deny that never lists
+//! (a second user asking where it may withdraw).
+//!
+//! `cargo bench --bench search`
+
+#![allow(
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing
+)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use mandate::config::Config;
+use mandate::engine::{SearchQuery, Searched};
+use mandate::refstore::RefStore;
+use serde_json::{Value, json};
+
+const ACCOUNTS: usize = 10_000;
+const TRADES_ON_EVERY: usize = 50;
+
+fn user(id: &str) -> Value {
+    json!({"uid": {"type": "Brokerage::User", "id": id},
+           "attrs": {"active": true, "verified": true, "employee": false, "marketData": []},
+           "parents": []})
+}
+
+/// 10,000 accounts, each with its own owner; `grace` a trader on one in
+/// fifty; `grace-app` her second user.
+fn entities(dir: &Path) -> PathBuf {
+    let mut all = vec![user("grace")];
+    let mut app = user("grace-app");
+    app["attrs"]["primaryUser"] = json!({"type": "Brokerage::User", "id": "grace"});
+    all.push(app);
+    for n in 0..ACCOUNTS {
+        let owner = format!("owner-{n:05}");
+        all.push(user(&owner));
+        let traders = if n % TRADES_ON_EVERY == 0 {
+            json!([{"type": "Brokerage::User", "id": "grace"}])
+        } else {
+            json!([])
+        };
+        all.push(json!({
+            "uid": {"type": "Brokerage::Account", "id": format!("account-{n:05}")},
+            "attrs": {"kind": "personal", "owner": {"type": "Brokerage::User", "id": owner},
+                      "marginEnabled": false, "withdrawalApproval": false,
+                      "viewers": [], "traders": traders, "restrictedWithdrawers": [],
+                      "withdrawers": [], "administrators": [], "poaUsers": [], "fundingUsers": [],
+                      "roleCounts": {"viewer": 0, "trader": 0, "traderRestrictedWithdrawals": 0,
+                                     "traderWithWithdrawals": 0, "administrator": 0},
+                      "poaCount": 0},
+            "parents": []
+        }));
+    }
+    let path = dir.join("entities.json");
+    std::fs::write(&path, serde_json::to_vec(&all).unwrap()).unwrap();
+    path
+}
+
+fn config(entities: &Path, upstream: Option<String>) -> Config {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let text = |value: String| toml::Value::String(value);
+    let mut flags = vec![
+        (
+            "policy.dir",
+            text(root.join("policies").display().to_string()),
+        ),
+        (
+            "policy.schema",
+            text(root.join("schema").display().to_string()),
+        ),
+        ("search.max_candidates", toml::Value::Integer(10_000)),
+    ];
+    match upstream {
+        Some(upstream) => {
+            flags.push(("store.kind", text("http".to_owned())));
+            flags.push(("store.upstream", text(upstream)));
+        }
+        None => flags.push(("store.entities", text(entities.display().to_string()))),
+    }
+    let mut config = Config::load(None, std::iter::empty(), &flags).unwrap();
+    config.cache.ttl = Duration::from_secs(3600);
+    config.cache.max_entries = 4 * ACCOUNTS as u64;
+    config
+}
+
+fn bench_search(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = entities(dir.path());
+    let upstream = rt.block_on(async {
+        let store = Arc::new(RefStore::open(&file, Duration::ZERO).unwrap());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(store.serve(listener, std::future::pending()));
+        format!("http://{addr}")
+    });
+    let engines = [
+        (
+            "file_store",
+            Arc::new(mandate::app::engine(&config(&file, None)).unwrap()),
+        ),
+        (
+            "http_store_warm_cache",
+            Arc::new(mandate::app::engine(&config(&file, Some(upstream))).unwrap()),
+        ),
+    ];
+    let trade = json!({"side": "buy", "instrument": "AAPL"});
+    let withdraw = json!({"destination": {"type": "Brokerage::Destination", "id": "grace-bank"},
+                          "amount": "10.00"});
+    let query = |subject: &'static str, action: &'static str, context: &'static Value| {
+        SearchQuery {
+            subject: ("user", subject),
+            action,
+            resource: ("account", ""),
+            context: Some(context),
+        }
+    };
+    let trade: &'static Value = Box::leak(Box::new(trade));
+    let withdraw: &'static Value = Box::leak(Box::new(withdraw));
+    let mut bench = c.benchmark_group("search/resource_10000_accounts");
+    bench.sample_size(10);
+    bench.measurement_time(Duration::from_secs(10));
+    for (name, engine) in &engines {
+        let trades = query("grace", "place_order", trade);
+        let found = rt
+            .block_on(engine.search(&trades, Searched::Resource, ACCOUNTS))
+            .unwrap();
+        assert_eq!(found.ids.len(), ACCOUNTS / TRADES_ON_EVERY, "{name}");
+        bench.bench_function(*name, |b| {
+            b.to_async(&rt).iter(|| async {
+                let found = engine
+                    .search(&trades, Searched::Resource, ACCOUNTS)
+                    .await
+                    .unwrap();
+                assert_eq!(found.ids.len(), ACCOUNTS / TRADES_ON_EVERY);
+            });
+        });
+        let second_user = query("grace-app", "withdraw", withdraw);
+        bench.bench_function(format!("{name}/definite_deny"), |b| {
+            b.to_async(&rt).iter(|| async {
+                let found = engine
+                    .search(&second_user, Searched::Resource, ACCOUNTS)
+                    .await
+                    .unwrap();
+                assert!(found.pruned && found.ids.is_empty());
+            });
+        });
+    }
+    bench.finish();
+}
+
+criterion_group!(benches, bench_search);
+criterion_main!(benches);
