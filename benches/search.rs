@@ -36,7 +36,14 @@ fn user(id: &str) -> Value {
 /// 10,000 accounts, each with its own owner; `grace` a trader on one in
 /// fifty; `grace-app` her second user.
 fn entities(dir: &Path) -> PathBuf {
-    let mut all = vec![user("grace")];
+    let mut all = vec![
+        user("grace"),
+        json!({"uid": {"type": "Brokerage::Destination", "id": "grace-bank"},
+               "attrs": {"account": {"type": "Brokerage::Account", "id": "account-00000"},
+                         "holder": {"type": "Brokerage::User", "id": "grace"},
+                         "kind": "bank", "previouslyUsed": true},
+               "parents": []}),
+    ];
     let mut app = user("grace-app");
     app["attrs"]["primaryUser"] = json!({"type": "Brokerage::User", "id": "grace"});
     all.push(app);
@@ -119,14 +126,13 @@ fn bench_search(c: &mut Criterion) {
     let trade = json!({"side": "buy", "instrument": "AAPL"});
     let withdraw = json!({"destination": {"type": "Brokerage::Destination", "id": "grace-bank"},
                           "amount": "10.00"});
-    let query = |subject: &'static str, action: &'static str, context: &'static Value| {
-        SearchQuery {
+    let query =
+        |subject: &'static str, action: &'static str, context: &'static Value| SearchQuery {
             subject: ("user", subject),
             action,
             resource: ("account", ""),
             context: Some(context),
-        }
-    };
+        };
     let trade: &'static Value = Box::leak(Box::new(trade));
     let withdraw: &'static Value = Box::leak(Box::new(withdraw));
     let mut bench = c.benchmark_group("search/resource_10000_accounts");

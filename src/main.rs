@@ -848,7 +848,8 @@ fn search(args: &SearchArgs) -> ExitCode {
     };
     match rt.block_on(engine.search(&query, searched, config.search.max_candidates)) {
         Ok(found) => {
-            let results = mandate::api::search_results(searched, &subject.0, &resource.0, &found.ids);
+            let results =
+                mandate::api::search_results(searched, &subject.0, &resource.0, &found.ids);
             say(format_args!(
                 "{:#}",
                 serde_json::json!({ "results": results })

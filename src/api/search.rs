@@ -150,7 +150,12 @@ pub(super) async fn search(
     if log.enabled() {
         let error = answer.as_ref().err().map(ToString::to_string);
         let named = |entity: &Entity, is_searched: bool| {
-            logged_name(&snapshot, &entity.type_name, entity.id.as_deref(), is_searched)
+            logged_name(
+                &snapshot,
+                &entity.type_name,
+                entity.id.as_deref(),
+                is_searched,
+            )
         };
         let subject = named(&request.subject, searched == Searched::Subject);
         let resource = named(&request.resource, searched == Searched::Resource);

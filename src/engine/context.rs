@@ -153,7 +153,11 @@ pub(super) fn read_context<'v>(
 /// Finds entity references (`{"type","id"}` or `{"__entity":{…}}`) of
 /// types the schema declares in a context, so their data can be gathered
 /// with the rest.
-pub(super) fn collect_entity_refs(snapshot: &PolicySnapshot, json: &Value, out: &mut Vec<EntityUid>) {
+pub(super) fn collect_entity_refs(
+    snapshot: &PolicySnapshot,
+    json: &Value,
+    out: &mut Vec<EntityUid>,
+) {
     match json {
         Value::Object(map) => {
             let target = map

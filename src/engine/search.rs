@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use cedar_policy::{
     Context, Decision as CedarDecision, Entities, Entity, EntityId, EntityTypeName, EntityUid,
-    PartialEntities, PartialEntityUid, PartialRequest, Request,
+    PartialEntities, PartialEntityUid, PartialRequest, PolicySet, Request,
 };
 use serde_json::Value;
 
@@ -97,6 +97,16 @@ struct Fixed<'s> {
     named: Vec<EntityUid>,
 }
 
+/// What partial evaluation left.
+enum Partial {
+    /// no candidate can be allowed
+    Denied,
+    /// the policies each candidate is decided by
+    Residual(PolicySet),
+    /// it could not take the request: the action's policies decide
+    Undecided,
+}
+
 /// The entities a candidate's evaluation reads besides its own.
 enum Known {
     /// the file store's, all of them
@@ -135,20 +145,25 @@ impl Engine {
         if snapshot.action(query.action).is_none() {
             return Err(SearchError::Unknown(snapshot.unknown_action(query.action)));
         }
+        // Nothing to list when every evaluation would deny: a named entity
+        // unknown, a request that cannot be built, or partial evaluation
+        // finding no candidate could be allowed.
+        let pruned = Found {
+            pruned: true,
+            ..Found::default()
+        };
         let Some(fixed) = self.fixed(&snapshot, query, searched)? else {
-            // A named entity is unknown, or the request cannot be built:
-            // every evaluation of it is a deny.
-            return Ok(Found::default());
+            return Ok(pruned);
         };
         let Some(known) = self.known_entities(&snapshot, &fixed).await? else {
-            return Ok(Found::default());
+            return Ok(pruned);
         };
-        if Self::definitely_denied(&snapshot, &fixed, query.context, searched, &known) {
-            return Ok(Found {
-                pruned: true,
-                ..Found::default()
-            });
-        }
+        let residual =
+            match Self::partially_evaluate(&snapshot, &fixed, query.context, searched, &known) {
+                Partial::Denied => return Ok(pruned),
+                Partial::Residual(policies) => Some(policies),
+                Partial::Undecided => None,
+            };
         let searched_type = match searched {
             Searched::Subject => &subject_type,
             _ => &resource_type,
@@ -172,7 +187,7 @@ impl Engine {
                 &snapshot,
                 &fixed,
                 (searched, searched_type),
-                &known,
+                (&known, residual.as_ref()),
                 &candidates,
             )
             .await?
@@ -198,9 +213,7 @@ impl Engine {
                 limit: max_candidates,
             });
         }
-        let mut ids = self
-            .decide_each(query, Searched::Action, &actions)
-            .await?;
+        let mut ids = self.decide_each(query, Searched::Action, &actions).await?;
         ids.sort();
         Ok(Found {
             ids,
@@ -339,18 +352,20 @@ impl Engine {
         Ok(Some(Known::Slice(slice, present)))
     }
 
-    /// Whether Cedar's type-aware partial evaluation, the searched entity
-    /// unknown and the named entities known (any other unknown), finds
-    /// that no candidate can be allowed. What it cannot settle (an error,
-    /// a residual) is left to the candidates' decisions: partial
-    /// evaluation only ever saves work.
-    fn definitely_denied(
+    /// Cedar's type-aware partial evaluation, the searched entity unknown
+    /// and the named entities known (any other unknown): a definite deny,
+    /// or the residual policies each candidate is decided by (Cedar's
+    /// reauthorization: the same answer, errors included, as the action's
+    /// policies, for any entities that agree with the known ones). What it
+    /// cannot take is left to the action's policies: partial evaluation
+    /// only ever saves work.
+    fn partially_evaluate(
         snapshot: &PolicySnapshot,
         fixed: &Fixed<'_>,
         context: Option<&Value>,
         searched: Searched,
         known: &Known,
-    ) -> bool {
+    ) -> Partial {
         let schema = snapshot.schema();
         let Names {
             principal,
@@ -362,11 +377,10 @@ impl Engine {
         // keeps only what the policies read; partial evaluation checks the
         // context against the schema).
         let empty = Value::Object(serde_json::Map::new());
-        let Ok(context) = Context::from_json_value(
-            context.unwrap_or(&empty).clone(),
-            Some((schema, action)),
-        ) else {
-            return false;
+        let Ok(context) =
+            Context::from_json_value(context.unwrap_or(&empty).clone(), Some((schema, action)))
+        else {
+            return Partial::Undecided;
         };
         let unknown = |uid: &EntityUid| PartialEntityUid::new(uid.type_name().clone(), None);
         let known_uid = |uid: &EntityUid| PartialEntityUid::from_concrete(uid.clone());
@@ -374,10 +388,14 @@ impl Engine {
             Searched::Subject => (unknown(principal), known_uid(resource)),
             _ => (known_uid(principal), unknown(resource)),
         };
-        let Ok(partial) =
-            PartialRequest::new(principal, (*action).clone(), resource, Some(context), schema)
-        else {
-            return false;
+        let Ok(partial) = PartialRequest::new(
+            principal,
+            (*action).clone(),
+            resource,
+            Some(context),
+            schema,
+        ) else {
+            return Partial::Undecided;
         };
         let given: Vec<Entity> = match known {
             // The named entities and their ancestors, not the whole file:
@@ -396,14 +414,16 @@ impl Engine {
             Known::Slice(slice, _) => slice.clone(),
         };
         let Ok(entities) = Entities::from_entities(given, None) else {
-            return false;
+            return Partial::Undecided;
         };
         let Ok(entities) = PartialEntities::from_concrete(entities, schema) else {
-            return false;
+            return Partial::Undecided;
         };
-        plan.policies()
-            .tpe(&partial, &entities, schema)
-            .is_ok_and(|response| response.decision() == Some(CedarDecision::Deny))
+        match plan.policies().tpe(&partial, &entities, schema) {
+            Ok(response) if response.decision() == Some(CedarDecision::Deny) => Partial::Denied,
+            Ok(response) => Partial::Residual(response.policy_set()),
+            Err(_) => Partial::Undecided,
+        }
     }
 
     /// Each candidate decided over the entities its evaluation would
@@ -414,7 +434,7 @@ impl Engine {
         snapshot: &PolicySnapshot,
         fixed: &Fixed<'_>,
         searched: (Searched, &EntityTypeName),
-        known: &Known,
+        (known, residual): (&Known, Option<&PolicySet>),
         candidates: &[String],
     ) -> Result<Vec<String>, SearchError> {
         let Names {
@@ -426,7 +446,8 @@ impl Engine {
         let mut found = Vec::new();
         let mut own = Vec::new();
         for (index, candidate) in candidates.iter().enumerate() {
-            let uid = EntityUid::from_type_name_and_id(searched.1.clone(), EntityId::new(candidate));
+            let uid =
+                EntityUid::from_type_name_and_id(searched.1.clone(), EntityId::new(candidate));
             let (p, r) = match searched.0 {
                 Searched::Subject => (&uid, resource),
                 _ => (principal, &uid),
@@ -437,7 +458,7 @@ impl Engine {
             let allowed = match known {
                 Known::Resident(resident) => {
                     resident.entities.get(&uid).is_some()
-                        && self.allows(&request, plan, &resident.entities)
+                        && self.allows(&request, plan, residual, &resident.entities)
                 }
                 Known::Slice(slice, present) => {
                     own.clear();
@@ -454,7 +475,7 @@ impl Engine {
                         .chain(own.drain(..).filter(|e| !present.contains(&e.uid())))
                         .chain(plan.entities().iter().cloned());
                     Entities::from_entities(entities, None)
-                        .is_ok_and(|entities| self.allows(&request, plan, &entities))
+                        .is_ok_and(|entities| self.allows(&request, plan, residual, &entities))
                 }
             };
             if allowed {
@@ -469,9 +490,21 @@ impl Engine {
     }
 
     /// Whether the action's policies allow `request` over `entities`, as
-    /// an evaluation decides: the prepared verdicts, else Cedar's
-    /// authorizer; any error a deny.
-    fn allows(&self, request: &Request, plan: &ActionPlan, entities: &Entities) -> bool {
+    /// an evaluation decides (any error a deny): the residual policies when
+    /// partial evaluation left some, else the prepared verdicts, else
+    /// Cedar's authorizer.
+    fn allows(
+        &self,
+        request: &Request,
+        plan: &ActionPlan,
+        residual: Option<&PolicySet>,
+        entities: &Entities,
+    ) -> bool {
+        if let Some(residual) = residual {
+            let response = self.authorizer.is_authorized(request, residual, entities);
+            return response.decision() == CedarDecision::Allow
+                && response.diagnostics().errors().next().is_none();
+        }
         if let Some(verdict) = plan
             .verdicts()
             .and_then(|verdicts| verdicts.evaluate_all(request, entities))

@@ -373,9 +373,9 @@ fn masked(context: &Value, mask: &[String]) -> Option<(Value, Vec<String>)> {
 
 /// `text` with every secret replaced by `"***"`.
 fn hide(text: &str, secrets: &[String]) -> String {
-    secrets
-        .iter()
-        .fold(text.to_owned(), |text, secret| text.replace(secret.as_str(), "***"))
+    secrets.iter().fold(text.to_owned(), |text, secret| {
+        text.replace(secret.as_str(), "***")
+    })
 }
 
 /// The texts a masked value could show up as in a message: a string

@@ -318,7 +318,9 @@ impl Metrics {
                 "mandate_search_duration_seconds",
                 "Time to answer one search, listing and every candidate's decision included.",
                 &["searched"],
-                vec![0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5],
+                vec![
+                    0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                ],
             ),
             search_candidates: histogram_vec(
                 &registry,
@@ -455,9 +457,7 @@ impl Metrics {
     /// by outcome (one of [`SEARCH_OUTCOMES`]), its duration, and the
     /// candidates it decided.
     pub fn search(&self, searched: &str, outcome: &str, took: Duration, candidates: usize) {
-        self.searches
-            .with_label_values(&[searched, outcome])
-            .inc();
+        self.searches.with_label_values(&[searched, outcome]).inc();
         self.search_duration
             .with_label_values(&[searched])
             .observe(took.as_secs_f64());

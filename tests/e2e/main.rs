@@ -29,4 +29,5 @@ mod operations;
 mod policy_pack;
 mod property;
 mod readme;
+mod search_brokerage;
 mod upstream;
