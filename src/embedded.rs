@@ -15,6 +15,10 @@ use crate::config::Config;
 /// Each embedded file, by its path in the repository.
 const FILES: &[(&str, &str)] = &[
     (
+        "policies/invariants.toml",
+        include_str!("../policies/invariants.toml"),
+    ),
+    (
         "policies/delegates.cedar",
         include_str!("../policies/delegates.cedar"),
     ),

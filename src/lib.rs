@@ -24,3 +24,4 @@ pub mod server;
 pub mod suite;
 pub mod telemetry;
 pub mod tls;
+pub mod verify;

@@ -72,6 +72,20 @@ Examples:
 
 Exit codes: 0 every case passed, 1 a case failed (or none ran), 2 a suite could not run.")]
     Test(TestArgs),
+    /// Prove the pack's invariants for every well-typed request and every
+    /// entity store (Cedar's symbolic compiler and the cvc5 SMT solver).
+    #[command(after_help = "\
+Examples:
+  mandate verify                                  # policies/invariants.toml over the pack
+  mandate verify --invariants my-invariants.toml --policies ./candidate
+  mandate verify --format json
+
+Each invariant prints `proved`, `violated` (with a counterexample: a `mandate check`
+command and a `mandate test` suite reproducing it, re-decided by Cedar's authorizer)
+or `unknown` (the solver's time limit). Needs cvc5 on PATH (or `CVC5`).
+
+Exit codes: 0 all proved, 1 one violated, 2 usage (or no solver), 3 one unknown.")]
+    Verify(VerifyArgs),
     /// Serve a Cedar JSON entities file as an HTTP entity store (the
     /// upstream contract), for demos and benchmarks.
     #[command(after_help = "\
@@ -284,6 +298,30 @@ enum SearchedArg {
 }
 
 #[derive(Args)]
+struct VerifyArgs {
+    #[command(flatten)]
+    config: PackArgs,
+    /// The invariants file (default: `invariants.toml` in the policy directory).
+    #[arg(long, value_name = "FILE")]
+    invariants: Option<PathBuf>,
+    /// The solver's time limit per query; past it a check is `unknown`.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    timeout: std::time::Duration,
+    /// Where counterexamples' entities are written.
+    #[arg(long, value_name = "DIR", default_value = "target/verify")]
+    out: PathBuf,
+    /// `text` for a person, `json` (one object per check) for tools.
+    #[arg(long, value_enum, default_value = "text")]
+    format: VerifyFormat,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum VerifyFormat {
+    Text,
+    Json,
+}
+
+#[derive(Args)]
 struct CheckArgs {
     #[command(flatten)]
     config: PackArgs,
@@ -379,6 +417,7 @@ fn main() -> ExitCode {
         Command::Check(args) => check(&args),
         Command::Validate(args) => validate(&args),
         Command::Test(args) => test(&args),
+        Command::Verify(args) => verify(&args),
         Command::ServeStore(args) => serve_store(&args),
         Command::Publish(args) => publish(&args),
         Command::Search(args) => search(&args),
@@ -713,6 +752,106 @@ fn validate(args: &PackArgs) -> ExitCode {
             report(error);
             ExitCode::from(1)
         }
+    }
+}
+
+fn verify(args: &VerifyArgs) -> ExitCode {
+    use mandate::verify::{Outcome, VerifyError};
+    let config = match args.config.load() {
+        Ok(config) => config,
+        Err(error) => {
+            report(error);
+            return ExitCode::from(2);
+        }
+    };
+    let snapshot = match mandate::policy::load(&app::policy_sources(&config)) {
+        Ok(snapshot) => snapshot,
+        Err(error) => {
+            report(error);
+            return ExitCode::from(2);
+        }
+    };
+    let file = args
+        .invariants
+        .clone()
+        .unwrap_or_else(|| config.policy.dir.join("invariants.toml"));
+    let usage = |error: VerifyError| {
+        eprintln!("error: {error}");
+        ExitCode::from(2)
+    };
+    let invariants = match mandate::verify::Invariants::read(&file) {
+        Ok(invariants) => invariants,
+        Err(error) => return usage(error),
+    };
+    let Some(rt) = runtime() else {
+        return ExitCode::from(INTERNAL);
+    };
+    let reports = match rt.block_on(mandate::verify::verify(
+        snapshot.policies(),
+        snapshot.schema(),
+        &invariants,
+        args.timeout,
+    )) {
+        Ok(reports) => reports,
+        Err(error) => return usage(error),
+    };
+    for report in &reports {
+        let written = report.counterexample.as_ref().and_then(|example| {
+            let _ = std::fs::create_dir_all(&args.out);
+            let path = args.out.join(format!(
+                "{}.entities.json",
+                report.id.replace([':', '/'], "-")
+            ));
+            std::fs::write(&path, format!("{:#}", example.entities))
+                .ok()
+                .map(|()| (example, path))
+        });
+        match args.format {
+            VerifyFormat::Json => say(format_args!(
+                "{}",
+                serde_json::to_string(report).unwrap_or_default()
+            )),
+            VerifyFormat::Text => {
+                let outcome = match report.outcome {
+                    Outcome::Proved => "proved  ",
+                    Outcome::Violated => "VIOLATED",
+                    Outcome::Unknown => "UNKNOWN ",
+                };
+                say(format_args!(
+                    "{outcome} {} ({}): {} [{} request types, {} ms]",
+                    report.id, report.rule, report.says, report.request_types, report.millis
+                ));
+                if let Some(reason) = &report.reason {
+                    say(format_args!("  {reason}"));
+                }
+                if let Some((example, path)) = &written {
+                    say(format_args!(
+                        "  counterexample ({}):",
+                        if example.confirmed {
+                            "Cedar's authorizer confirms it"
+                        } else {
+                            "NOT confirmed by Cedar's authorizer"
+                        }
+                    ));
+                    say(format_args!(
+                        "    {}",
+                        mandate::verify::check_command(example, path)
+                    ));
+                    say(format_args!("  as a test case (expected deny):"));
+                    for line in mandate::verify::test_case(report, example, path).lines() {
+                        say(format_args!("    {line}"));
+                    }
+                }
+            }
+        }
+    }
+    let has = |outcome: Outcome| reports.iter().any(|r| r.outcome == outcome);
+    if has(Outcome::Violated) {
+        ExitCode::from(1)
+    } else if has(Outcome::Unknown) {
+        ExitCode::from(3)
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

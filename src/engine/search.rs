@@ -28,7 +28,7 @@ use super::{
     DecisionRequest, Engine, EntityRef, Names, RequestEntities, RequestError, Stop, resolve,
 };
 use crate::entities::Resident;
-use crate::policy::{ActionPlan, PolicySnapshot};
+use crate::policy::{ActionPlan, PolicySnapshot, Verdicts};
 
 /// What is searched for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +95,13 @@ struct Fixed<'s> {
     /// the entities the search names besides the candidates: the
     /// subject or resource given, and the context's references
     named: Vec<EntityUid>,
+}
+
+/// How a search's candidates are decided: the action's plan, and the
+/// residual policies (with their verdicts, when they can be prepared).
+struct Evaluator<'p> {
+    plan: &'p ActionPlan,
+    residual: Option<(&'p PolicySet, Option<&'p Verdicts>)>,
 }
 
 /// What partial evaluation left.
@@ -443,6 +450,22 @@ impl Engine {
             resource,
             plan,
         } = &fixed.names;
+        // The residual policies prepared once as verdicts (one expression
+        // for them all), and Cedar's context built once for every candidate.
+        let prepared = residual.map(|policies| (policies, Verdicts::prepare(policies)));
+        let evaluator = Evaluator {
+            plan,
+            residual: prepared
+                .as_ref()
+                .map(|(policies, verdicts)| (*policies, verdicts.as_ref())),
+        };
+        let Some(context) = fixed
+            .context
+            .request(principal, action, resource)
+            .and_then(|request| request.context().cloned())
+        else {
+            return Ok(Vec::new());
+        };
         let mut found = Vec::new();
         let mut own = Vec::new();
         for (index, candidate) in candidates.iter().enumerate() {
@@ -452,13 +475,19 @@ impl Engine {
                 Searched::Subject => (&uid, resource),
                 _ => (principal, &uid),
             };
-            let Some(request) = fixed.context.request(p, action, r) else {
+            let Ok(request) = Request::new(
+                p.clone(),
+                (*action).clone(),
+                r.clone(),
+                context.clone(),
+                None,
+            ) else {
                 continue;
             };
             let allowed = match known {
                 Known::Resident(resident) => {
                     resident.entities.get(&uid).is_some()
-                        && self.allows(&request, plan, residual, &resident.entities)
+                        && self.allows(&request, &evaluator, &resident.entities)
                 }
                 Known::Slice(slice, present) => {
                     own.clear();
@@ -475,7 +504,7 @@ impl Engine {
                         .chain(own.drain(..).filter(|e| !present.contains(&e.uid())))
                         .chain(plan.entities().iter().cloned());
                     Entities::from_entities(entities, None)
-                        .is_ok_and(|entities| self.allows(&request, plan, residual, &entities))
+                        .is_ok_and(|entities| self.allows(&request, &evaluator, &entities))
                 }
             };
             if allowed {
@@ -493,29 +522,29 @@ impl Engine {
     /// an evaluation decides (any error a deny): the residual policies when
     /// partial evaluation left some, else the prepared verdicts, else
     /// Cedar's authorizer.
-    fn allows(
-        &self,
-        request: &Request,
-        plan: &ActionPlan,
-        residual: Option<&PolicySet>,
-        entities: &Entities,
-    ) -> bool {
-        if let Some(residual) = residual {
-            let response = self.authorizer.is_authorized(request, residual, entities);
-            return response.decision() == CedarDecision::Allow
-                && response.diagnostics().errors().next().is_none();
+    fn allows(&self, request: &Request, evaluator: &Evaluator<'_>, entities: &Entities) -> bool {
+        let (policies, verdicts) = match evaluator.residual {
+            Some(residual) => residual,
+            None => (evaluator.plan.policies(), evaluator.plan.verdicts()),
+        };
+        let cedar = || {
+            let response = self.authorizer.is_authorized(request, policies, entities);
+            response.decision() == CedarDecision::Allow
+                && response.diagnostics().errors().next().is_none()
+        };
+        match verdicts.and_then(|verdicts| verdicts.evaluate_all(request, entities)) {
+            Some(verdict) => {
+                // Debug builds (every test) check the verdict against
+                // Cedar's authorizer over the same policies.
+                debug_assert_eq!(
+                    verdict.allowed,
+                    cedar(),
+                    "verdicts and Cedar disagree on {request}"
+                );
+                verdict.allowed
+            }
+            None => cedar(),
         }
-        if let Some(verdict) = plan
-            .verdicts()
-            .and_then(|verdicts| verdicts.evaluate_all(request, entities))
-        {
-            return verdict.allowed;
-        }
-        let response = self
-            .authorizer
-            .is_authorized(request, plan.policies(), entities);
-        response.decision() == CedarDecision::Allow
-            && response.diagnostics().errors().next().is_none()
     }
 
     /// `context` with only the attributes `action`'s context declares,

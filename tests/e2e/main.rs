@@ -31,3 +31,4 @@ mod property;
 mod readme;
 mod search_brokerage;
 mod upstream;
+mod verify;

@@ -1,0 +1,489 @@
+//! `mandate verify`: proofs of a pack's invariants for every well-typed
+//! request and every entity store, by Cedar's symbolic compiler
+//! (`cedar-policy-symcc`) and the cvc5 SMT solver, not samples.
+//!
+//! An invariant names a situation the pack must never allow, as a Cedar
+//! `permit` policy that matches it; it holds when no request is allowed by
+//! both the pack and that policy (SymCC's disjointness), checked for each
+//! request type (principal, action, resource) the invariant's action scope
+//! can match. Two checks are built in: no policy of the pack can error on a
+//! well-typed request, and every `forbid` can match some request (no dead
+//! rule). A violation comes with a counterexample (a request and entities)
+//! that Cedar's authorizer re-decides to confirm.
+//!
+//! Mandate denies on any evaluation error where Cedar skips the policy, so
+//! Mandate allows no more than Cedar: a "never allowed" proof made under
+//! Cedar's semantics holds for Mandate as it is.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use cedar_policy::{
+    ActionConstraint, Authorizer, Decision, Effect, Entities, Policy, PolicySet, RequestEnv, Schema,
+};
+use cedar_policy_symcc::solver::LocalSolver;
+use cedar_policy_symcc::{CedarSymCompiler, CompiledPolicy, CompiledPolicySet, Env};
+use serde::{Deserialize, Serialize};
+
+/// The invariants file: built-in checks and the named invariants.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Invariants {
+    /// prove that no policy of the pack can error on a well-typed request
+    #[serde(default = "yes")]
+    pub never_errors: bool,
+    /// prove that every `forbid` of the pack matches some request
+    #[serde(default = "yes")]
+    pub forbids_reachable: bool,
+    /// the named invariants
+    #[serde(default, rename = "invariant")]
+    pub invariants: Vec<Invariant>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// One invariant: a situation the pack never allows.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Invariant {
+    /// a stable name
+    pub id: String,
+    /// the rule of `domain.md` it guards
+    pub rule: String,
+    /// what it says, for a person
+    pub says: String,
+    /// a Cedar `permit` policy matching the requests the pack must never
+    /// allow
+    pub never: String,
+}
+
+/// How one check ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// holds for every request of every request type checked
+    Proved,
+    /// a counterexample exists
+    Violated,
+    /// the solver gave up (time limit)
+    Unknown,
+}
+
+/// A counterexample: what was allowed, and whether Cedar's authorizer
+/// agrees when it decides it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Counterexample {
+    /// the principal, Cedar's uid
+    pub principal: String,
+    /// the action, Cedar's uid
+    pub action: String,
+    /// the resource, Cedar's uid
+    pub resource: String,
+    /// the context, as Cedar JSON
+    pub context: serde_json::Value,
+    /// the entities, as Cedar JSON
+    pub entities: serde_json::Value,
+    /// Cedar's authorizer allows it over the pack (it should deny)
+    pub confirmed: bool,
+    /// the policy that errors, for a `never_errors` counterexample
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+}
+
+/// One check's result.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// the invariant's id, or `never-errors`, `forbid-reachable:<id>`
+    pub id: String,
+    /// the rule it guards
+    pub rule: String,
+    /// what it says
+    pub says: String,
+    /// how it ended
+    pub outcome: Outcome,
+    /// request types checked
+    pub request_types: usize,
+    /// time taken
+    pub millis: u128,
+    /// for a violation
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub counterexample: Option<Counterexample>,
+    /// why the solver could not answer, for `unknown`
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Why verification could not run: a usage error, not a result.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// The invariants file cannot be read or parsed.
+    #[error("{path}: {message}")]
+    Invariants {
+        /// the file
+        path: PathBuf,
+        /// what is wrong
+        message: String,
+    },
+    /// An invariant's policy is not Cedar, not a permit, or not valid for
+    /// the schema.
+    #[error("invariant `{id}`: {message}")]
+    BadInvariant {
+        /// the invariant
+        id: String,
+        /// what is wrong
+        message: String,
+    },
+    /// No solver: verification cannot pass silently.
+    #[error(
+        "cannot start the cvc5 SMT solver ({0}); install it (Debian: `apt-get install cvc5`) or set `CVC5` to its path"
+    )]
+    NoSolver(String),
+    /// The pack uses a feature symbolic analysis does not cover.
+    #[error("the pack cannot be analysed symbolically: {0}")]
+    Unsupported(String),
+}
+
+impl Invariants {
+    /// Reads an invariants file.
+    ///
+    /// # Errors
+    /// An unreadable or malformed file.
+    pub fn read(path: &Path) -> Result<Self, VerifyError> {
+        let text = std::fs::read_to_string(path).map_err(|e| VerifyError::Invariants {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        toml::from_str(&text).map_err(|e| VerifyError::Invariants {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+    }
+}
+
+/// The solver for one check: cvc5 with a per-query time limit, so one
+/// hard query answers `unknown` rather than stopping the run.
+fn solver(per_query: Duration) -> Result<CedarSymCompiler<LocalSolver>, VerifyError> {
+    let limit = format!("--tlimit-per={}", per_query.as_millis());
+    let solver = LocalSolver::cvc5_with_args([limit.as_str()])
+        .map_err(|e| VerifyError::NoSolver(e.to_string()))?;
+    CedarSymCompiler::new(solver).map_err(|e| VerifyError::NoSolver(e.to_string()))
+}
+
+/// Checks that cvc5 starts and answers, before any proof is attempted.
+///
+/// # Errors
+/// [`VerifyError::NoSolver`].
+pub async fn solver_available() -> Result<(), VerifyError> {
+    let path = std::env::var("CVC5").unwrap_or_else(|_| "cvc5".to_owned());
+    let output = tokio::process::Command::new(&path)
+        .arg("--version")
+        .output()
+        .await
+        .map_err(|e| VerifyError::NoSolver(format!("`{path}`: {e}")))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(VerifyError::NoSolver(format!("`{path} --version` failed")))
+    }
+}
+
+/// Proves every check of `invariants` over `policies` and `schema`.
+///
+/// # Errors
+/// A usage error: a bad invariant, no solver, a pack SymCC cannot take.
+pub async fn verify(
+    policies: &PolicySet,
+    schema: &Schema,
+    invariants: &Invariants,
+    per_query: Duration,
+) -> Result<Vec<Report>, VerifyError> {
+    solver_available().await?;
+    let envs: Vec<RequestEnv> = schema.request_envs().collect();
+    let mut compiled = Vec::with_capacity(envs.len());
+    for env in &envs {
+        let pack = CompiledPolicySet::compile(policies, env, schema)
+            .map_err(|e| VerifyError::Unsupported(e.to_string()))?;
+        compiled.push(pack);
+    }
+    let mut reports = Vec::new();
+    if invariants.never_errors {
+        reports.push(never_errors(policies, schema, &envs, per_query).await?);
+    }
+    if invariants.forbids_reachable {
+        for policy in policies.policies().filter(|p| p.effect() == Effect::Forbid) {
+            reports.push(reachable(policy, schema, &envs, per_query).await?);
+        }
+    }
+    for invariant in &invariants.invariants {
+        reports.push(never(invariant, policies, schema, &envs, &compiled, per_query).await?);
+    }
+    Ok(reports)
+}
+
+/// The request types a policy's action scope can match (`action in` a
+/// group counts the group's members, through the schema's hierarchy).
+fn in_scope<'e>(
+    policy: &Policy,
+    schema: &Schema,
+    envs: &'e [RequestEnv],
+) -> Vec<(usize, &'e RequestEnv)> {
+    let actions = schema.action_entities().ok();
+    let within = |action: &cedar_policy::EntityUid, groups: &[cedar_policy::EntityUid]| {
+        groups.contains(action)
+            || actions
+                .as_ref()
+                .and_then(|actions| actions.ancestors(action))
+                .is_some_and(|mut ancestors| ancestors.any(|a| groups.contains(a)))
+    };
+    envs.iter()
+        .enumerate()
+        .filter(|(_, env)| match policy.action_constraint() {
+            ActionConstraint::Any => true,
+            ActionConstraint::Eq(action) => &action == env.action(),
+            ActionConstraint::In(groups) => within(env.action(), &groups),
+        })
+        .collect()
+}
+
+async fn never(
+    invariant: &Invariant,
+    policies: &PolicySet,
+    schema: &Schema,
+    envs: &[RequestEnv],
+    compiled: &[CompiledPolicySet],
+    per_query: Duration,
+) -> Result<Report, VerifyError> {
+    let started = Instant::now();
+    let bad = |message: String| VerifyError::BadInvariant {
+        id: invariant.id.clone(),
+        message,
+    };
+    let policy = Policy::from_str(&invariant.never).map_err(|e| bad(e.to_string()))?;
+    if policy.effect() != Effect::Permit {
+        return Err(bad(
+            "`never` is a `permit` policy matching what the pack must never allow".to_owned(),
+        ));
+    }
+    let scoped = in_scope(&policy, schema, envs);
+    if scoped.is_empty() {
+        return Err(bad(
+            "its action scope matches no action of the schema".to_owned()
+        ));
+    }
+    let mut report = Report {
+        id: invariant.id.clone(),
+        rule: invariant.rule.clone(),
+        says: invariant.says.clone(),
+        outcome: Outcome::Proved,
+        request_types: scoped.len(),
+        millis: 0,
+        counterexample: None,
+        reason: None,
+    };
+    let mut symcc = solver(per_query)?;
+    for (index, env) in scoped {
+        let Some(pack) = compiled.get(index) else {
+            continue;
+        };
+        let situation = CompiledPolicy::compile(&policy, env, schema)
+            .map_err(|e| bad(format!("for {}: {e}", describe_env(env))))?
+            .into_compiled_policyset();
+        match symcc
+            .check_disjoint_with_counterexample_opt(pack, &situation)
+            .await
+        {
+            Ok(None) => {}
+            Ok(Some(found)) => {
+                report.outcome = Outcome::Violated;
+                report.counterexample = Some(counterexample(&found, policies, None));
+                break;
+            }
+            Err(error) => {
+                report.outcome = Outcome::Unknown;
+                report.reason = Some(format!("{}: {error}", describe_env(env)));
+            }
+        }
+    }
+    report.millis = started.elapsed().as_millis();
+    Ok(report)
+}
+
+async fn never_errors(
+    policies: &PolicySet,
+    schema: &Schema,
+    envs: &[RequestEnv],
+    per_query: Duration,
+) -> Result<Report, VerifyError> {
+    let started = Instant::now();
+    let mut report = Report {
+        id: "never-errors".to_owned(),
+        rule: "fail closed".to_owned(),
+        says: "no policy of the pack can error on a well-typed request (so Mandate's deny-on-error never changes an answer)".to_owned(),
+        outcome: Outcome::Proved,
+        request_types: envs.len(),
+        millis: 0,
+        counterexample: None,
+        reason: None,
+    };
+    let mut symcc = solver(per_query)?;
+    'all: for env in envs {
+        for policy in policies.policies() {
+            let compiled = CompiledPolicy::compile(policy, env, schema)
+                .map_err(|e| VerifyError::Unsupported(format!("{}: {e}", policy.id())))?;
+            match symcc
+                .check_never_errors_with_counterexample_opt(&compiled)
+                .await
+            {
+                Ok(None) => {}
+                Ok(Some(found)) => {
+                    report.outcome = Outcome::Violated;
+                    report.counterexample = Some(counterexample(
+                        &found,
+                        policies,
+                        Some(policy.id().to_string()),
+                    ));
+                    break 'all;
+                }
+                Err(error) => {
+                    report.outcome = Outcome::Unknown;
+                    report.reason = Some(format!("{} {}: {error}", policy.id(), describe_env(env)));
+                }
+            }
+        }
+    }
+    report.millis = started.elapsed().as_millis();
+    Ok(report)
+}
+
+async fn reachable(
+    forbid: &Policy,
+    schema: &Schema,
+    envs: &[RequestEnv],
+    per_query: Duration,
+) -> Result<Report, VerifyError> {
+    let started = Instant::now();
+    let scoped = in_scope(forbid, schema, envs);
+    let mut report = Report {
+        id: format!("forbid-reachable:{}", forbid.id()),
+        rule: forbid.id().to_string(),
+        says: format!(
+            "forbid `{}` matches some request (it is no dead rule)",
+            forbid.id()
+        ),
+        outcome: Outcome::Violated,
+        request_types: scoped.len(),
+        millis: 0,
+        counterexample: None,
+        reason: None,
+    };
+    let mut symcc = solver(per_query)?;
+    for (_, env) in scoped {
+        let compiled = CompiledPolicy::compile(forbid, env, schema)
+            .map_err(|e| VerifyError::Unsupported(format!("{}: {e}", forbid.id())))?;
+        match symcc.check_never_matches_opt(&compiled).await {
+            Ok(true) => {}
+            Ok(false) => {
+                report.outcome = Outcome::Proved;
+                report.reason = None;
+                break;
+            }
+            Err(error) => {
+                report.outcome = Outcome::Unknown;
+                report.reason = Some(format!("{}: {error}", describe_env(env)));
+            }
+        }
+    }
+    if report.outcome == Outcome::Violated {
+        report.reason = Some("it matches no well-typed request: a dead rule".to_owned());
+    }
+    report.millis = started.elapsed().as_millis();
+    Ok(report)
+}
+
+fn describe_env(env: &RequestEnv) -> String {
+    format!("{} {} {}", env.principal(), env.action(), env.resource())
+}
+
+/// A counterexample as JSON, re-decided by Cedar's authorizer over the pack.
+fn counterexample(found: &Env, policies: &PolicySet, policy: Option<String>) -> Counterexample {
+    let request = &found.request;
+    let uid =
+        |uid: Option<&cedar_policy::EntityUid>| uid.map(ToString::to_string).unwrap_or_default();
+    let context = request
+        .context()
+        .and_then(|context| context.to_json_value().ok())
+        .unwrap_or(serde_json::Value::Null);
+    let entities = entities_json(&found.entities);
+    let response = Authorizer::new().is_authorized(request, policies, &found.entities);
+    let confirmed = match policy {
+        // an erroring policy: confirmed when Cedar reports its error
+        Some(_) => response.diagnostics().errors().next().is_some(),
+        None => response.decision() == Decision::Allow,
+    };
+    Counterexample {
+        principal: uid(request.principal()),
+        action: uid(request.action()),
+        resource: uid(request.resource()),
+        context,
+        entities,
+        confirmed,
+        policy,
+    }
+}
+
+fn entities_json(entities: &Entities) -> serde_json::Value {
+    let mut out = Vec::new();
+    if entities.write_to_json(&mut out).is_err() {
+        return serde_json::Value::Null;
+    }
+    serde_json::from_slice(&out).unwrap_or(serde_json::Value::Null)
+}
+
+/// The counterexample as a `mandate check` command, its entities written
+/// to `entities_file`.
+pub fn check_command(example: &Counterexample, entities_file: &Path) -> String {
+    let quote = |text: &str| format!("'{}'", text.replace('\'', r"'\''"));
+    let mut command = format!(
+        "mandate check --entities {} --principal {} --action {} --resource {}",
+        quote(&entities_file.display().to_string()),
+        quote(&example.principal),
+        quote(action_id(&example.action)),
+        quote(&example.resource),
+    );
+    if !example.context.is_null() {
+        command.push_str(" --context ");
+        command.push_str(&quote(&example.context.to_string()));
+    }
+    command
+}
+
+/// A `mandate test` suite with the counterexample as its one case,
+/// expected denied.
+pub fn test_case(report: &Report, example: &Counterexample, entities_file: &Path) -> String {
+    let yaml_string = |text: &str| serde_json::Value::String(text.to_owned()).to_string();
+    let mut suite = format!(
+        "name: {}\nentities: {}\ncases:\n  - name: {}\n    rule: {}\n    principal: {}\n    action: {}\n    resource: {}\n",
+        yaml_string(&format!("counterexample to {}", report.id)),
+        yaml_string(&entities_file.display().to_string()),
+        yaml_string(&report.says),
+        yaml_string(&report.rule),
+        yaml_string(&example.principal),
+        yaml_string(action_id(&example.action)),
+        yaml_string(&example.resource),
+    );
+    if !example.context.is_null() {
+        suite.push_str(&format!("    context: {}\n", example.context));
+    }
+    suite.push_str("    expect: deny\n");
+    suite
+}
+
+/// `Brokerage::Action::"withdraw"` → `withdraw`.
+fn action_id(action: &str) -> &str {
+    action
+        .rsplit_once("::")
+        .map_or(action, |(_, id)| id.trim_matches('"'))
+}

@@ -1,0 +1,162 @@
+//! `mandate verify` with the real cvc5 (Debian's `cvc5`; `.ci/run` installs
+//! it): the shipped pack's invariants proved; a pack with F1 removed
+//! violates the destination invariant, and the counterexample, fed to
+//! `mandate check`, reproduces the wrong allow the shipped pack denies; no
+//! solver is a usage error, never a silent pass.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::support::{binary, root};
+
+fn mandate() -> Command {
+    let mut command = Command::new(binary());
+    command.current_dir(root()).env("NO_COLOR", "1");
+    for (key, _) in std::env::vars() {
+        if key.starts_with("MANDATE_") {
+            command.env_remove(key);
+        }
+    }
+    command
+}
+
+fn verify(policies: &Path, out: &Path) -> (Option<i32>, Vec<serde_json::Value>, String) {
+    let output = mandate()
+        .arg("verify")
+        .arg("--policies")
+        .arg(policies)
+        .arg("--invariants")
+        .arg(root().join("policies/invariants.toml"))
+        .arg("--out")
+        .arg(out)
+        .args(["--format", "json"])
+        .output()
+        .unwrap();
+    let reports = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    (
+        output.status.code(),
+        reports,
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn every_invariant_of_the_shipped_pack_is_proved() {
+    let out = tempfile::tempdir().unwrap();
+    let (code, reports, stderr) = verify(&root().join("policies"), out.path());
+    assert_eq!(code, Some(0), "{reports:#?}\n{stderr}");
+    let ids: Vec<&str> = reports.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    for expected in [
+        "never-errors",
+        "second-users-never-fund",
+        "withdrawals-only-to-the-owners-destinations",
+        "inactive-logins-get-nothing",
+        "user-management-never-targets-the-owner",
+        "market-data-stays-with-its-login",
+        "forbid-reachable:F1",
+        "forbid-reachable:F4",
+    ] {
+        assert!(ids.contains(&expected), "{expected} missing: {ids:?}");
+    }
+    for report in &reports {
+        assert_eq!(report["outcome"], "proved", "{report:#}");
+        assert!(report["request_types"].as_u64().unwrap() >= 1, "{report:#}");
+    }
+}
+
+#[test]
+fn a_pack_without_the_destination_check_is_caught_and_the_counterexample_reproduces_it() {
+    let pack = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(root().join("policies")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "cedar") {
+            std::fs::copy(&path, pack.path().join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    let funding = pack.path().join("funding.cedar");
+    let text = std::fs::read_to_string(&funding).unwrap();
+    let mutated = text.replace(
+        "@id(\"F1\")\nforbid (principal, action == Brokerage::Action::\"withdraw\", resource)",
+        "@id(\"F1\")\nforbid (principal, action == Brokerage::Action::\"withdraw\", resource)\nwhen { false }",
+    );
+    assert_ne!(text, mutated, "F1 found and disabled");
+    std::fs::write(&funding, mutated).unwrap();
+
+    let out = tempfile::tempdir().unwrap();
+    let (code, reports, stderr) = verify(pack.path(), out.path());
+    assert_eq!(code, Some(1), "{reports:#?}\n{stderr}");
+    let violated: Vec<&serde_json::Value> = reports
+        .iter()
+        .filter(|r| r["outcome"] == "violated")
+        .collect();
+    let destination = violated
+        .iter()
+        .find(|r| r["id"] == "withdrawals-only-to-the-owners-destinations")
+        .unwrap_or_else(|| panic!("{violated:#?}"));
+    let example = &destination["counterexample"];
+    assert_eq!(example["confirmed"], true, "{example:#}");
+    assert!(
+        example["action"]
+            .as_str()
+            .unwrap()
+            .ends_with("\"withdraw\""),
+        "{example:#}"
+    );
+    for other in ["second-users-never-fund", "inactive-logins-get-nothing"] {
+        let report = reports.iter().find(|r| r["id"] == other).unwrap();
+        assert_eq!(report["outcome"], "proved", "{report:#}");
+    }
+
+    // The counterexample as `mandate check` commands: the mutated pack
+    // allows it, the shipped pack denies it.
+    let entities = out
+        .path()
+        .join("withdrawals-only-to-the-owners-destinations.entities.json");
+    assert!(entities.exists());
+    let check = |policies: &Path| {
+        mandate()
+            .arg("check")
+            .arg("--policies")
+            .arg(policies)
+            .arg("--entities")
+            .arg(&entities)
+            .args(["--principal", example["principal"].as_str().unwrap()])
+            .args(["--action", "withdraw"])
+            .args(["--resource", example["resource"].as_str().unwrap()])
+            .args(["--context", &example["context"].to_string()])
+            .output()
+            .unwrap()
+    };
+    let wrong = check(pack.path());
+    assert_eq!(
+        wrong.status.code(),
+        Some(0),
+        "the mutated pack allows it: {}{}",
+        String::from_utf8_lossy(&wrong.stdout),
+        String::from_utf8_lossy(&wrong.stderr)
+    );
+    let right = check(&root().join("policies"));
+    assert_eq!(
+        right.status.code(),
+        Some(1),
+        "the shipped pack denies it: {}{}",
+        String::from_utf8_lossy(&right.stdout),
+        String::from_utf8_lossy(&right.stderr)
+    );
+}
+
+#[test]
+fn without_a_solver_verify_is_a_usage_error_never_a_pass() {
+    let output = mandate()
+        .arg("verify")
+        .env("CVC5", "/nonexistent/cvc5")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cvc5"), "{stderr}");
+    assert!(output.stdout.is_empty(), "no result printed");
+}
