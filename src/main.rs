@@ -79,12 +79,17 @@ Examples:
   mandate verify                                  # policies/invariants.toml over the pack
   mandate verify --invariants my-invariants.toml --policies ./candidate
   mandate verify --format json
+  mandate verify --policies ./candidate --against ./policies   # what a change grants or removes
 
 Each invariant prints `proved`, `violated` (with a counterexample: a `mandate check`
 command and a `mandate test` suite reproducing it, re-decided by Cedar's authorizer)
 or `unknown` (the solver's time limit). Needs cvc5 on PATH (or `CVC5`).
 
-Exit codes: 0 all proved, 1 one violated, 2 usage (or no solver), 3 one unknown.")]
+With `--against DIR`, each request type is `equivalent`, `fewer_allows` (the change only
+removes permissions) or `more_allows` (with a request it grants, confirmed by Cedar).
+
+Exit codes: 0 all proved (with --against: nothing granted), 1 one violated (a request type
+gains allows), 2 usage (or no solver), 3 one unknown.")]
     Verify(VerifyArgs),
     /// Serve a Cedar JSON entities file as an HTTP entity store (the
     /// upstream contract), for demos and benchmarks.
@@ -307,6 +312,11 @@ struct VerifyArgs {
     /// The solver's time limit per query; past it a check is `unknown`.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
     timeout: std::time::Duration,
+    /// Compare the pack with the one in DIR (same schema) instead: per
+    /// request type, equivalent, fewer allows, or more allows with a
+    /// request it grants.
+    #[arg(long, value_name = "DIR")]
+    against: Option<PathBuf>,
     /// Where counterexamples' entities are written.
     #[arg(long, value_name = "DIR", default_value = "target/verify")]
     out: PathBuf,
@@ -771,6 +781,9 @@ fn verify(args: &VerifyArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(against) = &args.against {
+        return verify_against(args, &config, &snapshot, against);
+    }
     let file = args
         .invariants
         .clone()
@@ -849,6 +862,109 @@ fn verify(args: &VerifyArgs) -> ExitCode {
     if has(Outcome::Violated) {
         ExitCode::from(1)
     } else if has(Outcome::Unknown) {
+        ExitCode::from(3)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// `mandate verify --against DIR`: the pack against the one in DIR.
+fn verify_against(
+    args: &VerifyArgs,
+    config: &Config,
+    candidate: &mandate::policy::PolicySnapshot,
+    against: &std::path::Path,
+) -> ExitCode {
+    use mandate::verify::Change;
+    let mut sources = app::policy_sources(config);
+    sources.policy_dir = against.to_owned();
+    let baseline = match mandate::policy::load(&sources) {
+        Ok(snapshot) => snapshot,
+        Err(error) => {
+            report(error);
+            return ExitCode::from(2);
+        }
+    };
+    let Some(rt) = runtime() else {
+        return ExitCode::from(INTERNAL);
+    };
+    let comparisons = match rt.block_on(mandate::verify::compare(
+        candidate.policies(),
+        baseline.policies(),
+        candidate.schema(),
+        args.timeout,
+    )) {
+        Ok(comparisons) => comparisons,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    for (index, comparison) in comparisons.iter().enumerate() {
+        let written = comparison.counterexample.as_ref().and_then(|example| {
+            let _ = std::fs::create_dir_all(&args.out);
+            let path = args.out.join(format!("against-{index}.entities.json"));
+            std::fs::write(&path, format!("{:#}", example.entities))
+                .ok()
+                .map(|()| (example, path))
+        });
+        match args.format {
+            VerifyFormat::Json => say(format_args!(
+                "{}",
+                serde_json::to_string(comparison).unwrap_or_default()
+            )),
+            VerifyFormat::Text => {
+                let change = match comparison.change {
+                    Change::Equivalent => "equivalent  ",
+                    Change::FewerAllows => "fewer allows",
+                    Change::MoreAllows => "MORE ALLOWS ",
+                    Change::Unknown => "UNKNOWN     ",
+                };
+                say(format_args!(
+                    "{change} {} [{} ms]",
+                    comparison.request_type, comparison.millis
+                ));
+                if let Some(reason) = &comparison.reason {
+                    say(format_args!("  {reason}"));
+                }
+                if let Some((example, path)) = &written {
+                    let what = if comparison.change == Change::MoreAllows {
+                        "granted"
+                    } else {
+                        "taken away"
+                    };
+                    say(format_args!(
+                        "  e.g. {what} ({}):",
+                        if example.confirmed {
+                            "Cedar's authorizer confirms it"
+                        } else {
+                            "NOT confirmed by Cedar's authorizer"
+                        }
+                    ));
+                    say(format_args!(
+                        "    {}",
+                        mandate::verify::check_command(example, path)
+                    ));
+                }
+            }
+        }
+    }
+    let has = |change: Change| comparisons.iter().any(|c| c.change == change);
+    if matches!(args.format, VerifyFormat::Text) {
+        let summary = if has(Change::MoreAllows) {
+            "the candidate grants what the baseline denies (MORE ALLOWS above)"
+        } else if has(Change::FewerAllows) {
+            "the candidate only removes permissions"
+        } else if has(Change::Unknown) {
+            "the solver could not settle every request type"
+        } else {
+            "the candidate decides every request as the baseline does"
+        };
+        say(format_args!("{summary}"));
+    }
+    if has(Change::MoreAllows) {
+        ExitCode::from(1)
+    } else if has(Change::Unknown) {
         ExitCode::from(3)
     } else {
         ExitCode::SUCCESS

@@ -407,6 +407,114 @@ fn describe_env(env: &RequestEnv) -> String {
     format!("{} {} {}", env.principal(), env.action(), env.resource())
 }
 
+/// How a candidate pack compares with a baseline for one request type.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Change {
+    /// the same decision for every request and store
+    Equivalent,
+    /// every request the candidate allows, the baseline allows too: it
+    /// only removes permissions
+    FewerAllows,
+    /// some request the baseline denies, the candidate allows
+    MoreAllows,
+    /// the solver gave up
+    Unknown,
+}
+
+/// One request type's comparison.
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    /// principal type, action, resource type
+    pub request_type: String,
+    /// how the candidate differs
+    pub change: Change,
+    /// a request allowed by one pack and denied by the other: granted by
+    /// the candidate for `more_allows`, taken away for `fewer_allows`
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub counterexample: Option<Counterexample>,
+    /// why the solver could not answer, for `unknown`
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// time taken
+    pub millis: u128,
+}
+
+/// Compares `candidate` with `baseline` for every request type of
+/// `schema`: equivalent, fewer allows, or more allows (each with a
+/// request that shows it, re-decided by Cedar's authorizer over both).
+///
+/// # Errors
+/// No solver, or a pack SymCC cannot take.
+pub async fn compare(
+    candidate: &PolicySet,
+    baseline: &PolicySet,
+    schema: &Schema,
+    per_query: Duration,
+) -> Result<Vec<Comparison>, VerifyError> {
+    solver_available().await?;
+    let mut symcc = solver(per_query)?;
+    let mut out = Vec::new();
+    for env in schema.request_envs() {
+        let started = Instant::now();
+        let compile = |set: &PolicySet| {
+            CompiledPolicySet::compile(set, &env, schema)
+                .map_err(|e| VerifyError::Unsupported(e.to_string()))
+        };
+        let (new, old) = (compile(candidate)?, compile(baseline)?);
+        let mut comparison = Comparison {
+            request_type: describe_env(&env),
+            change: Change::Equivalent,
+            counterexample: None,
+            reason: None,
+            millis: 0,
+        };
+        // Allowed by the candidate, denied by the baseline: granted.
+        match symcc
+            .check_implies_with_counterexample_opt(&new, &old)
+            .await
+        {
+            Ok(Some(found)) => {
+                comparison.change = Change::MoreAllows;
+                comparison.counterexample = Some(difference(&found, candidate, baseline));
+            }
+            Ok(None) => {
+                // Allowed by the baseline, denied by the candidate: taken away.
+                match symcc
+                    .check_implies_with_counterexample_opt(&old, &new)
+                    .await
+                {
+                    Ok(Some(found)) => {
+                        comparison.change = Change::FewerAllows;
+                        comparison.counterexample = Some(difference(&found, baseline, candidate));
+                    }
+                    Ok(None) => {}
+                    Err(error) => {
+                        comparison.change = Change::Unknown;
+                        comparison.reason = Some(error.to_string());
+                    }
+                }
+            }
+            Err(error) => {
+                comparison.change = Change::Unknown;
+                comparison.reason = Some(error.to_string());
+            }
+        }
+        comparison.millis = started.elapsed().as_millis();
+        out.push(comparison);
+    }
+    Ok(out)
+}
+
+/// A request `allows` allows and `denies` denies, confirmed by Cedar's
+/// authorizer over both.
+fn difference(found: &Env, allows: &PolicySet, denies: &PolicySet) -> Counterexample {
+    let mut example = counterexample(found, allows, None);
+    let other = Authorizer::new().is_authorized(&found.request, denies, &found.entities);
+    example.confirmed = example.confirmed && other.decision() == Decision::Deny;
+    example
+}
+
 /// A counterexample as JSON, re-decided by Cedar's authorizer over the pack.
 fn counterexample(found: &Env, policies: &PolicySet, policy: Option<String>) -> Counterexample {
     let request = &found.request;

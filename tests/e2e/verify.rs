@@ -160,3 +160,104 @@ fn without_a_solver_verify_is_a_usage_error_never_a_pass() {
     assert!(stderr.contains("cvc5"), "{stderr}");
     assert!(output.stdout.is_empty(), "no result printed");
 }
+
+/// A copy of the shipped policies with `edit` applied to one file.
+fn candidate(file: &str, edit: impl Fn(&str) -> String) -> tempfile::TempDir {
+    let pack = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(root().join("policies")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "cedar") {
+            std::fs::copy(&path, pack.path().join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    let target = pack.path().join(file);
+    let text = std::fs::read_to_string(&target).unwrap();
+    let edited = edit(&text);
+    assert_ne!(text, edited, "the edit applies");
+    std::fs::write(&target, edited).unwrap();
+    pack
+}
+
+fn against(candidate: &Path) -> (Option<i32>, Vec<serde_json::Value>) {
+    let out = tempfile::tempdir().unwrap();
+    let output = mandate()
+        .arg("verify")
+        .arg("--policies")
+        .arg(candidate)
+        .arg("--against")
+        .arg(root().join("policies"))
+        .arg("--out")
+        .arg(out.path())
+        .args(["--format", "json"])
+        .output()
+        .unwrap();
+    let lines = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    (output.status.code(), lines)
+}
+
+fn changed(comparisons: &[serde_json::Value]) -> Vec<(String, String)> {
+    comparisons
+        .iter()
+        .filter(|c| c["change"] != "equivalent")
+        .map(|c| {
+            (
+                c["request_type"].as_str().unwrap().to_owned(),
+                c["change"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn against_tells_a_widening_a_narrowing_and_a_no_op_refactor_apart() {
+    // Widening: F1 no longer checks the destination.
+    let widening = candidate("funding.cedar", |text| {
+        text.replace(
+            "@id(\"F1\")\nforbid (principal, action == Brokerage::Action::\"withdraw\", resource)",
+            "@id(\"F1\")\nforbid (principal, action == Brokerage::Action::\"withdraw\", resource)\nwhen { false }",
+        )
+    });
+    let (code, comparisons) = against(widening.path());
+    assert_eq!(code, Some(1), "{comparisons:#?}");
+    let diff = changed(&comparisons);
+    assert_eq!(diff.len(), 1, "{diff:?}");
+    assert!(
+        diff[0].0.contains("\"withdraw\"") && diff[0].1 == "more_allows",
+        "{diff:?}"
+    );
+    let granted = comparisons
+        .iter()
+        .find(|c| c["change"] == "more_allows")
+        .unwrap();
+    assert_eq!(granted["counterexample"]["confirmed"], true, "{granted:#}");
+    assert_eq!(comparisons.len(), 18, "every request type of the schema");
+
+    // Narrowing: employees may no longer view accounts.
+    let narrowing = candidate("general.cedar", |text| {
+        format!(
+            "{text}\n@id(\"X.employees\")\nforbid (principal, action == Brokerage::Action::\"view_account\", resource)\nwhen {{ principal.employee }};\n"
+        )
+    });
+    let (code, comparisons) = against(narrowing.path());
+    assert_eq!(code, Some(0), "{comparisons:#?}");
+    let diff = changed(&comparisons);
+    assert_eq!(diff.len(), 1, "{diff:?}");
+    assert!(
+        diff[0].0.contains("\"view_account\"") && diff[0].1 == "fewer_allows",
+        "{diff:?}"
+    );
+
+    // A refactor: S1 split into two permits decides exactly as before.
+    let refactor = candidate("roles.cedar", |text| {
+        text.replace(
+            "  resource.viewers.contains(principal) ||\n  resource.traders.contains(principal) ||\n  resource.restrictedWithdrawers.contains(principal) ||\n  resource.withdrawers.contains(principal) ||\n  resource.administrators.contains(principal)\n};",
+            "  resource.viewers.contains(principal) || resource.traders.contains(principal)\n};\n\n@id(\"S1.funding\")\npermit (principal, action == Brokerage::Action::\"view_account\", resource)\nwhen {\n  resource.restrictedWithdrawers.contains(principal) ||\n  resource.withdrawers.contains(principal) ||\n  resource.administrators.contains(principal)\n};",
+        )
+    });
+    let (code, comparisons) = against(refactor.path());
+    assert_eq!(code, Some(0), "{comparisons:#?}");
+    assert!(changed(&comparisons).is_empty(), "{comparisons:#?}");
+}
