@@ -5,6 +5,8 @@
 //! - `api/authzen`, `api/native`: a whole request through the API (decode,
 //!   decide, encode) — minus the engine's time for the same decision, what
 //!   decoding and encoding cost;
+//! - `engine/<group>/file_store_shadow`: the same with shadow mode on (the
+//!   shipped pack as candidate), the shadow's spawned decision included;
 //! - `gather/warm_cache`: the entities of a withdrawal from the warm cache;
 //! - `hostile/…`: the requests whose cost once grew with the square of
 //!   their size, each within the limits (a context of 3,000 keys, a 1 MiB
@@ -147,11 +149,20 @@ fn bench_decisions(c: &mut Criterion) {
     unmemoized.cache.max_slices = 0;
     let file_no_memo = Arc::new(mandate::app::engine(&unmemoized).unwrap());
 
-    let engines: [(&str, &Arc<Engine>); 4] = [
+    // Shadow mode with the same pack as candidate (no divergence, the
+    // usual case): the live decision plus the shadow's, whose spawned task
+    // runs on the same one-thread runtime between iterations, so its CPU is
+    // in the figure.
+    let mut shadowed = config(None);
+    shadowed.policy.shadow_dir = Some(root.join("policies"));
+    let file_shadow = Arc::new(mandate::app::engine(&shadowed).unwrap());
+
+    let engines: [(&str, &Arc<Engine>); 5] = [
         ("http_store_warm_cache", &http),
         ("file_store", &file),
         ("http_store_warm_cache_no_memo", &http_no_memo),
         ("file_store_no_memo", &file_no_memo),
+        ("file_store_shadow", &file_shadow),
     ];
     for (group, principal, action, resource_type, resource, context, allowed) in groups() {
         let request = DecisionRequest {

@@ -128,13 +128,19 @@ pub fn engine(config: &Config) -> Result<Engine, StartError> {
         StoreKind::None => Sourcing::Request,
         StoreKind::File | StoreKind::Http => Sourcing::Store,
     };
-    Ok(Engine::new(
+    let mut engine = Engine::new(
         Arc::new(policies),
         store,
         sourcing,
         default_sourcing,
         config.cache.max_slices,
-    ))
+    );
+    if let Some(dir) = &config.policy.shadow_dir {
+        let mut sources = policy_sources(config);
+        sources.policy_dir = dir.clone();
+        engine.set_shadow(Arc::new(PolicyStore::open(sources)?));
+    }
+    Ok(engine)
 }
 
 fn http_store(config: &Config) -> Result<HttpStore, EntityError> {

@@ -254,6 +254,8 @@ pub struct PolicyConfig {
     /// `policy.reload_interval`: see [`SETTINGS`] for what it does and its default.
     #[serde(with = "humantime_serde")]
     pub reload_interval: Duration,
+    /// `policy.shadow_dir`: see [`SETTINGS`] for what it does and its default.
+    pub shadow_dir: Option<PathBuf>,
 }
 
 /// Which store supplies entity data.

@@ -164,6 +164,8 @@ pub const SETTINGS: &[Setting] = &[
         "where unqualified AuthZEN types and action names resolve (`user` → `Brokerage::User`)"),
     setting("policy.reload_interval", Text("2s"), None, Duration,
         "how often policy and schema files are checked for edits, then reloaded (`0s`: off; SIGHUP and the admin endpoint reload at once)"),
+    setting("policy.shadow_dir", Unset("none"), None, Path,
+        "a candidate policy directory (same schema) decided beside the live pack on every decision, never enforced: divergences are counted (`mandate_shadow_divergence_total`) and logged"),
     setting("store.kind", Text("file"), None, OneOf(&["file", "http", "none"]),
         "the entity store: `file`, `http` or `none` (`--entities` selects `file`, `--upstream` `http`)"),
     setting("store.entities", Text("examples/demo/entities.json"), Some("--entities"), Path,

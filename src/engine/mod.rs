@@ -22,6 +22,7 @@ mod decision;
 mod memo;
 mod record;
 mod search;
+mod shadow;
 mod supplied;
 
 use std::collections::{HashMap, HashSet};
@@ -57,6 +58,8 @@ pub struct Engine {
     authorizer: Authorizer,
     sources: Sources,
     memo: Memo,
+    /// a candidate pack decided beside the live one, never enforced
+    shadow: Option<Arc<PolicyStore>>,
 }
 
 /// Why a decision stopped before evaluation: a deny with its reason, or
@@ -86,6 +89,7 @@ struct Names<'s> {
 
 /// Stage 3's answer: the entities one decision reads, and the memo entry
 /// that holds (or will hold) its context-free answer.
+#[derive(Clone)]
 enum Slice {
     /// the file store's entities, read in place
     Resident(Arc<Resident>, Arc<Memoized>),
@@ -129,7 +133,14 @@ impl Engine {
             authorizer: Authorizer::new(),
             sources: Sources::new(sourcing, default_sourcing),
             memo: Memo::new(max_slices),
+            shadow: None,
         }
+    }
+
+    /// Decides every recorded decision with `shadow` too, off the
+    /// decision's path, never enforced (`policy.shadow_dir`).
+    pub fn set_shadow(&mut self, shadow: Arc<PolicyStore>) {
+        self.shadow = Some(shadow);
     }
 
     /// Records every decision in `log` from now on.
@@ -145,6 +156,13 @@ impl Engine {
     /// As [`crate::policy::load`].
     pub fn reload_policies(&self) -> Result<Arc<PolicySnapshot>, crate::policy::PolicyError> {
         let before = self.policies.current();
+        if let Some(shadow) = &self.shadow {
+            if let Err(error) = shadow.reload() {
+                for line in error.lines() {
+                    tracing::error!("shadow policy reload refused, the last good shadow pack stays: {line}");
+                }
+            }
+        }
         match self.policies.reload() {
             Ok(snapshot) => {
                 if snapshot.schema_version() != before.schema_version() {
@@ -218,7 +236,7 @@ impl Engine {
         let started = std::time::Instant::now();
         // One snapshot for the whole decision, its metrics included.
         let snapshot = self.policies.current();
-        let (action, outcome) = match self.decide_with(&snapshot, request).await {
+        let (action, outcome) = match self.decide_with(&snapshot, request, record).await {
             Ok((action, decision)) => (Some(action), Ok(decision)),
             Err(Stop::Deny(error)) => (
                 snapshot.action(request.action),
@@ -263,6 +281,7 @@ impl Engine {
         &self,
         snapshot: &'v PolicySnapshot,
         request: &'v DecisionRequest<'_>,
+        record: bool,
     ) -> Result<(&'v EntityUid, Decision), Stop> {
         let Sliced {
             action,
@@ -274,6 +293,15 @@ impl Engine {
         } = self.through_slice(snapshot, request).await?;
         let mut decision = self.evaluate(&key, &context, plan, &slice, snapshot.version());
         decision.stale_data = gathered.stale;
+        if let (Some(shadow), true) = (&self.shadow, record) {
+            shadow::decide_beside(
+                shadow,
+                &self.log,
+                (&key, &context, slice),
+                &decision,
+                request.request_id,
+            );
+        }
         Ok((action, decision))
     }
 

@@ -232,6 +232,18 @@ impl DecisionLog {
 }
 
 impl DecisionLog {
+    /// Writes one line of any other kind (a shadow divergence), unmasked:
+    /// the caller puts no context in it.
+    pub fn record_line<T: Serialize>(&self, entry: &T) {
+        let Some(shared) = &self.shared else {
+            return;
+        };
+        if let Ok(mut line) = serde_json::to_vec(entry) {
+            line.push(b'\n');
+            shared.push(&line);
+        }
+    }
+
     /// Writes a search's line, its context and error masked as a
     /// decision's are; dropped and counted like one when the buffer is full.
     pub fn record_search(&self, entry: &SearchEntry<'_>) {

@@ -82,6 +82,9 @@ pub struct Metrics {
     pub bus_connected: IntGauge,
     bus_last_event_age: prometheus::Gauge,
     searches: IntCounterVec,
+    /// decisions the shadow pack decided
+    shadow_decisions: IntCounter,
+    shadow_divergence: IntCounterVec,
     search_duration: HistogramVec,
     search_candidates: HistogramVec,
     /// when the last event was applied (milliseconds since the epoch; 0: never)
@@ -307,6 +310,17 @@ impl Metrics {
                 age
             },
             bus_last_event_ms: std::sync::atomic::AtomicU64::new(0),
+            shadow_decisions: counter(
+                &registry,
+                "mandate_shadow_decisions_total",
+                "Decisions the shadow pack (`policy.shadow_dir`) decided beside the live one.",
+            ),
+            shadow_divergence: counter_vec(
+                &registry,
+                "mandate_shadow_divergence_total",
+                "Decisions where the shadow pack and the live one differ, by direction (`allow_to_deny`, `deny_to_allow`: live, then shadow).",
+                &["direction"],
+            ),
             searches: counter_vec(
                 &registry,
                 "mandate_search_requests_total",
@@ -341,6 +355,9 @@ impl Metrics {
             "subscription_lost",
         ] {
             metrics.bus_gaps.with_label_values(&[cause]);
+        }
+        for direction in ["allow_to_deny", "deny_to_allow"] {
+            metrics.shadow_divergence.with_label_values(&[direction]);
         }
         for searched in ["subject", "resource", "action"] {
             for outcome in SEARCH_OUTCOMES {
@@ -465,6 +482,16 @@ impl Metrics {
         self.search_candidates
             .with_label_values(&[searched])
             .observe(candidates as f64);
+    }
+
+    /// Counts one decision the shadow pack decided.
+    pub fn shadow_decided(&self) {
+        self.shadow_decisions.inc();
+    }
+
+    /// Counts one divergence of the shadow pack, by direction.
+    pub fn shadow_divergence(&self, direction: &'static str) {
+        self.shadow_divergence.with_label_values(&[direction]).inc();
     }
 
     /// Counts one request refused by `limit`.

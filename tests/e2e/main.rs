@@ -30,5 +30,6 @@ mod policy_pack;
 mod property;
 mod readme;
 mod search_brokerage;
+mod shadow;
 mod upstream;
 mod verify;

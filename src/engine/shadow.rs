@@ -1,0 +1,114 @@
+//! Shadow mode (`policy.shadow_dir`): a candidate pack decides every
+//! recorded decision beside the live one, over the same request and the
+//! same entities, on a task of its own after the live decision is made, so
+//! the live answer never waits for it and never depends on it. Where the two
+//! differ, the divergence is counted (`mandate_shadow_divergence_total`) and
+//! written to the decision log.
+
+use std::sync::Arc;
+
+use cedar_policy::{Authorizer, Decision as CedarDecision};
+use serde::Serialize;
+
+use super::context::ReadContext;
+use super::memo::MemoKey;
+use super::{Decision, Slice};
+use crate::policy::PolicyStore;
+use crate::telemetry::{DecisionLog, metrics};
+
+/// A divergence, as logged: told from a decision's line by its `shadow`
+/// field.
+#[derive(Serialize)]
+struct Divergence<'a> {
+    #[serde(serialize_with = "rfc3339")]
+    time: std::time::SystemTime,
+    request_id: Option<&'a str>,
+    principal: String,
+    action: String,
+    resource: String,
+    /// `allow_to_deny` or `deny_to_allow`: the live answer, then the
+    /// candidate's
+    shadow: &'static str,
+    live_policy_version: &'a str,
+    candidate_policy_version: &'a str,
+    /// the candidate's determining policies
+    candidate_reasons: Vec<String>,
+}
+
+fn rfc3339<S: serde::Serializer>(
+    time: &std::time::SystemTime,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(&humantime::format_rfc3339_micros(*time))
+}
+
+/// Decides the live decision's request with the shadow pack on a task of
+/// its own, and counts and logs a divergence. Outside a runtime (never, in
+/// the server) nothing is decided.
+pub(super) fn decide_beside(
+    shadow: &Arc<PolicyStore>,
+    log: &DecisionLog,
+    (key, context, slice): (&MemoKey, &ReadContext<'_>, Slice),
+    live: &Decision,
+    request_id: Option<&str>,
+) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let Some(request) = context
+        .request(&key.principal, &key.action, &key.resource)
+        .map(std::borrow::Cow::into_owned)
+    else {
+        return;
+    };
+    let (shadow, log, action) = (Arc::clone(shadow), log.clone(), key.action.clone());
+    let live_allowed = live.allowed();
+    let live_version = Arc::clone(&live.policy_version);
+    let request_id = request_id.map(str::to_owned);
+    runtime.spawn(async move {
+        let candidate = shadow.current();
+        let entities = slice.entities();
+        // Decided as a live decision is: any error a deny.
+        let response = candidate.plan(&action).map(|plan| {
+            Authorizer::new().is_authorized(&request, plan.policies(), entities)
+        });
+        let allowed = response.as_ref().is_some_and(|response| {
+            response.decision() == CedarDecision::Allow
+                && response.diagnostics().errors().next().is_none()
+        });
+        metrics().shadow_decided();
+        if allowed == live_allowed {
+            return;
+        }
+        let direction = if live_allowed {
+            "allow_to_deny"
+        } else {
+            "deny_to_allow"
+        };
+        metrics().shadow_divergence(direction);
+        if log.enabled() {
+            let uid = |uid: Option<&cedar_policy::EntityUid>| {
+                uid.map(ToString::to_string).unwrap_or_default()
+            };
+            log.record_line(&Divergence {
+                time: std::time::SystemTime::now(),
+                request_id: request_id.as_deref(),
+                principal: uid(request.principal()),
+                action: action.id().unescaped().to_owned(),
+                resource: uid(request.resource()),
+                shadow: direction,
+                live_policy_version: &live_version,
+                candidate_policy_version: candidate.version(),
+                candidate_reasons: response
+                    .map(|response| {
+                        response
+                            .diagnostics()
+                            .reason()
+                            .map(ToString::to_string)
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            });
+        }
+    });
+}
