@@ -156,11 +156,11 @@ impl Engine {
     /// As [`crate::policy::load`].
     pub fn reload_policies(&self) -> Result<Arc<PolicySnapshot>, crate::policy::PolicyError> {
         let before = self.policies.current();
-        if let Some(shadow) = &self.shadow {
-            if let Err(error) = shadow.reload() {
-                for line in error.lines() {
-                    tracing::error!("shadow policy reload refused, the last good shadow pack stays: {line}");
-                }
+        if let Some(Err(error)) = self.shadow.as_ref().map(|shadow| shadow.reload()) {
+            for line in error.lines() {
+                tracing::error!(
+                    "shadow policy reload refused, the last good shadow pack stays: {line}"
+                );
             }
         }
         match self.policies.reload() {

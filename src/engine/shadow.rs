@@ -69,9 +69,9 @@ pub(super) fn decide_beside(
         let candidate = shadow.current();
         let entities = slice.entities();
         // Decided as a live decision is: any error a deny.
-        let response = candidate.plan(&action).map(|plan| {
-            Authorizer::new().is_authorized(&request, plan.policies(), entities)
-        });
+        let response = candidate
+            .plan(&action)
+            .map(|plan| Authorizer::new().is_authorized(&request, plan.policies(), entities));
         let allowed = response.as_ref().is_some_and(|response| {
             response.decision() == CedarDecision::Allow
                 && response.diagnostics().errors().next().is_none()

@@ -62,9 +62,17 @@ async fn a_shadow_pack_is_never_enforced_and_its_divergences_are_counted_and_log
     let decided = "mandate_shadow_decisions_total";
     let before = scrape(&server.url("/metrics")).await;
 
-    let agreed = post(&server.url("/access/v1/evaluation"), &withdrawal("alice-bank")).await;
+    let agreed = post(
+        &server.url("/access/v1/evaluation"),
+        &withdrawal("alice-bank"),
+    )
+    .await;
     assert_eq!(agreed.json["decision"], true, "{}", agreed.json);
-    let denied = post(&server.url("/access/v1/evaluation"), &withdrawal("mallory-wallet")).await;
+    let denied = post(
+        &server.url("/access/v1/evaluation"),
+        &withdrawal("mallory-wallet"),
+    )
+    .await;
     assert_eq!(
         denied.json["decision"], false,
         "the live pack decides; the shadow is never enforced: {}",
@@ -79,8 +87,14 @@ async fn a_shadow_pack_is_never_enforced_and_its_divergences_are_counted_and_log
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    assert!(metric(&after, decided) >= metric(&before, decided) + 2.0, "{after}");
-    assert!(metric(&after, diverged) >= metric(&before, diverged) + 1.0, "{after}");
+    assert!(
+        metric(&after, decided) >= metric(&before, decided) + 2.0,
+        "{after}"
+    );
+    assert!(
+        metric(&after, diverged) >= metric(&before, diverged) + 1.0,
+        "{after}"
+    );
 
     let mut divergences = Vec::new();
     for _ in 0..100 {
@@ -95,12 +109,19 @@ async fn a_shadow_pack_is_never_enforced_and_its_divergences_are_counted_and_log
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    assert_eq!(divergences.len(), 1, "only the withdrawal to Mallory's wallet: {divergences:?}");
+    assert_eq!(
+        divergences.len(),
+        1,
+        "only the withdrawal to Mallory's wallet: {divergences:?}"
+    );
     let line = &divergences[0];
     assert_eq!(line["shadow"], "deny_to_allow");
     assert_eq!(line["action"], "withdraw");
     assert_eq!(line["principal"], r#"Brokerage::User::"erin""#);
-    assert_ne!(line["live_policy_version"], line["candidate_policy_version"]);
+    assert_ne!(
+        line["live_policy_version"],
+        line["candidate_policy_version"]
+    );
     assert!(
         !line["candidate_reasons"].as_array().unwrap().is_empty(),
         "{line}"
