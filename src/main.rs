@@ -810,14 +810,7 @@ fn verify(args: &VerifyArgs) -> ExitCode {
     };
     for report in &reports {
         let written = report.counterexample.as_ref().and_then(|example| {
-            let _ = std::fs::create_dir_all(&args.out);
-            let path = args.out.join(format!(
-                "{}.entities.json",
-                report.id.replace([':', '/'], "-")
-            ));
-            std::fs::write(&path, format!("{:#}", example.entities))
-                .ok()
-                .map(|()| (example, path))
+            write_entities(&args.out, &report.id.replace([':', '/'], "-"), example)
         });
         match args.format {
             VerifyFormat::Json => say(format_args!(
@@ -838,18 +831,7 @@ fn verify(args: &VerifyArgs) -> ExitCode {
                     say(format_args!("  {reason}"));
                 }
                 if let Some((example, path)) = &written {
-                    say(format_args!(
-                        "  counterexample ({}):",
-                        if example.confirmed {
-                            "Cedar's authorizer confirms it"
-                        } else {
-                            "NOT confirmed by Cedar's authorizer"
-                        }
-                    ));
-                    say(format_args!(
-                        "    {}",
-                        mandate::verify::check_command(example, path)
-                    ));
+                    print_example("counterexample", example, path);
                     say(format_args!("  as a test case (expected deny):"));
                     for line in mandate::verify::test_case(report, example, path).lines() {
                         say(format_args!("    {line}"));
@@ -866,6 +848,35 @@ fn verify(args: &VerifyArgs) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// Writes a counterexample's entities to `OUT/NAME.entities.json`, for the
+/// `mandate check` command that reproduces it.
+fn write_entities<'e>(
+    out: &std::path::Path,
+    name: &str,
+    example: &'e mandate::verify::Counterexample,
+) -> Option<(&'e mandate::verify::Counterexample, PathBuf)> {
+    let _ = std::fs::create_dir_all(out);
+    let path = out.join(format!("{name}.entities.json"));
+    std::fs::write(&path, format!("{:#}", example.entities))
+        .ok()
+        .map(|()| (example, path))
+}
+
+/// A counterexample: whether Cedar confirms it, and the command that
+/// reproduces it.
+fn print_example(what: &str, example: &mandate::verify::Counterexample, path: &std::path::Path) {
+    let confirmed = if example.confirmed {
+        "Cedar's authorizer confirms it"
+    } else {
+        "NOT confirmed by Cedar's authorizer"
+    };
+    say(format_args!("  {what} ({confirmed}):"));
+    say(format_args!(
+        "    {}",
+        mandate::verify::check_command(example, path)
+    ));
 }
 
 /// `mandate verify --against DIR`: the pack against the one in DIR.
@@ -901,13 +912,10 @@ fn verify_against(
         }
     };
     for (index, comparison) in comparisons.iter().enumerate() {
-        let written = comparison.counterexample.as_ref().and_then(|example| {
-            let _ = std::fs::create_dir_all(&args.out);
-            let path = args.out.join(format!("against-{index}.entities.json"));
-            std::fs::write(&path, format!("{:#}", example.entities))
-                .ok()
-                .map(|()| (example, path))
-        });
+        let written = comparison
+            .counterexample
+            .as_ref()
+            .and_then(|example| write_entities(&args.out, &format!("against-{index}"), example));
         match args.format {
             VerifyFormat::Json => say(format_args!(
                 "{}",
@@ -929,22 +937,11 @@ fn verify_against(
                 }
                 if let Some((example, path)) = &written {
                     let what = if comparison.change == Change::MoreAllows {
-                        "granted"
+                        "e.g. granted"
                     } else {
-                        "taken away"
+                        "e.g. taken away"
                     };
-                    say(format_args!(
-                        "  e.g. {what} ({}):",
-                        if example.confirmed {
-                            "Cedar's authorizer confirms it"
-                        } else {
-                            "NOT confirmed by Cedar's authorizer"
-                        }
-                    ));
-                    say(format_args!(
-                        "    {}",
-                        mandate::verify::check_command(example, path)
-                    ));
+                    print_example(what, example, path);
                 }
             }
         }

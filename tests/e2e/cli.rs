@@ -7,7 +7,7 @@ use serde_json::json;
 
 use crate::support::{binary, post, root};
 
-fn mandate() -> Command {
+pub(crate) fn mandate() -> Command {
     let mut command = Command::new(binary());
     command.current_dir(root()).env("NO_COLOR", "1");
     for (key, _) in std::env::vars() {

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::support::{Server, config_with, get, post, post_raw, root};
 
-fn metric(text: &str, series: &str) -> f64 {
+pub(crate) fn metric(text: &str, series: &str) -> f64 {
     text.lines()
         .find_map(|line| {
             line.strip_prefix(series)

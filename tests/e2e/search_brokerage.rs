@@ -9,7 +9,7 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
-use crate::operations::scrape;
+use crate::operations::{metric, scrape};
 use crate::support::{Server, config_with, path, post, text};
 
 fn withdrawal() -> Value {
@@ -23,15 +23,6 @@ fn ids(results: &Value, key: &str) -> Vec<String> {
         .iter()
         .map(|r| r[key].as_str().unwrap().to_owned())
         .collect()
-}
-
-fn metric(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|line| {
-            line.strip_prefix(series)
-                .and_then(|rest| rest.trim().parse().ok())
-        })
-        .unwrap_or(0.0)
 }
 
 #[tokio::test]

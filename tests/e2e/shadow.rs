@@ -3,38 +3,11 @@
 //! denied (the shadow is never enforced), and the divergence is counted
 //! and logged; a decision both packs agree on is counted as decided only.
 
-use std::path::Path;
-
 use serde_json::{Value, json};
 
-use crate::operations::scrape;
-use crate::support::{Server, config_with, post, root};
-
-fn metric(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|line| {
-            line.strip_prefix(series)
-                .and_then(|rest| rest.trim().parse().ok())
-        })
-        .unwrap_or(0.0)
-}
-
-fn without_f1(dir: &Path) {
-    for entry in std::fs::read_dir(root().join("policies")).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "cedar") {
-            std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
-        }
-    }
-    let funding = dir.join("funding.cedar");
-    let text = std::fs::read_to_string(&funding).unwrap();
-    let edited = text.replace(
-        "@id(\"F1\")\nforbid (principal, action == Brokerage::Action::\"withdraw\", resource)",
-        "@id(\"F1\")\nforbid (principal, action == Brokerage::Action::\"withdraw\", resource)\nwhen { false }",
-    );
-    assert_ne!(text, edited);
-    std::fs::write(funding, edited).unwrap();
-}
+use crate::operations::{metric, scrape};
+use crate::support::{Server, config_with, post};
+use crate::verify::{candidate, disable_f1};
 
 fn withdrawal(destination: &str) -> Value {
     json!({"subject": {"type": "user", "id": "erin"}, "action": {"name": "withdraw"},
@@ -44,8 +17,7 @@ fn withdrawal(destination: &str) -> Value {
 
 #[tokio::test]
 async fn a_shadow_pack_is_never_enforced_and_its_divergences_are_counted_and_logged() {
-    let candidate = tempfile::tempdir().unwrap();
-    without_f1(candidate.path());
+    let candidate = candidate("funding.cedar", disable_f1);
     let logs = tempfile::tempdir().unwrap();
     let log = logs.path().join("decisions.log");
     let (candidate_dir, log_path) = (

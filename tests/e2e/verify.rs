@@ -5,20 +5,9 @@
 //! solver is a usage error, never a silent pass.
 
 use std::path::Path;
-use std::process::Command;
 
-use crate::support::{binary, root};
-
-fn mandate() -> Command {
-    let mut command = Command::new(binary());
-    command.current_dir(root()).env("NO_COLOR", "1");
-    for (key, _) in std::env::vars() {
-        if key.starts_with("MANDATE_") {
-            command.env_remove(key);
-        }
-    }
-    command
-}
+use crate::cli::mandate;
+use crate::support::root;
 
 fn verify(policies: &Path, out: &Path) -> (Option<i32>, Vec<serde_json::Value>, String) {
     let output = mandate()
@@ -40,6 +29,14 @@ fn verify(policies: &Path, out: &Path) -> (Option<i32>, Vec<serde_json::Value>, 
         output.status.code(),
         reports,
         String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// F1 (withdrawals only to the account's own destinations) made inert.
+pub(crate) fn disable_f1(text: &str) -> String {
+    text.replace(
+        "@id(\"F1\")\nforbid (principal, action == Brokerage::Action::\"withdraw\", resource)",
+        "@id(\"F1\")\nforbid (principal, action == Brokerage::Action::\"withdraw\", resource)\nwhen { false }",
     )
 }
 
@@ -69,22 +66,7 @@ fn every_invariant_of_the_shipped_pack_is_proved() {
 
 #[test]
 fn a_pack_without_the_destination_check_is_caught_and_the_counterexample_reproduces_it() {
-    let pack = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(root().join("policies")).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "cedar") {
-            std::fs::copy(&path, pack.path().join(path.file_name().unwrap())).unwrap();
-        }
-    }
-    let funding = pack.path().join("funding.cedar");
-    let text = std::fs::read_to_string(&funding).unwrap();
-    let mutated = text.replace(
-        "@id(\"F1\")\nforbid (principal, action == Brokerage::Action::\"withdraw\", resource)",
-        "@id(\"F1\")\nforbid (principal, action == Brokerage::Action::\"withdraw\", resource)\nwhen { false }",
-    );
-    assert_ne!(text, mutated, "F1 found and disabled");
-    std::fs::write(&funding, mutated).unwrap();
-
+    let pack = candidate("funding.cedar", disable_f1);
     let out = tempfile::tempdir().unwrap();
     let (code, reports, stderr) = verify(pack.path(), out.path());
     assert_eq!(code, Some(1), "{reports:#?}\n{stderr}");
@@ -162,7 +144,7 @@ fn without_a_solver_verify_is_a_usage_error_never_a_pass() {
 }
 
 /// A copy of the shipped policies with `edit` applied to one file.
-fn candidate(file: &str, edit: impl Fn(&str) -> String) -> tempfile::TempDir {
+pub(crate) fn candidate(file: &str, edit: impl Fn(&str) -> String) -> tempfile::TempDir {
     let pack = tempfile::tempdir().unwrap();
     for entry in std::fs::read_dir(root().join("policies")).unwrap() {
         let path = entry.unwrap().path();
@@ -214,12 +196,7 @@ fn changed(comparisons: &[serde_json::Value]) -> Vec<(String, String)> {
 #[test]
 fn against_tells_a_widening_a_narrowing_and_a_no_op_refactor_apart() {
     // Widening: F1 no longer checks the destination.
-    let widening = candidate("funding.cedar", |text| {
-        text.replace(
-            "@id(\"F1\")\nforbid (principal, action == Brokerage::Action::\"withdraw\", resource)",
-            "@id(\"F1\")\nforbid (principal, action == Brokerage::Action::\"withdraw\", resource)\nwhen { false }",
-        )
-    });
+    let widening = candidate("funding.cedar", disable_f1);
     let (code, comparisons) = against(widening.path());
     assert_eq!(code, Some(1), "{comparisons:#?}");
     let diff = changed(&comparisons);
