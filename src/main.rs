@@ -532,8 +532,13 @@ fn serve(args: &ServeArgs) -> ExitCode {
             eprintln!("mandate ext_authz (gRPC) listening on {addr}");
         }
         shutdown.received().await;
+        let engine = Arc::clone(&running.engine);
         running.stop();
         running.stopped().await;
+        // The last decisions' lines go out before the process does.
+        engine
+            .decision_log()
+            .flush(std::time::Duration::from_secs(2));
         ExitCode::SUCCESS
     })
 }

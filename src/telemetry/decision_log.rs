@@ -7,6 +7,7 @@
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -159,6 +160,8 @@ struct Shared {
     max_bytes: usize,
     max_lines: usize,
     mask: Vec<String>,
+    /// the writer holds lines it has taken and not yet written
+    writing: AtomicBool,
 }
 
 /// The log's sending half; cheap to clone.
@@ -200,6 +203,7 @@ impl DecisionLog {
             max_bytes: settings.max_bytes.max(1),
             max_lines: settings.queue.max(1),
             mask: settings.mask,
+            writing: AtomicBool::new(false),
         });
         let writer = Arc::clone(&shared);
         std::thread::Builder::new()
@@ -232,6 +236,29 @@ impl DecisionLog {
 }
 
 impl DecisionLog {
+    /// Waits (at most `limit`) until every line recorded so far is written:
+    /// at shutdown, so the last decisions' lines are not lost with the
+    /// process.
+    pub fn flush(&self, limit: Duration) {
+        let Some(shared) = &self.shared else {
+            return;
+        };
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            let empty = shared
+                .pending
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .bytes
+                .is_empty();
+            if empty && !shared.writing.load(Ordering::Acquire) {
+                return;
+            }
+            shared.wake.notify_one();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     /// Writes one line of any other kind (a shadow divergence), unmasked:
     /// the caller puts no context in it.
     pub fn record_line<T: Serialize>(&self, entry: &T) {
@@ -313,6 +340,9 @@ fn write_forever(shared: &Shared, mut out: Box<dyn Write + Send>) {
                 .unwrap_or_else(PoisonError::into_inner);
             std::mem::swap(&mut pending.bytes, &mut writing);
             pending.lines = 0;
+            // Taken while the lock is held: `flush` never sees an empty
+            // buffer whose lines are not yet written.
+            shared.writing.store(!writing.is_empty(), Ordering::Release);
         }
         if !writing.is_empty() {
             let _ = out.write_all(&writing);
@@ -320,6 +350,7 @@ fn write_forever(shared: &Shared, mut out: Box<dyn Write + Send>) {
             writing.clear();
             // A burst's buffer is not kept: memory returns to the bound.
             writing.shrink_to(WAKE_BYTES);
+            shared.writing.store(false, Ordering::Release);
         }
     }
 }
