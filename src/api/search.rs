@@ -293,12 +293,12 @@ fn logged_name(
     id: Option<&str>,
     searched: bool,
 ) -> String {
-    let printed = snapshot
-        .entity_type_printed(type_name)
-        .map_or(type_name, |(_, printed)| printed);
     match id {
-        Some(id) if !searched => format!("{printed}::\"{}\"", id.escape_debug()),
-        _ => printed.to_owned(),
+        Some(id) if !searched => crate::engine::canonical_uid(snapshot, type_name, id),
+        _ => snapshot
+            .entity_type_printed(type_name)
+            .map_or(type_name, |(_, printed)| printed)
+            .to_owned(),
     }
 }
 

@@ -43,6 +43,7 @@ pub use decision::{
     Decision, DecisionError, DecisionRequest, EntityRef, Field, ParsedEntities, RequestEntities,
     RequestError, Summary,
 };
+pub(crate) use record::canonical_uid;
 pub use record::new_request_id;
 pub use search::{Found, SearchError, SearchQuery, Searched};
 

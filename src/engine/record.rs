@@ -37,6 +37,19 @@ impl std::fmt::Display for Canonical<'_> {
     }
 }
 
+/// `Namespace::Type::"id"` as a decision's line names it, for a line
+/// written apart from a decision (a search's).
+pub(crate) fn canonical_uid(snapshot: &PolicySnapshot, type_name: &str, id: &str) -> String {
+    Canonical {
+        printed: snapshot
+            .entity_type_printed(type_name)
+            .map(|(_, printed)| printed),
+        type_name,
+        id,
+    }
+    .to_string()
+}
+
 /// Writes one decision's line: canonical uids (`Brokerage::User::"erin"`,
 /// whatever the caller's spelling), the action id, a request id made here
 /// when the caller sent none.

@@ -20,7 +20,7 @@ use crate::telemetry::{DecisionLog, metrics};
 /// field.
 #[derive(Serialize)]
 struct Divergence<'a> {
-    #[serde(serialize_with = "rfc3339")]
+    #[serde(serialize_with = "crate::telemetry::decision_log::rfc3339")]
     time: std::time::SystemTime,
     request_id: Option<&'a str>,
     principal: String,
@@ -33,13 +33,6 @@ struct Divergence<'a> {
     candidate_policy_version: &'a str,
     /// the candidate's determining policies
     candidate_reasons: Vec<String>,
-}
-
-fn rfc3339<S: serde::Serializer>(
-    time: &std::time::SystemTime,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
-    serializer.collect_str(&humantime::format_rfc3339_micros(*time))
 }
 
 /// Decides the live decision's request with the shadow pack on a task of

@@ -137,7 +137,11 @@ impl Serialize for Text<'_> {
     }
 }
 
-fn rfc3339<S: serde::Serializer>(time: &SystemTime, serializer: S) -> Result<S::Ok, S::Error> {
+/// A time as RFC 3339 with microseconds, as every log line writes it.
+pub(crate) fn rfc3339<S: serde::Serializer>(
+    time: &SystemTime,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
     serializer.collect_str(&humantime::format_rfc3339_micros(*time))
 }
 
