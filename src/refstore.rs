@@ -55,6 +55,9 @@ struct ListPage {
 struct List {
     #[serde(rename = "type")]
     type_name: String,
+    /// only the entities whose attributes refer to one of these
+    #[serde(default)]
+    related: Option<Vec<Uid>>,
     #[serde(default)]
     page: Option<ListPage>,
 }
@@ -148,7 +151,8 @@ fn read(path: &Path) -> Result<Keyed, String> {
 }
 
 impl RefStore {
-    /// Answers one `/entities/search` body: the ids of a type, sorted, a
+    /// Answers one `/entities/search` body: the ids of a type (with
+    /// `related`, those whose attributes refer to one of them), sorted, a
     /// page at a time (the token is the next offset).
     fn list(&self, body: &[u8]) -> (u16, String) {
         let request: List = match serde_json::from_slice(body) {
@@ -162,10 +166,22 @@ impl RefStore {
             }
         };
         let entities = self.entities.load();
+        let refers = |entity: &Value| {
+            let Some(related) = &request.related else {
+                return true;
+            };
+            let mut referenced = Vec::new();
+            if let Some(attrs) = entity.get("attrs") {
+                crate::entities::referenced_uids(attrs, &mut referenced);
+            }
+            related
+                .iter()
+                .any(|uid| referenced.contains(&(uid.type_name.as_str(), uid.id.as_str())))
+        };
         let mut ids: Vec<&str> = entities
-            .keys()
-            .filter(|(type_name, _)| *type_name == request.type_name)
-            .map(|(_, id)| id.as_str())
+            .iter()
+            .filter(|((type_name, _), entity)| *type_name == request.type_name && refers(entity))
+            .map(|((_, id), _)| id.as_str())
             .collect();
         ids.sort_unstable();
         let page = request.page.unwrap_or(ListPage {

@@ -21,6 +21,7 @@ mod context;
 mod decision;
 mod memo;
 mod record;
+mod related;
 mod search;
 mod shadow;
 mod supplied;

@@ -7,7 +7,9 @@
 //!
 //! A subject or resource search first asks Cedar's type-aware partial
 //! evaluation (`tpe`), the searched entity unknown and the rest known: a
-//! definite deny answers `[]` without listing the store. Else the names and
+//! definite deny answers `[]` without listing the store. When every permit
+//! it leaves names what it allows, only those entities, or those referring
+//! to them, are candidates (`related`). Else the names and
 //! the context are read once, and each candidate is decided over the
 //! entities its evaluation would read (the file store's; or the named
 //! entities' slice and the candidate's own, from the HTTP store's cache) by
@@ -24,6 +26,7 @@ use cedar_policy::{
 use serde_json::Value;
 
 use super::context::{ReadContext, read_context};
+use super::related;
 use super::{
     DecisionRequest, Engine, EntityRef, Names, RequestEntities, RequestError, Stop, resolve,
 };
@@ -175,11 +178,18 @@ impl Engine {
             Searched::Subject => &subject_type,
             _ => &resource_type,
         };
+        // Only the entities every permit could allow, when partial
+        // evaluation left permits that name them.
+        let searched_var = match searched {
+            Searched::Subject => "principal",
+            _ => "resource",
+        };
+        let required = residual
+            .as_ref()
+            .and_then(|policies| related::required(policies, searched_var));
         let candidates = self
-            .store
-            .list(searched_type, max_candidates)
-            .await
-            .map_err(SearchError::CannotList)?;
+            .candidates(searched_type, required.as_ref(), max_candidates)
+            .await?;
         if candidates.len() > max_candidates {
             return Err(SearchError::TooWide {
                 limit: max_candidates,
@@ -205,6 +215,42 @@ impl Engine {
             candidates: candidates.len(),
             pruned: false,
         })
+    }
+
+    /// The ids a subject or resource search decides: every entity of the
+    /// type the store holds or, with a requirement, the entities it names
+    /// and those referring to what it names (at most `max` and one more).
+    async fn candidates(
+        &self,
+        searched_type: &EntityTypeName,
+        required: Option<&related::Required>,
+        max: usize,
+    ) -> Result<Vec<String>, SearchError> {
+        let Some(required) = required else {
+            return self
+                .store
+                .list(searched_type, None, max)
+                .await
+                .map_err(SearchError::CannotList);
+        };
+        let mut ids: Vec<String> = required
+            .is_one_of
+            .iter()
+            .filter(|uid| uid.type_name() == searched_type)
+            .map(|uid| uid.id().unescaped().to_owned())
+            .collect();
+        if !required.refers_to.is_empty() {
+            let referring: Vec<EntityUid> = required.refers_to.iter().cloned().collect();
+            let listed = self
+                .store
+                .list(searched_type, Some(&referring), max)
+                .await
+                .map_err(SearchError::CannotList)?;
+            ids.extend(listed);
+            ids.sort_unstable();
+            ids.dedup();
+        }
+        Ok(ids)
     }
 
     /// Each action decided as an evaluation would, with the context

@@ -29,9 +29,15 @@ pub trait Fetch: Send + Sync + 'static {
     fn fetch<'a>(&'a self, uids: &'a [EntityUid], schema: &'a Schema) -> FetchFuture<'a>;
 
     /// The ids of every entity of a type (for search), at most `max` and
-    /// one more; a store that cannot list says so.
-    fn list<'a>(&'a self, type_name: &'a str, max: usize) -> ListFuture<'a> {
-        let _ = (type_name, max);
+    /// one more, only those referring to one of `related` when given; a
+    /// store that cannot list says so.
+    fn list<'a>(
+        &'a self,
+        type_name: &'a str,
+        related: Option<&'a [EntityUid]>,
+        max: usize,
+    ) -> ListFuture<'a> {
+        let _ = (type_name, related, max);
         Box::pin(async {
             Err(UpstreamError::Setup(
                 "this store cannot list entities".to_owned(),
@@ -53,8 +59,13 @@ impl Fetch for HttpStore {
         Box::pin(HttpStore::fetch(self, uids, schema))
     }
 
-    fn list<'a>(&'a self, type_name: &'a str, max: usize) -> ListFuture<'a> {
-        Box::pin(HttpStore::list(self, type_name, max))
+    fn list<'a>(
+        &'a self,
+        type_name: &'a str,
+        related: Option<&'a [EntityUid]>,
+        max: usize,
+    ) -> ListFuture<'a> {
+        Box::pin(HttpStore::list(self, type_name, related, max))
     }
 }
 
@@ -196,13 +207,19 @@ impl EntityCache {
     }
 
     /// The ids of every entity of `type_name` the store holds (at most
-    /// `max` and one more), asked of the store each time: a search must
-    /// not miss what the cache has not seen.
+    /// `max` and one more; with `related`, those referring to one of
+    /// them), asked of the store each time: a search must not miss what
+    /// the cache has not seen.
     ///
     /// # Errors
     /// The store fails or cannot list.
-    pub async fn list(&self, type_name: &str, max: usize) -> Result<Vec<String>, UpstreamError> {
-        self.store.list(type_name, max).await
+    pub async fn list(
+        &self,
+        type_name: &str,
+        related: Option<&[EntityUid]>,
+        max: usize,
+    ) -> Result<Vec<String>, UpstreamError> {
+        self.store.list(type_name, related, max).await
     }
 
     /// Whether the bus is connected; `None` when there is no bus.

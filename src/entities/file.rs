@@ -2,13 +2,13 @@
 //! and held in memory; re-read when the file changes, keeping the last good
 //! data when the new file is invalid. The embedded default, and the demo's data.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
-use cedar_policy::{Entities, Entity, EntityUid, Schema};
+use cedar_policy::{Entities, Entity, EntityId, EntityUid, Schema};
 
 use super::EntityError;
 
@@ -20,6 +20,8 @@ pub struct Resident {
     pub entities: Entities,
     /// this reading's number
     pub generation: u64,
+    /// who refers to whom, built on the first search that asks
+    referrers: OnceLock<HashMap<EntityUid, Vec<EntityUid>>>,
 }
 
 impl Resident {
@@ -28,7 +30,36 @@ impl Resident {
         Self {
             entities,
             generation: READINGS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            referrers: OnceLock::new(),
         }
+    }
+
+    /// For each entity, the entities whose attributes refer to it (see
+    /// [`super::referenced_uids`]): a search's `related` candidates,
+    /// indexed once per reading rather than scanned per search.
+    pub fn referrers(&self) -> &HashMap<EntityUid, Vec<EntityUid>> {
+        self.referrers.get_or_init(|| {
+            let mut referrers: HashMap<EntityUid, Vec<EntityUid>> = HashMap::new();
+            for entity in self.entities.iter() {
+                let Ok(json) = entity.to_json_value() else {
+                    continue;
+                };
+                let mut found = Vec::new();
+                if let Some(attrs) = json.get("attrs") {
+                    super::referenced_uids(attrs, &mut found);
+                }
+                found.sort_unstable();
+                found.dedup();
+                for (type_name, id) in &found {
+                    let Ok(type_name) = type_name.parse() else {
+                        continue;
+                    };
+                    let uid = EntityUid::from_type_name_and_id(type_name, EntityId::new(*id));
+                    referrers.entry(uid).or_default().push(entity.uid());
+                }
+            }
+            referrers
+        })
     }
 }
 

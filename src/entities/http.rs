@@ -205,15 +205,21 @@ impl HttpStore {
     }
 
     /// The ids of every entity of `type_name` the store holds, through
-    /// `POST {base}/entities/search` (`{"type", "page": {"limit", "token"}}`
-    /// answered by `{"uids": [{"type","id"}], "page": {"next_token"}}`),
-    /// page by page; at most `max` (then `Ok` with more than `max`, for
-    /// the caller to refuse).
+    /// `POST {base}/entities/search` (`{"type", "related"?, "page":
+    /// {"limit", "token"}}` answered by `{"uids": [{"type","id"}], "page":
+    /// {"next_token"}}`), page by page; with `related`, the store may list
+    /// only the entities referring to one of them. At most `max` (then
+    /// `Ok` with more than `max`, for the caller to refuse).
     ///
     /// # Errors
     /// The store fails, answers another type or a uid twice, or does not
     /// implement the endpoint (404).
-    pub async fn list(&self, type_name: &str, max: usize) -> Result<Vec<String>, UpstreamError> {
+    pub async fn list(
+        &self,
+        type_name: &str,
+        related: Option<&[EntityUid]>,
+        max: usize,
+    ) -> Result<Vec<String>, UpstreamError> {
         #[derive(Deserialize)]
         struct Uid {
             #[serde(rename = "type")]
@@ -232,13 +238,24 @@ impl HttpStore {
         let mut ids = Vec::new();
         let mut seen = std::collections::HashSet::new();
         let mut token: Option<String> = None;
+        let related: Option<Vec<serde_json::Value>> = related.map(|related| {
+            related
+                .iter()
+                .map(|uid| serde_json::json!({"type": uid.type_name().to_string(), "id": uid.id().unescaped()}))
+                .collect()
+        });
         // Bounded: a store that never ends its pages cannot hold a search.
         for _ in 0..=max / LIST_PAGE + 1 {
             let page = match &token {
                 Some(token) => serde_json::json!({"limit": LIST_PAGE, "token": token}),
                 None => serde_json::json!({"limit": LIST_PAGE}),
             };
-            let body = serde_json::json!({"type": type_name, "page": page});
+            let body = match &related {
+                Some(related) => {
+                    serde_json::json!({"type": type_name, "related": related, "page": page})
+                }
+                None => serde_json::json!({"type": type_name, "page": page}),
+            };
             let body = Bytes::from(
                 serde_json::to_vec(&body).map_err(|e| UpstreamError::Setup(e.to_string()))?,
             );

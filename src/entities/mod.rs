@@ -212,24 +212,52 @@ impl EntityStore {
     }
 
     /// The ids of every entity of type `ty` the store holds, at most `max`
-    /// and one more (for search: more than `max` is refused, not cut).
+    /// and one more (for search: more than `max` is refused, not cut); with
+    /// `related`, only those whose attributes refer to one of these
+    /// entities (a store may list more, never fewer).
     ///
     /// # Errors
     /// A store that cannot list (none), or an HTTP store that fails or does
     /// not implement `/entities/search`.
-    pub async fn list(&self, ty: &EntityTypeName, max: usize) -> Result<Vec<String>, String> {
+    pub async fn list(
+        &self,
+        ty: &EntityTypeName,
+        related: Option<&[EntityUid]>,
+        max: usize,
+    ) -> Result<Vec<String>, String> {
+        let id = |uid: &EntityUid| uid.id().unescaped().to_owned();
         match self {
-            Self::File(store) => Ok(store
-                .entities()
-                .entities
-                .iter()
-                .map(Entity::uid)
-                .filter(|uid| uid.type_name() == ty)
-                .take(max.saturating_add(1))
-                .map(|uid| uid.id().unescaped().to_owned())
-                .collect()),
+            Self::File(store) => {
+                let resident = store.entities();
+                let listed: Vec<String> = match related {
+                    Some(related) => {
+                        let referrers = resident.referrers();
+                        let mut uids: Vec<&EntityUid> = related
+                            .iter()
+                            .filter_map(|uid| referrers.get(uid))
+                            .flatten()
+                            .filter(|uid| uid.type_name() == ty)
+                            .collect();
+                        uids.sort_unstable();
+                        uids.dedup();
+                        uids.into_iter()
+                            .take(max.saturating_add(1))
+                            .map(id)
+                            .collect()
+                    }
+                    None => resident
+                        .entities
+                        .iter()
+                        .map(Entity::uid)
+                        .filter(|uid| uid.type_name() == ty)
+                        .take(max.saturating_add(1))
+                        .map(|uid| id(&uid))
+                        .collect(),
+                };
+                Ok(listed)
+            }
             Self::Http { cache, .. } => cache
-                .list(&ty.to_string(), max)
+                .list(&ty.to_string(), related, max)
                 .await
                 .map_err(|e| e.to_string()),
             Self::None => Err("with `store.kind = \"none\"` there is no store to list".to_owned()),
@@ -269,5 +297,46 @@ impl EntityStore {
             Self::Http { cache, .. } => Some(cache),
             _ => None,
         }
+    }
+}
+
+/// Every entity a JSON value of Cedar's entity format refers to, at any
+/// depth (an attribute, a set's element, a record's field), as `(type,
+/// id)`, in either reference form (`{"type", "id"}` or `{"__entity":
+/// …}`): what a search's `related` narrowing matches, where naming more
+/// is safe and fewer is not.
+pub fn referenced_uids<'v>(value: &'v serde_json::Value, found: &mut Vec<(&'v str, &'v str)>) {
+    use serde_json::Value;
+    match value {
+        Value::Array(items) => items.iter().for_each(|item| referenced_uids(item, found)),
+        Value::Object(object) => {
+            if let (Some(Value::String(type_name)), Some(Value::String(id))) =
+                (object.get("type"), object.get("id"))
+            {
+                found.push((type_name, id));
+            }
+            object
+                .values()
+                .for_each(|item| referenced_uids(item, found));
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn references_are_found_in_either_form_at_any_depth() {
+        let attrs = serde_json::json!({
+            "owner": {"__entity": {"type": "User", "id": "a"}},
+            "viewers": [{"type": "User", "id": "b"}],
+            "limits": {"approver": {"type": "User", "id": "c"}, "count": 2},
+            "kind": "personal"
+        });
+        let mut found = Vec::new();
+        super::referenced_uids(&attrs, &mut found);
+        found.sort_unstable();
+        found.dedup();
+        assert_eq!(found, [("User", "a"), ("User", "b"), ("User", "c")]);
     }
 }
