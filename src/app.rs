@@ -194,6 +194,7 @@ pub fn decision_log(config: &Config) -> Result<DecisionLog, StartError> {
         queue: config.log.decisions_queue,
         max_bytes: config.log.decisions_max_bytes,
         mask: config.log.mask.clone(),
+        capture_entities: config.log.capture_entities,
     })
     .map_err(|source| StartError::DecisionLog {
         path: config.log.decisions_file.clone().unwrap_or_default(),

@@ -19,6 +19,7 @@ pub mod entities;
 pub mod periodic;
 pub mod policy;
 pub mod refstore;
+pub mod replay;
 pub mod routes;
 pub mod server;
 pub mod suite;

@@ -91,6 +91,24 @@ removes permissions) or `more_allows` (with a request it grants, confirmed by Ce
 Exit codes: 0 all proved (with --against: nothing granted), 1 one violated (a request type
 gains allows), 2 usage (or no solver), 3 one unknown.")]
     Verify(VerifyArgs),
+    /// Decide a recorded decision log again with a candidate pack: what
+    /// would this change have decided differently?
+    #[command(after_help = "\
+Examples:
+  mandate replay --candidate ./candidate decisions.log               # the entities each line captured
+  mandate replay --candidate ./candidate --entities live decisions-*.log   # the store's entities now
+  zcat yesterday.log.gz | mandate replay --candidate ./candidate --fail-on any -
+
+Each line is decided by the current pack (the baseline, which must still reproduce the
+logged decision) and by the candidate. One JSON line per changed decision on stdout, then
+`{\"summary\": ...}`: records, replayed, unreplayable by cause, allow_to_deny and deny_to_allow
+(escalations), by action and by the candidate's deciding policy; the summary for a person on
+stderr. Lines need `\"v\"` (written since this version); `--entities logged` needs
+`log.capture_entities = true` when they were written.
+
+Exit codes: 0 nothing to fail on, 1 a change `--fail-on` fails on, 2 usage (a pack that does
+not load, a log that cannot be read).")]
+    Replay(ReplayArgs),
     /// Serve a Cedar JSON entities file as an HTTP entity store (the
     /// upstream contract), for demos and benchmarks.
     #[command(after_help = "\
@@ -325,6 +343,52 @@ struct VerifyArgs {
     format: VerifyFormat,
 }
 
+#[derive(Args)]
+struct ReplayArgs {
+    /// The configuration file: the baseline pack, the schema and, for
+    /// `--entities live`, the store.
+    #[arg(long, value_name = "FILE", env = "MANDATE_CONFIG")]
+    config: Option<PathBuf>,
+    /// The baseline pack (default: the configured one).
+    #[arg(long, value_name = "DIR")]
+    policies: Option<PathBuf>,
+    #[arg(long, value_name = "PATH", help = config::help("policy.schema"))]
+    schema: Option<PathBuf>,
+    /// For `--entities live`: the file store's entities file.
+    #[arg(long, value_name = "FILE", conflicts_with = "upstream")]
+    entities_file: Option<PathBuf>,
+    /// For `--entities live`: the HTTP store.
+    #[arg(long, value_name = "URL")]
+    upstream: Option<String>,
+    /// The candidate pack's directory (over the same schema).
+    #[arg(long, value_name = "DIR")]
+    candidate: PathBuf,
+    /// `logged`: the entities each line captured (`log.capture_entities`);
+    /// `live`: the configured store's, as they are now.
+    #[arg(long, value_enum, default_value = "logged")]
+    entities: ReplayEntities,
+    /// What makes the exit code 1: `escalation` (a deny becoming an
+    /// allow), `any` change, or `none`.
+    #[arg(long, value_enum, default_value = "escalation")]
+    fail_on: ReplayFailOn,
+    /// Decision log files, read in order (`-`: standard input).
+    #[arg(required = true, value_name = "LOG")]
+    logs: Vec<PathBuf>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ReplayEntities {
+    Logged,
+    Live,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ReplayFailOn {
+    Escalation,
+    Any,
+    None,
+}
+
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum VerifyFormat {
     Text,
@@ -428,6 +492,7 @@ fn main() -> ExitCode {
         Command::Validate(args) => validate(&args),
         Command::Test(args) => test(&args),
         Command::Verify(args) => verify(&args),
+        Command::Replay(args) => replay(&args),
         Command::ServeStore(args) => serve_store(&args),
         Command::Publish(args) => publish(&args),
         Command::Search(args) => search(&args),
@@ -882,6 +947,108 @@ fn print_example(what: &str, example: &mandate::verify::Counterexample, path: &s
         "    {}",
         mandate::verify::check_command(example, path)
     ));
+}
+
+/// `mandate replay`: the logs decided again by the baseline and the
+/// candidate; changed decisions and the summary printed.
+fn replay(args: &ReplayArgs) -> ExitCode {
+    use mandate::replay::{EntitySource, FailOn, Replayer, Summary};
+    let pack = PackArgs {
+        config: args.config.clone(),
+        policies: args.policies.clone(),
+        schema: args.schema.clone(),
+        entities: args.entities_file.clone(),
+        upstream: args.upstream.clone(),
+    };
+    let config = match pack.load() {
+        Ok(config) => config,
+        Err(error) => {
+            report(error);
+            return ExitCode::from(2);
+        }
+    };
+    let source = match args.entities {
+        ReplayEntities::Logged => EntitySource::Logged,
+        ReplayEntities::Live => EntitySource::Live,
+    };
+    let fail_on = match args.fail_on {
+        ReplayFailOn::Escalation => FailOn::Escalation,
+        ReplayFailOn::Any => FailOn::Any,
+        ReplayFailOn::None => FailOn::None,
+    };
+    let Some(rt) = runtime() else {
+        return ExitCode::from(INTERNAL);
+    };
+    let _guard = rt.enter();
+    let replayer = match Replayer::new(&config, &args.candidate, source) {
+        Ok(replayer) => replayer,
+        Err(error) => {
+            report(error);
+            return ExitCode::from(2);
+        }
+    };
+    let mut summary = Summary::default();
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    for log in &args.logs {
+        let mut input: Box<dyn std::io::BufRead> = if log.as_os_str() == "-" {
+            Box::new(std::io::stdin().lock())
+        } else {
+            match std::fs::File::open(log) {
+                Ok(file) => Box::new(std::io::BufReader::new(file)),
+                Err(error) => {
+                    eprintln!("error: cannot read `{}`: {error}", log.display());
+                    return ExitCode::from(2);
+                }
+            }
+        };
+        if let Err(error) = rt.block_on(replayer.replay(&mut input, &mut out, &mut summary)) {
+            eprintln!("error: `{}`: {error}", log.display());
+            return ExitCode::from(2);
+        }
+    }
+    let summary_line = serde_json::json!({ "summary": &summary });
+    {
+        use std::io::Write as _;
+        let _ = writeln!(out, "{summary_line}");
+        let _ = out.flush();
+    }
+    eprintln!("{}", describe_replay(&summary));
+    if summary.fails(fail_on) {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// The summary for a person.
+fn describe_replay(summary: &mandate::replay::Summary) -> String {
+    use std::fmt::Write as _;
+    let mut text = format!(
+        "{} decisions read, {} replayed: {} unchanged, {} allow→deny, {} deny→allow (escalations)",
+        summary.records,
+        summary.replayed,
+        summary.unchanged,
+        summary.changes.allow_to_deny,
+        summary.changes.deny_to_allow
+    );
+    if summary.skipped > 0 {
+        let _ = write!(text, "; {} other lines skipped", summary.skipped);
+    }
+    for (cause, count) in &summary.unreplayable {
+        let _ = write!(text, "\n  unreplayable, {cause}: {count}");
+    }
+    for (action, changes) in &summary.by_action {
+        let _ = write!(
+            text,
+            "\n  {action}: {} allow→deny, {} deny→allow",
+            changes.allow_to_deny, changes.deny_to_allow
+        );
+    }
+    for (policy, count) in &summary.by_policy {
+        let _ = write!(text, "\n  decided by {policy}: {count}");
+    }
+    text
 }
 
 /// `mandate verify --against DIR`: the pack against the one in DIR.

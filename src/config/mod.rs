@@ -484,6 +484,8 @@ pub struct LogConfig {
     pub decisions_max_bytes: usize,
     /// `log.mask`: see [`SETTINGS`] for what it does and its default.
     pub mask: Vec<String>,
+    /// `log.capture_entities`: see [`SETTINGS`] for what it does and its default.
+    pub capture_entities: bool,
 }
 
 impl Config {

@@ -274,6 +274,8 @@ pub const SETTINGS: &[Setting] = &[
         "bytes of decision lines waiting; beyond it lines are dropped and counted"),
     setting("log.mask", Toml("[]"), None, List,
         "context attributes the decision log writes as `\"***\"` (their values hidden in error messages too)"),
+    setting("log.capture_entities", Toml("false"), None, Bool,
+        "write the entities each decision read into its log line (attributes named in `log.mask` as `\"***\"`), for `mandate replay --entities logged`"),
 ];
 
 /// The setting of `key`.

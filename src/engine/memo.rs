@@ -84,6 +84,18 @@ pub(super) struct Memoized {
     context_free: OnceLock<Option<Satisfied>>,
     /// whole answers by the context values read, oldest first
     answers: RwLock<Vec<(ReadValues, Verdict)>>,
+    /// what the decision log says of the entities read, computed by the
+    /// first logged decision that needs it
+    read: OnceLock<ReadEntities>,
+}
+
+/// The entities a decision read, as its log line carries them.
+#[derive(Debug)]
+pub(super) struct ReadEntities {
+    /// `sha256:` and 32 hex digits
+    pub digest: String,
+    /// the entities, masked (`log.capture_entities`)
+    pub captured: Option<Value>,
 }
 
 impl Memoized {
@@ -98,8 +110,15 @@ impl Memoized {
             until: None,
             entities: Some(entities),
             context_free: OnceLock::new(),
+            read: OnceLock::new(),
             answers: RwLock::default(),
         }
+    }
+
+    /// What the log says of the entities read: the remembered one, or
+    /// `compute`d now and remembered.
+    pub fn read_entities(&self, compute: impl FnOnce() -> ReadEntities) -> &ReadEntities {
+        self.read.get_or_init(compute)
     }
 
     /// The answer remembered for a context whose read values are `read`.
@@ -188,6 +207,7 @@ impl Memo {
             until,
             entities,
             context_free: OnceLock::new(),
+            read: OnceLock::new(),
             answers: RwLock::default(),
         });
         if let Some(entries) = &self.entries {

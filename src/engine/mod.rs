@@ -238,20 +238,26 @@ impl Engine {
         let started = std::time::Instant::now();
         // One snapshot for the whole decision, its metrics included.
         let snapshot = self.policies.current();
-        let (action, outcome) = match self.decide_with(&snapshot, request, record).await {
-            Ok((action, decision)) => (Some(action), Ok(decision)),
+        let (action, outcome, read) = match self.decide_with(&snapshot, request, record).await {
+            Ok((action, decision, read)) => (Some(action), Ok(decision), Some(read)),
             Err(Stop::Deny(error)) => (
                 snapshot.action(request.action),
                 Ok(Decision::deny(error, Arc::clone(snapshot.version()))),
+                None,
             ),
-            Err(Stop::Refuse(error)) => (None, Err(error)),
+            Err(Stop::Refuse(error)) => (None, Err(error), None),
         };
         if let (Ok(decision), true) = (&outcome, record) {
             let took = started.elapsed();
             let action = action.map_or("unknown", |a| a.id().unescaped());
             metrics().decision(action, decision.allowed(), took);
             if self.log.enabled() {
-                record::log_decision(&self.log, &snapshot, request, decision, took);
+                let read = read.as_ref().map(|(slice, key, plan)| {
+                    slice.memo().read_entities(|| {
+                        record::read_entities(slice, key, plan, self.log.captures_entities())
+                    })
+                });
+                record::log_decision(&self.log, &snapshot, request, (decision, read), took);
             }
         }
         outcome
@@ -278,13 +284,14 @@ impl Engine {
         ))
     }
 
-    /// The five stages; `Ok` carries the resolved action for the metrics.
+    /// The five stages; `Ok` carries the resolved action for the metrics,
+    /// and what was read, for the decision log.
     async fn decide_with<'v>(
         &self,
         snapshot: &'v PolicySnapshot,
         request: &'v DecisionRequest<'_>,
         record: bool,
-    ) -> Result<(&'v EntityUid, Decision), Stop> {
+    ) -> Result<(&'v EntityUid, Decision, Read<'v>), Stop> {
         let Sliced {
             action,
             plan,
@@ -299,12 +306,12 @@ impl Engine {
             shadow::decide_beside(
                 shadow,
                 &self.log,
-                (&key, &context, slice),
+                (&key, &context, slice.clone()),
                 &decision,
                 request.request_id,
             );
         }
-        Ok((action, decision))
+        Ok((action, decision, (slice, key, plan)))
     }
 
     /// Stages 1 to 3, shared by a decision and its trace: the names, the
@@ -592,6 +599,9 @@ impl Engine {
         })
     }
 }
+
+/// What a decision read: its slice, the names it was read for, the plan.
+type Read<'v> = (Slice, MemoKey, &'v ActionPlan);
 
 /// What stages 1 to 3 leave for evaluation.
 struct Sliced<'v> {

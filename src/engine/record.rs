@@ -1,8 +1,17 @@
-//! Recording a decision: its line in the decision log.
+//! Recording a decision: its line in the decision log, with what a replay
+//! needs (the canonical request, the versions, the entities read).
 
+use std::collections::HashSet;
+
+use cedar_policy::{Entity, EntityUid};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::Slice;
 use super::decision::{Decision, DecisionRequest, EntityRef};
-use crate::policy::PolicySnapshot;
-use crate::telemetry::{DecisionLog, LogEntry, LoggedError, Text};
+use super::memo::{MemoKey, ReadEntities};
+use crate::policy::{ActionPlan, PolicySnapshot};
+use crate::telemetry::{DecisionLog, LINE_VERSION, LogEntry, LoggedError, Text, mask_attributes};
 
 /// An entity as the log names it: canonical (`Brokerage::User::"erin"`,
 /// exactly as Cedar prints a uid, whatever the caller's spelling) when its
@@ -57,7 +66,7 @@ pub(super) fn log_decision<'r>(
     log: &DecisionLog,
     snapshot: &PolicySnapshot,
     request: &DecisionRequest<'r>,
-    decision: &Decision,
+    (decision, read): (&Decision, Option<&ReadEntities>),
     took: std::time::Duration,
 ) {
     let canonical = |entity: EntityRef<'r>| Canonical {
@@ -79,7 +88,14 @@ pub(super) fn log_decision<'r>(
             &made
         }
     };
+    // A decision stopped before reading any entity read none.
+    let none_read = Value::Array(Vec::new());
+    let captured = match read {
+        Some(read) => read.captured.as_ref(),
+        None => log.captures_entities().map(|_| &none_read),
+    };
     log.record(&LogEntry {
+        v: LINE_VERSION,
         time: std::time::SystemTime::now(),
         request_id,
         principal: Text(&principal),
@@ -96,10 +112,86 @@ pub(super) fn log_decision<'r>(
             })
             .collect(),
         policy_version: &decision.policy_version,
+        schema_version: snapshot.schema_version(),
+        entities_digest: read.map(|read| read.digest.as_str()),
+        entities: captured,
         stale_data: decision.stale_data(),
         latency_us: u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
         context: request.context,
     });
+}
+
+/// The entities a decision read: the named ones and their ancestors (the
+/// file store's, read in place), or the slice built for it less the action
+/// entities; digested in a canonical form, and captured (masked) when the
+/// log asks. Computed once per remembered slice, not per decision.
+pub(super) fn read_entities(
+    slice: &Slice,
+    key: &MemoKey,
+    plan: &ActionPlan,
+    capture: Option<&[String]>,
+) -> ReadEntities {
+    let entities = slice.entities();
+    let read: Vec<&Entity> = match slice {
+        Slice::Resident(..) => {
+            let mut seen: HashSet<&EntityUid> = HashSet::new();
+            key.named()
+                .flat_map(|uid| {
+                    std::iter::once(uid).chain(entities.ancestors(uid).into_iter().flatten())
+                })
+                .filter(|uid| seen.insert(uid))
+                .filter_map(|uid| entities.get(uid))
+                .collect()
+        }
+        Slice::Built(_) => {
+            let actions: HashSet<EntityUid> = plan.entities().iter().map(Entity::uid).collect();
+            entities
+                .iter()
+                .filter(|entity| !actions.contains(&entity.uid()))
+                .collect()
+        }
+    };
+    let mut json: Vec<Value> = read
+        .iter()
+        .filter_map(|entity| entity.to_json_value().ok())
+        .map(canonical)
+        .collect();
+    json.sort_by_cached_key(|entity| entity.get("uid").map(ToString::to_string));
+    let json = Value::Array(json);
+    let hash = Sha256::digest(json.to_string().as_bytes());
+    let mut digest = String::with_capacity(7 + 32);
+    digest.push_str("sha256:");
+    for byte in hash.iter().take(16) {
+        digest.push_str(&format!("{byte:02x}"));
+    }
+    let captured = capture.map(|mask| {
+        let mut json = json;
+        mask_attributes(&mut json, mask);
+        json
+    });
+    ReadEntities { digest, captured }
+}
+
+/// `value` with every object's keys sorted and every array (Cedar's sets,
+/// an entity's parents) in order: the same data always digests the same,
+/// whatever order Cedar's maps hand it in.
+fn canonical(value: Value) -> Value {
+    match value {
+        Value::Object(object) => {
+            let mut entries: Vec<(String, Value)> = object
+                .into_iter()
+                .map(|(key, inner)| (key, canonical(inner)))
+                .collect();
+            entries.sort_by(|(a, _), (b, _)| a.cmp(b));
+            Value::Object(entries.into_iter().collect())
+        }
+        Value::Array(items) => {
+            let mut items: Vec<Value> = items.into_iter().map(canonical).collect();
+            items.sort_by_cached_key(ToString::to_string);
+            Value::Array(items)
+        }
+        other => other,
+    }
 }
 
 /// A request id for a request that came without one: 128 random bits as

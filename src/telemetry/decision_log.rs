@@ -42,11 +42,19 @@ pub struct DecisionLogSettings {
     /// context attributes whose values are replaced by `"***"`, in the
     /// context and in error messages
     pub mask: Vec<String>,
+    /// write the entities each decision read into its line (masked)
+    pub capture_entities: bool,
 }
+
+/// The version of a decision's line: a line with `"v"` can be replayed
+/// (`mandate replay`); the number grows when its meaning changes.
+pub const LINE_VERSION: u32 = 1;
 
 /// One decision, as logged; borrowed from the decision, written at once.
 #[derive(Debug, Clone, Serialize)]
 pub struct LogEntry<'a> {
+    /// [`LINE_VERSION`]
+    pub v: u32,
     /// when it was decided (RFC 3339)
     #[serde(serialize_with = "rfc3339")]
     pub time: SystemTime,
@@ -66,6 +74,16 @@ pub struct LogEntry<'a> {
     pub errors: Vec<LoggedError<'a>>,
     /// the policy version that decided
     pub policy_version: &'a str,
+    /// the schema version it was decided under
+    pub schema_version: &'a str,
+    /// `sha256:` of the entities the decision read (the named ones and
+    /// their ancestors, as Cedar's JSON, sorted): two lines with the same
+    /// digest saw the same data
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entities_digest: Option<&'a str>,
+    /// those entities themselves, masked (`log.capture_entities`)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entities: Option<&'a Value>,
     /// some entity was served stale because the store failed
     pub stale_data: bool,
     /// time to decide, microseconds
@@ -164,6 +182,7 @@ struct Shared {
     max_bytes: usize,
     max_lines: usize,
     mask: Vec<String>,
+    capture_entities: bool,
     /// the writer holds lines it has taken and not yet written
     writing: AtomicBool,
 }
@@ -183,6 +202,15 @@ impl DecisionLog {
     /// Whether entries are wanted (so callers can skip building them).
     pub fn enabled(&self) -> bool {
         self.shared.is_some()
+    }
+
+    /// With `log.capture_entities`: the attribute names to mask in the
+    /// entities captured (see [`mask_attributes`]).
+    pub fn captures_entities(&self) -> Option<&[String]> {
+        self.shared
+            .as_ref()
+            .filter(|shared| shared.capture_entities)
+            .map(|shared| shared.mask.as_slice())
     }
 
     /// Starts the writer thread.
@@ -207,6 +235,7 @@ impl DecisionLog {
             max_bytes: settings.max_bytes.max(1),
             max_lines: settings.queue.max(1),
             mask: settings.mask,
+            capture_entities: settings.capture_entities,
             writing: AtomicBool::new(false),
         });
         let writer = Arc::clone(&shared);
@@ -444,12 +473,33 @@ fn secret_texts(value: &Value) -> Vec<String> {
     }
 }
 
+/// Replaces with `"***"` the value of every attribute named in `mask`, at
+/// any depth of `value` (captured entities, masked as contexts are).
+pub fn mask_attributes(value: &mut Value, mask: &[String]) {
+    match value {
+        Value::Object(object) => {
+            for (name, inner) in object.iter_mut() {
+                if mask.contains(name) {
+                    *inner = Value::String("***".to_owned());
+                } else {
+                    mask_attributes(inner, mask);
+                }
+            }
+        }
+        Value::Array(items) => items
+            .iter_mut()
+            .for_each(|item| mask_attributes(item, mask)),
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn entry<'a>(context: &'a Value, errors: Vec<LoggedError<'a>>) -> LogEntry<'a> {
         LogEntry {
+            v: LINE_VERSION,
             time: SystemTime::UNIX_EPOCH,
             request_id: "r-1",
             principal: Text(&r#"Brokerage::User::"erin""#),
@@ -459,6 +509,9 @@ mod tests {
             reasons: vec![],
             errors,
             policy_version: "v1",
+            schema_version: "s1",
+            entities_digest: None,
+            entities: None,
             stale_data: false,
             latency_us: 3,
             context: Some(context),

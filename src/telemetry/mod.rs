@@ -5,6 +5,7 @@ pub mod decision_log;
 pub mod metrics;
 
 pub use decision_log::{
-    DecisionLog, DecisionLogSettings, LogEntry, LogSink, LoggedError, SearchEntry, Text,
+    DecisionLog, DecisionLogSettings, LINE_VERSION, LogEntry, LogSink, LoggedError, SearchEntry,
+    Text, mask_attributes,
 };
 pub use metrics::{Metrics, SEARCH_OUTCOMES, metrics};

@@ -29,6 +29,7 @@ mod operations;
 mod policy_pack;
 mod property;
 mod readme;
+mod replay;
 mod search_brokerage;
 mod shadow;
 mod upstream;
