@@ -166,7 +166,12 @@ pub(super) fn read_entities(
     }
     let captured = capture.map(|mask| {
         let mut json = json;
-        mask_attributes(&mut json, mask);
+        // Attributes only: a uid is never masked.
+        if let Value::Array(entities) = &mut json {
+            for attrs in entities.iter_mut().filter_map(|e| e.get_mut("attrs")) {
+                mask_attributes(attrs, mask);
+            }
+        }
         json
     });
     ReadEntities { digest, captured }
@@ -203,6 +208,33 @@ pub fn new_request_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_same_data_in_any_order_is_one_canonical_form() {
+        let one = serde_json::json!({"uid": {"type": "T", "id": "a"},
+            "parents": [{"type": "G", "id": "x"}, {"type": "G", "id": "y"}],
+            "attrs": {"b": 1, "a": [3, 1, 2]}});
+        let other = serde_json::json!({"attrs": {"a": [2, 3, 1], "b": 1},
+            "parents": [{"id": "y", "type": "G"}, {"id": "x", "type": "G"}],
+            "uid": {"id": "a", "type": "T"}});
+        assert_eq!(
+            canonical(one.clone()).to_string(),
+            canonical(other).to_string()
+        );
+        let changed = serde_json::json!({"uid": {"type": "T", "id": "a"},
+            "parents": [{"type": "G", "id": "x"}], "attrs": {"b": 1, "a": [3, 1, 2]}});
+        assert_ne!(canonical(one).to_string(), canonical(changed).to_string());
+    }
+
+    #[test]
+    fn captured_attributes_named_in_the_mask_are_hidden_at_any_depth() {
+        let mut entities = serde_json::json!([{"uid": {"type": "T", "id": "a"},
+            "attrs": {"iban": "DE00", "limits": {"iban": "FR00", "daily": 5}}}]);
+        mask_attributes(&mut entities, &["iban".to_owned()]);
+        assert!(!entities.to_string().contains("00\""), "{entities}");
+        assert_eq!(entities[0]["attrs"]["limits"]["daily"], 5);
+        assert_eq!(entities[0]["attrs"]["iban"], "***");
+    }
 
     #[test]
     fn entities_are_named_exactly_as_cedar_prints_them() {
