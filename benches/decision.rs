@@ -157,12 +157,35 @@ fn bench_decisions(c: &mut Criterion) {
     shadowed.policy.shadow_dir = Some(root.join("policies"));
     let file_shadow = Arc::new(mandate::app::engine(&shadowed).unwrap());
 
-    let engines: [(&str, &Arc<Engine>); 5] = [
+    // The decision log on (to a file): each decision writes its
+    // replayable line (the entities' digest remembered with the slice);
+    // and with the entities read captured in it too.
+    let logs = tempfile::tempdir().unwrap();
+    let logged = |capture: bool, name: &str| {
+        let mut engine = mandate::app::engine(&config(None)).unwrap();
+        engine.set_decision_log(
+            mandate::telemetry::DecisionLog::start(mandate::telemetry::DecisionLogSettings {
+                sink: mandate::telemetry::LogSink::File(logs.path().join(name)),
+                queue: 1 << 20,
+                max_bytes: 1 << 30,
+                mask: Vec::new(),
+                capture_entities: capture,
+            })
+            .unwrap(),
+        );
+        Arc::new(engine)
+    };
+    let file_logged = logged(false, "logged.log");
+    let file_captured = logged(true, "captured.log");
+
+    let engines: [(&str, &Arc<Engine>); 7] = [
         ("http_store_warm_cache", &http),
         ("file_store", &file),
         ("http_store_warm_cache_no_memo", &http_no_memo),
         ("file_store_no_memo", &file_no_memo),
         ("file_store_shadow", &file_shadow),
+        ("file_store_logged", &file_logged),
+        ("file_store_logged_captured", &file_captured),
     ];
     for (group, principal, action, resource_type, resource, context, allowed) in groups() {
         let request = DecisionRequest {
