@@ -94,8 +94,9 @@ pub(super) struct Memoized {
 pub(super) struct ReadEntities {
     /// `sha256:` and 32 hex digits
     pub digest: String,
-    /// the entities, masked (`log.capture_entities`)
-    pub captured: Option<Value>,
+    /// the entities, masked (`log.capture_entities`), written once as
+    /// JSON: each line copies the text
+    pub captured: Option<Box<serde_json::value::RawValue>>,
 }
 
 impl Memoized {

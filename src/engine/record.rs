@@ -89,10 +89,10 @@ pub(super) fn log_decision<'r>(
         }
     };
     // A decision stopped before reading any entity read none.
-    let none_read = Value::Array(Vec::new());
+    let none_read = serde_json::value::RawValue::from_string("[]".to_owned()).ok();
     let captured = match read {
-        Some(read) => read.captured.as_ref(),
-        None => log.captures_entities().map(|_| &none_read),
+        Some(read) => read.captured.as_deref(),
+        None => log.captures_entities().and(none_read.as_deref()),
     };
     log.record(&LogEntry {
         v: LINE_VERSION,
@@ -164,7 +164,7 @@ pub(super) fn read_entities(
     for byte in hash.iter().take(16) {
         digest.push_str(&format!("{byte:02x}"));
     }
-    let captured = capture.map(|mask| {
+    let captured = capture.and_then(|mask| {
         let mut json = json;
         // Attributes only: a uid is never masked.
         if let Value::Array(entities) = &mut json {
@@ -172,7 +172,7 @@ pub(super) fn read_entities(
                 mask_attributes(attrs, mask);
             }
         }
-        json
+        serde_json::value::to_raw_value(&json).ok()
     });
     ReadEntities { digest, captured }
 }

@@ -211,10 +211,28 @@ impl HttpStore {
     /// only the entities referring to one of them. At most `max` (then
     /// `Ok` with more than `max`, for the caller to refuse).
     ///
+    /// A store that refuses `related` (400 or 422: written to the contract
+    /// before it had the field, and strict about unknown ones) is asked
+    /// again without it, for every entity of the type.
+    ///
     /// # Errors
     /// The store fails, answers another type or a uid twice, or does not
     /// implement the endpoint (404).
     pub async fn list(
+        &self,
+        type_name: &str,
+        related: Option<&[EntityUid]>,
+        max: usize,
+    ) -> Result<Vec<String>, UpstreamError> {
+        match self.list_pages(type_name, related, max).await {
+            Err(UpstreamError::Status(400 | 422)) if related.is_some() => {
+                self.list_pages(type_name, None, max).await
+            }
+            listed => listed,
+        }
+    }
+
+    async fn list_pages(
         &self,
         type_name: &str,
         related: Option<&[EntityUid]>,

@@ -81,9 +81,10 @@ pub struct LogEntry<'a> {
     /// digest saw the same data
     #[serde(skip_serializing_if = "Option::is_none")]
     pub entities_digest: Option<&'a str>,
-    /// those entities themselves, masked (`log.capture_entities`)
+    /// those entities themselves, masked (`log.capture_entities`), as
+    /// JSON written once per slice
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub entities: Option<&'a Value>,
+    pub entities: Option<&'a serde_json::value::RawValue>,
     /// some entity was served stale because the store failed
     pub stale_data: bool,
     /// time to decide, microseconds

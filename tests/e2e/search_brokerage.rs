@@ -559,3 +559,87 @@ async fn the_reference_store_lists_only_the_entities_referring_to_related_ones()
         ["acme-corp", "alice-personal", "bare-personal"]
     );
 }
+
+/// A store written to the contract before `related`, strict about unknown
+/// fields: it answers `/entities/search` with `related` by a 400, and the
+/// search asks again for every entity of the type.
+#[tokio::test]
+async fn a_store_that_refuses_related_is_asked_for_every_entity_instead() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use http_body_util::{BodyExt, Full};
+
+    let demo = crate::support::root().join("examples/demo/entities.json");
+    let entities: Arc<Vec<Value>> =
+        Arc::new(serde_json::from_str(&std::fs::read_to_string(&demo).unwrap()).unwrap());
+    let refused = Arc::new(AtomicUsize::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = format!("http://{}", listener.local_addr().unwrap());
+    let (served, counted) = (Arc::clone(&entities), Arc::clone(&refused));
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let (entities, refused) = (Arc::clone(&served), Arc::clone(&counted));
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    move |request: http::Request<hyper::body::Incoming>| {
+                        let (entities, refused) = (Arc::clone(&entities), Arc::clone(&refused));
+                        async move {
+                            let path = request.uri().path().to_owned();
+                            let body = request.into_body().collect().await.unwrap().to_bytes();
+                            let body: Value = serde_json::from_slice(&body).unwrap();
+                            let uid = |e: &Value| e["uid"].clone();
+                            let (status, answer) = if path == "/entities/batch" {
+                                let asked = body["uids"].as_array().unwrap();
+                                let found: Vec<&Value> = entities
+                                    .iter()
+                                    .filter(|e| asked.contains(&uid(e)))
+                                    .collect();
+                                (200, json!({"entities": found}))
+                            } else if body.get("related").is_some() {
+                                refused.fetch_add(1, Ordering::SeqCst);
+                                (400, json!({"error": "unknown field `related`"}))
+                            } else {
+                                let listed: Vec<Value> = entities
+                                    .iter()
+                                    .filter(|e| e["uid"]["type"] == body["type"])
+                                    .map(uid)
+                                    .collect();
+                                (200, json!({"uids": listed, "page": {"next_token": ""}}))
+                            };
+                            let mut response = http::Response::new(Full::new(bytes::Bytes::from(
+                                answer.to_string(),
+                            )));
+                            *response.status_mut() = http::StatusCode::from_u16(status).unwrap();
+                            Ok::<_, std::convert::Infallible>(response)
+                        }
+                    },
+                );
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+            });
+        }
+    });
+    let server = Server::start(config_with(&[
+        ("MANDATE_STORE_KIND", "http"),
+        ("MANDATE_STORE_UPSTREAM", upstream.as_str()),
+    ]))
+    .await;
+    let found = post(
+        &server.url("/access/v1/search/resource"),
+        &json!({"subject": {"type": "user", "id": "carol"}, "action": {"name": "place_order"},
+                "resource": {"type": "account"}, "context": {"side": "buy", "instrument": "AAPL"}}),
+    )
+    .await;
+    assert_eq!(found.status, 200, "{}", found.json);
+    assert_eq!(ids(&found.json["results"], "id"), ["alice-personal"]);
+    assert_eq!(
+        refused.load(Ordering::SeqCst),
+        1,
+        "asked with `related` once, then without"
+    );
+}
