@@ -70,7 +70,7 @@ pub struct Summary {
     /// the changes by action
     pub by_action: BTreeMap<String, Changes>,
     /// the changes by the candidate's deciding policies (`(no permit)` for
-    /// a deny no forbid decided)
+    /// a deny no forbid decided, `(error in ID)` for a policy that erred)
     pub by_policy: BTreeMap<String, u64>,
 }
 
@@ -106,6 +106,9 @@ pub struct Changed {
     pub resource: String,
     /// the candidate's determining policies
     pub candidate_reasons: Vec<String>,
+    /// the codes of the candidate's errors (each a deny: fail closed)
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub candidate_errors: Vec<&'static str>,
     /// the baseline's (the logged decision's) determining policies
     pub baseline_reasons: Vec<String>,
 }
@@ -321,14 +324,18 @@ fn changed(
         }
     }
     let candidate_reasons: Vec<String> = candidate.reasons().map(str::to_owned).collect();
-    if candidate_reasons.is_empty() {
-        *summary
-            .by_policy
-            .entry("(no permit)".to_owned())
-            .or_default() += 1;
+    let mut deciding: Vec<String> = candidate_reasons.clone();
+    deciding.extend(
+        candidate
+            .errors()
+            .iter()
+            .map(|error| format!("(error in {})", error.policy().unwrap_or(error.code()))),
+    );
+    if deciding.is_empty() {
+        deciding.push("(no permit)".to_owned());
     }
-    for reason in &candidate_reasons {
-        *summary.by_policy.entry(reason.clone()).or_default() += 1;
+    for policy in deciding {
+        *summary.by_policy.entry(policy).or_default() += 1;
     }
     Changed {
         change: if escalation {
@@ -342,6 +349,11 @@ fn changed(
         action: action.to_owned(),
         resource: resource.to_owned(),
         candidate_reasons,
+        candidate_errors: candidate
+            .errors()
+            .iter()
+            .map(|error| error.code())
+            .collect(),
         baseline_reasons: baseline.reasons().map(str::to_owned).collect(),
     }
 }

@@ -297,6 +297,28 @@ async fn a_candidate_that_flips_known_decisions_is_reported_exactly() {
     let any = replay(narrowing.path(), &log, &["--fail-on", "any"]);
     assert_eq!(any.code, Some(1), "{:#}", any.summary);
 
+    // A candidate policy that errors (an overflow) denies, fail closed; the
+    // change is put down to the error, not to "no permit".
+    let erring = candidate("roles.cedar", |text| {
+        format!(
+            "{text}\n@id(\"X.overflow\")\nforbid (principal, action == Brokerage::Action::\"view_account\", resource)\nwhen {{ resource.poaCount + 9223372036854775807 > 0 }};\n"
+        )
+    });
+    let errs = replay(erring.path(), &log, &["--fail-on", "none"]);
+    assert_eq!(errs.code, Some(0), "{:#}", errs.summary);
+    assert_eq!(errs.changed.len(), 1, "{:#?}", errs.changed);
+    assert_eq!(errs.changed[0]["change"], "allow_to_deny");
+    assert_eq!(
+        errs.changed[0]["candidate_errors"],
+        json!(["evaluation_error"])
+    );
+    assert_eq!(
+        errs.summary["by_policy"],
+        json!({"(error in X.overflow)": 1}),
+        "{:#}",
+        errs.summary
+    );
+
     // The shipped pack as its own candidate changes nothing.
     let same = replay(
         &crate::support::root().join("policies"),
