@@ -94,11 +94,11 @@ impl Summary {
 pub struct Changed {
     /// `allow_to_deny` or `deny_to_allow`
     pub change: &'static str,
-    /// the logged line's time and request id
+    /// the logged line's time
     pub time: Option<String>,
     /// the logged line's request id
     pub request_id: Option<String>,
-    /// canonical uids and the action, as logged
+    /// canonical uid, as logged
     pub principal: String,
     /// the action id
     pub action: String,

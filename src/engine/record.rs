@@ -2,6 +2,7 @@
 //! needs (the canonical request, the versions, the entities read).
 
 use std::collections::HashSet;
+use std::fmt::Write as _;
 
 use cedar_policy::{Entity, EntityUid};
 use serde_json::Value;
@@ -89,10 +90,11 @@ pub(super) fn log_decision<'r>(
         }
     };
     // A decision stopped before reading any entity read none.
-    let none_read = serde_json::value::RawValue::from_string("[]".to_owned()).ok();
+    static NONE_READ: std::sync::LazyLock<Option<Box<serde_json::value::RawValue>>> =
+        std::sync::LazyLock::new(|| serde_json::value::RawValue::from_string("[]".to_owned()).ok());
     let captured = match read {
         Some(read) => read.captured.as_deref(),
-        None => log.captures_entities().and(none_read.as_deref()),
+        None => log.captures_entities().and(NONE_READ.as_deref()),
     };
     log.record(&LogEntry {
         v: LINE_VERSION,
@@ -131,23 +133,19 @@ pub(super) fn read_entities(
     plan: &ActionPlan,
     capture: Option<&[String]>,
 ) -> ReadEntities {
-    let entities = slice.entities();
-    let read: Vec<&Entity> = match slice {
-        Slice::Resident(..) => {
-            let mut seen: HashSet<&EntityUid> = HashSet::new();
-            key.named()
-                .flat_map(|uid| {
-                    std::iter::once(uid).chain(entities.ancestors(uid).into_iter().flatten())
-                })
-                .filter(|uid| seen.insert(uid))
-                .filter_map(|uid| entities.get(uid))
-                .collect()
+    let read: Vec<Entity> = match slice {
+        Slice::Resident(resident, _) => {
+            let mut read = Vec::new();
+            resident.gather(key.named(), &mut read);
+            read
         }
         Slice::Built(_) => {
             let actions: HashSet<EntityUid> = plan.entities().iter().map(Entity::uid).collect();
-            entities
+            slice
+                .entities()
                 .iter()
                 .filter(|entity| !actions.contains(&entity.uid()))
+                .cloned()
                 .collect()
         }
     };
@@ -162,7 +160,7 @@ pub(super) fn read_entities(
     let mut digest = String::with_capacity(7 + 32);
     digest.push_str("sha256:");
     for byte in hash.iter().take(16) {
-        digest.push_str(&format!("{byte:02x}"));
+        let _ = write!(digest, "{byte:02x}");
     }
     let captured = capture.and_then(|mask| {
         let mut json = json;

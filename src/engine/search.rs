@@ -453,17 +453,11 @@ impl Engine {
         let given: Vec<Entity> = match known {
             // The named entities and their ancestors, not the whole file:
             // what the policies cannot reach from them stays unknown.
-            Known::Resident(resident) => fixed
-                .named
-                .iter()
-                .flat_map(|uid| {
-                    let ancestors = resident.entities.ancestors(uid).into_iter().flatten();
-                    std::iter::once(uid).chain(ancestors)
-                })
-                .filter_map(|uid| resident.entities.get(uid).cloned())
-                .collect::<HashSet<_>>()
-                .into_iter()
-                .collect(),
+            Known::Resident(resident) => {
+                let mut given = Vec::with_capacity(fixed.named.len() * 2);
+                resident.gather(&fixed.named, &mut given);
+                given
+            }
             Known::Slice(slice, _) => slice.clone(),
         };
         let Ok(entities) = Entities::from_entities(given, None) else {

@@ -34,6 +34,27 @@ impl Resident {
         }
     }
 
+    /// The entities `uids` name and their ancestors, each once (a uid this
+    /// reading does not hold is left out): what a decision on them reads.
+    pub fn gather<'u>(&self, uids: impl IntoIterator<Item = &'u EntityUid>, out: &mut Vec<Entity>) {
+        let entities = &self.entities;
+        let mut seen: HashSet<&EntityUid> = HashSet::new();
+        for uid in uids {
+            if !seen.insert(uid) {
+                continue;
+            }
+            let Some(entity) = entities.get(uid) else {
+                continue;
+            };
+            out.push(entity.clone());
+            for ancestor in entities.ancestors(uid).into_iter().flatten() {
+                if let Some(parent) = entities.get(ancestor).filter(|_| seen.insert(ancestor)) {
+                    out.push(parent.clone());
+                }
+            }
+        }
+    }
+
     /// For each entity, the entities whose attributes refer to it (see
     /// [`super::referenced_uids`]): a search's `related` candidates,
     /// indexed once per reading rather than scanned per search.
@@ -105,22 +126,7 @@ impl FileStore {
     }
 
     pub(super) fn gather(&self, uids: &[EntityUid], out: &mut Vec<Entity>) {
-        let entities = &self.entities.load().entities;
-        let mut seen: HashSet<&EntityUid> = HashSet::new();
-        for uid in uids {
-            if !seen.insert(uid) {
-                continue;
-            }
-            let Some(entity) = entities.get(uid) else {
-                continue;
-            };
-            out.push(entity.clone());
-            for ancestor in entities.ancestors(uid).into_iter().flatten() {
-                if let Some(parent) = entities.get(ancestor).filter(|_| seen.insert(ancestor)) {
-                    out.push(parent.clone());
-                }
-            }
-        }
+        self.entities.load().gather(uids, out);
     }
 
     /// Adopts a new schema and re-reads the file against it.
