@@ -2,18 +2,31 @@
 //! by entries and bytes (moka), single-flight per uid with one batched
 //! upstream call per round of misses, negative caching, stale-if-error.
 //!
-//! Freshness is decided here, from tokio `Instant`s stamped at fetch time
-//! (moka only bounds lifetime), and the store is behind [`Fetch`], so the
-//! unit tests below drive time on tokio's paused clock.
+//! Freshness is decided here, from tokio `Instant`s stamped when a fetch
+//! was *sent* (moka only bounds lifetime), and the store is behind
+//! [`Fetch`], so the unit tests below drive time on tokio's paused clock.
+//!
+//! **Invalidation wins every race with a fetch.** A fetch in flight when
+//! its uid is invalidated is *overtaken*: its answer may describe the
+//! entity as it was before the change, so it is never stored. It still
+//! answers the lookups that were waiting on it (each began before the
+//! invalidation, so deciding on the old record orders them before the
+//! change), and nothing else: a lookup that begins after the invalidation
+//! cannot join it and leads a fetch of its own. Storing an answer and
+//! invalidating take one lock, so no order of the two can store an
+//! overtaken answer. What is built from a lookup carries the generation
+//! read before it, and every invalidation moves the generation last, so the
+//! engine's memo never keeps overtaken data under the new generation.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use cedar_policy::{Entity, EntityUid, Schema};
-use moka::future::Cache;
+use moka::sync::Cache;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -25,8 +38,14 @@ use crate::telemetry::metrics;
 /// unit tests, a double that counts and fails on demand).
 pub trait Fetch: Send + Sync + 'static {
     /// Fetches `uids` in one call; a uid the store does not know is absent
-    /// from the answer. Called with no uid to learn whether the store answers.
+    /// from the answer.
     fn fetch<'a>(&'a self, uids: &'a [EntityUid], schema: &'a Schema) -> FetchFuture<'a>;
+
+    /// Asks the store for nothing, once, to learn whether it answers now
+    /// (`/readyz`): no retries, so a probe costs the store one request.
+    fn probe<'a>(&'a self, schema: &'a Schema) -> ProbeFuture<'a> {
+        Box::pin(async move { self.fetch(&[], schema).await.map(drop) })
+    }
 
     /// The ids of every entity of a type (for search), at most `max` and
     /// one more, only those referring to one of `related` when given; a
@@ -54,9 +73,16 @@ pub type ListFuture<'a> =
 pub type FetchFuture<'a> =
     Pin<Box<dyn Future<Output = Result<Vec<Fetched>, UpstreamError>> + Send + 'a>>;
 
+/// What [`Fetch::probe`] returns.
+pub type ProbeFuture<'a> = Pin<Box<dyn Future<Output = Result<(), UpstreamError>> + Send + 'a>>;
+
 impl Fetch for HttpStore {
     fn fetch<'a>(&'a self, uids: &'a [EntityUid], schema: &'a Schema) -> FetchFuture<'a> {
         Box::pin(HttpStore::fetch(self, uids, schema))
+    }
+
+    fn probe<'a>(&'a self, schema: &'a Schema) -> ProbeFuture<'a> {
+        Box::pin(HttpStore::probe(self, schema))
     }
 
     fn list<'a>(
@@ -102,10 +128,43 @@ pub struct Cached {
 struct Entry {
     /// `None`: the store does not know the uid
     value: Option<Arc<Cached>>,
+    /// when the fetch that learnt it was sent: the store's answer may
+    /// describe any moment after that, so freshness counts from here
     fetched: Instant,
 }
 
-type Flight = watch::Receiver<Option<Result<(), UpstreamError>>>;
+/// One fetch's answer: an entry for every uid it led.
+type Answer = HashMap<EntityUid, Entry>;
+
+/// A fetch in flight, as the lookups waiting on it see it.
+type Flight = watch::Receiver<Option<Result<Arc<Answer>, UpstreamError>>>;
+
+/// The fetches in flight, and what invalidations overtook. One lock guards
+/// it and every write of the entries, so storing an answer and invalidating
+/// happen one after the other, never interleaved.
+#[derive(Default)]
+struct Flights {
+    next_id: u64,
+    /// the flight a lookup missing this uid joins
+    by_uid: HashMap<EntityUid, (u64, Flight)>,
+    /// flights in progress some of whose uids were invalidated meanwhile
+    overtaken: HashMap<u64, Overtaken>,
+}
+
+/// What an invalidation took from a flight in progress.
+enum Overtaken {
+    All,
+    Uids(HashSet<EntityUid>),
+}
+
+impl Overtaken {
+    fn covers(&self, uid: &EntityUid) -> bool {
+        match self {
+            Self::All => true,
+            Self::Uids(uids) => uids.contains(uid),
+        }
+    }
+}
 
 /// What a lookup found.
 pub struct Lookup {
@@ -122,6 +181,11 @@ pub struct Lookup {
 /// after it, so a store that went down unasked is noticed within a probe or
 /// two (one empty batch per probe, at most).
 pub const ANSWERED_RECENTLY: Duration = Duration::from_secs(5);
+
+/// How long one readiness probe's verdict stands: however many `/readyz`
+/// requests arrive, a failing store is probed at most once per this, and
+/// concurrent requests share the probe in progress.
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What the cache can say of its store, for `/readyz`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,25 +210,28 @@ struct Exchanges {
 pub struct EntityCache {
     store: Arc<dyn Fetch>,
     entries: Cache<EntityUid, Entry>,
-    inflight: Arc<Mutex<HashMap<EntityUid, Flight>>>,
+    flights: Arc<Mutex<Flights>>,
     settings: CacheSettings,
     /// when the store last answered, and whether it failed since
     exchanges: Arc<Mutex<Exchanges>>,
+    /// the last readiness probe: when, and whether the store answered;
+    /// held across the probe, so concurrent `/readyz` requests share it
+    probed: tokio::sync::Mutex<Option<(Instant, bool)>>,
     /// bumped by every invalidation: what was built from earlier lookups
     /// is void
-    generation: std::sync::atomic::AtomicU64,
+    generation: AtomicU64,
     /// whether the change-event bus is connected (meaningful with one)
-    bus_connected: std::sync::atomic::AtomicBool,
+    bus_connected: AtomicBool,
 }
 
 impl EntityCache {
     /// A cache over `store`.
     pub fn new(store: impl Fetch, settings: CacheSettings) -> Self {
-        // Kept at least a second whatever the TTLs: freshness is decided by
-        // our own stamps, and a lookup must find what its fetch just stored
-        // (with `cache.ttl = 0s`, "ask the store every time").
+        // A lifetime bound only: freshness is decided by our own stamps,
+        // and a lookup reads its fetch's answer from the fetch, not from
+        // here (so `cache.ttl = 0s`, "ask the store every time", works).
         let lifetime = (settings.ttl.max(settings.negative_ttl) + settings.stale_if_error)
-            .max(std::time::Duration::from_secs(1));
+            .max(Duration::from_secs(1));
         // Two bounds with one weigher: each entry weighs at least
         // max_bytes / max_entries, so neither bound can be passed.
         let floor = (settings.max_bytes / settings.max_entries.max(1)).max(1);
@@ -183,11 +250,12 @@ impl EntityCache {
         Self {
             store: Arc::new(store),
             entries,
-            inflight: Arc::new(Mutex::new(HashMap::new())),
+            flights: Arc::new(Mutex::new(Flights::default())),
             settings,
             exchanges: Arc::new(Mutex::new(Exchanges::default())),
-            generation: std::sync::atomic::AtomicU64::new(0),
-            bus_connected: std::sync::atomic::AtomicBool::new(false),
+            probed: tokio::sync::Mutex::new(None),
+            generation: AtomicU64::new(0),
+            bus_connected: AtomicBool::new(false),
         }
     }
 
@@ -196,9 +264,7 @@ impl EntityCache {
     /// `ttl_without_bus`); coming back forgets everything, since events may
     /// have been missed meanwhile.
     pub fn set_bus_connected(&self, connected: bool) {
-        let was = self
-            .bus_connected
-            .swap(connected, std::sync::atomic::Ordering::AcqRel);
+        let was = self.bus_connected.swap(connected, Ordering::AcqRel);
         match (was, connected) {
             (false, true) => self.invalidate_all(),
             (true, false) => self.bump_generation(),
@@ -224,21 +290,16 @@ impl EntityCache {
 
     /// Whether the bus is connected; `None` when there is no bus.
     pub fn bus_connected(&self) -> Option<bool> {
-        self.settings.ttl_without_bus.map(|_| {
-            self.bus_connected
-                .load(std::sync::atomic::Ordering::Acquire)
-        })
+        self.settings
+            .ttl_without_bus
+            .map(|_| self.bus_connected.load(Ordering::Acquire))
     }
 
     /// How long a fetched entity is fresh now: the TTL, or with a bus that
     /// is not connected, at most `ttl_without_bus`.
     fn ttl(&self) -> Duration {
         match self.settings.ttl_without_bus {
-            Some(short)
-                if !self
-                    .bus_connected
-                    .load(std::sync::atomic::Ordering::Acquire) =>
-            {
+            Some(short) if !self.bus_connected.load(Ordering::Acquire) => {
                 self.settings.ttl.min(short)
             }
             _ => self.settings.ttl,
@@ -248,18 +309,18 @@ impl EntityCache {
     /// The invalidation generation: it changes whenever entries are dropped
     /// on purpose (read it before a lookup, compare it after).
     pub fn generation(&self) -> u64 {
-        self.generation.load(std::sync::atomic::Ordering::Acquire)
+        self.generation.load(Ordering::Acquire)
     }
 
     fn bump_generation(&self) {
-        self.generation
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
     /// The store's health: answering when it answered in the last
-    /// `ANSWERED_RECENTLY` (5 s) and has not failed since; otherwise it is asked
-    /// for nothing (an empty batch), within `within`, to learn whether it
-    /// answers now.
+    /// `ANSWERED_RECENTLY` (5 s) and has not failed since; otherwise it is
+    /// probed (an empty batch, one attempt, within `within`), at most once
+    /// per [`PROBE_INTERVAL`] however many ask, to learn whether it answers
+    /// now.
     ///
     /// Ready means decisions can be made: the store answers, or it fails
     /// but what it last said is still served (entities held, its last
@@ -273,10 +334,22 @@ impl EntityCache {
         if recent && !last.last_failed {
             return StoreHealth::Answering;
         }
-        let answered = tokio::time::timeout(within, self.store.fetch(&[], schema))
-            .await
-            .is_ok_and(|answer| answer.is_ok());
-        record(&self.exchanges, answered);
+        let answered = {
+            // Held across the probe: concurrent requests wait for it and
+            // take its verdict rather than probing again.
+            let mut probed = self.probed.lock().await;
+            match *probed {
+                Some((at, answered)) if at.elapsed() < PROBE_INTERVAL => answered,
+                _ => {
+                    let answered = tokio::time::timeout(within, self.store.probe(schema))
+                        .await
+                        .is_ok_and(|answer| answer.is_ok());
+                    record(&self.exchanges, answered);
+                    *probed = Some((Instant::now(), answered));
+                    answered
+                }
+            }
+        };
         if answered {
             return StoreHealth::Answering;
         }
@@ -284,7 +357,7 @@ impl EntityCache {
             .exchanges()
             .last_success
             .is_some_and(|at| at.elapsed() < self.settings.ttl + self.settings.stale_if_error);
-        if servable && self.settled_len().await > 0 {
+        if servable && self.settled_len() > 0 {
             StoreHealth::Degraded
         } else {
             StoreHealth::Unavailable
@@ -295,7 +368,7 @@ impl EntityCache {
         *self
             .exchanges
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Entities held now (approximate, as moka counts: its bookkeeping
@@ -306,8 +379,8 @@ impl EntityCache {
 
     /// Entities held now, moka's pending bookkeeping run first so the count
     /// includes what was just inserted (for `/metrics`).
-    pub async fn settled_len(&self) -> u64 {
-        self.entries.run_pending_tasks().await;
+    pub fn settled_len(&self) -> u64 {
+        self.entries.run_pending_tasks();
         self.entries.entry_count()
     }
 
@@ -316,17 +389,51 @@ impl EntityCache {
         self.len() == 0
     }
 
-    /// Forgets `uids`, so the next lookup asks the store.
-    pub async fn invalidate(&self, uids: &[EntityUid]) {
-        for uid in uids {
-            self.entries.invalidate(uid).await;
+    fn flights(&self) -> std::sync::MutexGuard<'_, Flights> {
+        self.flights.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Forgets `uids`, so the next lookup asks the store; a fetch of any of
+    /// them in flight is overtaken (its answer is not stored, and no
+    /// lookup from now on joins it).
+    pub fn invalidate(&self, uids: &[EntityUid]) {
+        {
+            let mut flights = self.flights();
+            let Flights {
+                by_uid, overtaken, ..
+            } = &mut *flights;
+            for uid in uids {
+                if let Some((id, _)) = by_uid.remove(uid) {
+                    match overtaken
+                        .entry(id)
+                        .or_insert_with(|| Overtaken::Uids(HashSet::new()))
+                    {
+                        Overtaken::All => {}
+                        Overtaken::Uids(taken) => {
+                            taken.insert(uid.clone());
+                        }
+                    }
+                }
+                self.entries.invalidate(uid);
+            }
         }
+        // Last: a lookup that reads the new generation cannot have joined
+        // an overtaken fetch.
         self.bump_generation();
     }
 
-    /// Forgets everything.
+    /// Forgets everything; every fetch in flight is overtaken.
     pub fn invalidate_all(&self) {
-        self.entries.invalidate_all();
+        {
+            let mut flights = self.flights();
+            let Flights {
+                by_uid, overtaken, ..
+            } = &mut *flights;
+            for (_, (id, _)) in by_uid.drain() {
+                overtaken.insert(id, Overtaken::All);
+            }
+            self.entries.invalidate_all();
+        }
         self.bump_generation();
     }
 
@@ -348,7 +455,7 @@ impl EntityCache {
         let mut note =
             |entry: &Entry| earliest(&mut fresh_until, entry.fetched + self.ttl_of(entry));
         for uid in uids {
-            match self.entries.get(uid).await {
+            match self.entries.get(uid) {
                 Some(entry) if self.is_fresh(&entry, now) => {
                     metrics().cache_hits.inc();
                     note(&entry);
@@ -368,15 +475,13 @@ impl EntityCache {
             });
         }
 
-        // What a fetch stores from here on answers this lookup, however
-        // short the TTL.
-        let asked = Instant::now();
         let flights = self.join_or_lead(missing.iter().map(|(uid, _)| *uid), schema);
+        let mut answers: Vec<Arc<Answer>> = Vec::with_capacity(flights.len());
         let mut failure = None;
         for mut flight in flights {
             let outcome = flight.wait_for(Option::is_some).await.map(|v| v.clone());
             match outcome {
-                Ok(Some(Ok(()))) => {}
+                Ok(Some(Ok(answer))) => answers.push(answer),
                 Ok(Some(Err(error))) => failure = Some(error),
                 Ok(None) | Err(_) => {
                     failure = Some(UpstreamError::Unreachable(
@@ -389,34 +494,30 @@ impl EntityCache {
         let now = Instant::now();
         let mut stale = false;
         for (uid, previous) in missing {
-            match self.entries.get(uid).await {
-                Some(entry) if entry.fetched >= asked || self.is_fresh(&entry, now) => {
-                    note(&entry);
+            // The answer of the fetch this lookup led or joined, whether or
+            // not it was stored: every uid is in exactly one of them.
+            if let Some(entry) = answers.iter().find_map(|answer| answer.get(uid)) {
+                note(entry);
+                found.extend(entry.value.clone());
+                continue;
+            }
+            let usable = previous.filter(|entry| self.within_stale_bound(entry, now));
+            match (usable, &failure) {
+                (Some(entry), _) => {
+                    metrics().cache_stale.inc();
+                    stale = true;
                     found.extend(entry.value);
                 }
-                _ => {
-                    let usable = previous.filter(|entry| self.within_stale_bound(entry, now));
-                    match (usable, &failure) {
-                        (Some(entry), Some(_)) => {
-                            metrics().cache_stale.inc();
-                            stale = true;
-                            found.extend(entry.value);
-                        }
-                        (_, Some(error)) => {
-                            return Err(EntityError::Unavailable {
-                                uid: uid.to_string(),
-                                reason: error.to_string(),
-                            });
-                        }
-                        // Fetched and absent: the store does not know it.
-                        (_, None) => {}
-                    }
+                (None, error) => {
+                    return Err(EntityError::Unavailable {
+                        uid: uid.to_string(),
+                        reason: error.as_ref().map_or_else(
+                            || "the fetch was abandoned".to_owned(),
+                            ToString::to_string,
+                        ),
+                    });
                 }
             }
-        }
-        // Absent uids the fetch just learnt of are fresh for the negative TTL.
-        if found.len() < uids.len() {
-            earliest(&mut fresh_until, now + self.settings.negative_ttl);
         }
         Ok(Lookup {
             found,
@@ -425,7 +526,7 @@ impl EntityCache {
         })
     }
 
-    fn ttl_of(&self, entry: &Entry) -> std::time::Duration {
+    fn ttl_of(&self, entry: &Entry) -> Duration {
         if entry.value.is_some() {
             self.ttl()
         } else {
@@ -446,99 +547,111 @@ impl EntityCache {
     /// For each uid, joins the fetch already in flight or leads a new one;
     /// the uids this call leads are fetched together in one spawned task
     /// (spawned, so a caller that goes away cannot strand the others).
+    /// Returns each flight once.
     fn join_or_lead<'a>(
         &self,
         uids: impl Iterator<Item = &'a EntityUid>,
         schema: &Arc<Schema>,
     ) -> Vec<Flight> {
         let (sender, receiver) = watch::channel(None);
-        let mut flights = Vec::new();
+        let mut joined: Vec<(u64, Flight)> = Vec::new();
         let mut lead = Vec::new();
-        {
-            let mut inflight = self
-                .inflight
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let id = {
+            let mut flights = self.flights();
+            let id = flights.next_id;
+            flights.next_id = id.wrapping_add(1);
             for uid in uids {
-                match inflight.get(uid) {
-                    Some(flight) => flights.push(flight.clone()),
+                match flights.by_uid.get(uid) {
+                    Some((other, flight)) => {
+                        if !joined.iter().any(|(seen, _)| seen == other) {
+                            joined.push((*other, flight.clone()));
+                        }
+                    }
                     None => {
-                        inflight.insert(uid.clone(), receiver.clone());
+                        flights.by_uid.insert(uid.clone(), (id, receiver.clone()));
                         lead.push(uid.clone());
                     }
                 }
             }
-        }
+            id
+        };
+        let mut flights: Vec<Flight> = joined.into_iter().map(|(_, flight)| flight).collect();
         if lead.is_empty() {
             return flights;
         }
         flights.push(receiver);
         let store = Arc::clone(&self.store);
         let entries = self.entries.clone();
-        let inflight = Arc::clone(&self.inflight);
+        let shared = Arc::clone(&self.flights);
         let exchanges = Arc::clone(&self.exchanges);
         let schema = Arc::clone(schema);
         tokio::spawn(async move {
+            // Freshness counts from here: the store may read its data any
+            // time after the request leaves.
+            let sent = Instant::now();
             let started = std::time::Instant::now();
             let result = store.fetch(&lead, &schema).await;
             let outcome = result
                 .as_ref()
                 .map_or_else(UpstreamError::outcome, |_| "ok");
             metrics().upstream(outcome, started.elapsed());
-            let fetched = Instant::now();
             record(&exchanges, result.is_ok());
-            let outcome = match result {
-                Ok(answer) => {
-                    // A batch asks for hundreds of uids at once: the answered
-                    // ones go in a set, not a list scanned per answer.
-                    let mut answered_uids = std::collections::HashSet::with_capacity(answer.len());
-                    for item in answer {
-                        let uid = item.entity.uid();
-                        answered_uids.insert(uid.clone());
-                        let value = Some(Arc::new(Cached {
-                            entity: item.entity,
-                            parents: item.parents,
-                            bytes: item.bytes,
-                        }));
-                        entries.insert(uid, Entry { value, fetched }).await;
-                    }
-                    for uid in lead.iter().filter(|uid| !answered_uids.contains(*uid)) {
-                        entries
-                            .insert(
-                                uid.clone(),
-                                Entry {
-                                    value: None,
-                                    fetched,
-                                },
-                            )
-                            .await;
-                    }
-                    Ok(())
-                }
-                Err(error) => {
-                    tracing::warn!(%error, uids = lead.len(), "entity store request failed");
-                    Err(error)
-                }
-            };
+            let answer = result.map(|fetched| Arc::new(answer(&lead, fetched, sent)));
+            if let Err(error) = &answer {
+                tracing::warn!(%error, uids = lead.len(), "entity store request failed");
+            }
             {
-                let mut inflight = inflight
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut flights = shared.lock().unwrap_or_else(PoisonError::into_inner);
+                let overtaken = flights.overtaken.remove(&id);
                 for uid in &lead {
-                    inflight.remove(uid);
+                    if flights.by_uid.get(uid).is_some_and(|(by, _)| *by == id) {
+                        flights.by_uid.remove(uid);
+                    }
+                }
+                // Under the lock: an invalidation either came first (and
+                // is in `overtaken`) or comes after, and drops these.
+                if let Ok(answer) = &answer {
+                    for (uid, entry) in answer.iter() {
+                        if !overtaken.as_ref().is_some_and(|taken| taken.covers(uid)) {
+                            entries.insert(uid.clone(), entry.clone());
+                        }
+                    }
                 }
             }
-            let _ = sender.send(Some(outcome));
+            let _ = sender.send(Some(answer));
         });
         flights
     }
 }
 
+/// A fetch's answer as entries: each uid led, found or known absent (an
+/// entity it was not asked for is no answer, and is dropped).
+fn answer(lead: &[EntityUid], fetched: Vec<Fetched>, sent: Instant) -> Answer {
+    let mut answer: Answer = lead
+        .iter()
+        .map(|uid| {
+            let absent = Entry {
+                value: None,
+                fetched: sent,
+            };
+            (uid.clone(), absent)
+        })
+        .collect();
+    for item in fetched {
+        if let Some(entry) = answer.get_mut(&item.entity.uid()) {
+            entry.value = Some(Arc::new(Cached {
+                entity: item.entity,
+                parents: item.parents,
+                bytes: item.bytes,
+            }));
+        }
+    }
+    answer
+}
+
 /// Notes one exchange with the store.
 fn record(exchanges: &Mutex<Exchanges>, answered: bool) {
-    let mut exchanges = exchanges
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut exchanges = exchanges.lock().unwrap_or_else(PoisonError::into_inner);
     exchanges.last_failed = !answered;
     if answered {
         exchanges.last_success = Some(Instant::now());
@@ -549,6 +662,9 @@ fn record(exchanges: &Mutex<Exchanges>, answered: bool) {
 fn earliest(slot: &mut Option<Instant>, until: Instant) {
     *slot = Some(slot.map_or(until, |t| t.min(until)));
 }
+
+#[cfg(test)]
+mod races;
 
 /// A store double for unit tests: serves a fixed set of entities through
 /// the real answer parser, counts calls, fails or stalls on demand.
@@ -699,6 +815,13 @@ mod tests {
         double.failing.store(false, Ordering::SeqCst);
         assert_eq!(
             cache.health(&schema(), within).await,
+            StoreHealth::Unavailable,
+            "within the probe interval the last probe's verdict stands"
+        );
+        assert_eq!(double.calls(), 1, "one probe per interval");
+        tokio::time::advance(PROBE_INTERVAL).await;
+        assert_eq!(
+            cache.health(&schema(), within).await,
             StoreHealth::Answering
         );
         found(&cache, "a").await.unwrap();
@@ -748,10 +871,38 @@ mod tests {
             "a store slower than the probe's bound is not answering"
         );
         *double.delay.lock().unwrap() = Duration::ZERO;
+        tokio::time::advance(PROBE_INTERVAL).await;
         assert_eq!(
             cache.health(&schema(), within).await,
             StoreHealth::Answering
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_readiness_probes_share_one_store_request_per_interval() {
+        let (cache, double) = cache();
+        double.failing.store(true, Ordering::SeqCst);
+        *double.delay.lock().unwrap() = Duration::from_millis(300);
+        let cache = Arc::new(cache);
+        let probes: Vec<_> = (0..50)
+            .map(|_| {
+                let cache = Arc::clone(&cache);
+                tokio::spawn(
+                    async move { cache.health(&schema(), Duration::from_millis(800)).await },
+                )
+            })
+            .collect();
+        for probe in probes {
+            assert_eq!(probe.await.unwrap(), StoreHealth::Unavailable);
+        }
+        assert_eq!(double.calls(), 1, "fifty probes at once: one request");
+        // Every 100 ms for 1.5 s: the verdict stands a second from when
+        // the probe ended.
+        for _ in 0..15 {
+            cache.health(&schema(), Duration::from_millis(800)).await;
+            tokio::time::advance(PROBE_INTERVAL / 10).await;
+        }
+        assert_eq!(double.calls(), 2, "one more once the interval passed");
     }
 
     #[tokio::test(start_paused = true)]
@@ -859,7 +1010,7 @@ mod tests {
         let (cache, double) = cache();
         found(&cache, "a").await.unwrap();
         let before = cache.generation();
-        cache.invalidate(&[user("a")]).await;
+        cache.invalidate(&[user("a")]);
         assert_ne!(cache.generation(), before);
         found(&cache, "a").await.unwrap();
         assert_eq!(double.calls(), 2);

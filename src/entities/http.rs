@@ -204,6 +204,20 @@ impl HttpStore {
         }
     }
 
+    /// Asks the store for nothing (`{"uids": []}`), once and without
+    /// retries: whether it answers now, for `/readyz`, at the cost of one
+    /// request.
+    ///
+    /// # Errors
+    /// The store cannot be reached, times out, or answers non-200 or
+    /// malformed data.
+    pub async fn probe(&self, schema: &Schema) -> Result<(), UpstreamError> {
+        let bytes = self
+            .attempt(&self.url, Bytes::from_static(br#"{"uids":[]}"#))
+            .await?;
+        parse(&bytes, schema).map(drop)
+    }
+
     /// The ids of every entity of `type_name` the store holds, through
     /// `POST {base}/entities/search` (`{"type", "related"?, "page":
     /// {"limit", "token"}}` answered by `{"uids": [{"type","id"}], "page":

@@ -168,7 +168,7 @@ impl EntityStore {
     /// Entities cached now (0 without a cache), counted exactly.
     pub async fn cached(&self) -> u64 {
         match self.cache() {
-            Some(cache) => cache.settled_len().await,
+            Some(cache) => cache.settled_len(),
             None => 0,
         }
     }
@@ -187,7 +187,7 @@ impl EntityStore {
     pub async fn invalidate(&self, uids: &[EntityUid]) {
         match self {
             Self::File(store) => store.reload_now(),
-            Self::Http { cache, .. } => cache.invalidate(uids).await,
+            Self::Http { cache, .. } => cache.invalidate(uids),
             Self::None => {}
         }
     }
@@ -198,7 +198,7 @@ impl EntityStore {
     pub async fn changed(&self, uids: &[EntityUid]) {
         match self {
             Self::File(store) => store.reload_if_changed(),
-            Self::Http { cache, .. } => cache.invalidate(uids).await,
+            Self::Http { cache, .. } => cache.invalidate(uids),
             Self::None => {}
         }
     }
