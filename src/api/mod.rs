@@ -380,15 +380,8 @@ impl Api {
         });
         // The bus never makes a replica unready: without it, entities are
         // kept for `cache.ttl_without_bus` only, and decisions go on.
-        if let (Some(connected), Some(fields)) =
-            (self.engine.store().bus_connected(), body.as_object_mut())
-        {
-            let bus = if connected {
-                "connected"
-            } else {
-                "disconnected"
-            };
-            fields.insert("bus".to_owned(), serde_json::json!(bus));
+        if let (Some(bus), Some(fields)) = (self.engine.store().bus_state(), body.as_object_mut()) {
+            fields.insert("bus".to_owned(), serde_json::json!(bus.label()));
         }
         json(status, &body)
     }

@@ -21,7 +21,7 @@
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -187,6 +187,47 @@ pub const ANSWERED_RECENTLY: Duration = Duration::from_secs(5);
 /// concurrent requests share the probe in progress.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
+/// Whether change events can reach this replica: what the cache's TTL
+/// and `/readyz` follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BusState {
+    /// connected, and the subscription accepted: the full TTL holds
+    Connected,
+    /// not connected, or connected with the subscription not yet known to
+    /// be accepted: entities are fresh for `ttl_without_bus` only
+    Disconnected,
+    /// connected, but the server refused the subscription (permissions, a
+    /// limit): no event can arrive, so as [`BusState::Disconnected`]
+    Refused,
+}
+
+impl BusState {
+    /// What `/readyz` says.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Connected => "connected",
+            Self::Disconnected => "disconnected",
+            Self::Refused => "refused",
+        }
+    }
+
+    fn from_u8(value: u8) -> Self {
+        match value {
+            1 => Self::Connected,
+            2 => Self::Refused,
+            _ => Self::Disconnected,
+        }
+    }
+
+    fn to_u8(self) -> u8 {
+        match self {
+            Self::Disconnected => 0,
+            Self::Connected => 1,
+            Self::Refused => 2,
+        }
+    }
+}
+
 /// What the cache can say of its store, for `/readyz`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreHealth {
@@ -220,8 +261,8 @@ pub struct EntityCache {
     /// bumped by every invalidation: what was built from earlier lookups
     /// is void
     generation: AtomicU64,
-    /// whether the change-event bus is connected (meaningful with one)
-    bus_connected: AtomicBool,
+    /// the change-event bus's [`BusState`] (meaningful with one)
+    bus: AtomicU8,
 }
 
 impl EntityCache {
@@ -255,17 +296,17 @@ impl EntityCache {
             exchanges: Arc::new(Mutex::new(Exchanges::default())),
             probed: tokio::sync::Mutex::new(None),
             generation: AtomicU64::new(0),
-            bus_connected: AtomicBool::new(false),
+            bus: AtomicU8::new(BusState::Disconnected.to_u8()),
         }
     }
 
-    /// The bus connected or went away. Going away voids what was built
+    /// The bus's state changed. Leaving `Connected` voids what was built
     /// under the long TTL (from here on entities are fresh for
-    /// `ttl_without_bus`); coming back forgets everything, since events may
+    /// `ttl_without_bus`); reaching it forgets everything, since events may
     /// have been missed meanwhile.
-    pub fn set_bus_connected(&self, connected: bool) {
-        let was = self.bus_connected.swap(connected, Ordering::AcqRel);
-        match (was, connected) {
+    pub fn set_bus_state(&self, state: BusState) {
+        let was = BusState::from_u8(self.bus.swap(state.to_u8(), Ordering::AcqRel));
+        match (was == BusState::Connected, state == BusState::Connected) {
             (false, true) => self.invalidate_all(),
             (true, false) => self.bump_generation(),
             _ => {}
@@ -288,18 +329,22 @@ impl EntityCache {
         self.store.list(type_name, related, max).await
     }
 
-    /// Whether the bus is connected; `None` when there is no bus.
-    pub fn bus_connected(&self) -> Option<bool> {
+    /// The bus's state; `None` when there is no bus.
+    pub fn bus_state(&self) -> Option<BusState> {
         self.settings
             .ttl_without_bus
-            .map(|_| self.bus_connected.load(Ordering::Acquire))
+            .map(|_| BusState::from_u8(self.bus.load(Ordering::Acquire)))
+    }
+
+    fn bus_connected(&self) -> bool {
+        self.bus.load(Ordering::Acquire) == BusState::Connected.to_u8()
     }
 
     /// How long a fetched entity is fresh now: the TTL, or with a bus that
     /// is not connected, at most `ttl_without_bus`.
     fn ttl(&self) -> Duration {
         match self.settings.ttl_without_bus {
-            Some(short) if !self.bus_connected.load(Ordering::Acquire) => {
+            Some(short) if !self.bus_connected() => {
                 self.settings.ttl.min(short)
             }
             _ => self.settings.ttl,
@@ -957,7 +1002,7 @@ mod tests {
         assert_eq!(double.calls(), 2, "asked again after ttl_without_bus");
 
         let generation = cache.generation();
-        cache.set_bus_connected(true);
+        cache.set_bus_state(BusState::Connected);
         assert_ne!(
             cache.generation(),
             generation,
@@ -975,7 +1020,7 @@ mod tests {
         assert_eq!(double.calls(), 3, "events keep it fresh");
 
         let generation = cache.generation();
-        cache.set_bus_connected(false);
+        cache.set_bus_state(BusState::Disconnected);
         assert_ne!(
             cache.generation(),
             generation,
@@ -983,7 +1028,7 @@ mod tests {
         );
         found(&cache, "a").await.unwrap();
         assert_eq!(double.calls(), 4, "5 s old: stale without the bus");
-        cache.set_bus_connected(false);
+        cache.set_bus_state(BusState::Disconnected);
         found(&cache, "a").await.unwrap();
         assert_eq!(double.calls(), 4, "no change, no invalidation");
     }

@@ -16,7 +16,7 @@ use cedar_policy::{Entity, EntityTypeName, EntityUid, Schema};
 
 #[cfg(test)]
 pub(crate) use cache::double;
-pub use cache::{CacheSettings, EntityCache, Fetch, FetchFuture, StoreHealth};
+pub use cache::{BusState, CacheSettings, EntityCache, Fetch, FetchFuture, StoreHealth};
 pub use file::{FileStore, Resident};
 
 /// How long `/readyz` waits for a failing HTTP store to answer: under the
@@ -203,11 +203,11 @@ impl EntityStore {
         }
     }
 
-    /// The change-event bus connected or went away (see
-    /// [`EntityCache::set_bus_connected`]); the file store does not mind.
-    pub fn set_bus_connected(&self, connected: bool) {
+    /// The change-event bus connected, went away or was refused (see
+    /// [`EntityCache::set_bus_state`]); the file store does not mind.
+    pub fn set_bus_state(&self, state: BusState) {
         if let Self::Http { cache, .. } = self {
-            cache.set_bus_connected(connected);
+            cache.set_bus_state(state);
         }
     }
 
@@ -273,11 +273,11 @@ impl EntityStore {
         }
     }
 
-    /// Whether the change-event bus is connected; `None` without a bus (or
-    /// with the file store, which does not depend on it).
-    pub fn bus_connected(&self) -> Option<bool> {
+    /// The change-event bus's state; `None` without a bus (or with the
+    /// file store, which does not depend on it).
+    pub fn bus_state(&self) -> Option<BusState> {
         match self {
-            Self::Http { cache, .. } => cache.bus_connected(),
+            Self::Http { cache, .. } => cache.bus_state(),
             Self::File(_) | Self::None => None,
         }
     }

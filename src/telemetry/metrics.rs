@@ -78,6 +78,7 @@ pub struct Metrics {
     pub bus_events_applied: IntCounter,
     bus_events_ignored: IntCounterVec,
     bus_gaps: IntCounterVec,
+    bus_subscription_errors: IntCounterVec,
     /// 1 while the change-event bus is connected
     pub bus_connected: IntGauge,
     bus_last_event_age: prometheus::Gauge,
@@ -294,10 +295,16 @@ impl Metrics {
                 "Times events may have been missed and every cached entity was forgotten, by cause.",
                 &["cause"],
             ),
+            bus_subscription_errors: counter_vec(
+                &registry,
+                "mandate_bus_subscription_errors_total",
+                "Times the bus refused or lost the subscription to change events, by cause.",
+                &["cause"],
+            ),
             bus_connected: gauge(
                 &registry,
                 "mandate_bus_connected",
-                "1 while the entity change bus is connected, else 0.",
+                "1 while the entity change bus is connected and its subscription accepted, else 0.",
             ),
             bus_last_event_age: {
                 let age = prometheus::Gauge::new(
@@ -353,8 +360,12 @@ impl Metrics {
             "reconnect",
             "slow_consumer",
             "subscription_lost",
+            "overflow",
         ] {
             metrics.bus_gaps.with_label_values(&[cause]);
+        }
+        for cause in ["permission", "limit", "subscribe_failed", "ended"] {
+            metrics.bus_subscription_errors.with_label_values(&[cause]);
         }
         for direction in ["allow_to_deny", "deny_to_allow"] {
             metrics.shadow_divergence.with_label_values(&[direction]);
@@ -450,6 +461,13 @@ impl Metrics {
     /// Counts a time events may have been missed, by cause.
     pub fn bus_gap(&self, cause: &'static str) {
         self.bus_gaps.with_label_values(&[cause]).inc();
+    }
+
+    /// Counts a subscription the bus refused or lost, by cause.
+    pub fn bus_subscription_error(&self, cause: &'static str) {
+        self.bus_subscription_errors
+            .with_label_values(&[cause])
+            .inc();
     }
 
     /// Notes that an event was applied now (for the age gauge).
