@@ -281,8 +281,7 @@ impl Inbox {
             if waiting.overflowed {
                 return;
             }
-            if waiting.bytes + payload.len() > INBOX_BYTES || waiting.events.len() >= INBOX_EVENTS
-            {
+            if waiting.bytes + payload.len() > INBOX_BYTES || waiting.events.len() >= INBOX_EVENTS {
                 tracing::warn!(
                     "entity change events arrive faster than they are applied; forgetting all cached entities"
                 );
@@ -418,7 +417,10 @@ mod tests {
         for _ in 0..100 {
             inbox.push(event.clone());
         }
-        assert!(inbox.waiting().events.is_empty(), "nothing buffered past it");
+        assert!(
+            inbox.waiting().events.is_empty(),
+            "nothing buffered past it"
+        );
         let taken = inbox.take();
         assert!(taken.overflowed);
         assert!(!inbox.waiting().overflowed, "taken: it starts over");

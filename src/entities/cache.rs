@@ -344,9 +344,7 @@ impl EntityCache {
     /// is not connected, at most `ttl_without_bus`.
     fn ttl(&self) -> Duration {
         match self.settings.ttl_without_bus {
-            Some(short) if !self.bus_connected() => {
-                self.settings.ttl.min(short)
-            }
+            Some(short) if !self.bus_connected() => self.settings.ttl.min(short),
             _ => self.settings.ttl,
         }
     }

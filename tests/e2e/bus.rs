@@ -52,13 +52,13 @@ fn free_port() -> u16 {
 }
 
 /// A real NATS server on a fixed port (so it can be restarted there).
-struct Nats {
+pub(crate) struct Nats {
     port: u16,
     child: Option<Child>,
 }
 
 impl Nats {
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let mut nats = Self {
             port: free_port(),
             child: None,
@@ -67,7 +67,7 @@ impl Nats {
         nats
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
@@ -197,7 +197,7 @@ async fn replica(store: &Store, nats: &Nats, extra: &[(&str, &str)]) -> Server {
     Server::start(config_with(&env)).await
 }
 
-fn carol_orders() -> Value {
+pub(crate) fn carol_orders() -> Value {
     json!({
         "subject": {"type": "user", "id": "carol"},
         "action": {"name": "place_order"},
@@ -217,7 +217,7 @@ async fn bus_state(server: &Server) -> Value {
 }
 
 /// Waits until `check` holds for `server`, up to `limit`; the time it took.
-async fn within<F, Fut>(limit: Duration, mut check: F) -> Option<Duration>
+pub(crate) async fn within<F, Fut>(limit: Duration, mut check: F) -> Option<Duration>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -242,7 +242,7 @@ async fn connected(servers: &[&Server]) {
     }
 }
 
-async fn metric(server: &Server, line_start: &str) -> f64 {
+pub(crate) async fn metric(server: &Server, line_start: &str) -> f64 {
     let text = crate::support::get_text(&server.url("/metrics")).await.2;
     text.lines()
         .find(|line| line.starts_with(line_start))

@@ -20,15 +20,15 @@ pub(crate) fn mandate() -> Command {
 
 /// A `serve` started by a test: its address, and its whole stderr (the
 /// process log) once it exits.
-struct Served {
-    child: std::process::Child,
-    base: String,
-    stderr: std::thread::JoinHandle<String>,
+pub(crate) struct Served {
+    pub child: std::process::Child,
+    pub base: String,
+    pub stderr: std::thread::JoinHandle<String>,
 }
 
 /// Starts `command` (a `serve`) and reads the address it prints on stderr,
 /// then keeps reading stderr so the process log never fills the pipe.
-fn serving(command: &mut Command) -> Served {
+pub(crate) fn serving(command: &mut Command) -> Served {
     let mut child = command.stderr(Stdio::piped()).spawn().unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let mut log = String::new();

@@ -30,6 +30,7 @@ mod policy_pack;
 mod property;
 mod readme;
 mod replay;
+mod revocation_race;
 mod search_brokerage;
 mod shadow;
 mod upstream;
