@@ -115,6 +115,11 @@ struct Store {
 
 impl Store {
     fn start(nats: &Nats) -> Self {
+        Self::start_on(&nats.url())
+    }
+
+    /// Publishing on the bus at `nats_url` (credentials and all).
+    fn start_on(nats_url: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("entities.json");
         std::fs::copy(root().join("examples/demo/entities.json"), &file).unwrap();
@@ -128,7 +133,7 @@ impl Store {
             ])
             .arg("--entities")
             .arg(&file)
-            .args(["--nats", &nats.url()])
+            .args(["--nats", nats_url])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -544,4 +549,123 @@ async fn a_tls_bus_is_trusted_through_bus_tls_ca_and_refused_without_it() {
     })
     .await;
     assert!(applied.is_some(), "the event arrived over TLS");
+}
+
+/// A `nats-server` configuration: `mandate` may subscribe to the change
+/// events or not, `store` may publish them.
+fn permissions(port: u16, mandate_subscribes: bool) -> String {
+    let subscribe = if mandate_subscribes {
+        r#"{allow: ["mandate.>"]}"#
+    } else {
+        r#"{deny: ["mandate.>"]}"#
+    };
+    format!(
+        r#"listen: "127.0.0.1:{port}"
+authorization {{
+  users: [
+    {{user: mandate, password: s3cret, permissions: {{subscribe: {subscribe}}}}}
+    {{user: store, password: st0re}}
+  ]
+}}
+"#
+    )
+}
+
+#[tokio::test]
+async fn a_refused_subscription_is_a_down_bus_said_in_readyz_and_metrics_until_it_is_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("nats.conf");
+    let mut nats = Nats {
+        port: free_port(),
+        child: None,
+    };
+    std::fs::write(&conf, permissions(nats.port, false)).unwrap();
+    nats.restart_with(&["-c", conf.to_str().unwrap()]);
+    let store = Store::start_on(&format!("nats://store:st0re@127.0.0.1:{}", nats.port));
+    let bus = format!("nats://mandate:s3cret@127.0.0.1:{}", nats.port);
+    let server = Server::start(config_with(&[
+        ("MANDATE_STORE_KIND", "http"),
+        ("MANDATE_STORE_UPSTREAM", store.url.as_str()),
+        ("MANDATE_BUS_URL", bus.as_str()),
+        ("MANDATE_CACHE_TTL", "5m"),
+    ]))
+    .await;
+    let refused = within(Duration::from_secs(10), || async {
+        bus_state(&server).await == "refused"
+    })
+    .await;
+    assert!(refused.is_some(), "the refusal never showed in /readyz");
+    let ready = get(&server.url("/readyz")).await;
+    assert_eq!(
+        ready.status, 200,
+        "a refused bus does not make a replica unready"
+    );
+    assert!(
+        metric(
+            &server,
+            "mandate_bus_subscription_errors_total{cause=\"permission\"}"
+        )
+        .await
+            >= 1.0
+    );
+    // It stays refused while it is retried (every 2 s), never "connected".
+    for _ in 0..30 {
+        assert_ne!(bus_state(&server).await, "connected");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // No event can arrive: a revocation lands within ttl_without_bus (1 s)
+    // plus one fetch, as with no bus, not after cache.ttl (5 min).
+    assert!(decision(&server).await, "Carol trades (and is now cached)");
+    store.revoke_trader("carol");
+    let started = Instant::now();
+    let took = within(Duration::from_millis(2500), || async {
+        !decision(&server).await
+    })
+    .await;
+    assert!(
+        took.is_some(),
+        "refused bus: still allowed {:?} after the revocation",
+        started.elapsed()
+    );
+
+    // Permission granted (a configuration reload): accepted on the next try.
+    std::fs::write(&conf, permissions(nats.port, true)).unwrap();
+    let pid = nats.child.as_ref().unwrap().id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let accepted = within(Duration::from_secs(10), || async {
+        bus_state(&server).await == "connected"
+    })
+    .await;
+    assert!(
+        accepted.is_some(),
+        "the accepted subscription was never noticed"
+    );
+    assert_eq!(metric(&server, "mandate_bus_connected").await, 1.0);
+    let applied = metric(&server, "mandate_bus_events_applied_total").await;
+    let publish = Command::new(binary())
+        .args([
+            "publish",
+            "--nats",
+            &format!("nats://store:st0re@127.0.0.1:{}", nats.port),
+            "--all",
+        ])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(publish.success());
+    let arrived = within(Duration::from_secs(2), || async {
+        metric(&server, "mandate_bus_events_applied_total").await > applied
+    })
+    .await;
+    assert!(
+        arrived.is_some(),
+        "events arrive once the subscription is accepted"
+    );
 }

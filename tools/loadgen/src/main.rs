@@ -22,6 +22,7 @@
     clippy::cast_sign_loss
 )]
 
+mod burst;
 mod client;
 mod closed;
 mod floor;
@@ -52,11 +53,11 @@ pub struct Options {
     #[arg(long, default_value_t = 5000.0)]
     pub rate: f64,
     /// Scenarios to run, comma-separated: peers, rate, batch, mix, sweep,
-    /// cold, memory, revocation.
+    /// cold, memory, revocation, burst.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "peers,rate,batch,mix,sweep,cold,memory,revocation"
+        default_value = "peers,rate,batch,mix,sweep,cold,memory,revocation,burst"
     )]
     pub scenarios: Vec<scenarios::Scenario>,
     /// The Mandate binary (build it with `cargo build --release`).

@@ -103,7 +103,7 @@ pub async fn revocation(options: &Options) -> String {
     )
 }
 
-fn find(binary: &Path) -> Option<std::path::PathBuf> {
+pub(crate) fn find(binary: &Path) -> Option<std::path::PathBuf> {
     if binary.is_absolute() {
         return binary.exists().then(|| binary.to_owned());
     }

@@ -34,6 +34,8 @@ pub enum Scenario {
     Memory,
     /// revocation latency across three replicas over a real NATS bus
     Revocation,
+    /// memory and decision latency under a 0.5 GB burst of change events
+    Burst,
 }
 
 const EVALUATION: &str = "/access/v1/evaluation";
@@ -182,6 +184,10 @@ pub async fn run(options: &Options, pinned: bool) -> u64 {
     drop(store);
     if has(Scenario::Revocation) {
         report.push_str(&crate::revocation::revocation(options).await);
+        report.push('\n');
+    }
+    if has(Scenario::Burst) {
+        report.push_str(&crate::burst::burst(options).await);
         report.push('\n');
     }
     if has(Scenario::Memory) {
