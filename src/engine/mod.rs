@@ -834,6 +834,51 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_revocation_landing_mid_fetch_is_never_undone_by_the_fetch_or_the_memo() {
+        let pack = copy_of_the_pack();
+        let (engine, double) = engine(pack.path());
+        let engine = Arc::new(engine);
+        *double.delay.lock().unwrap() = Duration::from_secs(1);
+        // A decision sends its fetch (Carol a trader, read as it is sent) ...
+        let before = tokio::spawn({
+            let engine = Arc::clone(&engine);
+            async move { engine.decide(&view("carol")).await.unwrap().allowed() }
+        });
+        tokio::time::advance(Duration::from_millis(100)).await;
+        for _ in 0..16 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(double.calls(), 1, "the fetch is in flight");
+        // ... Carol is revoked and the change applied while it is.
+        for entity in double.entities.lock().unwrap().iter_mut() {
+            if entity["uid"]["id"] == "alice-personal" {
+                entity["attrs"]["traders"] = serde_json::json!([]);
+            }
+        }
+        let account: EntityUid = r#"Brokerage::Account::"alice-personal""#.parse().unwrap();
+        engine.store().changed(&[account]).await;
+        let after = tokio::spawn({
+            let engine = Arc::clone(&engine);
+            async move { engine.decide(&view("carol")).await.unwrap().allowed() }
+        });
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(
+            before.await.unwrap(),
+            "begun before the change: the old record"
+        );
+        assert!(
+            !after.await.unwrap(),
+            "begun after it: never the overtaken answer"
+        );
+        for _ in 0..3 {
+            assert!(
+                !engine.decide(&view("carol")).await.unwrap().allowed(),
+                "nothing cached or remembered from the overtaken fetch"
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_policy_reload_or_an_invalidation_voids_what_was_remembered() {
         let pack = copy_of_the_pack();
         let (engine, double) = engine(pack.path());

@@ -255,9 +255,9 @@ pub struct EntityCache {
     settings: CacheSettings,
     /// when the store last answered, and whether it failed since
     exchanges: Arc<Mutex<Exchanges>>,
-    /// the last readiness probe: when, and whether the store answered;
-    /// held across the probe, so concurrent `/readyz` requests share it
-    probed: tokio::sync::Mutex<Option<(Instant, bool)>>,
+    /// when the store was last probed for readiness; held across the
+    /// probe, so concurrent `/readyz` requests share it
+    probed: tokio::sync::Mutex<Option<Instant>>,
     /// bumped by every invalidation: what was built from earlier lookups
     /// is void
     generation: AtomicU64,
@@ -379,18 +379,19 @@ impl EntityCache {
         }
         let answered = {
             // Held across the probe: concurrent requests wait for it and
-            // take its verdict rather than probing again.
+            // read its outcome rather than probing again.
             let mut probed = self.probed.lock().await;
-            match *probed {
-                Some((at, answered)) if at.elapsed() < PROBE_INTERVAL => answered,
-                _ => {
-                    let answered = tokio::time::timeout(within, self.store.probe(schema))
-                        .await
-                        .is_ok_and(|answer| answer.is_ok());
-                    record(&self.exchanges, answered);
-                    *probed = Some((Instant::now(), answered));
-                    answered
-                }
+            if probed.is_some_and(|at| at.elapsed() < PROBE_INTERVAL) {
+                // Probed a moment ago: what the store did since (the probe,
+                // or a decision's fetch) says whether it answers.
+                !self.exchanges().last_failed
+            } else {
+                let answered = tokio::time::timeout(within, self.store.probe(schema))
+                    .await
+                    .is_ok_and(|answer| answer.is_ok());
+                record(&self.exchanges, answered);
+                *probed = Some(Instant::now());
+                answered
             }
         };
         if answered {
@@ -726,7 +727,9 @@ pub(crate) mod double {
     /// The double's state, shared with the test through an `Arc`.
     #[derive(Default)]
     pub(crate) struct Double {
-        entities: Vec<Value>,
+        /// what the store holds; a test may change it (a request reads it
+        /// when sent, as a store may)
+        pub entities: Mutex<Vec<Value>>,
         pub calls: AtomicUsize,
         pub asked: Mutex<Vec<Vec<String>>>,
         pub failing: AtomicBool,
@@ -737,7 +740,7 @@ pub(crate) mod double {
     impl Double {
         pub(crate) fn new(entities: Vec<Value>) -> std::sync::Arc<Self> {
             std::sync::Arc::new(Self {
-                entities,
+                entities: Mutex::new(entities),
                 ..Self::default()
             })
         }
@@ -754,12 +757,12 @@ pub(crate) mod double {
                 let mut names: Vec<String> = uids.iter().map(ToString::to_string).collect();
                 names.sort();
                 self.asked.lock().unwrap().push(names);
+                let body = serde_json::json!({ "entities": *self.entities.lock().unwrap() });
                 let delay = *self.delay.lock().unwrap();
                 tokio::time::sleep(delay).await;
                 if self.failing.load(Ordering::SeqCst) {
                     return Err(UpstreamError::Unreachable("the double is down".to_owned()));
                 }
-                let body = serde_json::json!({ "entities": self.entities });
                 answered(parse(body.to_string().as_bytes(), schema)?, uids)
             })
         }

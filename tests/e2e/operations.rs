@@ -447,9 +447,33 @@ async fn readiness_follows_the_entity_store() {
     let reply = get(&server.url("/readyz")).await;
     assert_eq!(reply.status, 503, "{}", reply.json);
     assert_eq!(reply.json["entity_store"], "unavailable");
+    // Fifty probes at once while it fails cost the store one request.
+    let calls = upstream.calls();
+    let probes: Vec<_> = (0..50)
+        .map(|_| {
+            let url = server.url("/readyz");
+            tokio::spawn(async move { get(&url).await.status })
+        })
+        .collect();
+    for probe in probes {
+        assert_eq!(probe.await.unwrap(), 503);
+    }
+    assert!(
+        upstream.calls() <= calls + 1,
+        "{} store requests for 50 probes",
+        upstream.calls() - calls
+    );
+    // Back: noticed by the next probe, within a second.
     *upstream.mode.lock().unwrap() = crate::upstream::Mode::Normal;
-    let reply = get(&server.url("/readyz")).await;
-    assert_eq!(reply.status, 200);
+    let started = std::time::Instant::now();
+    let reply = loop {
+        let reply = get(&server.url("/readyz")).await;
+        if reply.status == 200 || started.elapsed() > Duration::from_secs(3) {
+            break reply;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(reply.status, 200, "{}", reply.json);
     assert_eq!(reply.json["entity_store"], "ready");
 
     // Alice and her account are cached; then the store goes down and a
