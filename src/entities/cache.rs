@@ -519,28 +519,35 @@ impl EntityCache {
             });
         }
 
-        let flights = self.join_or_lead(missing.iter().map(|(uid, _)| *uid), schema);
-        let mut answers: Vec<Arc<Answer>> = Vec::with_capacity(flights.len());
+        let (flights, flight_of) = self.join_or_lead(missing.iter().map(|(uid, _)| *uid), schema);
+        // Each flight's answer; `None`: it failed.
+        let mut answers: Vec<Option<Arc<Answer>>> = Vec::with_capacity(flights.len());
         let mut failure = None;
         for mut flight in flights {
             let outcome = flight.wait_for(Option::is_some).await.map(|v| v.clone());
-            match outcome {
-                Ok(Some(Ok(answer))) => answers.push(answer),
-                Ok(Some(Err(error))) => failure = Some(error),
+            answers.push(match outcome {
+                Ok(Some(Ok(answer))) => Some(answer),
+                Ok(Some(Err(error))) => {
+                    failure = Some(error);
+                    None
+                }
                 Ok(None) | Err(_) => {
                     failure = Some(UpstreamError::Unreachable(
                         "the fetch was abandoned".to_owned(),
-                    ))
+                    ));
+                    None
                 }
-            }
+            });
         }
 
         let now = Instant::now();
         let mut stale = false;
-        for (uid, previous) in missing {
-            // The answer of the fetch this lookup led or joined, whether or
-            // not it was stored: every uid is in exactly one of them.
-            if let Some(entry) = answers.iter().find_map(|answer| answer.get(uid)) {
+        for ((uid, previous), flight) in missing.into_iter().zip(flight_of) {
+            // The answer of the one fetch this lookup led or joined *for
+            // this uid*, whether or not it was stored. (Another fetch it
+            // joined may hold the uid too, overtaken: never read it there.)
+            let answer = answers.get(flight).and_then(Option::as_ref);
+            if let Some(entry) = answer.and_then(|answer| answer.get(uid)) {
                 note(entry);
                 found.extend(entry.value.clone());
                 continue;
@@ -591,37 +598,51 @@ impl EntityCache {
     /// For each uid, joins the fetch already in flight or leads a new one;
     /// the uids this call leads are fetched together in one spawned task
     /// (spawned, so a caller that goes away cannot strand the others).
-    /// Returns each flight once.
+    /// Returns each flight once, and for each uid (in order) the index of
+    /// its flight.
     fn join_or_lead<'a>(
         &self,
         uids: impl Iterator<Item = &'a EntityUid>,
         schema: &Arc<Schema>,
-    ) -> Vec<Flight> {
+    ) -> (Vec<Flight>, Vec<usize>) {
         let (sender, receiver) = watch::channel(None);
         let mut joined: Vec<(u64, Flight)> = Vec::new();
+        let mut flight_of = Vec::new();
         let mut lead = Vec::new();
         let id = {
             let mut flights = self.flights();
             let id = flights.next_id;
             flights.next_id = id.wrapping_add(1);
             for uid in uids {
-                match flights.by_uid.get(uid) {
+                let index = match flights.by_uid.get(uid) {
                     Some((other, flight)) => {
-                        if !joined.iter().any(|(seen, _)| seen == other) {
-                            joined.push((*other, flight.clone()));
+                        match joined.iter().position(|(seen, _)| seen == other) {
+                            Some(index) => index,
+                            None => {
+                                joined.push((*other, flight.clone()));
+                                joined.len() - 1
+                            }
                         }
                     }
                     None => {
                         flights.by_uid.insert(uid.clone(), (id, receiver.clone()));
                         lead.push(uid.clone());
+                        usize::MAX // this call's own flight: last
                     }
-                }
+                };
+                flight_of.push(index);
             }
             id
         };
         let mut flights: Vec<Flight> = joined.into_iter().map(|(_, flight)| flight).collect();
+        let own = flights.len();
+        for index in &mut flight_of {
+            if *index == usize::MAX {
+                *index = own;
+            }
+        }
         if lead.is_empty() {
-            return flights;
+            return (flights, flight_of);
         }
         flights.push(receiver);
         let store = Arc::clone(&self.store);
@@ -664,7 +685,7 @@ impl EntityCache {
             }
             let _ = sender.send(Some(answer));
         });
-        flights
+        (flights, flight_of)
     }
 }
 

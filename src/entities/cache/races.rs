@@ -322,8 +322,8 @@ async fn a_lookup_after_an_invalidation_never_joins_the_overtaken_fetch() {
 
 #[derive(Debug, Clone)]
 enum Op {
-    /// a lookup of one of the users begins
-    Lookup(usize),
+    /// a lookup of some of the users (a bit each) begins
+    Lookup(u8),
     /// the store answers (or fails) one of the waiting requests
     Answer(usize, bool),
     /// a user's record changes and the change is invalidated
@@ -338,7 +338,7 @@ const USERS: [&str; 3] = ["a", "b", "c"];
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        3 => (0..USERS.len()).prop_map(Op::Lookup),
+        3 => (1..8u8).prop_map(Op::Lookup),
         3 => (0..4usize, prop::bool::weighted(0.2)).prop_map(|(n, fail)| Op::Answer(n, fail)),
         2 => (0..USERS.len()).prop_map(Op::Change),
         1 => Just(Op::InvalidateAll),
@@ -346,18 +346,47 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// Runs `ops`; every lookup must find a version no older than the one the
-/// last invalidation before it announced (the model: `announced`).
+/// Versions a lookup of several users found, by user.
+type Many = tokio::task::JoinHandle<Result<HashMap<String, i64>, EntityError>>;
+
+fn start_many(cache: &Arc<EntityCache>, ids: Vec<&'static str>) -> Many {
+    let cache = Arc::clone(cache);
+    tokio::spawn(async move {
+        let uids: Vec<EntityUid> = ids.iter().map(|id| user(id)).collect();
+        let lookup = cache.lookup(&uids, &schema()).await?;
+        Ok(lookup
+            .found
+            .iter()
+            .map(|cached| {
+                let version = match cached.entity.attr("v") {
+                    Some(Ok(EvalResult::Long(v))) => v,
+                    other => panic!("no version: {other:?}"),
+                };
+                (cached.entity.uid().id().unescaped().to_owned(), version)
+            })
+            .collect())
+    })
+}
+
+/// Runs `ops`; every lookup must find, for each user it asked for, a
+/// version no older than the one the last invalidation before it began
+/// announced (the model: `announced`).
 async fn against_the_model(ops: Vec<Op>) {
     let store = Gated::new(&USERS);
     let cache = cache(&store);
     let mut announced: HashMap<&str, i64> = USERS.iter().map(|u| (*u, 1)).collect();
-    let mut lookups: Vec<(&str, i64, Pending)> = Vec::new();
+    let mut lookups: Vec<(Vec<(&str, i64)>, Many)> = Vec::new();
     for op in ops {
         match op {
-            Op::Lookup(n) => {
-                let id = USERS[n];
-                lookups.push((id, announced[id], start(&cache, id)));
+            Op::Lookup(mask) => {
+                let ids: Vec<&'static str> = USERS
+                    .iter()
+                    .enumerate()
+                    .filter(|(bit, _)| mask & (1 << bit) != 0)
+                    .map(|(_, id)| *id)
+                    .collect();
+                let floors = ids.iter().map(|id| (*id, announced[id])).collect();
+                lookups.push((floors, start_many(&cache, ids)));
             }
             Op::Answer(n, fail) => store.answer(n, fail),
             Op::Change(n) => {
@@ -377,13 +406,19 @@ async fn against_the_model(ops: Vec<Op>) {
         settle().await;
     }
     answer_all(&store).await;
-    for (id, floor, lookup) in lookups {
+    for (floors, lookup) in lookups {
         match lookup.await.unwrap() {
-            Ok(Some(found)) => assert!(
-                found >= floor,
-                "{id}: served version {found}, but version {floor} was announced before the lookup began"
-            ),
-            Ok(None) => panic!("{id}: the store knows every user"),
+            Ok(found) => {
+                for (id, floor) in floors {
+                    let Some(&version) = found.get(id) else {
+                        panic!("{id}: the store knows every user")
+                    };
+                    assert!(
+                        version >= floor,
+                        "{id}: served version {version}, but version {floor} was announced before the lookup began"
+                    );
+                }
+            }
             Err(EntityError::Unavailable { .. }) => {} // a failed fetch, nothing stale to serve
             Err(other) => panic!("{other}"),
         }
