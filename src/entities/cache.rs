@@ -362,7 +362,7 @@ impl EntityCache {
     /// The store's health: answering when it answered in the last
     /// `ANSWERED_RECENTLY` (5 s) and has not failed since; otherwise it is
     /// probed (an empty batch, one attempt, within `within`), at most once
-    /// per [`PROBE_INTERVAL`] however many ask, to learn whether it answers
+    /// per `PROBE_INTERVAL` (1 s) however many ask, to learn whether it answers
     /// now.
     ///
     /// Ready means decisions can be made: the store answers, or it fails
