@@ -797,9 +797,9 @@ mod tests {
     use serde_json::json;
     use std::sync::atomic::Ordering;
 
-    const TTL: Duration = Duration::from_secs(30);
+    pub(super) const TTL: Duration = Duration::from_secs(30);
 
-    fn settings() -> CacheSettings {
+    pub(super) fn settings() -> CacheSettings {
         CacheSettings {
             ttl: TTL,
             negative_ttl: Duration::from_secs(5),
@@ -818,7 +818,7 @@ mod tests {
         )
     }
 
-    fn user(id: &str) -> EntityUid {
+    pub(super) fn user(id: &str) -> EntityUid {
         format!(r#"User::"{id}""#).parse().unwrap()
     }
 

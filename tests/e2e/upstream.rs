@@ -43,7 +43,25 @@ pub struct Upstream {
     task: tokio::task::JoinHandle<()>,
 }
 
-fn demo_entities() -> HashMap<String, Value> {
+/// The uids a `POST /entities/batch` body asks for, as `Type::id`.
+pub(crate) fn asked_keys(body: &[u8]) -> Vec<String> {
+    let body: Value = serde_json::from_slice(body).unwrap();
+    body["uids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| {
+            format!(
+                "{}::{}",
+                u["type"].as_str().unwrap(),
+                u["id"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+/// The demo's entities by `Type::id`, as the test stores serve them.
+pub(crate) fn demo_entities() -> HashMap<String, Value> {
     let text = std::fs::read_to_string(root().join("examples/demo/entities.json")).unwrap();
     let list: Vec<Value> = serde_json::from_str(&text).unwrap();
     list.into_iter()
@@ -105,19 +123,7 @@ impl Upstream {
                                     .get("authorization")
                                     .map(|v| v.to_str().unwrap().to_owned());
                                 let body = request.into_body().collect().await.unwrap().to_bytes();
-                                let body: Value = serde_json::from_slice(&body).unwrap();
-                                let uids: Vec<String> = body["uids"]
-                                    .as_array()
-                                    .unwrap()
-                                    .iter()
-                                    .map(|u| {
-                                        format!(
-                                            "{}::{}",
-                                            u["type"].as_str().unwrap(),
-                                            u["id"].as_str().unwrap()
-                                        )
-                                    })
-                                    .collect();
+                                let uids = asked_keys(&body);
                                 asked.lock().unwrap().push(uids.clone());
                                 tokio::time::sleep(Duration::from_millis(
                                     delay_ms.load(Ordering::SeqCst),

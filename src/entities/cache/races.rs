@@ -13,11 +13,10 @@ use proptest::prelude::*;
 use serde_json::json;
 use tokio::sync::oneshot;
 
-use super::{CacheSettings, EntityCache, Fetch, FetchFuture};
+use super::tests::{TTL, settings, user};
+use super::{EntityCache, Fetch, FetchFuture};
 use crate::entities::http::{answered, parse};
 use crate::entities::{EntityError, UpstreamError};
-
-const TTL: Duration = Duration::from_secs(30);
 
 /// A store whose every answer waits for the test's word, and describes the
 /// records as they were when the request was *sent*: the worst a store may
@@ -107,22 +106,8 @@ fn schema() -> Arc<Schema> {
     )
 }
 
-fn user(id: &str) -> EntityUid {
-    format!(r#"User::"{id}""#).parse().unwrap()
-}
-
 fn cache(store: &Arc<Gated>) -> Arc<EntityCache> {
-    Arc::new(EntityCache::new(
-        Arc::clone(store),
-        CacheSettings {
-            ttl: TTL,
-            negative_ttl: Duration::from_secs(5),
-            stale_if_error: Duration::from_secs(60),
-            max_entries: 1000,
-            max_bytes: 1 << 20,
-            ttl_without_bus: None,
-        },
-    ))
+    Arc::new(EntityCache::new(Arc::clone(store), settings()))
 }
 
 /// The version a lookup of `id` found (`None`: not found).

@@ -43,7 +43,7 @@ pub async fn burst(options: &Options) -> String {
         ("MANDATE_CACHE_TTL", "5m"),
     ];
     let replica = servers::mandate(options, "replica", store.addr, DecisionLog::Off, &env);
-    wait_connected(replica.addr).await;
+    crate::revocation::wait_connected(replica.addr).await;
     // Warm, then settle: the idle figure is a replica that has decided.
     for _ in 0..2_000 {
         ask(replica.addr, EVALUATION, CAROL).await;
@@ -174,19 +174,4 @@ async fn metric(addr: SocketAddr, name: &str) -> f64 {
         .lines()
         .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
         .unwrap_or(0.0)
-}
-
-async fn wait_connected(addr: SocketAddr) {
-    let started = Instant::now();
-    while !scrape(addr)
-        .await
-        .lines()
-        .any(|line| line == "mandate_bus_connected 1")
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "{addr}: no bus"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }

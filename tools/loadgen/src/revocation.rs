@@ -157,7 +157,8 @@ async fn wait_until(addr: SocketAddr, allowed: bool, limit: Duration) {
     }
 }
 
-async fn wait_connected(addr: SocketAddr) {
+/// Waits until the replica at `addr` says its bus is connected.
+pub(crate) async fn wait_connected(addr: SocketAddr) {
     let started = Instant::now();
     while !crate::client::scrape(addr)
         .await
