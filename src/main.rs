@@ -2,7 +2,7 @@
 //! `serve-store`, `settings`.
 //!
 //! The only place that prints errors and chooses exit codes, one table for
-//! every subcommand (the README's "Exit codes"):
+//! every subcommand (docs/cli.md's "Exit codes"):
 //!
 //! | code | meaning |
 //! |---|---|
@@ -144,7 +144,7 @@ Examples:
 Exit codes: 0 searched (the results may be empty), 2 usage.")]
     Search(SearchArgs),
     /// List every setting: its `mandate.toml` key, `MANDATE_…` variable,
-    /// flag, default and what it does (the README's Configuration table).
+    /// flag, default and what it does (docs/configuration.md's table).
     #[command(after_help = "\
 Examples:
   mandate settings

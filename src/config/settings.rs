@@ -1,7 +1,7 @@
 //! Every setting, defined once: its key (which is also its `MANDATE_…`
 //! variable), its default, its flag, what kind of value it takes and what
 //! it does. The defaults layer, the list of keys, the flags' help, the hints
-//! on a bad value, `mandate settings` and the README's Configuration table
+//! on a bad value, `mandate settings` and docs/configuration.md's table
 //! are all read from [`SETTINGS`] (ripgrep's flag definitions are the model).
 //! The typed `Config` structs say only what each field is; a test checks
 //! that the structs and this table name the same keys, and that each kind
@@ -18,7 +18,7 @@ pub struct Setting {
     pub flag: Option<&'static str>,
     /// what kind of value it takes
     pub kind: Kind,
-    /// what it does, in one line (the README's table, `mandate settings`)
+    /// what it does, in one line (docs/configuration.md's table, `mandate settings`)
     pub what: &'static str,
 }
 
@@ -107,7 +107,7 @@ const fn setting(
 use Initial::{Text, Toml, Unset};
 use Kind::{Address, Bool, Duration, Integer, List, OneOf, Path, Table, Url};
 
-/// Every setting, in the order the README lists them.
+/// Every setting, in the order docs/configuration.md lists them.
 #[rustfmt::skip]
 pub const SETTINGS: &[Setting] = &[
     // Loopback: a fresh install answers nobody but its own host until told.
@@ -323,7 +323,7 @@ pub fn help(key: &str) -> String {
     find(key).map_or_else(|| key.to_owned(), Setting::help)
 }
 
-/// The Configuration table of the README (and of `mandate settings`), in
+/// The table of docs/configuration.md (and of `mandate settings`), in
 /// Markdown: key, variable, flag, default, what.
 pub fn reference_table() -> String {
     let mut table = String::from("| key | env | flag | default | what |\n|---|---|---|---|---|\n");

@@ -411,7 +411,7 @@ resource_id = "{{account}}"
     }
 }
 
-/// The README's exit-code table, each row that a test can reach.
+/// The exit-code table of docs/cli.md, each row that a test can reach.
 #[test]
 fn exit_codes_follow_the_one_table() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,6 +1,6 @@
-//! The OpenAPI document is the contract: the README's examples and the
-//! live server's answers on every endpoint conform to it, and the server
-//! serves the document itself.
+//! The OpenAPI document is the contract: the examples of the README and of
+//! docs/api.md and the live server's answers on every endpoint conform to
+//! it, and the server serves the document itself.
 
 use serde_json::{Value, json};
 

@@ -1,12 +1,26 @@
-//! The README's examples are true: each `curl` prints what the README says.
+//! The README's and the docs' examples are true: each `curl` prints what
+//! the page says, the gateway configurations shown are the shipped ones, and
+//! the configuration reference is what `mandate settings` prints.
 
 use serde_json::Value;
 
 use crate::support::{Server, post_raw, root};
 
-/// (path, body, expected answer) for each `curl … -d '…'` block followed by a `json` block.
+/// The pages whose `curl` examples ask the shipped pack and demo data.
+const DEMO_PAGES: [&str; 2] = ["README.md", "docs/api.md"];
+
+/// Every example of the pages that ask the shipped pack and demo data.
 pub fn examples() -> Vec<(String, String, Value)> {
-    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    DEMO_PAGES
+        .iter()
+        .flat_map(|page| examples_in(page))
+        .collect()
+}
+
+/// (path, body, expected answer) for each `curl -s localhost:8180… -d '…'`
+/// block of `page` (relative to the project root) followed by a `json` block.
+pub fn examples_in(page: &str) -> Vec<(String, String, Value)> {
+    let readme = std::fs::read_to_string(root().join(page)).unwrap();
     let blocks: Vec<(&str, &str)> = readme
         .split("```")
         .skip(1)
@@ -23,7 +37,7 @@ pub fn examples() -> Vec<(String, String, Value)> {
             assert_eq!(
                 (*lang, *next_lang),
                 ("sh", "json"),
-                "a curl example is followed by its answer"
+                "a curl example of {page} is followed by its answer"
             );
             let (path, body) = rest.split_once(" -d '")?;
             let body = body.strip_suffix('\'')?;
@@ -56,13 +70,11 @@ fn with_version(mut value: Value, version: &Value) -> Value {
     value
 }
 
-#[tokio::test]
-async fn readme_examples_answer_as_shown() {
-    let examples = examples();
-    assert!(examples.len() >= 4, "found {} examples", examples.len());
-    let server = Server::demo().await;
+/// Asks each example of `examples` at `base` and compares the answer with
+/// the one shown, policy versions aside.
+pub async fn answer_as_shown(base: &str, examples: Vec<(String, String, Value)>) {
     for (path, body, expected) in examples {
-        let reply = post_raw(&server.url(&path), body.clone()).await;
+        let reply = post_raw(&format!("{base}{path}"), body.clone()).await;
         assert_eq!(reply.status, 200, "{path} {body}");
         let version = reply
             .json
@@ -75,20 +87,21 @@ async fn readme_examples_answer_as_shown() {
             Some(version) => with_version(expected, version),
             None => expected,
         };
-        assert_eq!(reply.json, expected, "README example {path} {body}");
+        assert_eq!(reply.json, expected, "example {path} {body}");
     }
 }
 
+#[tokio::test]
+async fn readme_examples_answer_as_shown() {
+    let in_readme = examples_in("README.md").len();
+    assert!(in_readme >= 4, "found {in_readme} examples in the README");
+    let server = Server::demo().await;
+    answer_as_shown(&server.url(""), examples()).await;
+}
+
 #[test]
-fn readme_gateway_configs_are_the_ones_the_gateway_test_uses() {
-    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
-    let section = readme
-        .split("## API gateways")
-        .nth(1)
-        .unwrap()
-        .split("\n## ")
-        .next()
-        .unwrap();
+fn docs_gateway_configs_are_the_ones_the_gateway_test_uses() {
+    let section = std::fs::read_to_string(root().join("docs/gateways.md")).unwrap();
     let dir = root().join("examples/gateways");
     let shipped: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
@@ -117,13 +130,13 @@ fn readme_gateway_configs_are_the_ones_the_gateway_test_uses() {
             for line in body.lines().filter(|l| !l.trim().is_empty()) {
                 assert!(
                     toml.lines().any(|l| l == line),
-                    "README line not in mandate.toml: {line}"
+                    "docs/gateways.md line not in mandate.toml: {line}"
                 );
             }
         } else {
             assert!(
                 shipped.iter().any(|file| file.contains(body.trim_end())),
-                "README {lang} block is not a shipped config:\n{body}"
+                "docs/gateways.md {lang} block is not a shipped config:\n{body}"
             );
         }
         checked += 1;
@@ -136,11 +149,11 @@ fn readme_gateway_configs_are_the_ones_the_gateway_test_uses() {
 
 #[test]
 fn readme_configuration_table_is_the_one_mandate_settings_prints() {
-    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let reference = std::fs::read_to_string(root().join("docs/configuration.md")).unwrap();
     let table = mandate::config::reference_table();
     assert!(
-        readme.contains(&table),
-        "README's Configuration table differs from `mandate settings`; paste this:\n{table}"
+        reference.contains(&table),
+        "docs/configuration.md's table differs from `mandate settings`; paste this:\n{table}"
     );
     let output = std::process::Command::new(crate::support::binary())
         .arg("settings")

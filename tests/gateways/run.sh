@@ -41,7 +41,7 @@ wait_port() { # port, name
 
 [ -x "$MANDATE" ] || cargo build --quiet
 start app python3 tests/gateways/app.py 18090
-# One Mandate per way a gateway describes the original request (README, "API gateways").
+# One Mandate per way a gateway describes the original request (docs/gateways.md).
 start mandate "$MANDATE" serve --config examples/gateways/mandate.toml
 start mandate-envoy env MANDATE_GATEWAY_ORIGINAL=request-line MANDATE_GATEWAY_GRPC_LISTEN=127.0.0.1:18181 \
     "$MANDATE" serve --config examples/gateways/mandate.toml --listen 127.0.0.1:18186

@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """Checks one rendering of the Mandate chart.
 
-    validate.py CASE RENDERED.yaml [--serve MANDATE_BINARY]
+    validate.py CASE RENDERED.yaml [--kube VERSION] [--serve MANDATE_BINARY]
 
 Every manifest is validated strictly (unknown fields fail) against the
-Kubernetes API schemas of the oldest version the chart supports and the
-newest kubernetes-validate knows, through its Python API; ServiceMonitor
-against tests/helm/crds/servicemonitor.schema.json. Then what CASE switched
+Kubernetes API schemas of 1.25 and the newest kubernetes-validate knows,
+through its Python API, or with --kube against that version's alone (a
+rendering for Kubernetes 1.20 is checked with an older kubernetes-validate
+on PYTHONPATH, since the current one starts at 1.25); ServiceMonitor against
+tests/helm/crds/servicemonitor.schema.json. Then what CASE switched
 on is checked to be there (and what it did not, absent), the pod is checked
 for what the chart promises (non-root, read-only root, probes, unique port
 names, every mount backed by a volume, the config checksum), and with
@@ -15,6 +17,7 @@ real server, which must answer decisions with them.
 
 Prints one line per check and `N passed, N failed`; exits 1 on a failure.
 """
+import base64
 import hashlib
 import json
 import os
@@ -33,6 +36,7 @@ import yaml
 
 HERE = pathlib.Path(__file__).resolve().parent
 OLDEST, NEWEST = "1.25.0", kubernetes_validate.utils.latest_version()
+VERSIONS = [OLDEST, NEWEST]
 CRDS = {("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor.schema.json"}
 
 passed, failed = 0, 0
@@ -57,7 +61,7 @@ def validate_strictly(doc):
         jsonschema.validate(doc, schema)
         # Its metadata is an ObjectMeta like any other object's.
         doc = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": doc["metadata"]}
-    for version in (OLDEST, NEWEST):
+    for version in VERSIONS:
         kubernetes_validate.validate(doc, version, strict=True)
 
 
@@ -73,6 +77,13 @@ def pod_checks(docs, deployment, mandate_container="mandate"):
     mandate = containers.get(mandate_container)
     if not check(f"{name}: has the mandate container", mandate is not None, list(containers)):
         return None
+    check(f"{name}: enableServiceLinks: false (no MANDATE_… variables from Services)",
+          spec.get("enableServiceLinks") is False, spec.get("enableServiceLinks"))
+    env = {e["name"]: e for e in mandate.get("env", [])}
+    ref = env.get("MANDATE_SEARCH_TOKEN_KEY", {}).get("valueFrom", {}).get("secretKeyRef", {})
+    check(f"{name}: search.token_key from a Secret via secretKeyRef",
+          set(env.get("MANDATE_SEARCH_TOKEN_KEY", {})) == {"name", "valueFrom"} and ref.get("name") and ref.get("key"),
+          env.get("MANDATE_SEARCH_TOKEN_KEY"))
     ports = [p["name"] for c in spec["containers"] for p in c.get("ports", [])]
     check(f"{name}: port names unique in the pod and at most 15 characters",
           len(ports) == len(set(ports)) and all(len(p) <= 15 for p in ports), ports)
@@ -128,6 +139,29 @@ def expect_kinds(docs, wanted):
 OPTIONAL = ["PodDisruptionBudget", "HorizontalPodAutoscaler", "ServiceMonitor"]
 
 
+def token_key_checks(docs, pod, fullname, existing):
+    """The search key's Secret: the chart's (random, kept by lookup) or the one named."""
+    env = {e["name"]: e for e in pod["mandate"]["env"]}
+    ref = env["MANDATE_SEARCH_TOKEN_KEY"]["valueFrom"]["secretKeyRef"]
+    secrets = {d["metadata"]["name"]: d for d in by_kind(docs, "Secret")}
+    if existing:
+        check("search.tokenKeySecret names an existing Secret: used, none rendered",
+              ref == {"name": existing[0], "key": existing[1]} and not secrets, (ref, list(secrets)))
+        return
+    secret = secrets.get(f"{fullname}-search-token-key", {})
+    value = secret.get("data", {}).get(ref["key"], "")
+    try:
+        key = base64.b64decode(value, validate=True).decode()
+    except ValueError:
+        key = ""
+    check("the chart's Secret <fullname>-search-token-key holds a random 64-character key",
+          ref["name"] == secret.get("metadata", {}).get("name") and re.fullmatch(r"[A-Za-z0-9]{64}", key),
+          (ref, secret.get("metadata", {}).get("name"), len(key)))
+    template = (HERE.parent.parent / "helm/mandate/templates/secret-search-token-key.yaml").read_text()
+    check("the Secret's key is read back with lookup, so an upgrade keeps it",
+          f'lookup "v1" "Secret" .Release.Namespace $name' in template and "index $existing.data $key" in template)
+
+
 def case_checks(case, docs):
     deployments = by_kind(docs, "Deployment")
     if case == "sidecar":
@@ -141,6 +175,9 @@ def case_checks(case, docs):
             check("the sidecar listens on loopback only", pod["config"]["server"]["listen"].startswith("127.0.0.1:"),
                   pod["config"]["server"])
             env = {e["name"]: e for e in pod["mandate"].get("env", [])}
+            check("the search key comes from the mandate chart's Secret",
+                  env["MANDATE_SEARCH_TOKEN_KEY"]["valueFrom"]["secretKeyRef"]["name"]
+                  in {d["metadata"]["name"] for d in by_kind(docs, "Secret")}, env.get("MANDATE_SEARCH_TOKEN_KEY"))
             check("the store token comes from a Secret",
                   env.get("MANDATE_STORE_UPSTREAM_TOKEN", {}).get("valueFrom", {}).get("secretKeyRef", {}).get("name")
                   == "entity-store-token", env)
@@ -158,6 +195,15 @@ def case_checks(case, docs):
     config, on = pod["config"], set(case.split("+"))
     if "all" in on:
         on |= {"tls", "pdb", "hpa", "servicemonitor", "dashboard"}
+    token_key_checks(docs, pod, deployment["metadata"]["name"],
+                     ("search-key", "page-tokens") if "tokenkey" in on else None)
+    old = "kube1.20" in on
+    wanted = {"PodDisruptionBudget": "policy/v1beta1" if old else "policy/v1",
+              "HorizontalPodAutoscaler": "autoscaling/v2beta2" if old else "autoscaling/v2"}
+    for kind, api in wanted.items():
+        for doc in by_kind(docs, kind):
+            check(f"{kind} as {api} (Kubernetes {'1.20' if old else 'current'})", doc["apiVersion"] == api,
+                  doc["apiVersion"])
     expect_kinds(docs, {"Service": True, "ServiceAccount": True,
                         "PodDisruptionBudget": "pdb" in on,
                         "HorizontalPodAutoscaler": "hpa" in on,
@@ -192,6 +238,11 @@ def case_checks(case, docs):
               and pod["volumes"]["mandate-store-ca"]["secret"]["secretName"] == "store-ca"
               and env["MANDATE_STORE_UPSTREAM_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "store-token",
               (config["store"], env))
+    if "admin" in on:
+        env = {e["name"]: e for e in pod["mandate"].get("env", [])}
+        check("the admin token from its Secret via secretKeyRef",
+              env.get("MANDATE_ADMIN_TOKEN", {}).get("valueFrom", {}).get("secretKeyRef")
+              == {"name": "mandate-admin", "key": "admin-token"}, env.get("MANDATE_ADMIN_TOKEN"))
     if "bus" in on:
         check("the bus: URL, subject, credentials and CA from Secrets, ttl_without_bus",
               config["bus"] == {"url": "tls://nats.messaging:4222", "subject": "prod.mandate.entities.changed",
@@ -214,8 +265,9 @@ def case_checks(case, docs):
               and config["gateway"]["grpc_listen"].endswith(":8181"), config["gateway"])
 
 
-def serve(docs, binary):
-    """Runs the real server on what the chart rendered (paths re-rooted)."""
+def serve(docs, binary, env=None, title="the rendered config, policies and entities"):
+    """Runs the real server on what the chart rendered (paths re-rooted):
+    with the caller's environment, or with exactly `env` (a pod's)."""
     configmaps = {d["metadata"]["name"]: d for d in by_kind(docs, "ConfigMap")}
     deployment = by_kind(docs, "Deployment")[0]
     volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
@@ -228,21 +280,37 @@ def serve(docs, binary):
                 (target / key).write_text(value)
         config_file = pathlib.Path(root + "/etc/mandate/config/mandate.json")
         config_file.write_text(config_file.read_text().replace("/etc/mandate/", root + "/etc/mandate/"))
-        env = dict(os.environ, MANDATE_GATEWAY_GRPC_LISTEN="127.0.0.1:0", MANDATE_LOG_DECISIONS="off")
+        env = dict(os.environ if env is None else env, MANDATE_GATEWAY_GRPC_LISTEN="127.0.0.1:0",
+                   MANDATE_LOG_DECISIONS="off")
         process = subprocess.Popen(
             [binary, "serve", "--config", str(config_file), "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
         try:
-            line = ""
+            lines = []
             for line in process.stderr:
-                if "mandate listening on" in line:
+                lines.append(line)
+                if "mandate admin listening on" in line:
                     break
             # Keep reading, so the process log never fills the pipe.
             threading.Thread(target=lambda: [None for _ in process.stderr], daemon=True).start()
-            match = re.search(r"listening on (http://\S+)", line)
-            if not check("the server starts on the rendered config, policies and entities", match, line):
+            text = "".join(lines)
+            match = re.search(r"mandate listening on (http://\S+)", text)
+            admin = re.search(r"admin listening on (http://\S+)", text)
+            if not check(f"the server starts on {title}", match and admin,
+                         text.strip() or f"exit status {process.wait(timeout=10)}"):
                 return
             base = match.group(1)
+            deadline = time.monotonic() + 10
+            status = None
+            while time.monotonic() < deadline:
+                try:
+                    with urllib.request.urlopen(admin.group(1) + "/readyz", timeout=2) as reply:
+                        status = reply.status
+                        break
+                except OSError as error:
+                    status = error
+                    time.sleep(0.1)
+            check("it becomes ready (/readyz 200)", status == 200, status)
 
             def decide(subject, action, resource):
                 body = json.dumps({"subject": {"type": "user", "id": subject}, "action": {"name": action},
@@ -261,14 +329,16 @@ def serve(docs, binary):
 
 
 def main():
-    case, rendered = sys.argv[1], sys.argv[2]
-    binary = sys.argv[4] if len(sys.argv) > 4 and sys.argv[3] == "--serve" else None
+    case, rendered, options = sys.argv[1], sys.argv[2], sys.argv[3:]
+    binary = options[options.index("--serve") + 1] if "--serve" in options else None
+    if "--kube" in options:
+        VERSIONS[:] = [options[options.index("--kube") + 1]]
     docs = [d for d in yaml.safe_load_all(pathlib.Path(rendered).read_text()) if d]
     for doc in docs:
         name = f"{doc['kind']}/{doc['metadata']['name']}"
         try:
             validate_strictly(doc)
-            check(f"{name} valid (Kubernetes {OLDEST} and {NEWEST}, strict)", True)
+            check(f"{name} valid (Kubernetes {' and '.join(VERSIONS)}, strict)", True)
         except Exception as error:  # every validation error is a failure, with its message
             check(f"{name} valid", False, getattr(error, "message", error))
     case_checks(case, docs)

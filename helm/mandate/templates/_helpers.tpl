@@ -55,6 +55,35 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | 
 {{- .Values.store.file.existingConfigMap | default (printf "%s-entities" (include "mandate.fullname" .)) }}
 {{- end }}
 
+{{/*
+API versions by what the cluster serves: the GA one when the cluster is new
+enough and serves it, else the beta one Kubernetes 1.20 has. helm install
+and upgrade ask the cluster; helm template uses its built-in version and API
+list, or --kube-version and --api-versions.
+*/}}
+{{- define "mandate.pdbApiVersion" -}}
+{{- if and (.Capabilities.APIVersions.Has "policy/v1") (semverCompare ">=1.21-0" .Capabilities.KubeVersion.Version) -}}
+policy/v1
+{{- else -}}
+policy/v1beta1
+{{- end }}
+{{- end }}
+
+{{- define "mandate.hpaApiVersion" -}}
+{{- if and (.Capabilities.APIVersions.Has "autoscaling/v2") (semverCompare ">=1.23-0" .Capabilities.KubeVersion.Version) -}}
+autoscaling/v2
+{{- else -}}
+autoscaling/v2beta2
+{{- end }}
+{{- end }}
+
+{{/*
+The Secret holding search.token_key: the one named in values, or the chart's.
+*/}}
+{{- define "mandate.searchTokenKeySecret" -}}
+{{- .Values.search.tokenKeySecret.name | default (printf "%s-search-token-key" (include "mandate.fullname" .)) }}
+{{- end }}
+
 {{- define "mandate.tlsSecret" -}}
 {{- .Values.tls.secretName | default (printf "%s-tls" (include "mandate.fullname" .)) }}
 {{- end }}
@@ -133,8 +162,12 @@ Chart (the chart's own, or one the sidecar template builds).
   image: "{{ $v.image.repository }}:{{ $v.image.tag }}"
   imagePullPolicy: {{ $v.image.pullPolicy }}
   args: ["serve", "--config", "/etc/mandate/config/mandate.json"]
-  {{- if or $v.store.http.tokenSecret.name $v.admin.tokenSecret.name $v.env }}
   env:
+    - name: MANDATE_SEARCH_TOKEN_KEY
+      valueFrom:
+        secretKeyRef:
+          name: {{ include "mandate.searchTokenKeySecret" . }}
+          key: {{ $v.search.tokenKeySecret.key }}
     {{- if and (eq $v.store.kind "http") $v.store.http.tokenSecret.name }}
     - name: MANDATE_STORE_UPSTREAM_TOKEN
       valueFrom:
@@ -152,7 +185,6 @@ Chart (the chart's own, or one the sidecar template builds).
     {{- with $v.env }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
-  {{- end }}
   {{- /* Port names are unique across a pod's containers, so they carry
   the product's name beside a sidecar's neighbours. */}}
   ports:
@@ -298,6 +330,9 @@ spec, under `containers:`, with the parent's root context:
         ...
       {{- include "mandate.sidecar" . | nindent 6 }}
 and add its volumes under `volumes:` with `include "mandate.sidecarVolumes" .`.
+Set `enableServiceLinks: false` in that pod spec: Kubernetes otherwise
+injects a MANDATE_… variable for every Service whose name starts with
+mandate (older Mandate releases refuse unknown MANDATE_… variables).
 */}}
 {{- define "mandate.sidecar" -}}
 {{- include "mandate.container" (include "mandate.sidecarContext" . | fromYaml) }}
