@@ -48,10 +48,6 @@ pub enum StartError {
     #[error(transparent)]
     #[diagnostic(transparent)]
     Tls(#[from] TlsError),
-    /// The embedded pack and demo data cannot be written out.
-    #[error("cannot write out the embedded policy pack and demo data: {0}")]
-    #[diagnostic(help("give `--policies`, `--schema` and `--entities` (or `--upstream`) instead"))]
-    Embedded(std::io::Error),
     /// The decision log file cannot be opened.
     #[error("cannot open the decision log `{path}`: {source}")]
     DecisionLog {
@@ -204,12 +200,19 @@ pub fn decision_log(config: &Config) -> Result<DecisionLog, StartError> {
 
 /// Starts the engine's background work: the file store's change watcher
 /// and the policy watcher. Needs a tokio runtime.
+///
+/// Only files an operator named are watched: the embedded pack and data
+/// never change.
 pub fn start_background(config: &Config, engine: &Arc<Engine>) {
-    if let EntityStore::File(store) = engine.store() {
+    if let EntityStore::File(store) = engine.store()
+        && !crate::embedded::contains(&config.store.entities)
+    {
         store.watch(config.store.reload_interval);
     }
     let interval = config.policy.reload_interval;
-    if !interval.is_zero() {
+    let named =
+        !crate::embedded::contains(&config.policy.dir) || config.policy.shadow_dir.is_some();
+    if named && !interval.is_zero() {
         crate::periodic::every(engine, interval, |engine| {
             if engine.policies().sources_changed() {
                 // Errors are logged and counted by the engine.

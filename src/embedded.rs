@@ -1,16 +1,18 @@
 //! The shipped policy pack, schema and demo data, inside the binary, so
 //! that `mandate serve` works from any directory, after `cargo install` and
-//! in a bare image. A default path that does not exist where Mandate runs
-//! is served from these copies, written out once into a directory named by
-//! their digest; a path given on the command line, in the environment or in
-//! a config file is never replaced.
+//! in a bare image. They are served from memory under the pseudo-directory
+//! [`ROOT`] (`<embedded>`), which the settings' defaults name: nothing is
+//! written to disk, nothing there can be planted, and nothing there is
+//! watched. A path an operator gives is read from disk as given.
 
 use std::io;
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
+use crate::config::{Config, ConfigError, StoreKind};
 
-use crate::config::Config;
+/// The pseudo-directory the embedded files live under; an error naming a
+/// path below it says, by its name, that the path is the embedded default.
+pub const ROOT: &str = "<embedded>";
 
 /// Each embedded file, by its path in the repository.
 const FILES: &[(&str, &str)] = &[
@@ -56,81 +58,109 @@ const FILES: &[(&str, &str)] = &[
     ),
 ];
 
-/// What [`use_where_missing`] did.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Embedded {
-    /// the directory the embedded files were written to, when any is used
-    pub dir: Option<PathBuf>,
-    /// whether the demo entities are being served (from anywhere)
-    pub demo_data: bool,
+/// An empty entity file: the store of an operator's own pack given without
+/// `--entities` (never the brokerage demo's data).
+const NO_ENTITIES: &str = "no-entities.json";
+
+/// Whether `path` lies in the embedded tree, so that it is never read from
+/// disk (a file planted at `./<embedded>/…` is not consulted).
+pub fn contains(path: &Path) -> bool {
+    path.starts_with(ROOT)
 }
 
-/// Points every default path of `config` that does not exist from the
-/// working directory at the embedded copy.
+/// The embedded file at `path`, if `path` names one.
+pub fn file(path: &Path) -> Option<&'static str> {
+    let name = path.strip_prefix(ROOT).ok()?;
+    if name == Path::new(NO_ENTITIES) {
+        return Some("[]");
+    }
+    FILES
+        .iter()
+        .find(|(embedded, _)| Path::new(embedded) == name)
+        .map(|(_, text)| *text)
+}
+
+/// Whether `path` is a directory: of the embedded tree when it lies in it,
+/// else on disk.
+pub fn is_dir(path: &Path) -> bool {
+    if contains(path) {
+        file(path).is_none()
+    } else {
+        path.is_dir()
+    }
+}
+
+/// The embedded files under `dir` whose extension is `ext`, sorted.
+pub fn files_under(dir: &Path, ext: &str) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = FILES
+        .iter()
+        .map(|(name, _)| Path::new(ROOT).join(name))
+        .filter(|path| path.starts_with(dir) && path.extension().is_some_and(|e| e == ext))
+        .collect();
+    found.sort();
+    found
+}
+
+/// Reads a file: from memory when it lies in the embedded tree, else from
+/// disk.
 ///
 /// # Errors
-/// When the embedded files cannot be written out.
-pub fn use_where_missing(config: &mut Config) -> io::Result<Embedded> {
-    let default = |key| Config::default_path(key).unwrap_or_default();
-    let mut wanted: Vec<&mut PathBuf> = Vec::new();
-    if config.policy.dir == default("policy.dir") && !config.policy.dir.exists() {
-        wanted.push(&mut config.policy.dir);
-    }
-    if config.policy.schema == default("policy.schema") && !config.policy.schema.exists() {
-        wanted.push(&mut config.policy.schema);
-    }
-    let file_store = config.store.kind == crate::config::StoreKind::File;
-    let demo_data = file_store && config.store.entities == default("store.entities");
-    if demo_data && !config.store.entities.exists() {
-        wanted.push(&mut config.store.entities);
-    }
-    if wanted.is_empty() {
-        return Ok(Embedded {
-            dir: None,
-            demo_data,
+/// A file the embedded tree does not hold, or one the disk cannot give.
+pub fn read_to_string(path: &Path) -> io::Result<String> {
+    if contains(path) {
+        return file(path).map(str::to_owned).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                "the embedded pack holds no such file",
+            )
         });
     }
-    let dir = unpack()?;
-    for path in wanted {
-        *path = dir.join(&*path);
-    }
-    Ok(Embedded {
-        dir: Some(dir),
-        demo_data,
-    })
+    std::fs::read_to_string(path)
 }
 
-/// Writes the embedded files out (once per content) and returns their root.
-fn unpack() -> io::Result<PathBuf> {
-    let mut digest = Sha256::new();
-    for (name, text) in FILES {
-        digest.update(name.as_bytes());
-        digest.update(text.as_bytes());
+/// Refuses a pack that mixes the operator's files with the embedded ones:
+/// once either of `policy.dir` and `policy.schema` is given, both must be.
+/// An operator's own pack without entities gets an empty store
+/// ([`is_no_entities`]), never the brokerage demo's data.
+///
+/// # Errors
+/// The setting that is missing, by its key, flag and variable.
+pub fn refuse_mixing(config: &mut Config) -> Result<(), ConfigError> {
+    let dir_given = !contains(&config.policy.dir);
+    let schema_given = !contains(&config.policy.schema);
+    let missing = match (dir_given, schema_given) {
+        (true, false) => Some((
+            "policy.dir",
+            "policy.schema",
+            "--schema",
+            "MANDATE_POLICY_SCHEMA",
+        )),
+        (false, true) => Some((
+            "policy.schema",
+            "policy.dir",
+            "--policies",
+            "MANDATE_POLICY_DIR",
+        )),
+        _ => None,
+    };
+    if let Some((given, key, flag, variable)) = missing {
+        return Err(ConfigError::invalid(format!(
+            "`{given}` is given but `{key}` is not: your own pack needs both (give {flag}, \
+             `{variable}` or `{key}` in the config file); the embedded brokerage pack is never \
+             mixed with your files"
+        )));
     }
-    let digest: String = digest
-        .finalize()
-        .iter()
-        .take(8)
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let root = std::env::temp_dir().join(format!("mandate-embedded-{digest}"));
-    for (name, text) in FILES {
-        write_if_different(&root.join(name), text)?;
+    let own_pack = dir_given && schema_given;
+    if own_pack && config.store.kind == StoreKind::File && contains(&config.store.entities) {
+        config.store.entities = Path::new(ROOT).join(NO_ENTITIES);
     }
-    Ok(root)
+    Ok(())
 }
 
-fn write_if_different(path: &Path, text: &str) -> io::Result<()> {
-    if std::fs::read_to_string(path).is_ok_and(|found| found == text) {
-        return Ok(());
-    }
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    // Written aside, then renamed: a reader never sees half a file.
-    let aside = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&aside, text)?;
-    std::fs::rename(&aside, path)
+/// Whether `path` is the empty store an own pack without entities gets.
+pub fn is_no_entities(path: &Path) -> bool {
+    path.strip_prefix(ROOT)
+        .is_ok_and(|name| name == Path::new(NO_ENTITIES))
 }
 
 #[cfg(test)]
@@ -160,5 +190,66 @@ mod tests {
                 "{name}"
             );
         }
+    }
+
+    #[test]
+    fn the_embedded_tree_is_read_from_memory_only() {
+        let roles = Path::new(ROOT).join("policies/roles.cedar");
+        assert!(contains(&roles));
+        assert_eq!(
+            read_to_string(&roles).unwrap(),
+            include_str!("../policies/roles.cedar")
+        );
+        assert!(is_dir(&Path::new(ROOT).join("schema")));
+        assert!(!is_dir(&roles));
+        let missing = read_to_string(&Path::new(ROOT).join("policies/planted.cedar"));
+        assert_eq!(missing.unwrap_err().kind(), io::ErrorKind::NotFound);
+        let listed = files_under(&Path::new(ROOT).join("policies"), "cedar");
+        assert_eq!(listed.len(), 7, "{listed:?}");
+        assert!(listed.windows(2).all(|w| w[0] < w[1]));
+        assert!(!contains(Path::new("policies/roles.cedar")));
+    }
+
+    #[test]
+    fn the_defaults_name_the_embedded_pack() {
+        let config = Config::load(None, Vec::new(), &Vec::new()).unwrap();
+        assert!(contains(&config.policy.dir));
+        assert!(contains(&config.policy.schema));
+        assert!(file(&config.store.entities).is_some());
+    }
+
+    #[test]
+    fn half_an_own_pack_is_refused_naming_the_missing_setting() {
+        for (given, missing) in [("policy.dir", "--schema"), ("policy.schema", "--policies")] {
+            let flags = vec![(given, toml::Value::String("mine".to_owned()))];
+            let mut config = Config::load(None, Vec::new(), &flags).unwrap();
+            let error = refuse_mixing(&mut config).unwrap_err().to_string();
+            assert!(error.contains(missing), "{error}");
+            assert!(error.contains(&format!("`{given}` is given")), "{error}");
+        }
+    }
+
+    #[test]
+    fn an_own_pack_without_entities_gets_an_empty_store_not_the_demo() {
+        let flags = vec![
+            ("policy.dir", toml::Value::String("mine".to_owned())),
+            (
+                "policy.schema",
+                toml::Value::String("mine.cedarschema".to_owned()),
+            ),
+        ];
+        let mut config = Config::load(None, Vec::new(), &flags).unwrap();
+        refuse_mixing(&mut config).unwrap();
+        assert!(is_no_entities(&config.store.entities));
+        assert_eq!(read_to_string(&config.store.entities).unwrap(), "[]");
+        // The embedded pack itself keeps its demo data.
+        let mut config = Config::load(None, Vec::new(), &Vec::new()).unwrap();
+        refuse_mixing(&mut config).unwrap();
+        assert!(
+            config
+                .store
+                .entities
+                .ends_with("examples/demo/entities.json")
+        );
     }
 }

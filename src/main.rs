@@ -268,16 +268,16 @@ struct PackArgs {
 struct ServeArgs {
     #[command(flatten)]
     pack: PackArgs,
-    #[arg(long, value_name = "ADDR:PORT", help = config::help("server.listen"))]
-    listen: Option<std::net::SocketAddr>,
+    #[arg(long, value_name = "HOST:PORT", help = config::help("server.listen"))]
+    listen: Option<String>,
     #[arg(long, value_name = "FILE", requires = "tls_key", help = config::help("tls.cert"))]
     tls_cert: Option<PathBuf>,
     #[arg(long, value_name = "FILE", requires = "tls_cert", help = config::help("tls.key"))]
     tls_key: Option<PathBuf>,
     #[arg(long, value_name = "FILE", help = config::help("tls.client_ca"))]
     client_ca: Option<PathBuf>,
-    #[arg(long, value_name = "ADDR:PORT", help = config::help("server.admin_listen"))]
-    admin_listen: Option<std::net::SocketAddr>,
+    #[arg(long, value_name = "HOST:PORT", help = config::help("server.admin_listen"))]
+    admin_listen: Option<String>,
 }
 
 /// A flag's value as a setting's.
@@ -446,7 +446,7 @@ impl PackArgs {
 impl ServeArgs {
     fn load(&self) -> Result<Config, StartError> {
         let mut flags = self.pack.flags();
-        if let Some(listen) = self.listen {
+        if let Some(listen) = &self.listen {
             flags.push(("server.listen", text(listen)));
         }
         if let Some(cert) = &self.tls_cert {
@@ -458,7 +458,7 @@ impl ServeArgs {
         if let Some(ca) = &self.client_ca {
             flags.push(("tls.client_ca", path(ca)));
         }
-        if let Some(admin) = self.admin_listen {
+        if let Some(admin) = &self.admin_listen {
             flags.push(("server.admin_listen", text(admin)));
         }
         load(self.pack.config.as_deref(), &flags)
@@ -472,8 +472,8 @@ fn load(
 ) -> Result<Config, StartError> {
     let env = std::env::vars().filter(|(k, _)| k != "MANDATE_CONFIG");
     let mut config = Config::load(file, env, flags)?;
-    // Default paths missing here: the pack and demo data in the binary.
-    mandate::embedded::use_where_missing(&mut config).map_err(StartError::Embedded)?;
+    // The embedded pack is whole or absent: never half of it beside yours.
+    mandate::embedded::refuse_mixing(&mut config)?;
     Ok(config)
 }
 
@@ -545,16 +545,26 @@ fn serve(args: &ServeArgs) -> ExitCode {
         // Colour codes only for a person at a terminal, not in a pod's log.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    if config.store.kind == mandate::config::StoreKind::File
-        && config
+    if mandate::embedded::contains(&config.policy.dir) {
+        tracing::info!(
+            "serving the embedded brokerage pack from memory (give --policies and --schema for yours)"
+        );
+    }
+    if config.store.kind == mandate::config::StoreKind::File {
+        if mandate::embedded::is_no_entities(&config.store.entities) {
+            tracing::warn!(
+                "no entities given with your own pack: the entity store is EMPTY (use --entities FILE or --upstream URL)"
+            );
+        } else if config
             .store
             .entities
             .ends_with("examples/demo/entities.json")
-    {
-        tracing::warn!(
-            entities = %config.store.entities.display(),
-            "serving the DEMO entity data (Alice, Bob, Carol…): use --entities FILE or --upstream URL for yours"
-        );
+        {
+            tracing::warn!(
+                entities = %config.store.entities.display(),
+                "serving the DEMO entity data (Alice, Bob, Carol…): use --entities FILE or --upstream URL for yours"
+            );
+        }
     }
     let Some(rt) = runtime() else {
         return ExitCode::from(INTERNAL);

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, Semaphore, watch};
 
 use crate::api::{ApiError, ClientIdentity, Handler};
 
@@ -88,6 +88,10 @@ pub async fn serve<H: Handler>(
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let permits = Arc::new(Semaphore::new(settings.max_connections));
     let graceful = GracefulShutdown::new();
+    // Told when shutdown begins, so that a connection with no request in
+    // flight closes at once (an idle HTTP/2 client that never answers the
+    // GOAWAY's PING would otherwise hold the process the whole grace period).
+    let (drain, draining) = watch::channel(false);
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
@@ -111,6 +115,7 @@ pub async fn serve<H: Handler>(
             handler: Arc::clone(&handler),
             builder: Arc::clone(&builder),
             graceful: graceful.watcher(),
+            draining: draining.clone(),
             permit: Arc::clone(&permits).try_acquire_owned().ok(),
             settings,
             first_request_by,
@@ -147,6 +152,7 @@ pub async fn serve<H: Handler>(
         });
     }
     drop(listener);
+    let _ = drain.send(true);
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections drained"),
         () = tokio::time::sleep(settings.shutdown_grace_period) => {
@@ -160,6 +166,8 @@ struct Connection<H> {
     handler: Arc<H>,
     builder: Arc<Builder<TokioExecutor>>,
     graceful: Watcher,
+    /// becomes `true` when shutdown begins
+    draining: watch::Receiver<bool>,
     /// `None` when the listener is at `max_connections`: every request on
     /// this connection is then refused
     permit: Option<tokio::sync::OwnedSemaphorePermit>,
@@ -201,7 +209,26 @@ impl Activity {
             }
         }
     }
+
+    /// Resolves once shutdown has begun and no request is in flight (nor
+    /// ended within the last [`FLUSH`], whose answer may still be being
+    /// written): the connection can close without cutting anyone off.
+    async fn drained(&self, mut draining: watch::Receiver<bool>) {
+        // A sender gone without a word also means the listener is done.
+        let _ = draining.wait_for(|draining| *draining).await;
+        loop {
+            let last = self.born + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+            if self.in_flight.load(Ordering::Relaxed) == 0 && last.elapsed() >= FLUSH {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
 }
+
+/// How long after a request's answer left the handler a draining
+/// connection stays open for hyper to write it out.
+const FLUSH: Duration = Duration::from_millis(100);
 
 impl<H: Handler> Connection<H> {
     async fn serve<I>(self, io: I, identity: ClientIdentity)
@@ -212,6 +239,7 @@ impl<H: Handler> Connection<H> {
             handler,
             builder,
             graceful,
+            draining,
             permit,
             settings,
             first_request_by,
@@ -259,6 +287,10 @@ impl<H: Handler> Connection<H> {
                 }
                 None
             }
+            () = activity.drained(draining.clone()) => {
+                tracing::debug!("shutting down before a request; closing");
+                return;
+            }
         };
         // Then: served until it ends, or closed once idle.
         let result = match first {
@@ -267,6 +299,10 @@ impl<H: Handler> Connection<H> {
                 result = &mut connection => result,
                 () = activity.idle_for(settings.idle_timeout) => {
                     tracing::debug!("connection idle; closing");
+                    return;
+                }
+                () = activity.drained(draining) => {
+                    tracing::debug!("shutting down with nothing in flight; closing");
                     return;
                 }
             },

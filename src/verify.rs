@@ -152,7 +152,7 @@ impl Invariants {
     /// # Errors
     /// An unreadable or malformed file.
     pub fn read(path: &Path) -> Result<Self, VerifyError> {
-        let text = std::fs::read_to_string(path).map_err(|e| VerifyError::Invariants {
+        let text = crate::embedded::read_to_string(path).map_err(|e| VerifyError::Invariants {
             path: path.to_owned(),
             message: e.to_string(),
         })?;

@@ -112,7 +112,7 @@ impl Layers {
                 };
                 if let (Kind::Path, toml::Value::String(written)) = (setting.kind, &value) {
                     let written = Path::new(written);
-                    if written.is_relative() {
+                    if written.is_relative() && !crate::embedded::contains(written) {
                         value = toml::Value::String(base.join(written).display().to_string());
                     }
                 }
@@ -122,7 +122,8 @@ impl Layers {
         Ok(())
     }
 
-    /// The `MANDATE_…` variables among `env` (others are ignored).
+    /// The `MANDATE_…` variables among `env` (others are ignored, and so
+    /// are Kubernetes' service-link variables for Services named `mandate…`).
     pub(super) fn env(&mut self, env: impl IntoIterator<Item = (String, String)>) {
         for (name, raw) in env {
             if !name.starts_with("MANDATE_") {
@@ -130,6 +131,7 @@ impl Layers {
             }
             match SETTINGS.iter().find(|s| env_name(s.key) == name) {
                 Some(setting) => self.set(setting, env_value(&raw), Origin::Env(name)),
+                None if super::service_links::is_service_link(&name, &raw) => {}
                 None => {
                     let closest =
                         crate::policy::closest(&name, SETTINGS.iter().map(|s| env_name(s.key)));

@@ -6,7 +6,9 @@
 //! Nothing else in the crate reads the environment or the file: `main` builds
 //! a [`Config`] with [`Config::load`] and hands each part its own section.
 
+pub mod address;
 mod layers;
+mod service_links;
 mod settings;
 
 use std::collections::BTreeMap;
@@ -184,6 +186,7 @@ impl BusConfig {
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     /// `server.listen`: see [`SETTINGS`] for what it does and its default.
+    #[serde(with = "address::one")]
     pub listen: SocketAddr,
     /// `server.max_body_bytes`: see [`SETTINGS`] for what it does and its default.
     pub max_body_bytes: usize,
@@ -196,6 +199,7 @@ pub struct ServerConfig {
     #[serde(with = "humantime_serde")]
     pub shutdown_grace_period: Duration,
     /// `server.admin_listen`: see [`SETTINGS`] for what it does and its default.
+    #[serde(with = "address::optional", default)]
     pub admin_listen: Option<SocketAddr>,
     /// `server.request_timeout`: see [`SETTINGS`] for what it does and its default.
     #[serde(with = "humantime_serde")]
@@ -371,6 +375,7 @@ pub struct GatewayConfig {
     /// `gateway.unmatched_status`: see [`SETTINGS`] for what it does and its default.
     pub unmatched_status: u16,
     /// `gateway.grpc_listen`: see [`SETTINGS`] for what it does and its default.
+    #[serde(with = "address::optional", default)]
     pub grpc_listen: Option<SocketAddr>,
     /// `gateway.original`: see [`SETTINGS`] for what it does and its default.
     pub original: Option<OriginalSource>,
@@ -569,15 +574,6 @@ impl Config {
             .unwrap();
         layers.build::<Self>().unwrap().gateway
     }
-
-    /// The default of a path setting, as written in [`SETTINGS`] (relative
-    /// to the working directory): the embedded pack replaces these alone.
-    pub fn default_path(key: &str) -> Option<PathBuf> {
-        match settings::find(key)?.default {
-            Initial::Text(text) => Some(PathBuf::from(text)),
-            Initial::Toml(_) | Initial::Unset(_) => None,
-        }
-    }
 }
 
 #[cfg(test)]
@@ -666,7 +662,27 @@ mod tests {
         assert_eq!(config.policy.dir, PathBuf::from("here"));
         assert_eq!(config.store.entities, PathBuf::from("there.json"));
         let defaults = Config::load(None, env(&[]), &[]).unwrap();
-        assert_eq!(defaults.policy.dir, PathBuf::from("policies"));
+        assert_eq!(defaults.policy.dir, PathBuf::from("<embedded>/policies"));
+    }
+
+    #[test]
+    fn kubernetes_service_links_are_ignored_and_a_typo_beside_them_is_not() {
+        let links = [
+            ("MANDATE_SERVICE_HOST", "10.96.12.7"),
+            ("MANDATE_SERVICE_PORT", "8180"),
+            ("MANDATE_PORT", "tcp://10.96.12.7:8180"),
+            ("MANDATE_PORT_8180_TCP", "tcp://10.96.12.7:8180"),
+            ("MANDATE_PORT_8180_TCP_ADDR", "10.96.12.7"),
+            ("MANDATE_STORE_SERVICE_HOST", "10.96.3.4"),
+            ("MANDATE_STORE_PORT_443_TCP_PORT", "443"),
+        ];
+        let config = Config::load(None, env(&links), &[]).unwrap();
+        assert_eq!(config.server.listen.port(), 8180);
+        let mut with_typo = links.to_vec();
+        with_typo.push(("MANDATE_SERVER_LISTN", "x"));
+        let found = mistakes(Config::load(None, env(&with_typo), &[]).unwrap_err());
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].contains("MANDATE_SERVER_LISTN"), "{found:?}");
     }
 
     #[test]

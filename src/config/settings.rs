@@ -64,7 +64,7 @@ impl Kind {
         match self {
             Self::Text => "write text".to_owned(),
             Self::Path => "write a path (in a config file, relative to the file)".to_owned(),
-            Self::Address => "write an address `HOST:PORT`, e.g. `127.0.0.1:8180`".to_owned(),
+            Self::Address => "write an address `HOST:PORT`, e.g. `127.0.0.1:8180` or `localhost:8180`".to_owned(),
             Self::Url => "write a URL, e.g. `https://store.internal`".to_owned(),
             Self::Duration => {
                 "write a duration as a number and a unit, e.g. `250ms`, `10s`, `5m`, `1h` (`0s` where zero is allowed)"
@@ -156,10 +156,10 @@ pub const SETTINGS: &[Setting] = &[
         "how often certificate and key files are checked for changes"),
     setting("tls.allowed_clients", Unset("any"), None, Table,
         "`{decisions = [...], admin = [...]}`: client identities (DNS or URI SAN, or CN) allowed per surface; empty allows any valid certificate"),
-    setting("policy.dir", Text("policies"), Some("--policies"), Path,
-        "directory whose `*.cedar` files (recursively) form the policy set"),
-    setting("policy.schema", Text("schema"), Some("--schema"), Path,
-        "a `.cedarschema` file, or a directory of them"),
+    setting("policy.dir", Text("<embedded>/policies"), Some("--policies"), Path,
+        "directory whose `*.cedar` files (recursively) form the policy set (`<embedded>/…`: the brokerage pack inside the binary, read from memory; give `policy.schema` too)"),
+    setting("policy.schema", Text("<embedded>/schema"), Some("--schema"), Path,
+        "a `.cedarschema` file, or a directory of them (given with `policy.dir`: the two are one pack)"),
     setting("policy.default_namespace", Unset("the schema's only namespace"), None, Kind::Text,
         "where unqualified AuthZEN types and action names resolve (`user` → `Brokerage::User`)"),
     setting("policy.reload_interval", Text("2s"), None, Duration,
@@ -168,8 +168,8 @@ pub const SETTINGS: &[Setting] = &[
         "a candidate policy directory (same schema) decided beside the live pack on every decision, never enforced: divergences are counted (`mandate_shadow_divergence_total`) and logged"),
     setting("store.kind", Text("file"), None, OneOf(&["file", "http", "none"]),
         "the entity store: `file`, `http` or `none` (`--entities` selects `file`, `--upstream` `http`)"),
-    setting("store.entities", Text("examples/demo/entities.json"), Some("--entities"), Path,
-        "the file store's Cedar JSON entities (the default is the shipped demo data)"),
+    setting("store.entities", Text("<embedded>/examples/demo/entities.json"), Some("--entities"), Path,
+        "the file store's Cedar JSON entities (the default: the embedded pack's demo data; with your own pack, an empty store)"),
     // An edit is live within seconds, at the cost of one `stat` per period.
     setting("store.reload_interval", Text("2s"), None, Duration,
         "how often the file store checks its file for changes"),

@@ -172,12 +172,16 @@ impl FileStore {
 }
 
 fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
+    // The embedded data never changes: nothing on disk stands for it.
+    if crate::embedded::contains(path) {
+        return None;
+    }
     let meta = std::fs::metadata(path).ok()?;
     Some((meta.modified().ok()?, meta.len()))
 }
 
 fn read(path: &Path, schema: &Schema) -> Result<Entities, EntityError> {
-    let text = std::fs::read_to_string(path).map_err(|source| EntityError::Io {
+    let text = crate::embedded::read_to_string(path).map_err(|source| EntityError::Io {
         path: path.to_owned(),
         source,
     })?;

@@ -114,7 +114,7 @@ fn load_schema(
     path: &Path,
     hasher: &mut Sha256,
 ) -> Result<(Schema, Vec<serde_json::Value>), PolicyError> {
-    let files = if path.is_dir() {
+    let files = if crate::embedded::is_dir(path) {
         files_with_extension(path, "cedarschema")?
     } else {
         vec![path.to_owned()]
@@ -154,7 +154,7 @@ fn load_schema(
 }
 
 fn read(path: &Path) -> Result<String, PolicyError> {
-    std::fs::read_to_string(path).map_err(|source| PolicyError::Io {
+    crate::embedded::read_to_string(path).map_err(|source| PolicyError::Io {
         path: path.to_owned(),
         source,
     })
@@ -171,7 +171,7 @@ fn hex(digest: &[u8]) -> String {
 /// size: when this changes, the sources changed.
 pub fn stamp(sources: &PolicySources) -> SourcesStamp {
     let mut files = files_with_extension(&sources.policy_dir, "cedar").unwrap_or_default();
-    if sources.schema.is_dir() {
+    if crate::embedded::is_dir(&sources.schema) {
         files.extend(files_with_extension(&sources.schema, "cedarschema").unwrap_or_default());
     } else {
         files.push(sources.schema.clone());
@@ -179,8 +179,10 @@ pub fn stamp(sources: &PolicySources) -> SourcesStamp {
     files
         .into_iter()
         .map(|path| {
-            let meta = std::fs::metadata(&path)
-                .ok()
+            // The embedded files never change: nothing on disk stands for them.
+            let meta = (!crate::embedded::contains(&path))
+                .then(|| std::fs::metadata(&path).ok())
+                .flatten()
                 .and_then(|m| Some((m.modified().ok()?, m.len())));
             (path, meta)
         })
@@ -193,6 +195,9 @@ pub fn stamp(sources: &PolicySources) -> SourcesStamp {
 /// `..data` and a timestamped `..2026_…` directory, beside the symlink that
 /// names it.
 fn files_with_extension(dir: &Path, ext: &str) -> Result<Vec<PathBuf>, PolicyError> {
+    if crate::embedded::contains(dir) {
+        return Ok(crate::embedded::files_under(dir, ext));
+    }
     let mut found = Vec::new();
     let mut pending = vec![dir.to_owned()];
     while let Some(dir) = pending.pop() {

@@ -1,0 +1,315 @@
+//! What a fleet does to a process that one machine never does: the
+//! environment a kubelet injects, files planted where a default pack used
+//! to be unpacked, half an own pack, idle clients at every rolling update,
+//! listen addresses written as host names.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::cli::{Served, mandate, serving};
+use crate::support::{post, root};
+
+fn terminate(child: &std::process::Child) {
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+}
+
+/// Mallory has no role anywhere: the shipped pack denies him.
+fn mallory_views() -> serde_json::Value {
+    json!({
+        "subject": {"type": "user", "id": "mallory"},
+        "action": {"name": "view_account"},
+        "resource": {"type": "account", "id": "alice-personal"}
+    })
+}
+
+/// What a kubelet injects into a pod for the Services `mandate` (the
+/// chart's, decision and admin ports) and `mandate-store` in its namespace.
+const SERVICE_LINKS: &[(&str, &str)] = &[
+    ("MANDATE_SERVICE_HOST", "10.96.12.7"),
+    ("MANDATE_SERVICE_PORT", "8180"),
+    ("MANDATE_SERVICE_PORT_HTTP", "8180"),
+    ("MANDATE_SERVICE_PORT_ADMIN", "9180"),
+    ("MANDATE_PORT", "tcp://10.96.12.7:8180"),
+    ("MANDATE_PORT_8180_TCP", "tcp://10.96.12.7:8180"),
+    ("MANDATE_PORT_8180_TCP_PROTO", "tcp"),
+    ("MANDATE_PORT_8180_TCP_PORT", "8180"),
+    ("MANDATE_PORT_8180_TCP_ADDR", "10.96.12.7"),
+    ("MANDATE_PORT_9180_TCP", "tcp://10.96.12.7:9180"),
+    ("MANDATE_PORT_9180_TCP_PROTO", "tcp"),
+    ("MANDATE_PORT_9180_TCP_PORT", "9180"),
+    ("MANDATE_PORT_9180_TCP_ADDR", "10.96.12.7"),
+    ("MANDATE_STORE_SERVICE_HOST", "10.96.3.4"),
+    ("MANDATE_STORE_SERVICE_PORT", "443"),
+    ("MANDATE_STORE_PORT", "tcp://10.96.3.4:443"),
+    ("MANDATE_STORE_PORT_443_TCP", "tcp://10.96.3.4:443"),
+    ("MANDATE_STORE_PORT_443_TCP_PROTO", "tcp"),
+    ("MANDATE_STORE_PORT_443_TCP_PORT", "443"),
+    ("MANDATE_STORE_PORT_443_TCP_ADDR", "10.96.3.4"),
+];
+
+#[tokio::test]
+async fn serve_starts_cleanly_in_the_environment_a_kubelet_injects() {
+    let Served {
+        child,
+        base,
+        stderr,
+    } = serving(
+        mandate()
+            .envs(SERVICE_LINKS.iter().copied())
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::null()),
+    );
+    let reply = post(&format!("{base}/access/v1/evaluation"), &mallory_views()).await;
+    assert_eq!(reply.json["decision"], false, "{}", reply.json);
+    terminate(&child);
+    child.wait_with_output().unwrap();
+    let log = stderr.join().unwrap();
+    assert!(!log.contains("MANDATE_SERVICE_HOST"), "{log}");
+    // Beside them, a mistyped setting is still refused, by name.
+    let typo = mandate()
+        .envs(SERVICE_LINKS.iter().copied())
+        .env("MANDATE_SERVER_LISTN", "0.0.0.0:8180")
+        .args(["serve"])
+        .output()
+        .unwrap();
+    assert_eq!(typo.status.code(), Some(64));
+    let error = String::from_utf8_lossy(&typo.stderr);
+    assert!(error.contains("MANDATE_SERVER_LISTN"), "{error}");
+    assert!(!error.contains("MANDATE_SERVICE_HOST"), "{error}");
+}
+
+#[tokio::test]
+async fn a_policy_planted_where_the_embedded_pack_used_to_be_changes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cwd = tempfile::tempdir().unwrap();
+    let permit_all = "@id(\"planted\")\npermit(principal, action, resource);\n";
+    // Every place the embedded pack was ever read from: the shared temp
+    // directory of old, and the pseudo-directory's name under the working
+    // directory.
+    for dir in [
+        tmp.path()
+            .join("mandate-embedded-0000000000000000/policies"),
+        cwd.path().join("<embedded>/policies"),
+    ] {
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("planted.cedar"), permit_all).unwrap();
+    }
+    let Served {
+        child,
+        base,
+        stderr,
+    } = serving(
+        mandate()
+            .current_dir(cwd.path())
+            .env("TMPDIR", tmp.path())
+            .env("MANDATE_POLICY_RELOAD_INTERVAL", "50ms")
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::null()),
+    );
+    let before = post(&format!("{base}/access/v1/evaluation"), &mallory_views()).await;
+    assert_eq!(before.json["decision"], false, "{}", before.json);
+    // Planted after the start too, into any directory Mandate wrote.
+    let written: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        written.len(),
+        1,
+        "the embedded pack writes nothing to TMPDIR: {written:?}"
+    );
+    std::fs::write(
+        cwd.path().join("<embedded>/policies/later.cedar"),
+        permit_all.replace("planted", "later"),
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let after = post(&format!("{base}/access/v1/evaluation"), &mallory_views()).await;
+    assert_eq!(after.json["decision"], false, "{}", after.json);
+    assert_eq!(
+        after.json["context"]["policy_version"],
+        before.json["context"]["policy_version"]
+    );
+    terminate(&child);
+    child.wait_with_output().unwrap();
+    let log = stderr.join().unwrap();
+    assert!(log.contains("embedded brokerage pack from memory"), "{log}");
+    assert!(!log.contains("policies reloaded"), "{log}");
+}
+
+#[test]
+fn half_an_own_pack_is_refused_naming_the_missing_flag() {
+    for (given, value, missing) in [
+        ("--policies", "policies", "--schema"),
+        ("--schema", "schema", "--policies"),
+    ] {
+        let check = [
+            "check",
+            "--principal",
+            "user:alice",
+            "--action",
+            "view_account",
+            "--resource",
+            "account:alice-personal",
+        ];
+        // Each command's exit code for a configuration that does not load.
+        for (command, code) in [(&["serve"][..], 64), (&["validate"], 1), (&check, 2)] {
+            let output = mandate()
+                .args(command)
+                .args([given, value])
+                .output()
+                .unwrap();
+            let command = command[0];
+            let error = String::from_utf8_lossy(&output.stderr);
+            assert_eq!(
+                output.status.code(),
+                Some(code),
+                "{command} {given}: {error}"
+            );
+            assert!(error.contains(missing), "{command} {given}: {error}");
+            assert!(!error.contains("mandate-embedded"), "{error}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_own_pack_without_entities_serves_an_empty_store_with_a_warning() {
+    let policies = root().join("policies");
+    let schema = root().join("schema");
+    let Served {
+        child,
+        base,
+        stderr,
+    } = serving(
+        mandate()
+            .args(["serve", "--listen", "127.0.0.1:0", "--policies"])
+            .arg(&policies)
+            .arg("--schema")
+            .arg(&schema)
+            .stdout(Stdio::null()),
+    );
+    // Alice owns alice-personal in the demo data; here there is none.
+    let reply = post(
+        &format!("{base}/access/v1/evaluation"),
+        &json!({
+            "subject": {"type": "user", "id": "alice"},
+            "action": {"name": "view_account"},
+            "resource": {"type": "account", "id": "alice-personal"}
+        }),
+    )
+    .await;
+    assert_eq!(reply.json["decision"], false, "{}", reply.json);
+    terminate(&child);
+    child.wait_with_output().unwrap();
+    let log = stderr.join().unwrap();
+    assert!(log.contains("the entity store is EMPTY"), "{log}");
+    assert!(!log.contains("DEMO"), "{log}");
+}
+
+#[tokio::test]
+async fn listen_takes_a_host_name() {
+    let Served { child, base, .. } = serving(
+        mandate()
+            .args(["serve", "--listen", "localhost:0"])
+            .stdout(Stdio::null()),
+    );
+    assert!(base.starts_with("http://127.0.0.1:"), "{base}");
+    let reply = post(&format!("{base}/access/v1/evaluation"), &mallory_views()).await;
+    assert_eq!(reply.status, 200);
+    terminate(&child);
+    child.wait_with_output().unwrap();
+}
+
+/// An HTTP/2 client (prior knowledge, no TLS) that asks once, then goes
+/// quiet: it never acknowledges a SETTINGS frame, never answers a PING.
+fn quiet_h2_client(addr: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .unwrap();
+    stream.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).unwrap(); // SETTINGS, empty
+    // HEADERS on stream 1, END_STREAM | END_HEADERS: GET http://localhost/healthz
+    let mut block = vec![0x82, 0x86, 0x04, 8];
+    block.extend_from_slice(b"/healthz");
+    block.extend_from_slice(&[0x01, 9]);
+    block.extend_from_slice(b"localhost");
+    let length = u8::try_from(block.len()).unwrap();
+    stream
+        .write_all(&[0, 0, length, 1, 0x05, 0, 0, 0, 1])
+        .unwrap();
+    stream.write_all(&block).unwrap();
+    // Read frames until the answer's HEADERS on stream 1.
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    loop {
+        let mut header = [0u8; 9];
+        stream.read_exact(&mut header).unwrap();
+        let length =
+            usize::from(header[0]) << 16 | usize::from(header[1]) << 8 | usize::from(header[2]);
+        let mut payload = vec![0u8; length];
+        stream.read_exact(&mut payload).unwrap();
+        if header[3] == 1 && header[5..9] == [0, 0, 0, 1] {
+            return stream;
+        }
+    }
+}
+
+/// An HTTP/1.1 client that asks once and keeps the connection open.
+fn idle_h1_client(addr: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut answer = [0u8; 512];
+    let read = stream.read(&mut answer).unwrap();
+    assert!(answer[..read].starts_with(b"HTTP/1.1 200"));
+    stream
+}
+
+#[test]
+fn sigterm_with_twenty_idle_keep_alive_connections_exits_at_once() {
+    let Served {
+        mut child, base, ..
+    } = serving(
+        mandate()
+            .env("MANDATE_SERVER_SHUTDOWN_GRACE_PERIOD", "20s")
+            .env("MANDATE_SERVER_IDLE_TIMEOUT", "60s")
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::null()),
+    );
+    let addr = base.trim_start_matches("http://");
+    let h2: Vec<TcpStream> = (0..20).map(|_| quiet_h2_client(addr)).collect();
+    let h1: Vec<TcpStream> = (0..5).map(|_| idle_h1_client(addr)).collect();
+    let asked = Instant::now();
+    terminate(&child);
+    let exited = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            asked.elapsed() < Duration::from_secs(10),
+            "still running 10 s after SIGTERM with idle connections (grace period 20 s)"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let took = asked.elapsed();
+    assert_eq!(exited.code(), Some(0));
+    // The bound is 1 s; a loaded CI machine gets twice that.
+    assert!(
+        took < Duration::from_secs(2),
+        "SIGTERM took {took:?} with idle connections only"
+    );
+    drop((h2, h1));
+}
