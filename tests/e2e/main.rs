@@ -22,6 +22,7 @@ mod cli;
 mod connections;
 mod docs;
 mod file_store;
+mod fleet;
 mod gateway;
 mod hostile;
 mod native;
