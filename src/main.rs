@@ -77,9 +77,9 @@ Exit codes: 0 every case passed, 1 a case failed (or none ran), 2 a suite could 
     #[command(after_help = "\
 Examples:
   mandate verify                                  # policies/invariants.toml over the pack
-  mandate verify --invariants my-invariants.toml --policies ./candidate
+  mandate verify --invariants my-invariants.toml --policies ./candidate --schema ./schema
   mandate verify --format json
-  mandate verify --policies ./candidate --against ./policies   # what a change grants or removes
+  mandate verify --policies ./candidate --schema ./schema --against ./policies   # what a change grants or removes
 
 Each invariant prints `proved`, `violated` (with a counterexample: a `mandate check`
 command and a `mandate test` suite reproducing it, re-decided by Cedar's authorizer)

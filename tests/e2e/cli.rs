@@ -331,6 +331,8 @@ fn validate_points_at_the_file_and_line_of_a_bad_policy() {
         .arg("validate")
         .arg("--policies")
         .arg(dir.path())
+        .arg("--schema")
+        .arg(root().join("schema"))
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(1));
@@ -350,6 +352,8 @@ fn validate_points_at_the_file_and_line_of_a_bad_policy() {
         .arg("validate")
         .arg("--policies")
         .arg(dir.path())
+        .arg("--schema")
+        .arg(root().join("schema"))
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(1));
@@ -462,6 +466,8 @@ fn serve_refuses_a_bad_policy_set_with_exit_64() {
     let output = mandate()
         .args(["serve", "--listen", "127.0.0.1:0", "--policies"])
         .arg(dir.path())
+        .arg("--schema")
+        .arg(root().join("schema"))
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(64));
@@ -486,6 +492,10 @@ async fn sighup_reloads_the_policies() {
         mandate()
             .args(["serve", "--listen", "127.0.0.1:0", "--policies"])
             .arg(dir.path().join("policies"))
+            .arg("--schema")
+            .arg(root().join("schema"))
+            .arg("--entities")
+            .arg(root().join("examples/demo/entities.json"))
             .env("MANDATE_POLICY_RELOAD_INTERVAL", "0s")
             .env("MANDATE_LOG_DECISIONS", "off"),
     );
