@@ -71,6 +71,7 @@ pub struct RouteTable {
     principal_type: String,
     unmatched_status: u16,
     original: Option<OriginalSource>,
+    deny_detail: bool,
 }
 
 /// What a matched route asks.
@@ -279,6 +280,7 @@ impl RouteTable {
             principal_type: config.principal_type.clone(),
             unmatched_status: config.unmatched_status,
             original: config.original,
+            deny_detail: config.deny_detail,
         })
     }
 
@@ -317,6 +319,12 @@ impl RouteTable {
     /// The status answered when no route matches.
     pub fn unmatched_status(&self) -> u16 {
         self.unmatched_status
+    }
+
+    /// Whether a deny tells the gateway (and so, often, the end user) why:
+    /// `gateway.deny_detail`.
+    pub fn deny_detail(&self) -> bool {
+        self.deny_detail
     }
 
     /// Where forward-auth reads the original request (`None`: not set, so

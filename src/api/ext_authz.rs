@@ -16,8 +16,8 @@ use http::StatusCode;
 
 use tonic::codegen::Service;
 
-use super::gateway::{Verdict, decide};
-use super::{ApiError, ClientIdentity, Explanation, Handler};
+use super::gateway::{DenyBody, Verdict, decide};
+use super::{ApiError, ClientIdentity, Handler};
 use crate::config::OriginalSource;
 use crate::engine::Engine;
 use crate::routes::{RouteTable, original_headers};
@@ -85,15 +85,26 @@ impl Handler for GrpcHandler {
     }
 }
 
-fn denied(status: StatusCode, body: String) -> envoy_types::ext_authz::v3::pb::DeniedHttpResponse {
+/// The HTTP answer Envoy gives the client: the status, the body, the
+/// request id, and (with `gateway.deny_detail`) `x-mandate-decision`.
+fn denied(
+    status: StatusCode,
+    body: &DenyBody,
+    request_id: &str,
+) -> envoy_types::ext_authz::v3::pb::DeniedHttpResponse {
     let mut builder = DeniedHttpResponseBuilder::new();
     let code =
         HttpStatusCode::try_from(i32::from(status.as_u16())).unwrap_or(HttpStatusCode::Forbidden);
     builder
         .set_http_status(code)
         .add_header("content-type", "application/json", None, false)
-        .add_header("x-mandate-decision", "deny", None, false)
-        .set_body(body);
+        .add_header(super::REQUEST_ID, request_id, None, false);
+    match body {
+        DenyBody::Detailed(body) => builder
+            .add_header("x-mandate-decision", "deny", None, false)
+            .set_body(body.to_string()),
+        DenyBody::Generic(body) => builder.set_body(body.to_string()),
+    };
     builder.build()
 }
 
@@ -116,6 +127,10 @@ impl Authorization for ExtAuthz {
         };
         // Envoy's own attributes are the original request; a header that
         // claims another one, or overrides the method, is refused.
+        let request_id = match headers.get(super::REQUEST_ID) {
+            Some(id) if crate::engine::acceptable_request_id(id) => id.clone(),
+            _ => crate::engine::new_request_id(),
+        };
         let verdict = match (
             original_headers(OriginalSource::RequestLine, headers),
             http::Method::from_bytes(method.as_bytes()),
@@ -126,51 +141,58 @@ impl Authorization for ExtAuthz {
                 code: "ambiguous_request",
                 message: format!("`{method}` is not a method"),
             },
-            (Ok(_), Ok(method)) => decide(&self.engine, &self.routes, &method, path, headers).await,
+            (Ok(_), Ok(method)) => {
+                decide(
+                    &self.engine,
+                    &self.routes,
+                    &method,
+                    path,
+                    headers,
+                    &request_id,
+                )
+                .await
+            }
         };
-        let response = match verdict {
-            Verdict::Allow(decision) => {
+        let response = match verdict.denial(&self.routes, &request_id) {
+            None => {
                 let mut ok = OkHttpResponseBuilder::new();
-                ok.add_header("x-mandate-decision", "allow", None, false)
-                    .add_header(
-                        "x-mandate-reasons",
-                        decision.reasons().collect::<Vec<_>>().join(","),
-                        None,
-                        false,
-                    )
-                    .add_header(
-                        "x-mandate-policy-version",
-                        decision.policy_version(),
-                        None,
-                        false,
-                    );
+                if let Verdict::Allow(decision) = &verdict {
+                    ok.add_header("x-mandate-decision", "allow", None, false)
+                        .add_header(
+                            "x-mandate-reasons",
+                            decision.reasons().collect::<Vec<_>>().join(","),
+                            None,
+                            false,
+                        )
+                        .add_header(
+                            "x-mandate-policy-version",
+                            decision.policy_version(),
+                            None,
+                            false,
+                        );
+                }
                 let mut response = CheckResponse::with_status(tonic::Status::ok("allowed"));
                 response.set_http_response(ok.build());
                 response
             }
-            Verdict::Deny(decision) => {
-                let body =
-                    serde_json::json!({"decision": false, "context": Explanation::of(&decision)})
-                        .to_string();
-                let mut response = CheckResponse::with_status(tonic::Status::permission_denied(
-                    decision.summary().to_string(),
-                ));
-                response.set_http_response(denied(StatusCode::FORBIDDEN, body));
-                response
-            }
-            Verdict::Refuse {
-                status,
-                code,
-                message,
-            } => {
-                let body = serde_json::json!({"decision": false, "error": {"code": code, "message": message}}).to_string();
+            Some((status, body)) => {
+                // The gRPC status message goes to Envoy's logs, and with
+                // some configurations to the client: generic unless asked.
+                let message = match (&body, &verdict) {
+                    (DenyBody::Generic(_), _) => "denied".to_owned(),
+                    (DenyBody::Detailed(_), Verdict::Deny(decision)) => {
+                        decision.summary().to_string()
+                    }
+                    (DenyBody::Detailed(_), Verdict::Refuse { message, .. }) => message.clone(),
+                    (DenyBody::Detailed(_), Verdict::Allow(_)) => String::new(),
+                };
                 let rpc = if status == StatusCode::UNAUTHORIZED {
                     tonic::Status::unauthenticated(message)
                 } else {
                     tonic::Status::permission_denied(message)
                 };
                 let mut response = CheckResponse::with_status(rpc);
-                response.set_http_response(denied(status, body));
+                response.set_http_response(denied(status, &body, &request_id));
                 response
             }
         };

@@ -48,15 +48,55 @@ impl From<Refusal> for Verdict {
     }
 }
 
+/// What a deny tells the gateway, which often hands it to the end user:
+/// with `gateway.deny_detail` off, a status and the request id, nothing that
+/// says who is related to whom.
+pub enum DenyBody {
+    /// the explanation or refusal, as the decision log has it
+    Detailed(serde_json::Value),
+    /// `{"decision": false, "request_id": …}`
+    Generic(serde_json::Value),
+}
+
+impl Verdict {
+    /// The status a deny or refusal answers, and its body; `None` for an
+    /// allow.
+    pub fn denial(&self, routes: &RouteTable, request_id: &str) -> Option<(StatusCode, DenyBody)> {
+        let (status, detail) = match self {
+            Verdict::Allow(_) => return None,
+            Verdict::Deny(decision) => (
+                StatusCode::FORBIDDEN,
+                serde_json::json!({"decision": false, "context": Explanation::of(decision)}),
+            ),
+            Verdict::Refuse {
+                status,
+                code,
+                message,
+            } => (
+                *status,
+                serde_json::json!({"decision": false, "error": {"code": code, "message": message}}),
+            ),
+        };
+        let body = if routes.deny_detail() {
+            DenyBody::Detailed(detail)
+        } else {
+            DenyBody::Generic(serde_json::json!({"decision": false, "request_id": request_id}))
+        };
+        Some((status, body))
+    }
+}
+
 /// Decides the original request described by `method`, `path_and_query`
-/// and `headers`, as the route table maps it. The caller has already
-/// checked where the original request came from ([`original_headers`]).
+/// and `headers`, as the route table maps it, under `request_id`. The
+/// caller has already checked where the original request came from
+/// ([`original_headers`]).
 pub async fn decide(
     engine: &Engine,
     routes: &RouteTable,
     method: &Method,
     path_and_query: &str,
     headers: &impl OriginalRequest,
+    request_id: &str,
 ) -> Verdict {
     let principal = match routes.principal(headers) {
         Ok(principal) => principal,
@@ -88,7 +128,7 @@ pub async fn decide(
         },
         context: Some(&resolved.context),
         entities: crate::engine::RequestEntities::None,
-        request_id: headers.single(super::REQUEST_ID).ok().flatten(),
+        request_id: Some(request_id),
     };
     match engine.decide(&request).await {
         Ok(decision) if decision.allowed() => Verdict::Allow(decision),
@@ -129,7 +169,8 @@ fn original<'r>(
     Ok((method.clone(), uri))
 }
 
-/// `/gateway/authorize[/…]`, any method.
+/// `/gateway/authorize[/…]`, any method. `headers` carry the request id
+/// [`super::Api::handle`] accepted or made.
 pub(super) async fn authorize(
     engine: &Engine,
     routes: &RouteTable,
@@ -137,45 +178,41 @@ pub(super) async fn authorize(
     path_and_query: &str,
     headers: &HeaderMap,
 ) -> Response<Full<Bytes>> {
+    let request_id = headers
+        .get(super::REQUEST_ID)
+        .and_then(|id| id.to_str().ok())
+        .unwrap_or_default();
     let verdict = match original(routes, method, path_and_query, headers) {
-        Ok((method, uri)) => decide(engine, routes, &method, &uri, headers).await,
+        Ok((method, uri)) => decide(engine, routes, &method, &uri, headers, request_id).await,
         Err(refusal) => refusal.into(),
     };
-    match verdict {
-        Verdict::Allow(decision) => {
-            let mut response = json(StatusCode::OK, &serde_json::json!({"decision": true}));
-            let out = response.headers_mut();
-            out.insert("x-mandate-decision", HeaderValue::from_static("allow"));
-            let reasons = decision.reasons().collect::<Vec<_>>().join(",");
-            if let Ok(value) = HeaderValue::from_str(&reasons) {
-                out.insert("x-mandate-reasons", value);
-            }
-            if let Ok(value) = HeaderValue::from_str(decision.policy_version()) {
-                out.insert("x-mandate-policy-version", value);
-            }
-            response
+    if let Verdict::Allow(decision) = &verdict {
+        let mut response = json(StatusCode::OK, &serde_json::json!({"decision": true}));
+        let out = response.headers_mut();
+        out.insert("x-mandate-decision", HeaderValue::from_static("allow"));
+        let reasons = decision.reasons().collect::<Vec<_>>().join(",");
+        if let Ok(value) = HeaderValue::from_str(&reasons) {
+            out.insert("x-mandate-reasons", value);
         }
-        Verdict::Deny(decision) => {
-            let body =
-                serde_json::json!({"decision": false, "context": Explanation::of(&decision)});
-            let mut response = json(StatusCode::FORBIDDEN, &body);
-            response
-                .headers_mut()
-                .insert("x-mandate-decision", HeaderValue::from_static("deny"));
-            response
+        if let Ok(value) = HeaderValue::from_str(decision.policy_version()) {
+            out.insert("x-mandate-policy-version", value);
         }
-        Verdict::Refuse {
-            status,
-            code,
-            message,
-        } => {
-            let body =
-                serde_json::json!({"decision": false, "error": {"code": code, "message": message}});
+        return response;
+    }
+    let Some((status, body)) = verdict.denial(routes, request_id) else {
+        return json(
+            StatusCode::FORBIDDEN,
+            &serde_json::json!({"decision": false}),
+        );
+    };
+    match body {
+        DenyBody::Detailed(body) => {
             let mut response = json(status, &body);
             response
                 .headers_mut()
                 .insert("x-mandate-decision", HeaderValue::from_static("deny"));
             response
         }
+        DenyBody::Generic(body) => json(status, &body),
     }
 }

@@ -146,6 +146,18 @@ pub struct Api {
 /// made up when the caller sends none.
 pub const REQUEST_ID: &str = "x-request-id";
 
+/// The caller's `X-Request-ID`, when it sent exactly one acceptable value.
+fn caller_request_id(headers: &http::HeaderMap) -> Option<&HeaderValue> {
+    let mut values = headers.get_all(REQUEST_ID).iter();
+    match (values.next(), values.next()) {
+        (Some(id), None) => id
+            .to_str()
+            .is_ok_and(crate::engine::acceptable_request_id)
+            .then_some(id),
+        _ => None,
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Decision,
@@ -168,12 +180,14 @@ impl Api {
         B: hyper::body::Body<Data = Bytes>,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
-        // Every request has an id: the caller's, or one made here, so that
-        // its decision log line and its answer carry the same one.
-        let request_id = match request.headers().get(REQUEST_ID) {
+        // Every request has an id: the caller's when it is one plain short
+        // value, else one made here (the caller's never logged), so that its
+        // decision log line and its answer carry the same one.
+        let request_id = match caller_request_id(request.headers()) {
             Some(id) => Some(id.clone()),
             None => {
                 let made = HeaderValue::try_from(crate::engine::new_request_id()).ok();
+                request.headers_mut().remove(REQUEST_ID);
                 if let Some(id) = &made {
                     request.headers_mut().insert(REQUEST_ID, id.clone());
                 }

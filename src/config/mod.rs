@@ -374,6 +374,8 @@ pub struct GatewayConfig {
     pub principal_type: String,
     /// `gateway.unmatched_status`: see [`SETTINGS`] for what it does and its default.
     pub unmatched_status: u16,
+    /// `gateway.deny_detail`: see [`SETTINGS`] for what it does and its default.
+    pub deny_detail: bool,
     /// `gateway.grpc_listen`: see [`SETTINGS`] for what it does and its default.
     #[serde(with = "address::optional", default)]
     pub grpc_listen: Option<SocketAddr>,

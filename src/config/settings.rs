@@ -249,6 +249,10 @@ pub const SETTINGS: &[Setting] = &[
     // nginx's `auth_request` accepts only 401 and 403: use 403 there.
     setting("gateway.unmatched_status", Toml("404"), None, Integer,
         "status when no route matches, 404 or 403 (a deny either way)"),
+    // Caddy, Traefik and Envoy hand a deny's body and headers to the end
+    // user: the reasons would tell anyone who is whose sub-user.
+    setting("gateway.deny_detail", Toml("false"), None, Bool,
+        "whether a forward-auth deny (HTTP and gRPC) carries its explanation; off: only a status, a generic body and the request id (the decision log keeps the explanation)"),
     setting("gateway.grpc_listen", Unset("none"), None, Address,
         "where Envoy's gRPC `ext_authz` is served"),
     // A fallback between pairs would let a client choose the checked request.

@@ -45,7 +45,7 @@ pub use decision::{
     RequestError, Summary,
 };
 pub(crate) use record::canonical_uid;
-pub use record::new_request_id;
+pub use record::{acceptable_request_id, new_request_id};
 pub use search::{Found, SearchError, SearchQuery, Searched};
 
 use context::ReadContext;

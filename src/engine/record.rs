@@ -203,9 +203,29 @@ pub fn new_request_id() -> String {
     format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
 }
 
+/// Whether a caller's request id may be used (answered and logged): at most
+/// 128 bytes of `[A-Za-z0-9._:-]`. Anything else (60 KB, a quote, a copy of
+/// another line's JSON) is replaced by [`new_request_id`] and never logged.
+pub fn acceptable_request_id(id: &str) -> bool {
+    (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_id_is_short_and_plain_or_replaced() {
+        for good in ["a", "req-1", "01J:trace.span_2", &"x".repeat(128), &new_request_id()] {
+            assert!(acceptable_request_id(good), "{good}");
+        }
+        for bad in ["", &"x".repeat(129), "a b", "a\"b", "a\\b", "é", "a\nb", "a,b", "{\"x\":1}"] {
+            assert!(!acceptable_request_id(bad), "{bad:?}");
+        }
+    }
 
     #[test]
     fn the_same_data_in_any_order_is_one_canonical_form() {

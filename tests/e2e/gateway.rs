@@ -468,3 +468,112 @@ async fn grpc_ext_authz_refuses_ambiguity_like_http() {
     .await;
     assert_eq!(code, 7);
 }
+
+/// What Mallory, with no role anywhere, sees of acme-corp through a gateway
+/// that hands Mandate's deny to the end user (Caddy, Traefik, Envoy): the
+/// same status and body whoever is a sub-user, whoever the owner, whatever
+/// the destinations. The decision log keeps the explanation.
+#[tokio::test]
+async fn a_deny_tells_the_end_user_nothing_by_default() {
+    let mut config = gateway_reading(OriginalSource::XForwarded);
+    config.gateway.deny_detail = false;
+    let server = Server::start(config).await;
+    let probes = [
+        ("DELETE", "/accounts/acme-corp/sub-users/quinn"),
+        ("DELETE", "/accounts/acme-corp/sub-users/alice"),
+        ("DELETE", "/accounts/acme-corp/sub-users/nobody-at-all"),
+        (
+            "POST",
+            "/accounts/acme-corp/withdrawals?destination=acme-bank",
+        ),
+        (
+            "POST",
+            "/accounts/acme-corp/withdrawals?destination=mallory-wallet",
+        ),
+    ];
+    for (method, uri) in probes {
+        let reply = ask(
+            &server,
+            "/gateway/authorize",
+            &[
+                ("x-forwarded-method", method),
+                ("x-forwarded-uri", uri),
+                ("x-user-id", "mallory"),
+            ],
+        )
+        .await;
+        assert_eq!(reply.status, 403, "{method} {uri}");
+        let id = reply.headers["x-request-id"].to_str().unwrap();
+        assert_eq!(
+            reply.json,
+            serde_json::json!({"decision": false, "request_id": id}),
+            "{method} {uri}"
+        );
+        let ours: Vec<_> = reply
+            .headers
+            .keys()
+            .filter(|name| name.as_str().starts_with("x-mandate-"))
+            .collect();
+        assert!(ours.is_empty(), "{method} {uri}: {ours:?}");
+    }
+    // A refusal (no principal) says as little.
+    let reply = ask(
+        &server,
+        "/gateway/authorize",
+        &[
+            ("x-forwarded-method", "GET"),
+            ("x-forwarded-uri", "/accounts/acme-corp"),
+        ],
+    )
+    .await;
+    assert_eq!(reply.status, 401);
+    assert_eq!(reply.json.as_object().unwrap().len(), 2, "{}", reply.json);
+    // An allow keeps the headers gateways copy.
+    let reply = ask(
+        &server,
+        "/gateway/authorize",
+        &[
+            ("x-forwarded-method", "GET"),
+            ("x-forwarded-uri", "/accounts/alice-personal"),
+            ("x-user-id", "grace"),
+        ],
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.headers["x-mandate-reasons"], "A1");
+}
+
+#[tokio::test]
+async fn a_grpc_deny_tells_the_end_user_nothing_by_default() {
+    let mut config = gateway_config();
+    config.gateway.deny_detail = false;
+    let server = Server::start(config).await;
+    for user in [Some("mallory"), None] {
+        let mut headers = std::collections::HashMap::new();
+        headers.insert("x-request-id".to_owned(), "envoy-abc-1".to_owned());
+        if let Some(user) = user {
+            headers.insert("x-user-id".to_owned(), user.to_owned());
+        }
+        let (code, response) = check_with(
+            &server,
+            "DELETE",
+            "/accounts/acme-corp/sub-users/quinn",
+            headers,
+        )
+        .await;
+        assert!(code == 7 || code == 16, "{code}");
+        let Some(HttpResponse::DeniedResponse(denied)) = response else {
+            panic!("expected a denied response")
+        };
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&denied.body).unwrap(),
+            serde_json::json!({"decision": false, "request_id": "envoy-abc-1"})
+        );
+        let names: Vec<String> = denied
+            .headers
+            .iter()
+            .filter_map(|h| h.header.as_ref().map(|h| h.key.clone()))
+            .collect();
+        assert_eq!(names, ["content-type", "x-request-id"]);
+    }
+}

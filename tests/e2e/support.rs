@@ -31,6 +31,10 @@ pub fn gateway_config() -> Config {
     )
     .unwrap();
     config.gateway.grpc_listen = Some("127.0.0.1:0".parse().unwrap());
+    // The refusal tests read each deny's cause: the operator's opt-in
+    // (`gateway.deny_detail`); `gateway::a_deny_tells_the_end_user_nothing`
+    // tests the default.
+    config.gateway.deny_detail = true;
     config
 }
 

@@ -5,7 +5,8 @@
 # through the gateway and checks that an allowed request reaches the app and
 # a denied one gets the denial; the attack cases (client-sent original-request
 # headers, fact headers, duplicate identities and parameters, dot segments,
-# method overrides) must never reach the app. Prints one line per gateway and case, then
+# method overrides) must never reach the app, and no deny may tell the end
+# user why (reasons, uids, policies: an enumeration oracle). Prints one line per gateway and case, then
 # `N passed, N failed`; exits non-zero on any failure.
 #
 # Needs: nginx, envoy, traefik, caddy, curl, python3 on PATH (.ci/run installs
@@ -97,6 +98,9 @@ attack: an encoded dot segment turns a cancel into a removal|DELETE|/accounts/al
 attack: a dot segment turns a cancel into a removal|DELETE|/accounts/alice-personal/orders/../sub-users/frank|carol||4xx
 attack: a method override header|GET|/accounts/alice-personal/sub-users/frank|bob|X-HTTP-Method-Override: DELETE|4xx
 attack: another method override header|POST|/accounts/alice-personal/orders?side=buy&instrument=AAPL|carol|X-Method-Override: DELETE;;X-HTTP-Method: DELETE|4xx
+oracle: a stranger probes whether quinn is acme-corp's sub-user|DELETE|/accounts/acme-corp/sub-users/quinn|mallory||403
+oracle: a stranger probes whether alice owns acme-corp|DELETE|/accounts/acme-corp/sub-users/alice|mallory||403
+oracle: a stranger probes acme-corp's destinations|POST|/accounts/acme-corp/withdrawals?destination=acme-bank|mallory||403
 TABLE
 )
 
@@ -104,12 +108,12 @@ passed=0
 failed=0
 for gateway in nginx envoy-http envoy-grpc traefik caddy; do
     while IFS='|' read -r name method path user extra expected; do
-        args=(-s --path-as-is -o "$WORK/body" -w '%{http_code}' -X "$method" "http://127.0.0.1:${PORT[$gateway]}$path")
+        args=(-s --path-as-is -o "$WORK/body" -D "$WORK/headers" -w '%{http_code}' -X "$method" "http://127.0.0.1:${PORT[$gateway]}$path")
         [ -n "$user" ] && args+=(-H "x-user-id: $user")
         if [ -n "$extra" ]; then
             while IFS= read -r header; do args+=(-H "$header"); done <<<"${extra//;;/$'\n'}"
         fi
-        rm -f "$WORK/body"
+        rm -f "$WORK/body" "$WORK/headers"
         status=$(curl "${args[@]}" --max-time 5)
         reached=no
         grep -q '^app: ' "$WORK/body" 2>/dev/null && reached=yes
@@ -120,13 +124,23 @@ for gateway in nginx envoy-http envoy-grpc traefik caddy; do
             4xx) [[ "$status" =~ ^4[0-9][0-9]$ ]] && matches=yes ;;
             *) [ "$status" = "$expected" ] && matches=yes ;;
         esac
-        if [ "$matches" = yes ] && [ "$reached" = "$want_reached" ]; then
+        # What the end user sees of a deny (gateway.deny_detail is off): a
+        # status, a generic body and the request id; never reasons,
+        # policies, uids or Mandate's own headers (the enumeration oracle).
+        leaks=no
+        if [ "$reached" = no ] && grep -qiE 'reason|polic|Brokerage|denied by|"context"|"error"|quinn|acme' "$WORK/body" "$WORK/headers" 2>/dev/null; then
+            leaks=yes
+        fi
+        if [ "$reached" = no ] && grep -qi '^x-mandate-' "$WORK/headers" 2>/dev/null; then
+            leaks=yes
+        fi
+        if [ "$matches" = yes ] && [ "$reached" = "$want_reached" ] && [ "$leaks" = no ]; then
             passed=$((passed + 1))
             printf 'PASS  %-10s  %-55s  %s\n' "$gateway" "$name" "$status"
         else
             failed=$((failed + 1))
-            printf 'FAIL  %-10s  %-55s  got %s (reached app: %s), expected %s\n' "$gateway" "$name" "$status" "$reached" "$expected"
-            head -c 300 "$WORK/body"; echo
+            printf 'FAIL  %-10s  %-55s  got %s (reached app: %s, deny detail leaked: %s), expected %s\n' "$gateway" "$name" "$status" "$reached" "$leaks" "$expected"
+            cat "$WORK/headers" 2>/dev/null; head -c 300 "$WORK/body"; echo
         fi
     done <<<"$CASES"
 done
