@@ -268,6 +268,10 @@ pub fn api(config: &Config, engine: Arc<Engine>, routes: Arc<RouteTable>, surfac
                 max_batch_items: config.server.max_batch_items,
                 max_json_depth: config.server.max_json_depth,
                 max_request_entities: config.server.max_request_entities,
+                max_explain_items: match config.api.explain {
+                    crate::config::Switch::On => config.api.max_explain_items,
+                    crate::config::Switch::Off => 0,
+                },
             },
             admin,
             surface,
@@ -284,6 +288,7 @@ pub fn api(config: &Config, engine: Arc<Engine>, routes: Arc<RouteTable>, surfac
                 config.search.max_candidates,
                 config.search.token_key.as_deref(),
                 config.search.time_budget,
+                config.search.max_concurrent,
             ),
         },
     )

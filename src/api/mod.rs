@@ -42,6 +42,9 @@ pub struct ApiLimits {
     pub max_json_depth: usize,
     /// most request-supplied entities one request may use
     pub max_request_entities: usize,
+    /// most explained items in one request; 0: explanations are off
+    /// (`api.explain`)
+    pub max_explain_items: usize,
 }
 
 /// Who may call the admin endpoints (cache invalidation, policy reload).

@@ -3,7 +3,9 @@
 //! Pages are cut from the sorted answer by `page.limit`; a page's token is
 //! the next offset, signed (HMAC-SHA256) over the request it continues and
 //! the policy version, so a token is refused with another request, after a
-//! policy change, or when tampered with.
+//! policy change, or when tampered with. At most `search.max_concurrent`
+//! searches decide at once; a later page is answered from the engine's
+//! memory of the whole answer without waiting.
 
 use bytes::Bytes;
 use http::{Response, StatusCode};
@@ -27,6 +29,8 @@ pub struct SearchSettings {
     pub token_key: hmac::Key,
     /// longest one search may take
     pub time_budget: std::time::Duration,
+    /// searches deciding at once (`search.max_concurrent`)
+    pub concurrent: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for SearchSettings {
@@ -35,16 +39,19 @@ impl std::fmt::Debug for SearchSettings {
             .field("max_candidates", &self.max_candidates)
             .field("token_key", &"…")
             .field("time_budget", &self.time_budget)
+            .field("concurrent", &self.concurrent.available_permits())
             .finish()
     }
 }
 
 impl SearchSettings {
-    /// From `search.token_key`, or a random key for this process.
+    /// From `search.token_key`, or a random key for this process; at
+    /// least one search at a time.
     pub fn new(
         max_candidates: usize,
         token_key: Option<&str>,
         time_budget: std::time::Duration,
+        max_concurrent: usize,
     ) -> Self {
         let token_key = match token_key {
             Some(secret) => hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes()),
@@ -61,6 +68,7 @@ impl SearchSettings {
             max_candidates,
             token_key,
             time_budget,
+            concurrent: std::sync::Arc::new(tokio::sync::Semaphore::new(max_concurrent.max(1))),
         }
     }
 }
@@ -231,7 +239,7 @@ async fn answer(
             message: "`page.limit`: at least 1".to_owned(),
         });
     }
-    let binding = binding(body, snapshot.version())?;
+    let binding = binding(searched, body, snapshot.version())?;
     let offset = match page.and_then(|page| page.token.as_deref()) {
         Some(token) => verify(settings, &binding, token)?,
         None => 0,
@@ -242,11 +250,22 @@ async fn answer(
         resource: (&request.resource.type_name, resource_id),
         context: request.context.as_ref(),
     };
-    let search = engine.search(&query, searched, settings.max_candidates);
-    let found = tokio::time::timeout(settings.time_budget, search)
-        .await
-        .map_err(|_| ApiError::SearchOverBudget(settings.time_budget))?
-        .map_err(refusal)?;
+    let found = match engine.remembered(&query, searched, settings.max_candidates) {
+        Some(found) => found,
+        None => {
+            // Waiting for a turn counts against the time budget.
+            let search = async {
+                let _turn = settings.concurrent.acquire().await;
+                engine
+                    .search(&query, searched, settings.max_candidates)
+                    .await
+            };
+            tokio::time::timeout(settings.time_budget, search)
+                .await
+                .map_err(|_| ApiError::SearchOverBudget(settings.time_budget))?
+                .map_err(refusal)?
+        }
+    };
     let total = found.ids.len();
     let start = offset.min(total);
     let end = limit
@@ -329,9 +348,10 @@ fn refusal(error: SearchError) -> ApiError {
     ApiError::InvalidBody { field, message }
 }
 
-/// What a token is bound to: the request without its token, keys sorted,
-/// and the policy version.
-fn binding(body: &[u8], version: &str) -> Result<Vec<u8>, ApiError> {
+/// What a token is bound to: the endpoint, the request without its token
+/// (keys sorted), and the policy version. A `search/subject` token is no
+/// `search/resource` token, though the bodies have the same fields.
+fn binding(searched: Searched, body: &[u8], version: &str) -> Result<Vec<u8>, ApiError> {
     let mut value: Value = serde_json::from_slice(body).map_err(|e| ApiError::InvalidBody {
         field: String::new(),
         message: e.to_string(),
@@ -339,7 +359,9 @@ fn binding(body: &[u8], version: &str) -> Result<Vec<u8>, ApiError> {
     if let Some(page) = value.get_mut("page").and_then(Value::as_object_mut) {
         page.remove("token");
     }
-    let mut bound = canonical(&value).into_bytes();
+    let mut bound = searched_name(searched).as_bytes().to_vec();
+    bound.push(b'\n');
+    bound.extend_from_slice(canonical(&value).as_bytes());
     bound.push(b'\n');
     bound.extend_from_slice(version.as_bytes());
     Ok(bound)
@@ -392,7 +414,7 @@ fn verify(settings: &SearchSettings, binding: &[u8], token: &str) -> Result<usiz
     let refused = || {
         ApiError::InvalidBody {
         field: "page.token".to_owned(),
-        message: "`page.token` was not issued for this request (every field but the token must be the same as the first page's, and the policies unchanged): start again without a token".to_owned(),
+        message: "`page.token` was not issued for this request (the same endpoint, every field but the token the same as the first page's, and the policies unchanged): start again without a token".to_owned(),
     }
     };
     let (offset, mac) = token.split_once('.').ok_or_else(refused)?;

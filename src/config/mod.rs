@@ -111,6 +111,28 @@ pub struct Config {
     pub bus: BusConfig,
     /// The AuthZEN search APIs.
     pub search: SearchConfig,
+    /// What callers of the decision APIs may ask beyond a decision.
+    pub api: ApiConfig,
+}
+
+/// What callers of the decision APIs may ask beyond a decision.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// `api.explain`: see [`SETTINGS`] for what it does and its default.
+    pub explain: Switch,
+    /// `api.max_explain_items`: see [`SETTINGS`] for what it does and its default.
+    pub max_explain_items: usize,
+}
+
+/// `on` or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Switch {
+    /// allowed
+    On,
+    /// refused
+    Off,
 }
 
 /// The AuthZEN search APIs.
@@ -124,6 +146,8 @@ pub struct SearchConfig {
     /// `search.time_budget`: see [`SETTINGS`] for what it does and its default.
     #[serde(with = "humantime_serde")]
     pub time_budget: Duration,
+    /// `search.max_concurrent`: see [`SETTINGS`] for what it does and its default.
+    pub max_concurrent: usize,
 }
 
 /// The change-event bus.

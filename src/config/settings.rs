@@ -238,8 +238,17 @@ pub const SETTINGS: &[Setting] = &[
         "most candidates one AuthZEN search decides (entities of the searched type, or actions); more is a 400 saying how to narrow it"),
     setting("search.time_budget", Text("2s"), None, Duration,
         "longest one AuthZEN search may take, every candidate's decision included; then a 503 saying how to narrow it, never a partial answer"),
+    // A search may decide thousands of candidates: a few at once keep the
+    // decisions' cores free; the rest wait within their time budget.
+    setting("search.max_concurrent", Toml("4"), None, Integer,
+        "most AuthZEN searches deciding at once (a later page, answered from memory, does not count); others wait for one to end within `search.time_budget`"),
     setting("search.token_key", Unset("random per process"), None, Kind::Text,
         "the secret that signs search page tokens; set the same on every replica behind one address, so a token from one is good at another"),
+    // An explanation costs ~50x the CPU and 7x the bytes of a decision.
+    setting("api.explain", Text("on"), None, OneOf(&["on", "off"]),
+        "whether callers may ask for a policy-by-policy explanation (`explain: true`); `off` answers such a request 400 (the Helm chart sets `off`)"),
+    setting("api.max_explain_items", Toml("10"), None, Integer,
+        "most explained items in one request (a batch asking for more is a 400)"),
     setting("admin.token", Unset("none"), None, Kind::Text,
         "bearer token the admin endpoints require; without one they answer only on a loopback listener"),
     setting("gateway.principal_header", Text("x-user-id"), None, Kind::Text,

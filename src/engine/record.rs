@@ -219,10 +219,26 @@ mod tests {
 
     #[test]
     fn a_request_id_is_short_and_plain_or_replaced() {
-        for good in ["a", "req-1", "01J:trace.span_2", &"x".repeat(128), &new_request_id()] {
+        for good in [
+            "a",
+            "req-1",
+            "01J:trace.span_2",
+            &"x".repeat(128),
+            &new_request_id(),
+        ] {
             assert!(acceptable_request_id(good), "{good}");
         }
-        for bad in ["", &"x".repeat(129), "a b", "a\"b", "a\\b", "é", "a\nb", "a,b", "{\"x\":1}"] {
+        for bad in [
+            "",
+            &"x".repeat(129),
+            "a b",
+            "a\"b",
+            "a\\b",
+            "é",
+            "a\nb",
+            "a,b",
+            "{\"x\":1}",
+        ] {
             assert!(!acceptable_request_id(bad), "{bad:?}");
         }
     }

@@ -313,7 +313,7 @@ impl DecisionLog {
         };
         let hidden = entry.context.and_then(|c| masked(c, &shared.mask));
         let error = match (&hidden, entry.error) {
-            (Some((_, secrets)), Some(error)) => Some(hide(error, secrets)),
+            (Some((_, secrets)), Some(error)) => Some(hide(error, &written_forms(secrets))),
             _ => None,
         };
         let entry = SearchEntry {
@@ -390,7 +390,10 @@ fn write_forever(shared: &Shared, mut out: Box<dyn Write + Send>) {
 }
 
 /// Writes `entry` with the masked context attributes replaced by `"***"`,
-/// in the context and wherever their values appear in error messages.
+/// and their values hidden wherever else the line carries them: in error
+/// messages and in captured entities (a destination's own uid), however
+/// Cedar or JSON escaped them. Over-masking (a secret inside a longer id)
+/// is the safe side.
 fn write_masked(
     out: &mut Vec<u8>,
     entry: &LogEntry<'_>,
@@ -399,10 +402,11 @@ fn write_masked(
     let Some((masked, secrets)) = entry.context.and_then(|c| masked(c, mask)) else {
         return serde_json::to_writer(out, entry);
     };
+    let forms = written_forms(&secrets);
     let messages: Vec<String> = entry
         .errors
         .iter()
-        .map(|error| hide(error.message, &secrets))
+        .map(|error| hide(error.message, &forms))
         .collect();
     let errors = entry
         .errors
@@ -413,12 +417,80 @@ fn write_masked(
             message,
         })
         .collect();
+    let json_forms: Vec<String> = forms
+        .iter()
+        .filter_map(|form| {
+            let json = serde_json::to_string(form).ok()?;
+            Some(json.get(1..json.len().checked_sub(1)?)?.to_owned())
+        })
+        .collect();
+    let entities = entry.entities.and_then(|raw| {
+        let hidden = hide_in_strings(raw.get().as_bytes(), &json_forms);
+        serde_json::value::RawValue::from_string(String::from_utf8(hidden).ok()?).ok()
+    });
     let masked_entry = LogEntry {
         errors,
         context: Some(&masked),
+        // A capture that cannot be re-read after masking is left out, never
+        // written unmasked.
+        entities: entities.as_deref(),
         ..entry.clone()
     };
     serde_json::to_writer(out, &masked_entry)
+}
+
+/// Each secret as a message may write it: itself, and as Rust and Cedar
+/// escape it (`a"b` → `a\"b`); longest first, so that a form is never half
+/// replaced by a shorter one.
+fn written_forms(secrets: &[String]) -> Vec<String> {
+    let mut forms: Vec<String> = secrets
+        .iter()
+        .flat_map(|secret| {
+            [
+                secret.clone(),
+                secret.escape_debug().to_string(),
+                secret.escape_default().to_string(),
+            ]
+        })
+        .filter(|form| !form.is_empty())
+        .collect();
+    forms.sort_by_key(|form| std::cmp::Reverse(form.len()));
+    forms.dedup();
+    forms
+}
+
+/// `text` with every form replaced by `***`, longest forms first.
+fn hide(text: &str, forms: &[String]) -> String {
+    forms.iter().fold(text.to_owned(), |text, form| {
+        text.replace(form.as_str(), "***")
+    })
+}
+
+/// `json` with every occurrence of a form (JSON-escaped) inside a JSON
+/// string replaced by `***`; numbers and structure untouched.
+fn hide_in_strings(json: &[u8], forms: &[String]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(json.len());
+    let mut at = 0;
+    let mut in_string = false;
+    while let Some(&byte) = json.get(at) {
+        let rest = json.get(at..).unwrap_or_default();
+        if !in_string {
+            in_string = byte == b'"';
+            out.push(byte);
+            at += 1;
+        } else if let Some(form) = forms.iter().find(|f| rest.starts_with(f.as_bytes())) {
+            out.extend_from_slice(b"***");
+            at += form.len();
+        } else if byte == b'\\' {
+            out.extend_from_slice(rest.get(..2).unwrap_or(rest));
+            at += 2;
+        } else {
+            in_string = byte != b'"';
+            out.push(byte);
+            at += 1;
+        }
+    }
+    out
 }
 
 /// A context object with the masked attributes' values replaced by
@@ -446,13 +518,6 @@ fn masked(context: &Value, mask: &[String]) -> Option<(Value, Vec<String>)> {
             .collect(),
     );
     Some((masked, secrets))
-}
-
-/// `text` with every secret replaced by `"***"`.
-fn hide(text: &str, secrets: &[String]) -> String {
-    secrets.iter().fold(text.to_owned(), |text, secret| {
-        text.replace(secret.as_str(), "***")
-    })
 }
 
 /// The texts a masked value could show up as in a message: a string
@@ -516,6 +581,60 @@ mod tests {
             stale_data: false,
             latency_us: 3,
             context: Some(context),
+        }
+    }
+
+    #[test]
+    fn a_hostile_masked_id_is_hidden_however_it_was_escaped_and_wherever_written() {
+        for id in [
+            "evil\"wallet",
+            "back\\slash",
+            "bell\u{7}ring",
+            "new\nline",
+            "9",
+        ] {
+            let context = serde_json::json!({
+                "destination": {"type": "Brokerage::Destination", "id": id},
+                "amount": 9,
+            });
+            let cedar = format!(
+                "entity `Brokerage::Destination::\"{}\"` is not known",
+                id.escape_debug()
+            );
+            let errors = vec![LoggedError {
+                code: "entity_not_found",
+                message: &cedar,
+            }];
+            let captured = serde_json::json!([{"uid": {"type": "Brokerage::Destination", "id": id},
+                                                 "attrs": {}, "parents": []}]);
+            let raw = serde_json::value::RawValue::from_string(captured.to_string()).unwrap();
+            let mut entry = entry(&context, errors);
+            entry.entities = Some(&raw);
+            let mut line = Vec::new();
+            write_masked(&mut line, &entry, &["destination".to_owned()]).unwrap();
+            let text = String::from_utf8(line).unwrap();
+            let parsed: Value =
+                serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+            for part in ["context", "errors", "entities"] {
+                let strings = strings_of(&parsed[part]);
+                assert!(
+                    strings.iter().all(|s| !s.contains(id)),
+                    "{id:?} in {part}: {text}"
+                );
+            }
+            assert_eq!(parsed["entities"][0]["uid"]["id"], "***", "{text}");
+            // Numbers and structure are untouched: the amount stays 9.
+            assert_eq!(parsed["context"]["amount"], 9, "{text}");
+            assert_eq!(parsed["latency_us"], 3, "{text}");
+        }
+    }
+
+    fn strings_of(value: &Value) -> Vec<String> {
+        match value {
+            Value::String(text) => vec![text.clone()],
+            Value::Array(items) => items.iter().flat_map(strings_of).collect(),
+            Value::Object(map) => map.values().flat_map(strings_of).collect(),
+            _ => Vec::new(),
         }
     }
 

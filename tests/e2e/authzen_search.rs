@@ -200,6 +200,27 @@ async fn a_token_is_bound_to_its_request_and_the_metadata_advertises_search() {
     tampered["page"]["token"] = json!(token.replacen(char::is_alphanumeric, "f", 1));
     assert_eq!(post(&url, &tampered).await.status, 400);
 
+    // The same body at another endpoint: a token is bound to its endpoint,
+    // never accepted there to skip results silently.
+    // (A body naming both ids fits both endpoints.)
+    let mut both = request.clone();
+    both["resource"]["id"] = json!("any");
+    let page = post(&url, &both).await;
+    let mut elsewhere = both.clone();
+    elsewhere["page"]["token"] = page.json["page"]["next_token"].clone();
+    assert!(!elsewhere["page"]["token"].as_str().unwrap().is_empty());
+    let refused = post(&server.url("/access/v1/search/subject"), &elsewhere).await;
+    assert_eq!(refused.status, 400, "{}", refused.json);
+    assert_eq!(refused.json["error"]["field"], "page.token");
+    assert!(
+        refused.json["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("start again"),
+        "{}",
+        refused.json
+    );
+
     let mut next = request.clone();
     next["page"]["token"] = json!(token);
     let second = post(&url, &next).await;

@@ -56,7 +56,7 @@ pub(crate) fn serving(command: &mut Command) -> Served {
     }
 }
 
-fn terminate(child: &std::process::Child) {
+pub(crate) fn terminate(child: &std::process::Child) {
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

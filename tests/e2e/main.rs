@@ -9,6 +9,7 @@
     missing_docs
 )]
 
+mod h2c;
 mod pki;
 mod support;
 mod tls;
@@ -20,11 +21,13 @@ mod bad_input;
 mod bus;
 mod cli;
 mod connections;
+mod disclosure;
 mod docs;
 mod file_store;
 mod fleet;
 mod gateway;
 mod hostile;
+mod http2;
 mod native;
 mod openapi;
 mod operations;
@@ -35,6 +38,7 @@ mod readme;
 mod replay;
 mod revocation_race;
 mod search_brokerage;
+mod search_fanout;
 mod shadow;
 mod upstream;
 mod verify;
