@@ -6,6 +6,8 @@
 //!
 //! Knows sockets, TLS and HTTP framing; never wire formats or policies.
 
+mod tenants;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -15,12 +17,12 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
-use tokio::sync::{Notify, Semaphore, watch};
+use tenants::{Activity, Tenants};
 
 use crate::api::{ApiError, ClientIdentity, Handler};
 
@@ -35,9 +37,29 @@ pub struct ServerSettings {
     pub request_timeout: Duration,
     /// most connections open at once
     pub max_connections: usize,
-    /// time a connection may stay open with no request in flight
+    /// time a connection may stay open with no request in flight (never
+    /// longer than `header_read_timeout`, HTTP/1.1's wait for the next
+    /// request, so HTTP/2 is closed as promptly)
     pub idle_timeout: Duration,
 }
+
+/// Most requests in flight at once on one HTTP/2 connection (hyper's
+/// default, said here): each is bounded in time, so this bounds a
+/// connection's work.
+const MAX_STREAMS: u32 = 200;
+
+/// Streams a client may cancel before the server has taken them up, past
+/// which the connection is closed (GOAWAY `ENHANCE_YOUR_CALM`): opening
+/// and cancelling streams as fast as possible (rapid reset,
+/// CVE-2023-44487) costs the server work the stream limit never sees. A
+/// real client cancels a handful; h2's own default, said here.
+const MAX_CANCELLED_STREAMS: usize = 20;
+
+/// Streams the server may reset because the client broke the protocol on
+/// them, past which the connection is closed (GOAWAY `ENHANCE_YOUR_CALM`):
+/// a client making the server reset streams (CVE-2025-8671) is rapid reset
+/// by another door. A correct client causes none; hyper allows 1,024.
+const MAX_ERROR_RESET_STREAMS: usize = 64;
 
 /// Why a listener could not start.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
@@ -66,10 +88,11 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
 /// Serves `handler` on `listener` (TLS when `tls` is given) until
 /// `shutdown` resolves, then stops accepting and waits up to the grace
 /// period for open connections to finish. Every listener, HTTP or gRPC,
-/// gets the same protection: the connection limit, a deadline from accept
-/// to the first complete request (TLS handshake, protocol detection and the
-/// HTTP/2 preface included), an idle timeout, a header read timeout and a
-/// request timeout.
+/// gets the same protection: the connection limit (at which the connection
+/// idle longest makes way for a new one), a deadline from accept to the
+/// first complete request (TLS handshake, protocol detection and the
+/// HTTP/2 preface included), an idle timeout, a header read timeout, a
+/// request timeout and HTTP/2's stream and reset limits.
 pub async fn serve<H: Handler>(
     listener: TcpListener,
     handler: Arc<H>,
@@ -83,14 +106,21 @@ pub async fn serve<H: Handler>(
         .timer(TokioTimer::new())
         .header_read_timeout(settings.header_read_timeout)
         .keep_alive(true);
-    builder.http2().timer(TokioTimer::new());
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_STREAMS)
+        .max_pending_accept_reset_streams(MAX_CANCELLED_STREAMS)
+        .max_local_error_reset_streams(MAX_ERROR_RESET_STREAMS);
     let builder = Arc::new(builder);
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let permits = Arc::new(Semaphore::new(settings.max_connections));
-    let graceful = GracefulShutdown::new();
+    let tenants = Arc::new(Tenants::default());
     // Told when shutdown begins, so that a connection with no request in
     // flight closes at once (an idle HTTP/2 client that never answers the
-    // GOAWAY's PING would otherwise hold the process the whole grace period).
+    // GOAWAY's PING would otherwise hold the process the whole grace
+    // period). Every connection holds a receiver until it ends, so the
+    // sender sees them all gone once every connection is closed.
     let (drain, draining) = watch::channel(false);
     tokio::pin!(shutdown);
     loop {
@@ -111,17 +141,25 @@ pub async fn serve<H: Handler>(
         let _ = stream.set_nodelay(true);
         // The first request must be complete by then, handshake included.
         let first_request_by = tokio::time::Instant::now() + settings.header_read_timeout;
+        // At the cap, the connection idle longest makes way: it is closed
+        // (a GOAWAY on HTTP/2) and its permit passes to this one.
+        let admission = match Arc::clone(&permits).try_acquire_owned() {
+            Ok(permit) => Admission::Admitted(permit),
+            Err(_) if tenants.evict_idlest() => Admission::Waiting(Arc::clone(&permits)),
+            Err(_) => Admission::Refused,
+        };
         let connection = Connection {
             handler: Arc::clone(&handler),
             builder: Arc::clone(&builder),
-            graceful: graceful.watcher(),
+            tenants: Arc::clone(&tenants),
             draining: draining.clone(),
-            permit: Arc::clone(&permits).try_acquire_owned().ok(),
+            permit: None,
             settings,
             first_request_by,
         };
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
+            let connection = connection.admitted(admission).await;
             match acceptor {
                 None => connection.serve(stream, ClientIdentity::default()).await,
                 Some(acceptor) => {
@@ -153,84 +191,61 @@ pub async fn serve<H: Handler>(
     }
     drop(listener);
     let _ = drain.send(true);
+    drop(draining);
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections drained"),
+        () = drain.closed() => tracing::info!("all connections drained"),
         () = tokio::time::sleep(settings.shutdown_grace_period) => {
             tracing::warn!(grace = ?settings.shutdown_grace_period, "grace period over; closing open connections");
         }
     }
 }
 
+/// What a new connection gets of the connection limit.
+enum Admission {
+    /// a permit, free at accept
+    Admitted(OwnedSemaphorePermit),
+    /// an idle connection was told to make way: its permit comes soon
+    Waiting(Arc<Semaphore>),
+    /// nothing: every request on this connection is refused
+    Refused,
+}
+
 /// One accepted connection and what serving it needs.
 struct Connection<H> {
     handler: Arc<H>,
     builder: Arc<Builder<TokioExecutor>>,
-    graceful: Watcher,
+    /// the listener's connections that may be asked to make way
+    tenants: Arc<Tenants>,
     /// becomes `true` when shutdown begins
     draining: watch::Receiver<bool>,
     /// `None` when the listener is at `max_connections`: every request on
     /// this connection is then refused
-    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    permit: Option<OwnedSemaphorePermit>,
     settings: ServerSettings,
     first_request_by: tokio::time::Instant,
 }
 
-/// What a connection's requests are doing, for its deadlines: whether one
-/// has arrived, how many are in flight, when the last one ended.
-struct Activity {
-    born: tokio::time::Instant,
-    first: Notify,
-    in_flight: AtomicUsize,
-    /// milliseconds after `born` when the last request ended
-    last_ms: AtomicU64,
-}
-
-impl Activity {
-    fn began(&self) {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        self.first.notify_one();
-    }
-
-    fn ended(&self) {
-        let ms = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_ms.store(ms, Ordering::Relaxed);
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
-
-    /// Resolves once the connection has had no request in flight for
-    /// `idle`.
-    async fn idle_for(&self, idle: Duration) {
-        let tick = (idle / 4).max(Duration::from_millis(10));
-        loop {
-            tokio::time::sleep(tick).await;
-            let last = self.born + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-            if self.in_flight.load(Ordering::Relaxed) == 0 && last.elapsed() >= idle {
-                return;
-            }
-        }
-    }
-
-    /// Resolves once shutdown has begun and no request is in flight (nor
-    /// ended within the last [`FLUSH`], whose answer may still be being
-    /// written): the connection can close without cutting anyone off.
-    async fn drained(&self, mut draining: watch::Receiver<bool>) {
-        // A sender gone without a word also means the listener is done.
-        let _ = draining.wait_for(|draining| *draining).await;
-        loop {
-            let last = self.born + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-            if self.in_flight.load(Ordering::Relaxed) == 0 && last.elapsed() >= FLUSH {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-}
-
-/// How long after a request's answer left the handler a draining
-/// connection stays open for hyper to write it out.
+/// How long after a request's answer left the handler a closing
+/// connection stays open for hyper to write it out (and the GOAWAY).
 const FLUSH: Duration = Duration::from_millis(100);
 
 impl<H: Handler> Connection<H> {
+    /// Takes the permit `admission` gives: one made free by an idle
+    /// connection comes within the first-request deadline, or never.
+    async fn admitted(mut self, admission: Admission) -> Self {
+        self.permit = match admission {
+            Admission::Admitted(permit) => Some(permit),
+            Admission::Waiting(permits) => {
+                tokio::time::timeout_at(self.first_request_by, permits.acquire_owned())
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+            }
+            Admission::Refused => None,
+        };
+        self
+    }
+
     async fn serve<I>(self, io: I, identity: ClientIdentity)
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -238,7 +253,7 @@ impl<H: Handler> Connection<H> {
         let Self {
             handler,
             builder,
-            graceful,
+            tenants,
             draining,
             permit,
             settings,
@@ -246,12 +261,9 @@ impl<H: Handler> Connection<H> {
         } = self;
         let overloaded = permit.is_none();
         let identity = Arc::new(identity);
-        let activity = Arc::new(Activity {
-            born: tokio::time::Instant::now(),
-            first: Notify::new(),
-            in_flight: AtomicUsize::new(0),
-            last_ms: AtomicU64::new(0),
-        });
+        let activity = Arc::new(Activity::new());
+        // Only a connection holding a permit can make way for another.
+        let _tenancy = (!overloaded).then(|| tenants.register(&activity));
         let service_activity = Arc::clone(&activity);
         let service = service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
             let handler = Arc::clone(&handler);
@@ -273,13 +285,17 @@ impl<H: Handler> Connection<H> {
                 Ok::<_, Infallible>(response)
             }
         });
+        // Its own graceful shutdown, started when it is closed for any
+        // reason: HTTP/2 is told with a GOAWAY, HTTP/1.1 closes after the
+        // answer being written.
+        let closer = GracefulShutdown::new();
         let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-        let connection = graceful.watch(connection.into_owned());
+        let connection = closer.watch(connection.into_owned());
         tokio::pin!(connection);
         // Until the first request arrives: the accept-to-request deadline.
         let first = tokio::select! {
             result = &mut connection => Some(result),
-            arrived = tokio::time::timeout_at(first_request_by, activity.first.notified()) => {
+            arrived = tokio::time::timeout_at(first_request_by, activity.first_request()) => {
                 if arrived.is_err() {
                     crate::telemetry::metrics().refusal("first_request_timeout");
                     tracing::debug!("no complete request before the deadline; closing");
@@ -287,27 +303,50 @@ impl<H: Handler> Connection<H> {
                 }
                 None
             }
-            () = activity.drained(draining.clone()) => {
+            () = Activity::shutdown_began(draining.clone()) => {
                 tracing::debug!("shutting down before a request; closing");
                 return;
             }
         };
-        // Then: served until it ends, or closed once idle.
-        let result = match first {
-            Some(result) => result,
+        // Then: served until it ends, or closed once idle, told to make
+        // way, or shutting down.
+        let idle = settings.idle_timeout.min(settings.header_read_timeout);
+        let ended = match first {
+            Some(result) => Some(result),
             None => tokio::select! {
-                result = &mut connection => result,
-                () = activity.idle_for(settings.idle_timeout) => {
+                result = &mut connection => Some(result),
+                () = activity.idle_for(idle) => {
                     tracing::debug!("connection idle; closing");
-                    return;
+                    None
                 }
-                () = activity.drained(draining) => {
-                    tracing::debug!("shutting down with nothing in flight; closing");
-                    return;
+                () = activity.evicted() => {
+                    tracing::debug!("at the connection limit, idle longest; closing");
+                    None
+                }
+                () = Activity::shutdown_began(draining) => {
+                    tracing::debug!("shutting down; closing");
+                    None
                 }
             },
         };
-        if let Err(error) = result {
+        // Closing: the GOAWAY sent, in-flight requests finish, then the
+        // socket closes (an HTTP/2 client that never answers the GOAWAY's
+        // PING would otherwise keep it open).
+        let result = match ended {
+            Some(result) => Some(result),
+            None => {
+                let closing = closer.shutdown();
+                tokio::pin!(closing);
+                let began = tokio::time::Instant::now();
+                tokio::select! {
+                    biased;
+                    () = &mut closing => None,
+                    result = &mut connection => Some(result),
+                    () = activity.quiet_since(began, FLUSH) => None,
+                }
+            }
+        };
+        if let Some(Err(error)) = result {
             if error
                 .downcast_ref::<hyper::Error>()
                 .is_some_and(hyper::Error::is_timeout)

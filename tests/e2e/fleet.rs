@@ -228,41 +228,6 @@ async fn listen_takes_a_host_name() {
     child.wait_with_output().unwrap();
 }
 
-/// An HTTP/2 client (prior knowledge, no TLS) that asks once, then goes
-/// quiet: it never acknowledges a SETTINGS frame, never answers a PING.
-fn quiet_h2_client(addr: &str) -> TcpStream {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
-        .unwrap();
-    stream.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).unwrap(); // SETTINGS, empty
-    // HEADERS on stream 1, END_STREAM | END_HEADERS: GET http://localhost/healthz
-    let mut block = vec![0x82, 0x86, 0x04, 8];
-    block.extend_from_slice(b"/healthz");
-    block.extend_from_slice(&[0x01, 9]);
-    block.extend_from_slice(b"localhost");
-    let length = u8::try_from(block.len()).unwrap();
-    stream
-        .write_all(&[0, 0, length, 1, 0x05, 0, 0, 0, 1])
-        .unwrap();
-    stream.write_all(&block).unwrap();
-    // Read frames until the answer's HEADERS on stream 1.
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    loop {
-        let mut header = [0u8; 9];
-        stream.read_exact(&mut header).unwrap();
-        let length =
-            usize::from(header[0]) << 16 | usize::from(header[1]) << 8 | usize::from(header[2]);
-        let mut payload = vec![0u8; length];
-        stream.read_exact(&mut payload).unwrap();
-        if header[3] == 1 && header[5..9] == [0, 0, 0, 1] {
-            return stream;
-        }
-    }
-}
-
 /// An HTTP/1.1 client that asks once and keeps the connection open.
 fn idle_h1_client(addr: &str) -> TcpStream {
     let mut stream = TcpStream::connect(addr).unwrap();
@@ -290,7 +255,7 @@ fn sigterm_with_twenty_idle_keep_alive_connections_exits_at_once() {
             .stdout(Stdio::null()),
     );
     let addr = base.trim_start_matches("http://");
-    let h2: Vec<TcpStream> = (0..20).map(|_| quiet_h2_client(addr)).collect();
+    let h2: Vec<TcpStream> = (0..20).map(|_| crate::h2c::quiet_client(addr)).collect();
     let h1: Vec<TcpStream> = (0..5).map(|_| idle_h1_client(addr)).collect();
     let asked = Instant::now();
     terminate(&child);

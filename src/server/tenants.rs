@@ -1,0 +1,166 @@
+//! What a listener knows of its open connections: whether each has asked
+//! anything yet, how many requests it has in flight, when its last one
+//! ended; and, at the connection limit, which one has been idle longest
+//! and should make way for a new client (as nginx closes idle keep-alive
+//! connections when it runs out of connections).
+//!
+//! Knows no sockets or protocols: the connection acts on what it is told.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
+
+/// What one connection's requests are doing, for its deadlines: whether
+/// one has arrived, how many are in flight, when the last one ended; and
+/// whether it has been told to make way.
+pub(super) struct Activity {
+    born: Instant,
+    first: Notify,
+    asked: AtomicBool,
+    in_flight: AtomicUsize,
+    /// milliseconds after `born` when the last request ended
+    last_ms: AtomicU64,
+    evict: Notify,
+    evicting: AtomicBool,
+}
+
+impl Activity {
+    pub(super) fn new() -> Self {
+        Self {
+            born: Instant::now(),
+            first: Notify::new(),
+            asked: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+            last_ms: AtomicU64::new(0),
+            evict: Notify::new(),
+            evicting: AtomicBool::new(false),
+        }
+    }
+
+    pub(super) fn began(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.asked.store(true, Ordering::Relaxed);
+        self.first.notify_one();
+    }
+
+    pub(super) fn ended(&self) {
+        let ms = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Resolves when the first request arrives.
+    pub(super) async fn first_request(&self) {
+        self.first.notified().await;
+    }
+
+    /// When the last request ended.
+    fn last_ended(&self) -> Instant {
+        self.born + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+
+    /// Since when the connection has been idle: `None` while it has asked
+    /// nothing (the first-request deadline bounds it), has a request in
+    /// flight, or is already making way.
+    fn idle_since(&self) -> Option<Instant> {
+        let idle = self.asked.load(Ordering::Relaxed)
+            && self.in_flight.load(Ordering::Relaxed) == 0
+            && !self.evicting.load(Ordering::Relaxed);
+        idle.then(|| self.last_ended())
+    }
+
+    /// Resolves once the connection has had no request in flight for
+    /// `idle`.
+    pub(super) async fn idle_for(&self, idle: Duration) {
+        let tick = (idle / 4).max(Duration::from_millis(10));
+        loop {
+            tokio::time::sleep(tick).await;
+            if self.in_flight.load(Ordering::Relaxed) == 0 && self.last_ended().elapsed() >= idle {
+                return;
+            }
+        }
+    }
+
+    /// Resolves once `quiet` has passed since `since` and since the last
+    /// request ended, with none in flight: a closing connection can then
+    /// go without cutting anyone off (an answer that left the handler
+    /// within `quiet` may still be being written).
+    pub(super) async fn quiet_since(&self, since: Instant, quiet: Duration) {
+        tokio::time::sleep_until(since + quiet).await;
+        loop {
+            if self.in_flight.load(Ordering::Relaxed) == 0 && self.last_ended().elapsed() >= quiet {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Resolves when the connection is told to make way.
+    pub(super) async fn evicted(&self) {
+        self.evict.notified().await;
+    }
+
+    /// Resolves once shutdown has begun (or the listener is gone).
+    pub(super) async fn shutdown_began(mut draining: watch::Receiver<bool>) {
+        let _ = draining.wait_for(|draining| *draining).await;
+    }
+}
+
+/// The connections of one listener that hold a permit, so one can be
+/// asked to make way.
+#[derive(Default)]
+pub(super) struct Tenants {
+    next: AtomicU64,
+    open: Mutex<HashMap<u64, Arc<Activity>>>,
+}
+
+/// A connection's place among the [`Tenants`], given up when dropped.
+pub(super) struct Tenancy {
+    tenants: Arc<Tenants>,
+    id: u64,
+}
+
+impl Drop for Tenancy {
+    fn drop(&mut self) {
+        self.tenants.open().remove(&self.id);
+    }
+}
+
+impl Tenants {
+    fn open(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Activity>>> {
+        // A panic elsewhere leaves the map whole: every change is one call.
+        self.open.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Counts `activity`'s connection among those that may make way.
+    pub(super) fn register(self: &Arc<Self>, activity: &Arc<Activity>) -> Tenancy {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.open().insert(id, Arc::clone(activity));
+        Tenancy {
+            tenants: Arc::clone(self),
+            id,
+        }
+    }
+
+    /// Tells the connection idle longest to make way; `false` when none is
+    /// idle (every one is busy, or has not asked yet).
+    pub(super) fn evict_idlest(&self) -> bool {
+        let open = self.open();
+        let idlest = open
+            .values()
+            .filter_map(|activity| activity.idle_since().map(|since| (since, activity)))
+            .min_by_key(|(since, _)| *since);
+        match idlest {
+            Some((_, activity)) => {
+                activity.evicting.store(true, Ordering::Relaxed);
+                activity.evict.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+}
