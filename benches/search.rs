@@ -5,7 +5,12 @@
 //! entities from a warm cache). Also the definite deny that never lists
 //! (a second user asking where it may withdraw).
 //!
+//! And who may view `alice-personal` among 5,000 users over the HTTP store
+//! (the reference store on loopback), the cache cold for every search (each
+//! iteration forgets everything first), and asked again (a later page).
+//!
 //! `cargo bench --bench search`
+//! `cargo bench --bench search -- subject_5000_users`
 
 #![allow(
     missing_docs,
@@ -167,5 +172,105 @@ fn bench_search(c: &mut Criterion) {
     bench.finish();
 }
 
-criterion_group!(benches, bench_search);
+const USERS: usize = 5_000;
+
+/// The demo's entities and 5,000 more users: one in ten the second user of
+/// another generated user, and `alice-app-<n>` (five) hers, `grace-app-<n>`
+/// (five) Grace's (a POA user of `alice-personal`).
+fn users(dir: &Path) -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let demo = std::fs::read_to_string(root.join("examples/demo/entities.json")).unwrap();
+    let mut all: Vec<Value> = serde_json::from_str(&demo).unwrap();
+    for n in 0..USERS {
+        let id = match n {
+            0..5 => format!("alice-app-{n}"),
+            5..10 => format!("grace-app-{n}"),
+            _ => format!("user-{n:05}"),
+        };
+        let mut user = user(&id);
+        let primary = match n {
+            0..5 => Some("alice".to_owned()),
+            5..10 => Some("grace".to_owned()),
+            _ if n % 10 == 0 => Some(format!("user-{:05}", n + 1)),
+            _ => None,
+        };
+        if let Some(primary) = primary {
+            user["attrs"]["primaryUser"] = json!({"type": "Brokerage::User", "id": primary});
+        }
+        all.push(user);
+    }
+    let path = dir.join("users.json");
+    std::fs::write(&path, serde_json::to_vec(&all).unwrap()).unwrap();
+    path
+}
+
+/// Who may view `alice-personal`, among 5,000 users, over the HTTP store.
+fn bench_subject_search(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = users(dir.path());
+    let store = Arc::new(RefStore::open(&file, Duration::ZERO).unwrap());
+    let upstream = rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(Arc::clone(&store).serve(listener, std::future::pending()));
+        format!("http://{addr}")
+    });
+    let engine = mandate::app::engine(&config(&file, Some(upstream))).unwrap();
+    let query = SearchQuery {
+        subject: ("user", ""),
+        action: "view_account",
+        resource: ("account", "alice-personal"),
+        context: None,
+    };
+    let cold = || async {
+        engine.store().invalidate_all();
+        engine
+            .search(&query, Searched::Subject, 10_000)
+            .await
+            .unwrap()
+    };
+    let before = store.calls();
+    let found = rt.block_on(cold());
+    let after = store.calls();
+    println!(
+        "who may view alice-personal: {} users of {} candidates; store calls, cold: {} batch, {} search",
+        found.ids.len(),
+        found.candidates,
+        after.0 - before.0,
+        after.1 - before.1
+    );
+    let before = store.calls();
+    rt.block_on(engine.search(&query, Searched::Subject, 10_000))
+        .unwrap();
+    let again = store.calls();
+    println!(
+        "asked again: {} batch, {} search",
+        again.0 - before.0,
+        again.1 - before.1
+    );
+    let mut bench = c.benchmark_group("search/subject_5000_users");
+    bench.sample_size(10);
+    bench.measurement_time(Duration::from_secs(10));
+    bench.bench_function("http_store_cold_cache", |b| {
+        b.to_async(&rt).iter(|| async {
+            assert_eq!(cold().await.ids, found.ids);
+        });
+    });
+    bench.bench_function("http_store_asked_again", |b| {
+        b.to_async(&rt).iter(|| async {
+            let again = engine
+                .search(&query, Searched::Subject, 10_000)
+                .await
+                .unwrap();
+            assert_eq!(again.ids, found.ids);
+        });
+    });
+    bench.finish();
+}
+
+criterion_group!(benches, bench_search, bench_subject_search);
 criterion_main!(benches);

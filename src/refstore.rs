@@ -29,6 +29,8 @@ pub struct RefStore {
     entities: arc_swap::ArcSwap<Keyed>,
     stamp: std::sync::Mutex<Option<(std::time::SystemTime, u64)>>,
     latency: Duration,
+    /// requests answered: `/entities/batch`, `/entities/search`
+    calls: [std::sync::atomic::AtomicUsize; 2],
 }
 
 #[derive(Deserialize)]
@@ -74,7 +76,18 @@ impl RefStore {
             entities: arc_swap::ArcSwap::from_pointee(read(path)?),
             stamp: std::sync::Mutex::new(stamp),
             latency,
+            calls: Default::default(),
         })
+    }
+
+    /// The requests answered so far: `(batch, search)`, what a test or a
+    /// benchmark counts a search's store calls by.
+    pub fn calls(&self) -> (usize, usize) {
+        let [batch, search] = &self.calls;
+        (
+            batch.load(std::sync::atomic::Ordering::SeqCst),
+            search.load(std::sync::atomic::Ordering::SeqCst),
+        )
     }
 
     /// Re-reads the file if it changed since the last reading; returns the
@@ -263,6 +276,13 @@ impl RefStore {
                             if !store.latency.is_zero() {
                                 tokio::time::sleep(store.latency).await;
                             }
+                            let [batch, search] = &store.calls;
+                            let counter = if path == "/entities/batch" {
+                                batch
+                            } else {
+                                search
+                            };
+                            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                             if path == "/entities/batch" {
                                 store.answer(&body)
                             } else {

@@ -239,7 +239,8 @@ async fn answer(
             message: "`page.limit`: at least 1".to_owned(),
         });
     }
-    let binding = binding(searched, body, snapshot.version())?;
+    let data = engine.store().data_version();
+    let binding = binding(searched, body, snapshot.version(), data.as_deref())?;
     let offset = match page.and_then(|page| page.token.as_deref()) {
         Some(token) => verify(settings, &binding, token)?,
         None => 0,
@@ -349,9 +350,16 @@ fn refusal(error: SearchError) -> ApiError {
 }
 
 /// What a token is bound to: the endpoint, the request without its token
-/// (keys sorted), and the policy version. A `search/subject` token is no
-/// `search/resource` token, though the bodies have the same fields.
-fn binding(searched: Searched, body: &[u8], version: &str) -> Result<Vec<u8>, ApiError> {
+/// (keys sorted), the policy version and, with a file store, the data's
+/// digest. A `search/subject` token is no `search/resource` token, though
+/// the bodies have the same fields; a page after the data changed is a 400
+/// that says to start again, never a page that skips or repeats.
+fn binding(
+    searched: Searched,
+    body: &[u8],
+    version: &str,
+    data: Option<&str>,
+) -> Result<Vec<u8>, ApiError> {
     let mut value: Value = serde_json::from_slice(body).map_err(|e| ApiError::InvalidBody {
         field: String::new(),
         message: e.to_string(),
@@ -364,6 +372,8 @@ fn binding(searched: Searched, body: &[u8], version: &str) -> Result<Vec<u8>, Ap
     bound.extend_from_slice(canonical(&value).as_bytes());
     bound.push(b'\n');
     bound.extend_from_slice(version.as_bytes());
+    bound.push(b'\n');
+    bound.extend_from_slice(data.unwrap_or_default().as_bytes());
     Ok(bound)
 }
 
@@ -414,7 +424,7 @@ fn verify(settings: &SearchSettings, binding: &[u8], token: &str) -> Result<usiz
     let refused = || {
         ApiError::InvalidBody {
         field: "page.token".to_owned(),
-        message: "`page.token` was not issued for this request (the same endpoint, every field but the token the same as the first page's, and the policies unchanged): start again without a token".to_owned(),
+        message: "`page.token` was not issued for this request (the same endpoint, every field but the token the same as the first page's, and the policies and entity data unchanged): start again without a token".to_owned(),
     }
     };
     let (offset, mac) = token.split_once('.').ok_or_else(refused)?;

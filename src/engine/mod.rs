@@ -23,6 +23,7 @@ mod memo;
 mod record;
 mod related;
 mod search;
+mod search_memo;
 mod shadow;
 mod supplied;
 
@@ -60,6 +61,8 @@ pub struct Engine {
     authorizer: Authorizer,
     sources: Sources,
     memo: Memo,
+    /// what subject and resource searches found, for their later pages
+    searches: search_memo::SearchMemo,
     /// a candidate pack decided beside the live one, never enforced
     shadow: Option<Arc<PolicyStore>>,
 }
@@ -135,6 +138,7 @@ impl Engine {
             authorizer: Authorizer::new(),
             sources: Sources::new(sourcing, default_sourcing),
             memo: Memo::new(max_slices),
+            searches: search_memo::SearchMemo::new(),
             shadow: None,
         }
     }

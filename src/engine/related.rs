@@ -120,14 +120,27 @@ fn requirement(expr: &Value, searched: &str) -> Option<Required> {
                 )?])))
             } else if is_var(right, searched) {
                 Some(Required::one_of(entity_literals(left)?))
+            } else if is_searched_attr(right, searched) {
+                // `[User::"a", …].contains(principal.primaryUser)`: what
+                // partial evaluation leaves of `resource.poaUsers.contains(
+                // principal.primaryUser)` once the resource is known.
+                Some(Required::referring(entity_literals(left)?))
             } else {
                 None
             }
         }
         "containsAny" | "containsAll" => {
             let (left, right) = pair()?;
-            is_searched_attr(left, searched).then_some(())?;
-            let listed = entity_literals(right)?;
+            // `searched.attr.containsAny([…])`, `searched.attr.containsAll(
+            // […])` (non-empty), and `[…].containsAny(searched.attr)`; not
+            // `[…].containsAll(searched.attr)`, which an empty set satisfies.
+            let listed = if is_searched_attr(left, searched) {
+                entity_literals(right)?
+            } else if op == "containsAny" && is_searched_attr(right, searched) {
+                entity_literals(left)?
+            } else {
+                return None;
+            };
             (!listed.is_empty()).then(|| Required::referring(listed))
         }
         _ => None,
@@ -210,6 +223,8 @@ mod tests {
             r#"permit(principal, action, resource) when {{ resource.owner == {GRACE} }};
                permit(principal, action, resource) when {{ resource.active && (resource.traders.contains({GRACE}) || resource.admins.containsAny([User::"ann"])) }};
                permit(principal, action, resource) when {{ [Account::"a", Account::"b"].contains(resource) || Account::"c" == resource }};
+               permit(principal, action, resource) when {{ resource has backup && [User::"bea", User::"cy"].contains(resource.backup) }};
+               permit(principal, action, resource) when {{ [User::"dan"].containsAny(resource.admins) && resource.active }};
                permit(principal, action, resource) when {{ false }};
                forbid(principal, action, resource) when {{ resource.frozen }};"#
         );
@@ -221,7 +236,13 @@ mod tests {
                     r#"Account::"b""#.to_owned(),
                     r#"Account::"c""#.to_owned()
                 ],
-                vec![r#"User::"ann""#.to_owned(), GRACE.to_owned()]
+                vec![
+                    r#"User::"ann""#.to_owned(),
+                    r#"User::"bea""#.to_owned(),
+                    r#"User::"cy""#.to_owned(),
+                    r#"User::"dan""#.to_owned(),
+                    GRACE.to_owned()
+                ]
             ))
         );
     }
@@ -237,6 +258,9 @@ mod tests {
             r#"resource.owner.manager == User::"grace""#,
             r#"principal.owner == User::"grace""#,
             r#"resource in Account::"a""#,
+            // an empty `admins` is contained in any set
+            r#"[User::"ann"].containsAll(resource.admins)"#,
+            r#"[User::"ann"].contains(principal.owner)"#,
         ] {
             let text = format!(
                 r#"permit(principal, action, resource) when {{ resource.owner == {GRACE} }};

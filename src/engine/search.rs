@@ -14,7 +14,16 @@
 //! entities its evaluation would read (the file store's; or the named
 //! entities' slice and the candidate's own, from the HTTP store's cache) by
 //! the action's policies, any error a deny. No candidate's decision is
-//! remembered: a search does not push the hot path's answers out.
+//! remembered in the decisions' memo: a search does not push the hot
+//! path's answers out.
+//!
+//! What a search costs the store is bounded: the listing takes at most
+//! `LISTING_REQUESTS` (3) requests and is kept while fresh; the candidates
+//! are gathered together, a store call per round of misses and `BATCH`
+//! uids, never one per candidate. The whole answer is remembered per
+//! (query, policies, entity generation) while fresh (`search_memo.rs`), so
+//! later pages, and the same search again, cost nothing; an invalidation
+//! moves the generation and the next search decides again.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -26,11 +35,12 @@ use cedar_policy::{
 use serde_json::Value;
 
 use super::context::{ReadContext, read_context};
-use super::related;
+use super::memo::Epoch;
 use super::{
     DecisionRequest, Engine, EntityRef, Names, RequestEntities, RequestError, Stop, resolve,
 };
-use crate::entities::Resident;
+use super::{related, search_memo};
+use crate::entities::{GatheredApart, Resident};
 use crate::policy::{ActionPlan, PolicySnapshot, Verdicts};
 
 /// What is searched for.
@@ -117,6 +127,23 @@ enum Partial {
     Undecided,
 }
 
+/// How long what a search computed is good for: the earliest end of
+/// freshness of anything it read, and whether anything was served stale.
+#[derive(Default)]
+struct Freshness {
+    until: Option<tokio::time::Instant>,
+    stale: bool,
+}
+
+impl Freshness {
+    fn meet(&mut self, stale: bool, until: Option<tokio::time::Instant>) {
+        self.stale |= stale;
+        if let Some(until) = until {
+            self.until = Some(self.until.map_or(until, |t| t.min(until)));
+        }
+    }
+}
+
 /// The entities a candidate's evaluation reads besides its own.
 enum Known {
     /// the file store's, all of them
@@ -138,6 +165,68 @@ impl Engine {
         query: &SearchQuery<'_>,
         searched: Searched,
         max_candidates: usize,
+    ) -> Result<Found, SearchError> {
+        if searched == Searched::Action {
+            return self.search_uncached(query, searched, max_candidates).await;
+        }
+        // Read before anything is gathered: an invalidation meanwhile
+        // leaves the answer under an epoch no later search reads.
+        let epoch = self.search_epoch();
+        let key = search_memo::key(query, searched, max_candidates);
+        if let Some(found) = self.searches.get(&key, epoch) {
+            return Ok(found);
+        }
+        let mut freshness = Freshness::default();
+        let found = self
+            .search_subject_or_resource(query, searched, max_candidates, &mut freshness)
+            .await?;
+        // Remembered when nothing was stale and its freshness is known:
+        // the file store's reading, or the HTTP store's data until it
+        // expires (the request-described path decides through the memo and
+        // knows no freshness).
+        let known = self.store.resident().is_some() || freshness.until.is_some();
+        if !found.pruned && !freshness.stale && known && !self.sources.any_request() {
+            self.searches.keep(key, epoch, freshness.until, &found);
+        }
+        Ok(found)
+    }
+
+    /// What `search` would answer from memory: the same search (its later
+    /// pages) under the same policies and entity generation, still fresh.
+    pub fn remembered(
+        &self,
+        query: &SearchQuery<'_>,
+        searched: Searched,
+        max_candidates: usize,
+    ) -> Option<Found> {
+        (searched != Searched::Action).then_some(())?;
+        let key = search_memo::key(query, searched, max_candidates);
+        self.searches.get(&key, self.search_epoch())
+    }
+
+    fn search_epoch(&self) -> Epoch {
+        Epoch {
+            policies: self.policies.current().epoch(),
+            entities: self.store.generation(),
+        }
+    }
+
+    async fn search_uncached(
+        &self,
+        query: &SearchQuery<'_>,
+        searched: Searched,
+        max_candidates: usize,
+    ) -> Result<Found, SearchError> {
+        self.search_subject_or_resource(query, searched, max_candidates, &mut Freshness::default())
+            .await
+    }
+
+    async fn search_subject_or_resource(
+        &self,
+        query: &SearchQuery<'_>,
+        searched: Searched,
+        max_candidates: usize,
+        freshness: &mut Freshness,
     ) -> Result<Found, SearchError> {
         let snapshot = self.policies.current();
         let (subject_type, resource_type) = (
@@ -165,7 +254,7 @@ impl Engine {
         let Some(fixed) = self.fixed(&snapshot, query, searched)? else {
             return Ok(pruned);
         };
-        let Some(known) = self.known_entities(&snapshot, &fixed).await? else {
+        let Some(known) = self.known_entities(&snapshot, &fixed, freshness).await? else {
             return Ok(pruned);
         };
         let residual =
@@ -188,7 +277,7 @@ impl Engine {
             .as_ref()
             .and_then(|policies| related::required(policies, searched_var));
         let candidates = self
-            .candidates(searched_type, required.as_ref(), max_candidates)
+            .candidates(searched_type, required.as_ref(), max_candidates, freshness)
             .await?;
         if candidates.len() > max_candidates {
             return Err(SearchError::TooWide {
@@ -206,6 +295,7 @@ impl Engine {
                 (searched, searched_type),
                 (&known, residual.as_ref()),
                 &candidates,
+                freshness,
             )
             .await?
         };
@@ -225,13 +315,16 @@ impl Engine {
         searched_type: &EntityTypeName,
         required: Option<&related::Required>,
         max: usize,
+        freshness: &mut Freshness,
     ) -> Result<Vec<String>, SearchError> {
         let Some(required) = required else {
-            return self
+            let listed = self
                 .store
                 .list(searched_type, None, max)
                 .await
-                .map_err(SearchError::CannotList);
+                .map_err(SearchError::CannotList)?;
+            freshness.meet(false, listed.fresh_until);
+            return Ok(listed.ids.to_vec());
         };
         let mut ids: Vec<String> = required
             .is_one_of
@@ -246,7 +339,8 @@ impl Engine {
                 .list(searched_type, Some(&referring), max)
                 .await
                 .map_err(SearchError::CannotList)?;
-            ids.extend(listed);
+            freshness.meet(false, listed.fresh_until);
+            ids.extend(listed.ids.iter().cloned());
             ids.sort_unstable();
             ids.dedup();
         }
@@ -382,6 +476,7 @@ impl Engine {
         &self,
         snapshot: &PolicySnapshot,
         fixed: &Fixed<'_>,
+        freshness: &mut Freshness,
     ) -> Result<Option<Known>, SearchError> {
         if let Some(resident) = self.store.resident() {
             if fixed
@@ -394,10 +489,12 @@ impl Engine {
             return Ok(Some(Known::Resident(resident)));
         }
         let mut slice = Vec::with_capacity(fixed.named.len() * 2);
-        self.store
+        let gathered = self
+            .store
             .gather(&fixed.named, snapshot.schema(), &mut slice)
             .await
             .map_err(|error| SearchError::CannotList(error.to_string()))?;
+        freshness.meet(gathered.stale, gathered.fresh_until);
         let present: HashSet<EntityUid> = slice.iter().map(Entity::uid).collect();
         if fixed.named.iter().any(|uid| !present.contains(uid)) {
             return Ok(None);
@@ -483,6 +580,7 @@ impl Engine {
         searched: (Searched, &EntityTypeName),
         (known, residual): (&Known, Option<&PolicySet>),
         candidates: &[String],
+        freshness: &mut Freshness,
     ) -> Result<Vec<String>, SearchError> {
         let Names {
             principal,
@@ -506,11 +604,28 @@ impl Engine {
         else {
             return Ok(Vec::new());
         };
+        let uid_of = |candidate: &String| {
+            EntityUid::from_type_name_and_id(searched.1.clone(), EntityId::new(candidate))
+        };
+        // Every candidate's entities gathered together: a store call per
+        // round of misses, not a round trip per candidate.
+        let apart = match known {
+            Known::Resident(_) => GatheredApart::default(),
+            Known::Slice(..) => {
+                let uids: Vec<EntityUid> = candidates.iter().map(uid_of).collect();
+                let apart = self
+                    .store
+                    .gather_apart(&uids, snapshot.schema())
+                    .await
+                    .map_err(|error| SearchError::CannotList(error.to_string()))?;
+                freshness.meet(apart.gathered.stale, apart.gathered.fresh_until);
+                apart
+            }
+        };
         let mut found = Vec::new();
         let mut own = Vec::new();
         for (index, candidate) in candidates.iter().enumerate() {
-            let uid =
-                EntityUid::from_type_name_and_id(searched.1.clone(), EntityId::new(candidate));
+            let uid = uid_of(candidate);
             let (p, r) = match searched.0 {
                 Searched::Subject => (&uid, resource),
                 _ => (principal, &uid),
@@ -531,11 +646,7 @@ impl Engine {
                 }
                 Known::Slice(slice, present) => {
                     own.clear();
-                    self.store
-                        .gather(std::slice::from_ref(&uid), snapshot.schema(), &mut own)
-                        .await
-                        .map_err(|error| SearchError::CannotList(error.to_string()))?;
-                    if !own.iter().any(|entity| entity.uid() == uid) {
+                    if !apart.own(&uid, &mut own) {
                         continue;
                     }
                     let entities = slice

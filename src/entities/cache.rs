@@ -30,8 +30,8 @@ use moka::sync::Cache;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::EntityError;
 use super::http::{Fetched, HttpStore, UpstreamError};
+use super::{EntityError, Listed};
 use crate::telemetry::metrics;
 
 /// Where the cache gets what it does not hold: the HTTP store (or, in the
@@ -48,15 +48,16 @@ pub trait Fetch: Send + Sync + 'static {
     }
 
     /// The ids of every entity of a type (for search), at most `max` and
-    /// one more, only those referring to one of `related` when given; a
-    /// store that cannot list says so.
+    /// one more, only those referring to one of `related` when given, in
+    /// at most `requests` requests; a store that cannot list says so.
     fn list<'a>(
         &'a self,
         type_name: &'a str,
         related: Option<&'a [EntityUid]>,
         max: usize,
+        requests: usize,
     ) -> ListFuture<'a> {
-        let _ = (type_name, related, max);
+        let _ = (type_name, related, max, requests);
         Box::pin(async {
             Err(UpstreamError::Setup(
                 "this store cannot list entities".to_owned(),
@@ -90,8 +91,9 @@ impl Fetch for HttpStore {
         type_name: &'a str,
         related: Option<&'a [EntityUid]>,
         max: usize,
+        requests: usize,
     ) -> ListFuture<'a> {
-        Box::pin(HttpStore::list(self, type_name, related, max))
+        Box::pin(HttpStore::list(self, type_name, related, max, requests))
     }
 }
 
@@ -247,10 +249,33 @@ struct Exchanges {
     last_failed: bool,
 }
 
+/// Which listing: the type, the `related` uids, the most asked.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ListingKey {
+    type_name: String,
+    related: Option<Vec<EntityUid>>,
+    max: usize,
+}
+
+/// A store's listing, kept for later pages and searches.
+struct Listing {
+    ids: Arc<Vec<String>>,
+    /// the generation read before it was asked
+    generation: u64,
+    /// fresh until then
+    until: Instant,
+}
+
+/// Most bytes of listings kept (ids and keys, estimated): 10,000 ids of a
+/// few dozen bytes are under 1 MiB, so a few dozen listings fit.
+pub const MAX_LISTING_BYTES: u64 = 16 << 20;
+
 /// The cache and its store.
 pub struct EntityCache {
     store: Arc<dyn Fetch>,
     entries: Cache<EntityUid, Entry>,
+    /// the store's listings (for search), by what was asked
+    listings: Cache<ListingKey, Arc<Listing>>,
     flights: Arc<Mutex<Flights>>,
     settings: CacheSettings,
     /// when the store last answered, and whether it failed since
@@ -288,9 +313,19 @@ impl EntityCache {
                 u32::try_from(bytes.max(floor)).unwrap_or(u32::MAX)
             })
             .build();
+        let listings = Cache::builder()
+            .time_to_live(settings.ttl.max(Duration::from_secs(1)))
+            .max_capacity(MAX_LISTING_BYTES)
+            .weigher(|key: &ListingKey, listed: &Arc<Listing>| {
+                let ids: usize = listed.ids.iter().map(|id| id.len() + 24).sum();
+                let related = key.related.as_ref().map_or(0, |uids| uids.len() * 64);
+                u32::try_from(ids + related + 128).unwrap_or(u32::MAX)
+            })
+            .build();
         Self {
             store: Arc::new(store),
             entries,
+            listings,
             flights: Arc::new(Mutex::new(Flights::default())),
             settings,
             exchanges: Arc::new(Mutex::new(Exchanges::default())),
@@ -315,8 +350,12 @@ impl EntityCache {
 
     /// The ids of every entity of `type_name` the store holds (at most
     /// `max` and one more; with `related`, those referring to one of
-    /// them), asked of the store each time: a search must not miss what
-    /// the cache has not seen.
+    /// them), in at most `requests` store requests. The store's answer is
+    /// kept while it is fresh (as an entity would be: `cache.ttl`, or
+    /// `cache.ttl_without_bus`, from when the listing was sent) and no
+    /// invalidation has happened since it was sent: an entity added or
+    /// removed is either announced (an invalidation, which voids every
+    /// listing) or seen within the TTL, as a changed entity would be.
     ///
     /// # Errors
     /// The store fails or cannot list.
@@ -325,8 +364,38 @@ impl EntityCache {
         type_name: &str,
         related: Option<&[EntityUid]>,
         max: usize,
-    ) -> Result<Vec<String>, UpstreamError> {
-        self.store.list(type_name, related, max).await
+        requests: usize,
+    ) -> Result<Listed, UpstreamError> {
+        let key = ListingKey {
+            type_name: type_name.to_owned(),
+            related: related.map(<[EntityUid]>::to_vec),
+            max,
+        };
+        let generation = self.generation();
+        let now = Instant::now();
+        if let Some(listed) = self.listings.get(&key)
+            && listed.generation == generation
+            && now < listed.until
+        {
+            return Ok(Listed {
+                ids: Arc::clone(&listed.ids),
+                fresh_until: Some(listed.until),
+            });
+        }
+        let ids = Arc::new(self.store.list(type_name, related, max, requests).await?);
+        let until = now + self.ttl();
+        let listed = Listing {
+            ids: Arc::clone(&ids),
+            // Read before the listing was sent: an invalidation meanwhile
+            // leaves this listing under a generation no lookup reads.
+            generation,
+            until,
+        };
+        self.listings.insert(key, Arc::new(listed));
+        Ok(Listed {
+            ids,
+            fresh_until: Some(until),
+        })
     }
 
     /// The bus's state; `None` when there is no bus.

@@ -20,15 +20,19 @@ pub struct Resident {
     pub entities: Entities,
     /// this reading's number
     pub generation: u64,
+    /// a digest of the file's text: the same on every replica reading the
+    /// same file, so a search page token can be bound to the data
+    pub digest: String,
     /// who refers to whom, built on the first search that asks
     referrers: OnceLock<HashMap<EntityUid, Vec<EntityUid>>>,
 }
 
 impl Resident {
-    fn new(entities: Entities) -> Self {
+    fn new((entities, digest): (Entities, String)) -> Self {
         static READINGS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         Self {
             entities,
+            digest,
             generation: READINGS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             referrers: OnceLock::new(),
         }
@@ -180,13 +184,22 @@ fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
     Some((meta.modified().ok()?, meta.len()))
 }
 
-fn read(path: &Path, schema: &Schema) -> Result<Entities, EntityError> {
+/// The file's entities, and a digest of its text.
+fn read(path: &Path, schema: &Schema) -> Result<(Entities, String), EntityError> {
+    use sha2::Digest as _;
     let text = crate::embedded::read_to_string(path).map_err(|source| EntityError::Io {
         path: path.to_owned(),
         source,
     })?;
-    Entities::from_json_str(&text, Some(schema)).map_err(|source| EntityError::Invalid {
-        path: path.to_owned(),
-        source,
-    })
+    let entities =
+        Entities::from_json_str(&text, Some(schema)).map_err(|source| EntityError::Invalid {
+            path: path.to_owned(),
+            source,
+        })?;
+    let digest = sha2::Sha256::digest(text.as_bytes())
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Ok((entities, digest))
 }

@@ -103,9 +103,6 @@ pub struct HttpStore {
     settings: HttpStoreSettings,
 }
 
-/// Uids asked per page of `/entities/search`.
-const LIST_PAGE: usize = 1000;
-
 #[derive(Deserialize)]
 struct BatchAnswer {
     entities: Vec<Value>,
@@ -223,24 +220,30 @@ impl HttpStore {
     /// {"limit", "token"}}` answered by `{"uids": [{"type","id"}], "page":
     /// {"next_token"}}`), page by page; with `related`, the store may list
     /// only the entities referring to one of them. At most `max` (then
-    /// `Ok` with more than `max`, for the caller to refuse).
+    /// `Ok` with more than `max`, for the caller to refuse). Each page asks
+    /// for `max` and one more, so a store that honours `limit` answers in
+    /// one request; at most `requests` requests are made in all.
     ///
     /// A store that refuses `related` (400 or 422: written to the contract
     /// before it had the field, and strict about unknown ones) is asked
-    /// again without it, for every entity of the type.
+    /// again without it, for every entity of the type (within the same
+    /// `requests`).
     ///
     /// # Errors
-    /// The store fails, answers another type or a uid twice, or does not
-    /// implement the endpoint (404).
+    /// The store fails, answers another type or a uid twice, does not
+    /// implement the endpoint (404), or does not end its pages within
+    /// `requests` requests.
     pub async fn list(
         &self,
         type_name: &str,
         related: Option<&[EntityUid]>,
         max: usize,
+        requests: usize,
     ) -> Result<Vec<String>, UpstreamError> {
-        match self.list_pages(type_name, related, max).await {
+        let mut left = requests;
+        match self.list_pages(type_name, related, max, &mut left).await {
             Err(UpstreamError::Status(400 | 422)) if related.is_some() => {
-                self.list_pages(type_name, None, max).await
+                self.list_pages(type_name, None, max, &mut left).await
             }
             listed => listed,
         }
@@ -251,6 +254,7 @@ impl HttpStore {
         type_name: &str,
         related: Option<&[EntityUid]>,
         max: usize,
+        left: &mut usize,
     ) -> Result<Vec<String>, UpstreamError> {
         #[derive(Deserialize)]
         struct Uid {
@@ -276,11 +280,14 @@ impl HttpStore {
                 .map(|uid| serde_json::json!({"type": uid.type_name().to_string(), "id": uid.id().unescaped()}))
                 .collect()
         });
-        // Bounded: a store that never ends its pages cannot hold a search.
-        for _ in 0..=max / LIST_PAGE + 1 {
+        let limit = max.saturating_add(1);
+        // Bounded: a store that never ends its pages, or pages in smaller
+        // steps than asked, cannot make a search a storm of requests.
+        while *left > 0 {
+            *left -= 1;
             let page = match &token {
-                Some(token) => serde_json::json!({"limit": LIST_PAGE, "token": token}),
-                None => serde_json::json!({"limit": LIST_PAGE}),
+                Some(token) => serde_json::json!({"limit": limit, "token": token}),
+                None => serde_json::json!({"limit": limit}),
             };
             let body = match &related {
                 Some(related) => {
@@ -308,9 +315,9 @@ impl HttpStore {
             }
             token = Some(listed.page.next_token);
         }
-        Err(UpstreamError::Malformed(
-            "`/entities/search` did not end its pages".to_owned(),
-        ))
+        Err(UpstreamError::Malformed(format!(
+            "`/entities/search` did not end its pages within the search's budget of requests (pages of `limit` {limit} were asked)"
+        )))
     }
 
     async fn attempt(&self, url: &http::Uri, body: Bytes) -> Result<Bytes, UpstreamError> {

@@ -6,6 +6,7 @@
 //! the listener.
 
 mod cache;
+mod candidates;
 mod file;
 mod http;
 
@@ -17,7 +18,15 @@ use cedar_policy::{Entity, EntityTypeName, EntityUid, Schema};
 #[cfg(test)]
 pub(crate) use cache::double;
 pub use cache::{BusState, CacheSettings, EntityCache, Fetch, FetchFuture, StoreHealth};
+pub use candidates::{BATCH, GatheredApart};
 pub use file::{FileStore, Resident};
+
+/// Most `/entities/search` requests one search makes (its pages, and the
+/// listing asked again without `related` for a store that refuses it):
+/// each page asks for every candidate at once, so a store that honours the
+/// page `limit` answers in one; a store paging in smaller steps than asked
+/// refuses the search rather than taking a request per few entities.
+pub const LISTING_REQUESTS: usize = 3;
 
 /// How long `/readyz` waits for a failing HTTP store to answer: under the
 /// kubelet's default probe timeout (1 s), so the probe reports rather than
@@ -59,6 +68,16 @@ pub enum EntityError {
     },
 }
 
+/// A store's listing of the entities of a type (for search).
+#[derive(Debug, Clone)]
+pub struct Listed {
+    /// the ids listed
+    pub ids: Arc<Vec<String>>,
+    /// until when the listing is fresh (HTTP store); `None`: while the
+    /// file store's reading holds
+    pub fresh_until: Option<tokio::time::Instant>,
+}
+
 /// What gathering found beyond the entities themselves.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Gathered {
@@ -87,6 +106,16 @@ pub enum EntityStore {
 }
 
 impl EntityStore {
+    /// What names the data every replica reads alike, when there is such a
+    /// thing: the file store's digest of its file. The HTTP store has none
+    /// (each replica's cache is its own); nor has a request-only store.
+    pub fn data_version(&self) -> Option<String> {
+        match self {
+            EntityStore::File(store) => Some(store.entities().digest.clone()),
+            _ => None,
+        }
+    }
+
     /// Appends to `out` the stored entities for `uids` and their ancestors.
     /// A uid the store does not hold is simply absent.
     ///
@@ -141,6 +170,38 @@ impl EntityStore {
                 Ok(gathered)
             }
             Self::None => Ok(Gathered::default()),
+        }
+    }
+
+    /// Gathers many uids at once (a search's candidates), each then read
+    /// apart with [`GatheredApart::own`]: a store call per round of misses
+    /// and [`BATCH`] uids, not a round trip per uid. The file store and no
+    /// store find nothing here (the file store's are read in place).
+    ///
+    /// # Errors
+    /// When the store cannot answer and nothing usable is cached.
+    pub async fn gather_apart(
+        &self,
+        uids: &[EntityUid],
+        schema: &Arc<Schema>,
+    ) -> Result<GatheredApart, EntityError> {
+        match self {
+            Self::Http {
+                cache,
+                ancestor_depth,
+            } => candidates::gather_apart(cache, *ancestor_depth, uids, schema).await,
+            Self::File(_) | Self::None => Ok(GatheredApart::default()),
+        }
+    }
+
+    /// The generation of what the store serves: the file's reading, or
+    /// the cache's invalidation count (what a remembered answer is good
+    /// for; 0 without a store).
+    pub fn generation(&self) -> u64 {
+        match self {
+            Self::File(store) => store.entities().generation,
+            Self::Http { cache, .. } => cache.generation(),
+            Self::None => 0,
         }
     }
 
@@ -214,17 +275,20 @@ impl EntityStore {
     /// The ids of every entity of type `ty` the store holds, at most `max`
     /// and one more (for search: more than `max` is refused, not cut); with
     /// `related`, only those whose attributes refer to one of these
-    /// entities (a store may list more, never fewer).
+    /// entities (a store may list more, never fewer). The HTTP store's
+    /// listing is kept while fresh, for later pages and searches (see
+    /// [`EntityCache::list`]), and asked in at most [`LISTING_REQUESTS`].
     ///
     /// # Errors
-    /// A store that cannot list (none), or an HTTP store that fails or does
-    /// not implement `/entities/search`.
+    /// A store that cannot list (none), or an HTTP store that fails, does
+    /// not implement `/entities/search` or does not end its pages within
+    /// [`LISTING_REQUESTS`].
     pub async fn list(
         &self,
         ty: &EntityTypeName,
         related: Option<&[EntityUid]>,
         max: usize,
-    ) -> Result<Vec<String>, String> {
+    ) -> Result<Listed, String> {
         let id = |uid: &EntityUid| uid.id().unescaped().to_owned();
         match self {
             Self::File(store) => {
@@ -254,10 +318,13 @@ impl EntityStore {
                         .map(|uid| id(&uid))
                         .collect(),
                 };
-                Ok(listed)
+                Ok(Listed {
+                    ids: Arc::new(listed),
+                    fresh_until: None,
+                })
             }
             Self::Http { cache, .. } => cache
-                .list(&ty.to_string(), related, max)
+                .list(&ty.to_string(), related, max, LISTING_REQUESTS)
                 .await
                 .map_err(|e| e.to_string()),
             Self::None => Err("with `store.kind = \"none\"` there is no store to list".to_owned()),

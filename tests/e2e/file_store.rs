@@ -143,3 +143,65 @@ async fn admin_endpoints_are_closed_on_a_non_loopback_listener_without_a_token()
     let server = Server::start(config).await;
     assert_eq!(invalidate(&server, None).await, 403);
 }
+
+/// A search's page token is bound to the data it paged: after the file
+/// changes, the next page is a 400 that says to start again (never a page
+/// that skips or repeats), while two servers on the same file (replicas)
+/// accept each other's tokens.
+#[tokio::test]
+async fn a_search_token_is_bound_to_the_data_and_good_on_a_replica_of_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("entities.json");
+    let original = std::fs::read_to_string(root().join("examples/demo/entities.json")).unwrap();
+    std::fs::write(&file, &original).unwrap();
+    let path = file.display().to_string();
+    let settings = [
+        ("MANDATE_STORE_ENTITIES", path.as_str()),
+        ("MANDATE_STORE_RELOAD_INTERVAL", "50ms"),
+        (
+            "MANDATE_SEARCH_TOKEN_KEY",
+            "a-key-every-replica-shares-0123456789",
+        ),
+    ];
+    let one = Server::start(config_with(&settings)).await;
+    let two = Server::start(config_with(&settings)).await;
+    let search = json!({"subject": {"type": "user"}, "action": {"name": "view_account"},
+                        "resource": {"type": "account", "id": "alice-personal"},
+                        "page": {"limit": 2}});
+    let first = post(&one.url("/access/v1/search/subject"), &search).await;
+    assert_eq!(first.status, 200, "{}", first.json);
+    let mut next = search.clone();
+    next["page"]["token"] = first.json["page"]["next_token"].clone();
+    let on_replica = post(&two.url("/access/v1/search/subject"), &next).await;
+    assert_eq!(on_replica.status, 200, "{}", on_replica.json);
+    assert_ne!(on_replica.json["results"], first.json["results"]);
+
+    // The data changes (Carol leaves the traders); the old token is refused.
+    let mut entities: Vec<Value> = serde_json::from_str(&original).unwrap();
+    for entity in &mut entities {
+        if entity["uid"]["id"] == "alice-personal" {
+            entity["attrs"]["traders"] = json!([]);
+        }
+    }
+    std::fs::write(&file, serde_json::to_string(&entities).unwrap()).unwrap();
+    let mut status = 0;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        status = post(&one.url("/access/v1/search/subject"), &next)
+            .await
+            .status;
+        if status == 400 {
+            break;
+        }
+    }
+    assert_eq!(status, 400, "a token from before the change");
+    let refused = post(&one.url("/access/v1/search/subject"), &next).await;
+    assert!(
+        refused.json["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("start again"),
+        "{}",
+        refused.json
+    );
+}

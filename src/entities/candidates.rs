@@ -1,0 +1,120 @@
+//! Gathering many entities at once and reading each apart: a search's
+//! candidates. One lookup of the cache per round (the candidates, then each
+//! level of their parents), at most [`BATCH`] uids a store call, instead of a
+//! round trip per candidate; then each candidate's own entities (itself and
+//! its ancestors to `store.ancestor_depth`) are read from what was found,
+//! exactly what gathering it alone would have found.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use cedar_policy::{Entity, EntityUid, Schema};
+
+use super::cache::{Cached, EntityCache};
+use super::{EntityError, Gathered};
+
+/// Most uids asked of the store in one call: the store's answer stays far
+/// under `store.max_response_bytes` (16 MiB) even for accounts of a few KiB
+/// each, and 10,000 candidates (`search.max_candidates`) take ten calls.
+pub const BATCH: usize = 1_000;
+
+/// What gathering many uids found: every entity and ancestor, by uid.
+#[derive(Default)]
+pub struct GatheredApart {
+    found: HashMap<EntityUid, Arc<Cached>>,
+    depth: u32,
+    /// staleness, freshness and generation, as [`super::EntityStore::gather`]
+    pub gathered: Gathered,
+    /// store calls the cache led or joined for these uids (an upper bound:
+    /// a round with every uid cached makes none)
+    pub rounds: usize,
+}
+
+impl GatheredApart {
+    /// Appends `uid`'s own entities (itself and its ancestors, as
+    /// gathering it alone would); `false` when the store does not hold it.
+    pub fn own(&self, uid: &EntityUid, out: &mut Vec<Entity>) -> bool {
+        let Some(first) = self.found.get(uid) else {
+            return false;
+        };
+        let mut seen = HashSet::from([uid.clone()]);
+        let mut round = vec![first];
+        for depth in 0..=self.depth {
+            let mut next = Vec::new();
+            for cached in round {
+                out.push(cached.entity.clone());
+                if depth < self.depth {
+                    next.extend(
+                        cached
+                            .parents
+                            .iter()
+                            .filter(|parent| seen.insert((*parent).clone()))
+                            .filter_map(|parent| self.found.get(parent)),
+                    );
+                }
+            }
+            if next.is_empty() {
+                break;
+            }
+            round = next;
+        }
+        true
+    }
+}
+
+/// Gathers `uids` and their ancestors to `depth` through `cache`, a round
+/// per level, each round's uids in calls of at most [`BATCH`].
+///
+/// Every ancestor a uid alone would reach is found: a breadth-first walk
+/// over all of them meets each entity first at its least depth, so its
+/// parents are asked whenever any uid still has levels left above it.
+///
+/// # Errors
+/// When the store fails for a uid that has no entry within the stale bound.
+pub(super) async fn gather_apart(
+    cache: &EntityCache,
+    depth: u32,
+    uids: &[EntityUid],
+    schema: &Arc<Schema>,
+) -> Result<GatheredApart, EntityError> {
+    let mut apart = GatheredApart {
+        depth,
+        gathered: Gathered {
+            generation: cache.generation(),
+            ..Gathered::default()
+        },
+        ..GatheredApart::default()
+    };
+    let mut seen: HashSet<EntityUid> = uids.iter().cloned().collect();
+    let mut round: Vec<EntityUid> = seen.iter().cloned().collect();
+    round.sort_unstable();
+    for level in 0..=depth {
+        let mut next = Vec::new();
+        for chunk in round.chunks(BATCH) {
+            let lookup = cache.lookup(chunk, schema).await?;
+            apart.rounds += 1;
+            apart.gathered.stale |= lookup.stale;
+            apart.gathered.fresh_until = match (apart.gathered.fresh_until, lookup.fresh_until) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            for cached in lookup.found {
+                if level < depth {
+                    next.extend(
+                        cached
+                            .parents
+                            .iter()
+                            .filter(|parent| seen.insert((*parent).clone()))
+                            .cloned(),
+                    );
+                }
+                apart.found.insert(cached.entity.uid(), cached);
+            }
+        }
+        if next.is_empty() {
+            break;
+        }
+        round = next;
+    }
+    Ok(apart)
+}
