@@ -268,6 +268,8 @@ pub fn api(config: &Config, engine: Arc<Engine>, routes: Arc<RouteTable>, surfac
                 max_batch_items: config.server.max_batch_items,
                 max_json_depth: config.server.max_json_depth,
                 max_request_entities: config.server.max_request_entities,
+                lingering_time: config.server.lingering_time,
+                lingering_timeout: config.server.lingering_timeout,
                 max_explain_items: match config.api.explain {
                     crate::config::Switch::On => config.api.max_explain_items,
                     crate::config::Switch::Off => 0,

@@ -45,6 +45,10 @@ pub struct ApiLimits {
     /// most explained items in one request; 0: explanations are off
     /// (`api.explain`)
     pub max_explain_items: usize,
+    /// time a refused body is read and dropped, at most
+    pub lingering_time: std::time::Duration,
+    /// lingering stops after a read waits this long
+    pub lingering_timeout: std::time::Duration,
 }
 
 /// Who may call the admin endpoints (cache invalidation, policy reload).
@@ -414,15 +418,23 @@ impl Api {
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<usize>().ok());
+        // Reading its body would answer `100 Continue`, inviting it whole.
+        let waits_for_continue = request
+            .headers()
+            .get(http::header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
         let mut body = std::pin::pin!(request.into_body());
+        let limits = &self.settings.limits;
         if declared.is_some_and(|len| len > limit) {
-            drain(body).await;
+            if !waits_for_continue {
+                linger(body, limits.lingering_time, limits.lingering_timeout).await;
+            }
             return Err(ApiError::BodyTooLarge { limit });
         }
         let bytes = match Limited::new(body.as_mut(), limit).collect().await {
             Ok(collected) => collected.to_bytes(),
             Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                drain(body).await;
+                linger(body, limits.lingering_time, limits.lingering_timeout).await;
                 return Err(ApiError::BodyTooLarge { limit });
             }
             Err(e) => return Err(ApiError::BodyRead(e.to_string())),
@@ -442,23 +454,24 @@ impl Api {
     }
 }
 
-/// How much of a refused (too large) body is read and dropped, and for how
-/// long, so that the 413 reaches a client still sending instead of a reset.
-const DRAIN_BYTES: usize = 1024 * 1024;
-const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// Reads and drops up to [`DRAIN_BYTES`] of `body` within [`DRAIN_TIME`].
-async fn drain<B: hyper::body::Body<Data = Bytes>>(mut body: std::pin::Pin<&mut B>) {
-    let drained = async {
-        let mut read = 0;
-        while read < DRAIN_BYTES {
-            match body.as_mut().frame().await {
-                Some(Ok(frame)) => read += frame.data_ref().map_or(0, Bytes::len),
-                _ => return,
-            }
+/// Reads and drops the rest of a refused (too large) `body` until it ends,
+/// for at most `time` in all and `timeout` a read, as nginx's lingering
+/// close: a client still sending when the connection closed would get a
+/// reset instead of the 413. Bounded by time, not bytes: a client sending
+/// fast must be read to its end, however much that is.
+async fn linger<B: hyper::body::Body<Data = Bytes>>(
+    mut body: std::pin::Pin<&mut B>,
+    time: std::time::Duration,
+    timeout: std::time::Duration,
+) {
+    let until = tokio::time::Instant::now() + time;
+    loop {
+        let by = until.min(tokio::time::Instant::now() + timeout);
+        match tokio::time::timeout_at(by, body.as_mut().frame()).await {
+            Ok(Some(Ok(_))) => {}
+            _ => return,
         }
-    };
-    let _ = tokio::time::timeout(DRAIN_TIME, drained).await;
+    }
 }
 
 /// The JSON answer for a refused request: status and `{"error": {...}}`;

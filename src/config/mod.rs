@@ -239,6 +239,12 @@ pub struct ServerConfig {
     pub public_url: Option<String>,
     /// `server.max_request_entities`: see [`SETTINGS`] for what it does and its default.
     pub max_request_entities: usize,
+    /// `server.lingering_time`: see [`SETTINGS`] for what it does and its default.
+    #[serde(with = "humantime_serde")]
+    pub lingering_time: Duration,
+    /// `server.lingering_timeout`: see [`SETTINGS`] for what it does and its default.
+    #[serde(with = "humantime_serde")]
+    pub lingering_timeout: Duration,
 }
 
 /// TLS on the listeners (rustls: TLS 1.2 and 1.3, ALPN `h2` and `http/1.1`).

@@ -116,6 +116,13 @@ pub const SETTINGS: &[Setting] = &[
     // A batch of a few hundred evaluations fits with room.
     setting("server.max_body_bytes", Toml("1048576"), None, Integer,
         "largest request body, in bytes; larger is a 413"),
+    // nginx's `lingering_time` is 30 s; ours stays inside
+    // `server.request_timeout` (10 s), past which the answer is a 503.
+    setting("server.lingering_time", Text("5s"), None, Duration,
+        "time a refused body (413) is read and dropped before the answer, so that a client still sending gets the 413 instead of a reset (as nginx lingers); a body still coming after it is cut off"),
+    // A client sending its body does not pause for a second.
+    setting("server.lingering_timeout", Text("1s"), None, Duration,
+        "lingering on a refused body stops when the client sends nothing for this long"),
     // One request cannot hold a worker for long.
     setting("server.max_batch_items", Toml("1000"), None, Integer,
         "most items in one batch (AuthZEN `evaluations`, native `requests`); more is a 400"),
@@ -132,14 +139,14 @@ pub const SETTINGS: &[Setting] = &[
         "time one request may take, body and decision included; then a 503"),
     // Well above a sidecar's callers, under the fd limit.
     setting("server.max_connections", Toml("10000"), None, Integer,
-        "open connections; one more is answered 503 and closed"),
+        "open connections; at the cap the one idle longest is closed (GOAWAY on HTTP/2) to make way for a new one, and with none idle one more is answered 503 and closed"),
     // The contracts need 5; a deep document costs parse time.
     setting("server.max_json_depth", Toml("32"), None, Integer,
         "deepest JSON nesting of a request; deeper is a 400"),
-    // Longer than gateways' pool idle times, short enough that idle sockets
-    // cannot hold `max_connections` for long.
+    // Longer than gateways' pool idle times; idle connections make way at
+    // `max_connections` anyway, so they never hold it.
     setting("server.idle_timeout", Text("60s"), None, Duration,
-        "a connection with no request in flight this long is closed (every listener)"),
+        "a connection with no request in flight this long is closed (every listener; GOAWAY on HTTP/2); never longer than `server.header_read_timeout`, HTTP/1.1's wait for the next request, so HTTP/2 closes as promptly"),
     setting("server.public_url", Unset("none"), None, Url,
         "base URL the AuthZEN metadata names; without it a well-formed `Host`, else the listen address (a crafted `Host` is never reflected)"),
     // Each costs parsing and a place in the decision's entity set: this

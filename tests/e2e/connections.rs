@@ -292,8 +292,11 @@ async fn a_413_reaches_a_client_still_sending_over_tls_http1() {
     config.tls.key = Some(tls.key.clone());
     let server = Server::start(config).await;
     let client = client(&tls.ca, None, false);
+    // Bodies of 8 MiB, 128 times the limit, sent as fast as the machine
+    // can: read and dropped for as long as the client keeps sending (within
+    // `server.lingering_time`), not up to a byte count.
     for declared in [true, false] {
-        for _ in 0..5 {
+        for _ in 0..8 {
             let url = format!(
                 "https://localhost:{}/access/v1/evaluation",
                 server.addr.port()
@@ -303,13 +306,98 @@ async fn a_413_reaches_a_client_still_sending_over_tls_http1() {
                 // chunked: the limit is found while reading
                 request = request.header("transfer-encoding", "chunked");
             }
-            let body = Bytes::from(vec![b' '; 512 * 1024]);
+            let body = Bytes::from(vec![b' '; 8 * 1024 * 1024]);
             let request = request.body(Full::new(body)).unwrap();
             let response = client
                 .request(request)
                 .await
                 .expect("an answer, not a reset");
             assert_eq!(response.status(), 413);
+        }
+    }
+}
+
+/// Posts an 8 MiB body over TLS at about 20 MB/s, chunked or declared,
+/// without `Expect: 100-continue`, and reads the answer once it has sent
+/// everything: its status line, or the error that ended the connection
+/// first (a client whose write fails sees a reset, whatever the server
+/// had written).
+async fn paced_upload(
+    addr: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+    chunked: bool,
+) -> std::io::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await?;
+    let (mut reader, mut writer) = tokio::io::split(tls);
+    const CHUNK: usize = 64 * 1024;
+    const CHUNKS: usize = 128;
+    let framing = if chunked {
+        "Transfer-Encoding: chunked".to_owned()
+    } else {
+        format!("Content-Length: {}", CHUNK * CHUNKS)
+    };
+    let head = format!(
+        "POST /access/v1/evaluation HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n{framing}\r\n\r\n"
+    );
+    let sender = tokio::spawn(async move {
+        writer.write_all(head.as_bytes()).await?;
+        let mut pace = tokio::time::interval(Duration::from_micros(3_200));
+        for _ in 0..CHUNKS {
+            pace.tick().await;
+            if chunked {
+                writer
+                    .write_all(format!("{CHUNK:x}\r\n").as_bytes())
+                    .await?;
+            }
+            writer.write_all(&[b' '; CHUNK]).await?;
+            if chunked {
+                writer.write_all(b"\r\n").await?;
+            }
+        }
+        if chunked {
+            writer.write_all(b"0\r\n\r\n").await?;
+        }
+        writer.flush().await
+    });
+    sender.await??;
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 4096];
+    let status = loop {
+        let read = reader.read(&mut buffer).await?;
+        answer.extend_from_slice(&buffer[..read]);
+        if let Some(end) = answer.iter().position(|b| *b == b'\n') {
+            break String::from_utf8_lossy(&answer[..end]).trim().to_owned();
+        }
+        if read == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+    };
+    Ok(status)
+}
+
+#[tokio::test]
+async fn a_413_reaches_a_paced_sender_over_tls_every_time() {
+    let tls = material();
+    let mut config = config_with(&[("MANDATE_SERVER_MAX_BODY_BYTES", "65536")]);
+    config.tls.cert = Some(tls.cert.clone());
+    config.tls.key = Some(tls.key.clone());
+    let server = Server::start(config).await;
+    let client = Arc::new(client_config(&tls.ca, None));
+    // 20 MB/s for 8 MiB: the body is still coming 400 ms after the limit,
+    // 7 MiB past it; the server reads on until the client is done.
+    for chunked in [true, false] {
+        for attempt in 0..6 {
+            let status = paced_upload(server.addr, Arc::clone(&client), chunked).await;
+            assert_eq!(
+                status.as_deref().ok(),
+                Some("HTTP/1.1 413 Payload Too Large"),
+                "attempt {attempt}, chunked {chunked}: {status:?}"
+            );
         }
     }
 }
