@@ -539,9 +539,17 @@ fn serve(args: &ServeArgs) -> ExitCode {
     };
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Written by its own thread from a bounded queue, dropped and counted
+    // past it: a stderr nobody reads (a full pipe) never blocks a request.
+    let (stderr, _flushed_at_exit) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(config.log.process_queue)
+        .thread_name("mandate-log")
+        .finish(std::io::stderr());
+    let process_log = stderr.error_counter();
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(stderr)
         // Colour codes only for a person at a terminal, not in a pod's log.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
@@ -577,6 +585,19 @@ fn serve(args: &ServeArgs) -> ExitCode {
                 return ExitCode::from(64);
             }
         };
+        tokio::spawn(async move {
+            let mut counted = 0;
+            let mut ticks = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                ticks.tick().await;
+                let dropped = process_log.dropped_lines();
+                let new = u64::try_from(dropped.saturating_sub(counted)).unwrap_or(0);
+                mandate::telemetry::metrics()
+                    .process_log_dropped
+                    .inc_by(new);
+                counted = dropped;
+            }
+        });
         let snapshot = running.engine.policies().current();
         tracing::info!(
             policies = snapshot.policy_count(),

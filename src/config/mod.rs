@@ -511,6 +511,8 @@ pub enum DecisionSink {
 pub struct LogConfig {
     /// `log.level`: see [`SETTINGS`] for what it does and its default.
     pub level: String,
+    /// `log.process_queue`: see [`SETTINGS`] for what it does and its default.
+    pub process_queue: usize,
     /// `log.decisions`: see [`SETTINGS`] for what it does and its default.
     pub decisions: DecisionSink,
     /// `log.decisions_file`: see [`SETTINGS`] for what it does and its default.

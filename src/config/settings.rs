@@ -282,6 +282,9 @@ pub const SETTINGS: &[Setting] = &[
         "entity type → `store`, `request` or `merge`; unlisted types are `store` (`request` with `store.kind = \"none\"`)"),
     setting("log.level", Text("info"), None, Kind::Text,
         "a `tracing` filter for the process log (stderr)"),
+    // A few seconds of a debug flood; a stalled stderr costs at most that.
+    setting("log.process_queue", Toml("10000"), None, Integer,
+        "process log lines waiting for stderr, written by their own thread; beyond it lines are dropped and counted, so a stderr nobody reads never stalls a request"),
     setting("log.decisions", Text("stdout"), None, OneOf(&["stdout", "stderr", "file", "off"]),
         "the decision log: `stdout`, `stderr`, `file` or `off`"),
     setting("log.decisions_file", Unset("none"), None, Path,

@@ -72,6 +72,8 @@ pub struct Metrics {
     refusals: IntCounterVec,
     /// decision log lines dropped because the queue was full
     pub decision_log_dropped: IntCounter,
+    /// process log lines dropped because stderr was not keeping up
+    pub process_log_dropped: IntCounter,
     /// entity change events received from the bus
     pub bus_events_received: IntCounter,
     /// entity change events applied
@@ -272,6 +274,11 @@ impl Metrics {
                 &registry,
                 "mandate_decision_log_dropped_total",
                 "Decision log lines dropped: the queue was full.",
+            ),
+            process_log_dropped: counter(
+                &registry,
+                "mandate_process_log_dropped_total",
+                "Process log lines dropped: stderr was not keeping up.",
             ),
             bus_events_received: counter(
                 &registry,

@@ -278,3 +278,90 @@ fn sigterm_with_twenty_idle_keep_alive_connections_exits_at_once() {
     );
     drop((h2, h1));
 }
+
+/// A child process killed if the test fails before it exits.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Reads `reader` until the line naming the decision listener's address.
+fn listening_on(reader: &mut impl std::io::BufRead) -> String {
+    loop {
+        let mut line = String::new();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "the log ended");
+        if let Some(address) = line.trim().strip_prefix("mandate listening on http://") {
+            return address.to_owned();
+        }
+    }
+}
+
+#[test]
+fn a_process_log_nobody_reads_never_stalls_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("stderr");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    // Opening a FIFO for reading and writing never waits for the other end
+    // (Linux); the test holds it, reads up to the address, then never again.
+    let held = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&fifo)
+        .unwrap();
+    let stderr = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    let mut child = Reaped(
+        mandate()
+            .env("MANDATE_LOG_LEVEL", "debug")
+            .env("MANDATE_LOG_PROCESS_QUEUE", "100")
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap(),
+    );
+    let addr = listening_on(&mut std::io::BufReader::new(&held));
+    // Each HTTP/2 connection logs several debug lines (h2's own): the
+    // pipe's 64 KiB fill within a hundred; the server must go on answering.
+    let started = Instant::now();
+    for _ in 0..600 {
+        drop(crate::h2c::quiet_client(&addr));
+    }
+    let took = started.elapsed();
+    let reply = tokio::runtime::Runtime::new().unwrap().block_on(post(
+        &format!("http://{addr}/access/v1/evaluation"),
+        &mallory_views(),
+    ));
+    assert_eq!(reply.json["decision"], false, "{}", reply.json);
+    // What could not be written is counted (each second).
+    std::thread::sleep(Duration::from_millis(1_500));
+    let mut metrics = TcpStream::connect(&addr).unwrap();
+    metrics
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    metrics.read_to_string(&mut text).unwrap();
+    let dropped = text
+        .lines()
+        .find_map(|l| l.strip_prefix("mandate_process_log_dropped_total "))
+        .and_then(|v| v.parse::<u64>().ok());
+    assert!(
+        dropped.is_some_and(|d| d > 0),
+        "dropped lines counted: {dropped:?}"
+    );
+    terminate(&child.0);
+    let exited = child.0.wait().unwrap();
+    assert!(
+        took < Duration::from_secs(30),
+        "600 connections took {took:?}"
+    );
+    assert_eq!(exited.code(), Some(0));
+    drop(held);
+}
