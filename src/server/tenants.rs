@@ -164,3 +164,57 @@ impl Tenants {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn asked_and_ended(tenants: &Arc<Tenants>, held: &mut Vec<Tenancy>) -> Arc<Activity> {
+        let activity = Arc::new(Activity::new());
+        activity.began();
+        activity.ended();
+        held.push(tenants.register(&activity));
+        activity
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_connection_idle_longest_makes_way_and_busy_or_new_ones_never_do() {
+        let tenants = Arc::new(Tenants::default());
+        let mut held = Vec::new();
+        let oldest = asked_and_ended(&tenants, &mut held);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let newer = asked_and_ended(&tenants, &mut held);
+        let busy = Arc::new(Activity::new());
+        busy.began();
+        held.push(tenants.register(&busy));
+        let silent = Arc::new(Activity::new());
+        held.push(tenants.register(&silent));
+
+        assert!(tenants.evict_idlest());
+        oldest.evicted().await;
+        assert!(tenants.evict_idlest(), "the next idlest");
+        newer.evicted().await;
+        assert!(
+            !tenants.evict_idlest(),
+            "one in flight and one not yet asked stay"
+        );
+        held.clear();
+        assert!(tenants.open().is_empty(), "a closed connection leaves");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_counts_from_the_last_answer_and_never_while_one_is_in_flight() {
+        let activity = Activity::new();
+        activity.began();
+        let idle = tokio::time::timeout(
+            Duration::from_secs(30),
+            activity.idle_for(Duration::from_secs(10)),
+        );
+        assert!(idle.await.is_err(), "in flight: never idle");
+        activity.ended();
+        let started = Instant::now();
+        activity.idle_for(Duration::from_secs(10)).await;
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_secs(10) && waited < Duration::from_secs(13));
+    }
+}

@@ -3,7 +3,8 @@
 //! ask are closed at the first-request deadline, idle keep-alive
 //! connections at the idle timeout, so they cannot hold `max_connections`;
 //! the gRPC listener has the same limits and the same TLS and client
-//! identities as HTTP; a 413 reaches a client still sending over TLS.
+//! identities as HTTP; a 413 reaches a client still sending over TLS, even
+//! one sending fast and reading only once it is done.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -1,7 +1,7 @@
 //! What a fleet does to a process that one machine never does: the
 //! environment a kubelet injects, files planted where a default pack used
 //! to be unpacked, half an own pack, idle clients at every rolling update,
-//! listen addresses written as host names.
+//! listen addresses written as host names, a process log nobody reads.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
