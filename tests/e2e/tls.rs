@@ -361,6 +361,13 @@ async fn one_connection_over_the_limit_is_answered_503() {
         let mut buffer = [0u8; 512];
         let n = first.read(&mut buffer).unwrap();
         let first_answer = String::from_utf8_lossy(&buffer[..n]).into_owned();
+        // Busy (a body still coming): an idle one would make way instead.
+        first
+            .write_all(
+                b"POST /access/v1/evaluation HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\n\r\n{",
+            )
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(100));
         let mut second = std::net::TcpStream::connect(addr).unwrap();
         second
             .set_read_timeout(Some(Duration::from_secs(5)))
