@@ -7,7 +7,9 @@
 //!
 //! And who may view `alice-personal` among 5,000 users over the HTTP store
 //! (the reference store on loopback), the cache cold for every search (each
-//! iteration forgets everything first), and asked again (a later page).
+//! iteration forgets everything first), and asked again (a later page);
+//! also with a permit that names no one (employees may view every account),
+//! so every user is a candidate, gathered in batches.
 //!
 //! `cargo bench --bench search`
 //! `cargo bench --bench search -- subject_5000_users`
@@ -219,7 +221,25 @@ fn bench_subject_search(c: &mut Criterion) {
         tokio::spawn(Arc::clone(&store).serve(listener, std::future::pending()));
         format!("http://{addr}")
     });
-    let engine = mandate::app::engine(&config(&file, Some(upstream))).unwrap();
+    let engine = mandate::app::engine(&config(&file, Some(upstream.clone()))).unwrap();
+    // The shipped pack and one permit naming no one: nothing narrows.
+    let open_pack = dir.path().join("policies");
+    std::fs::create_dir(&open_pack).unwrap();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    for entry in std::fs::read_dir(root.join("policies")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|ext| ext == "cedar") {
+            std::fs::copy(&path, open_pack.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    std::fs::write(
+        open_pack.join("employees.cedar"),
+        "@id(\"E1\")\npermit (principal, action == Brokerage::Action::\"view_account\", resource)\nwhen { principal.employee };\n",
+    )
+    .unwrap();
+    let mut open_config = config(&file, Some(upstream));
+    open_config.policy.dir = open_pack;
+    let open = mandate::app::engine(&open_config).unwrap();
     let query = SearchQuery {
         subject: ("user", ""),
         action: "view_account",
@@ -252,12 +272,33 @@ fn bench_subject_search(c: &mut Criterion) {
         again.0 - before.0,
         again.1 - before.1
     );
+    let open_cold = || async {
+        open.store().invalidate_all();
+        open.search(&query, Searched::Subject, 10_000)
+            .await
+            .unwrap()
+    };
+    let before = store.calls();
+    let every = rt.block_on(open_cold());
+    let after = store.calls();
+    println!(
+        "nothing narrowing: {} users of {} candidates; store calls, cold: {} batch, {} search",
+        every.ids.len(),
+        every.candidates,
+        after.0 - before.0,
+        after.1 - before.1
+    );
     let mut bench = c.benchmark_group("search/subject_5000_users");
     bench.sample_size(10);
     bench.measurement_time(Duration::from_secs(10));
     bench.bench_function("http_store_cold_cache", |b| {
         b.to_async(&rt).iter(|| async {
             assert_eq!(cold().await.ids, found.ids);
+        });
+    });
+    bench.bench_function("http_store_cold_cache_nothing_narrowing", |b| {
+        b.to_async(&rt).iter(|| async {
+            assert_eq!(open_cold().await.ids, every.ids);
         });
     });
     bench.bench_function("http_store_asked_again", |b| {

@@ -95,7 +95,8 @@ pub enum SearchError {
 pub struct Found {
     /// the ids (or action names) allowed, sorted
     pub ids: Vec<String>,
-    /// how many candidates were decided
+    /// how many candidates were decided (0: remembered from an earlier
+    /// search, nothing decided)
     pub candidates: usize,
     /// answered by partial evaluation alone: nothing was listed
     pub pruned: bool,

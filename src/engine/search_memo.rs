@@ -52,13 +52,17 @@ impl SearchMemo {
         }
     }
 
-    /// The answer remembered for `key` under `epoch`, if still fresh.
+    /// The answer remembered for `key` under `epoch`, if still fresh (no
+    /// candidate decided for it: `candidates` is 0).
     pub(super) fn get(&self, key: &str, epoch: Epoch) -> Option<Found> {
         let remembered = self.answers.get(key)?;
         let fresh = remembered
             .fresh_until
             .is_none_or(|until| Instant::now() < until);
-        (remembered.epoch == epoch && fresh).then(|| remembered.found.clone())
+        (remembered.epoch == epoch && fresh).then(|| Found {
+            candidates: 0,
+            ..remembered.found.clone()
+        })
     }
 
     /// Remembers `found` for `key` under `epoch` (read before it was

@@ -3,7 +3,8 @@
 //! `alice-personal`" takes a few store calls, not one per candidate; its
 //! next page none; a revocation (the admin endpoint's invalidation) is seen
 //! by the next search; a store that pages in smaller steps than asked is
-//! refused within the listing budget rather than asked page after page.
+//! refused within the listing budget rather than asked page after page;
+//! past `search.max_concurrent`, a search waits its turn within its budget.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -195,11 +196,21 @@ async fn a_revocation_is_seen_by_the_next_search_not_hidden_by_a_remembered_answ
     assert!(after.contains(&"alice-app-1".to_owned()), "{after:?}");
 }
 
-/// A store that answers `/entities/search` one uid a page, whatever the
-/// `limit`: the search is refused (503) after the listing budget, not
-/// answered after thousands of requests.
-#[tokio::test]
-async fn a_store_paging_in_smaller_steps_than_asked_is_refused_within_the_listing_budget() {
+/// How the hand-made store below lists.
+#[derive(Clone, Copy)]
+enum Listing {
+    /// one made-up uid a page, whatever the `limit`, never ending
+    OneAPage,
+    /// every demo entity of the type, once the gate lets it
+    Gated,
+}
+
+/// A store serving the demo's entities to `/entities/batch`, listing as
+/// told, counting its listing requests.
+async fn hand_made_store(
+    listing: Listing,
+    gate: Arc<tokio::sync::Semaphore>,
+) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use http_body_util::{BodyExt, Full};
@@ -207,17 +218,18 @@ async fn a_store_paging_in_smaller_steps_than_asked_is_refused_within_the_listin
     let listings = Arc::new(AtomicUsize::new(0));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let upstream = format!("http://{}", listener.local_addr().unwrap());
-    let demo = crate::upstream::demo_entities();
+    let demo = Arc::new(crate::upstream::demo_entities());
     let counted = Arc::clone(&listings);
     tokio::spawn(async move {
-        let demo = Arc::new(demo);
         loop {
             let (stream, _) = listener.accept().await.unwrap();
-            let (demo, listings) = (Arc::clone(&demo), Arc::clone(&counted));
+            let (demo, listings, gate) =
+                (Arc::clone(&demo), Arc::clone(&counted), Arc::clone(&gate));
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(
                     move |request: http::Request<hyper::body::Incoming>| {
-                        let (demo, listings) = (Arc::clone(&demo), Arc::clone(&listings));
+                        let (demo, listings, gate) =
+                            (Arc::clone(&demo), Arc::clone(&listings), Arc::clone(&gate));
                         async move {
                             let path = request.uri().path().to_owned();
                             let body = request.into_body().collect().await.unwrap().to_bytes();
@@ -231,8 +243,21 @@ async fn a_store_paging_in_smaller_steps_than_asked_is_refused_within_the_listin
                                 json!({"entities": found})
                             } else {
                                 let n = listings.fetch_add(1, Ordering::SeqCst);
-                                json!({"uids": [{"type": body["type"], "id": format!("u{n}")}],
-                                       "page": {"next_token": format!("{}", n + 1)}})
+                                match listing {
+                                    Listing::OneAPage => json!({
+                                        "uids": [{"type": body["type"], "id": format!("u{n}")}],
+                                        "page": {"next_token": format!("{}", n + 1)}
+                                    }),
+                                    Listing::Gated => {
+                                        gate.acquire().await.unwrap().forget();
+                                        let uids: Vec<&Value> = demo
+                                            .values()
+                                            .map(|entity| &entity["uid"])
+                                            .filter(|uid| uid["type"] == body["type"])
+                                            .collect();
+                                        json!({"uids": uids, "page": {"next_token": ""}})
+                                    }
+                                }
                             };
                             Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
                                 bytes::Bytes::from(answer.to_string()),
@@ -248,6 +273,16 @@ async fn a_store_paging_in_smaller_steps_than_asked_is_refused_within_the_listin
             });
         }
     });
+    (upstream, listings)
+}
+
+/// A store that answers `/entities/search` one uid a page, whatever the
+/// `limit`: the search is refused (503) after the listing budget, not
+/// answered after thousands of requests.
+#[tokio::test]
+async fn a_store_paging_in_smaller_steps_than_asked_is_refused_within_the_listing_budget() {
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let (upstream, listings) = hand_made_store(Listing::OneAPage, gate).await;
     let server = Server::start(config_with(&[
         ("MANDATE_STORE_KIND", "http"),
         ("MANDATE_STORE_UPSTREAM", upstream.as_str()),
@@ -269,5 +304,78 @@ async fn a_store_paging_in_smaller_steps_than_asked_is_refused_within_the_listin
         "{}",
         reply.json
     );
-    assert!(listings.load(Ordering::SeqCst) <= 3);
+    assert_eq!(listings.load(std::sync::atomic::Ordering::SeqCst), 3);
+}
+
+/// With `search.max_concurrent = 1`, a search waits while another decides
+/// (here: held at the store's listing), within its time budget: it never
+/// reaches the store, and is refused whole when the budget runs out.
+#[tokio::test]
+async fn searches_past_max_concurrent_wait_their_turn_within_the_time_budget() {
+    use std::sync::atomic::Ordering;
+
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let (upstream, listings) = hand_made_store(Listing::Gated, Arc::clone(&gate)).await;
+    let server = Server::start(config_with(&[
+        ("MANDATE_STORE_KIND", "http"),
+        ("MANDATE_STORE_UPSTREAM", upstream.as_str()),
+        ("MANDATE_SEARCH_MAX_CONCURRENT", "1"),
+        ("MANDATE_SEARCH_TIME_BUDGET", "5s"),
+    ]))
+    .await;
+    let url = server.url("/access/v1/search/subject");
+    let who = |account: &str| {
+        json!({"subject": {"type": "user"}, "action": {"name": "view_account"},
+               "resource": {"type": "account", "id": account}})
+    };
+    let first = tokio::spawn({
+        let (url, body) = (url.clone(), who("alice-personal"));
+        async move { post(&url, &body).await }
+    });
+    while listings.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let second = tokio::spawn({
+        let (url, body) = (url.clone(), who("acme-corp"));
+        async move { post(&url, &body).await }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        listings.load(Ordering::SeqCst),
+        1,
+        "the second search waits for its turn before asking the store"
+    );
+    gate.add_permits(100);
+    let (first, second) = (first.await.unwrap(), second.await.unwrap());
+    assert_eq!(first.status, 200, "{}", first.json);
+    assert_eq!(second.status, 200, "{}", second.json);
+    assert!(
+        ids(&first.json).contains(&"alice".to_owned()),
+        "{}",
+        first.json
+    );
+
+    // Held past its budget, a waiting search is refused whole.
+    gate.forget_permits(usize::MAX);
+    let server = Server::start(config_with(&[
+        ("MANDATE_STORE_KIND", "http"),
+        ("MANDATE_STORE_UPSTREAM", upstream.as_str()),
+        ("MANDATE_SEARCH_MAX_CONCURRENT", "1"),
+        ("MANDATE_SEARCH_TIME_BUDGET", "300ms"),
+    ]))
+    .await;
+    let url = server.url("/access/v1/search/subject");
+    let held = listings.load(Ordering::SeqCst);
+    let first = tokio::spawn({
+        let (url, body) = (url.clone(), who("alice-personal"));
+        async move { post(&url, &body).await }
+    });
+    while listings.load(Ordering::SeqCst) == held {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let second = post(&url, &who("acme-corp")).await;
+    assert_eq!(second.status, 503, "{}", second.json);
+    assert_eq!(second.json["error"]["code"], "search_over_budget");
+    gate.add_permits(100);
+    let _ = first.await.unwrap();
 }
