@@ -418,6 +418,9 @@ impl Api {
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<usize>().ok());
+        // HTTP/2 ends the stream with the answer (RST_STREAM NO_ERROR) and
+        // the connection lives on: nothing to linger for.
+        let http1 = request.version() < http::Version::HTTP_2;
         // Reading its body would answer `100 Continue`, inviting it whole.
         let waits_for_continue = request
             .headers()
@@ -426,7 +429,7 @@ impl Api {
         let mut body = std::pin::pin!(request.into_body());
         let limits = &self.settings.limits;
         if declared.is_some_and(|len| len > limit) {
-            if !waits_for_continue {
+            if http1 && !waits_for_continue {
                 linger(body, limits.lingering_time, limits.lingering_timeout).await;
             }
             return Err(ApiError::BodyTooLarge { limit });
@@ -434,7 +437,9 @@ impl Api {
         let bytes = match Limited::new(body.as_mut(), limit).collect().await {
             Ok(collected) => collected.to_bytes(),
             Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                linger(body, limits.lingering_time, limits.lingering_timeout).await;
+                if http1 {
+                    linger(body, limits.lingering_time, limits.lingering_timeout).await;
+                }
                 return Err(ApiError::BodyTooLarge { limit });
             }
             Err(e) => return Err(ApiError::BodyRead(e.to_string())),

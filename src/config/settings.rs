@@ -119,7 +119,7 @@ pub const SETTINGS: &[Setting] = &[
     // nginx's `lingering_time` is 30 s; ours stays inside
     // `server.request_timeout` (10 s), past which the answer is a 503.
     setting("server.lingering_time", Text("5s"), None, Duration,
-        "time a refused body (413) is read and dropped before the answer, so that a client still sending gets the 413 instead of a reset (as nginx lingers); a body still coming after it is cut off"),
+        "time a refused body (413) is read and dropped before the answer, so that an HTTP/1.1 client still sending gets the 413 instead of a reset (as nginx lingers); a body still coming after it is cut off (HTTP/2 ends the stream with the answer instead)"),
     // A client sending its body does not pause for a second.
     setting("server.lingering_timeout", Text("1s"), None, Duration,
         "lingering on a refused body stops when the client sends nothing for this long"),

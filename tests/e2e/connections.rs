@@ -318,6 +318,61 @@ async fn a_413_reaches_a_client_still_sending_over_tls_http1() {
     }
 }
 
+#[tokio::test]
+async fn a_413_reaches_an_http2_client_over_tls_without_waiting_for_its_body() {
+    let tls = material();
+    let mut config = config_with(&[
+        ("MANDATE_SERVER_MAX_BODY_BYTES", "65536"),
+        ("MANDATE_SERVER_LINGERING_TIME", "5s"),
+    ]);
+    config.tls.cert = Some(tls.cert.clone());
+    config.tls.key = Some(tls.key.clone());
+    let server = Server::start(config).await;
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(client_config(&tls.ca, None))
+        .https_only()
+        .enable_http2()
+        .build();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build::<_, Endless>(connector);
+    let url = format!(
+        "https://localhost:{}/access/v1/evaluation",
+        server.addr.port()
+    );
+    for _ in 0..4 {
+        // A body that never ends: HTTP/2 ends the stream with the answer
+        // (RST_STREAM NO_ERROR), so there is nothing to linger for.
+        let request = http::Request::post(&url).body(Endless).unwrap();
+        let asked = std::time::Instant::now();
+        let response = client.request(request).await.expect("an answer");
+        assert_eq!(response.status(), 413);
+        assert!(
+            asked.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            asked.elapsed()
+        );
+    }
+}
+
+/// A request body that never ends: 64 KiB as fast as it is taken.
+struct Endless;
+
+impl hyper::body::Body for Endless {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        static CHUNK: [u8; 64 * 1024] = [b' '; 64 * 1024];
+        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(Bytes::from_static(
+            &CHUNK,
+        )))))
+    }
+}
+
 /// Posts an 8 MiB body over TLS at about 20 MB/s, chunked or declared,
 /// without `Expect: 100-continue`, and reads the answer once it has sent
 /// everything: its status line, or the error that ended the connection
