@@ -1,7 +1,9 @@
 //! The listeners: accept connections (plain or TLS through rustls, with
 //! client certificates when configured), speak HTTP/1.1 and HTTP/2 on one
-//! port through hyper-util's auto builder, bound connections, requests and
-//! header reads in time and number, and drain in-flight requests on
+//! port through hyper-util's auto builder, bound connections, requests,
+//! HTTP/2 streams and header reads in time and number (at the connection
+//! cap, the connection idle longest makes way: `tenants.rs`), close idle
+//! connections (GOAWAY on HTTP/2), and drain in-flight requests on
 //! shutdown.
 //!
 //! Knows sockets, TLS and HTTP framing; never wire formats or policies.
