@@ -513,6 +513,22 @@ fn report(error: impl miette::Diagnostic + Send + Sync + 'static) {
     eprintln!("{:?}", miette::Report::new(error));
 }
 
+/// Flushes the process log at exit, unless it ever fell behind: then its
+/// worker may not take the shutdown message in time, and tracing-appender
+/// would say so on stdout, the decision log's stream.
+struct FlushedAtExit {
+    guard: Option<tracing_appender::non_blocking::WorkerGuard>,
+    dropped: tracing_appender::non_blocking::ErrorCounter,
+}
+
+impl Drop for FlushedAtExit {
+    fn drop(&mut self) {
+        if self.dropped.dropped_lines() > 0 {
+            std::mem::forget(self.guard.take());
+        }
+    }
+}
+
 /// Exit code when the async runtime cannot be built (EX_SOFTWARE).
 const INTERNAL: u8 = 70;
 
@@ -541,12 +557,16 @@ fn serve(args: &ServeArgs) -> ExitCode {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Written by its own thread from a bounded queue, dropped and counted
     // past it: a stderr nobody reads (a full pipe) never blocks a request.
-    let (stderr, _flushed_at_exit) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+    let (stderr, flushed) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(true)
         .buffered_lines_limit(config.log.process_queue)
         .thread_name("mandate-log")
         .finish(std::io::stderr());
     let process_log = stderr.error_counter();
+    let _flushed_at_exit = FlushedAtExit {
+        guard: Some(flushed),
+        dropped: process_log.clone(),
+    };
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(stderr)

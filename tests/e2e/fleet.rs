@@ -322,7 +322,7 @@ fn a_process_log_nobody_reads_never_stalls_the_server() {
             .env("MANDATE_LOG_LEVEL", "debug")
             .env("MANDATE_LOG_PROCESS_QUEUE", "100")
             .args(["serve", "--listen", "127.0.0.1:0"])
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()
             .unwrap(),
@@ -363,5 +363,22 @@ fn a_process_log_nobody_reads_never_stalls_the_server() {
         "600 connections took {took:?}"
     );
     assert_eq!(exited.code(), Some(0));
+    // The decision log's stream holds decision lines only: the process
+    // log, behind, does not say so on stdout at exit.
+    let mut stdout = String::new();
+    child
+        .0
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    assert!(!stdout.is_empty());
+    for line in stdout.lines() {
+        assert!(
+            serde_json::from_str::<serde_json::Value>(line).is_ok(),
+            "not a decision line on stdout: {line}"
+        );
+    }
     drop(held);
 }
