@@ -118,3 +118,93 @@ pub(super) async fn gather_apart(
     }
     Ok(apart)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::entities::double::Double;
+    use crate::entities::{CacheSettings, EntityStore};
+
+    fn uid(text: &str) -> EntityUid {
+        text.parse().unwrap()
+    }
+
+    /// `a` in `g1` in `g2` in `g3`; `b` in `g2` directly; `c` absent.
+    fn store(depth: u32) -> (EntityStore, Arc<Double>, Arc<Schema>) {
+        let group = |id: &str, parents: Vec<&str>| {
+            json!({"uid": {"type": "Group", "id": id}, "attrs": {},
+                   "parents": parents.iter().map(|p| json!({"type": "Group", "id": p})).collect::<Vec<_>>()})
+        };
+        let double = Double::new(vec![
+            json!({"uid": {"type": "User", "id": "a"}, "attrs": {}, "parents": [{"type": "Group", "id": "g1"}]}),
+            json!({"uid": {"type": "User", "id": "b"}, "attrs": {}, "parents": [{"type": "Group", "id": "g2"}]}),
+            group("g1", vec!["g2"]),
+            group("g2", vec!["g3"]),
+            group("g3", vec![]),
+        ]);
+        let settings = CacheSettings {
+            ttl: Duration::from_secs(30),
+            negative_ttl: Duration::from_secs(5),
+            stale_if_error: Duration::from_secs(60),
+            max_entries: 1000,
+            max_bytes: 1 << 20,
+            ttl_without_bus: None,
+        };
+        let schema =
+            Schema::from_cedarschema_str("entity Group in [Group]; entity User in [Group];")
+                .unwrap()
+                .0;
+        let store = EntityStore::Http {
+            cache: EntityCache::new(Arc::clone(&double), settings),
+            ancestor_depth: depth,
+        };
+        (store, double, Arc::new(schema))
+    }
+
+    fn sorted(entities: &[Entity]) -> Vec<String> {
+        let mut uids: Vec<String> = entities.iter().map(|e| e.uid().to_string()).collect();
+        uids.sort();
+        uids
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_candidate_read_apart_has_what_gathering_it_alone_finds_in_a_call_per_round() {
+        for depth in 0..=3 {
+            let (store, double, schema) = store(depth);
+            let uids = [
+                uid(r#"User::"a""#),
+                uid(r#"User::"b""#),
+                uid(r#"User::"c""#),
+            ];
+            let apart = store.gather_apart(&uids, &schema).await.unwrap();
+            // A round per level reached, each one call (b's g2 is a's
+            // second level: asked once, at the first level it is met).
+            assert!(double.calls() <= depth as usize + 1, "depth {depth}");
+            for uid in &uids {
+                let mut own = Vec::new();
+                let held = apart.own(uid, &mut own);
+                assert_eq!(held, uid.id().unescaped() != "c", "{uid}");
+                assert_eq!(
+                    sorted(&own),
+                    alone(depth, uid).await,
+                    "{uid} at depth {depth}"
+                );
+            }
+        }
+    }
+
+    /// What gathering `uid` alone finds, at `depth`.
+    async fn alone(depth: u32, uid: &EntityUid) -> Vec<String> {
+        let (store, _, schema) = store(depth);
+        let mut out = Vec::new();
+        store
+            .gather(std::slice::from_ref(uid), &schema, &mut out)
+            .await
+            .unwrap();
+        sorted(&out)
+    }
+}
