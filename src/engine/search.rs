@@ -168,7 +168,9 @@ impl Engine {
         max_candidates: usize,
     ) -> Result<Found, SearchError> {
         if searched == Searched::Action {
-            return self.search_uncached(query, searched, max_candidates).await;
+            return self
+                .search_afresh(query, searched, max_candidates, &mut Freshness::default())
+                .await;
         }
         // Read before anything is gathered: an invalidation meanwhile
         // leaves the answer under an epoch no later search reads.
@@ -179,7 +181,7 @@ impl Engine {
         }
         let mut freshness = Freshness::default();
         let found = self
-            .search_subject_or_resource(query, searched, max_candidates, &mut freshness)
+            .search_afresh(query, searched, max_candidates, &mut freshness)
             .await?;
         // Remembered when nothing was stale and its freshness is known:
         // the file store's reading, or the HTTP store's data until it
@@ -212,17 +214,9 @@ impl Engine {
         }
     }
 
-    async fn search_uncached(
-        &self,
-        query: &SearchQuery<'_>,
-        searched: Searched,
-        max_candidates: usize,
-    ) -> Result<Found, SearchError> {
-        self.search_subject_or_resource(query, searched, max_candidates, &mut Freshness::default())
-            .await
-    }
-
-    async fn search_subject_or_resource(
+    /// The search decided now, nothing remembered read; `freshness` met
+    /// with everything it reads.
+    async fn search_afresh(
         &self,
         query: &SearchQuery<'_>,
         searched: Searched,
