@@ -41,6 +41,11 @@ struct Entity {
 #[derive(Deserialize)]
 struct Action {
     name: String,
+    /// read by the policies as `context.action_properties`, when the
+    /// action's context declares it; ignored otherwise (no policy could
+    /// read it)
+    #[serde(default)]
+    properties: Option<Map<String, Value>>,
 }
 
 #[derive(Deserialize)]
@@ -260,11 +265,13 @@ pub(super) async fn evaluation(
     request_id: Option<&str>,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
     let evaluation: Evaluation = decode(body)?;
+    let context =
+        with_action_properties(engine, &evaluation.action, evaluation.context.as_ref(), "")?;
     let request = request(
         &evaluation.subject,
         &evaluation.action,
         &evaluation.resource,
-        evaluation.context.as_ref(),
+        context.as_ref().or(evaluation.context.as_ref()),
         request_id,
     );
     let decision = engine
@@ -303,11 +310,12 @@ pub(super) async fn evaluations(
                     "",
                 ));
             };
+            let context = with_action_properties(engine, action, defaults.context.as_ref(), "")?;
             let request = request(
                 subject,
                 action,
                 resource,
-                defaults.context.as_ref(),
+                context.as_ref().or(defaults.context.as_ref()),
                 request_id,
             );
             let decision = engine
@@ -414,11 +422,71 @@ async fn decide_item(
             &prefix(index),
         ));
     };
-    let request = request(subject, action, resource, context, request_id);
+    let merged = with_action_properties(engine, action, context, &prefix(index))?;
+    let request = request(
+        subject,
+        action,
+        resource,
+        merged.as_ref().or(context),
+        request_id,
+    );
     engine
         .decide(&request)
         .await
         .map_err(|e| NAMES.refuse(e, &prefix(index)))
+}
+
+/// The caller's context with the action's `properties` in it as
+/// `action_properties`, when the action's context declares that record
+/// (Cedar actions carry no attributes); `None` when nothing is added: no
+/// properties, or an action that does not declare them (no policy of it
+/// could read them, so they are ignored). A context that is not an object
+/// is left for the engine to refuse.
+///
+/// # Errors
+/// A 400 when the context holds `action_properties` too: two values, one
+/// reading.
+fn with_action_properties(
+    engine: &Engine,
+    action: &Action,
+    context: Option<&Value>,
+    prefix: &str,
+) -> Result<Option<Value>, ApiError> {
+    use crate::policy::ACTION_PROPERTIES;
+    let Some(properties) = &action.properties else {
+        return Ok(None);
+    };
+    let snapshot = engine.policies().current();
+    let takes = snapshot
+        .action(&action.name)
+        .and_then(|uid| snapshot.plan(uid))
+        .is_some_and(crate::policy::ActionPlan::takes_action_properties);
+    if !takes {
+        return Ok(None);
+    }
+    let mut merged = match context {
+        None => Map::new(),
+        Some(Value::Object(given)) => given.clone(),
+        Some(_) => return Ok(None),
+    };
+    if merged.contains_key(ACTION_PROPERTIES) {
+        let field = if prefix.is_empty() {
+            "action.properties".to_owned()
+        } else {
+            format!("{prefix}.action.properties")
+        };
+        return Err(ApiError::InvalidBody {
+            message: format!(
+                "`{field}`: also sent as `context.{ACTION_PROPERTIES}`; send the action's properties once"
+            ),
+            field,
+        });
+    }
+    merged.insert(
+        ACTION_PROPERTIES.to_owned(),
+        Value::Object(properties.clone()),
+    );
+    Ok(Some(Value::Object(merged)))
 }
 
 /// Names the first of subject, action, resource that neither the item nor the defaults gave.

@@ -261,10 +261,20 @@ async fn answer(
                     .search(&query, searched, settings.max_candidates)
                     .await
             };
-            tokio::time::timeout(settings.time_budget, search)
+            match tokio::time::timeout(settings.time_budget, search)
                 .await
                 .map_err(|_| ApiError::SearchOverBudget(settings.time_budget))?
-                .map_err(refusal)?
+            {
+                Ok(found) => found,
+                // No entity of a type the schema does not declare, nor an
+                // action it does not name, can match: `[]`, not an error,
+                // as the AuthZEN certification scenario requires (C.4.6).
+                Err(SearchError::Unknown(_)) => Found {
+                    pruned: true,
+                    ..Found::default()
+                },
+                Err(error) => return Err(refusal(error)),
+            }
         }
     };
     let total = found.ids.len();

@@ -130,9 +130,22 @@ pub struct ActionPlan {
     entities: Vec<Entity>,
     shape: Option<RequestShape>,
     verdicts: Option<Verdicts>,
+    /// whether the action's context declares [`ACTION_PROPERTIES`]
+    takes_action_properties: bool,
 }
 
+/// The context attribute an AuthZEN action's `properties` arrive in, for
+/// an action whose context declares it (a record): Cedar actions carry no
+/// attributes of their own.
+pub const ACTION_PROPERTIES: &str = "action_properties";
+
 impl ActionPlan {
+    /// Whether the action's context declares [`ACTION_PROPERTIES`], so an
+    /// AuthZEN `action.properties` reaches its policies there.
+    pub fn takes_action_properties(&self) -> bool {
+        self.takes_action_properties
+    }
+
     /// The policies that can apply to this action.
     pub fn policies(&self) -> &PolicySet {
         &self.policies
@@ -381,6 +394,7 @@ fn plans(
         action_entities_of.insert(action.clone(), entities);
     }
     let mut shapes = shape::shapes(schema, schema_json, &slices);
+    let takes_action_properties = shape::declaring(schema, schema_json, ACTION_PROPERTIES);
     Ok(slices
         .into_iter()
         .map(|(action, policies)| {
@@ -388,6 +402,7 @@ fn plans(
                 entities: action_entities_of.remove(&action).unwrap_or_default(),
                 shape: shapes.remove(&action),
                 verdicts: sliceable.then(|| Verdicts::prepare(&policies)).flatten(),
+                takes_action_properties: takes_action_properties.contains(&action),
                 policies,
             };
             (action, plan)

@@ -144,6 +144,47 @@ pub(super) fn shapes(
     shapes
 }
 
+/// The actions whose context declares an attribute called `name`, from
+/// the schema's JSON form, whatever its type (a record the fast path does
+/// not model included).
+pub(super) fn declaring(
+    schema: &Schema,
+    schema_json: &[Value],
+    name: &str,
+) -> std::collections::HashSet<EntityUid> {
+    let mut found = std::collections::HashSet::new();
+    for namespaces in schema_json.iter().filter_map(Value::as_object) {
+        for (namespace, body) in namespaces {
+            let action_type = if namespace.is_empty() {
+                "Action".to_owned()
+            } else {
+                format!("{namespace}::Action")
+            };
+            let Some(actions) = body.get("actions").and_then(Value::as_object) else {
+                continue;
+            };
+            for (id, declaration) in actions {
+                let declares = declaration
+                    .pointer("/appliesTo/context/attributes")
+                    .and_then(Value::as_object)
+                    .is_some_and(|attributes| attributes.contains_key(name));
+                if !declares {
+                    continue;
+                }
+                found.extend(
+                    schema
+                        .actions()
+                        .find(|uid| {
+                            uid.id().unescaped() == id && uid.type_name().to_string() == action_type
+                        })
+                        .cloned(),
+                );
+            }
+        }
+    }
+    found
+}
+
 fn shape(applies_to: &Value, reads: &ContextReads) -> Option<RequestShape> {
     let types = |key: &str| -> Option<Vec<EntityTypeName>> {
         applies_to
