@@ -72,6 +72,8 @@ pub struct RouteTable {
     unmatched_status: u16,
     original: Option<OriginalSource>,
     deny_detail: bool,
+    /// `gateway.route_type`: the AuthZEN resource type that asks about a route
+    route_type: Option<String>,
 }
 
 /// What a matched route asks.
@@ -281,6 +283,7 @@ impl RouteTable {
             unmatched_status: config.unmatched_status,
             original: config.original,
             deny_detail: config.deny_detail,
+            route_type: config.route_type.clone(),
         })
     }
 
@@ -401,6 +404,53 @@ impl RouteTable {
             }
         }
         Ok(())
+    }
+
+    /// Whether an AuthZEN `resource.type` asks about a route
+    /// (`gateway.route_type`, compared as AuthZEN types are: in any case).
+    pub fn is_route_type(&self, type_name: &str) -> bool {
+        self.route_type
+            .as_deref()
+            .is_some_and(|route_type| route_type.eq_ignore_ascii_case(type_name))
+    }
+
+    /// A question about a route itself, as the API-gateway interop asks it:
+    /// the first route whose method is `method` (or `*`) and whose path is
+    /// `template` exactly as the table writes it (parameter names
+    /// included), resolved with each path parameter standing for itself
+    /// (`{todoId}`) and each context value from the query or a header at
+    /// its default; `None` when no route has that method and template (a
+    /// concrete path such as `/todos/1` is not a template).
+    pub fn route_question(&self, method: &str, template: &str) -> Option<Resolved<'_>> {
+        let route = self.routes.iter().find(|route| {
+            route.written.1 == template
+                && route.method.as_ref().is_none_or(|m| m.as_str() == method)
+        })?;
+        let params: Vec<(&str, String)> = route
+            .pattern
+            .iter()
+            .filter_map(|segment| match segment {
+                Segment::Param(name) => Some((name.as_str(), format!("{{{name}}}"))),
+                Segment::Literal(_) => None,
+            })
+            .collect();
+        let params: Vec<(&str, &str)> = params.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        let mut context = Map::new();
+        for field in &route.context {
+            let text = match &field.source {
+                Source::Template(template) => Some(render(template, &params)),
+                Source::Query(_) | Source::Header(_) => field.default.clone(),
+            };
+            if let Some(text) = text {
+                context.insert(field.name.clone(), typed(field, text));
+            }
+        }
+        Some(Resolved {
+            action: &route.action,
+            resource_type: &route.resource_type,
+            resource_id: render(&route.resource_id, &params),
+            context: Value::Object(context),
+        })
     }
 
     /// The first route matching `method` and `path_and_query`, resolved;
@@ -734,6 +784,62 @@ mod tests {
                 .action,
             "view_account"
         );
+    }
+
+    #[test]
+    fn a_route_question_names_the_route_by_method_and_exact_template() {
+        let routes = table(ROUTES);
+        let asked = routes
+            .route_question("POST", "/accounts/{account}/withdrawals")
+            .unwrap();
+        assert_eq!(asked.action, "withdraw");
+        assert_eq!(asked.resource_id, "{account}");
+        // Path parameters stand for themselves; query and header values are
+        // absent (no default given here).
+        assert_eq!(asked.context, serde_json::json!({}));
+        let with_defaults = table(
+            r#"
+            [[routes]]
+            method = "GET"
+            path = "/feeds/{feed}"
+            action = "view_feed"
+            resource_type = "Feed"
+            resource_id = "feed-{feed}"
+            context.feed = "{feed}"
+            context.level = "basic"
+            context.mfa = { from = "header:x-owner-approved", type = "bool", default = "false" }
+            context.side = "query:side"
+            "#,
+        );
+        let asked = with_defaults
+            .route_question("GET", "/feeds/{feed}")
+            .unwrap();
+        assert_eq!(asked.resource_id, "feed-{feed}");
+        assert_eq!(
+            asked.context,
+            serde_json::json!({"feed": "{feed}", "level": "basic", "mfa": false})
+        );
+        // `*` matches any method
+        assert_eq!(
+            routes
+                .route_question("DELETE", "/accounts/{account}")
+                .unwrap()
+                .action,
+            "view_account"
+        );
+        for (method, template) in [
+            ("GET", "/accounts/{account}/withdrawals"),
+            ("post", "/accounts/{account}/withdrawals"),
+            ("POST", "/accounts/alice/withdrawals"),
+            ("POST", "/accounts/{acct}/withdrawals"),
+            ("POST", "/accounts/{account}/withdrawals/"),
+            ("POST", ""),
+        ] {
+            assert!(
+                routes.route_question(method, template).is_none(),
+                "{method} {template}"
+            );
+        }
     }
 
     #[test]

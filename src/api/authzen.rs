@@ -15,6 +15,7 @@ use serde_json::{Map, Value};
 use super::error::{decode, decode_at};
 use super::{ApiError, Explanation, FieldNames, json};
 use crate::engine::{Decision, DecisionRequest, Engine, EntityRef};
+use crate::routes::RouteTable;
 
 /// Batch items decided between two yields to the runtime: a long batch
 /// lets the timer (and other connections) in, a short one pays nothing.
@@ -261,10 +262,19 @@ fn request<'a>(
 /// `POST /access/v1/evaluation`
 pub(super) async fn evaluation(
     engine: &Engine,
+    routes: &RouteTable,
     body: &Bytes,
     request_id: Option<&str>,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
     let evaluation: Evaluation = decode(body)?;
+    let asked = (
+        &evaluation.subject,
+        &evaluation.action,
+        &evaluation.resource,
+    );
+    if let Some(decided) = about_route(engine, routes, asked, request_id, "").await {
+        return Ok(json(StatusCode::OK, &Answer::of(&decided?, None)));
+    }
     let context =
         with_action_properties(engine, &evaluation.action, evaluation.context.as_ref(), "")?;
     let request = request(
@@ -286,6 +296,7 @@ pub(super) async fn evaluation(
 /// request is a single evaluation.
 pub(super) async fn evaluations(
     engine: &Engine,
+    routes: &RouteTable,
     body: &Bytes,
     max_items: usize,
     request_id: Option<&str>,
@@ -310,6 +321,10 @@ pub(super) async fn evaluations(
                     "",
                 ));
             };
+            let asked = (subject, action, resource);
+            if let Some(decided) = about_route(engine, routes, asked, request_id, "").await {
+                return Ok(json(StatusCode::OK, &Answer::of(&decided?, None)));
+            }
             let context = with_action_properties(engine, action, defaults.context.as_ref(), "")?;
             let request = request(
                 subject,
@@ -355,21 +370,21 @@ pub(super) async fn evaluations(
         .await;
     let mut decisions: Vec<(Decision, Option<ItemError>)> = Vec::with_capacity(items.len());
     for (index, item) in items.into_iter().enumerate() {
-        let (decision, error) = match decide_item(engine, &defaults, item, index, request_id).await
-        {
-            Ok(decision) => (decision, None),
-            Err(error) => {
-                let version = engine.policies().current().version().clone();
-                let decision = Decision::refused(error.code(), error.to_string(), version);
-                let item_error = ItemError {
-                    status: error.status().as_u16(),
-                    code: error.code(),
-                    message: error.to_string(),
-                    field: error.field().map(str::to_owned),
-                };
-                (decision, Some(item_error))
-            }
-        };
+        let (decision, error) =
+            match decide_item(engine, routes, &defaults, item, index, request_id).await {
+                Ok(decision) => (decision, None),
+                Err(error) => {
+                    let version = engine.policies().current().version().clone();
+                    let decision = Decision::refused(error.code(), error.to_string(), version);
+                    let item_error = ItemError {
+                        status: error.status().as_u16(),
+                        code: error.code(),
+                        message: error.to_string(),
+                        field: error.field().map(str::to_owned),
+                    };
+                    (decision, Some(item_error))
+                }
+            };
         let stop = match semantic {
             Semantic::ExecuteAll => false,
             Semantic::DenyOnFirstDeny => !decision.allowed(),
@@ -405,6 +420,7 @@ fn prefix(index: usize) -> String {
 /// Decides batch item `index` (read already, or its error).
 async fn decide_item(
     engine: &Engine,
+    routes: &RouteTable,
     defaults: &Partial,
     item: Result<Partial, ApiError>,
     index: usize,
@@ -422,6 +438,10 @@ async fn decide_item(
             &prefix(index),
         ));
     };
+    let asked = (subject, action, resource);
+    if let Some(decided) = about_route(engine, routes, asked, request_id, &prefix(index)).await {
+        return decided;
+    }
     let merged = with_action_properties(engine, action, context, &prefix(index))?;
     let request = request(
         subject,
@@ -487,6 +507,31 @@ fn with_action_properties(
         Value::Object(properties.clone()),
     );
     Ok(Some(Value::Object(merged)))
+}
+
+/// A question about a route (`resource.type` is `gateway.route_type`, the
+/// API-gateway interop), decided through the route table
+/// ([`super::gateway::route_question`]); `None` for any other resource.
+async fn about_route(
+    engine: &Engine,
+    routes: &RouteTable,
+    (subject, action, resource): (&Entity, &Action, &Entity),
+    request_id: Option<&str>,
+    prefix: &str,
+) -> Option<Result<Decision, ApiError>> {
+    if !routes.is_route_type(&resource.type_name) {
+        return None;
+    }
+    let decided = super::gateway::route_question(
+        engine,
+        routes,
+        entity_ref(subject),
+        &action.name,
+        &resource.id,
+        request_id,
+    )
+    .await;
+    Some(decided.map_err(|e| NAMES.refuse(e, prefix)))
 }
 
 /// Names the first of subject, action, resource that neither the item nor the defaults gave.

@@ -15,7 +15,7 @@ use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 use http_body_util::Full;
 
 use super::{Explanation, json};
-use crate::engine::{Decision, DecisionRequest, Engine, EntityRef};
+use crate::engine::{Decision, DecisionRequest, Engine, EntityRef, RequestError};
 use crate::routes::{OriginalRequest, Refusal, RouteTable, original_headers};
 
 /// The path prefix of forward-auth; Envoy appends the original path to it.
@@ -140,6 +140,52 @@ pub async fn decide(
             message: error.message,
         },
     }
+}
+
+/// An AuthZEN evaluation about a route (`gateway.route_type`), as the
+/// API-gateway interop asks it: `action.name` is the method and
+/// `resource.id` the route's path template, decided as the route table's
+/// route, on the action, resource and context it names, for the subject
+/// named by its type and id. What a gateway adds (`resource.properties`:
+/// the URI, host, parameters, client address; a `context` of headers; any
+/// `properties` of the subject, whose data is the store's) is not read, so
+/// it never changes the decision; no route with that method and template
+/// is a deny (`no_route`), not an error.
+///
+/// # Errors
+/// The engine's [`RequestError`]: a subject that does not fit the schema.
+pub async fn route_question(
+    engine: &Engine,
+    routes: &RouteTable,
+    subject: EntityRef<'_>,
+    method: &str,
+    template: &str,
+    request_id: Option<&str>,
+) -> Result<Decision, RequestError> {
+    let Some(route) = routes.route_question(method, template) else {
+        let version = engine.policies().current().version().clone();
+        return Ok(Decision::refused(
+            "no_route",
+            format!("no gateway route is `{method} {template}`"),
+            version,
+        ));
+    };
+    let request = DecisionRequest {
+        principal: EntityRef {
+            properties: None,
+            ..subject
+        },
+        action: route.action,
+        resource: EntityRef {
+            type_name: route.resource_type,
+            id: &route.resource_id,
+            properties: None,
+        },
+        context: Some(&route.context),
+        entities: crate::engine::RequestEntities::None,
+        request_id,
+    };
+    engine.decide(&request).await
 }
 
 /// The original method and path-and-query a gateway asks about, from the

@@ -296,13 +296,20 @@ impl Api {
                 self.admit(Kind::Decision, &request)?;
                 expect("POST", Method::POST)?;
                 let body = self.json_body(request).await?;
-                authzen::evaluation(&self.engine, &body, request_id).await
+                authzen::evaluation(&self.engine, &self.routes, &body, request_id).await
             }
             "/access/v1/evaluations" => {
                 self.admit(Kind::Decision, &request)?;
                 expect("POST", Method::POST)?;
                 let body = self.json_body(request).await?;
-                authzen::evaluations(&self.engine, &body, limits.max_batch_items, request_id).await
+                authzen::evaluations(
+                    &self.engine,
+                    &self.routes,
+                    &body,
+                    limits.max_batch_items,
+                    request_id,
+                )
+                .await
             }
             "/access/v1/search/subject"
             | "/access/v1/search/resource"

@@ -415,6 +415,8 @@ pub struct GatewayConfig {
     pub trusted_headers: Vec<String>,
     /// `gateway.routes`: see [`SETTINGS`] for what it does and its default.
     pub routes: Vec<RouteConfig>,
+    /// `gateway.route_type`: see [`SETTINGS`] for what it does and its default.
+    pub route_type: Option<String>,
 }
 
 /// The one place a deployment's gateway describes the original request.
@@ -574,6 +576,13 @@ impl Config {
                 "`gateway.routes` is set but `gateway.original` is not: say where the \
                  original request comes from, `x-original` (nginx), `x-forwarded` (Traefik, \
                  Caddy) or `request-line` (Envoy)"
+                    .to_owned(),
+            );
+        }
+        if self.gateway.route_type.is_some() && self.gateway.routes.is_empty() {
+            mistakes.push(
+                "`gateway.route_type` is set but `gateway.routes` is empty: every question \
+                 about a route would be a deny"
                     .to_owned(),
             );
         }

@@ -278,6 +278,9 @@ pub const SETTINGS: &[Setting] = &[
         "headers the gateway sets and strips from clients; the only sources of facts (Boolean context attributes)"),
     setting("gateway.routes", Toml("[]"), None, List,
         "the route table: method and path pattern → action, resource, context (see API gateways)"),
+    // The API-gateway interop's payload: `{type: "route", id: <template>}`.
+    setting("gateway.route_type", Unset("none"), None, Kind::Text,
+        "the AuthZEN `resource.type` that asks about a route: `action.name` is the method, `resource.id` the path template exactly as `gateway.routes` writes it, decided as that route (no such route: a deny); `properties` and `context` are not read"),
     setting("entities.sources", Toml("{}"), None, Table,
         "entity type → `store`, `request` or `merge`; unlisted types are `store` (`request` with `store.kind = \"none\"`)"),
     setting("log.level", Text("info"), None, Kind::Text,
