@@ -1,9 +1,10 @@
 //! AuthZEN 1.0 search: `POST /access/v1/search/{subject,resource,action}`.
 //! The searched entity has a type only; the engine decides every candidate.
 //! Pages are cut from the sorted answer by `page.limit`; a page's token is
-//! the next offset, signed (HMAC-SHA256) over the request it continues and
-//! the policy version, so a token is refused with another request, after a
-//! policy change, or when tampered with. At most `search.max_concurrent`
+//! the next offset and the page size (a later page may send the token
+//! alone), signed (HMAC-SHA256) over the request it continues, its page
+//! size aside, and the policy version, so a token is refused with another
+//! request, after a policy change, or when tampered with. At most `search.max_concurrent`
 //! searches decide at once; a later page is answered from the engine's
 //! memory of the whole answer without waiting.
 
@@ -232,8 +233,8 @@ async fn answer(
         return Err(missing("resource.id"));
     }
     let page = request.page.as_ref();
-    let limit = page.and_then(|page| page.limit);
-    if limit == Some(0) {
+    let asked_limit = page.and_then(|page| page.limit);
+    if asked_limit == Some(0) {
         return Err(ApiError::InvalidBody {
             field: "page.limit".to_owned(),
             message: "`page.limit`: at least 1".to_owned(),
@@ -241,9 +242,14 @@ async fn answer(
     }
     let data = engine.store().data_version();
     let binding = binding(searched, body, snapshot.version(), data.as_deref())?;
-    let offset = match page.and_then(|page| page.token.as_deref()) {
-        Some(token) => verify(settings, &binding, token)?,
-        None => 0,
+    // A later page may leave `limit` out (the certification scenario's
+    // follow-up sends the token alone): the token's limit holds then.
+    let (offset, limit) = match page.and_then(|page| page.token.as_deref()) {
+        Some(token) => {
+            let (offset, carried) = verify(settings, &binding, token)?;
+            (offset, asked_limit.or(carried))
+        }
+        None => (0, asked_limit),
     };
     let query = SearchQuery {
         subject: (&request.subject.type_name, subject_id),
@@ -283,7 +289,7 @@ async fn answer(
         .and_then(|limit| usize::try_from(limit).ok())
         .map_or(total, |limit| start.saturating_add(limit).min(total));
     let next_token = if end < total {
-        sign(settings, &binding, end)
+        sign(settings, &binding, end, limit)
     } else {
         String::new()
     };
@@ -374,8 +380,10 @@ fn binding(
         field: String::new(),
         message: e.to_string(),
     })?;
+    // The token carries the offset and the page size, so neither binds it.
     if let Some(page) = value.get_mut("page").and_then(Value::as_object_mut) {
         page.remove("token");
+        page.remove("limit");
     }
     let mut bound = searched_name(searched).as_bytes().to_vec();
     bound.push(b'\n');
@@ -413,9 +421,9 @@ fn canonical(value: &Value) -> String {
     }
 }
 
-fn tag(settings: &SearchSettings, binding: &[u8], offset: usize) -> String {
+fn tag(settings: &SearchSettings, binding: &[u8], offset: usize, limit: u64) -> String {
     let mut message = binding.to_vec();
-    message.extend_from_slice(format!("\n{offset}").as_bytes());
+    message.extend_from_slice(format!("\n{offset}\n{limit}").as_bytes());
     let tag = hmac::sign(&settings.token_key, &message);
     tag.as_ref()
         .iter()
@@ -424,22 +432,35 @@ fn tag(settings: &SearchSettings, binding: &[u8], offset: usize) -> String {
         .collect()
 }
 
-fn sign(settings: &SearchSettings, binding: &[u8], offset: usize) -> String {
-    format!("{offset:x}.{}", tag(settings, binding, offset))
+/// A token for the page at `offset`, carrying the page size (`0`: none).
+fn sign(settings: &SearchSettings, binding: &[u8], offset: usize, limit: Option<u64>) -> String {
+    let limit = limit.unwrap_or(0);
+    format!(
+        "{offset:x}.{limit:x}.{}",
+        tag(settings, binding, offset, limit)
+    )
 }
 
-/// The offset a token carries, if it was issued for this request under
-/// these policies.
-fn verify(settings: &SearchSettings, binding: &[u8], token: &str) -> Result<usize, ApiError> {
+/// The offset and page size a token carries, if it was issued for this
+/// request under these policies.
+fn verify(
+    settings: &SearchSettings,
+    binding: &[u8],
+    token: &str,
+) -> Result<(usize, Option<u64>), ApiError> {
     let refused = || {
         ApiError::InvalidBody {
         field: "page.token".to_owned(),
         message: "`page.token` was not issued for this request (the same endpoint, every field but the token the same as the first page's, and the policies and entity data unchanged): start again without a token".to_owned(),
     }
     };
-    let (offset, mac) = token.split_once('.').ok_or_else(refused)?;
+    let mut parts = token.splitn(3, '.');
+    let (Some(offset), Some(limit), Some(mac)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(refused());
+    };
     let offset = usize::from_str_radix(offset, 16).map_err(|_| refused())?;
-    let expected = tag(settings, binding, offset);
+    let limit = u64::from_str_radix(limit, 16).map_err(|_| refused())?;
+    let expected = tag(settings, binding, offset, limit);
     // Compared whole, every byte, whatever differs first.
     let same = expected.len() == mac.len()
         && expected
@@ -447,5 +468,9 @@ fn verify(settings: &SearchSettings, binding: &[u8], token: &str) -> Result<usiz
             .zip(mac.bytes())
             .fold(0u8, |acc, (a, b)| acc | (a ^ b))
             == 0;
-    if same { Ok(offset) } else { Err(refused()) }
+    if same {
+        Ok((offset, (limit > 0).then_some(limit)))
+    } else {
+        Err(refused())
+    }
 }
