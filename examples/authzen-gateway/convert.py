@@ -53,7 +53,10 @@ def usable_route(route):
 
 
 def identity(sub, user):
-    attrs = {"roles": sorted({str(r) for r in user.get("roles") or []})}
+    roles = user.get("roles") or []
+    if isinstance(roles, str):
+        roles = [roles]
+    attrs = {"roles": sorted({str(r) for r in roles})}
     for key in ("name", "email"):
         if isinstance(user.get(key), str):
             attrs[key] = user[key]

@@ -77,6 +77,11 @@ async fn ask_all(base: &str, vectors: &[(Value, bool)]) {
             reply.json
         );
 
+        // The batch endpoint without `evaluations` is one evaluation.
+        let reply = post(&format!("{base}/access/v1/evaluations"), request).await;
+        assert_eq!(reply.status, 200, "{request}: {}", reply.json);
+        assert_eq!(reply.json["decision"], json!(*expected), "{request}");
+
         // What Envoy's and others' plugins add never changes the answer.
         let mut decorated = request.clone();
         let template = request["resource"]["id"].as_str().unwrap_or_default();
@@ -166,13 +171,18 @@ async fn another_application_is_only_another_users_and_routes_file() {
         ("sub-ed", vec!["editor", "auditor"]),
         ("gen/ius", vec!["evil_genius"]),
         ("plain", vec![]),
+        ("one-role-as-text", vec!["editor"]),
         ("Auditor-Only", vec!["auditor", "Admin"]),
     ];
     let users_file: serde_json::Map<String, Value> = users
         .iter()
         .map(|(sub, roles)| {
-            let user = json!({"id": format!("{sub}@example.org"), "name": sub,
+            let mut user = json!({"id": format!("{sub}@example.org"), "name": sub,
                 "email": format!("{sub}@example.org"), "roles": roles});
+            if *sub == "one-role-as-text" {
+                // a single role written as text, not a list
+                user["roles"] = json!("editor");
+            }
             ((*sub).to_owned(), user)
         })
         .collect();
