@@ -15,6 +15,7 @@ mod support;
 mod tls;
 
 mod authzen;
+mod authzen_cert;
 mod authzen_gateway;
 mod authzen_idp;
 mod authzen_search;

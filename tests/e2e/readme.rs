@@ -17,7 +17,8 @@ pub fn examples() -> Vec<(String, String, Value)> {
         .collect()
 }
 
-/// (path, body, expected answer) for each `curl -s localhost:8180… -d '…'`
+/// (path, body, expected answer) for each `curl -s localhost:8180… --json '…'`
+/// (or `-d '…'`, for the native API)
 /// block of `page` (relative to the project root) followed by a `json` block.
 pub fn examples_in(page: &str) -> Vec<(String, String, Value)> {
     let readme = std::fs::read_to_string(root().join(page)).unwrap();
@@ -39,7 +40,9 @@ pub fn examples_in(page: &str) -> Vec<(String, String, Value)> {
                 ("sh", "json"),
                 "a curl example of {page} is followed by its answer"
             );
-            let (path, body) = rest.split_once(" -d '")?;
+            let (path, body) = rest
+                .split_once(" --json '")
+                .or_else(|| rest.split_once(" -d '"))?;
             let body = body.strip_suffix('\'')?;
             Some((
                 path.to_owned(),
