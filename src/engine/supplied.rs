@@ -148,9 +148,17 @@ impl Sources {
                 message: format!("`{uid}` is described twice in the request"),
             }),
             Sourcing::Request | Sourcing::Merge => {
+                // An attribute the type does not declare no validated
+                // policy can read: ignored, as AuthZEN asks of additional
+                // properties, rather than refused.
+                let attrs: serde_json::Map<String, Value> = properties
+                    .iter()
+                    .filter(|(name, _)| snapshot.declares_attribute(uid.type_name(), name))
+                    .map(|(name, value)| (name.clone(), value.clone()))
+                    .collect();
                 let json = serde_json::json!({
                     "uid": { "type": uid.type_name().to_string(), "id": reference.id },
-                    "attrs": properties,
+                    "attrs": attrs,
                     "parents": [],
                 });
                 let entity =

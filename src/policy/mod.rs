@@ -119,6 +119,8 @@ pub struct PolicySnapshot {
     actions: HashMap<String, EntityUid>,
     /// per action: the policies that can apply to it and its entities
     plans: HashMap<EntityUid, ActionPlan>,
+    /// each entity type's declared attribute names, by its full name
+    attributes: HashMap<String, std::collections::HashSet<String>>,
 }
 
 /// What deciding one action needs, prepared when the snapshot is built: the
@@ -220,6 +222,7 @@ impl PolicySnapshot {
             actions.insert(action.to_string(), action.clone());
         }
         let plans = plans(&schema, schema_json, &policies)?;
+        let attributes = shape::attributes(schema_json);
         static EPOCHS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         Ok(Self {
             epoch: EPOCHS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
@@ -231,6 +234,7 @@ impl PolicySnapshot {
             types,
             actions,
             plans,
+            attributes,
         })
     }
 
@@ -304,6 +308,15 @@ impl PolicySnapshot {
             .and_then(ActionPlan::shape)
             .and_then(|shape| shape.attr(attribute))
             .is_some_and(|attr| matches!(attr.kind, shape::AttrKind::Bool))
+    }
+
+    /// Whether entity type `ty` declares attribute `name`: an attribute
+    /// it does not declare no validated policy can read. `true` for a
+    /// type the schema's JSON form does not show (Cedar then decides).
+    pub fn declares_attribute(&self, ty: &EntityTypeName, name: &str) -> bool {
+        self.attributes
+            .get(&ty.to_string())
+            .is_none_or(|names| names.contains(name))
     }
 
     /// Number of policies and templates.

@@ -185,6 +185,35 @@ pub(super) fn declaring(
     found
 }
 
+/// Each entity type's declared attribute names (by its full name), from
+/// the schema's JSON form.
+pub(super) fn attributes(
+    schema_json: &[Value],
+) -> HashMap<String, std::collections::HashSet<String>> {
+    let mut found = HashMap::new();
+    for namespaces in schema_json.iter().filter_map(Value::as_object) {
+        for (namespace, body) in namespaces {
+            let Some(types) = body.get("entityTypes").and_then(Value::as_object) else {
+                continue;
+            };
+            for (name, declaration) in types {
+                let full = if namespace.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{namespace}::{name}")
+                };
+                let names = declaration
+                    .pointer("/shape/attributes")
+                    .and_then(Value::as_object)
+                    .map(|attributes| attributes.keys().cloned().collect())
+                    .unwrap_or_default();
+                found.insert(full, names);
+            }
+        }
+    }
+    found
+}
+
 fn shape(applies_to: &Value, reads: &ContextReads) -> Option<RequestShape> {
     let types = |key: &str| -> Option<Vec<EntityTypeName>> {
         applies_to

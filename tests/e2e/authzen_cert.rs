@@ -1285,3 +1285,28 @@ async fn discovery_names_the_base_url_it_was_asked_at() {
     let reply = post_raw(&server.url(EVALUATION), "not json").await;
     assert_eq!(reply.status, 400);
 }
+
+#[tokio::test]
+async fn a_property_the_type_does_not_declare_is_ignored_not_refused() {
+    let server = Server::start(crate::support::todo_config()).await;
+    let rick = "CiRmZDA2MTRkMy1jMzlhLTQ3ODEtYjdiZC04Yjk2ZjVhNTEwMGQSBWxvY2Fs";
+    let ask = |properties: Value| {
+        json!({
+            "subject": {"type": "user", "id": rick},
+            "action": {"name": "can_delete_todo"},
+            "resource": {"type": "todo", "id": "7", "properties": properties}
+        })
+    };
+    let plain = post(
+        &server.url(EVALUATION),
+        &ask(json!({"ownerID": "morty@the-citadel.com"})),
+    )
+    .await;
+    let more = ask(json!({"ownerID": "morty@the-citadel.com", "color": "red", "tags": [1, 2]}));
+    let reply = post(&server.url(EVALUATION), &more).await;
+    assert_eq!(reply.status, 200, "{}", reply.json);
+    assert_eq!(reply.json["decision"], plain.json["decision"]);
+    // A declared one of the wrong type is still the caller's mistake.
+    let wrong = post(&server.url(EVALUATION), &ask(json!({"ownerID": 7}))).await;
+    assert_eq!(wrong.status, 400, "{}", wrong.json);
+}
