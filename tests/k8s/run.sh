@@ -23,7 +23,8 @@
 # starts at step 1 in seconds; from nothing it takes ~3 minutes more. The
 # binary is built with `cargo build --release --locked` (static, for this
 # machine's target), or MANDATE_BINARY names a static one already built
-# (tools/release.sh's). Needs root (docker, iptables). Prints
+# (tools/release.sh's). `run.sh prepare` does only the builds (CI starts it
+# early, in the background). Needs root (docker, iptables). Prints
 # `N passed, N failed`; exits 1 on a failure.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -80,11 +81,14 @@ if [ -n "${MANDATE_BINARY:-}" ]; then
 else
     RUSTFLAGS="-C target-feature=+crt-static" \
         cargo build --release --locked --quiet --target "$TARGET" --bin mandate
-    BINARY=target/$TARGET/release/mandate
+    BINARY=${CARGO_TARGET_DIR:-target}/$TARGET/release/mandate
 fi
 file "$BINARY" 2>/dev/null | grep -qE 'statically linked|static-pie linked'
 result "the release binary is static ($(du -m "$BINARY" | cut -f1) MB)" $?
 [ "$failed" -eq 0 ] || finish
+if [ "${1:-}" = prepare ]; then
+    exit 0
+fi
 
 # Whatever happens from here, the cluster goes.
 trap 'step "teardown"; bash tests/k8s/cluster.sh down' EXIT
@@ -112,7 +116,7 @@ step "helm install (two replicas, bus off, the local image)"
 if "$HELM" install "$RELEASE" helm/mandate --namespace "$NS" --create-namespace \
     --set replicaCount=2 --set image.repository="${TAG%:*}" --set image.tag="${TAG##*:}" \
     --set image.pullPolicy=Never --wait --timeout 180s 2>&1 | grep -v -e 'symbolic link in path' -e '^walk.go' \
-    | sed -n '1,/^NOTES:/p'; then :; fi
+    | sed -n '/^NOTES:/,$p'; then :; fi
 pods() { # the IPs of the release's Running, ready pods that are not terminating
     kubectl -n "$NS" get pods -l app.kubernetes.io/instance=$RELEASE -o json | python3 -c '
 import json, sys
@@ -161,7 +165,7 @@ step "helm upgrade: the pods roll, the search key stays"
 secret() { kubectl -n "$NS" get secret "$RELEASE-search-token-key" -o jsonpath='{.data.token-key}'; }
 key_before=$(secret)
 "$HELM" upgrade "$RELEASE" helm/mandate --namespace "$NS" --reuse-values --set podAnnotations.rolled=once \
-    --wait --timeout 180s 2>&1 | grep -v -e 'symbolic link in path' -e '^walk.go' | sed -n '1,/^NOTES:/p'
+    --wait --timeout 180s 2>&1 | grep -v -e 'symbolic link in path' -e '^walk.go' | sed -n 1p
 # --wait returns when the new pods are ready; `pods` leaves out the old, terminating ones.
 for _ in $(seq 1 60); do [ "$(ready)" = 2 ] && break; sleep 1; done
 [ -n "$key_before" ] && [ "$key_before" = "$(secret)" ] && [ "$(ready)" = 2 ]
