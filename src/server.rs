@@ -161,12 +161,21 @@ pub async fn serve<H: Handler>(
         };
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
-            let connection = connection.admitted(admission).await;
+            // Before its first request a connection holds nothing: shutdown
+            // drops it at once, waiting for a permit or mid-handshake.
+            let stop = Activity::shutdown_began(connection.draining.clone());
+            tokio::pin!(stop);
+            let connection = tokio::select! {
+                connection = connection.admitted(admission) => connection,
+                () = &mut stop => return,
+            };
             match acceptor {
                 None => connection.serve(stream, ClientIdentity::default()).await,
                 Some(acceptor) => {
-                    let handshake =
-                        tokio::time::timeout_at(first_request_by, acceptor.accept(stream)).await;
+                    let handshake = tokio::select! {
+                        handshake = tokio::time::timeout_at(first_request_by, acceptor.accept(stream)) => handshake,
+                        () = &mut stop => return,
+                    };
                     match handshake {
                         Ok(Ok(stream)) => {
                             let identity = stream
@@ -295,27 +304,32 @@ impl<H: Handler> Connection<H> {
         let connection = closer.watch(connection.into_owned());
         tokio::pin!(connection);
         // Until the first request arrives: the accept-to-request deadline.
+        // A request that has begun is never dropped: shutdown then goes the
+        // closing way below, which lets it finish.
         let first = tokio::select! {
-            result = &mut connection => Some(result),
+            biased;
+            result = &mut connection => First::Ended(result),
             arrived = tokio::time::timeout_at(first_request_by, activity.first_request()) => {
                 if arrived.is_err() {
                     crate::telemetry::metrics().refusal("first_request_timeout");
                     tracing::debug!("no complete request before the deadline; closing");
                     return;
                 }
-                None
+                First::Arrived
             }
             () = Activity::shutdown_began(draining.clone()) => {
                 tracing::debug!("shutting down before a request; closing");
-                return;
+                First::Closing
             }
         };
         // Then: served until it ends, or closed once idle, told to make
-        // way, or shutting down.
+        // way, or shutting down. The listener waits for every connection's
+        // `draining` to be dropped: it is held until the closing is done.
         let idle = settings.idle_timeout.min(settings.header_read_timeout);
         let ended = match first {
-            Some(result) => Some(result),
-            None => tokio::select! {
+            First::Ended(result) => Some(result),
+            First::Closing => None,
+            First::Arrived => tokio::select! {
                 result = &mut connection => Some(result),
                 () = activity.idle_for(idle) => {
                     tracing::debug!("connection idle; closing");
@@ -325,7 +339,7 @@ impl<H: Handler> Connection<H> {
                     tracing::debug!("at the connection limit, idle longest; closing");
                     None
                 }
-                () = Activity::shutdown_began(draining) => {
+                () = Activity::shutdown_began(draining.clone()) => {
                     tracing::debug!("shutting down; closing");
                     None
                 }
@@ -358,5 +372,16 @@ impl<H: Handler> Connection<H> {
             tracing::debug!(%error, "connection ended with an error");
         }
         drop(permit);
+        drop(draining);
     }
+}
+
+/// How a connection's first phase ended.
+enum First<E> {
+    /// the connection ended by itself
+    Ended(Result<(), E>),
+    /// a request arrived: serve on
+    Arrived,
+    /// shutdown began first: close, letting a request in flight finish
+    Closing,
 }

@@ -382,3 +382,64 @@ fn a_process_log_nobody_reads_never_stalls_the_server() {
     }
     drop(held);
 }
+
+/// SIGTERM while decisions are in flight on HTTP/1.1 and HTTP/2 (each
+/// waiting on a slow store): every one is answered, then the process exits,
+/// well before the grace period. Through the real binary: a server in the
+/// test's own process would finish a cut-off request on the test's runtime.
+#[tokio::test]
+async fn sigterm_lets_the_decisions_in_flight_finish_then_exits() {
+    let upstream = crate::upstream::Upstream::start().await;
+    upstream
+        .delay_ms
+        .store(1_200, std::sync::atomic::Ordering::SeqCst);
+    let Served {
+        mut child, base, ..
+    } = serving(
+        mandate()
+            .env("MANDATE_SERVER_SHUTDOWN_GRACE_PERIOD", "20s")
+            .args(["serve", "--listen", "127.0.0.1:0", "--upstream"])
+            .arg(upstream.url())
+            .stdout(Stdio::null()),
+    );
+    let url = format!("{base}/access/v1/evaluation");
+    let ask = |user: &'static str, http2: bool| {
+        let url = url.clone();
+        tokio::spawn(async move {
+            let body = json!({
+                "subject": {"type": "user", "id": user},
+                "action": {"name": "view_account"},
+                "resource": {"type": "account", "id": "alice-personal"}
+            });
+            let request = http::Request::post(&url)
+                .header("content-type", "application/json")
+                .body(http_body_util::Full::new(bytes::Bytes::from(
+                    body.to_string(),
+                )))
+                .unwrap();
+            crate::support::send(request, http2).await
+        })
+    };
+    let in_flight = [
+        ask("grace", false),
+        ask("carol", true),
+        ask("mallory", false),
+    ];
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let asked = Instant::now();
+    terminate(&child);
+    for (answer, expected) in in_flight.into_iter().zip([true, true, false]) {
+        let reply = answer.await.unwrap();
+        assert_eq!(reply.status, 200, "{}", reply.json);
+        assert_eq!(reply.json["decision"], expected, "{}", reply.json);
+    }
+    let exited = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(exited.code(), Some(0));
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "exited {:?} after SIGTERM; the grace period is 20 s",
+        asked.elapsed()
+    );
+}
