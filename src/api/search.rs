@@ -368,8 +368,11 @@ fn refusal(error: SearchError) -> ApiError {
 /// What a token is bound to: the endpoint, the request without its token
 /// (keys sorted), the policy version and, with a file store, the data's
 /// digest. A `search/subject` token is no `search/resource` token, though
-/// the bodies have the same fields; a page after the data changed is a 400
-/// that says to start again, never a page that skips or repeats.
+/// the bodies have the same fields. With a file store, a page after the
+/// data changed is a 400 that says to start again. The HTTP store has no
+/// version every replica shares: a later page is cut from the answer the
+/// replica remembers while it is fresh, and after an invalidation from a
+/// new answer, whose offsets may differ.
 fn binding(
     searched: Searched,
     body: &[u8],

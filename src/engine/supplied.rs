@@ -156,6 +156,11 @@ impl Sources {
                     .filter(|(name, _)| snapshot.declares_attribute(uid.type_name(), name))
                     .map(|(name, value)| (name.clone(), value.clone()))
                     .collect();
+                // Properties that say nothing a policy reads do not replace
+                // what the store holds (its attributes and parents).
+                if attrs.is_empty() && sourcing == Sourcing::Merge {
+                    return Ok(());
+                }
                 let json = serde_json::json!({
                     "uid": { "type": uid.type_name().to_string(), "id": reference.id },
                     "attrs": attrs,

@@ -1310,3 +1310,26 @@ async fn a_property_the_type_does_not_declare_is_ignored_not_refused() {
     let wrong = post(&server.url(EVALUATION), &ask(json!({"ownerID": 7}))).await;
     assert_eq!(wrong.status, 400, "{}", wrong.json);
 }
+
+/// On a `merge` type, properties that name nothing the schema declares do
+/// not replace the stored entity: bob, an admin in the store, stays one
+/// (with his attributes and parents) when a caller sends only noise.
+#[tokio::test]
+async fn undeclared_properties_alone_do_not_replace_a_stored_entity() {
+    let pdp = Pdp::start().await;
+    let ask = |properties: Value| {
+        json!({
+            "subject": {"type": "user", "id": "bob", "properties": properties},
+            "action": {"name": "write"},
+            "resource": {"type": "record", "id": "record-2"}
+        })
+    };
+    let noise = pdp.post(EVALUATION, &ask(json!({"department": "x"}))).await;
+    assert_eq!(noise.status, 200, "{}", noise.json);
+    assert_eq!(noise.json["decision"], true, "{}", noise.json);
+    let told = pdp.post(EVALUATION, &ask(json!({"role": "viewer"}))).await;
+    assert_eq!(
+        told.json["decision"], false,
+        "a declared property still decides"
+    );
+}
