@@ -190,10 +190,16 @@ mod tests {
         let silent = Arc::new(Activity::new());
         held.push(tenants.register(&silent));
 
+        let told = |activity: Arc<Activity>| async move {
+            tokio::time::timeout(Duration::from_secs(1), activity.evicted())
+                .await
+                .is_ok()
+        };
         assert!(tenants.evict_idlest());
-        oldest.evicted().await;
+        assert!(told(Arc::clone(&oldest)).await, "the idlest made way");
+        assert!(!told(Arc::clone(&newer)).await, "only the idlest");
         assert!(tenants.evict_idlest(), "the next idlest");
-        newer.evicted().await;
+        assert!(told(Arc::clone(&newer)).await, "the next idlest made way");
         assert!(
             !tenants.evict_idlest(),
             "one in flight and one not yet asked stay"
