@@ -18,10 +18,10 @@ for _ in $(seq 1 100); do
     curl -sf http://127.0.0.1:18280/healthz >/dev/null && break
     sleep 0.1
 done
-ask() { curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:18280/access/v1/evaluation -d "$1"; }
+ask() { curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:18280/access/v1/evaluation -H 'content-type: application/json' -d "$1"; }
 ask '{"subject":{"type":"user","id":"carol"},"action":{"name":"place_order"},"resource":{"type":"account","id":"alice-personal"},"context":{"side":"buy","instrument":"AAPL"}}' >/dev/null
 ask '{"subject":{"type":"user","id":"bob"},"action":{"name":"cancel_order"},"resource":{"type":"account","id":"alice-personal"}}' >/dev/null
-head -c 2000000 /dev/zero | tr '\0' 'x' | curl -s -o /dev/null http://127.0.0.1:18280/access/v1/evaluation --data-binary @-
+head -c 2000000 /dev/zero | tr '\0' 'x' | curl -s -o /dev/null http://127.0.0.1:18280/access/v1/evaluation -H 'content-type: application/json' --data-binary @-
 curl -s http://127.0.0.1:18280/metrics >"$WORK/metrics.txt"
 grep -q '^mandate_decisions_total' "$WORK/metrics.txt" || { echo "no decisions in /metrics"; cat "$WORK/mandate.log"; exit 1; }
 grep -q '^mandate_entity_cache_misses_total' "$WORK/metrics.txt" || { echo "no cache metrics in /metrics"; exit 1; }
