@@ -107,7 +107,8 @@ stderr. Lines need `\"v\"` (written since this version); `--entities logged` nee
 `log.capture_entities = true` when they were written.
 
 Exit codes: 0 nothing to fail on, 1 a change `--fail-on` fails on, 2 usage (a pack that does
-not load, a log that cannot be read).")]
+not load, a log that cannot be read), 3 nothing to judge (no line replayed; not with
+`--fail-on none`).")]
     Replay(ReplayArgs),
     /// Serve a Cedar JSON entities file as an HTTP entity store (the
     /// upstream contract), for demos and benchmarks.
@@ -1067,9 +1068,39 @@ fn replay(args: &ReplayArgs) -> ExitCode {
     eprintln!("{}", describe_replay(&summary));
     if summary.fails(fail_on) {
         ExitCode::from(1)
+    } else if summary.replayed == 0 && fail_on != FailOn::None {
+        // A gate that judged nothing must not pass: it would let through
+        // any candidate, the one that deletes F1 included.
+        eprintln!("{}", nothing_to_judge(&summary));
+        ExitCode::from(NOTHING_TO_JUDGE)
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// Exit code of a replay gate that replayed no line.
+const NOTHING_TO_JUDGE: u8 = 3;
+
+/// Why a replay judged nothing, and how to make it judge.
+fn nothing_to_judge(summary: &mandate::replay::Summary) -> String {
+    let mut text = String::from(
+        "error: nothing to judge: no decision line was replayed, so this gate cannot pass",
+    );
+    if summary.unreplayable.contains_key("no_entities") {
+        text.push_str(
+            "\n  lines without their entities: log with `log.capture_entities = true`, or replay over the store's entities now with `--entities live`",
+        );
+    }
+    if summary.unreplayable.contains_key("masked") {
+        text.push_str(
+            "\n  masked lines (`log.mask`): replay them with `--entities live`, which reads the store, not the masked log",
+        );
+    }
+    if summary.records == 0 {
+        text.push_str("\n  no decision line was read: is this a decision log?");
+    }
+    text.push_str("\n  (`--fail-on none` reports without judging)");
+    text
 }
 
 /// The summary for a person.

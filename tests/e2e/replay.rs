@@ -357,3 +357,50 @@ fn a_candidate_that_does_not_load_or_a_missing_log_is_a_usage_error() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("/nonexistent.log"));
 }
+
+/// A gate that replayed nothing does not pass: with the default log
+/// settings every line is `no_entities`, and `--fail-on escalation` would
+/// otherwise let any candidate through (one deleting F1 included).
+#[tokio::test]
+async fn a_replay_that_replayed_nothing_is_no_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("decisions.jsonl");
+    let log_path = log.display().to_string();
+    let server = Server::start(config_with(&[
+        ("MANDATE_LOG_DECISIONS", "file"),
+        ("MANDATE_LOG_DECISIONS_FILE", log_path.as_str()),
+    ]))
+    .await;
+    let reply = post(
+        &server.url("/access/v1/evaluation"),
+        &evaluation("erin", "withdraw", to("mallory-wallet")),
+    )
+    .await;
+    assert_eq!(reply.json["decision"], false);
+    server.stop().await;
+    for _ in 0..100 {
+        if std::fs::read_to_string(&log).is_ok_and(|text| !text.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let without_f1 = candidate("funding.cedar", disable_f1);
+    let output = mandate()
+        .arg("replay")
+        .arg("--candidate")
+        .arg(without_f1.path())
+        .arg(&log)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("nothing to judge"), "{stderr}");
+    assert!(stderr.contains("--entities live"), "{stderr}");
+    assert!(stderr.contains("log.capture_entities"), "{stderr}");
+    // Over the store's entities now, the same log judges the candidate.
+    let live = replay(without_f1.path(), &log, &["--entities", "live"]);
+    assert_eq!(live.summary["replayed"], 1, "{:#}", live.summary);
+    // Report-only asks for no judgement.
+    let report = replay(without_f1.path(), &log, &["--fail-on", "none"]);
+    assert_eq!(report.code, Some(0));
+}
