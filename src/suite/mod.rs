@@ -18,6 +18,10 @@
 //!     reasons: [S2]                              # optional: exactly these @ids
 //!     errors: [entity_not_found]                 # optional: exactly these error codes
 //! ```
+//!
+//! A case whose decision errs fails unless it lists the errors under
+//! `errors:`: a typo in an action or id denies with an error whatever the
+//! policies say, and would otherwise pass every `expect: deny`.
 
 mod report;
 
@@ -271,6 +275,7 @@ pub async fn run(
                             &got_errors,
                             &decision.summary().to_string(),
                         )
+                        .or_else(|| hollow(case, &decision))
                     }
                     Err(error) => Some(format!(
                         "refused as malformed input: {}: {}",
@@ -347,6 +352,23 @@ fn compare(
         let _ = writeln!(diff, "    errors:   expected {expected:?}, got {errors:?}");
     }
     (!diff.is_empty()).then_some(diff)
+}
+
+/// A deny that errors the case does not expect tests nothing: a typo in
+/// the action or an id, or a schema rename, denies with an error whatever
+/// the policies say. Such a case fails, saying what erred, unless it lists
+/// the errors it is about under `errors:`.
+fn hollow(case: &Case, decision: &crate::engine::Decision) -> Option<String> {
+    if case.errors.is_some() || decision.errors().is_empty() {
+        return None;
+    }
+    let mut diff = String::from(
+        "    hollow: the decision erred, so it tests no policy (list the codes under `errors:` if the error is the point):\n",
+    );
+    for error in decision.errors() {
+        let _ = writeln!(diff, "      {}: {}", error.code(), error.message());
+    }
+    Some(diff)
 }
 
 fn same_set(expected: &[String], got: &[&str]) -> bool {

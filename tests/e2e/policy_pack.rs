@@ -235,3 +235,55 @@ fn mandate_test_shows_the_difference_and_fails() {
         "{xml}"
     );
 }
+
+/// A deny that errs tests no policy: a typo in the action (`withdrw`) or
+/// the principal's id denies with an error whatever the policies say, so
+/// such a case fails unless it lists the errors it is about.
+#[test]
+fn a_hollow_deny_fails_and_an_expected_error_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = root().join("examples/demo/entities.json");
+    let case = |name: &str, principal: &str, action: &str, errors: &str| {
+        format!(
+            "  - name: {name}\n    principal: {principal}\n    action: {action}\n    resource: account:alice-personal\n    context: {{destination: {{__entity: {{type: Brokerage::Destination, id: alice-bank}}}}, amount: \"10.00\"}}\n    expect: deny\n    reasons: []\n{errors}"
+        )
+    };
+    std::fs::write(
+        dir.path().join("hollow.yaml"),
+        format!(
+            "name: hollow\nentities: {}\ncases:\n{}{}{}",
+            fixture.display(),
+            case("a typo in the action", "user:bob", "withdrw", ""),
+            case("a typo in the principal", "user:bbo", "withdraw", ""),
+            case(
+                "an unknown user is the point",
+                "user:nobody",
+                "withdraw",
+                "    errors: [entity_not_found]\n"
+            ),
+        ),
+    )
+    .unwrap();
+    let output = Command::new(binary())
+        .current_dir(root())
+        .arg("test")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("FAIL  hollow / a typo in the action"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("FAIL  hollow / a typo in the principal"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("ok    hollow / an unknown user is the point"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("hollow: the decision erred"), "{stdout}");
+    assert!(stdout.contains("1 passed, 2 failed"), "{stdout}");
+}
