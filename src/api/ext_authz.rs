@@ -16,7 +16,7 @@ use http::StatusCode;
 
 use tonic::codegen::Service;
 
-use super::gateway::{DenyBody, Verdict, decide};
+use super::gateway::{Answer, DenyBody, Verdict, decide};
 use super::{ApiError, ClientIdentity, Handler};
 use crate::config::OriginalSource;
 use crate::engine::Engine;
@@ -153,39 +153,31 @@ impl Authorization for ExtAuthz {
                 .await
             }
         };
-        let response = match verdict.denial(&self.routes, &request_id) {
-            None => {
+        let response = match verdict.answer(&self.routes, &request_id) {
+            Answer::Allow(decision) => {
                 let mut ok = OkHttpResponseBuilder::new();
-                if let Verdict::Allow(decision) = &verdict {
-                    ok.add_header("x-mandate-decision", "allow", None, false)
-                        .add_header(
-                            "x-mandate-reasons",
-                            decision.reasons().collect::<Vec<_>>().join(","),
-                            None,
-                            false,
-                        )
-                        .add_header(
-                            "x-mandate-policy-version",
-                            decision.policy_version(),
-                            None,
-                            false,
-                        );
-                }
+                ok.add_header("x-mandate-decision", "allow", None, false)
+                    .add_header(
+                        "x-mandate-reasons",
+                        decision.reasons().collect::<Vec<_>>().join(","),
+                        None,
+                        false,
+                    )
+                    .add_header(
+                        "x-mandate-policy-version",
+                        decision.policy_version(),
+                        None,
+                        false,
+                    );
                 let mut response = CheckResponse::with_status(tonic::Status::ok("allowed"));
                 response.set_http_response(ok.build());
                 response
             }
-            Some((status, body)) => {
-                // The gRPC status message goes to Envoy's logs, and with
-                // some configurations to the client: generic unless asked.
-                let message = match (&body, &verdict) {
-                    (DenyBody::Generic(_), _) => "denied".to_owned(),
-                    (DenyBody::Detailed(_), Verdict::Deny(decision)) => {
-                        decision.summary().to_string()
-                    }
-                    (DenyBody::Detailed(_), Verdict::Refuse { message, .. }) => message.clone(),
-                    (DenyBody::Detailed(_), Verdict::Allow(_)) => String::new(),
-                };
+            Answer::Deny {
+                status,
+                body,
+                message,
+            } => {
                 let rpc = if status == StatusCode::UNAUTHORIZED {
                     tonic::Status::unauthenticated(message)
                 } else {

@@ -58,15 +58,31 @@ pub enum DenyBody {
     Generic(serde_json::Value),
 }
 
+/// A verdict as the gateway is answered, on HTTP and gRPC alike.
+pub enum Answer<'v> {
+    /// allowed: the headers gateways copy come from the decision
+    Allow(&'v Decision),
+    /// denied or refused
+    Deny {
+        /// 401, 403 or 404
+        status: StatusCode,
+        /// what the body says
+        body: DenyBody,
+        /// the gRPC status message (Envoy logs it, and may pass it on):
+        /// `denied` unless `gateway.deny_detail` is on
+        message: String,
+    },
+}
+
 impl Verdict {
-    /// The status a deny or refusal answers, and its body; `None` for an
-    /// allow.
-    pub fn denial(&self, routes: &RouteTable, request_id: &str) -> Option<(StatusCode, DenyBody)> {
-        let (status, detail) = match self {
-            Verdict::Allow(_) => return None,
+    /// How this verdict is answered under `routes`' `gateway.deny_detail`.
+    pub fn answer(&self, routes: &RouteTable, request_id: &str) -> Answer<'_> {
+        let (status, detail, message) = match self {
+            Verdict::Allow(decision) => return Answer::Allow(decision),
             Verdict::Deny(decision) => (
                 StatusCode::FORBIDDEN,
                 serde_json::json!({"decision": false, "context": Explanation::of(decision)}),
+                decision.summary().to_string(),
             ),
             Verdict::Refuse {
                 status,
@@ -75,14 +91,44 @@ impl Verdict {
             } => (
                 *status,
                 serde_json::json!({"decision": false, "error": {"code": code, "message": message}}),
+                message.clone(),
             ),
         };
-        let body = if routes.deny_detail() {
-            DenyBody::Detailed(detail)
+        if routes.deny_detail() {
+            Answer::Deny {
+                status,
+                body: DenyBody::Detailed(detail),
+                message,
+            }
         } else {
-            DenyBody::Generic(serde_json::json!({"decision": false, "request_id": request_id}))
-        };
-        Some((status, body))
+            Answer::Deny {
+                status,
+                body: DenyBody::Generic(
+                    serde_json::json!({"decision": false, "request_id": request_id}),
+                ),
+                message: "denied".to_owned(),
+            }
+        }
+    }
+}
+
+/// The decision a matched route asks for `principal`.
+fn route_request<'r>(
+    principal: EntityRef<'r>,
+    route: &'r crate::routes::Resolved<'_>,
+    request_id: Option<&'r str>,
+) -> DecisionRequest<'r> {
+    DecisionRequest {
+        principal,
+        action: route.action,
+        resource: EntityRef {
+            type_name: route.resource_type,
+            id: &route.resource_id,
+            properties: None,
+        },
+        context: Some(&route.context),
+        entities: crate::engine::RequestEntities::None,
+        request_id,
     }
 }
 
@@ -114,22 +160,12 @@ pub async fn decide(
         }
         Err(refusal) => return refusal.into(),
     };
-    let request = DecisionRequest {
-        principal: EntityRef {
-            type_name: routes.principal_type(),
-            id: principal,
-            properties: None,
-        },
-        action: resolved.action,
-        resource: EntityRef {
-            type_name: resolved.resource_type,
-            id: &resolved.resource_id,
-            properties: None,
-        },
-        context: Some(&resolved.context),
-        entities: crate::engine::RequestEntities::None,
-        request_id: Some(request_id),
+    let principal = EntityRef {
+        type_name: routes.principal_type(),
+        id: principal,
+        properties: None,
     };
+    let request = route_request(principal, &resolved, Some(request_id));
     match engine.decide(&request).await {
         Ok(decision) if decision.allowed() => Verdict::Allow(decision),
         Ok(decision) => Verdict::Deny(decision),
@@ -170,21 +206,11 @@ pub async fn route_question(
             version,
         ));
     };
-    let request = DecisionRequest {
-        principal: EntityRef {
-            properties: None,
-            ..subject
-        },
-        action: route.action,
-        resource: EntityRef {
-            type_name: route.resource_type,
-            id: &route.resource_id,
-            properties: None,
-        },
-        context: Some(&route.context),
-        entities: crate::engine::RequestEntities::None,
-        request_id,
+    let subject = EntityRef {
+        properties: None,
+        ..subject
     };
+    let request = route_request(subject, &route, request_id);
     engine.decide(&request).await
 }
 
@@ -232,33 +258,35 @@ pub(super) async fn authorize(
         Ok((method, uri)) => decide(engine, routes, &method, &uri, headers, request_id).await,
         Err(refusal) => refusal.into(),
     };
-    if let Verdict::Allow(decision) = &verdict {
-        let mut response = json(StatusCode::OK, &serde_json::json!({"decision": true}));
-        let out = response.headers_mut();
-        out.insert("x-mandate-decision", HeaderValue::from_static("allow"));
-        let reasons = decision.reasons().collect::<Vec<_>>().join(",");
-        if let Ok(value) = HeaderValue::from_str(&reasons) {
-            out.insert("x-mandate-reasons", value);
+    match verdict.answer(routes, request_id) {
+        Answer::Allow(decision) => {
+            let mut response = json(StatusCode::OK, &serde_json::json!({"decision": true}));
+            let out = response.headers_mut();
+            out.insert("x-mandate-decision", HeaderValue::from_static("allow"));
+            let reasons = decision.reasons().collect::<Vec<_>>().join(",");
+            if let Ok(value) = HeaderValue::from_str(&reasons) {
+                out.insert("x-mandate-reasons", value);
+            }
+            if let Ok(value) = HeaderValue::from_str(decision.policy_version()) {
+                out.insert("x-mandate-policy-version", value);
+            }
+            response
         }
-        if let Ok(value) = HeaderValue::from_str(decision.policy_version()) {
-            out.insert("x-mandate-policy-version", value);
-        }
-        return response;
-    }
-    let Some((status, body)) = verdict.denial(routes, request_id) else {
-        return json(
-            StatusCode::FORBIDDEN,
-            &serde_json::json!({"decision": false}),
-        );
-    };
-    match body {
-        DenyBody::Detailed(body) => {
+        Answer::Deny {
+            status,
+            body: DenyBody::Detailed(body),
+            ..
+        } => {
             let mut response = json(status, &body);
             response
                 .headers_mut()
                 .insert("x-mandate-decision", HeaderValue::from_static("deny"));
             response
         }
-        DenyBody::Generic(body) => json(status, &body),
+        Answer::Deny {
+            status,
+            body: DenyBody::Generic(body),
+            ..
+        } => json(status, &body),
     }
 }
