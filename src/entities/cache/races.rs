@@ -2,7 +2,8 @@
 //! order of "fetch sent", "the record changes and is invalidated" and
 //! "fetch answered", and a property test of random interleavings against a
 //! model. The rule under test: a lookup that begins after an invalidation
-//! never sees a record older than the one the invalidation announced.
+//! never sees a record older than the one the invalidation announced; nor
+//! does a search's listing (kept for later pages) outlive one.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -95,6 +96,102 @@ impl Fetch for Arc<Gated> {
             }
             answered(parse(body.as_bytes(), schema)?, uids)
         })
+    }
+
+    /// Every user, as the store held them when the listing was *sent*.
+    fn list<'a>(
+        &'a self,
+        _type_name: &'a str,
+        _related: Option<&'a [EntityUid]>,
+        _max: usize,
+        _requests: usize,
+    ) -> super::ListFuture<'a> {
+        Box::pin(async move {
+            let (word, heard) = oneshot::channel();
+            let mut ids: Vec<String> = {
+                let mut state = self.state.lock().unwrap();
+                state.calls += 1;
+                state.pending.push(word);
+                state.versions.keys().cloned().collect()
+            };
+            ids.sort();
+            if heard.await.unwrap_or(true) {
+                return Err(UpstreamError::Unreachable("told to fail".to_owned()));
+            }
+            Ok(ids)
+        })
+    }
+}
+
+impl Gated {
+    /// The system of record removes `user` (the change event follows).
+    fn remove(&self, user: &str) {
+        self.state.lock().unwrap().versions.remove(user);
+    }
+}
+
+/// The users a listing through `cache` finds, answering the store if it
+/// is asked.
+async fn listed(store: &Gated, cache: &Arc<EntityCache>) -> Vec<String> {
+    let listing = {
+        let cache = Arc::clone(cache);
+        tokio::spawn(async move { cache.list("User", None, 100, 3).await })
+    };
+    answer_all(store).await;
+    listing.await.unwrap().unwrap().ids.to_vec()
+}
+
+/// A search's listing of users is kept for later pages, but never past an
+/// invalidation: in every order of "listing sent", "a user removed and the
+/// removal announced" and "listing answered", the next listing no longer
+/// has the user.
+#[tokio::test(start_paused = true)]
+async fn in_every_order_a_kept_listing_never_outlives_an_invalidation() {
+    use Step::{Answer, Change, Send};
+    for order in [
+        [Send, Change, Answer],
+        [Send, Answer, Change],
+        [Change, Send, Answer],
+    ] {
+        for everything in [false, true] {
+            let case = format!("{order:?} (all: {everything})");
+            let store = Gated::new(&["erin", "frank"]);
+            let cache = cache(&store);
+            let mut sent = None;
+            for step in order {
+                match step {
+                    Send => {
+                        let cache = Arc::clone(&cache);
+                        sent = Some(tokio::spawn(async move {
+                            cache.list("User", None, 100, 3).await
+                        }));
+                        settle().await;
+                        assert_eq!(store.pending(), 1, "{case}: the listing was sent");
+                    }
+                    Change => {
+                        store.remove("frank");
+                        if everything {
+                            cache.invalidate_all();
+                        } else {
+                            cache.invalidate(&[user("frank")]);
+                        }
+                    }
+                    Answer => answer_all(&store).await,
+                }
+            }
+            // The listing in flight answers as the store did (linearized
+            // before the change); one sent before the change is not kept,
+            // one sent after it may be.
+            sent.unwrap().await.unwrap().unwrap();
+            let calls = store.calls();
+            assert_eq!(listed(&store, &cache).await, ["erin"], "{case}");
+            let sent_before_change = order[0] == Send;
+            let asked = usize::from(sent_before_change);
+            assert_eq!(store.calls(), calls + asked, "{case}: listed afresh");
+            // And that one is kept: a later page asks the store nothing.
+            assert_eq!(listed(&store, &cache).await, ["erin"], "{case}");
+            assert_eq!(store.calls(), calls + asked, "{case}: kept");
+        }
     }
 }
 
