@@ -423,19 +423,16 @@ impl Api {
         B: hyper::body::Body<Data = Bytes>,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
-        let declared = request.headers().get(CONTENT_TYPE).cloned();
+        let refused = not_json(request.headers());
         // Read first, so a refused body leaves the connection clean.
         let body = self.body(request).await?;
-        match declared {
-            Some(value) if !is_json(&value) => Err(ApiError::InvalidRequest {
+        match refused {
+            Some(message) => Err(ApiError::InvalidRequest {
                 field: String::new(),
                 code: "unsupported_content_type",
-                message: format!(
-                    "`Content-Type` is `{}`; send `application/json`",
-                    String::from_utf8_lossy(value.as_bytes())
-                ),
+                message,
             }),
-            _ => Ok(body),
+            None => Ok(body),
         }
     }
 
@@ -488,6 +485,23 @@ impl Api {
             });
         }
         Ok(bytes)
+    }
+}
+
+/// Why the declared media type is refused, if it is: another than
+/// `application/json`, or two of them (which one would the body be?).
+fn not_json(headers: &http::HeaderMap) -> Option<String> {
+    let mut declared = headers.get_all(CONTENT_TYPE).iter();
+    match (declared.next(), declared.next()) {
+        (None, _) => None,
+        (Some(value), None) if is_json(value) => None,
+        (Some(value), None) => Some(format!(
+            "`Content-Type` is `{}`; send `application/json`",
+            String::from_utf8_lossy(value.as_bytes())
+        )),
+        (Some(_), Some(_)) => {
+            Some("`Content-Type` is sent twice; send one, `application/json`".to_owned())
+        }
     }
 }
 

@@ -1197,6 +1197,21 @@ async fn a_body_declared_as_anything_but_json_is_a_400_on_every_authzen_endpoint
                 assert_eq!(reply.json["error"]["code"], "unsupported_content_type");
             }
         }
+        // Two media types, whichever comes first, are ambiguous: refused.
+        for pair in [
+            ["application/json", "text/plain"],
+            ["text/plain", "application/json"],
+            ["application/json", "application/json"],
+        ] {
+            let request = http::Request::post(server.url(endpoint))
+                .header("content-type", pair[0])
+                .header("content-type", pair[1])
+                .body(Full::new(Bytes::from(bytes.clone())))
+                .unwrap();
+            let reply = crate::support::send(request, false).await;
+            assert_eq!(reply.status, 400, "{endpoint} {pair:?}: {}", reply.json);
+            assert_eq!(reply.json["error"]["code"], "unsupported_content_type");
+        }
     }
 }
 
