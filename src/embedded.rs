@@ -8,8 +8,6 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::config::{Config, ConfigError, StoreKind};
-
 /// The pseudo-directory the embedded files live under; an error naming a
 /// path below it says, by its name, that the path is the embedded default.
 pub const ROOT: &str = "<embedded>";
@@ -118,43 +116,10 @@ pub fn read_to_string(path: &Path) -> io::Result<String> {
     std::fs::read_to_string(path)
 }
 
-/// Refuses a pack that mixes the operator's files with the embedded ones:
-/// once either of `policy.dir` and `policy.schema` is given, both must be.
-/// An operator's own pack without entities gets an empty store
-/// ([`is_no_entities`]), never the brokerage demo's data.
-///
-/// # Errors
-/// The setting that is missing, by its key, flag and variable.
-pub fn refuse_mixing(config: &mut Config) -> Result<(), ConfigError> {
-    let dir_given = !contains(&config.policy.dir);
-    let schema_given = !contains(&config.policy.schema);
-    let missing = match (dir_given, schema_given) {
-        (true, false) => Some((
-            "policy.dir",
-            "policy.schema",
-            "--schema",
-            "MANDATE_POLICY_SCHEMA",
-        )),
-        (false, true) => Some((
-            "policy.schema",
-            "policy.dir",
-            "--policies",
-            "MANDATE_POLICY_DIR",
-        )),
-        _ => None,
-    };
-    if let Some((given, key, flag, variable)) = missing {
-        return Err(ConfigError::invalid(format!(
-            "`{given}` is given but `{key}` is not: your own pack needs both (give {flag}, \
-             `{variable}` or `{key}` in the config file); the embedded brokerage pack is never \
-             mixed with your files"
-        )));
-    }
-    let own_pack = dir_given && schema_given;
-    if own_pack && config.store.kind == StoreKind::File && contains(&config.store.entities) {
-        config.store.entities = Path::new(ROOT).join(NO_ENTITIES);
-    }
-    Ok(())
+/// The empty entity file an operator's own pack without entities gets,
+/// never the brokerage demo's data.
+pub fn no_entities() -> PathBuf {
+    Path::new(ROOT).join(NO_ENTITIES)
 }
 
 /// Whether `path` is the empty store an own pack without entities gets.
@@ -208,48 +173,5 @@ mod tests {
         assert_eq!(listed.len(), 7, "{listed:?}");
         assert!(listed.windows(2).all(|w| w[0] < w[1]));
         assert!(!contains(Path::new("policies/roles.cedar")));
-    }
-
-    #[test]
-    fn the_defaults_name_the_embedded_pack() {
-        let config = Config::load(None, Vec::new(), &Vec::new()).unwrap();
-        assert!(contains(&config.policy.dir));
-        assert!(contains(&config.policy.schema));
-        assert!(file(&config.store.entities).is_some());
-    }
-
-    #[test]
-    fn half_an_own_pack_is_refused_naming_the_missing_setting() {
-        for (given, missing) in [("policy.dir", "--schema"), ("policy.schema", "--policies")] {
-            let flags = vec![(given, toml::Value::String("mine".to_owned()))];
-            let mut config = Config::load(None, Vec::new(), &flags).unwrap();
-            let error = refuse_mixing(&mut config).unwrap_err().to_string();
-            assert!(error.contains(missing), "{error}");
-            assert!(error.contains(&format!("`{given}` is given")), "{error}");
-        }
-    }
-
-    #[test]
-    fn an_own_pack_without_entities_gets_an_empty_store_not_the_demo() {
-        let flags = vec![
-            ("policy.dir", toml::Value::String("mine".to_owned())),
-            (
-                "policy.schema",
-                toml::Value::String("mine.cedarschema".to_owned()),
-            ),
-        ];
-        let mut config = Config::load(None, Vec::new(), &flags).unwrap();
-        refuse_mixing(&mut config).unwrap();
-        assert!(is_no_entities(&config.store.entities));
-        assert_eq!(read_to_string(&config.store.entities).unwrap(), "[]");
-        // The embedded pack itself keeps its demo data.
-        let mut config = Config::load(None, Vec::new(), &Vec::new()).unwrap();
-        refuse_mixing(&mut config).unwrap();
-        assert!(
-            config
-                .store
-                .entities
-                .ends_with("examples/demo/entities.json")
-        );
     }
 }

@@ -472,10 +472,7 @@ fn load(
     flags: &mandate::config::Flags,
 ) -> Result<Config, StartError> {
     let env = std::env::vars().filter(|(k, _)| k != "MANDATE_CONFIG");
-    let mut config = Config::load(file, env, flags)?;
-    // The embedded pack is whole or absent: never half of it beside yours.
-    mandate::embedded::refuse_mixing(&mut config)?;
-    Ok(config)
+    Ok(Config::load(file, env, flags)?)
 }
 
 fn main() -> ExitCode {

@@ -553,14 +553,49 @@ impl Config {
         }
         layers.env(env);
         layers.flags(flags);
-        let config: Self = layers.build()?;
+        let mut config: Self = layers.build()?;
         config.check()?;
+        // An operator's own pack without entities: an empty store, never
+        // the brokerage demo's users.
+        let own_pack = !crate::embedded::contains(&config.policy.dir);
+        if own_pack
+            && config.store.kind == StoreKind::File
+            && crate::embedded::contains(&config.store.entities)
+        {
+            config.store.entities = crate::embedded::no_entities();
+        }
         Ok(config)
     }
 
     /// The settings that only make sense together, all checked.
     fn check(&self) -> Result<(), ConfigError> {
         let mut mistakes = Vec::new();
+        // The embedded pack is whole or absent: never half of it mixed
+        // with an operator's files.
+        let dir_given = !crate::embedded::contains(&self.policy.dir);
+        let schema_given = !crate::embedded::contains(&self.policy.schema);
+        let missing = match (dir_given, schema_given) {
+            (true, false) => Some((
+                "policy.dir",
+                "policy.schema",
+                "--schema",
+                "MANDATE_POLICY_SCHEMA",
+            )),
+            (false, true) => Some((
+                "policy.schema",
+                "policy.dir",
+                "--policies",
+                "MANDATE_POLICY_DIR",
+            )),
+            _ => None,
+        };
+        if let Some((given, key, flag, variable)) = missing {
+            mistakes.push(format!(
+                "`{given}` is given but `{key}` is not: your own pack needs both (give {flag}, \
+                 `{variable}` or `{key}` in the config file); the embedded brokerage pack is never \
+                 mixed with your files"
+            ));
+        }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             mistakes.push("`tls.cert` and `tls.key` go together: set both or neither".to_owned());
         }
@@ -706,6 +741,48 @@ mod tests {
         assert_eq!(config.store.entities, PathBuf::from("there.json"));
         let defaults = Config::load(None, env(&[]), &[]).unwrap();
         assert_eq!(defaults.policy.dir, PathBuf::from("<embedded>/policies"));
+    }
+
+    #[test]
+    fn the_defaults_name_the_embedded_pack() {
+        let config = Config::load(None, Vec::new(), &[]).unwrap();
+        assert!(crate::embedded::contains(&config.policy.dir));
+        assert!(crate::embedded::contains(&config.policy.schema));
+        assert!(crate::embedded::file(&config.store.entities).is_some());
+        assert!(
+            config
+                .store
+                .entities
+                .ends_with("examples/demo/entities.json")
+        );
+    }
+
+    #[test]
+    fn half_an_own_pack_is_refused_naming_the_missing_setting() {
+        for (given, missing) in [("policy.dir", "--schema"), ("policy.schema", "--policies")] {
+            let found =
+                mistakes(Config::load(None, Vec::new(), &[(given, text("mine"))]).unwrap_err());
+            assert_eq!(found.len(), 1, "{found:?}");
+            assert!(found[0].contains(missing), "{found:?}");
+            assert!(
+                found[0].contains(&format!("`{given}` is given")),
+                "{found:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_own_pack_without_entities_gets_an_empty_store_not_the_demo() {
+        let flags = [
+            ("policy.dir", text("mine")),
+            ("policy.schema", text("mine.cedarschema")),
+        ];
+        let config = Config::load(None, Vec::new(), &flags).unwrap();
+        assert!(crate::embedded::is_no_entities(&config.store.entities));
+        assert_eq!(
+            crate::embedded::read_to_string(&config.store.entities).unwrap(),
+            "[]"
+        );
     }
 
     #[test]
