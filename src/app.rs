@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -91,18 +92,39 @@ pub fn policy_sources(config: &Config) -> PolicySources {
 /// Invalid policies, schema, entities, or an `entities.sources` key that
 /// names no entity type of the schema.
 pub fn engine(config: &Config) -> Result<Engine, StartError> {
+    engine_with(config, None)
+}
+
+/// An engine over entities written inline (Cedar JSON `text`, named
+/// `label` in errors) instead of the configured store: a test suite's own
+/// fixture.
+///
+/// # Errors
+/// As [`engine`], and entities that do not conform to the schema.
+pub fn engine_over_inline(
+    config: &Config,
+    label: &Path,
+    text: String,
+) -> Result<Engine, StartError> {
+    engine_with(config, Some((label, text)))
+}
+
+fn engine_with(config: &Config, inline: Option<(&Path, String)>) -> Result<Engine, StartError> {
     let policies = PolicyStore::open(policy_sources(config))?;
     let snapshot = policies.current();
-    let store = match config.store.kind {
-        StoreKind::File => EntityStore::File(Arc::new(FileStore::open(
-            &config.store.entities,
-            Arc::clone(snapshot.schema()),
-        )?)),
-        StoreKind::Http => EntityStore::Http {
+    let schema = Arc::clone(snapshot.schema());
+    let store = match (inline, config.store.kind) {
+        (Some((label, text)), _) => {
+            EntityStore::File(Arc::new(FileStore::inline(label, text, schema)?))
+        }
+        (None, StoreKind::File) => {
+            EntityStore::File(Arc::new(FileStore::open(&config.store.entities, schema)?))
+        }
+        (None, StoreKind::Http) => EntityStore::Http {
             cache: EntityCache::new(http_store(config)?, cache_settings(config)),
             ancestor_depth: config.store.ancestor_depth,
         },
-        StoreKind::None => EntityStore::None,
+        (None, StoreKind::None) => EntityStore::None,
     };
     let mut sourcing = HashMap::new();
     for (name, source) in &config.entities.sources {
@@ -120,9 +142,9 @@ pub fn engine(config: &Config) -> Result<Engine, StartError> {
         };
         sourcing.insert(ty, *source);
     }
-    let default_sourcing = match config.store.kind {
-        StoreKind::None => Sourcing::Request,
-        StoreKind::File | StoreKind::Http => Sourcing::Store,
+    let default_sourcing = match store {
+        EntityStore::None => Sourcing::Request,
+        EntityStore::File(_) | EntityStore::Http { .. } => Sourcing::Store,
     };
     let mut engine = Engine::new(
         Arc::new(policies),

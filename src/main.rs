@@ -69,8 +69,13 @@ Examples:
   mandate test                                    # every suite under tests/policies
   mandate test tests/policies/roles.yaml --filter S2
   mandate test --format junit > report.xml        # for CI test reports
+  mandate test --coverage --min-coverage 100      # every policy decides some case
 
-Exit codes: 0 every case passed, 1 a case failed (or none ran), 2 a suite could not run.")]
+A case fails when it names an action, type or entity the schema or entities lack, or
+when its decision errs, unless it lists the error under `errors:` (docs/testing-policies.md).
+
+Exit codes: 0 every case passed, 1 a case failed (or none ran, or coverage is below
+--min-coverage), 2 a suite could not run.")]
     Test(TestArgs),
     /// Prove the pack's invariants for every well-typed request and every
     /// entity store (Cedar's symbolic compiler and the cvc5 SMT solver).
@@ -86,7 +91,10 @@ command and a `mandate test` suite reproducing it, re-decided by Cedar's authori
 or `unknown` (the solver's time limit). Needs cvc5 on PATH (or `CVC5`).
 
 With `--against DIR`, each request type is `equivalent`, `fewer_allows` (the change only
-removes permissions) or `more_allows` (with a request it grants, confirmed by Cedar).
+removes permissions), `more_allows` (with a request it grants, confirmed by Cedar) or
+`unknown`, also where a policy of either pack can error (Cedar skips it, Mandate denies,
+so the solver's comparison would not be Mandate's). Each counterexample prints a
+`mandate check` line giving the pack's answer when pasted, and a self-contained suite.
 
 Exit codes: 0 all proved (with --against: nothing granted), 1 one violated (a request type
 gains allows), 2 usage (or no solver), 3 one unknown.")]
@@ -235,6 +243,22 @@ struct TestArgs {
     /// summary), `junit` (JUnit XML, for CI test reports).
     #[arg(long, value_enum, default_value = "text")]
     format: FormatArg,
+    /// Report policy coverage: per policy, the cases it determined and how
+    /// many evaluated its condition; the policies no case exercised.
+    #[arg(long)]
+    coverage: bool,
+    /// Fail (exit 1) when fewer than PCT percent of the policies determined
+    /// some passing case (implies `--coverage`).
+    #[arg(long, value_name = "PCT", value_parser = percent)]
+    min_coverage: Option<f64>,
+}
+
+/// A percentage, 0 to 100.
+fn percent(text: &str) -> Result<f64, String> {
+    match text.trim_end_matches('%').parse::<f64>() {
+        Ok(value) if (0.0..=100.0).contains(&value) => Ok(value),
+        _ => Err("a percentage from 0 to 100".to_owned()),
+    }
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -927,10 +951,16 @@ fn verify(args: &VerifyArgs) -> ExitCode {
         Ok(reports) => reports,
         Err(error) => return usage(error),
     };
+    let pack = mandate::verify::Pack {
+        policies: &config.policy.dir,
+        schema: &config.policy.schema,
+    };
     for report in &reports {
-        let written = report.counterexample.as_ref().and_then(|example| {
-            write_entities(&args.out, &report.id.replace([':', '/'], "-"), example)
-        });
+        let name = report.id.replace([':', '/'], "-");
+        let written = report
+            .counterexample
+            .as_ref()
+            .and_then(|example| write_entities(&args.out, &name, example));
         match args.format {
             VerifyFormat::Json => say(format_args!(
                 "{}",
@@ -950,11 +980,15 @@ fn verify(args: &VerifyArgs) -> ExitCode {
                     say(format_args!("  {reason}"));
                 }
                 if let Some((example, path)) = &written {
-                    print_example("counterexample", example, path);
-                    say(format_args!("  as a test case (expected deny):"));
-                    for line in mandate::verify::test_case(report, example, path).lines() {
-                        say(format_args!("    {line}"));
-                    }
+                    print_example("counterexample", example, path, pack);
+                    let suite = mandate::verify::test_case(
+                        &format!("counterexample to {}", report.id),
+                        &report.says,
+                        &report.rule,
+                        example,
+                        "deny",
+                    );
+                    print_suite(&args.out, &name, &suite, pack);
                 }
             }
         }
@@ -984,8 +1018,13 @@ fn write_entities<'e>(
 }
 
 /// A counterexample: whether Cedar confirms it, and the command that
-/// reproduces it.
-fn print_example(what: &str, example: &mandate::verify::Counterexample, path: &std::path::Path) {
+/// reproduces `pack`'s answer when pasted.
+fn print_example(
+    what: &str,
+    example: &mandate::verify::Counterexample,
+    path: &std::path::Path,
+    pack: mandate::verify::Pack<'_>,
+) {
     let confirmed = if example.confirmed {
         "Cedar's authorizer confirms it"
     } else {
@@ -994,8 +1033,25 @@ fn print_example(what: &str, example: &mandate::verify::Counterexample, path: &s
     say(format_args!("  {what} ({confirmed}):"));
     say(format_args!(
         "    {}",
-        mandate::verify::check_command(example, path)
+        mandate::verify::check_command(example, path, pack)
     ));
+}
+
+/// A counterexample as a self-contained suite: printed, written beside its
+/// entities, and the command that runs it.
+fn print_suite(out: &std::path::Path, name: &str, suite: &str, pack: mandate::verify::Pack<'_>) {
+    let file = out.join(format!("{name}.test.yaml"));
+    say(format_args!("  as a test case (entities inline):"));
+    for line in suite.lines() {
+        say(format_args!("    {line}"));
+    }
+    if std::fs::write(&file, suite).is_ok() {
+        say(format_args!(
+            "  written to {}; run it with:\n    {}",
+            file.display(),
+            mandate::verify::test_command(&file, pack)
+        ));
+    }
 }
 
 /// `mandate replay`: the logs decided again by the baseline and the
@@ -1162,11 +1218,20 @@ fn verify_against(
             return ExitCode::from(2);
         }
     };
+    let pack = mandate::verify::Pack {
+        policies: &config.policy.dir,
+        schema: &config.policy.schema,
+    };
+    let baseline_pack = mandate::verify::Pack {
+        policies: against,
+        schema: &config.policy.schema,
+    };
     for (index, comparison) in comparisons.iter().enumerate() {
+        let name = format!("against-{index}");
         let written = comparison
             .counterexample
             .as_ref()
-            .and_then(|example| write_entities(&args.out, &format!("against-{index}"), example));
+            .and_then(|example| write_entities(&args.out, &name, example));
         match args.format {
             VerifyFormat::Json => say(format_args!(
                 "{}",
@@ -1187,12 +1252,25 @@ fn verify_against(
                     say(format_args!("  {reason}"));
                 }
                 if let Some((example, path)) = &written {
-                    let what = if comparison.change == Change::MoreAllows {
-                        "e.g. granted"
+                    let (what, candidate_says) = if comparison.change == Change::MoreAllows {
+                        ("e.g. granted; the candidate allows", "allow")
                     } else {
-                        "e.g. taken away"
+                        ("e.g. taken away; the candidate denies", "deny")
                     };
-                    print_example(what, example, path);
+                    print_example(what, example, path, pack);
+                    say(format_args!("  the baseline's answer:"));
+                    say(format_args!(
+                        "    {}",
+                        mandate::verify::check_command(example, path, baseline_pack)
+                    ));
+                    let suite = mandate::verify::test_case(
+                        &format!("changed by the candidate: {}", comparison.request_type),
+                        &format!("the candidate's answer ({candidate_says})"),
+                        "changed by the candidate",
+                        example,
+                        candidate_says,
+                    );
+                    print_suite(&args.out, &name, &suite, pack);
                 }
             }
         }
@@ -1235,6 +1313,22 @@ fn test(args: &TestArgs) -> ExitCode {
         FormatArg::Json => suite::Format::Json,
         FormatArg::Junit => suite::Format::Junit,
     };
+    let options = suite::Options {
+        coverage: args.coverage || args.min_coverage.is_some(),
+    };
+    let mut coverage = if options.coverage {
+        match mandate::policy::load(&app::policy_sources(&config)) {
+            Ok(snapshot) => Some(suite::Coverage::new(
+                snapshot.policies().policies().map(|p| p.id().to_string()),
+            )),
+            Err(error) => {
+                report(error);
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        None
+    };
     let filter = suite::Filter::new(args.filter.as_deref());
     let mut out = suite::Report::new(format, std::io::stdout().lock());
     for root in &args.paths {
@@ -1246,7 +1340,7 @@ fn test(args: &TestArgs) -> ExitCode {
             }
         };
         for file in files {
-            let results = match rt.block_on(suite::run(&file, &config, &filter)) {
+            let results = match rt.block_on(suite::run(&file, &config, &filter, options)) {
                 Ok(results) => results,
                 Err(error) => {
                     report(error);
@@ -1254,6 +1348,9 @@ fn test(args: &TestArgs) -> ExitCode {
                 }
             };
             for result in results {
+                if let Some(coverage) = &mut coverage {
+                    coverage.add(&result);
+                }
                 if let Err(error) = out.case(result) {
                     eprintln!("error: cannot write the report: {error}");
                     return ExitCode::from(2);
@@ -1261,9 +1358,26 @@ fn test(args: &TestArgs) -> ExitCode {
             }
         }
     }
-    match out.finish() {
-        Ok((passed, 0)) if passed > 0 => ExitCode::SUCCESS,
-        Ok((0, 0)) => {
+    let counts = match out.finish() {
+        Ok(counts) => counts,
+        Err(error) => {
+            eprintln!("error: cannot write the report: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let below = coverage.as_ref().and_then(|coverage| {
+        print_coverage(coverage, format);
+        let min = args.min_coverage?;
+        (coverage.percent() < min).then(|| {
+            format!(
+                "error: policy coverage {:.1}% is below --min-coverage {min}: no passing case is decided by {}",
+                coverage.percent(),
+                coverage.uncovered().join(", ")
+            )
+        })
+    });
+    match counts {
+        (0, 0) => {
             eprintln!(
                 "error: no case ran{}",
                 if args.filter.is_some() {
@@ -1274,11 +1388,28 @@ fn test(args: &TestArgs) -> ExitCode {
             );
             ExitCode::from(1)
         }
-        Ok(_) => ExitCode::from(1),
-        Err(error) => {
-            eprintln!("error: cannot write the report: {error}");
-            ExitCode::from(2)
-        }
+        (_, 0) => match below {
+            Some(message) => {
+                eprintln!("{message}");
+                ExitCode::from(1)
+            }
+            None => ExitCode::SUCCESS,
+        },
+        _ => ExitCode::from(1),
+    }
+}
+
+/// Coverage after the report: on stdout as a table (text) or one JSON line
+/// (json); on stderr beside JUnit XML, which must stay one document.
+fn print_coverage(coverage: &suite::Coverage, format: suite::Format) {
+    use std::io::Write as _;
+    let written = match format {
+        suite::Format::Text => coverage.write_text(&mut std::io::stdout().lock()),
+        suite::Format::Json => writeln!(std::io::stdout().lock(), "{}", coverage.to_json()),
+        suite::Format::Junit => coverage.write_text(&mut std::io::stderr().lock()),
+    };
+    if let Err(error) = written {
+        eprintln!("error: cannot write the coverage: {error}");
     }
 }
 

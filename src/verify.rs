@@ -298,7 +298,9 @@ async fn never(
             Ok(None) => {}
             Ok(Some(found)) => {
                 report.outcome = Outcome::Violated;
-                report.counterexample = Some(counterexample(&found, policies, None));
+                let mut example = counterexample(&found, policies, None);
+                readable(&mut example, &[policies], schema);
+                report.counterexample = Some(example);
                 break;
             }
             Err(error) => {
@@ -340,11 +342,10 @@ async fn never_errors(
                 Ok(None) => {}
                 Ok(Some(found)) => {
                     report.outcome = Outcome::Violated;
-                    report.counterexample = Some(counterexample(
-                        &found,
-                        policies,
-                        Some(policy.id().to_string()),
-                    ));
+                    let mut example =
+                        counterexample(&found, policies, Some(policy.id().to_string()));
+                    readable(&mut example, &[policies], schema);
+                    report.counterexample = Some(example);
                     break 'all;
                 }
                 Err(error) => {
@@ -444,6 +445,12 @@ pub struct Comparison {
 /// `schema`: equivalent, fewer allows, or more allows (each with a
 /// request that shows it, re-decided by Cedar's authorizer over both).
 ///
+/// The solver compares under Cedar's semantics, where an erroring policy
+/// is skipped; Mandate denies on any error. The two agree only while no
+/// policy can error, so each request type first has never-errors proved
+/// for both packs; where either can error the comparison is `unknown`
+/// (never `equivalent`), unless a grant survives Mandate's semantics.
+///
 /// # Errors
 /// No solver, or a pack SymCC cannot take.
 pub async fn compare(
@@ -476,7 +483,7 @@ pub async fn compare(
         {
             Ok(Some(found)) => {
                 comparison.change = Change::MoreAllows;
-                comparison.counterexample = Some(difference(&found, candidate, baseline));
+                comparison.counterexample = Some(difference(&found, candidate, baseline, schema));
             }
             Ok(None) => {
                 // Allowed by the baseline, denied by the candidate: taken away.
@@ -486,7 +493,8 @@ pub async fn compare(
                 {
                     Ok(Some(found)) => {
                         comparison.change = Change::FewerAllows;
-                        comparison.counterexample = Some(difference(&found, baseline, candidate));
+                        comparison.counterexample =
+                            Some(difference(&found, baseline, candidate, schema));
                     }
                     Ok(None) => {}
                     Err(error) => {
@@ -500,18 +508,77 @@ pub async fn compare(
                 comparison.reason = Some(error.to_string());
             }
         }
+        let erring = match first_erring(&mut symcc, candidate, schema, &env).await? {
+            Ok(None) => first_erring(&mut symcc, baseline, schema, &env)
+                .await?
+                .map(|erring| erring.map(|id| format!("policy `{id}` of the baseline"))),
+            other => other.map(|erring| erring.map(|id| format!("policy `{id}` of the candidate"))),
+        };
+        // A grant Cedar's authorizer confirms with no error anywhere is a
+        // grant under Mandate's semantics too: the candidate allows with no
+        // error, and the baseline denies. Anything else is unsettled.
+        let grant_stands = comparison.change == Change::MoreAllows
+            && comparison
+                .counterexample
+                .as_ref()
+                .is_some_and(|example| example.confirmed);
+        match erring {
+            Ok(Some(which)) if !grant_stands => {
+                comparison.change = Change::Unknown;
+                comparison.counterexample = None;
+                comparison.reason = Some(format!(
+                    "{which} can error on this request type: Cedar skips an erroring policy and Mandate denies, so the packs' answers cannot be compared exactly (guard it so `mandate verify` proves never-errors)"
+                ));
+            }
+            Err(reason) if !grant_stands => {
+                comparison.change = Change::Unknown;
+                comparison.counterexample = None;
+                comparison.reason = Some(format!("never-errors unsettled: {reason}"));
+            }
+            _ => {}
+        }
         comparison.millis = started.elapsed().as_millis();
         out.push(comparison);
     }
     Ok(out)
 }
 
+/// The first policy of `policies` that can error on a request of `env`
+/// (`Ok(Some)`), none (`Ok(None)`), or why the solver could not tell
+/// (`Err`).
+async fn first_erring(
+    symcc: &mut CedarSymCompiler<LocalSolver>,
+    policies: &PolicySet,
+    schema: &Schema,
+    env: &RequestEnv,
+) -> Result<Result<Option<String>, String>, VerifyError> {
+    for policy in policies.policies() {
+        if in_scope(policy, schema, std::slice::from_ref(env)).is_empty() {
+            continue;
+        }
+        let compiled = CompiledPolicy::compile(policy, env, schema)
+            .map_err(|e| VerifyError::Unsupported(format!("{}: {e}", policy.id())))?;
+        match symcc.check_never_errors_opt(&compiled).await {
+            Ok(true) => {}
+            Ok(false) => return Ok(Ok(Some(policy.id().to_string()))),
+            Err(error) => return Ok(Err(format!("{}: {error}", policy.id()))),
+        }
+    }
+    Ok(Ok(None))
+}
+
 /// A request `allows` allows and `denies` denies, confirmed by Cedar's
-/// authorizer over both.
-fn difference(found: &Env, allows: &PolicySet, denies: &PolicySet) -> Counterexample {
+/// authorizer over both (the allow with no error: Mandate's semantics).
+fn difference(
+    found: &Env,
+    allows: &PolicySet,
+    denies: &PolicySet,
+    schema: &Schema,
+) -> Counterexample {
     let mut example = counterexample(found, allows, None);
     let other = Authorizer::new().is_authorized(&found.request, denies, &found.entities);
     example.confirmed = example.confirmed && other.decision() == Decision::Deny;
+    readable(&mut example, &[allows, denies], schema);
     example
 }
 
@@ -524,12 +591,19 @@ fn counterexample(found: &Env, policies: &PolicySet, policy: Option<String>) -> 
         .context()
         .and_then(|context| context.to_json_value().ok())
         .unwrap_or(serde_json::Value::Null);
-    let entities = entities_json(&found.entities);
+    let action_type = request.action().map(|a| a.type_name().to_string());
+    let mut entities = entities_json(&found.entities);
+    // The schema declares the actions: the example shows only the entities.
+    if let serde_json::Value::Array(items) = &mut entities {
+        items.retain(|entity| entity["uid"]["type"].as_str() != action_type.as_deref());
+    }
     let response = Authorizer::new().is_authorized(request, policies, &found.entities);
+    let erred = response.diagnostics().errors().next().is_some();
     let confirmed = match policy {
         // an erroring policy: confirmed when Cedar reports its error
-        Some(_) => response.diagnostics().errors().next().is_some(),
-        None => response.decision() == Decision::Allow,
+        Some(_) => erred,
+        // an allow, as Mandate decides it: no policy erred
+        None => response.decision() == Decision::Allow && !erred,
     };
     Counterexample {
         principal: uid(request.principal()),
@@ -550,12 +624,170 @@ fn entities_json(entities: &Entities) -> serde_json::Value {
     serde_json::from_slice(&out).unwrap_or(serde_json::Value::Null)
 }
 
-/// The counterexample as a `mandate check` command, its entities written
-/// to `entities_file`.
-pub fn check_command(example: &Counterexample, entities_file: &Path) -> String {
-    let quote = |text: &str| format!("'{}'", text.replace('\'', r"'\''"));
+/// Gives the solver's ids (`""`, `"A"`, `"B"`) readable names, one per
+/// entity (`user-1`, `account-1`, …), everywhere they appear — kept only
+/// when Cedar decides the renamed example exactly as the original over
+/// every pack in `over` (a policy may name an id).
+fn readable(example: &mut Counterexample, over: &[&PolicySet], schema: &Schema) {
+    let Ok(action) = cedar_policy::EntityUid::from_str(&example.action) else {
+        return;
+    };
+    let action_type = action.type_name().to_string();
+    let mut names: std::collections::HashMap<(String, String), String> = Default::default();
+    let mut counts: std::collections::HashMap<String, usize> = Default::default();
+    let mut name = |ty: &str, id: &str| {
+        if ty == action_type {
+            return;
+        }
+        let key = (ty.to_owned(), id.to_owned());
+        if names.contains_key(&key) {
+            return;
+        }
+        let short = ty.rsplit("::").next().unwrap_or(ty).to_lowercase();
+        let count = counts.entry(short.clone()).or_default();
+        *count += 1;
+        names.insert(key, format!("{short}-{count}"));
+    };
+    for uid in [&example.principal, &example.resource] {
+        if let Ok(uid) = cedar_policy::EntityUid::from_str(uid) {
+            name(&uid.type_name().to_string(), uid.id().unescaped());
+        }
+    }
+    let mut found = Vec::new();
+    uids_in(&example.entities, &mut found);
+    uids_in(&example.context, &mut found);
+    for (ty, id) in &found {
+        name(ty, id);
+    }
+    let rename_uid = |written: &str| -> Option<String> {
+        let uid = cedar_policy::EntityUid::from_str(written).ok()?;
+        let ty = uid.type_name().to_string();
+        let new = names.get(&(ty, uid.id().unescaped().to_owned()))?;
+        Some(
+            cedar_policy::EntityUid::from_type_name_and_id(
+                uid.type_name().clone(),
+                cedar_policy::EntityId::new(new),
+            )
+            .to_string(),
+        )
+    };
+    let mut renamed = example.clone();
+    if let Some(principal) = rename_uid(&example.principal) {
+        renamed.principal = principal;
+    }
+    if let Some(resource) = rename_uid(&example.resource) {
+        renamed.resource = resource;
+    }
+    rename_in(&mut renamed.entities, &names);
+    rename_in(&mut renamed.context, &names);
+    let same = over.iter().all(|policies| {
+        let before = redecide(example, policies, schema);
+        before.is_some() && before == redecide(&renamed, policies, schema)
+    });
+    if same {
+        *example = renamed;
+    }
+}
+
+/// Every `{"type": .., "id": ..}` object in `value` (entity references,
+/// uids, parents).
+fn uids_in(value: &serde_json::Value, found: &mut Vec<(String, String)>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            if let (Some(ty), Some(id), 2) = (
+                map.get("type").and_then(|t| t.as_str()),
+                map.get("id").and_then(|i| i.as_str()),
+                map.len(),
+            ) {
+                found.push((ty.to_owned(), id.to_owned()));
+                return;
+            }
+            for value in map.values() {
+                uids_in(value, found);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| uids_in(v, found)),
+        _ => {}
+    }
+}
+
+fn rename_in(
+    value: &mut serde_json::Value,
+    names: &std::collections::HashMap<(String, String), String>,
+) {
+    match value {
+        serde_json::Value::Object(map) => {
+            let key = match (map.get("type"), map.get("id")) {
+                (Some(serde_json::Value::String(ty)), Some(serde_json::Value::String(id)))
+                    if map.len() == 2 =>
+                {
+                    Some((ty.clone(), id.clone()))
+                }
+                _ => None,
+            };
+            if let Some(key) = key {
+                if let Some(new) = names.get(&key) {
+                    map.insert("id".to_owned(), serde_json::Value::String(new.clone()));
+                }
+                return;
+            }
+            map.values_mut().for_each(|v| rename_in(v, names));
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(|v| rename_in(v, names)),
+        _ => {}
+    }
+}
+
+/// Cedar's decision over `policies` for the example as written (JSON):
+/// the decision and whether any policy erred; `None` when it does not
+/// parse.
+fn redecide(
+    example: &Counterexample,
+    policies: &PolicySet,
+    schema: &Schema,
+) -> Option<(Decision, bool)> {
+    let uid = |text: &str| cedar_policy::EntityUid::from_str(text).ok();
+    let (principal, action, resource) = (
+        uid(&example.principal)?,
+        uid(&example.action)?,
+        uid(&example.resource)?,
+    );
+    let context = if example.context.is_null() {
+        cedar_policy::Context::empty()
+    } else {
+        cedar_policy::Context::from_json_value(example.context.clone(), Some((schema, &action)))
+            .ok()?
+    };
+    let entities = Entities::from_json_value(example.entities.clone(), Some(schema)).ok()?;
+    let request =
+        cedar_policy::Request::new(principal, action, resource, context, Some(schema)).ok()?;
+    let response = Authorizer::new().is_authorized(&request, policies, &entities);
+    Some((
+        response.decision(),
+        response.diagnostics().errors().next().is_some(),
+    ))
+}
+
+/// The pack a counterexample was found in, as the flags that load it.
+#[derive(Debug, Clone, Copy)]
+pub struct Pack<'a> {
+    /// the policies directory
+    pub policies: &'a Path,
+    /// the schema
+    pub schema: &'a Path,
+}
+
+fn quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+/// The counterexample as a `mandate check` command over `pack`, its
+/// entities written to `entities_file`: pasted, it gives `pack`'s answer.
+pub fn check_command(example: &Counterexample, entities_file: &Path, pack: Pack<'_>) -> String {
     let mut command = format!(
-        "mandate check --entities {} --principal {} --action {} --resource {}",
+        "mandate check --policies {} --schema {} --entities {} --principal {} --action {} --resource {}",
+        quote(&pack.policies.display().to_string()),
+        quote(&pack.schema.display().to_string()),
         quote(&entities_file.display().to_string()),
         quote(&example.principal),
         quote(action_id(&example.action)),
@@ -568,16 +800,32 @@ pub fn check_command(example: &Counterexample, entities_file: &Path) -> String {
     command
 }
 
-/// A `mandate test` suite with the counterexample as its one case,
-/// expected denied.
-pub fn test_case(report: &Report, example: &Counterexample, entities_file: &Path) -> String {
+/// The `mandate test` command that runs a suite file over `pack`.
+pub fn test_command(suite_file: &Path, pack: Pack<'_>) -> String {
+    format!(
+        "mandate test --policies {} --schema {} {}",
+        quote(&pack.policies.display().to_string()),
+        quote(&pack.schema.display().to_string()),
+        quote(&suite_file.display().to_string()),
+    )
+}
+
+/// A self-contained `mandate test` suite (its entities inline) with the
+/// counterexample as its one case, expecting `expect` (`allow`/`deny`).
+pub fn test_case(
+    suite: &str,
+    case: &str,
+    rule: &str,
+    example: &Counterexample,
+    expect: &str,
+) -> String {
     let yaml_string = |text: &str| serde_json::Value::String(text.to_owned()).to_string();
     let mut suite = format!(
-        "name: {}\nentities: {}\ncases:\n  - name: {}\n    rule: {}\n    principal: {}\n    action: {}\n    resource: {}\n",
-        yaml_string(&format!("counterexample to {}", report.id)),
-        yaml_string(&entities_file.display().to_string()),
-        yaml_string(&report.says),
-        yaml_string(&report.rule),
+        "name: {}\nentities:{}\ncases:\n  - name: {}\n    rule: {}\n    principal: {}\n    action: {}\n    resource: {}\n",
+        yaml_string(suite),
+        entity_lines(&example.entities),
+        yaml_string(case),
+        yaml_string(rule),
         yaml_string(&example.principal),
         yaml_string(action_id(&example.action)),
         yaml_string(&example.resource),
@@ -585,8 +833,19 @@ pub fn test_case(report: &Report, example: &Counterexample, entities_file: &Path
     if !example.context.is_null() {
         suite.push_str(&format!("    context: {}\n", example.context));
     }
-    suite.push_str("    expect: deny\n");
+    suite.push_str(&format!("    expect: {expect}\n"));
     suite
+}
+
+/// The entities as a YAML block sequence, one JSON entity per line.
+fn entity_lines(entities: &serde_json::Value) -> String {
+    match entities.as_array() {
+        Some(items) if !items.is_empty() => items
+            .iter()
+            .map(|entity| format!("\n  - {entity}"))
+            .collect(),
+        _ => " []".to_owned(),
+    }
 }
 
 /// `Brokerage::Action::"withdraw"` → `withdraw`.

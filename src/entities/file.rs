@@ -91,6 +91,9 @@ impl Resident {
 /// Entities read from one file.
 pub struct FileStore {
     path: PathBuf,
+    /// the text itself, for entities written inline (a test suite's
+    /// fixture): nothing on disk to re-read
+    inline: Option<String>,
     schema: ArcSwap<Schema>,
     entities: ArcSwap<Resident>,
     /// (modified time, length) of the file last read
@@ -107,9 +110,26 @@ impl FileStore {
         let entities = read(path, &schema)?;
         Ok(Self {
             path: path.to_owned(),
+            inline: None,
             schema: ArcSwap::new(schema),
             entities: ArcSwap::from_pointee(Resident::new(entities)),
             stamp: Mutex::new(stamp),
+        })
+    }
+
+    /// Entities written inline (Cedar JSON `text`), checked against
+    /// `schema`; `label` names them in errors. Never re-read.
+    ///
+    /// # Errors
+    /// Bad JSON, or an entity that does not conform.
+    pub fn inline(label: &Path, text: String, schema: Arc<Schema>) -> Result<Self, EntityError> {
+        let entities = parse(label, &text, &schema)?;
+        Ok(Self {
+            path: label.to_owned(),
+            inline: Some(text),
+            schema: ArcSwap::new(schema),
+            entities: ArcSwap::from_pointee(Resident::new(entities)),
+            stamp: Mutex::new(None),
         })
     }
 
@@ -142,7 +162,11 @@ impl FileStore {
     /// Re-reads the file now; on error the data held keeps serving.
     pub fn reload_now(&self) {
         let stamp = stamp(&self.path);
-        match read(&self.path, &self.schema.load()) {
+        let reading = match &self.inline {
+            Some(text) => parse(&self.path, text, &self.schema.load()),
+            None => read(&self.path, &self.schema.load()),
+        };
+        match reading {
             Ok(entities) => {
                 self.entities.store(Arc::new(Resident::new(entities)));
                 *self
@@ -164,7 +188,7 @@ impl FileStore {
             .stamp
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if current.is_some() && current != last {
+        if self.inline.is_none() && current.is_some() && current != last {
             self.reload_now();
         }
     }
@@ -186,13 +210,18 @@ fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
 
 /// The file's entities, and a digest of its text.
 fn read(path: &Path, schema: &Schema) -> Result<(Entities, String), EntityError> {
-    use sha2::Digest as _;
     let text = crate::embedded::read_to_string(path).map_err(|source| EntityError::Io {
         path: path.to_owned(),
         source,
     })?;
+    parse(path, &text, schema)
+}
+
+/// Entities from Cedar JSON `text` (read from `path`), and its digest.
+fn parse(path: &Path, text: &str, schema: &Schema) -> Result<(Entities, String), EntityError> {
+    use sha2::Digest as _;
     let entities =
-        Entities::from_json_str(&text, Some(schema)).map_err(|source| EntityError::Invalid {
+        Entities::from_json_str(text, Some(schema)).map_err(|source| EntityError::Invalid {
             path: path.to_owned(),
             source,
         })?;

@@ -1,11 +1,13 @@
 //! Policy test suites: a declarative YAML format (JSON is YAML too) and its runner,
 //! behind `mandate test`. Shaped after `opa test` and Cerbos's test suites:
-//! an entities fixture, then cases — principal, action, resource, context,
-//! the expected decision and, where it matters, the expected rule ids.
+//! entities, then cases — principal, action, resource, context, the expected
+//! decision and, where it matters, the expected rule ids. The whole format
+//! is documented in `docs/testing-policies.md`.
 //!
 //! ```yaml
 //! name: sub-user roles
-//! entities: ../../examples/demo/entities.json   # relative to this file
+//! entities: ../../examples/demo/entities.json   # a file, relative to this one; or inline Cedar JSON
+//! context: {side: buy}                          # optional: every case's context starts from this
 //! cases:
 //!   - name: a trader places an order
 //!     rule: S2                                   # the rule this case exercises
@@ -14,15 +16,20 @@
 //!     resource: account:alice-personal
 //!     context: {side: buy, instrument: AAPL}
 //!     resource_properties: {ownerID: alice}        # for a request-described resource
+//!     entities: [...]                            # optional: more entities, for this case only
 //!     expect: allow                              # allow | deny
 //!     reasons: [S2]                              # optional: exactly these @ids
 //!     errors: [entity_not_found]                 # optional: exactly these error codes
 //! ```
 //!
-//! A case whose decision errs fails unless it lists the errors under
-//! `errors:`: a typo in an action or id denies with an error whatever the
-//! policies say, and would otherwise pass every `expect: deny`.
+//! No case may pass while testing nothing: one naming an action, a type or
+//! an entity the schema or the entities lack fails with the name meant,
+//! and one whose decision errs fails, unless it lists the error under
+//! `errors:` (then the error is the point).
 
+mod coverage;
+mod fixture;
+mod hollow;
 mod report;
 
 use std::fmt::Write as _;
@@ -31,10 +38,12 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::app::{self, StartError};
-use crate::config::{Config, StoreKind};
+use crate::app::StartError;
+use crate::config::Config;
 use crate::engine::{DecisionRequest, EntityRef};
 
+pub use coverage::Coverage;
+pub use fixture::Fixture;
 pub use report::{Format, Report};
 
 /// One suite file.
@@ -43,8 +52,13 @@ pub use report::{Format, Report};
 pub struct Suite {
     /// What the suite covers.
     pub name: String,
-    /// The entities fixture, relative to the suite file.
-    pub entities: PathBuf,
+    /// The entities: a Cedar JSON file relative to the suite file, or the
+    /// entities themselves (none when absent).
+    #[serde(default)]
+    pub entities: Fixture,
+    /// The context every case starts from; a case's own keys win.
+    #[serde(default)]
+    pub context: Option<serde_json::Map<String, Value>>,
     /// The cases, run in order.
     pub cases: Vec<Case>,
 }
@@ -80,6 +94,10 @@ pub struct Case {
     /// The context, as Cedar JSON.
     #[serde(default)]
     pub context: Option<Value>,
+    /// More entities (Cedar JSON) for this case alone, over the suite's:
+    /// one with the uid of a suite entity replaces it.
+    #[serde(default)]
+    pub entities: Option<Vec<Value>>,
     /// The expected decision.
     pub expect: Expect,
     /// Exactly these determining policies, when given.
@@ -88,6 +106,15 @@ pub struct Case {
     /// Exactly these error codes, when given.
     #[serde(default)]
     pub errors: Option<Vec<String>>,
+}
+
+impl Case {
+    /// Whether the case is about the error `code` (lists it under `errors:`).
+    fn expects_error(&self, code: &str) -> bool {
+        self.errors
+            .as_ref()
+            .is_some_and(|errors| errors.iter().any(|e| e == code))
+    }
 }
 
 /// Why a suite could not run at all.
@@ -132,6 +159,11 @@ pub struct CaseResult {
     pub expect: Expect,
     /// `None` when it passed; what differed otherwise
     pub failure: Option<String>,
+    /// the policies that determined the decision (for coverage)
+    pub determined: Vec<String>,
+    /// the policies whose condition was evaluated: their scope matched
+    /// (for coverage; empty unless asked for)
+    pub evaluated: Vec<String>,
 }
 
 /// Splits `user:alice` or `Brokerage::User::"alice"` into (type, id).
@@ -213,15 +245,23 @@ impl Filter {
     }
 }
 
+/// What a run records beyond pass and fail.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// trace each case, to say which policies' conditions were evaluated
+    pub coverage: bool,
+}
+
 /// Runs the cases of one suite that `filter` admits against the policies
-/// of `config`, with the suite's own entities fixture as the file store.
+/// of `config`, over the suite's entities (see [`Fixture`]).
 ///
 /// # Errors
-/// When the suite, the policies or the fixture cannot be loaded.
+/// When the suite, the policies or the suite's entities cannot be loaded.
 pub async fn run(
     path: &Path,
     config: &Config,
     filter: &Filter,
+    options: Options,
 ) -> Result<Vec<CaseResult>, SuiteError> {
     let text = read_text(path)?;
     let suite = parse(path, &text)?;
@@ -229,73 +269,126 @@ pub async fn run(
         return Ok(Vec::new());
     }
     let lines = case_lines(&text);
-    let mut config = config.clone();
-    // The suite's fixture is the file store, unless the HTTP store was
-    // chosen: then the suites check the pack against the live store's data.
-    if config.store.kind != StoreKind::Http {
-        config.store.kind = StoreKind::File;
-        config.store.entities = path
-            .parent()
-            .unwrap_or(Path::new("."))
-            .join(&suite.entities);
-    }
-    let engine = app::engine(&config)?;
+    let world = fixture::World::open(&suite.entities, path, config)?;
     let mut results = Vec::with_capacity(suite.cases.len());
     for (index, case) in suite.cases.iter().enumerate() {
         if !filter.admits(&suite, case) {
             continue;
         }
-        let failure = match (split_uid(&case.principal), split_uid(&case.resource)) {
-            (Some(principal), Some(resource)) => {
-                let request = DecisionRequest {
-                    principal: EntityRef {
-                        type_name: principal.0,
-                        id: principal.1,
-                        properties: None,
-                    },
-                    action: &case.action,
-                    resource: EntityRef {
-                        type_name: resource.0,
-                        id: resource.1,
-                        properties: case.resource_properties.as_ref(),
-                    },
-                    context: case.context.as_ref(),
-                    entities: crate::engine::RequestEntities::None,
-                    request_id: None,
-                };
-                match engine.decide(&request).await {
-                    Ok(decision) => {
-                        let got_reasons: Vec<&str> = decision.reasons().collect();
-                        let got_errors: Vec<&str> =
-                            decision.errors().iter().map(|e| e.code()).collect();
-                        compare(
-                            case,
-                            decision.allowed(),
-                            &got_reasons,
-                            &got_errors,
-                            &decision.summary().to_string(),
-                        )
-                        .or_else(|| hollow(case, &decision))
-                    }
-                    Err(error) => Some(format!(
-                        "refused as malformed input: {}: {}",
-                        error.code, error.message
-                    )),
-                }
-            }
-            _ => Some("`principal` and `resource` take `type:id` or `Type::\"id\"`".to_owned()),
-        };
-        results.push(CaseResult {
+        let mut result = CaseResult {
             suite: suite.name.clone(),
             name: case.name.clone(),
             file: path.to_owned(),
             line: lines.get(index).copied().unwrap_or(1),
             rule: case.rule.clone(),
             expect: case.expect,
-            failure,
-        });
+            failure: None,
+            determined: Vec::new(),
+            evaluated: Vec::new(),
+        };
+        let own_engine;
+        let engine = match &case.entities {
+            None => world.engine(),
+            Some(extra) => match world.with(extra, path, config) {
+                Ok(engine) => {
+                    own_engine = engine;
+                    &own_engine
+                }
+                Err(error) => {
+                    result.failure = Some(format!("    entities: {error}\n"));
+                    results.push(result);
+                    continue;
+                }
+            },
+        };
+        let context = merged_context(suite.context.as_ref(), case.context.as_ref());
+        decide(engine, case, context.as_ref(), options, &mut result).await;
+        results.push(result);
     }
     Ok(results)
+}
+
+/// The suite's context under the case's (the case's keys win).
+fn merged_context(
+    defaults: Option<&serde_json::Map<String, Value>>,
+    case: Option<&Value>,
+) -> Option<Value> {
+    match (defaults, case) {
+        (None, case) => case.cloned(),
+        (Some(defaults), None) => Some(Value::Object(defaults.clone())),
+        (Some(defaults), Some(Value::Object(own))) => {
+            let mut merged = defaults.clone();
+            merged.extend(own.iter().map(|(k, v)| (k.clone(), v.clone())));
+            Some(Value::Object(merged))
+        }
+        (Some(_), Some(other)) => Some(other.clone()),
+    }
+}
+
+/// Decides one case and fills in its outcome.
+async fn decide(
+    engine: &crate::engine::Engine,
+    case: &Case,
+    context: Option<&Value>,
+    options: Options,
+    result: &mut CaseResult,
+) {
+    let (Some(principal), Some(resource)) = (split_uid(&case.principal), split_uid(&case.resource))
+    else {
+        result.failure =
+            Some("    `principal` and `resource` take `type:id` or `Type::\"id\"`\n".to_owned());
+        return;
+    };
+    if let Some(unknown) = hollow::unknown_names(engine, case, principal, resource, context) {
+        result.failure = Some(unknown);
+        return;
+    }
+    let request = DecisionRequest {
+        principal: EntityRef {
+            type_name: principal.0,
+            id: principal.1,
+            properties: None,
+        },
+        action: &case.action,
+        resource: EntityRef {
+            type_name: resource.0,
+            id: resource.1,
+            properties: case.resource_properties.as_ref(),
+        },
+        context,
+        entities: crate::engine::RequestEntities::None,
+        request_id: None,
+    };
+    match engine.decide(&request).await {
+        Ok(decision) => {
+            let got_reasons: Vec<&str> = decision.reasons().collect();
+            let got_errors: Vec<&str> = decision.errors().iter().map(|e| e.code()).collect();
+            result.failure = compare(
+                case,
+                decision.allowed(),
+                &got_reasons,
+                &got_errors,
+                &decision.summary().to_string(),
+            )
+            .or_else(|| hollow::erred(case, &decision));
+            result.determined = got_reasons.iter().map(|r| (*r).to_owned()).collect();
+        }
+        Err(error) => {
+            result.failure = Some(format!(
+                "    refused as malformed input: {}: {}\n",
+                error.code, error.message
+            ));
+        }
+    }
+    if options.coverage {
+        if let Some(traces) = engine.trace(&request).await {
+            result.evaluated = traces
+                .into_iter()
+                .filter(|trace| trace.scope_matched)
+                .map(|trace| trace.policy)
+                .collect();
+        }
+    }
 }
 
 /// The 1-based line of each item of the top-level `cases:` sequence, in
@@ -352,23 +445,6 @@ fn compare(
         let _ = writeln!(diff, "    errors:   expected {expected:?}, got {errors:?}");
     }
     (!diff.is_empty()).then_some(diff)
-}
-
-/// A deny that errors the case does not expect tests nothing: a typo in
-/// the action or an id, or a schema rename, denies with an error whatever
-/// the policies say. Such a case fails, saying what erred, unless it lists
-/// the errors it is about under `errors:`.
-fn hollow(case: &Case, decision: &crate::engine::Decision) -> Option<String> {
-    if case.errors.is_some() || decision.errors().is_empty() {
-        return None;
-    }
-    let mut diff = String::from(
-        "    hollow: the decision erred, so it tests no policy (list the codes under `errors:` if the error is the point):\n",
-    );
-    for error in decision.errors() {
-        let _ = writeln!(diff, "      {}: {}", error.code(), error.message());
-    }
-    Some(diff)
 }
 
 fn same_set(expected: &[String], got: &[&str]) -> bool {
