@@ -106,6 +106,7 @@ Examples:
   mandate replay --candidate ./candidate decisions.log               # the entities each line captured
   mandate replay --candidate ./candidate --entities live decisions-*.log   # the store's entities now
   zcat yesterday.log.gz | mandate replay --candidate ./candidate --fail-on any -
+  mandate replay --candidate ./candidate --fail-on escalation,unreplayable decisions.log  # nothing unchecked
 
 Each line is decided by the current pack (the baseline, which must still reproduce the
 logged decision) and by the candidate. One JSON line per changed decision on stdout, then
@@ -134,9 +135,11 @@ Exit codes: 0 stopped cleanly, 2 the file, the address or the bus cannot be used
 Examples:
   mandate publish --nats nats://127.0.0.1:4222 'Brokerage::User::\"grace\"' account:alice-personal
   mandate publish --nats tls://bus.internal:4222 --credentials ops.creds --all
+  mandate publish --nats nats://127.0.0.1:4222 --schema ./schema user:grace   # types checked first
   nats pub mandate.entities.changed '{\"uids\":[{\"type\":\"Brokerage::User\",\"id\":\"grace\"}]}'   # the same, with the NATS CLI
 
-Exit codes: 0 published (the server has it), 2 usage or the bus cannot be reached.")]
+Exit codes: 0 published (the server has it), 2 usage (a type `--schema` does not declare)
+or the bus cannot be reached.")]
     Publish(PublishArgs),
     /// AuthZEN search from the command line: who may, on what, which actions.
     #[command(after_help = "\
@@ -147,8 +150,10 @@ Examples:
   # which accounts can grace trade on?
   mandate search resource --principal user:grace --action place_order --type account \\
       --context '{\"side\":\"buy\",\"instrument\":\"AAPL\"}'
-  # which actions may carol perform on alice-personal?
-  mandate search action --principal user:carol --resource account:alice-personal
+  # which actions may carol perform on alice-personal (buying AAPL)?
+  mandate search action --principal user:carol --resource account:alice-personal \\
+      --context '{\"side\":\"buy\",\"instrument\":\"AAPL\"}'
+  (an action whose context the given one lacks is listed under `context.skipped`, not omitted)
 
 Exit codes: 0 searched (the results may be empty), 2 usage.")]
     Search(SearchArgs),
@@ -227,6 +232,39 @@ struct PublishArgs {
     /// subject (a jump tells replicas an event was missed). Default: none.
     #[arg(long, value_name = "N")]
     revision: Option<u64>,
+    /// Check each uid's type against this schema first (exit 2 on a type
+    /// it does not declare): replicas drop what their schema lacks.
+    #[arg(long, value_name = "PATH")]
+    schema: Option<PathBuf>,
+    /// Check each uid's type against this configuration's schema first.
+    #[arg(long, value_name = "FILE", conflicts_with = "schema")]
+    config: Option<PathBuf>,
+}
+
+impl PublishArgs {
+    /// The schema's type names to check uids against, when asked for.
+    fn type_names(&self) -> Result<Option<mandate::policy::TypeNames>, ()> {
+        let sources = if let Some(schema) = &self.schema {
+            mandate::policy::PolicySources {
+                policy_dir: PathBuf::new(),
+                schema: schema.clone(),
+                default_namespace: None,
+            }
+        } else if let Some(file) = &self.config {
+            match load(Some(file), &Vec::new()) {
+                Ok(config) => app::policy_sources(&config),
+                Err(error) => {
+                    report(error);
+                    return Err(());
+                }
+            }
+        } else {
+            return Ok(None);
+        };
+        mandate::policy::TypeNames::of_schema(&sources)
+            .map(Some)
+            .map_err(report)
+    }
 }
 
 #[derive(Args)]
@@ -392,10 +430,11 @@ struct ReplayArgs {
     /// `live`: the configured store's, as they are now.
     #[arg(long, value_enum, default_value = "logged")]
     entities: ReplayEntities,
-    /// What makes the exit code 1: `escalation` (a deny becoming an
-    /// allow), `any` change, or `none`.
-    #[arg(long, value_enum, default_value = "escalation")]
-    fail_on: ReplayFailOn,
+    /// What makes the exit code 1, one or more (comma-separated):
+    /// `escalation` (a deny becoming an allow), `any` change,
+    /// `unreplayable` (a line that could not be replayed), or `none`.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "escalation")]
+    fail_on: Vec<ReplayFailOn>,
     /// Decision log files, read in order (`-`: standard input).
     #[arg(required = true, value_name = "LOG")]
     logs: Vec<PathBuf>,
@@ -411,6 +450,7 @@ enum ReplayEntities {
 enum ReplayFailOn {
     Escalation,
     Any,
+    Unreplayable,
     None,
 }
 
@@ -1076,11 +1116,21 @@ fn replay(args: &ReplayArgs) -> ExitCode {
         ReplayEntities::Logged => EntitySource::Logged,
         ReplayEntities::Live => EntitySource::Live,
     };
-    let fail_on = match args.fail_on {
-        ReplayFailOn::Escalation => FailOn::Escalation,
-        ReplayFailOn::Any => FailOn::Any,
-        ReplayFailOn::None => FailOn::None,
-    };
+    let fail_on: Vec<FailOn> = args
+        .fail_on
+        .iter()
+        .map(|fail_on| match fail_on {
+            ReplayFailOn::Escalation => FailOn::Escalation,
+            ReplayFailOn::Any => FailOn::Any,
+            ReplayFailOn::Unreplayable => FailOn::Unreplayable,
+            ReplayFailOn::None => FailOn::None,
+        })
+        .collect();
+    let report_only = fail_on.iter().all(|f| *f == FailOn::None);
+    if fail_on.contains(&FailOn::None) && !report_only {
+        eprintln!("error: `--fail-on none` reports only: it takes no other value");
+        return ExitCode::from(2);
+    }
     let Some(rt) = runtime() else {
         return ExitCode::from(INTERNAL);
     };
@@ -1119,9 +1169,12 @@ fn replay(args: &ReplayArgs) -> ExitCode {
         let _ = out.flush();
     }
     eprintln!("{}", describe_replay(&summary));
-    if summary.fails(fail_on) {
+    if summary.fails(&fail_on) {
+        if fail_on.contains(&FailOn::Unreplayable) && !summary.unreplayable.is_empty() {
+            eprintln!("{}", unreplayable_fails(&summary));
+        }
         ExitCode::from(1)
-    } else if summary.replayed == 0 && fail_on != FailOn::None {
+    } else if summary.replayed == 0 && !report_only {
         // A gate that judged nothing must not pass: it would let through
         // any candidate, the one that deletes F1 included.
         eprintln!("{}", nothing_to_judge(&summary));
@@ -1134,6 +1187,27 @@ fn replay(args: &ReplayArgs) -> ExitCode {
 /// Exit code of a replay gate that replayed no line.
 const NOTHING_TO_JUDGE: u8 = 3;
 
+/// Why `--fail-on unreplayable` failed, and how to make the lines replay.
+fn unreplayable_fails(summary: &mandate::replay::Summary) -> String {
+    let mut text = String::from(
+        "error: lines that could not be replayed fail this gate (`--fail-on unreplayable`):",
+    );
+    for (cause, count) in &summary.unreplayable {
+        text.push_str(&format!("\n  {cause}: {count}"));
+    }
+    if summary.unreplayable.contains_key("no_entities") {
+        text.push_str("\n  lines without their entities replay over the store's data now with `--entities live`");
+    }
+    if summary.unreplayable.contains_key("masked") {
+        text.push_str(MASKED_HINT);
+    }
+    text
+}
+
+/// What can be done about masked lines: a masked context value is gone; a
+/// masked entity attribute is read from the store instead.
+const MASKED_HINT: &str = "\n  masked lines (`log.mask`): a masked context value cannot be replayed (log without masking what decisions read); masked entity attributes replay over the store with `--entities live`";
+
 /// Why a replay judged nothing, and how to make it judge.
 fn nothing_to_judge(summary: &mandate::replay::Summary) -> String {
     let mut text = String::from(
@@ -1145,9 +1219,7 @@ fn nothing_to_judge(summary: &mandate::replay::Summary) -> String {
         );
     }
     if summary.unreplayable.contains_key("masked") {
-        text.push_str(
-            "\n  masked lines (`log.mask`): replay them with `--entities live`, which reads the store, not the masked log",
-        );
+        text.push_str(MASKED_HINT);
     }
     if summary.records == 0 {
         text.push_str("\n  no decision line was read: is this a decision log?");
@@ -1484,10 +1556,17 @@ fn search(args: &SearchArgs) -> ExitCode {
         Ok(found) => {
             let results =
                 mandate::api::search_results(searched, &subject.0, &resource.0, &found.ids);
-            say(format_args!(
-                "{:#}",
-                serde_json::json!({ "results": results })
-            ));
+            let mut answer = serde_json::json!({ "results": results });
+            if let Some(context) = mandate::api::skipped_context(&found) {
+                answer["context"] = context;
+            }
+            say(format_args!("{answer:#}"));
+            for skipped in &found.skipped {
+                eprintln!(
+                    "note: `{}` not decided: {} (give `--context` with what it needs)",
+                    skipped.action, skipped.reason
+                );
+            }
             ExitCode::SUCCESS
         }
         Err(error) => usage(&error.to_string()),
@@ -1499,19 +1578,44 @@ fn publish(args: &PublishArgs) -> ExitCode {
         eprintln!("error: `--nats URL` (or `MANDATE_BUS_URL`) names the bus to publish on");
         return ExitCode::from(2);
     };
+    let Ok(types) = args.type_names() else {
+        return ExitCode::from(2);
+    };
     let changed = if args.all {
         mandate::bus::Changed::All
     } else {
+        if types.is_none() {
+            eprintln!(
+                "warning: types are unchecked: a replica drops a uid whose type its schema does not declare (give `--schema` or `--config` to check them here)"
+            );
+        }
         let mut uids = Vec::with_capacity(args.uids.len());
+        let mut unknown = false;
         for written in &args.uids {
             let Some((type_name, id)) = split_uid(written) else {
                 eprintln!("error: `{written}`: write `type:id` or `Type::\"id\"`");
                 return ExitCode::from(2);
             };
+            // Checked, a type is published as Cedar prints it.
+            let type_name = match &types {
+                None => type_name,
+                Some(types) => match types.get(type_name) {
+                    Some((_, printed)) => printed,
+                    None => {
+                        eprintln!("error: `{written}`: {}", types.unknown(type_name));
+                        unknown = true;
+                        continue;
+                    }
+                },
+            };
             uids.push(mandate::bus::EventUid {
                 type_name: type_name.to_owned(),
                 id: id.to_owned(),
             });
+        }
+        if unknown {
+            eprintln!("error: nothing published: every replica would drop those uids");
+            return ExitCode::from(2);
         }
         mandate::bus::Changed::Uids(uids)
     };

@@ -38,6 +38,9 @@ pub enum FailOn {
     Escalation,
     /// any changed decision
     Any,
+    /// any line that could not be replayed (a masked withdrawal, a line
+    /// without its entities): what was not checked fails the gate
+    Unreplayable,
     /// nothing: report only
     None,
 }
@@ -75,13 +78,14 @@ pub struct Summary {
 }
 
 impl Summary {
-    /// Whether `fail_on` makes this replay fail.
-    pub fn fails(&self, fail_on: FailOn) -> bool {
-        match fail_on {
+    /// Whether any of `fail_on` makes this replay fail.
+    pub fn fails(&self, fail_on: &[FailOn]) -> bool {
+        fail_on.iter().any(|fail_on| match fail_on {
             FailOn::Escalation => self.changes.deny_to_allow > 0,
             FailOn::Any => self.changes.deny_to_allow + self.changes.allow_to_deny > 0,
+            FailOn::Unreplayable => self.unreplayable.values().sum::<u64>() > 0,
             FailOn::None => false,
-        }
+        })
     }
 
     fn unreplayable(&mut self, cause: &'static str) {
@@ -239,8 +243,11 @@ impl Replayer {
             summary.unreplayable("malformed");
             return None;
         };
+        // A masked context value is gone for good; masked entities only
+        // matter when they are what the line is replayed over.
         let masked = line.context.as_ref().is_some_and(holds_masked)
-            || line.entities.iter().flatten().any(holds_masked);
+            || (self.source == EntitySource::Logged
+                && line.entities.iter().flatten().any(holds_masked));
         if masked {
             summary.unreplayable("masked");
             return None;

@@ -24,7 +24,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use serde::Serialize;
 
 pub use error::ApiError;
-pub use search::{SearchSettings, results as search_results};
+pub use search::{SearchSettings, results as search_results, skipped_context};
 
 use crate::engine::{Decision, DecisionError, Engine, Field, RequestError, Searched};
 use crate::entities::StoreHealth;

@@ -123,7 +123,25 @@ struct PageOut {
 #[derive(Serialize)]
 struct Answer {
     page: PageOut,
+    /// what the PEP should know beside the results: the actions an action
+    /// search could not decide with the context given (AuthZEN's optional
+    /// response `context`)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    context: Option<Value>,
     results: Vec<Value>,
+}
+
+/// The response `context` naming the actions skipped, if any: an action
+/// search never omits an action silently.
+pub fn skipped_context(found: &Found) -> Option<Value> {
+    (!found.skipped.is_empty()).then(|| {
+        let skipped: Vec<Value> = found
+            .skipped
+            .iter()
+            .map(|s| serde_json::json!({"name": s.action, "reason": s.reason}))
+            .collect();
+        serde_json::json!({ "skipped": skipped })
+    })
 }
 
 /// `POST /access/v1/search/{subject,resource,action}`: answered, counted
@@ -307,6 +325,7 @@ async fn answer(
                 count: results.len(),
                 total,
             },
+            context: skipped_context(&found),
             results,
         },
     );

@@ -360,11 +360,24 @@ async fn apply(engine: &Engine, revisions: &mut Revisions, batch: VecDeque<Bytes
             }
             Changed::Uids(named) => {
                 let before = uids.len();
-                uids.extend(
-                    named
-                        .iter()
-                        .filter_map(|uid| engine.parse_uid(&uid.type_name, &uid.id)),
-                );
+                let mut dropped = None;
+                uids.extend(named.iter().filter_map(|uid| {
+                    let parsed = engine.parse_uid(&uid.type_name, &uid.id);
+                    if parsed.is_none() {
+                        dropped.get_or_insert((0u64, uid)).0 += 1;
+                    }
+                    parsed
+                }));
+                if let Some((count, first)) = dropped {
+                    metrics().bus_uids_dropped("unknown_type", count);
+                    if UNKNOWN_TYPE_WARNING.allows() {
+                        tracing::warn!(
+                            dropped = count,
+                            first_type = %first.type_name.chars().take(128).collect::<String>(),
+                            "an entity change event names types the schema does not declare; those uids are dropped (counted in mandate_bus_uids_dropped_total; this warning repeats at most once a minute)"
+                        );
+                    }
+                }
                 if uids.len() == before {
                     // Every type unknown to this schema: nothing to forget.
                     metrics().bus_ignored("unknown_type");
@@ -381,6 +394,32 @@ async fn apply(engine: &Engine, revisions: &mut Revisions, batch: VecDeque<Bytes
         engine.store().invalidate_all();
     } else if !uids.is_empty() {
         engine.store().changed(&uids).await;
+    }
+}
+
+/// At most one warning a minute for uids of unknown types: a publisher
+/// with a typo must not flood the process log.
+static UNKNOWN_TYPE_WARNING: EveryMinute = EveryMinute(std::sync::atomic::AtomicU64::new(0));
+
+/// Lets something happen at most once a minute (monotonic seconds since
+/// the process's first ask, plus one; 0 is never).
+struct EveryMinute(std::sync::atomic::AtomicU64);
+
+impl EveryMinute {
+    fn allows(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        let now = START
+            .get_or_init(std::time::Instant::now)
+            .elapsed()
+            .as_secs()
+            + 1;
+        let last = self.0.load(Ordering::Relaxed);
+        (last == 0 || now >= last + 60)
+            && self
+                .0
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
     }
 }
 

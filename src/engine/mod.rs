@@ -47,7 +47,7 @@ pub use decision::{
 };
 pub(crate) use record::canonical_uid;
 pub use record::{acceptable_request_id, new_request_id};
-pub use search::{Found, SearchError, SearchQuery, Searched};
+pub use search::{Found, SearchError, SearchQuery, Searched, Skipped};
 
 use context::ReadContext;
 use memo::{Epoch, Memo, MemoKey, Memoized};

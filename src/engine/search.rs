@@ -100,6 +100,18 @@ pub struct Found {
     pub candidates: usize,
     /// answered by partial evaluation alone: nothing was listed
     pub pruned: bool,
+    /// actions an action search could not decide with the context given
+    /// (it lacks what their schema requires): neither allowed nor denied
+    pub skipped: Vec<Skipped>,
+}
+
+/// An action an action search could not decide, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    /// the action's name
+    pub action: String,
+    /// why, for a person: what the context lacks
+    pub reason: String,
 }
 
 /// The names and context of a subject or resource search, read once.
@@ -282,7 +294,8 @@ impl Engine {
         let mut ids = if self.sources.any_request() {
             // Request-described types take the ordinary path, each
             // candidate decided as a request of its own.
-            self.decide_each(query, searched, &candidates).await?
+            self.decide_each(query, searched, &candidates, &mut Vec::new())
+                .await?
         } else {
             self.decide_over_store(
                 &snapshot,
@@ -298,7 +311,7 @@ impl Engine {
         Ok(Found {
             ids,
             candidates: candidates.len(),
-            pruned: false,
+            ..Found::default()
         })
     }
 
@@ -355,12 +368,17 @@ impl Engine {
                 limit: max_candidates,
             });
         }
-        let mut ids = self.decide_each(query, Searched::Action, &actions).await?;
+        let mut skipped = Vec::new();
+        let mut ids = self
+            .decide_each(query, Searched::Action, &actions, &mut skipped)
+            .await?;
         ids.sort();
+        skipped.sort_by(|a, b| a.action.cmp(&b.action));
         Ok(Found {
             ids,
             candidates: actions.len(),
             pruned: false,
+            skipped,
         })
     }
 
@@ -371,6 +389,7 @@ impl Engine {
         query: &SearchQuery<'_>,
         searched: Searched,
         candidates: &[String],
+        skipped: &mut Vec<Skipped>,
     ) -> Result<Vec<String>, SearchError> {
         let mut found = Vec::new();
         for (index, candidate) in candidates.iter().enumerate() {
@@ -402,8 +421,11 @@ impl Engine {
                 Ok(decision) if decision.allowed() => found.push(candidate.clone()),
                 Ok(_) => {}
                 // Each action has its own context: one this context does
-                // not fit is not allowed with it.
-                Err(_) if searched == Searched::Action => {}
+                // not fit is not allowed with it, and is said to be skipped.
+                Err(error) if searched == Searched::Action => skipped.push(Skipped {
+                    action: candidate.clone(),
+                    reason: error.message,
+                }),
                 Err(error) => return Err(error.into()),
             }
             if index % 64 == 63 {

@@ -110,6 +110,11 @@ pub fn load(sources: &PolicySources) -> Result<PolicySnapshot, PolicyError> {
 /// resolved (for the request shapes; a file that cannot be so read, say one
 /// naming another file's types, gives none, and its actions take the slow
 /// path).
+/// The schema at `path` alone.
+pub(super) fn schema_only(path: &Path) -> Result<Schema, PolicyError> {
+    load_schema(path, &mut Sha256::new()).map(|(schema, _)| schema)
+}
+
 fn load_schema(
     path: &Path,
     hasher: &mut Sha256,

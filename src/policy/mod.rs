@@ -114,7 +114,7 @@ pub struct PolicySnapshot {
     namespace: String,
     /// lower-case type name (qualified, and unqualified in the default
     /// namespace) → type, and the type as Cedar prints it
-    types: HashMap<String, (EntityTypeName, Arc<str>)>,
+    types: TypeNames,
     /// action id (unqualified in the default namespace, and `Ns::Action::"id"`) → uid
     actions: HashMap<String, EntityUid>,
     /// per action: the policies that can apply to it and its entities
@@ -170,6 +170,91 @@ impl ActionPlan {
     }
 }
 
+/// A schema's entity types by every name a caller may write one:
+/// qualified (`Brokerage::User`) or, in the default namespace, short
+/// (`user`), either case-insensitively. One resolution for requests,
+/// routes, change events and `mandate publish`.
+#[derive(Debug, Clone)]
+pub struct TypeNames {
+    types: HashMap<String, (EntityTypeName, Arc<str>)>,
+}
+
+impl TypeNames {
+    fn new(schema: &Schema, prefix: &str) -> Self {
+        let mut types = HashMap::new();
+        for ty in schema.entity_types() {
+            let full = ty.to_string();
+            let printed: Arc<str> = Arc::from(full.as_str());
+            if let Some(short) = full.strip_prefix(prefix).filter(|s| !s.contains("::")) {
+                types.insert(short.to_lowercase(), (ty.clone(), Arc::clone(&printed)));
+            }
+            types.insert(full.to_lowercase(), (ty.clone(), printed));
+        }
+        Self { types }
+    }
+
+    /// The type `name` stands for, and its name as Cedar prints it.
+    pub fn get(&self, name: &str) -> Option<(&EntityTypeName, &str)> {
+        self.types
+            .get(name)
+            .or_else(|| self.types.get(&name.to_lowercase()))
+            .map(|(ty, printed)| (ty, &**printed))
+    }
+
+    /// "the schema declares no entity type `name`", with the closest.
+    pub fn unknown(&self, name: &str) -> String {
+        let mut declared: Vec<&str> = self.types.values().map(|(_, printed)| &**printed).collect();
+        declared.sort_unstable();
+        declared.dedup();
+        unknown_name("entity type", name, declared)
+    }
+}
+
+/// The namespace unqualified names are read in: `namespace` when the
+/// schema declares it, else the schema's only one (none when it has
+/// several or none).
+fn default_namespace(schema: &Schema, namespace: Option<&str>) -> Result<String, PolicyError> {
+    let mut namespaces: Vec<String> = schema
+        .entity_types()
+        .map(EntityTypeName::namespace)
+        .chain(schema.actions().map(|a| a.type_name().namespace()))
+        .filter(|ns| !ns.is_empty())
+        .collect();
+    namespaces.sort();
+    namespaces.dedup();
+    match namespace {
+        Some(ns) if namespaces.iter().any(|n| n == ns) => Ok(ns.to_owned()),
+        Some(ns) => Err(PolicyError::Namespace(format!(
+            "`{ns}` is not declared by the schema (it declares {namespaces:?})"
+        ))),
+        None => Ok(match namespaces.as_slice() {
+            [only] => only.clone(),
+            _ => String::new(),
+        }),
+    }
+}
+
+fn namespace_prefix(namespace: &str) -> String {
+    if namespace.is_empty() {
+        String::new()
+    } else {
+        format!("{namespace}::")
+    }
+}
+
+impl TypeNames {
+    /// The entity type names of the schema at `sources.schema` alone (no
+    /// policies read), for tools that name entities: `mandate publish`.
+    ///
+    /// # Errors
+    /// A schema that cannot be read or parsed, or an undeclared namespace.
+    pub fn of_schema(sources: &PolicySources) -> Result<Self, PolicyError> {
+        let schema = load::schema_only(&sources.schema)?;
+        let namespace = default_namespace(&schema, sources.default_namespace.as_deref())?;
+        Ok(Self::new(&schema, &namespace_prefix(&namespace)))
+    }
+}
+
 impl PolicySnapshot {
     fn new(
         schema_version: String,
@@ -179,40 +264,9 @@ impl PolicySnapshot {
         version: String,
         namespace: Option<&str>,
     ) -> Result<Self, PolicyError> {
-        let mut namespaces: Vec<String> = schema
-            .entity_types()
-            .map(EntityTypeName::namespace)
-            .chain(schema.actions().map(|a| a.type_name().namespace()))
-            .filter(|ns| !ns.is_empty())
-            .collect();
-        namespaces.sort();
-        namespaces.dedup();
-        let namespace = match namespace {
-            Some(ns) if namespaces.iter().any(|n| n == ns) => ns.to_owned(),
-            Some(ns) => {
-                return Err(PolicyError::Namespace(format!(
-                    "`{ns}` is not declared by the schema (it declares {namespaces:?})"
-                )));
-            }
-            None => match namespaces.as_slice() {
-                [only] => only.clone(),
-                _ => String::new(),
-            },
-        };
-        let prefix = if namespace.is_empty() {
-            String::new()
-        } else {
-            format!("{namespace}::")
-        };
-        let mut types = HashMap::new();
-        for ty in schema.entity_types() {
-            let full = ty.to_string();
-            let printed: Arc<str> = Arc::from(full.as_str());
-            if let Some(short) = full.strip_prefix(&prefix).filter(|s| !s.contains("::")) {
-                types.insert(short.to_lowercase(), (ty.clone(), Arc::clone(&printed)));
-            }
-            types.insert(full.to_lowercase(), (ty.clone(), printed));
-        }
+        let namespace = default_namespace(&schema, namespace)?;
+        let prefix = namespace_prefix(&namespace);
+        let types = TypeNames::new(&schema, &prefix);
         let mut actions = HashMap::new();
         let action_type = format!("{prefix}Action");
         for action in schema.actions() {
@@ -281,10 +335,12 @@ impl PolicySnapshot {
     /// As [`Self::entity_type`], with the type as Cedar prints it
     /// (`Brokerage::User`), for logs that name entities canonically.
     pub fn entity_type_printed(&self, name: &str) -> Option<(&EntityTypeName, &str)> {
-        self.types
-            .get(name)
-            .or_else(|| self.types.get(&name.to_lowercase()))
-            .map(|(ty, printed)| (ty, &**printed))
+        self.types.get(name)
+    }
+
+    /// The schema's entity types by every name a caller may write.
+    pub fn type_names(&self) -> &TypeNames {
+        &self.types
     }
 
     /// Resolves an action: its id in the default namespace (`view_account`)

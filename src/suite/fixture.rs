@@ -66,7 +66,11 @@ impl World {
                 Ok(Self { engine, entities })
             }
             Fixture::Inline(entities) => Ok(Self {
-                engine: app::engine_over_inline(config, suite, json_text(entities))?,
+                engine: app::engine_over_inline(
+                    config,
+                    &PathBuf::from(format!("{} (the suite's entities)", suite.display())),
+                    json_text(entities),
+                )?,
                 entities: entities.clone(),
             }),
         }
@@ -90,7 +94,17 @@ impl World {
             merged.retain(|held| held.get("uid") != entity.get("uid"));
             merged.push(entity.clone());
         }
-        app::engine_over_inline(config, suite, json_text(&merged)).map_err(|e| e.to_string())
+        let label = PathBuf::from(format!("{} (the case's entities)", suite.display()));
+        app::engine_over_inline(config, &label, json_text(&merged)).map_err(|error| {
+            // The whole chain: Cedar's reason is the last link.
+            let mut text = error.to_string();
+            let mut source = std::error::Error::source(&error);
+            while let Some(cause) = source {
+                text.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            text
+        })
     }
 }
 

@@ -186,6 +186,8 @@ mod tests {
             rule: Some("S2".to_owned()),
             expect: Expect::Allow,
             failure: failure.map(str::to_owned),
+            determined: Vec::new(),
+            evaluated: Vec::new(),
         }
     }
 

@@ -79,6 +79,7 @@ pub struct Metrics {
     /// entity change events applied
     pub bus_events_applied: IntCounter,
     bus_events_ignored: IntCounterVec,
+    bus_uids_dropped: IntCounterVec,
     bus_gaps: IntCounterVec,
     bus_subscription_errors: IntCounterVec,
     /// 1 while the change-event bus is connected
@@ -296,6 +297,12 @@ impl Metrics {
                 "Entity change events ignored, by reason.",
                 &["reason"],
             ),
+            bus_uids_dropped: counter_vec(
+                &registry,
+                "mandate_bus_uids_dropped_total",
+                "Uids named by entity change events and dropped, by cause.",
+                &["cause"],
+            ),
             bus_gaps: counter_vec(
                 &registry,
                 "mandate_bus_gaps_total",
@@ -362,6 +369,9 @@ impl Metrics {
         for reason in ["malformed", "oversized", "unknown_type"] {
             metrics.bus_events_ignored.with_label_values(&[reason]);
         }
+        metrics
+            .bus_uids_dropped
+            .with_label_values(&["unknown_type"]);
         for cause in [
             "revision",
             "reconnect",
@@ -463,6 +473,14 @@ impl Metrics {
     /// Counts an entity change event ignored, by reason.
     pub fn bus_ignored(&self, reason: &'static str) {
         self.bus_events_ignored.with_label_values(&[reason]).inc();
+    }
+
+    /// Counts uids of an event dropped, by cause (`unknown_type`: the
+    /// schema declares no such type, so nothing of it can be cached).
+    pub fn bus_uids_dropped(&self, cause: &'static str, count: u64) {
+        self.bus_uids_dropped
+            .with_label_values(&[cause])
+            .inc_by(count);
     }
 
     /// Counts a time events may have been missed, by cause.

@@ -385,12 +385,44 @@ async fn bad_events_are_ignored_and_counted_and_a_storm_does_not_stall_decisions
         .publish(subject.clone(), vec![b' '; 300 * 1024].into())
         .await
         .unwrap();
+    // A mixed event: grace is forgotten, the unknown type's uid dropped
+    // and counted.
+    client
+        .publish(
+            subject.clone(),
+            br#"{"uids": [{"type": "Brokerage::Nope", "id": "y"}, {"type": "Brokerage::User", "id": "grace"}]}"#
+                .to_vec()
+                .into(),
+        )
+        .await
+        .unwrap();
     client.flush().await.unwrap();
     let counted = within(Duration::from_secs(2), || async {
-        metric(&server, "mandate_bus_events_received_total").await >= 5.0
+        metric(&server, "mandate_bus_events_received_total").await >= 6.0
     })
     .await;
     assert!(counted.is_some());
+    let dropped = within(Duration::from_secs(2), || async {
+        metric(
+            &server,
+            "mandate_bus_uids_dropped_total{cause=\"unknown_type\"}",
+        )
+        .await
+            >= 2.0
+    })
+    .await;
+    assert!(
+        dropped.is_some(),
+        "every dropped uid is counted, in a mixed event too"
+    );
+    assert_eq!(
+        metric(
+            &server,
+            "mandate_bus_uids_dropped_total{cause=\"unknown_type\"}"
+        )
+        .await,
+        2.0
+    );
     assert_eq!(
         metric(
             &server,

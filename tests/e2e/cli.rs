@@ -677,6 +677,32 @@ fn search_answers_the_brokerage_questions_from_the_command_line() {
         actions,
         json!([{"name": "cancel_order"}, {"name": "place_order"}, {"name": "view_account"}])
     );
+    // Without the order's context, place_order cannot be decided: it is
+    // said to be skipped, on stdout and stderr, never silently omitted.
+    let output = mandate()
+        .args(["search", "action", "--principal", "user:carol"])
+        .args(["--resource", "account:alice-personal"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    let answer: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        answer["results"],
+        json!([{"name": "cancel_order"}, {"name": "view_account"}])
+    );
+    let skipped: Vec<&str> = answer["context"]["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert!(skipped.contains(&"place_order"), "{answer:#}");
+    assert!(!skipped.contains(&"view_account"), "{answer:#}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("`place_order` not decided") && stderr.contains("instrument"),
+        "{stderr}"
+    );
     let usage = mandate()
         .args([
             "search",
@@ -689,4 +715,79 @@ fn search_answers_the_brokerage_questions_from_the_command_line() {
         .output()
         .unwrap();
     assert_eq!(usage.status.code(), Some(2), "no --type");
+}
+
+/// A typo in a type would be dropped by every replica, only a metric
+/// moving: `publish --schema` (or `--config`) refuses it before it
+/// connects, naming the type meant; without either it warns.
+#[test]
+fn publish_checks_types_against_the_schema_before_it_connects() {
+    let output = mandate()
+        .args([
+            "publish",
+            "--nats",
+            "nats://127.0.0.1:9",
+            "--schema",
+            "schema",
+        ])
+        .args(["usr:grace", "account:alice-personal"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr
+            .contains("the schema declares no entity type `usr` (did you mean `Brokerage::User`?)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("nothing published"), "{stderr}");
+    assert!(
+        !stderr.contains("cannot connect"),
+        "refused before connecting: {stderr}"
+    );
+
+    let config = tempfile::NamedTempFile::with_suffix(".toml").unwrap();
+    std::fs::write(
+        config.path(),
+        format!(
+            "[policy]\ndir = \"{}\"\nschema = \"{}\"\n",
+            root().join("policies").display(),
+            root().join("schema").display()
+        ),
+    )
+    .unwrap();
+    let output = mandate()
+        .args(["publish", "--nats", "nats://127.0.0.1:9", "--config"])
+        .arg(config.path())
+        .arg("Brokerage::Acount::\"x\"")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("(did you mean `Brokerage::Account`?)"),
+        "{stderr}"
+    );
+
+    // Known types pass the check and only then is the bus tried.
+    let output = mandate()
+        .args([
+            "publish",
+            "--nats",
+            "nats://127.0.0.1:9",
+            "--schema",
+            "schema",
+        ])
+        .arg("user:grace")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("cannot connect"), "{stderr}");
+    let output = mandate()
+        .args(["publish", "--nats", "nats://127.0.0.1:9", "user:grace"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("warning: types are unchecked"), "{stderr}");
 }

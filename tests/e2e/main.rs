@@ -35,6 +35,7 @@ mod native;
 mod openapi;
 mod operations;
 mod own_pack;
+mod policy_gate;
 mod policy_pack;
 mod property;
 mod readme;

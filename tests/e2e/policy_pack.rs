@@ -284,6 +284,13 @@ fn a_hollow_deny_fails_and_an_expected_error_passes() {
         stdout.contains("ok    hollow / an unknown user is the point"),
         "{stdout}"
     );
-    assert!(stdout.contains("hollow: the decision erred"), "{stdout}");
+    assert!(
+        stdout.contains("the schema declares no action `withdrw` (did you mean `withdraw`?)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("the entities have no Brokerage::User `bbo` (did you mean `bob`?)"),
+        "{stdout}"
+    );
     assert!(stdout.contains("1 passed, 2 failed"), "{stdout}");
 }

@@ -404,3 +404,73 @@ async fn a_replay_that_replayed_nothing_is_no_pass() {
     let report = replay(without_f1.path(), &log, &["--fail-on", "none"]);
     assert_eq!(report.code, Some(0));
 }
+
+/// With `log.mask` hiding the destination, every withdrawal line is
+/// `masked` and only the others replay: `--fail-on escalation` alone judges
+/// the rest and passes a candidate that deletes F1, while
+/// `--fail-on escalation,unreplayable` refuses to let what it could not
+/// check through, and says why.
+#[tokio::test]
+async fn unreplayable_lines_fail_the_gate_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("decisions.jsonl");
+    let log_path = log.display().to_string();
+    let server = Server::start(config_with(&[
+        ("MANDATE_LOG_DECISIONS", "file"),
+        ("MANDATE_LOG_DECISIONS_FILE", log_path.as_str()),
+        ("MANDATE_LOG_CAPTURE_ENTITIES", "true"),
+        ("MANDATE_LOG_MASK", "[\"destination\"]"),
+    ]))
+    .await;
+    for (request, allowed) in [
+        (evaluation("erin", "withdraw", to("mallory-wallet")), false),
+        (evaluation("bob", "view_account", json!({})), true),
+    ] {
+        let reply = post(&server.url("/access/v1/evaluation"), &request).await;
+        assert_eq!(reply.json["decision"], allowed, "{}", reply.json);
+    }
+    server.stop().await;
+    for _ in 0..100 {
+        if std::fs::read_to_string(&log).is_ok_and(|text| text.lines().count() >= 2) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let without_f1 = candidate("funding.cedar", disable_f1);
+    let lenient = replay(without_f1.path(), &log, &["--fail-on", "escalation"]);
+    assert_eq!(lenient.summary["replayed"], 1, "{:#}", lenient.summary);
+    assert_eq!(
+        lenient.summary["unreplayable"]["masked"], 1,
+        "{:#}",
+        lenient.summary
+    );
+    assert_eq!(
+        lenient.code,
+        Some(0),
+        "escalation alone judged the view only"
+    );
+
+    let output = mandate()
+        .arg("replay")
+        .arg("--candidate")
+        .arg(without_f1.path())
+        .args(["--fail-on", "escalation,unreplayable"])
+        .arg(&log)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("--fail-on unreplayable"), "{stderr}");
+    assert!(stderr.contains("masked: 1"), "{stderr}");
+
+    // `none` reports only: it takes no other value.
+    let output = mandate()
+        .arg("replay")
+        .arg("--candidate")
+        .arg(without_f1.path())
+        .args(["--fail-on", "none,escalation"])
+        .arg(&log)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+}

@@ -94,6 +94,28 @@ async fn the_brokerage_questions_are_answered_and_every_result_asked_back_is_all
         .await;
         assert_eq!(reply.json["decision"], true, "{action}: {}", reply.json);
     }
+    // The actions this context cannot decide (a withdrawal's needs a
+    // destination) are named in the response's context, with what is
+    // missing: never silently left out.
+    let skipped = &actions.json["context"]["skipped"];
+    let withdraw = skipped
+        .as_array()
+        .unwrap_or_else(|| panic!("{}", actions.json))
+        .iter()
+        .find(|s| s["name"] == "withdraw")
+        .unwrap_or_else(|| panic!("{}", actions.json));
+    assert!(
+        withdraw["reason"].as_str().unwrap().contains("destination"),
+        "{withdraw}"
+    );
+    assert!(
+        !skipped
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["name"] == "place_order"),
+        "{skipped}"
+    );
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use crate::cli::mandate;
-use crate::support::root;
+use crate::support::{binary, root};
 
 fn verify(policies: &Path, out: &Path) -> (Option<i32>, Vec<serde_json::Value>, String) {
     let output = mandate()
@@ -243,4 +243,190 @@ fn against_tells_a_widening_a_narrowing_and_a_no_op_refactor_apart() {
     let (code, comparisons) = against(refactor.path());
     assert_eq!(code, Some(0), "{comparisons:#?}");
     assert!(changed(&comparisons).is_empty(), "{comparisons:#?}");
+}
+
+/// Runs a printed command line (`mandate …`) as pasted into a shell in the
+/// project's root; its exit code and output.
+fn pasted(line: &str) -> (Option<i32>, String) {
+    let rest = line.trim().strip_prefix("mandate ").unwrap();
+    let output = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("\"$BIN\" {rest}"))
+        .env("BIN", binary())
+        .env("NO_COLOR", "1")
+        .current_dir(root())
+        .output()
+        .unwrap();
+    (
+        output.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
+}
+
+/// The counterexample as printed: the `mandate check` line, pasted, gives
+/// the mutated pack's wrong allow (the pack it names), with readable ids;
+/// the suite, entities inline, fails over the mutated pack and passes over
+/// the shipped one.
+#[test]
+fn a_printed_counterexample_reproduces_when_pasted() {
+    let pack = candidate("funding.cedar", disable_f1);
+    let out = tempfile::tempdir().unwrap();
+    let output = mandate()
+        .arg("verify")
+        .arg("--policies")
+        .arg(pack.path())
+        .arg("--schema")
+        .arg("schema")
+        .arg("--invariants")
+        .arg("policies/invariants.toml")
+        .arg("--out")
+        .arg(out.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    let block = stdout
+        .split("VIOLATED withdrawals-only-to-the-owners-destinations")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{stdout}"));
+    let check = block
+        .lines()
+        .find(|l| l.trim_start().starts_with("mandate check "))
+        .unwrap();
+    assert!(
+        check.contains("--principal 'Brokerage::User::\"user-1\"'"),
+        "{check}"
+    );
+    assert!(!check.contains("\"\"'"), "no empty id: {check}");
+    let (code, said) = pasted(check);
+    assert_eq!(code, Some(0), "the mutated pack allows it: {said}");
+    let shipped_check = check.replace(
+        &format!("--policies '{}'", pack.path().display()),
+        "--policies 'policies'",
+    );
+    assert_ne!(shipped_check, check);
+    let (code, said) = pasted(&shipped_check);
+    assert_eq!(code, Some(1), "the shipped pack denies it: {said}");
+
+    assert!(
+        block.contains("    entities:\n      - {"),
+        "entities inline: {block}"
+    );
+    let test = block
+        .lines()
+        .find(|l| l.trim_start().starts_with("mandate test "))
+        .unwrap();
+    let (code, said) = pasted(test);
+    assert_eq!(code, Some(1), "{said}");
+    assert!(
+        said.contains("decision: expected Deny, got Allow"),
+        "{said}"
+    );
+    let shipped_test = test.replace(
+        &format!("--policies '{}'", pack.path().display()),
+        "--policies 'policies'",
+    );
+    let (code, said) = pasted(&shipped_test);
+    assert_eq!(code, Some(0), "the shipped pack passes it: {said}");
+}
+
+/// Cedar skips an erroring policy; Mandate denies. A baseline whose forbid
+/// errs on some accounts denies them in Mandate, and a candidate without
+/// it allows them, yet the two are equivalent to the solver: `--against`
+/// must say `unknown` (exit 3), naming the policy, never `equivalent`.
+#[test]
+fn against_never_says_equivalent_when_a_policy_can_error() {
+    let erring = |text: &str| {
+        format!(
+            "{text}\n@id(\"X.overflow\")\nforbid (principal, action == Brokerage::Action::\"view_account\", resource)\nwhen {{ resource.poaCount * 9223372036854775807 > 9223372036854775807 }};\n"
+        )
+    };
+    let baseline = candidate("general.cedar", erring);
+    for (policies, against, which) in [
+        (
+            root().join("policies"),
+            baseline.path().to_owned(),
+            "of the baseline",
+        ),
+        (
+            baseline.path().to_owned(),
+            root().join("policies"),
+            "of the candidate",
+        ),
+    ] {
+        let out = tempfile::tempdir().unwrap();
+        let output = mandate()
+            .arg("verify")
+            .arg("--policies")
+            .arg(&policies)
+            .arg("--schema")
+            .arg("schema")
+            .arg("--against")
+            .arg(&against)
+            .arg("--out")
+            .arg(out.path())
+            .args(["--format", "json"])
+            .output()
+            .unwrap();
+        let comparisons: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        assert_eq!(output.status.code(), Some(3), "{comparisons:#?}");
+        let view = comparisons
+            .iter()
+            .find(|c| {
+                c["request_type"]
+                    .as_str()
+                    .unwrap()
+                    .contains("\"view_account\"")
+            })
+            .unwrap();
+        assert_eq!(view["change"], "unknown", "{view:#}");
+        let reason = view["reason"].as_str().unwrap();
+        assert!(
+            reason.contains(&format!("`X.overflow` {which}")),
+            "{reason}"
+        );
+        for other in &comparisons {
+            if other != view {
+                assert_eq!(other["change"], "equivalent", "{other:#}");
+            }
+        }
+    }
+
+    // Mandate's answers do differ: an account with two POA users.
+    let entities = tempfile::NamedTempFile::new().unwrap();
+    let mut data: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("examples/demo/entities.json")).unwrap(),
+    )
+    .unwrap();
+    for entity in data.as_array_mut().unwrap() {
+        if entity["uid"]["id"] == "alice-personal" {
+            entity["attrs"]["poaCount"] = serde_json::json!(2);
+        }
+    }
+    std::fs::write(entities.path(), data.to_string()).unwrap();
+    let check = |policies: &Path| {
+        mandate()
+            .arg("check")
+            .arg("--policies")
+            .arg(policies)
+            .arg("--schema")
+            .arg("schema")
+            .arg("--entities")
+            .arg(entities.path())
+            .args(["--principal", "user:alice", "--action", "view_account"])
+            .args(["--resource", "account:alice-personal"])
+            .output()
+            .unwrap()
+            .status
+            .code()
+    };
+    assert_eq!(check(&root().join("policies")), Some(0));
+    assert_eq!(check(baseline.path()), Some(1), "the erring forbid denies");
 }
