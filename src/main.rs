@@ -1556,10 +1556,12 @@ fn search(args: &SearchArgs) -> ExitCode {
         Ok(found) => {
             let results =
                 mandate::api::search_results(searched, &subject.0, &resource.0, &found.ids);
-            let mut answer = serde_json::json!({ "results": results });
+            let mut answer = serde_json::Map::new();
+            answer.insert("results".to_owned(), serde_json::Value::from(results));
             if let Some(context) = mandate::api::skipped_context(&found) {
-                answer["context"] = context;
+                answer.insert("context".to_owned(), context);
             }
+            let answer = serde_json::Value::Object(answer);
             say(format_args!("{answer:#}"));
             for skipped in &found.skipped {
                 eprintln!(

@@ -595,7 +595,9 @@ fn counterexample(found: &Env, policies: &PolicySet, policy: Option<String>) -> 
     let mut entities = entities_json(&found.entities);
     // The schema declares the actions: the example shows only the entities.
     if let serde_json::Value::Array(items) = &mut entities {
-        items.retain(|entity| entity["uid"]["type"].as_str() != action_type.as_deref());
+        items.retain(|entity| {
+            entity.pointer("/uid/type").and_then(|t| t.as_str()) != action_type.as_deref()
+        });
     }
     let response = Authorizer::new().is_authorized(request, policies, &found.entities);
     let erred = response.diagnostics().errors().next().is_some();

@@ -203,6 +203,13 @@ impl Engine {
         &self.store
     }
 
+    /// Whether entities of `ty` may come from the store: not when the
+    /// requests alone describe them (`entities.sources`), so a missing one
+    /// in the store is no mistake.
+    pub fn stored(&self, ty: &cedar_policy::EntityTypeName) -> bool {
+        self.sources.of(ty) != Sourcing::Request
+    }
+
     /// Resolves a type name as callers write it and builds the uid, for the
     /// admin API.
     pub fn parse_uid(&self, type_name: &str, id: &str) -> Option<EntityUid> {

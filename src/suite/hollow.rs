@@ -13,8 +13,9 @@ use super::Case;
 use crate::engine::{Decision, Engine};
 
 /// Every name of `case` the schema does not declare, and (over a file
-/// store) every entity the entities lack, each with the closest known
-/// name; `None` when every name is known.
+/// store) every stored entity the entities lack, each with the closest
+/// known name; `None` when every name is known. A type the requests
+/// describe (`entities.sources`) is never looked up.
 pub(super) fn unknown_names(
     engine: &Engine,
     case: &Case,
@@ -51,7 +52,9 @@ pub(super) fn unknown_names(
             }
             continue;
         };
-        let Some(resident) = &resident else { continue };
+        let Some(resident) = resident.as_ref().filter(|_| engine.stored(ty)) else {
+            continue;
+        };
         let uid = EntityUid::from_type_name_and_id(ty.clone(), EntityId::new(id));
         if resident.entities.get(&uid).is_some() || case.expects_error("entity_not_found") {
             continue;

@@ -380,14 +380,14 @@ async fn decide(
             ));
         }
     }
-    if options.coverage {
-        if let Some(traces) = engine.trace(&request).await {
-            result.evaluated = traces
-                .into_iter()
-                .filter(|trace| trace.scope_matched)
-                .map(|trace| trace.policy)
-                .collect();
-        }
+    if options.coverage
+        && let Some(traces) = engine.trace(&request).await
+    {
+        result.evaluated = traces
+            .into_iter()
+            .filter(|trace| trace.scope_matched)
+            .map(|trace| trace.policy)
+            .collect();
     }
 }
 
