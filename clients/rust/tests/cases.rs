@@ -50,6 +50,7 @@ impl Server {
             .env("NO_COLOR", "1")
             .env_remove("MANDATE_URL")
             .env_remove("MANDATE_TOKEN")
+            .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
