@@ -47,6 +47,8 @@ pub(crate) async fn evaluations(
     semantic: Semantic,
 ) -> Result<Vec<Decision>, Error> {
     let mut decided = Vec::with_capacity(items.len());
+    // One call: every chunk within its deadline, one retry among them.
+    let mut budget = caller.budget();
     for chunk in items.chunks(caller.max_batch_items) {
         let mut body: Map<String, Value> = defaults.as_object().cloned().unwrap_or_default();
         body.insert("evaluations".to_owned(), Value::Array(chunk.to_vec()));
@@ -57,10 +59,11 @@ pub(crate) async fn evaluations(
             );
         }
         let answer = caller
-            .post(
+            .post_within(
                 "/access/v1/evaluations",
                 &Value::Object(body),
                 &CallOptions::default(),
+                &mut budget,
             )
             .await?;
         let decisions = answer

@@ -38,6 +38,12 @@ pub(crate) struct Caller {
     pub(crate) on_error: Option<ErrorHook>,
 }
 
+/// One call's deadline, and whether its one retry was spent.
+pub(crate) struct Budget {
+    deadline: Instant,
+    retried: bool,
+}
+
 /// How one attempt failed.
 enum Failed {
     /// refused before anything was sent: safe to try again
@@ -68,28 +74,50 @@ impl Caller {
         })
     }
 
-    /// POSTs `body` to `path` and reads Mandate's 200 answer as JSON.
+    /// A budget for one call: its deadline and its one retry.
+    pub(crate) fn budget(&self) -> Budget {
+        Budget {
+            deadline: Instant::now() + self.timeout,
+            retried: false,
+        }
+    }
+
+    /// POSTs `body` to `path` and reads Mandate's 200 answer as JSON, as
+    /// one call.
     pub(crate) async fn post(
         &self,
         path: &str,
         body: &Value,
         options: &CallOptions,
     ) -> Result<Value, Error> {
-        let deadline = Instant::now() + self.timeout;
+        self.post_within(path, body, options, &mut self.budget())
+            .await
+    }
+
+    /// POSTs within `budget`: one request of a call that may send several
+    /// (the chunks of a split batch share their call's deadline and retry).
+    pub(crate) async fn post_within(
+        &self,
+        path: &str,
+        body: &Value,
+        options: &CallOptions,
+        budget: &mut Budget,
+    ) -> Result<Value, Error> {
+        let deadline = budget.deadline;
         let request_id = options.request_id.clone().unwrap_or_else(new_request_id);
         let bytes =
             Bytes::from(serde_json::to_vec(body).map_err(|e| Error::Protocol(e.to_string()))?);
+        let retried = &mut budget.retried;
         let attempts = async {
-            let mut retried = false;
             loop {
                 match self.attempt(path, &bytes, &request_id, options).await {
                     Ok(answer) => return Ok(answer),
-                    Err(Failed::Refused(_)) if !retried => retried = true,
-                    Err(Failed::Unavailable(wait, error)) if !retried => {
+                    Err(Failed::Refused(_)) if !*retried => *retried = true,
+                    Err(Failed::Unavailable(wait, error)) if !*retried => {
                         if Instant::now() + wait >= deadline {
                             return Err(error);
                         }
-                        retried = true;
+                        *retried = true;
                         tokio::time::sleep(wait).await;
                     }
                     Err(
