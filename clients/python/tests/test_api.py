@@ -9,7 +9,7 @@ from typing import Any, List
 import anyio
 import pytest
 
-from conftest import MandateServer
+from conftest import REAL_TIMEOUT, MandateServer
 from mandate_client import (
     AsyncClient,
     Client,
@@ -127,7 +127,7 @@ def test_a_huge_answer_is_not_read_whole(monkeypatch: pytest.MonkeyPatch) -> Non
 
 @pytest.mark.anyio
 async def test_async_calls_run_concurrently(mandate: MandateServer) -> None:
-    async with AsyncClient(mandate.url) as client:
+    async with AsyncClient(mandate.url, timeout=REAL_TIMEOUT) as client:
         results: List[bool] = []
 
         async def one(user: str) -> None:
@@ -171,7 +171,7 @@ async def test_async_cancellation_is_not_swallowed() -> None:
 def test_sync_client_is_thread_safe(mandate: MandateServer) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    with Client(mandate.url) as client, ThreadPoolExecutor(8) as pool:
+    with Client(mandate.url, timeout=REAL_TIMEOUT) as client, ThreadPoolExecutor(8) as pool:
         users = ["carol", "bob"] * 40
         got = list(pool.map(lambda u: client.allowed({"type": "user", "id": u}, *ARGS[1:]), users))
         assert got == [u == "carol" for u in users]
@@ -197,3 +197,22 @@ def test_traceparent_shapes() -> None:
     assert valid_traceparent("01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-extra")
     assert not valid_traceparent("00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01")
     assert not valid_traceparent("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-x")
+
+
+def test_no_cookie_is_kept() -> None:
+    def handler(req: Any) -> bytes:
+        return response(200, ALLOW, {"Set-Cookie": "session=abc; Path=/"})
+
+    with Stub(handler) as stub, Client(stub.url) as client:
+        client.evaluate(*ARGS)
+        client.evaluate(*ARGS)
+        assert "cookie" not in stub.requests[-1].headers
+
+
+def test_a_coroutine_hook_is_not_left_unawaited(caplog: pytest.LogCaptureFixture) -> None:
+    async def hook(err: MandateError) -> None:
+        raise AssertionError("never run")
+
+    with ClosedPort() as closed, Client(closed.url, on_error=hook) as client:
+        assert client.allowed(*ARGS) is False
+    assert "plain function" in caplog.text

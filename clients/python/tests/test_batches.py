@@ -6,7 +6,7 @@ from typing import Any, Dict, List
 
 import pytest
 
-from conftest import MakeDriver, MandateServer
+from conftest import REAL_TIMEOUT, MakeDriver, MandateServer
 from mandate_client import ProtocolError
 from stubs import Req, Stub, response
 
@@ -28,11 +28,13 @@ def test_chunks_keep_the_order_on_the_real_server(mandate: MandateServer, make: 
     items = [
         {"action": {"name": a}, **({"context": buy} if a == "place_order" else {})} for a in actions
     ]
-    whole = make(mandate.url).evaluations(items, subject=BOB, resource=ACCOUNT)
+    whole = make(mandate.url, timeout=REAL_TIMEOUT).evaluations(
+        items, subject=BOB, resource=ACCOUNT
+    )
     expected = [a == "view_account" for a in actions]
     assert [d.decision for d in whole] == expected
     for size in (1, 2, 3, 7):
-        chunked = make(mandate.url, max_batch_items=size).evaluations(
+        chunked = make(mandate.url, timeout=REAL_TIMEOUT, max_batch_items=size).evaluations(
             items, subject=BOB, resource=ACCOUNT
         )
         assert [d.decision for d in chunked] == expected, f"max_batch_items={size}"
@@ -40,7 +42,7 @@ def test_chunks_keep_the_order_on_the_real_server(mandate: MandateServer, make: 
 
 
 def test_items_override_the_defaults(mandate: MandateServer, make: MakeDriver) -> None:
-    client = make(mandate.url, max_batch_items=1)
+    client = make(mandate.url, timeout=REAL_TIMEOUT, max_batch_items=1)
     decisions = client.evaluations(
         [
             {"action": "view_account"},  # bob, by default
@@ -59,7 +61,7 @@ def test_items_override_the_defaults(mandate: MandateServer, make: MakeDriver) -
 
 
 def test_a_malformed_item_is_a_deny_not_a_failure(mandate: MandateServer, make: MakeDriver) -> None:
-    client = make(mandate.url)
+    client = make(mandate.url, timeout=REAL_TIMEOUT)
     decisions = client.evaluations(
         [{"action": "view_account"}, {"action": "view_account", "subject": {"type": "user"}}],
         subject=BOB,

@@ -10,7 +10,7 @@ from typing import Iterator, List
 
 import pytest
 
-from conftest import MakeDriver, MandateServer
+from conftest import REAL_TIMEOUT, MakeDriver, MandateServer
 from mandate_client import Client, MandateError, TransportError
 from stubs import ALLOW, Stub, UnixForwarder, allow_all, response
 
@@ -38,7 +38,7 @@ def test_unix_socket(mandate: MandateServer, make: MakeDriver, short_dir: str) -
     fwd = UnixForwarder(path, mandate.host, mandate.port)
     try:
         for url in (f"unix:{path}", f"unix://{path}"):
-            client = make(url)
+            client = make(url, timeout=REAL_TIMEOUT)
             assert client.client.url == url
             decision = client.evaluate(CAROL, "place_order", ACCOUNT, BUY)
             assert decision.decision is True
@@ -161,7 +161,9 @@ def test_a_request_id_mandate_would_not_echo_is_refused(
 
 
 def test_the_request_id_of_a_real_answer(mandate: MandateServer, make: MakeDriver) -> None:
-    decision = make(mandate.url).evaluate(CAROL, "place_order", ACCOUNT, BUY, request_id="abc-123")
+    decision = make(mandate.url, timeout=REAL_TIMEOUT).evaluate(
+        CAROL, "place_order", ACCOUNT, BUY, request_id="abc-123"
+    )
     assert decision.request_id == "abc-123"
 
 

@@ -6,7 +6,7 @@ from typing import Any, Dict, List, Union
 
 import pytest
 
-from conftest import MandateServer
+from conftest import REAL_TIMEOUT, MandateServer
 from stubs import ClosedPort
 
 pytest.importorskip("fastapi")
@@ -52,7 +52,9 @@ def app_for(mandate: Union[Client, AsyncClient, Any]) -> FastAPI:
 @pytest.mark.parametrize("kind", ["async", "sync"])
 def test_guard_on_the_real_server(kind: str, mandate: MandateServer) -> None:
     client: Union[Client, AsyncClient] = (
-        AsyncClient(mandate.url) if kind == "async" else Client(mandate.url)
+        AsyncClient(mandate.url, timeout=REAL_TIMEOUT)
+        if kind == "async"
+        else Client(mandate.url, timeout=REAL_TIMEOUT)
     )
     with TestClient(app_for(client)) as http:
         ok = http.post("/accounts/alice-personal/orders", headers={"X-User": "carol"})
@@ -80,7 +82,7 @@ def test_guard_fails_closed(mandate: MandateServer) -> None:
 
 
 def test_guard_takes_the_client_from_a_dependency(mandate: MandateServer) -> None:
-    client = AsyncClient(mandate.url)
+    client = AsyncClient(mandate.url, timeout=REAL_TIMEOUT)
 
     def get_client() -> AsyncClient:
         return client

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any, Dict, Iterator, Union
 
 import pytest
@@ -239,3 +240,49 @@ def test_a_redirect_is_not_followed(make: MakeDriver) -> None:
         client = make(stub.url, token="t0k")
         assert client.allowed(*ARGS) is False
         assert len(stub.requests) == 1
+
+
+def _unanswered_syn_port() -> Any:
+    """A listener whose accept queue is full: a new SYN is dropped and connect() hangs."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    fillers = []
+    port = listener.getsockname()[1]
+    for _ in range(4):
+        s = socket.socket()
+        s.setblocking(False)
+        s.connect_ex(("127.0.0.1", port))
+        fillers.append(s)
+    time.sleep(0.05)
+    probe = socket.socket()
+    probe.settimeout(0.2)
+    try:
+        probe.connect(("127.0.0.1", port))
+    except socket.timeout:
+        return listener, fillers
+    except OSError:
+        pass
+    finally:
+        probe.close()
+    for s in [listener, *fillers]:
+        s.close()
+    pytest.skip("this kernel answers SYNs past a full accept queue")
+
+
+def test_the_connect_has_its_own_shorter_limit(make: MakeDriver) -> None:
+    listener, fillers = _unanswered_syn_port()
+    try:
+        client = make(f"http://127.0.0.1:{listener.getsockname()[1]}", connect_timeout=0.1)
+        with pytest.raises(MandateTimeoutError, match="connect") as info:
+            _, took = timed(lambda: client.evaluate(*ARGS))
+        assert client.retries == 0, "never a retry after a timeout"
+        assert isinstance(info.value, TimeoutError)
+        allowed, took = timed(lambda: client.allowed(*ARGS))
+        assert allowed is False
+        assert 0.09 <= took < 0.1 + SLACK, f"took {took:.3f}s, not the 100 ms connect limit"
+    finally:
+        for s in [listener, *fillers]:
+            s.close()

@@ -6,7 +6,7 @@ from typing import Any, Dict, List
 
 import pytest
 
-from conftest import CASES, MakeDriver, MandateServer
+from conftest import CASES, REAL_TIMEOUT, MakeDriver, MandateServer
 from mandate_client import Client, ProtocolError
 from stubs import Req, Stub, response
 
@@ -16,7 +16,7 @@ WHAT = next(c for c in CASES["searches"] if c["kind"] == "action")
 
 def test_pages_of_one_on_the_real_server(mandate: MandateServer, make: MakeDriver) -> None:
     req = WHO["request"]
-    client = make(mandate.url)
+    client = make(mandate.url, timeout=REAL_TIMEOUT)
     pages = client.search_pages(
         "subject", "user", req["action"], req["resource"], req["context"], page_size=1
     )
@@ -29,7 +29,7 @@ def test_pages_of_one_on_the_real_server(mandate: MandateServer, make: MakeDrive
 
 def test_pages_of_two(mandate: MandateServer, make: MakeDriver) -> None:
     req = WHO["request"]
-    results, it = make(mandate.url).search(
+    results, it = make(mandate.url, timeout=REAL_TIMEOUT).search(
         "subject", {"type": "user"}, req["action"], req["resource"], req["context"], page_size=2
     )
     assert results == WHO["results"]
@@ -40,7 +40,7 @@ def test_skipped_actions_on_every_page_are_named_once(
     mandate: MandateServer, make: MakeDriver
 ) -> None:
     req = WHAT["request"]
-    client = make(mandate.url)
+    client = make(mandate.url, timeout=REAL_TIMEOUT)
     pages = client.search_pages(
         "action", req["subject"], req["resource"], req["context"], page_size=1
     )
@@ -122,7 +122,7 @@ def test_endless_empty_pages_end() -> None:
 
 def test_results_and_pages_do_not_mix(mandate: MandateServer) -> None:
     req = WHO["request"]
-    with Client(mandate.url) as client:
+    with Client(mandate.url, timeout=REAL_TIMEOUT) as client:
         it = client.search_subjects(
             "user", req["action"], req["resource"], req["context"], page_size=1
         )
@@ -132,7 +132,10 @@ def test_results_and_pages_do_not_mix(mandate: MandateServer) -> None:
 
 
 def test_a_bad_page_size_is_refused_at_once(mandate: MandateServer) -> None:
-    with Client(mandate.url) as client, pytest.raises(ValueError, match="page_size"):
+    with (
+        Client(mandate.url, timeout=REAL_TIMEOUT) as client,
+        pytest.raises(ValueError, match="page_size"),
+    ):
         client.search_actions(
             {"type": "user", "id": "x"}, {"type": "account", "id": "y"}, page_size=0
         )

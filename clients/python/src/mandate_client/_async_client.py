@@ -9,7 +9,7 @@ import anyio
 import httpx
 
 from . import _protocol as p
-from ._base import ClientBase, RetryBudget
+from ._base import ClientBase, RetryBudget, no_cookies
 from ._config import MAX_RESPONSE_BYTES
 from ._errors import MandateError, TransportError
 from ._models import (
@@ -48,6 +48,7 @@ class AsyncClient(ClientBase):
             ),
             trust_env=False,
             follow_redirects=False,
+            cookies=no_cookies(),
         )
 
     # --- lifecycle -------------------------------------------------------------
@@ -330,7 +331,7 @@ class AsyncClient(ClientBase):
             except MandateError:
                 raise
             except httpx.HTTPError as exc:
-                err = self._transport_error(exc, request_id)
+                err = self._transport_error(exc, request_id, deadline)
                 if getattr(err, "refused", False) and budget.take():
                     self._count_retry("connection refused before sending", request_id)
                     continue

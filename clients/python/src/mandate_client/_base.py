@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import ssl
 import threading
 import time
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Dict, Mapping, Optional
 
 import httpx
@@ -29,6 +31,11 @@ from ._transport import ConnectRefused
 from ._version import __version__
 
 logger = logging.getLogger("mandate_client")
+
+
+def no_cookies() -> CookieJar:
+    """A jar that keeps nothing: a decision never depends on state a server set."""
+    return CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
 
 
 class RetryBudget:
@@ -106,6 +113,11 @@ class ClientBase:
                 base_headers[name] = value
         if self._token is not None:
             base_headers["Authorization"] = f"Bearer {self._token}"
+            if not self._endpoint.tls and not self._endpoint.local:
+                logger.warning(
+                    "mandate: the bearer token goes in clear text to %s: use https://",
+                    self._endpoint.url,
+                )
         self._headers = base_headers
         self._setup()
 
@@ -185,16 +197,28 @@ class ClientBase:
         hook = self._on_error
         if hook is not None:
             try:
-                hook(err)
+                result = hook(err)
             except Exception:
                 logger.exception("mandate: the on_error hook raised")
+                return
+            if inspect.isawaitable(result):
+                # A coroutine function was given: it cannot be awaited here.
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()
+                logger.error("mandate: on_error must be a plain function, not a coroutine function")
 
-    @staticmethod
-    def _transport_error(exc: httpx.HTTPError, request_id: str) -> MandateError:
+    def _transport_error(
+        self, exc: httpx.HTTPError, request_id: str, deadline: float
+    ) -> MandateError:
         if isinstance(exc, httpx.TimeoutException):
-            return MandateTimeoutError(
-                f"the call's deadline passed ({type(exc).__name__})", request_id=request_id
-            )
+            if isinstance(exc, httpx.ConnectTimeout) and time.monotonic() < deadline:
+                message = (
+                    f"the connect took over connect_timeout ({self._connect_timeout * 1000:g} ms)"
+                )
+            else:
+                message = f"the call's deadline passed ({type(exc).__name__})"
+            return MandateTimeoutError(message, request_id=request_id)
         refused = refused_before_send(exc)
         detail = str(exc) or type(exc).__name__
         return TransportError(detail, request_id=request_id, refused=refused)

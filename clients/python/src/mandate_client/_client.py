@@ -8,7 +8,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import httpx
 
 from . import _protocol as p
-from ._base import ClientBase, RetryBudget
+from ._base import ClientBase, RetryBudget, no_cookies
 from ._config import MAX_RESPONSE_BYTES
 from ._errors import MandateError, TransportError
 from ._models import (
@@ -47,6 +47,7 @@ class Client(ClientBase):
             ),
             trust_env=False,
             follow_redirects=False,
+            cookies=no_cookies(),
         )
 
     # --- lifecycle -------------------------------------------------------------
@@ -328,7 +329,7 @@ class Client(ClientBase):
             except MandateError:
                 raise
             except httpx.HTTPError as exc:
-                err = self._transport_error(exc, request_id)
+                err = self._transport_error(exc, request_id, deadline)
                 if getattr(err, "refused", False) and budget.take():
                     self._count_retry("connection refused before sending", request_id)
                     continue

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import ssl
@@ -18,7 +19,7 @@ DEFAULT_MAX_BATCH_ITEMS = 1000
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 
 PathLike = Union[str, "os.PathLike[str]"]
-ErrorHook = Callable[[MandateError], None]
+ErrorHook = Callable[[MandateError], object]
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,19 @@ class Endpoint:
     base: str
     uds: Optional[str]
     tls: bool
+
+    @property
+    def local(self) -> bool:
+        """A Unix socket or a loopback address: nothing crosses a network."""
+        if self.uds is not None:
+            return True
+        host = urlsplit(self.base).hostname or ""
+        if host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
 
 
 def resolve_endpoint(url: Optional[str]) -> Endpoint:
