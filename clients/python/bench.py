@@ -163,16 +163,26 @@ def run(url: str, n: int, warmup: int, rounds: int) -> None:
         rows.append(("`Client.allowed`", measure(sdk_allowed, n, warmup)))
         assert client.failures == 0
 
-    async def async_row() -> Dict[str, float]:
-        async with AsyncClient(url) as aclient:
+    async def async_rows() -> List[Dict[str, float]]:
+        async with AsyncClient(url) as aclient, httpx.AsyncClient(base_url=url, timeout=5) as araw:
 
             async def one() -> None:
                 d = await aclient.evaluate(SUBJECT, "place_order", RESOURCE, CONTEXT)
                 assert d.decision
 
-            return await measure_async(one, n, warmup)
+            async def raw_one() -> None:
+                r = await araw.post("/access/v1/evaluation", content=body, headers=headers)
+                assert r.json()["decision"] is True
 
-    rows.append(("`AsyncClient.evaluate` (asyncio)", asyncio.run(async_row())))
+            raw_parts, sdk_parts = [], []
+            for _ in range(blocks):
+                raw_parts.append(await measure_async(raw_one, n // blocks, warmup // blocks))
+                sdk_parts.append(await measure_async(one, n // blocks, warmup // blocks))
+            return [merge(raw_parts), merge(sdk_parts)]
+
+    araw_row, asdk_row = asyncio.run(async_rows())
+    rows.append(("raw `httpx.AsyncClient.post` (asyncio)", araw_row))
+    rows.append(("`AsyncClient.evaluate` (asyncio)", asdk_row))
 
     print(
         f"Python {platform.python_version()}, httpx {httpx.__version__}, "
@@ -183,7 +193,10 @@ def run(url: str, n: int, warmup: int, rounds: int) -> None:
     for name, r in rows:
         print(f"| {name} | {r['p50']:.0f} | {r['p99']:.0f} | {r['mean']:.0f} |")
     overhead = rows[1][1]["p50"] - rows[0][1]["p50"]
-    print(f"\nSDK overhead at p50: {overhead:+.0f} µs per call.\n")
+    aoverhead = rows[4][1]["p50"] - rows[3][1]["p50"]
+    print(
+        f"\nSDK overhead at p50: {overhead:+.0f} µs per call (sync), {aoverhead:+.0f} µs (async).\n"
+    )
 
     # --- a 1,000-item batch, chunks of 100 ---------------------------------------------
     actions = ["place_order", "view_account", "cancel_order", "withdraw"]

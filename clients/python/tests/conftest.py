@@ -229,15 +229,6 @@ def make(request: pytest.FixtureRequest) -> Iterator[MakeDriver]:
         d.close()
 
 
-class Elapsed:
-    def __init__(self) -> None:
-        self.start = time.monotonic()
-
-    @property
-    def seconds(self) -> float:
-        return time.monotonic() - self.start
-
-
 def timed(fn: Callable[[], Any]) -> Tuple[Any, float]:
     start = time.monotonic()
     result = fn()

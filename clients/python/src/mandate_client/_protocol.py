@@ -98,8 +98,8 @@ def _load_otel() -> Optional[Callable[[Dict[str, str]], None]]:
     return inject
 
 
-def trace_headers(traceparent: Optional[str], tracestate: Optional[str] = None) -> Dict[str, str]:
-    """``traceparent`` (and ``tracestate``): the caller's, else OpenTelemetry's current one.
+def trace_headers(traceparent: Optional[str]) -> Dict[str, str]:
+    """``traceparent``: the caller's, else OpenTelemetry's current one (with its ``tracestate``).
 
     A malformed ``traceparent`` is dropped, not sent, and never fails the call:
     it often comes from an incoming request, and a tracing header must not
@@ -107,13 +107,11 @@ def trace_headers(traceparent: Optional[str], tracestate: Optional[str] = None) 
     """
     headers: Dict[str, str] = {}
     if traceparent is not None:
-        value = traceparent.strip().lower()
+        value = traceparent.strip().lower() if isinstance(traceparent, str) else ""
         if valid_traceparent(value):
             headers["traceparent"] = value
-            if tracestate and len(tracestate) <= _TRACESTATE_MAX and "\n" not in tracestate:
-                headers["tracestate"] = tracestate.strip()
         else:
-            logger.warning("dropping a malformed traceparent: %r", traceparent[:80])
+            logger.warning("mandate: dropping a malformed traceparent: %r", str(traceparent)[:80])
         return headers
     inject = _load_otel()
     if inject is not None:
@@ -127,7 +125,7 @@ def trace_headers(traceparent: Optional[str], tracestate: Optional[str] = None) 
         if injected and valid_traceparent(injected):
             headers["traceparent"] = injected
             state = carrier.get("tracestate")
-            if state and len(state) <= _TRACESTATE_MAX:
+            if state and len(state) <= _TRACESTATE_MAX and "\n" not in state:
                 headers["tracestate"] = state
     return headers
 
