@@ -85,7 +85,9 @@ def test_fault(case: Dict[str, Any], fault: Union[Stub, ClosedPort], make: MakeD
             assert isinstance(err, ServerError)
             assert err.retry_after == case["retry_after_seconds"]
         if case["evaluate_raises"] == "timeout":
+            assert isinstance(err, MandateTimeoutError)
             assert isinstance(err, TimeoutError), "MandateTimeoutError is a TimeoutError"
+            assert err.phase == "deadline"
         if case["evaluate_raises"] == "transport":
             assert isinstance(err, TransportError)
             assert err.refused is (case["stub"] == "closed_port")
@@ -285,6 +287,7 @@ def test_the_connect_has_its_own_shorter_limit(make: MakeDriver) -> None:
             client.evaluate(*ARGS)
         assert client.retries == 0, "never a retry after a timeout"
         assert isinstance(info.value, TimeoutError)
+        assert info.value.phase == "connect"
         allowed, took = timed(lambda: client.allowed(*ARGS))
         assert allowed is False
         assert 0.09 <= took < 0.1 + SLACK, f"took {took:.3f}s, not the 100 ms connect limit"

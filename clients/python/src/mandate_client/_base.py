@@ -216,8 +216,8 @@ class ClientBase:
                 message = (
                     f"the connect took over connect_timeout ({self._connect_timeout * 1000:g} ms)"
                 )
-            else:
-                message = f"the call's deadline passed ({type(exc).__name__})"
+                return MandateTimeoutError(message, request_id=request_id, phase="connect")
+            message = f"the call's deadline passed ({type(exc).__name__})"
             return MandateTimeoutError(message, request_id=request_id)
         refused = refused_before_send(exc)
         detail = str(exc) or type(exc).__name__

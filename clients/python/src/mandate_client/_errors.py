@@ -33,7 +33,14 @@ class TransportError(MandateError):
 
 
 class MandateTimeoutError(MandateError, TimeoutError):
-    """The call's deadline passed. Also a builtin :class:`TimeoutError`."""
+    """The call's deadline passed, or the connect's own limit did (``phase`` is
+    ``"deadline"`` or ``"connect"``). Also a builtin :class:`TimeoutError`."""
+
+    def __init__(
+        self, message: str, *, request_id: Optional[str] = None, phase: str = "deadline"
+    ) -> None:
+        super().__init__(message, request_id=request_id)
+        self.phase = phase
 
 
 class ProtocolError(MandateError):
