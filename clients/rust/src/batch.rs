@@ -52,12 +52,11 @@ pub(crate) async fn evaluations(
     for chunk in items.chunks(caller.max_batch_items) {
         let mut body: Map<String, Value> = defaults.as_object().cloned().unwrap_or_default();
         body.insert("evaluations".to_owned(), Value::Array(chunk.to_vec()));
-        if semantic != Semantic::ExecuteAll {
-            body.insert(
-                "options".to_owned(),
-                json!({"evaluations_semantic": semantic.name()}),
-            );
-        }
+        // Always said: the semantic checked is the one the server applies.
+        body.insert(
+            "options".to_owned(),
+            json!({"evaluations_semantic": semantic.name()}),
+        );
         let answer = caller
             .post_within(
                 "/access/v1/evaluations",

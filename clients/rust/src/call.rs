@@ -17,6 +17,9 @@ use crate::config::{Config, ErrorHook};
 use crate::connect::{Connector, Target};
 use crate::error::Error;
 
+/// Longest deadline a call may have.
+const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+
 /// Largest answer read: a search page or a batch of 1000 decisions fits.
 const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
 
@@ -33,6 +36,7 @@ pub(crate) struct Caller {
     /// scheme and authority every path is appended to
     base: String,
     timeout: Duration,
+    connect_timeout: Duration,
     token: Option<String>,
     pub(crate) max_batch_items: usize,
     pub(crate) on_error: Option<ErrorHook>,
@@ -56,18 +60,32 @@ enum Failed {
 
 impl Caller {
     pub(crate) fn new(config: Config) -> Result<Self, Error> {
+        if config.timeout.is_zero() || config.timeout > MAX_TIMEOUT {
+            return Err(Error::Config(format!(
+                "the deadline is {:?}: give one from 1 ms to {MAX_TIMEOUT:?} (there is no \"no deadline\")",
+                config.timeout
+            )));
+        }
+        if let Some(token) = &config.token
+            && http::HeaderValue::from_str(&format!("Bearer {token}")).is_err()
+        {
+            return Err(Error::Config(
+                "the token is no valid header value (a trailing newline?)".to_owned(),
+            ));
+        }
         let (target, base) = target(&config)?;
         let connector = Connector {
             target,
             limit: config.connect_timeout.min(config.timeout),
         };
         let pool = Pool::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_idle_timeout(Duration::from_secs(5))
             .build(connector);
         Ok(Self {
             pool,
             base,
             timeout: config.timeout,
+            connect_timeout: config.connect_timeout.min(config.timeout),
             token: config.token,
             max_batch_items: config.max_batch_items.max(1),
             on_error: config.on_error,
@@ -104,7 +122,13 @@ impl Caller {
         budget: &mut Budget,
     ) -> Result<Value, Error> {
         let deadline = budget.deadline;
-        let request_id = options.request_id.clone().unwrap_or_else(new_request_id);
+        // An id the server would not accept (it would make up its own) is
+        // replaced here, so the one sent is the one a retry repeats.
+        let request_id = options
+            .request_id
+            .clone()
+            .filter(|id| acceptable_request_id(id))
+            .unwrap_or_else(new_request_id);
         let bytes =
             Bytes::from(serde_json::to_vec(body).map_err(|e| Error::Protocol(e.to_string()))?);
         let retried = &mut budget.retried;
@@ -114,7 +138,8 @@ impl Caller {
                     Ok(answer) => return Ok(answer),
                     Err(Failed::Refused(_)) if !*retried => *retried = true,
                     Err(Failed::Unavailable(wait, error)) if !*retried => {
-                        if Instant::now() + wait >= deadline {
+                        // Saturating: a huge `Retry-After` is no retry, never a panic.
+                        if wait >= deadline.saturating_duration_since(Instant::now()) {
                             return Err(error);
                         }
                         *retried = true;
@@ -149,7 +174,12 @@ impl Caller {
         if let Some(token) = &self.token {
             request = request.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
         }
-        if let Some(traceparent) = &options.traceparent {
+        // A malformed traceparent is dropped: tracing never decides.
+        if let Some(traceparent) = options
+            .traceparent
+            .as_deref()
+            .filter(|t| valid_traceparent(t))
+        {
             request = request.header("traceparent", traceparent);
         }
         let request = request
@@ -157,7 +187,14 @@ impl Caller {
             .map_err(|e| Failed::Final(Error::Config(e.to_string())))?;
         let response = match self.pool.request(request).await {
             Ok(response) => response,
-            Err(error) if error.is_connect() && refused(&error) => {
+            Err(error) if error.is_connect() && caused_by(&error, std::io::ErrorKind::TimedOut) => {
+                // The connect's own limit: a timeout, never retried.
+                return Err(Failed::Final(Error::Timeout(self.connect_timeout)));
+            }
+            Err(error)
+                if error.is_connect()
+                    && caused_by(&error, std::io::ErrorKind::ConnectionRefused) =>
+            {
                 return Err(Failed::Refused(Error::Transport(chain(&error))));
             }
             Err(error) => return Err(Failed::Final(Error::Transport(chain(&error)))),
@@ -216,6 +253,12 @@ fn target(config: &Config) -> Result<(Target, String), Error> {
                 config.url
             )));
         }
+        if config.tls.ca.is_some() || config.tls.identity.is_some() {
+            return Err(Error::Config(format!(
+                "`{}`: TLS settings are given, but a Unix socket speaks plain HTTP",
+                config.url
+            )));
+        }
         return Ok((
             Target::Unix(Arc::new(path.into())),
             "http://localhost".to_owned(),
@@ -236,6 +279,14 @@ fn target(config: &Config) -> Result<(Target, String), Error> {
     if uri.path() != "/" && !uri.path().is_empty() {
         return Err(Error::Config(format!(
             "`{}`: no path, only scheme, host and port",
+            config.url
+        )));
+    }
+    if uri.scheme_str() != Some("https")
+        && (config.tls.ca.is_some() || config.tls.identity.is_some())
+    {
+        return Err(Error::Config(format!(
+            "`{}`: TLS settings are given, but the URL is not `https://`",
             config.url
         )));
     }
@@ -286,13 +337,14 @@ fn tls(config: &Config) -> Result<rustls::ClientConfig, Error> {
     }
 }
 
-/// Whether the connection was refused: nothing was sent, a retry is safe.
-fn refused(error: &(dyn std::error::Error + 'static)) -> bool {
+/// Whether an I/O error of `kind` caused `error` (a refused connection:
+/// nothing was sent, a retry is safe).
+fn caused_by(error: &(dyn std::error::Error + 'static), kind: std::io::ErrorKind) -> bool {
     let mut source = Some(error);
     while let Some(cause) = source {
         if cause
             .downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+            .is_some_and(|io| io.kind() == kind)
         {
             return true;
         }
@@ -316,4 +368,71 @@ fn chain(error: &(dyn std::error::Error + 'static)) -> String {
 /// A fresh `X-Request-ID`: 32 hex digits, as the server accepts.
 fn new_request_id() -> String {
     format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
+}
+
+/// The server's rule for an `X-Request-ID`: 1 to 128 of `[A-Za-z0-9._:-]`.
+fn acceptable_request_id(id: &str) -> bool {
+    (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}
+
+/// W3C trace context: `00-<32 hex>-<16 hex>-<2 hex>` (a later version
+/// starts with the same four fields).
+fn valid_traceparent(text: &str) -> bool {
+    let parts: Vec<&str> = text.split('-').collect();
+    let hex = |part: Option<&&str>, len: usize| {
+        part.is_some_and(|part| {
+            part.len() == len
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        })
+    };
+    hex(parts.first(), 2)
+        && parts.first() != Some(&"ff")
+        && hex(parts.get(1), 32)
+        && hex(parts.get(2), 16)
+        && hex(parts.get(3), 2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_and_traceparents_are_checked_before_they_are_sent() {
+        assert!(acceptable_request_id("order-7:a.b_c"));
+        assert!(!acceptable_request_id(""));
+        assert!(!acceptable_request_id("a b"));
+        assert!(!acceptable_request_id("a\r\nX-Evil: 1"));
+        assert!(!acceptable_request_id(&"a".repeat(129)));
+        assert!(valid_traceparent(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        ));
+        assert!(!valid_traceparent(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\nX: y"
+        ));
+        assert!(!valid_traceparent("garbage"));
+        assert!(!valid_traceparent(
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        ));
+    }
+
+    #[test]
+    fn a_client_that_cannot_keep_its_promises_is_refused_at_build() {
+        let refused = |config: Config| matches!(Caller::new(config), Err(Error::Config(_)));
+        assert!(refused(Config::default().timeout(Duration::ZERO)));
+        assert!(refused(Config::default().timeout(Duration::MAX)));
+        assert!(refused(Config::default().token("s3cret\n")));
+        let tls = crate::Tls {
+            ca: Some("ca.pem".into()),
+            identity: None,
+        };
+        assert!(refused(Config::default().tls(tls)));
+        assert!(refused(Config::default().url("unix:relative.sock")));
+        assert!(refused(Config::default().url("ftp://x")));
+        assert!(Caller::new(Config::default()).is_ok());
+    }
 }

@@ -90,7 +90,11 @@ where
         // the next (tower's rule for services called from a future).
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let question = (self.layer.question)(&request);
+        // A question that panics is no question: a 403, not a crash.
+        let ask = &self.layer.question;
+        let question = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| ask(&request)))
+            .ok()
+            .flatten();
         let client = self.layer.client.clone();
         Box::pin(async move {
             let allowed = match &question {

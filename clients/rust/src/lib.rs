@@ -69,7 +69,7 @@ impl Client {
     /// counted and passed to the `on_error` hook. The guard for
     /// application code.
     pub async fn allowed(&self, request: &Request) -> bool {
-        match self.evaluate(request).await {
+        match self.decide(request).await {
             Ok(decision) => decision.decision,
             Err(error) => {
                 self.failed(&error);
@@ -84,6 +84,14 @@ impl Client {
     /// [`Error::Transport`], [`Error::Timeout`], [`Error::Protocol`] or
     /// [`Error::Server`].
     pub async fn evaluate(&self, request: &Request) -> Result<Decision, Error> {
+        let decided = self.decide(request).await;
+        if let Err(error) = &decided {
+            self.failed(error);
+        }
+        decided
+    }
+
+    async fn decide(&self, request: &Request) -> Result<Decision, Error> {
         let body = request.to_json();
         let answer = self
             .inner
@@ -106,7 +114,11 @@ impl Client {
         items: &[serde_json::Value],
         semantic: Semantic,
     ) -> Result<Vec<Decision>, Error> {
-        batch::evaluations(&self.inner, defaults, items, semantic).await
+        let decided = batch::evaluations(&self.inner, defaults, items, semantic).await;
+        if let Err(error) = &decided {
+            self.failed(error);
+        }
+        decided
     }
 
     /// Who may do `action` on `resource`: a stream of `{type, id}`, page
@@ -137,7 +149,11 @@ impl Client {
         request: &Request,
         token: Option<&str>,
     ) -> Result<SearchPage, Error> {
-        search::page(&self.inner, "action", request, token).await
+        let page = search::page(&self.inner, "action", request, token).await;
+        if let Err(error) = &page {
+            self.failed(error);
+        }
+        page
     }
 
     /// Which actions `subject` may do on `resource`: a stream of `{name}`.
@@ -148,7 +164,9 @@ impl Client {
         search::results(Arc::clone(&self.inner), "action", request)
     }
 
-    /// How many `allowed` calls failed (and answered `false`).
+    /// How many calls got no decision (`allowed` answered `false`,
+    /// `evaluate`, `evaluations` or a search page failed). A deny the
+    /// policies made is no failure.
     pub fn failures(&self) -> u64 {
         self.failures.load(Ordering::Relaxed)
     }
@@ -156,7 +174,8 @@ impl Client {
     fn failed(&self, error: &Error) {
         self.failures.fetch_add(1, Ordering::Relaxed);
         if let Some(hook) = &self.inner.on_error {
-            hook(error);
+            // A hook that panics must not turn a deny into a crash.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook(error)));
         }
     }
 }

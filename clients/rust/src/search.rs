@@ -49,11 +49,28 @@ pub(crate) async fn page(
         .and_then(Value::as_array)
         .cloned()
         .ok_or_else(|| Error::Protocol(format!("no `results` array in {answer}")))?;
-    let next_token = answer
-        .pointer("/page/next_token")
-        .and_then(Value::as_str)
-        .filter(|t| !t.is_empty())
-        .map(str::to_owned);
+    let next_token = match answer.pointer("/page/next_token") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(token)) if token.is_empty() => None,
+        Some(Value::String(token)) => Some(token.clone()),
+        Some(other) => {
+            return Err(Error::Protocol(format!(
+                "`page.next_token` is not a string: {other}"
+            )));
+        }
+    };
+    let shaped = |result: &Value| match kind {
+        "action" => result.get("name").is_some_and(Value::is_string),
+        _ => {
+            result.get("type").is_some_and(Value::is_string)
+                && result.get("id").is_some_and(Value::is_string)
+        }
+    };
+    if let Some(odd) = results.iter().find(|r| !shaped(r)) {
+        return Err(Error::Protocol(format!(
+            "a {kind} search result shaped {odd}"
+        )));
+    }
     let skipped = answer
         .pointer("/context/skipped")
         .and_then(Value::as_array)
@@ -89,7 +106,15 @@ struct Cursor {
     held: VecDeque<Value>,
     /// `None` before the first page; `Some(None)` after the last
     next: Option<Option<String>>,
+    /// every token followed: a server that repeats one would loop forever
+    seen: std::collections::HashSet<String>,
+    /// pages in a row that brought no result
+    empty: usize,
 }
+
+/// Empty pages in a row a search follows before it calls the server's
+/// paging broken.
+const MAX_EMPTY_PAGES: usize = 3;
 
 /// Every result of a `kind` search, fetching pages as it goes; an error
 /// ends the stream.
@@ -104,6 +129,8 @@ pub(crate) fn results(
         request: request.clone(),
         held: VecDeque::new(),
         next: None,
+        seen: std::collections::HashSet::new(),
+        empty: 0,
     };
     futures_util::stream::unfold(Some(cursor), |state| async move {
         let mut cursor = state?;
@@ -125,6 +152,22 @@ pub(crate) fn results(
             .await
             {
                 Ok(page) => {
+                    cursor.empty = if page.results.is_empty() {
+                        cursor.empty + 1
+                    } else {
+                        0
+                    };
+                    let looping = page
+                        .next_token
+                        .as_ref()
+                        .is_some_and(|token| !cursor.seen.insert(token.clone()));
+                    if looping || (cursor.empty >= MAX_EMPTY_PAGES && page.next_token.is_some()) {
+                        let error = Error::Protocol(
+                            "the search's pages do not end (a token repeated, or empty pages went on)"
+                                .to_owned(),
+                        );
+                        return Some((Err(error), None));
+                    }
                     cursor.held.extend(page.results);
                     cursor.next = Some(page.next_token);
                 }

@@ -345,6 +345,7 @@ async fn faults_as(url: &str, expected: fn(&Error) -> bool) {
     let error = client.evaluate(&question()).await.unwrap_err();
     assert!(started.elapsed() < DEADLINE + Duration::from_millis(100));
     assert!(expected(&error), "{url}: {error:?}");
+    assert_eq!(client.failures(), 2, "evaluate's failure is counted too");
 }
 
 #[tokio::test]
@@ -379,6 +380,38 @@ async fn every_fault_fails_closed_within_the_deadline() {
     let (url, _) =
         stub(|_, _| Some((200, String::new(), r#"{"decision":"yes"}"#.to_owned()))).await;
     faults_as(&url, |e| matches!(e, Error::Protocol(_))).await;
+
+    // A Retry-After no clock can add: no retry, and no panic.
+    let (url, _) = stub(|_, _| {
+        Some((
+            503,
+            "Retry-After: 10000000000000000000\r\n".to_owned(),
+            "{}".to_owned(),
+        ))
+    })
+    .await;
+    faults_as(&url, |e| matches!(e, Error::Server { status: 503, .. })).await;
+
+    // A search whose pages never end: the same token again is refused.
+    let (url, _) = stub(|_, _| {
+        Some((
+            200,
+            String::new(),
+            r#"{"page":{"next_token":"again"},"results":[]}"#.to_owned(),
+        ))
+    })
+    .await;
+    let client = Client::new(Config::default().url(&url)).unwrap();
+    let question = Request::new(
+        Entity::of_type("user"),
+        "view_account",
+        Entity::new("account", "alice-personal"),
+    );
+    let ended: Vec<Result<Value, Error>> = client.search_subjects(&question).collect().await;
+    assert!(
+        matches!(ended.as_slice(), [Err(Error::Protocol(_))]),
+        "{ended:?}"
+    );
 
     // A 503 asking for more than the deadline: not retried.
     let (url, seen) = stub(|_, _| {
