@@ -1195,36 +1195,39 @@ fn unreplayable_fails(summary: &mandate::replay::Summary) -> String {
     for (cause, count) in &summary.unreplayable {
         text.push_str(&format!("\n  {cause}: {count}"));
     }
-    if summary.unreplayable.contains_key("no_entities") {
-        text.push_str("\n  lines without their entities replay over the store's data now with `--entities live`");
-    }
-    if summary.unreplayable.contains_key("masked") {
-        text.push_str(MASKED_HINT);
-    }
+    text.push_str(&how_to_replay(summary));
     text
 }
-
-/// What can be done about masked lines: a masked context value is gone; a
-/// masked entity attribute is read from the store instead.
-const MASKED_HINT: &str = "\n  masked lines (`log.mask`): a masked context value cannot be replayed (log without masking what decisions read); masked entity attributes replay over the store with `--entities live`";
 
 /// Why a replay judged nothing, and how to make it judge.
 fn nothing_to_judge(summary: &mandate::replay::Summary) -> String {
     let mut text = String::from(
         "error: nothing to judge: no decision line was replayed, so this gate cannot pass",
     );
+    text.push_str(&how_to_replay(summary));
+    if summary.records == 0 {
+        text.push_str("\n  no decision line was read: is this a decision log?");
+    }
+    text.push_str("\n  (`--fail-on none` reports without judging)");
+    text
+}
+
+/// How to make the lines that could not be replayed replay, one line per
+/// cause that has a remedy: lines without their entities, masked lines (a
+/// masked context value is gone; masked entity attributes are read from
+/// the store instead).
+fn how_to_replay(summary: &mandate::replay::Summary) -> String {
+    let mut text = String::new();
     if summary.unreplayable.contains_key("no_entities") {
         text.push_str(
             "\n  lines without their entities: log with `log.capture_entities = true`, or replay over the store's entities now with `--entities live`",
         );
     }
     if summary.unreplayable.contains_key("masked") {
-        text.push_str(MASKED_HINT);
+        text.push_str(
+            "\n  masked lines (`log.mask`): a masked context value cannot be replayed (log without masking what decisions read); masked entity attributes replay over the store with `--entities live`",
+        );
     }
-    if summary.records == 0 {
-        text.push_str("\n  no decision line was read: is this a decision log?");
-    }
-    text.push_str("\n  (`--fail-on none` reports without judging)");
     text
 }
 

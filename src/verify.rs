@@ -656,9 +656,9 @@ fn readable(example: &mut Counterexample, over: &[&PolicySet], schema: &Schema) 
         }
     }
     let mut found = Vec::new();
-    uids_in(&example.entities, &mut found);
-    uids_in(&example.context, &mut found);
-    for (ty, id) in &found {
+    crate::entities::referenced_uids(&example.entities, &mut found);
+    crate::entities::referenced_uids(&example.context, &mut found);
+    for (ty, id) in found {
         name(ty, id);
     }
     let rename_uid = |written: &str| -> Option<String> {
@@ -688,28 +688,6 @@ fn readable(example: &mut Counterexample, over: &[&PolicySet], schema: &Schema) 
     });
     if same {
         *example = renamed;
-    }
-}
-
-/// Every `{"type": .., "id": ..}` object in `value` (entity references,
-/// uids, parents).
-fn uids_in(value: &serde_json::Value, found: &mut Vec<(String, String)>) {
-    match value {
-        serde_json::Value::Object(map) => {
-            if let (Some(ty), Some(id), 2) = (
-                map.get("type").and_then(|t| t.as_str()),
-                map.get("id").and_then(|i| i.as_str()),
-                map.len(),
-            ) {
-                found.push((ty.to_owned(), id.to_owned()));
-                return;
-            }
-            for value in map.values() {
-                uids_in(value, found);
-            }
-        }
-        serde_json::Value::Array(items) => items.iter().for_each(|v| uids_in(v, found)),
-        _ => {}
     }
 }
 

@@ -35,6 +35,7 @@ use cedar_policy::{
 };
 
 use crate::config::Sourcing;
+use crate::entities::describe;
 use crate::entities::{EntityStore, Gathered, Resident};
 use crate::policy::{ActionPlan, PolicySnapshot, PolicyStore, sorted_reasons};
 use crate::telemetry::{DecisionLog, metrics};
@@ -658,22 +659,6 @@ fn uid_of(snapshot: &PolicySnapshot, type_name: &str, id: &str) -> Option<Entity
         ty.clone(),
         EntityId::new(id),
     ))
-}
-
-/// An error with its causes, joined with colons (Cedar's top-level messages
-/// alone can be as vague as "entity does not conform to the schema").
-fn describe(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(inner) = cause {
-        let more = inner.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        cause = inner.source();
-    }
-    text
 }
 
 fn not_found(uid: &EntityUid) -> String {

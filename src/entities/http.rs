@@ -7,6 +7,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+use super::describe;
 use bytes::Bytes;
 use cedar_policy::{Entity, EntityId, EntityTypeName, EntityUid, Schema};
 use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
@@ -360,17 +361,6 @@ impl HttpStore {
             .await
             .map_err(|_| UpstreamError::Timeout(timeout))?
     }
-}
-
-fn describe(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(inner) = cause {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        cause = inner.source();
-    }
-    text
 }
 
 /// Parses the store's answer; any entity that does not conform to the schema

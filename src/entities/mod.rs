@@ -367,6 +367,23 @@ impl EntityStore {
     }
 }
 
+/// An error with its causes, joined with colons, each said once (Cedar's
+/// top-level messages alone can be as vague as "entity does not conform
+/// to the schema"; a transport error's cause is where it failed).
+pub fn describe(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        let more = inner.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = inner.source();
+    }
+    text
+}
+
 /// Every entity a JSON value of Cedar's entity format refers to, at any
 /// depth (an attribute, a set's element, a record's field), as `(type,
 /// id)`, in either reference form (`{"type", "id"}` or `{"__entity":

@@ -193,6 +193,17 @@ impl TypeNames {
         Self { types }
     }
 
+    /// The entity type names of the schema at `sources.schema` alone (no
+    /// policies read), for tools that name entities: `mandate publish`.
+    ///
+    /// # Errors
+    /// A schema that cannot be read or parsed, or an undeclared namespace.
+    pub fn of_schema(sources: &PolicySources) -> Result<Self, PolicyError> {
+        let schema = load::schema_only(&sources.schema)?;
+        let namespace = default_namespace(&schema, sources.default_namespace.as_deref())?;
+        Ok(Self::new(&schema, &namespace_prefix(&namespace)))
+    }
+
     /// The type `name` stands for, and its name as Cedar prints it.
     pub fn get(&self, name: &str) -> Option<(&EntityTypeName, &str)> {
         self.types
@@ -239,19 +250,6 @@ fn namespace_prefix(namespace: &str) -> String {
         String::new()
     } else {
         format!("{namespace}::")
-    }
-}
-
-impl TypeNames {
-    /// The entity type names of the schema at `sources.schema` alone (no
-    /// policies read), for tools that name entities: `mandate publish`.
-    ///
-    /// # Errors
-    /// A schema that cannot be read or parsed, or an undeclared namespace.
-    pub fn of_schema(sources: &PolicySources) -> Result<Self, PolicyError> {
-        let schema = load::schema_only(&sources.schema)?;
-        let namespace = default_namespace(&schema, sources.default_namespace.as_deref())?;
-        Ok(Self::new(&schema, &namespace_prefix(&namespace)))
     }
 }
 

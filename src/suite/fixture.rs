@@ -95,16 +95,9 @@ impl World {
             merged.push(entity.clone());
         }
         let label = PathBuf::from(format!("{} (the case's entities)", suite.display()));
-        app::engine_over_inline(config, &label, json_text(&merged)).map_err(|error| {
-            // The whole chain: Cedar's reason is the last link.
-            let mut text = error.to_string();
-            let mut source = std::error::Error::source(&error);
-            while let Some(cause) = source {
-                text.push_str(&format!(": {cause}"));
-                source = cause.source();
-            }
-            text
-        })
+        // The whole chain: Cedar's reason is the last link.
+        app::engine_over_inline(config, &label, json_text(&merged))
+            .map_err(|error| crate::entities::describe(&error))
     }
 }
 
