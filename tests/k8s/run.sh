@@ -131,6 +131,8 @@ result "helm install: 2 pods ready" $?
 if [ "$(ready)" != 2 ]; then
     kubectl -n "$NS" get pods -o wide
     kubectl -n "$NS" describe pods | tail -30
+    kubectl get node node1 -o jsonpath='{range .status.conditions[*]}{.type}={.status} {end}{"\n"}{.spec.taints}{"\n"}'
+    df -h "$K8S_WORK" | sed 's/^/      /'
     kubectl -n "$NS" logs -l app.kubernetes.io/instance=$RELEASE --tail=20 2>&1
     finish
 fi
