@@ -170,6 +170,8 @@ fn bench_decisions(c: &mut Criterion) {
                 max_bytes: 1 << 30,
                 mask: Vec::new(),
                 capture_entities: capture,
+                keep: Arc::new(mandate::telemetry::keep::KeepRules::keep_all()),
+                history: None,
             })
             .unwrap(),
         );

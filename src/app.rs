@@ -23,6 +23,8 @@ use crate::entities::{
 use crate::policy::{PolicyError, PolicySources, PolicyStore};
 use crate::routes::{RouteError, RouteTable};
 use crate::server::{self, ServerError, ServerSettings};
+use crate::telemetry::history::HistoryQueue;
+use crate::telemetry::keep::KeepRules;
 use crate::telemetry::{DecisionLog, DecisionLogSettings, LogSink};
 use crate::tls::{ReloadingCert, TlsError};
 
@@ -61,6 +63,9 @@ pub enum StartError {
     #[error(transparent)]
     #[diagnostic(transparent)]
     Server(#[from] ServerError),
+    /// A `log.keep` rule is wrong.
+    #[error("log.keep: {0}")]
+    Keep(String),
     /// The change-event bus cannot be used (an unreachable bus is not an
     /// error: it is retried, and entities are kept briefly meanwhile).
     #[error(transparent)]
@@ -74,6 +79,25 @@ pub fn bus_settings(config: &Config) -> Option<crate::bus::BusSettings> {
         subject: config.bus.subject.clone(),
         credentials_file: config.bus.credentials_file.clone(),
         tls_ca: config.bus.tls_ca.clone(),
+    })
+}
+
+/// The action history of a configuration, if it names one: its server
+/// reached with the bus's credentials and TLS.
+pub fn history_settings(config: &Config) -> Option<crate::bus::history::HistorySettings> {
+    Some(crate::bus::history::HistorySettings {
+        nats: crate::bus::BusSettings {
+            url: config.history.url.clone()?,
+            subject: String::new(),
+            credentials_file: config.bus.credentials_file.clone(),
+            tls_ca: config.bus.tls_ca.clone(),
+        },
+        stream: config.history.stream.clone(),
+        subject_prefix: config.history.subject_prefix.clone(),
+        retry_for: config.history.retry_for,
+        max_age: config.history.max_age,
+        max_bytes: config.history.max_bytes,
+        replicas: config.history.replicas,
     })
 }
 
@@ -195,11 +219,26 @@ fn cache_settings(config: &Config) -> CacheSettings {
     }
 }
 
-/// Starts the decision log's writer. Needs a tokio runtime.
+/// Starts the decision log's writer, its `log.keep` rules checked against
+/// the actions (and groups) of `snapshot`, every kept decision line also
+/// put in the history's `outbox` when there is one. Needs a tokio runtime.
 ///
 /// # Errors
-/// A decision log file that cannot be opened.
-pub fn decision_log(config: &Config) -> Result<DecisionLog, StartError> {
+/// A decision log file that cannot be opened; a `log.keep` rule that is
+/// wrong or names no action or group.
+pub fn decision_log(
+    config: &Config,
+    snapshot: &crate::policy::PolicySnapshot,
+    outbox: Option<HistoryQueue>,
+) -> Result<DecisionLog, StartError> {
+    let known = |name: &str| {
+        if snapshot.action(name).is_some() {
+            Ok(())
+        } else {
+            Err(snapshot.unknown_action(name))
+        }
+    };
+    let keep = KeepRules::new(&config.log.keep, &known).map_err(StartError::Keep)?;
     let sink = match (config.log.decisions, &config.log.decisions_file) {
         (DecisionSink::Off, _) => LogSink::Off,
         (DecisionSink::Stdout, _) => LogSink::Stdout,
@@ -213,6 +252,8 @@ pub fn decision_log(config: &Config) -> Result<DecisionLog, StartError> {
         max_bytes: config.log.decisions_max_bytes,
         mask: config.log.mask.clone(),
         capture_entities: config.log.capture_entities,
+        keep: Arc::new(keep),
+        history: outbox.map(|outbox| (outbox, config.history.subject_prefix.clone())),
     })
     .map_err(|source| StartError::DecisionLog {
         path: config.log.decisions_file.clone().unwrap_or_default(),
@@ -367,7 +408,12 @@ impl Running {
 /// Invalid policies, entities, routes or TLS material; an address in use.
 pub async fn start(config: &Config) -> Result<Running, StartError> {
     let mut engine = engine(config)?;
-    engine.set_decision_log(decision_log(config)?);
+    let history = history_settings(config);
+    let outbox = history
+        .as_ref()
+        .map(|_| HistoryQueue::new(config.history.queue, config.history.queue_bytes));
+    let snapshot = engine.policies().current();
+    engine.set_decision_log(decision_log(config, &snapshot, outbox.clone())?);
     let engine = Arc::new(engine);
     crate::telemetry::metrics().policy_version(engine.policies().current().version());
     let routes = routes(config, &engine)?;
@@ -392,6 +438,9 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     start_background(config, &engine);
     if let Some(bus) = bus_settings(config) {
         crate::bus::subscribe(bus, Arc::clone(&engine)).await?;
+    }
+    if let (Some(history), Some(outbox)) = (history, outbox) {
+        crate::bus::history::start(history, outbox).await?;
     }
     let (stop, stopped) = watch::channel(false);
     let until_stopped = move || {

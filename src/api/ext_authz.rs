@@ -21,6 +21,8 @@ use super::{ApiError, ClientIdentity, Handler};
 use crate::config::OriginalSource;
 use crate::engine::Engine;
 use crate::routes::{RouteTable, original_headers};
+use crate::telemetry::trace::{self, TraceId, TraceParent};
+use tracing::Instrument;
 
 /// The `Authorization` service over an engine and a route table.
 pub struct ExtAuthz {
@@ -114,6 +116,17 @@ impl Authorization for ExtAuthz {
         &self,
         request: tonic::Request<CheckRequest>,
     ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
+        // The trace: Envoy's own call's (its metadata), else the original
+        // request's, exactly one value either way.
+        let one = |values: tonic::metadata::GetAll<'_, tonic::metadata::Ascii>| {
+            let mut values = values.iter();
+            match (values.next(), values.next()) {
+                (Some(value), None) => value.to_str().ok().map(str::to_owned),
+                _ => None,
+            }
+        };
+        let from_metadata = one(request.metadata().get_all(trace::TRACEPARENT));
+        let state_from_metadata = one(request.metadata().get_all(trace::TRACESTATE));
         let check = request.into_inner();
         let empty = HashMap::new();
         let http = check
@@ -142,15 +155,35 @@ impl Authorization for ExtAuthz {
                 message: format!("`{method}` is not a method"),
             },
             (Ok(_), Ok(method)) => {
-                decide(
+                let (parent, tracestate) = match from_metadata {
+                    Some(value) => (TraceParent::parse(&value), state_from_metadata),
+                    None => (
+                        headers
+                            .get(trace::TRACEPARENT)
+                            .and_then(|value| TraceParent::parse(value)),
+                        headers.get(trace::TRACESTATE).cloned(),
+                    ),
+                };
+                let span = tracing::info_span!(
+                    target: trace::SPANS,
+                    "ext_authz.check",
+                    otel.kind = "server",
+                    http.request.method = %method,
+                );
+                let joined = crate::telemetry::otel::join(&span, parent.as_ref(), tracestate.as_deref());
+                let trace_id = parent
+                    .map(|p| p.trace_id)
+                    .or(joined)
+                    .unwrap_or_else(TraceId::random);
+                let decided = decide(
                     &self.engine,
                     &self.routes,
                     &method,
                     path,
                     headers,
                     &request_id,
-                )
-                .await
+                );
+                trace::within(trace_id, decided.instrument(span)).await
             }
         };
         let response = match verdict.answer(&self.routes, &request_id) {

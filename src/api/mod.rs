@@ -30,6 +30,8 @@ use crate::engine::{Decision, DecisionError, Engine, Field, RequestError, Search
 use crate::entities::StoreHealth;
 use crate::routes::RouteTable;
 use crate::telemetry::metrics;
+use crate::telemetry::trace::{self, TraceId, TraceParent};
+use tracing::Instrument;
 
 /// Limits the API enforces on each request.
 #[derive(Debug, Clone, Copy)]
@@ -203,9 +205,29 @@ impl Api {
         };
         let route = route_label(request.uri().path());
         let http1 = request.version() <= http::Version::HTTP_11;
+        // The caller's trace, joined by our span when spans are exported;
+        // the decision lines carry its id either way.
+        let parent = TraceParent::from_headers(request.headers());
+        let span = tracing::info_span!(
+            target: trace::SPANS,
+            "request",
+            otel.kind = "server",
+            http.route = route,
+            http.request.method = %request.method(),
+        );
+        let tracestate = request
+            .headers()
+            .get(trace::TRACESTATE)
+            .and_then(|v| v.to_str().ok());
+        let joined = crate::telemetry::otel::join(&span, parent.as_ref(), tracestate);
+        let trace_id = parent
+            .map(|p| p.trace_id)
+            .or(joined)
+            .unwrap_or_else(TraceId::random);
         // Boxed: the routing future holds every endpoint's state (kilobytes),
         // and the server's timeout and hyper would otherwise copy it whole.
-        let mut response = match Box::pin(self.route(request)).await {
+        let routed = Box::pin(trace::within(trace_id, self.route(request).instrument(span)));
+        let mut response = match routed.await {
             Ok(response) => response,
             Err(error) => refusal(&error),
         };

@@ -8,6 +8,7 @@
 //! JetStream and polling.
 
 mod event;
+pub mod history;
 mod subscriber;
 
 use std::path::PathBuf;

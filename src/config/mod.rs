@@ -113,6 +113,34 @@ pub struct Config {
     pub search: SearchConfig,
     /// What callers of the decision APIs may ask beyond a decision.
     pub api: ApiConfig,
+    /// The durable action history on NATS JetStream.
+    pub history: HistoryConfig,
+}
+
+/// The durable action history.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryConfig {
+    /// `history.url`: see [`SETTINGS`] for what it does and its default.
+    pub url: Option<String>,
+    /// `history.stream`: see [`SETTINGS`] for what it does and its default.
+    pub stream: String,
+    /// `history.subject_prefix`: see [`SETTINGS`] for what it does and its default.
+    pub subject_prefix: String,
+    /// `history.queue`: see [`SETTINGS`] for what it does and its default.
+    pub queue: usize,
+    /// `history.queue_bytes`: see [`SETTINGS`] for what it does and its default.
+    pub queue_bytes: usize,
+    /// `history.retry_for`: see [`SETTINGS`] for what it does and its default.
+    #[serde(with = "humantime_serde")]
+    pub retry_for: Duration,
+    /// `history.max_age`: see [`SETTINGS`] for what it does and its default.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+    /// `history.max_bytes`: see [`SETTINGS`] for what it does and its default.
+    pub max_bytes: u64,
+    /// `history.replicas`: see [`SETTINGS`] for what it does and its default.
+    pub replicas: usize,
 }
 
 /// What callers of the decision APIs may ask beyond a decision.
@@ -527,6 +555,8 @@ pub struct LogConfig {
     pub mask: Vec<String>,
     /// `log.capture_entities`: see [`SETTINGS`] for what it does and its default.
     pub capture_entities: bool,
+    /// `log.keep`: see [`SETTINGS`] for what it does and its default.
+    pub keep: Vec<crate::telemetry::keep::KeepRule>,
 }
 
 impl Config {
@@ -629,6 +659,38 @@ impl Config {
         }
         if let Some(mistake) = self.bus.unauthenticated_elsewhere() {
             mistakes.push(mistake);
+        }
+        // The history's server is reached with the bus's credentials and
+        // held to the same rule (whoever can publish there can forge it).
+        let history = BusConfig {
+            url: self.history.url.clone(),
+            ..self.bus.clone()
+        };
+        if let Some(mistake) = history.unauthenticated_elsewhere() {
+            mistakes.push(mistake.replace("`bus.url`", "`history.url`"));
+        }
+        if self.history.url.is_some()
+            && (self.history.stream.is_empty()
+                || self
+                    .history
+                    .stream
+                    .contains(|c: char| c.is_whitespace() || matches!(c, '.' | '*' | '>' | '/' | '\\')))
+        {
+            mistakes.push(format!(
+                "`history.stream` `{}` is no JetStream stream name: no spaces, `.`, `*`, `>`, `/` or `\\`",
+                self.history.stream
+            ));
+        }
+        let prefix = &self.history.subject_prefix;
+        if self.history.url.is_some()
+            && (prefix.is_empty()
+                || prefix
+                    .split('.')
+                    .any(|token| token.is_empty() || token.contains(|c: char| c.is_whitespace() || matches!(c, '*' | '>'))))
+        {
+            mistakes.push(format!(
+                "`history.subject_prefix` `{prefix}` is no subject prefix: dot-separated tokens, none empty, no spaces or wildcards (`mandate.history`)"
+            ));
         }
         if mistakes.is_empty() {
             Ok(())

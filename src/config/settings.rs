@@ -302,6 +302,29 @@ pub const SETTINGS: &[Setting] = &[
         "context attributes the decision log writes as `\"***\"` (their values hidden in error messages too)"),
     setting("log.capture_entities", Toml("false"), None, Bool,
         "write the entities each decision read into its log line (attributes named in `log.mask` as `\"***\"`), for `mandate replay --entities logged`"),
+    // Keep everything until told: the defaults never drop a decision.
+    setting("log.keep", Toml("[]"), None, List,
+        "volume rules for every sink (the log and the history), first match wins: `[{ name = \"reads\", decision = \"allow\", actions = [\"view_account\"], share = 0.05 }]` (actions or action groups); a line no rule matches is kept, and every deny is kept (a share below 1 needs `decision = \"allow\"`); counted in `mandate_log_lines_total{rule,outcome}`"),
+    setting("history.url", Unset("none (no history)"), None, Url,
+        "the NATS server (JetStream) of the durable action history: every kept decision line is published there, never delaying a decision; `bus.credentials_file`, `bus.tls_ca` and `bus.allow_unauthenticated` apply to it too"),
+    setting("history.stream", Text("MANDATE_HISTORY"), None, Kind::Text,
+        "the JetStream stream of the history, created if missing (file storage, `history.max_age`, `history.max_bytes`, `history.replicas`); an existing one is used as it is"),
+    setting("history.subject_prefix", Text("mandate.history"), None, Kind::Text,
+        "each line goes to `<prefix>.<resource type>.<resource id>`, type and id escaped into subject tokens (docs/history.md)"),
+    // Minutes of a busy replica's decisions while NATS is away.
+    setting("history.queue", Toml("100000"), None, Integer,
+        "history lines waiting to be published; beyond it lines are dropped and counted (`mandate_history_dropped_total{cause=\"queue_full\"}`)"),
+    setting("history.queue_bytes", Toml("67108864"), None, Integer,
+        "bytes of history lines waiting; beyond it lines are dropped and counted"),
+    setting("history.retry_for", Text("60s"), None, Duration,
+        "how long a line JetStream has not acknowledged is retried before it is dropped and counted (`cause=\"expired\"`); the stream Mandate creates deduplicates for longer, so a retry is never stored twice"),
+    // SEC 17a-4 keeps most broker-dealer records 6 years; MiFID II 5 to 7.
+    setting("history.max_age", Text("2557d"), None, Duration,
+        "how long the stream Mandate creates keeps a line (7 years; `0s`: forever)"),
+    setting("history.max_bytes", Toml("0"), None, Integer,
+        "the size limit of the stream Mandate creates, in bytes (0: none); once full, new lines are refused and counted, never old records deleted to make room"),
+    setting("history.replicas", Toml("1"), None, Integer,
+        "the replicas of the stream Mandate creates (3 on a JetStream cluster)"),
 ];
 
 /// The setting of `key`.

@@ -38,7 +38,9 @@ use crate::config::Sourcing;
 use crate::entities::describe;
 use crate::entities::{EntityStore, Gathered, Resident};
 use crate::policy::{ActionPlan, PolicySnapshot, PolicyStore, sorted_reasons};
+use crate::telemetry::trace::SPANS;
 use crate::telemetry::{DecisionLog, metrics};
+use tracing::Instrument;
 
 /// A policy-by-policy account of a decision, for `explain` (see [`Engine::trace`]).
 pub use crate::policy::{Condition, PolicyTrace};
@@ -250,7 +252,20 @@ impl Engine {
         let started = std::time::Instant::now();
         // One snapshot for the whole decision, its metrics included.
         let snapshot = self.policies.current();
-        let (action, outcome, read) = match self.decide_with(&snapshot, request, record).await {
+        let span = tracing::info_span!(
+            target: SPANS,
+            "decision",
+            action = request.action,
+            decision = tracing::field::Empty,
+        );
+        let decided = self
+            .decide_with(&snapshot, request, record)
+            .instrument(span.clone())
+            .await;
+        if let Ok((_, decision, _)) = &decided {
+            span.record("decision", if decision.allowed() { "allow" } else { "deny" });
+        }
+        let (action, outcome, read) = match decided {
             Ok((action, decision, read)) => (Some(action), Ok(decision), Some(read)),
             Err(Stop::Deny(error)) => (
                 snapshot.action(request.action),
@@ -312,7 +327,8 @@ impl Engine {
             slice,
             gathered,
         } = self.through_slice(snapshot, request).await?;
-        let mut decision = self.evaluate(&key, &context, plan, &slice, snapshot.version());
+        let mut decision = tracing::info_span!(target: SPANS, "evaluate")
+            .in_scope(|| self.evaluate(&key, &context, plan, &slice, snapshot.version()));
         decision.stale_data = gathered.stale;
         if let (Some(shadow), true) = (&self.shadow, record) {
             shadow::decide_beside(
@@ -438,6 +454,7 @@ impl Engine {
         let gathered = self
             .store
             .gather(&from_store, snapshot.schema(), &mut slice)
+            .instrument(tracing::info_span!(target: SPANS, "entities.gather", uids = from_store.len()))
             .await
             .map_err(|error| deny("entity_store_unavailable", error.to_string()))?;
         // Request data overrides stored data (only `merge` types get here).

@@ -12,7 +12,9 @@ use super::Slice;
 use super::decision::{Decision, DecisionRequest, EntityRef};
 use super::memo::{MemoKey, ReadEntities};
 use crate::policy::{ActionPlan, PolicySnapshot};
-use crate::telemetry::{DecisionLog, LINE_VERSION, LogEntry, LoggedError, Text, mask_attributes};
+use crate::telemetry::{
+    DecisionLog, Hex128, LINE_VERSION, LogEntry, LoggedError, Text, mask_attributes,
+};
 
 /// An entity as the log names it: canonical (`Brokerage::User::"erin"`,
 /// exactly as Cedar prints a uid, whatever the caller's spelling) when its
@@ -78,9 +80,11 @@ pub(super) fn log_decision<'r>(
         id: entity.id,
     };
     let (principal, resource) = (canonical(request.principal), canonical(request.resource));
-    let action = snapshot
-        .action(request.action)
-        .map_or(request.action, |uid| uid.id().unescaped());
+    let action_uid = snapshot.action(request.action);
+    let action = action_uid.map_or(request.action, |uid| uid.id().unescaped());
+    let action_groups = action_uid
+        .and_then(|uid| snapshot.plan(uid))
+        .map_or(&[][..], ActionPlan::groups);
     let made;
     let request_id = match request.request_id {
         Some(id) => id,
@@ -100,9 +104,13 @@ pub(super) fn log_decision<'r>(
         v: LINE_VERSION,
         time: std::time::SystemTime::now(),
         request_id,
+        id: Hex128::random(),
+        trace_id: Hex128(crate::telemetry::trace::current_or_random().get()),
         principal: Text(&principal),
         action,
         resource: Text(&resource),
+        resource_parts: (resource.printed.unwrap_or(resource.type_name), resource.id),
+        action_groups,
         decision: if decision.allowed() { "allow" } else { "deny" },
         reasons: decision.reasons().collect(),
         errors: decision

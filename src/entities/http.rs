@@ -4,6 +4,7 @@
 //! through rustls), connect and request timeouts, bounded retries with
 //! jittered backoff, an optional bearer token.
 
+use tracing::Instrument;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -182,12 +183,24 @@ impl HttpStore {
         let body = Bytes::from(
             serde_json::to_vec(&body).map_err(|e| UpstreamError::Setup(e.to_string()))?,
         );
+        let span = tracing::info_span!(
+            target: crate::telemetry::trace::SPANS,
+            "store.fetch",
+            otel.kind = "client",
+            uids = uids.len(),
+            retries = tracing::field::Empty,
+        );
         let mut attempt = 0;
         loop {
-            match self.attempt(&self.url, body.clone()).await {
+            let answer = self
+                .attempt(&self.url, body.clone())
+                .instrument(span.clone())
+                .await;
+            match answer {
                 Ok(bytes) => return answered(parse(&bytes, schema)?, uids),
                 Err(error) if error.retryable() && attempt < self.settings.retries => {
                     attempt += 1;
+                    span.record("retries", attempt);
                     let base = self
                         .settings
                         .retry_backoff
@@ -326,6 +339,14 @@ impl HttpStore {
             .header(CONTENT_TYPE, "application/json")
             .body(Full::new(body))
             .map_err(|e| UpstreamError::Setup(e.to_string()))?;
+        // The trace goes on to the store when spans are exported.
+        if let Some(parent) = crate::telemetry::otel::current_traceparent()
+            && let Ok(value) = http::HeaderValue::try_from(parent)
+        {
+            request
+                .headers_mut()
+                .insert(crate::telemetry::trace::TRACEPARENT, value);
+        }
         if let Some(authorization) = &self.authorization {
             request
                 .headers_mut()

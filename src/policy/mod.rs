@@ -134,6 +134,8 @@ pub struct ActionPlan {
     verdicts: Option<Verdicts>,
     /// whether the action's context declares [`ACTION_PROPERTIES`]
     takes_action_properties: bool,
+    /// the ids of the action's groups (its ancestors), for `log.keep`
+    groups: Vec<String>,
 }
 
 /// The context attribute an AuthZEN action's `properties` arrive in, for
@@ -156,6 +158,12 @@ impl ActionPlan {
     /// The action's entity and its ancestors (action groups).
     pub fn entities(&self) -> &[Entity] {
         &self.entities
+    }
+
+    /// The ids of the action's groups (`funding` for `withdraw`), which a
+    /// `log.keep` rule may name.
+    pub fn groups(&self) -> &[String] {
+        &self.groups
     }
 
     /// The request the action takes, when the fast path can convert its
@@ -430,7 +438,7 @@ fn plans(
             .into_iter()
             .flatten()
             .collect();
-        let entities = std::iter::once(action)
+        let entities: Vec<Entity> = std::iter::once(action)
             .chain(ancestors.iter().copied())
             .filter_map(|uid| action_entities.get(uid).cloned())
             .collect();
@@ -465,8 +473,16 @@ fn plans(
     Ok(slices
         .into_iter()
         .map(|(action, policies)| {
+            let entities = action_entities_of.remove(&action).unwrap_or_default();
+            let groups = entities
+                .iter()
+                .map(Entity::uid)
+                .filter(|uid| *uid != action)
+                .map(|uid| uid.id().unescaped().to_owned())
+                .collect();
             let plan = ActionPlan {
-                entities: action_entities_of.remove(&action).unwrap_or_default(),
+                groups,
+                entities,
                 shape: shapes.remove(&action),
                 verdicts: sliceable.then(|| Verdicts::prepare(&policies)).flatten(),
                 takes_action_properties: takes_action_properties.contains(&action),

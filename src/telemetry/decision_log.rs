@@ -14,6 +14,8 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 use serde_json::Value;
 
+use super::history::{HistoryQueue, HistoryRecord, subject};
+use super::keep::KeepRules;
 use super::metrics;
 
 /// Where decision lines go.
@@ -44,6 +46,11 @@ pub struct DecisionLogSettings {
     pub mask: Vec<String>,
     /// write the entities each decision read into its line (masked)
     pub capture_entities: bool,
+    /// which lines are kept (`log.keep`), for every sink
+    pub keep: Arc<KeepRules>,
+    /// the action history: each kept decision line also goes to this
+    /// outbox, on its resource's subject under this prefix
+    pub history: Option<(HistoryQueue, String)>,
 }
 
 /// The version of a decision's line: a line with `"v"` can be replayed
@@ -60,12 +67,25 @@ pub struct LogEntry<'a> {
     pub time: SystemTime,
     /// the caller's `X-Request-ID`, or one made for this request
     pub request_id: &'a str,
+    /// this line's own id, made here (a request id is the caller's, and a
+    /// batch shares one): the action history's deduplication key
+    pub id: Hex128,
+    /// the W3C trace id: the caller's `traceparent`'s, else one made for
+    /// the request, so a line and its trace join
+    pub trace_id: Hex128,
     /// canonical `Namespace::Type::"id"`
     pub principal: Text<'a>,
     /// the action id
     pub action: &'a str,
     /// canonical `Namespace::Type::"id"`
     pub resource: Text<'a>,
+    /// the resource's type (as Cedar prints it) and id apart: its history
+    /// subject
+    #[serde(skip)]
+    pub resource_parts: (&'a str, &'a str),
+    /// the action's groups, for `log.keep`
+    #[serde(skip)]
+    pub action_groups: &'a [String],
     /// `allow` or `deny`
     pub decision: &'static str,
     /// the determining policies
@@ -94,6 +114,29 @@ pub struct LogEntry<'a> {
     pub context: Option<&'a Value>,
 }
 
+/// 128 bits written as 32 lowercase hex digits (a line id, a trace id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hex128(pub u128);
+
+impl Hex128 {
+    /// A new random id.
+    pub fn random() -> Self {
+        Self(fastrand::u128(..))
+    }
+}
+
+impl std::fmt::Display for Hex128 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+impl Serialize for Hex128 {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
 /// One AuthZEN search, as logged: one line per search (not per candidate
 /// decided), told from a decision's line by its `search` field.
 #[derive(Debug, Clone, Serialize)]
@@ -103,6 +146,8 @@ pub struct SearchEntry<'a> {
     pub time: SystemTime,
     /// the caller's `X-Request-ID`, or one made for this request
     pub request_id: &'a str,
+    /// the W3C trace id, as a decision's line carries it
+    pub trace_id: Hex128,
     /// what was searched: `subject`, `resource` or `action`
     pub search: &'static str,
     /// canonical `Namespace::Type::"id"`, or the type alone when searched
@@ -178,6 +223,10 @@ struct Pending {
 
 #[derive(Debug)]
 struct Shared {
+    /// whether a sink writes lines (else only the history takes them)
+    writes: bool,
+    keep: Arc<KeepRules>,
+    history: Option<(HistoryQueue, String)>,
     pending: Mutex<Pending>,
     wake: Condvar,
     max_bytes: usize,
@@ -219,18 +268,22 @@ impl DecisionLog {
     /// # Errors
     /// A log file that cannot be opened for appending, or no thread.
     pub fn start(settings: DecisionLogSettings) -> std::io::Result<Self> {
-        let out: Box<dyn Write + Send> = match &settings.sink {
-            LogSink::Off => return Ok(Self::off()),
-            LogSink::Stdout => Box::new(std::io::stdout()),
-            LogSink::Stderr => Box::new(std::io::stderr()),
-            LogSink::File(path) => Box::new(
+        let out: Option<Box<dyn Write + Send>> = match &settings.sink {
+            LogSink::Off if settings.history.is_none() => return Ok(Self::off()),
+            LogSink::Off => None,
+            LogSink::Stdout => Some(Box::new(std::io::stdout())),
+            LogSink::Stderr => Some(Box::new(std::io::stderr())),
+            LogSink::File(path) => Some(Box::new(
                 std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
                     .open(path)?,
-            ),
+            )),
         };
         let shared = Arc::new(Shared {
+            writes: out.is_some(),
+            keep: settings.keep,
+            history: settings.history,
             pending: Mutex::new(Pending::default()),
             wake: Condvar::new(),
             max_bytes: settings.max_bytes.max(1),
@@ -239,21 +292,30 @@ impl DecisionLog {
             capture_entities: settings.capture_entities,
             writing: AtomicBool::new(false),
         });
-        let writer = Arc::clone(&shared);
-        std::thread::Builder::new()
-            .name("decision-log".to_owned())
-            .spawn(move || write_forever(&writer, out))?;
+        if let Some(out) = out {
+            let writer = Arc::clone(&shared);
+            std::thread::Builder::new()
+                .name("decision-log".to_owned())
+                .spawn(move || write_forever(&writer, out))?;
+        }
         Ok(Self {
             shared: Some(shared),
         })
     }
 
-    /// Writes `entry` into the buffer; when the buffer is full the line is
-    /// dropped and counted.
+    /// Writes `entry` into the buffer and the history's outbox, when the
+    /// `log.keep` rules keep it; when either is full the line is dropped
+    /// there and counted.
     pub fn record(&self, entry: &LogEntry<'_>) {
         let Some(shared) = &self.shared else {
             return;
         };
+        if !shared
+            .keep
+            .keep(entry.decision == "allow", entry.action, entry.action_groups)
+        {
+            return;
+        }
         LINE.with_borrow_mut(|line| {
             line.clear();
             let written = if shared.mask.is_empty() {
@@ -261,7 +323,19 @@ impl DecisionLog {
             } else {
                 write_masked(line, entry, &shared.mask)
             };
-            if written.is_ok() {
+            if written.is_err() {
+                return;
+            }
+            if let Some((outbox, prefix)) = &shared.history {
+                let (resource_type, resource_id) = entry.resource_parts;
+                outbox.push(HistoryRecord {
+                    subject: subject(prefix, resource_type, resource_id),
+                    id: entry.id.to_string(),
+                    line: bytes::Bytes::copy_from_slice(line),
+                    queued: std::time::Instant::now(),
+                });
+            }
+            if shared.writes {
                 line.push(b'\n');
                 shared.push(line);
             }
@@ -296,7 +370,7 @@ impl DecisionLog {
     /// Writes one line of any other kind (a shadow divergence), unmasked:
     /// the caller puts no context in it.
     pub fn record_line<T: Serialize>(&self, entry: &T) {
-        let Some(shared) = &self.shared else {
+        let Some(shared) = self.shared.as_ref().filter(|shared| shared.writes) else {
             return;
         };
         if let Ok(mut line) = serde_json::to_vec(entry) {
@@ -308,7 +382,7 @@ impl DecisionLog {
     /// Writes a search's line, its context and error masked as a
     /// decision's are; dropped and counted like one when the buffer is full.
     pub fn record_search(&self, entry: &SearchEntry<'_>) {
-        let Some(shared) = &self.shared else {
+        let Some(shared) = self.shared.as_ref().filter(|shared| shared.writes) else {
             return;
         };
         let hidden = entry.context.and_then(|c| masked(c, &shared.mask));
@@ -568,9 +642,13 @@ mod tests {
             v: LINE_VERSION,
             time: SystemTime::UNIX_EPOCH,
             request_id: "r-1",
+            id: Hex128(1),
+            trace_id: Hex128(2),
             principal: Text(&r#"Brokerage::User::"erin""#),
             action: "withdraw",
             resource: Text(&r#"Brokerage::Account::"alice-personal""#),
+            resource_parts: ("Brokerage::Account", "alice-personal"),
+            action_groups: &[],
             decision: "deny",
             reasons: vec![],
             errors,

@@ -74,6 +74,20 @@ pub struct Metrics {
     pub decision_log_dropped: IntCounter,
     /// process log lines dropped because stderr was not keeping up
     pub process_log_dropped: IntCounter,
+    /// decision lines JetStream acknowledged into the action history
+    pub history_published: IntCounter,
+    /// decision lines the action history lost, by cause (`queue_full`,
+    /// `expired`, `refused`)
+    pub history_dropped: IntCounterVec,
+    /// publishes of a history line tried again
+    pub history_retries: IntCounter,
+    /// history lines waiting to be published
+    pub history_queue_lines: IntGauge,
+    /// 1 while the history's NATS connection is up
+    pub history_connected: IntGauge,
+    /// decision-log lines by the `log.keep` rule that judged them, kept or
+    /// sampled out
+    pub log_lines: IntCounterVec,
     /// entity change events received from the bus
     pub bus_events_received: IntCounter,
     /// entity change events applied
@@ -281,6 +295,38 @@ impl Metrics {
                 "mandate_process_log_dropped_total",
                 "Process log lines dropped: stderr was not keeping up.",
             ),
+            history_published: counter(
+                &registry,
+                "mandate_history_published_total",
+                "Decision lines acknowledged by JetStream into the action history.",
+            ),
+            history_dropped: counter_vec(
+                &registry,
+                "mandate_history_dropped_total",
+                "Decision lines the action history lost, by cause: queue_full, expired (retried until too old), refused (JetStream refused the message).",
+                &["cause"],
+            ),
+            history_retries: counter(
+                &registry,
+                "mandate_history_retries_total",
+                "Publishes of an action-history line tried again.",
+            ),
+            history_queue_lines: gauge(
+                &registry,
+                "mandate_history_queue_lines",
+                "Action-history lines waiting to be published.",
+            ),
+            history_connected: gauge(
+                &registry,
+                "mandate_history_connected",
+                "1 while the action history's NATS connection is up, else 0.",
+            ),
+            log_lines: counter_vec(
+                &registry,
+                "mandate_log_lines_total",
+                "Decision-log lines by the log.keep rule that judged them and the outcome: kept or sampled_out.",
+                &["rule", "outcome"],
+            ),
             bus_events_received: counter(
                 &registry,
                 "mandate_bus_events_received_total",
@@ -391,7 +437,14 @@ impl Metrics {
             for outcome in SEARCH_OUTCOMES {
                 metrics.searches.with_label_values(&[searched, outcome]);
             }
+            metrics.search_duration.with_label_values(&[searched]);
+            metrics.search_candidates.with_label_values(&[searched]);
         }
+        for cause in ["queue_full", "expired", "refused"] {
+            metrics.history_dropped.with_label_values(&[cause]);
+        }
+        // The lines no `log.keep` rule matched (every line, with none).
+        metrics.log_lines.with_label_values(&["default", "kept"]);
         // Every known label value starts at zero, so rates and dashboards
         // see the series before the first event.
         for outcome in ["ok", "unreachable", "timeout", "bad_status", "malformed"] {

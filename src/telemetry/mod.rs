@@ -1,11 +1,17 @@
-//! Telemetry: Prometheus metrics and the decision log. Called by every
-//! layer; imports none of ours, so labels and fields arrive as plain values.
+//! Telemetry: Prometheus metrics, the decision log (and its volume rules
+//! and the action history's outbox), trace context and OpenTelemetry
+//! export. Called by every layer; imports none of ours, so labels and
+//! fields arrive as plain values.
 
 pub mod decision_log;
+pub mod history;
+pub mod keep;
 pub mod metrics;
+pub mod otel;
+pub mod trace;
 
 pub use decision_log::{
-    DecisionLog, DecisionLogSettings, LINE_VERSION, LogEntry, LogSink, LoggedError, SearchEntry,
+    DecisionLog, DecisionLogSettings, Hex128, LINE_VERSION, LogEntry, LogSink, LoggedError, SearchEntry,
     Text, mask_attributes,
 };
 pub use metrics::{Metrics, SEARCH_OUTCOMES, metrics};
