@@ -141,6 +141,19 @@ Examples:
 Exit codes: 0 published (the server has it), 2 usage (a type `--schema` does not declare)
 or the bus cannot be reached.")]
     Publish(PublishArgs),
+    /// Print a resource's action history (from JetStream) as JSON lines.
+    #[command(after_help = "\
+Examples:
+  mandate history --url nats://127.0.0.1:4222 --resource account:alice-personal --since 168h
+  mandate history --resource account:alice-personal --principal user:carol --action withdraw
+  mandate history --resource 'Brokerage::Account::\"alice-personal\"' | jq -c '{time, principal, action, decision}'
+
+Only the resource's own subject is read (an ordered consumer filtered to it): no scan of
+the stream. `--principal` and `--action` filter those lines here.
+
+Exit codes: 0 printed (perhaps nothing), 2 usage (a type the schema does not declare),
+3 the history cannot be read (server, stream).")]
+    History(HistoryArgs),
     /// AuthZEN search from the command line: who may, on what, which actions.
     #[command(after_help = "\
 Examples:
@@ -212,6 +225,39 @@ impl BusArgs {
             tls_ca: self.tls_ca.clone(),
         })
     }
+}
+
+#[derive(Args)]
+struct HistoryArgs {
+    #[arg(long, value_name = "URL", env = "MANDATE_HISTORY_URL", help = config::help("history.url"))]
+    url: String,
+    #[arg(long, value_name = "NAME", env = "MANDATE_HISTORY_STREAM", default_value = "MANDATE_HISTORY", help = config::help("history.stream"))]
+    stream: String,
+    #[arg(long, value_name = "PREFIX", env = "MANDATE_HISTORY_SUBJECT_PREFIX", default_value = "mandate.history", help = config::help("history.subject_prefix"))]
+    subject_prefix: String,
+    #[arg(long = "credentials", value_name = "FILE", env = "MANDATE_BUS_CREDENTIALS_FILE", help = config::help("bus.credentials_file"))]
+    credentials_file: Option<PathBuf>,
+    #[arg(long, value_name = "FILE", env = "MANDATE_BUS_TLS_CA", help = config::help("bus.tls_ca"))]
+    tls_ca: Option<PathBuf>,
+    /// The resource: `type:id` or Cedar's `Type::"id"`.
+    #[arg(long, value_name = "UID")]
+    resource: String,
+    /// Only lines decided this long ago or later (`1h`, `7d`).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    since: Option<std::time::Duration>,
+    /// Only this principal's lines: `type:id` or `Type::"id"`.
+    #[arg(long, value_name = "UID")]
+    principal: Option<String>,
+    /// Only this action's lines.
+    #[arg(long, value_name = "ACTION")]
+    action: Option<String>,
+    /// The schema naming the types (default: the configuration's, else the
+    /// shipped one).
+    #[arg(long, value_name = "PATH")]
+    schema: Option<PathBuf>,
+    /// The configuration whose schema names the types.
+    #[arg(long, value_name = "FILE", conflicts_with = "schema")]
+    config: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -558,6 +604,7 @@ fn main() -> ExitCode {
         Command::ServeStore(args) => serve_store(&args),
         Command::Publish(args) => publish(&args),
         Command::Search(args) => search(&args),
+        Command::History(args) => history(&args),
         Command::Settings => {
             say(format_args!("{}", config::reference_table().trim_end()));
             ExitCode::SUCCESS
@@ -615,8 +662,15 @@ fn serve(args: &ServeArgs) -> ExitCode {
             return ExitCode::from(64);
         }
     };
-    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Mandate's spans are for OpenTelemetry alone, never the process log.
+    let filter = tracing_subscriber::EnvFilter::try_new(format!(
+        "{},{}=off",
+        config.log.level,
+        mandate::telemetry::trace::SPANS
+    ))
+    .unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("info,{}=off", mandate::telemetry::trace::SPANS))
+    });
     // Written by its own thread from a bounded queue, dropped and counted
     // past it: a stderr nobody reads (a full pipe) never blocks a request.
     let (stderr, flushed) = tracing_appender::non_blocking::NonBlockingBuilder::default()
@@ -629,12 +683,43 @@ fn serve(args: &ServeArgs) -> ExitCode {
         guard: Some(flushed),
         dropped: process_log.clone(),
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(stderr)
-        // Colour codes only for a person at a terminal, not in a pod's log.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let Some(rt) = runtime() else {
+        return ExitCode::from(INTERNAL);
+    };
+    // Spans go out over OTLP only when the standard variables ask.
+    let otel = match rt.block_on(async {
+        mandate::telemetry::otel::Otel::from_env(&|name| std::env::var(name).ok())
+    }) {
+        Ok(otel) => otel,
+        Err(error) => {
+            eprintln!("error: OpenTelemetry: {error}");
+            return ExitCode::from(64);
+        }
+    };
+    {
+        use tracing_subscriber::Layer as _;
+        use tracing_subscriber::layer::SubscriberExt as _;
+        use tracing_subscriber::util::SubscriberInitExt as _;
+        let spans = otel.as_ref().map(|otel| {
+            otel.layer().with_filter(
+                tracing_subscriber::filter::Targets::new()
+                    .with_target(mandate::telemetry::trace::SPANS, tracing::Level::TRACE),
+            )
+        });
+        tracing_subscriber::registry()
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(stderr)
+                    // Colour codes only for a person at a terminal, not in a pod's log.
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                    .with_filter(filter),
+            )
+            .with(spans)
+            .init();
+    }
+    if let Some(otel) = &otel {
+        tracing::info!(endpoint = %otel.endpoint, protocol = otel.protocol, "exporting spans over OTLP");
+    }
     if mandate::embedded::contains(&config.policy.dir) {
         tracing::info!(
             "serving the embedded brokerage pack from memory (give --policies and --schema for yours)"
@@ -656,10 +741,7 @@ fn serve(args: &ServeArgs) -> ExitCode {
             );
         }
     }
-    let Some(rt) = runtime() else {
-        return ExitCode::from(INTERNAL);
-    };
-    rt.block_on(async {
+    let exit = rt.block_on(async {
         let running = match app::start(&config).await {
             Ok(running) => running,
             Err(error) => {
@@ -717,8 +799,17 @@ fn serve(args: &ServeArgs) -> ExitCode {
         engine
             .decision_log()
             .flush(std::time::Duration::from_secs(2));
+        // And to the history, while JetStream acknowledges them.
+        engine
+            .decision_log()
+            .drain_history(std::time::Duration::from_secs(3))
+            .await;
         ExitCode::SUCCESS
-    })
+    });
+    if let Some(otel) = &otel {
+        otel.shutdown();
+    }
+    exit
 }
 
 /// Re-reads the store's file when it changes and, with a bus, publishes
@@ -1643,6 +1734,107 @@ fn publish(args: &PublishArgs) -> ExitCode {
         Err(error) => {
             eprintln!("error: {error}");
             ExitCode::from(2)
+        }
+    }
+}
+
+fn history(args: &HistoryArgs) -> ExitCode {
+    let sources = if let Some(schema) = &args.schema {
+        mandate::policy::PolicySources {
+            policy_dir: PathBuf::new(),
+            schema: schema.clone(),
+            default_namespace: None,
+        }
+    } else {
+        match load(args.config.as_deref(), &Vec::new()) {
+            Ok(config) => app::policy_sources(&config),
+            Err(error) => {
+                report(error);
+                return ExitCode::from(2);
+            }
+        }
+    };
+    let types = match mandate::policy::TypeNames::of_schema(&sources) {
+        Ok(types) => types,
+        Err(error) => {
+            report(error);
+            return ExitCode::from(2);
+        }
+    };
+    // A uid as the lines write it: Cedar's canonical `Type::"id"`.
+    let canonical = |written: &str| -> Result<(String, String, String), String> {
+        let (type_name, id) = split_uid(written)
+            .ok_or_else(|| format!("`{written}`: write `type:id` or `Type::\"id\"`"))?;
+        let (ty, printed) = types
+            .get(type_name)
+            .ok_or_else(|| format!("`{written}`: {}", types.unknown(type_name)))?;
+        let uid = cedar_policy::EntityUid::from_type_name_and_id(
+            ty.clone(),
+            cedar_policy::EntityId::new(id),
+        );
+        Ok((printed.to_owned(), id.to_owned(), uid.to_string()))
+    };
+    let (resource_type, resource_id, resource) = match canonical(&args.resource) {
+        Ok(parts) => parts,
+        Err(error) => {
+            eprintln!("error: --resource {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let principal = match args.principal.as_deref().map(canonical).transpose() {
+        Ok(principal) => principal.map(|(_, _, uid)| uid),
+        Err(error) => {
+            eprintln!("error: --principal {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let subject =
+        mandate::telemetry::history::subject(&args.subject_prefix, &resource_type, &resource_id);
+    let nats = mandate::bus::BusSettings {
+        url: args.url.clone(),
+        subject: String::new(),
+        credentials_file: args.credentials_file.clone(),
+        tls_ca: args.tls_ca.clone(),
+    };
+    let since = args
+        .since
+        .map(|ago| std::time::SystemTime::now() - ago);
+    let Some(rt) = runtime() else {
+        return ExitCode::from(INTERNAL);
+    };
+    let mut printed = 0u64;
+    let wanted = |line: &serde_json::Value| {
+        principal
+            .as_deref()
+            .is_none_or(|p| line.get("principal").and_then(|v| v.as_str()) == Some(p))
+            && args
+                .action
+                .as_deref()
+                .is_none_or(|a| line.get("action").and_then(|v| v.as_str()) == Some(a))
+    };
+    let read = rt.block_on(mandate::bus::history::read(
+        &nats,
+        &args.stream,
+        &subject,
+        since,
+        |payload| {
+            let Ok(line) = serde_json::from_slice::<serde_json::Value>(payload) else {
+                return;
+            };
+            if wanted(&line) {
+                printed += 1;
+                say(format_args!("{}", String::from_utf8_lossy(payload)));
+            }
+        },
+    ));
+    match read {
+        Ok(read) => {
+            eprintln!("{printed} of {read} lines of {resource} (subject {subject})");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::from(3)
         }
     }
 }

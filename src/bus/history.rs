@@ -147,6 +147,7 @@ async fn publish_forever(
     let mut pause = FIRST_BACKOFF;
     loop {
         let batch = outbox.take(BATCH).await;
+        let taken = batch.len();
         let span = tracing::info_span!(
             target: crate::telemetry::trace::SPANS,
             "history.publish",
@@ -154,6 +155,7 @@ async fn publish_forever(
         );
         let failed = publish_batch(&context, batch).instrument(span).await;
         if failed.is_empty() {
+            outbox.settled(taken);
             pause = FIRST_BACKOFF;
             continue;
         }
@@ -168,6 +170,7 @@ async fn publish_forever(
         }
         metrics().history_retries.inc_by(retry.len() as u64);
         outbox.put_back(retry);
+        outbox.settled(taken);
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(MAX_BACKOFF);
     }

@@ -367,6 +367,26 @@ impl DecisionLog {
         }
     }
 
+    /// Waits (at most `limit`) until the history's outbox is empty: at
+    /// shutdown, while the publisher still runs. What is left is counted
+    /// dropped (`shutdown`).
+    pub async fn drain_history(&self, limit: Duration) {
+        let Some((outbox, _)) = self.shared.as_ref().and_then(|s| s.history.as_ref()) else {
+            return;
+        };
+        let deadline = tokio::time::Instant::now() + limit;
+        while !outbox.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let left = outbox.len();
+        if left > 0 {
+            metrics()
+                .history_dropped
+                .with_label_values(&["shutdown"])
+                .inc_by(left as u64);
+        }
+    }
+
     /// Writes one line of any other kind (a shadow divergence), unmasked:
     /// the caller puts no context in it.
     pub fn record_line<T: Serialize>(&self, entry: &T) {

@@ -35,6 +35,8 @@ struct Waiting {
 #[derive(Debug)]
 struct Shared {
     waiting: Mutex<Waiting>,
+    /// records taken and not yet settled (published, dropped or put back)
+    in_flight: std::sync::atomic::AtomicUsize,
     ready: tokio::sync::Notify,
     max_lines: usize,
     max_bytes: usize,
@@ -53,6 +55,7 @@ impl HistoryQueue {
         Self {
             shared: Arc::new(Shared {
                 waiting: Mutex::new(Waiting::default()),
+                in_flight: std::sync::atomic::AtomicUsize::new(0),
                 ready: tokio::sync::Notify::new(),
                 max_lines: max_lines.max(1),
                 max_bytes: max_bytes.max(1),
@@ -127,6 +130,9 @@ impl HistoryQueue {
                 if !waiting.records.is_empty() {
                     let n = most.max(1).min(waiting.records.len());
                     let taken: Vec<HistoryRecord> = waiting.records.drain(..n).collect();
+                    self.shared
+                        .in_flight
+                        .fetch_add(taken.len(), std::sync::atomic::Ordering::AcqRel);
                     waiting.bytes -= taken.iter().map(|r| r.line.len()).sum::<usize>();
                     metrics().history_queue_lines.set(gauge(waiting.records.len()));
                     return taken;
@@ -136,12 +142,21 @@ impl HistoryQueue {
         }
     }
 
-    /// Lines waiting.
-    pub fn len(&self) -> usize {
-        self.waiting().records.len()
+    /// Says that `n` records taken are settled: published, dropped, or
+    /// put back (after [`Self::put_back`]).
+    pub fn settled(&self, n: usize) {
+        self.shared
+            .in_flight
+            .fetch_sub(n, std::sync::atomic::Ordering::AcqRel);
     }
 
-    /// Whether nothing is waiting.
+    /// Lines waiting or being published.
+    pub fn len(&self) -> usize {
+        self.waiting().records.len()
+            + self.shared.in_flight.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Whether every line queued has been settled.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -225,9 +240,12 @@ mod tests {
         assert_eq!(queue.len(), 2);
         let taken = queue.take(10).await;
         assert_eq!(taken.len(), 2);
+        assert_eq!(queue.len(), 2, "taken, not settled");
         queue.push(record(4));
         queue.put_back(taken);
+        queue.settled(2);
         let order: Vec<String> = queue.take(10).await.into_iter().map(|r| r.id).collect();
+        queue.settled(order.len());
         // Put back in order, ahead of 4, until the bytes ran out: 2 fit, 1
         // did not (dropped and counted).
         assert_eq!(order, ["2", "4"]);

@@ -303,7 +303,7 @@ impl Metrics {
             history_dropped: counter_vec(
                 &registry,
                 "mandate_history_dropped_total",
-                "Decision lines the action history lost, by cause: queue_full, expired (retried until too old), refused (JetStream refused the message).",
+                "Decision lines the action history lost, by cause: queue_full, expired (retried until too old), refused (JetStream refused the message), shutdown (unpublished when the process stopped).",
                 &["cause"],
             ),
             history_retries: counter(
@@ -440,7 +440,7 @@ impl Metrics {
             metrics.search_duration.with_label_values(&[searched]);
             metrics.search_candidates.with_label_values(&[searched]);
         }
-        for cause in ["queue_full", "expired", "refused"] {
+        for cause in ["queue_full", "expired", "refused", "shutdown"] {
             metrics.history_dropped.with_label_values(&[cause]);
         }
         // The lines no `log.keep` rule matched (every line, with none).

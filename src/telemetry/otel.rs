@@ -9,6 +9,7 @@
 use opentelemetry::trace::{
     SpanContext, SpanId, TraceContextExt, TraceFlags, TraceState, TracerProvider as _,
 };
+use opentelemetry_otlp::{WithExportConfig as _};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -74,7 +75,17 @@ impl Otel {
         } else {
             // The HTTP exporter's TLS is rustls over the process's provider.
             let _ = rustls::crypto::ring::default_provider().install_default();
-            opentelemetry_otlp::SpanExporter::builder().with_http().build()
+            // Set, not left to the crate: with both encodings built in it
+            // would default to JSON.
+            let encoding = if protocol == "http/json" {
+                opentelemetry_otlp::Protocol::HttpJson
+            } else {
+                opentelemetry_otlp::Protocol::HttpBinary
+            };
+            opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_protocol(encoding)
+                .build()
         }
         .map_err(|error| format!("the OTLP exporter ({protocol} to {endpoint}): {error}"))?;
         let mut resource = Resource::builder();

@@ -55,6 +55,8 @@ fn free_port() -> u16 {
 pub(crate) struct Nats {
     port: u16,
     child: Option<Child>,
+    /// what every (re)start adds: JetStream and its store, when asked
+    always: Vec<String>,
 }
 
 impl Nats {
@@ -62,6 +64,18 @@ impl Nats {
         let mut nats = Self {
             port: free_port(),
             child: None,
+            always: Vec::new(),
+        };
+        nats.restart();
+        nats
+    }
+
+    /// With JetStream, its store in `dir` (kept across restarts).
+    pub(crate) fn jetstream(dir: &std::path::Path) -> Self {
+        let mut nats = Self {
+            port: free_port(),
+            child: None,
+            always: vec!["-js".to_owned(), "-sd".to_owned(), dir.display().to_string()],
         };
         nats.restart();
         nats
@@ -71,13 +85,14 @@ impl Nats {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
-    fn restart(&mut self) {
+    pub(crate) fn restart(&mut self) {
         self.restart_with(&[]);
     }
 
     fn restart_with(&mut self, args: &[&str]) {
         let child = Command::new(nats_server())
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(&self.always)
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -91,9 +106,20 @@ impl Nats {
         }
     }
 
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops the server as an operator would (SIGTERM: JetStream writes
+    /// out what it acknowledged).
+    pub(crate) fn stop_gracefully(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
             let _ = child.wait();
         }
     }
@@ -483,6 +509,7 @@ async fn credentials_in_the_url_authenticate_and_wrong_ones_never_connect() {
     let mut nats = Nats {
         port: free_port(),
         child: None,
+        always: Vec::new(),
     };
     nats.restart_with(&["--user", "mandate", "--pass", "s3cret"]);
     let store = Store::start(&nats);
@@ -538,6 +565,7 @@ async fn a_tls_bus_is_trusted_through_bus_tls_ca_and_refused_without_it() {
     let mut nats = Nats {
         port: free_port(),
         child: None,
+        always: Vec::new(),
     };
     nats.restart_with(&[
         "--tls",
@@ -549,6 +577,7 @@ async fn a_tls_bus_is_trusted_through_bus_tls_ca_and_refused_without_it() {
     let store = Store::start(&Nats {
         port: nats.port,
         child: None,
+        always: Vec::new(),
     });
     let tls_url = format!("tls://127.0.0.1:{}", nats.port);
     let trusted = Server::start(config_with(&[
@@ -612,6 +641,7 @@ async fn a_refused_subscription_is_a_down_bus_said_in_readyz_and_metrics_until_i
     let mut nats = Nats {
         port: free_port(),
         child: None,
+        always: Vec::new(),
     };
     std::fs::write(&conf, permissions(nats.port, false)).unwrap();
     nats.restart_with(&["-c", conf.to_str().unwrap()]);
