@@ -1796,9 +1796,7 @@ fn history(args: &HistoryArgs) -> ExitCode {
         credentials_file: args.credentials_file.clone(),
         tls_ca: args.tls_ca.clone(),
     };
-    let since = args
-        .since
-        .map(|ago| std::time::SystemTime::now() - ago);
+    let since = args.since.map(|ago| std::time::SystemTime::now() - ago);
     let Some(rt) = runtime() else {
         return ExitCode::from(INTERNAL);
     };

@@ -170,7 +170,8 @@ impl Authorization for ExtAuthz {
                     otel.kind = "server",
                     http.request.method = %method,
                 );
-                let joined = crate::telemetry::otel::join(&span, parent.as_ref(), tracestate.as_deref());
+                let (joined, sampled) =
+                    crate::telemetry::otel::join(&span, parent.as_ref(), tracestate.as_deref());
                 let trace_id = parent
                     .map(|p| p.trace_id)
                     .or(joined)
@@ -183,7 +184,7 @@ impl Authorization for ExtAuthz {
                     headers,
                     &request_id,
                 );
-                trace::within(trace_id, decided.instrument(span)).await
+                trace::within(trace_id, sampled, decided.instrument(span)).await
             }
         };
         let response = match verdict.answer(&self.routes, &request_id) {

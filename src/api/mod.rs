@@ -215,18 +215,22 @@ impl Api {
             http.route = route,
             http.request.method = %request.method(),
         );
-        let tracestate = request
-            .headers()
-            .get(trace::TRACESTATE)
+        let tracestate = (!span.is_disabled())
+            .then(|| request.headers().get(trace::TRACESTATE))
+            .flatten()
             .and_then(|v| v.to_str().ok());
-        let joined = crate::telemetry::otel::join(&span, parent.as_ref(), tracestate);
+        let (joined, sampled) = crate::telemetry::otel::join(&span, parent.as_ref(), tracestate);
         let trace_id = parent
             .map(|p| p.trace_id)
             .or(joined)
             .unwrap_or_else(TraceId::random);
         // Boxed: the routing future holds every endpoint's state (kilobytes),
         // and the server's timeout and hyper would otherwise copy it whole.
-        let routed = Box::pin(trace::within(trace_id, self.route(request).instrument(span)));
+        let routed = Box::pin(trace::within(
+            trace_id,
+            sampled,
+            self.route(request).instrument(span),
+        ));
         let mut response = match routed.await {
             Ok(response) => response,
             Err(error) => refusal(&error),

@@ -280,12 +280,22 @@ async fn answer(
         Some(found) => found,
         None => {
             // Waiting for a turn counts against the time budget.
-            let search = async {
-                let _turn = settings.concurrent.acquire().await;
-                engine
-                    .search(&query, searched, settings.max_candidates)
-                    .await
-            };
+            let span = crate::telemetry::trace::stage(|| {
+                tracing::info_span!(
+                    target: crate::telemetry::trace::SPANS,
+                    "search",
+                    searched = searched_name(searched),
+                )
+            });
+            let search = tracing::Instrument::instrument(
+                async {
+                    let _turn = settings.concurrent.acquire().await;
+                    engine
+                        .search(&query, searched, settings.max_candidates)
+                        .await
+                },
+                span,
+            );
             match tokio::time::timeout(settings.time_budget, search)
                 .await
                 .map_err(|_| ApiError::SearchOverBudget(settings.time_budget))?

@@ -323,7 +323,12 @@ async fn apply_all(inbox: Arc<Inbox>, engine: Arc<Engine>) {
             engine.store().invalidate_all();
             metrics().bus_gap("overflow");
         }
-        apply(&engine, &mut revisions, waiting.events).await;
+        let span = tracing::info_span!(
+            target: crate::telemetry::trace::SPANS,
+            "bus.apply",
+            events = waiting.events.len(),
+        );
+        tracing::Instrument::instrument(apply(&engine, &mut revisions, waiting.events), span).await;
     }
 }
 

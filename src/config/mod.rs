@@ -671,10 +671,9 @@ impl Config {
         }
         if self.history.url.is_some()
             && (self.history.stream.is_empty()
-                || self
-                    .history
-                    .stream
-                    .contains(|c: char| c.is_whitespace() || matches!(c, '.' | '*' | '>' | '/' | '\\')))
+                || self.history.stream.contains(|c: char| {
+                    c.is_whitespace() || matches!(c, '.' | '*' | '>' | '/' | '\\')
+                }))
         {
             mistakes.push(format!(
                 "`history.stream` `{}` is no JetStream stream name: no spaces, `.`, `*`, `>`, `/` or `\\`",
@@ -684,9 +683,10 @@ impl Config {
         let prefix = &self.history.subject_prefix;
         if self.history.url.is_some()
             && (prefix.is_empty()
-                || prefix
-                    .split('.')
-                    .any(|token| token.is_empty() || token.contains(|c: char| c.is_whitespace() || matches!(c, '*' | '>'))))
+                || prefix.split('.').any(|token| {
+                    token.is_empty()
+                        || token.contains(|c: char| c.is_whitespace() || matches!(c, '*' | '>'))
+                }))
         {
             mistakes.push(format!(
                 "`history.subject_prefix` `{prefix}` is no subject prefix: dot-separated tokens, none empty, no spaces or wildcards (`mandate.history`)"

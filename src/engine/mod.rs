@@ -38,7 +38,7 @@ use crate::config::Sourcing;
 use crate::entities::describe;
 use crate::entities::{EntityStore, Gathered, Resident};
 use crate::policy::{ActionPlan, PolicySnapshot, PolicyStore, sorted_reasons};
-use crate::telemetry::trace::SPANS;
+use crate::telemetry::trace::{SPANS, stage};
 use crate::telemetry::{DecisionLog, metrics};
 use tracing::Instrument;
 
@@ -252,18 +252,23 @@ impl Engine {
         let started = std::time::Instant::now();
         // One snapshot for the whole decision, its metrics included.
         let snapshot = self.policies.current();
-        let span = tracing::info_span!(
-            target: SPANS,
-            "decision",
-            action = request.action,
-            decision = tracing::field::Empty,
-        );
+        let span = stage(|| {
+            tracing::info_span!(
+                target: SPANS,
+                "decision",
+                action = request.action,
+                decision = tracing::field::Empty,
+            )
+        });
         let decided = self
             .decide_with(&snapshot, request, record)
             .instrument(span.clone())
             .await;
         if let Ok((_, decision, _)) = &decided {
-            span.record("decision", if decision.allowed() { "allow" } else { "deny" });
+            span.record(
+                "decision",
+                if decision.allowed() { "allow" } else { "deny" },
+            );
         }
         let (action, outcome, read) = match decided {
             Ok((action, decision, read)) => (Some(action), Ok(decision), Some(read)),
@@ -327,7 +332,7 @@ impl Engine {
             slice,
             gathered,
         } = self.through_slice(snapshot, request).await?;
-        let mut decision = tracing::info_span!(target: SPANS, "evaluate")
+        let mut decision = stage(|| tracing::info_span!(target: SPANS, "evaluate"))
             .in_scope(|| self.evaluate(&key, &context, plan, &slice, snapshot.version()));
         decision.stale_data = gathered.stale;
         if let (Some(shadow), true) = (&self.shadow, record) {
@@ -454,7 +459,9 @@ impl Engine {
         let gathered = self
             .store
             .gather(&from_store, snapshot.schema(), &mut slice)
-            .instrument(tracing::info_span!(target: SPANS, "entities.gather", uids = from_store.len()))
+            .instrument(stage(
+                || tracing::info_span!(target: SPANS, "entities.gather", uids = from_store.len()),
+            ))
             .await
             .map_err(|error| deny("entity_store_unavailable", error.to_string()))?;
         // Request data overrides stored data (only `merge` types get here).

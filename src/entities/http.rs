@@ -4,9 +4,9 @@
 //! through rustls), connect and request timeouts, bounded retries with
 //! jittered backoff, an optional bearer token.
 
-use tracing::Instrument;
 use std::str::FromStr;
 use std::time::Duration;
+use tracing::Instrument;
 
 use super::describe;
 use bytes::Bytes;
@@ -183,13 +183,15 @@ impl HttpStore {
         let body = Bytes::from(
             serde_json::to_vec(&body).map_err(|e| UpstreamError::Setup(e.to_string()))?,
         );
-        let span = tracing::info_span!(
-            target: crate::telemetry::trace::SPANS,
-            "store.fetch",
-            otel.kind = "client",
-            uids = uids.len(),
-            retries = tracing::field::Empty,
-        );
+        let span = crate::telemetry::trace::stage(|| {
+            tracing::info_span!(
+                target: crate::telemetry::trace::SPANS,
+                "store.fetch",
+                otel.kind = "client",
+                uids = uids.len(),
+                retries = tracing::field::Empty,
+            )
+        });
         let mut attempt = 0;
         loop {
             let answer = self

@@ -134,7 +134,9 @@ impl HistoryQueue {
                         .in_flight
                         .fetch_add(taken.len(), std::sync::atomic::Ordering::AcqRel);
                     waiting.bytes -= taken.iter().map(|r| r.line.len()).sum::<usize>();
-                    metrics().history_queue_lines.set(gauge(waiting.records.len()));
+                    metrics()
+                        .history_queue_lines
+                        .set(gauge(waiting.records.len()));
                     return taken;
                 }
             }
@@ -153,7 +155,10 @@ impl HistoryQueue {
     /// Lines waiting or being published.
     pub fn len(&self) -> usize {
         self.waiting().records.len()
-            + self.shared.in_flight.load(std::sync::atomic::Ordering::Acquire)
+            + self
+                .shared
+                .in_flight
+                .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Whether every line queued has been settled.
@@ -180,15 +185,11 @@ pub fn subject_token(text: &str) -> String {
         if byte.is_ascii_alphanumeric() || byte == b'-' {
             token.push(char::from(byte));
         } else {
-            token.push('_');
-            token.push(char::from(HEX[usize::from(byte >> 4)]));
-            token.push(char::from(HEX[usize::from(byte & 0xf)]));
+            let _ = std::fmt::Write::write_fmt(&mut token, format_args!("_{byte:02X}"));
         }
     }
     token
 }
-
-const HEX: [u8; 16] = *b"0123456789ABCDEF";
 
 /// The history subject of a resource: `<prefix>.<type>.<id>`, type and id
 /// each escaped by [`subject_token`].
@@ -216,7 +217,10 @@ mod tests {
     #[test]
     fn a_subject_token_is_injective_and_never_a_wildcard_or_separator() {
         assert_eq!(subject_token("alice-personal"), "alice-personal");
-        assert_eq!(subject_token("Brokerage::Account"), "Brokerage_3A_3AAccount");
+        assert_eq!(
+            subject_token("Brokerage::Account"),
+            "Brokerage_3A_3AAccount"
+        );
         assert_eq!(subject_token(""), "_");
         assert_eq!(subject_token("_"), "_5F");
         assert_eq!(subject_token("a.b *>é"), "a_2Eb_20_2A_3E_C3_A9");
@@ -250,6 +254,82 @@ mod tests {
         // did not (dropped and counted).
         assert_eq!(order, ["2", "4"]);
         assert!(queue.is_empty());
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Push(usize),
+        Take(usize),
+        PutBack,
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (1usize..40).prop_map(Op::Push),
+            (1usize..6).prop_map(Op::Take),
+            Just(Op::PutBack),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Any sequence of pushes, takes and puts back (the publisher's
+        /// retries) against a plain model: the same records in the same
+        /// order, the bounds never exceeded, every record waiting or in
+        /// hand exactly once (what did not fit was refused).
+        #[test]
+        fn the_outbox_behaves_as_a_bounded_queue_with_put_back_at_the_front(
+            ops in proptest::collection::vec(op(), 1..60)
+        ) {
+            let (max_lines, max_bytes) = (5usize, 100usize);
+            let queue = HistoryQueue::new(max_lines, max_bytes);
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let mut model: std::collections::VecDeque<(String, usize)> = Default::default();
+            let mut hand: Vec<HistoryRecord> = Vec::new();
+            let mut model_hand: Vec<(String, usize)> = Vec::new();
+            let fits = |model: &std::collections::VecDeque<(String, usize)>, len: usize| {
+                model.len() < max_lines && model.iter().map(|(_, l)| l).sum::<usize>() + len <= max_bytes
+            };
+            for (n, op) in ops.into_iter().enumerate() {
+                match op {
+                    Op::Push(len) => {
+                        let record = HistoryRecord {
+                            subject: "s".to_owned(),
+                            id: n.to_string(),
+                            line: Bytes::from(vec![b'x'; len]),
+                            queued: Instant::now(),
+                        };
+                        if fits(&model, len) {
+                            model.push_back((n.to_string(), len));
+                        }
+                        queue.push(record);
+                    }
+                    Op::Take(most) if !model.is_empty() => {
+                        let taken = runtime.block_on(queue.take(most));
+                        let expected: Vec<_> = model.drain(..most.min(model.len())).collect();
+                        let got: Vec<_> = taken.iter().map(|r| (r.id.clone(), r.line.len())).collect();
+                        proptest::prop_assert_eq!(&got, &expected);
+                        hand.extend(taken);
+                        model_hand.extend(expected);
+                    }
+                    Op::Take(_) => {}
+                    Op::PutBack => {
+                        let back = std::mem::take(&mut hand);
+                        let settled = back.len();
+                        for record in std::mem::take(&mut model_hand).into_iter().rev() {
+                            if fits(&model, record.1) {
+                                model.push_front(record);
+                            }
+                        }
+                        queue.put_back(back);
+                        queue.settled(settled);
+                    }
+                }
+                proptest::prop_assert_eq!(queue.len(), model.len() + hand.len());
+                proptest::prop_assert!(model.len() <= max_lines);
+                proptest::prop_assert!(model.iter().map(|(_, l)| l).sum::<usize>() <= max_bytes);
+            }
+        }
     }
 
     #[tokio::test]

@@ -57,7 +57,10 @@ impl KeepRules {
     ///
     /// # Errors
     /// Every mistake at once, each naming its rule.
-    pub fn new(rules: &[KeepRule], known: &dyn Fn(&str) -> Result<(), String>) -> Result<Self, String> {
+    pub fn new(
+        rules: &[KeepRule],
+        known: &dyn Fn(&str) -> Result<(), String>,
+    ) -> Result<Self, String> {
         let mut mistakes = Vec::new();
         let mut names = std::collections::HashSet::new();
         for (n, rule) in rules.iter().enumerate() {
@@ -77,10 +80,14 @@ impl KeepRules {
                 mistakes.push(format!("{at}: another rule has this name"));
             }
             if !matches!(rule.decision.as_deref(), None | Some("allow" | "deny")) {
-                mistakes.push(format!("{at}: `decision` is `allow` or `deny` (or absent: either)"));
+                mistakes.push(format!(
+                    "{at}: `decision` is `allow` or `deny` (or absent: either)"
+                ));
             }
             if !(0.0..=1.0).contains(&rule.share) {
-                mistakes.push(format!("{at}: `share` is from 0 to 1, e.g. 0.05 keeps one line in 20"));
+                mistakes.push(format!(
+                    "{at}: `share` is from 0 to 1, e.g. 0.05 keeps one line in 20"
+                ));
             } else if rule.share < 1.0 && rule.decision.as_deref() != Some("allow") {
                 mistakes.push(format!(
                     "{at}: a share below 1 can drop denies, and every deny is kept: add `decision = \"allow\"`"
@@ -95,11 +102,8 @@ impl KeepRules {
         if !mistakes.is_empty() {
             return Err(mistakes.join("\n"));
         }
-        let counter = |name: &str, outcome: &str| {
-            metrics()
-                .log_lines
-                .with_label_values(&[name, outcome])
-        };
+        let counter =
+            |name: &str, outcome: &str| metrics().log_lines.with_label_values(&[name, outcome]);
         Ok(Self {
             rules: rules
                 .iter()
@@ -183,7 +187,10 @@ mod tests {
         for _ in 0..100 {
             assert!(rules.keep(true, "withdraw", &funding));
             assert!(rules.keep(false, "view_account", &[]), "a deny is kept");
-            assert!(!rules.keep(true, "view_account", &[]), "share 0 keeps no allowed read");
+            assert!(
+                !rules.keep(true, "view_account", &[]),
+                "share 0 keeps no allowed read"
+            );
             assert!(rules.keep(true, "place_order", &[]), "no rule: kept");
         }
         assert!(KeepRules::keep_all().keep(true, "view_account", &[]));
@@ -192,7 +199,9 @@ mod tests {
     #[test]
     fn a_share_keeps_about_that_share_of_allowed_lines() {
         let rules = KeepRules::new(&[rule("sampled", Some("allow"), &[], 0.25)], &known).unwrap();
-        let kept = (0..20_000).filter(|_| rules.keep(true, "view_account", &[])).count();
+        let kept = (0..20_000)
+            .filter(|_| rules.keep(true, "view_account", &[]))
+            .count();
         assert!((4_000..6_000).contains(&kept), "{kept} of 20000 at 0.25");
     }
 

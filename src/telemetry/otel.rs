@@ -9,7 +9,7 @@
 use opentelemetry::trace::{
     SpanContext, SpanId, TraceContextExt, TraceFlags, TraceState, TracerProvider as _,
 };
-use opentelemetry_otlp::{WithExportConfig as _};
+use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -28,7 +28,8 @@ pub struct Otel {
 /// The OTLP transport, from `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL` or
 /// `OTEL_EXPORTER_OTLP_PROTOCOL`.
 fn protocol(env: &dyn Fn(&str) -> Option<String>) -> Result<&'static str, String> {
-    let set = env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL").or_else(|| env("OTEL_EXPORTER_OTLP_PROTOCOL"));
+    let set =
+        env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL").or_else(|| env("OTEL_EXPORTER_OTLP_PROTOCOL"));
     match set.as_deref().map(str::trim) {
         None | Some("" | "http/protobuf") => Ok("http/protobuf"),
         Some("http/json") => Ok("http/json"),
@@ -51,7 +52,8 @@ impl Otel {
     /// TLS; use `http/protobuf`), or the exporter's own refusal.
     pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Option<Self>, String> {
         let on = |name: &str| env(name).is_some_and(|v| !v.trim().is_empty());
-        let disabled = env("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+        let disabled =
+            env("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
         let exporter_none = env("OTEL_TRACES_EXPORTER").is_some_and(|v| v.trim() == "none");
         if disabled
             || exporter_none
@@ -121,15 +123,16 @@ impl Otel {
 }
 
 /// Makes `span` a child of the caller's span when it sent one (its trace
-/// state passed on), and answers the trace the span belongs to: the
-/// caller's, else the one OpenTelemetry began, else (spans off) none.
+/// state passed on), and answers the trace the span belongs to (the
+/// caller's, else the one OpenTelemetry began; none with spans off) and
+/// whether it is sampled.
 pub fn join(
     span: &tracing::Span,
     parent: Option<&TraceParent>,
     tracestate: Option<&str>,
-) -> Option<TraceId> {
+) -> (Option<TraceId>, bool) {
     if span.is_disabled() {
-        return None;
+        return (None, false);
     }
     if let Some(parent) = parent {
         let state = tracestate
@@ -145,8 +148,11 @@ pub fn join(
         let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(remote));
     }
     let context = span.context();
-    let id = context.span().span_context().trace_id();
-    TraceId::new(u128::from_be_bytes(id.to_bytes()))
+    let span_context = context.span().span_context().clone();
+    (
+        TraceId::new(u128::from_be_bytes(span_context.trace_id().to_bytes())),
+        span_context.is_sampled(),
+    )
 }
 
 /// The `traceparent` of the span being run, for a request Mandate makes

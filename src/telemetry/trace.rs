@@ -128,19 +128,37 @@ fn hex_field(digits: &[u8]) -> Option<u128> {
 }
 
 tokio::task_local! {
-    /// The trace of the request this task is answering.
-    static CURRENT: TraceId;
+    /// The trace of the request this task is answering, and whether its
+    /// spans are sampled (exported).
+    static CURRENT: (TraceId, bool);
 }
 
 /// Runs `work` as part of `trace`: every decision line it writes carries
-/// that trace id.
-pub async fn within<F: std::future::Future>(trace: TraceId, work: F) -> F::Output {
-    CURRENT.scope(trace, work).await
+/// that trace id, and its stages open spans only when `sampled`.
+pub async fn within<F: std::future::Future>(trace: TraceId, sampled: bool, work: F) -> F::Output {
+    CURRENT.scope((trace, sampled), work).await
 }
 
 /// The trace of the request being answered on this task, if any.
 pub fn current() -> Option<TraceId> {
-    CURRENT.try_with(|trace| *trace).ok()
+    CURRENT.try_with(|(trace, _)| *trace).ok()
+}
+
+/// Whether the request being answered is sampled: its stages' spans would
+/// be exported. Unsampled (or with spans off), a stage opens none, so a 1 %
+/// sample costs one span per request, not one per stage.
+pub fn sampled() -> bool {
+    CURRENT.try_with(|(_, sampled)| *sampled).unwrap_or(false)
+}
+
+/// A span for a decision stage: `open()`'s when the request is sampled,
+/// else none (nothing built, nothing recorded).
+pub fn stage(open: impl FnOnce() -> tracing::Span) -> tracing::Span {
+    if sampled() {
+        open()
+    } else {
+        tracing::Span::none()
+    }
 }
 
 /// The trace a line written now belongs to: the request's, else (a line
@@ -170,10 +188,10 @@ mod tests {
         for bad in [
             "",
             "00",
-            &GOOD.replacen("00", "ff", 1),                        // version ff
-            &format!("{GOOD}-x"),                                  // version 00 is exactly 55
-            &format!("{}x", GOOD.replacen("00", "cc", 1)),         // no dash after the fields
-            &GOOD.to_uppercase(),                                  // uppercase hex
+            &GOOD.replacen("00", "ff", 1),                 // version ff
+            &format!("{GOOD}-x"),                          // version 00 is exactly 55
+            &format!("{}x", GOOD.replacen("00", "cc", 1)), // no dash after the fields
+            &GOOD.to_uppercase(),                          // uppercase hex
             "00-00000000000000000000000000000000-00f067aa0ba902b7-01", // zero trace
             "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01", // zero parent
             "00-4bf92f3577b34da6a3ce929d0e0e4736_00f067aa0ba902b7-01",
@@ -199,8 +217,13 @@ mod tests {
     async fn the_current_trace_is_the_one_the_task_runs_within() {
         assert_eq!(current(), None);
         let trace = TraceId::random();
-        assert_eq!(within(trace, async { current() }).await, Some(trace));
-        assert_eq!(current(), None);
+        assert_eq!(
+            within(trace, true, async { (current(), sampled()) }).await,
+            (Some(trace), true)
+        );
+        assert!(!within(trace, false, async { sampled() }).await);
+        assert_eq!((current(), sampled()), (None, false));
+        assert!(stage(|| tracing::info_span!("never")).is_none());
         assert_eq!(trace.to_string().len(), 32);
     }
 }

@@ -75,7 +75,11 @@ impl Nats {
         let mut nats = Self {
             port: free_port(),
             child: None,
-            always: vec!["-js".to_owned(), "-sd".to_owned(), dir.display().to_string()],
+            always: vec![
+                "-js".to_owned(),
+                "-sd".to_owned(),
+                dir.display().to_string(),
+            ],
         };
         nats.restart();
         nats

@@ -243,6 +243,63 @@ async fn grpc_ext_authz_answers_ok_denied_and_unauthenticated() {
     assert_eq!(denied.status.unwrap().code, 401);
 }
 
+#[tokio::test]
+async fn grpc_ext_authz_takes_the_trace_from_its_metadata_else_the_original_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("decisions.log");
+    let mut config = gateway_config();
+    config.log.decisions = mandate::config::DecisionSink::File;
+    config.log.decisions_file = Some(log.clone());
+    let server = Server::start(config).await;
+    let mut client = AuthorizationClient::connect(format!("http://{}", server.grpc.unwrap()))
+        .await
+        .unwrap();
+    let envoys = "00-11111111111111111111111111111111-2222222222222222-01";
+    let callers = "00-33333333333333333333333333333333-4444444444444444-01";
+    let asked = |traceparent: Option<&str>| {
+        let mut headers = std::collections::HashMap::new();
+        headers.insert("x-user-id".to_owned(), "grace".to_owned());
+        if let Some(parent) = traceparent {
+            headers.insert("traceparent".to_owned(), parent.to_owned());
+        }
+        CheckRequest {
+            attributes: Some(AttributeContext {
+                request: Some(AttrRequest {
+                    http: Some(HttpRequest {
+                        method: "GET".to_owned(),
+                        path: "/accounts/alice-personal".to_owned(),
+                        headers,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        }
+    };
+    // Envoy's own call carries its trace in metadata: that one wins.
+    let mut request = tonic::Request::new(asked(Some(callers)));
+    request
+        .metadata_mut()
+        .insert("traceparent", envoys.parse().unwrap());
+    client.check(request).await.unwrap();
+    // Without it, the original request's header.
+    client
+        .check(tonic::Request::new(asked(Some(callers))))
+        .await
+        .unwrap();
+    // Neither: a trace of its own.
+    client
+        .check(tonic::Request::new(asked(None)))
+        .await
+        .unwrap();
+    let lines = crate::support::decision_lines(&log, 3);
+    assert_eq!(lines[0]["trace_id"], "11111111111111111111111111111111");
+    assert_eq!(lines[1]["trace_id"], "33333333333333333333333333333333");
+    let own = lines[2]["trace_id"].as_str().unwrap();
+    assert!(own.len() == 32 && !own.starts_with("1111") && !own.starts_with("3333"));
+}
+
 /// A request as nginx would describe it, plus `extra` headers.
 async fn ask_as_nginx(server: &Server, method: &str, uri: &str, extra: &[(&str, &str)]) -> Reply {
     let mut headers = vec![("x-original-method", method), ("x-original-uri", uri)];

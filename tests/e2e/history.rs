@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use crate::bus::Nats;
 use crate::cli::{Served, mandate, serving, terminate};
-use crate::support::{get_text, send};
+use crate::support::{decision_lines, get_text, send};
 
 const USERS: [&str; 4] = ["carol", "bob", "mallory", "grace"];
 const ACCOUNTS: [&str; 3] = ["alice-personal", "acme-corp", "bare-personal"];
@@ -124,22 +124,6 @@ fn history(nats: &Nats, args: &[&str]) -> Vec<Value> {
         .collect()
 }
 
-/// The decision log's lines, once `count` are written.
-fn logged(log: &Path, count: usize) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        let lines: Vec<Value> = text
-            .lines()
-            .map(|line| serde_json::from_str(line).unwrap())
-            .collect();
-        if lines.len() >= count || Instant::now() > deadline {
-            return lines;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_decisions_are_a_thousand_records_none_doubled_across_a_forced_reconnect() {
     let dir = tempfile::tempdir().unwrap();
@@ -148,7 +132,10 @@ async fn a_thousand_decisions_are_a_thousand_records_none_doubled_across_a_force
     let base = served.base.clone();
 
     let parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
-    assert_eq!(view(&base, "carol", "alice-personal", Some(parent)).await, 200);
+    assert_eq!(
+        view(&base, "carol", "alice-personal", Some(parent)).await,
+        200
+    );
     let mut made = decide_many(&base, 0, 499).await;
     // The server goes away and comes back mid-run: publishes in flight
     // lose their acknowledgements and are sent again.
@@ -161,17 +148,28 @@ async fn a_thousand_decisions_are_a_thousand_records_none_doubled_across_a_force
 
     let (published, dropped) = settled(&base, 1000.0).await;
     assert_eq!((published, dropped), (1000.0, 0.0));
-    assert_eq!(stored(&nats).await, 1000, "one record per decision, none doubled");
+    assert_eq!(
+        stored(&nats).await,
+        1000,
+        "one record per decision, none doubled"
+    );
 
     // Exactly the lines the log wrote, each once.
-    let lines = logged(&log, 1000);
-    let logged_ids: HashSet<String> = lines.iter().map(|l| l["id"].as_str().unwrap().to_owned()).collect();
+    let lines = decision_lines(&log, 1000);
+    let logged_ids: HashSet<String> = lines
+        .iter()
+        .map(|l| l["id"].as_str().unwrap().to_owned())
+        .collect();
     assert_eq!(logged_ids.len(), 1000, "every line has its own id");
     let mut stored_ids = HashSet::new();
     for account in ACCOUNTS {
         let resource = format!("account:{account}");
         let lines = history(&nats, &["--resource", &resource]);
-        assert_eq!(lines.len(), made[account], "{account}: exactly its own lines");
+        assert_eq!(
+            lines.len(),
+            made[account],
+            "{account}: exactly its own lines"
+        );
         for line in &lines {
             assert_eq!(
                 line["resource"],
@@ -186,9 +184,22 @@ async fn a_thousand_decisions_are_a_thousand_records_none_doubled_across_a_force
     // The traced decision carries its caller's trace id, in the log and the history.
     let traced = history(
         &nats,
-        &["--resource", "account:alice-personal", "--principal", "user:carol", "--action", "view_account", "--since", "1h"],
+        &[
+            "--resource",
+            "account:alice-personal",
+            "--principal",
+            "user:carol",
+            "--action",
+            "view_account",
+            "--since",
+            "1h",
+        ],
     );
-    assert!(traced.iter().all(|l| l["principal"] == "Brokerage::User::\"carol\""));
+    assert!(
+        traced
+            .iter()
+            .all(|l| l["principal"] == "Brokerage::User::\"carol\"")
+    );
     assert!(
         traced
             .iter()
@@ -196,11 +207,32 @@ async fn a_thousand_decisions_are_a_thousand_records_none_doubled_across_a_force
         "the traceparent's trace id"
     );
     // Lines without a traceparent still carry a trace id of their own.
-    assert!(lines.iter().all(|l| l["trace_id"].as_str().is_some_and(|t| t.len() == 32)));
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["trace_id"].as_str().is_some_and(|t| t.len() == 32))
+    );
     // A filter that matches nothing prints nothing; an unknown type is a usage error.
-    assert!(history(&nats, &["--resource", "account:alice-personal", "--action", "withdraw"]).is_empty());
+    assert!(
+        history(
+            &nats,
+            &[
+                "--resource",
+                "account:alice-personal",
+                "--action",
+                "withdraw"
+            ]
+        )
+        .is_empty()
+    );
     let unknown = mandate()
-        .args(["history", "--url", &nats.url(), "--resource", "acount:alice-personal"])
+        .args([
+            "history",
+            "--url",
+            &nats.url(),
+            "--resource",
+            "acount:alice-personal",
+        ])
         .output()
         .unwrap();
     assert_eq!(unknown.status.code(), Some(2));
@@ -255,4 +287,90 @@ async fn the_history_server_down_for_five_seconds_delays_no_decision_and_loses_n
     assert_eq!(settled(&base, expected).await, (expected, 0.0));
     assert_eq!(stored(&nats).await, total as u64);
     terminate(&served.child);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn volume_rules_judge_each_line_once_for_every_sink_and_keep_every_deny() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::jetstream(&dir.path().join("jetstream"));
+    let rules = r#"[{ name = "reads", decision = "allow", actions = ["view_account"], share = 0.0 }, { name = "money", actions = ["funding"], share = 1.0 }]"#;
+    let (served, log) = replica(&nats, dir.path(), &[("MANDATE_LOG_KEEP", rules)]);
+    let base = served.base.clone();
+    for _ in 0..5 {
+        assert_eq!(view(&base, "carol", "alice-personal", None).await, 200);
+    }
+    for _ in 0..3 {
+        assert_eq!(view(&base, "mallory", "alice-personal", None).await, 200);
+    }
+    let withdrawal = json!({
+        "subject": {"type": "user", "id": "erin"},
+        "action": {"name": "withdraw"},
+        "resource": {"type": "account", "id": "alice-personal"},
+        "context": {"destination": {"type": "Brokerage::Destination", "id": "alice-bank"}, "amount": "250.00"},
+    });
+    let answer = crate::support::post(&format!("{base}/access/v1/evaluation"), &withdrawal).await;
+    assert_eq!(answer.json["decision"], true, "{}", answer.json);
+
+    // The allowed reads are sampled out of both sinks; the denies and the
+    // withdrawal (a `funding` action) are in both.
+    assert_eq!(settled(&base, 4.0).await, (4.0, 0.0));
+    let lines = decision_lines(&log, 4);
+    let kept: Vec<(&str, &str)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["action"].as_str().unwrap(),
+                l["decision"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kept,
+        [
+            ("view_account", "deny"),
+            ("view_account", "deny"),
+            ("view_account", "deny"),
+            ("withdraw", "allow")
+        ]
+    );
+    assert_eq!(stored(&nats).await, 4);
+    assert_eq!(
+        metric(
+            &base,
+            "mandate_log_lines_total{outcome=\"sampled_out\",rule=\"reads\"}"
+        )
+        .await,
+        5.0
+    );
+    assert_eq!(
+        metric(
+            &base,
+            "mandate_log_lines_total{outcome=\"kept\",rule=\"money\"}"
+        )
+        .await,
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &base,
+            "mandate_log_lines_total{outcome=\"kept\",rule=\"default\"}"
+        )
+        .await,
+        3.0
+    );
+    terminate(&served.child);
+
+    // A rule that could drop a deny, or names no action, never starts.
+    let refused = mandate()
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env(
+            "MANDATE_LOG_KEEP",
+            r#"[{ name = "reads", actions = ["view_acount"], share = 0.5 }]"#,
+        )
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("every deny is kept"), "{stderr}");
+    assert!(stderr.contains("did you mean `view_account`"), "{stderr}");
 }

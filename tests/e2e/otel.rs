@@ -10,10 +10,10 @@ use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::cli::{mandate, serving, terminate};
-use crate::support::send;
+use crate::support::{decision_lines, send};
 use crate::upstream::Upstream;
 
 /// One span as received.
@@ -139,7 +139,13 @@ async fn spans_join_the_callers_trace_and_the_decision_line_carries_its_id() {
     let log = dir.path().join("decisions.log");
     let served = serving(
         mandate()
-            .args(["serve", "--listen", "127.0.0.1:0", "--upstream", &store.url()])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--upstream",
+                &store.url(),
+            ])
             .env("MANDATE_STORE_KIND", "http")
             .env("MANDATE_LOG_DECISIONS", "file")
             .env("MANDATE_LOG_DECISIONS_FILE", &log)
@@ -152,8 +158,22 @@ async fn spans_join_the_callers_trace_and_the_decision_line_carries_its_id() {
 
     let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let parent = "00f067aa0ba902b7";
-    assert_eq!(evaluate(&base, Some(&format!("00-{trace}-{parent}-01"))).await, 200);
-    let found = spans_of(&spans, trace, &["request", "decision", "entities.gather", "store.fetch", "evaluate"]).await;
+    assert_eq!(
+        evaluate(&base, Some(&format!("00-{trace}-{parent}-01"))).await,
+        200
+    );
+    let found = spans_of(
+        &spans,
+        trace,
+        &[
+            "request",
+            "decision",
+            "entities.gather",
+            "store.fetch",
+            "evaluate",
+        ],
+    )
+    .await;
     let named = |name: &str| {
         found
             .iter()
@@ -163,30 +183,24 @@ async fn spans_join_the_callers_trace_and_the_decision_line_carries_its_id() {
     // The request is a child of the caller's span; the stages nest under it.
     assert_eq!(named("request").parent_span_id, parent);
     assert_eq!(named("decision").parent_span_id, named("request").span_id);
-    assert_eq!(named("entities.gather").parent_span_id, named("decision").span_id);
+    assert_eq!(
+        named("entities.gather").parent_span_id,
+        named("decision").span_id
+    );
     assert_eq!(named("evaluate").parent_span_id, named("decision").span_id);
     assert!(named("request").service.contains("mandate-under-test"));
 
     // Without a traceparent, the trace is Mandate's own, and the line says which.
     assert_eq!(evaluate(&base, None).await, 200);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let lines: Vec<Value> = loop {
-        let lines: Vec<Value> = std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        if lines.len() >= 2 || Instant::now() > deadline {
-            break lines;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let lines = decision_lines(&log, 2);
     assert_eq!(lines[0]["trace_id"], trace);
     let own = lines[1]["trace_id"].as_str().unwrap().to_owned();
     assert_ne!(own, trace);
     let own_spans = spans_of(&spans, &own, &["request", "decision"]).await;
     assert!(
-        own_spans.iter().any(|s| s.name == "request" && s.parent_span_id.is_empty()),
+        own_spans
+            .iter()
+            .any(|s| s.name == "request" && s.parent_span_id.is_empty()),
         "the line's trace id is the exported root span's: {own_spans:#?}"
     );
     terminate(&served.child);

@@ -201,3 +201,20 @@ pub async fn get(url: &str) -> Reply {
 pub fn binary() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_mandate"))
 }
+
+/// A decision log file's lines, once `count` are written (the writer
+/// thread writes every few milliseconds), or what is there after 10 s.
+pub fn decision_lines(log: &Path, count: usize) -> Vec<Value> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let lines: Vec<Value> = std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        if lines.len() >= count || std::time::Instant::now() > deadline {
+            return lines;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

@@ -36,6 +36,9 @@ pub enum Scenario {
     Revocation,
     /// memory and decision latency under a 0.5 GB burst of change events
     Burst,
+    /// what OpenTelemetry spans (off, 1 %, 100 % sampled) and the JetStream
+    /// action history cost per decision
+    Tracing,
 }
 
 const EVALUATION: &str = "/access/v1/evaluation";
@@ -175,6 +178,9 @@ pub async fn run(options: &Options, pinned: bool) -> u64 {
             .throughput(),
         };
         failed += sweep(options, &mut report, &mandate, &floor, &bodies, max).await;
+    }
+    if has(Scenario::Tracing) {
+        failed += tracing_cost(options, &mut report, &mandate, &floor, &store).await;
     }
     drop(mandate);
     drop(floor);
@@ -361,6 +367,131 @@ async fn peers(
             report,
             "{name}: not measured, its binary was not found (`benches/run-load.sh` fetches it)"
         );
+    }
+    failed
+}
+
+/// One decision, closed loop: Mandate with spans off (the default), then
+/// exporting over OTLP (to the floor, on the other core) with 1 % and 100 %
+/// of traces sampled, then publishing every line to a JetStream history.
+async fn tracing_cost(
+    options: &Options,
+    report: &mut String,
+    mandate: &Server,
+    floor: &Server,
+    store: &Server,
+) -> u64 {
+    let otlp = format!("http://{}", floor.addr);
+    let traced = |name: &'static str, ratio: &str| {
+        servers::mandate(
+            options,
+            name,
+            store.addr,
+            DecisionLog::Default,
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.as_str()),
+                ("OTEL_TRACES_SAMPLER", "traceidratio"),
+                ("OTEL_TRACES_SAMPLER_ARG", ratio),
+            ],
+        )
+    };
+    let one = [ORDER];
+    let mut outcomes = vec![
+        drive(
+            floor,
+            load(
+                options,
+                "floor: bare hyper, fixed answer".into(),
+                Protocol::Http1,
+                &one,
+            ),
+        )
+        .await,
+        drive(
+            mandate,
+            load(
+                options,
+                "mandate, spans off (default)".into(),
+                Protocol::Http1,
+                &one,
+            ),
+        )
+        .await,
+    ];
+    // `LOADGEN_BASELINE=<binary>`: the same run on an earlier build, so
+    // "spans off costs nothing" is measured, not assumed.
+    if let Ok(binary) = std::env::var("LOADGEN_BASELINE") {
+        let name = "mandate before tracing (baseline build), default config";
+        let server = servers::mandate_binary(
+            options,
+            std::path::Path::new(&binary),
+            name,
+            store.addr,
+            DecisionLog::Default,
+            &[],
+        );
+        ask(server.addr, EVALUATION, ORDER).await;
+        outcomes.push(drive(&server, load(options, name.into(), Protocol::Http1, &one)).await);
+    }
+    for (name, ratio) in [
+        ("mandate, spans exported, 1 % sampled", "0.01"),
+        ("mandate, spans exported, 100 % sampled", "1.0"),
+    ] {
+        let server = traced(name, ratio);
+        ask(server.addr, EVALUATION, ORDER).await;
+        outcomes.push(drive(&server, load(options, name.into(), Protocol::Http1, &one)).await);
+    }
+    let nats = crate::revocation::find(&options.nats_server).map(|binary| {
+        let addr = servers::free_addr();
+        let store_dir = options.out.join("history-jetstream");
+        let _ = std::fs::remove_dir_all(&store_dir);
+        let mut command = std::process::Command::new(binary);
+        command
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &addr.port().to_string(),
+                "-js",
+                "-sd",
+            ])
+            .arg(&store_dir);
+        (
+            Server::start("nats-server -js", command, addr, "1", None),
+            addr,
+        )
+    });
+    if let Some((_nats, addr)) = &nats {
+        let url = format!("nats://{addr}");
+        let name = "mandate, every line to the JetStream history";
+        let server = servers::mandate(
+            options,
+            name,
+            store.addr,
+            DecisionLog::Default,
+            &[("MANDATE_HISTORY_URL", url.as_str())],
+        );
+        ask(server.addr, EVALUATION, ORDER).await;
+        outcomes.push(drive(&server, load(options, name.into(), Protocol::Http1, &one)).await);
+    }
+    let failed = table(
+        report,
+        "Tracing and the action history: one decision (carol places an order), closed loop, HTTP/1.1",
+        &outcomes,
+    );
+    let off = outcomes[1].cpu_per_decision();
+    for outcome in &outcomes[2..] {
+        // Against spans off: what each costs (or saves) over the default.
+        let _ = writeln!(
+            report,
+            "- {}: {:+.1} µs per decision against spans off ({:+.0} %)",
+            outcome.name,
+            outcome.cpu_per_decision() - off,
+            (outcome.cpu_per_decision() / off - 1.0) * 100.0
+        );
+    }
+    if nats.is_none() {
+        let _ = writeln!(report, "- the history run was skipped: no nats-server");
     }
     failed
 }

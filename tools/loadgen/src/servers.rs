@@ -125,8 +125,20 @@ pub fn mandate(
     log: DecisionLog,
     env: &[(&str, &str)],
 ) -> Server {
+    mandate_binary(options, &options.mandate, name, upstream, log, env)
+}
+
+/// The same, from another build of Mandate (a baseline to compare with).
+pub fn mandate_binary(
+    options: &Options,
+    binary: &Path,
+    name: &'static str,
+    upstream: SocketAddr,
+    log: DecisionLog,
+    env: &[(&str, &str)],
+) -> Server {
     let addr = free_addr();
-    let mut command = Command::new(&options.mandate);
+    let mut command = Command::new(binary);
     command
         .current_dir(crate::root())
         .args(["serve", "--listen", &addr.to_string()])
