@@ -210,20 +210,35 @@ struct BusArgs {
     url: Option<String>,
     #[arg(long, value_name = "SUBJECT", env = "MANDATE_BUS_SUBJECT", default_value = "mandate.entities.changed", help = config::help("bus.subject"))]
     subject: String,
+    #[command(flatten)]
+    auth: NatsAuthArgs,
+}
+
+/// How a NATS server is trusted and authenticated: the bus's and the
+/// history's, the same settings.
+#[derive(Args)]
+struct NatsAuthArgs {
     #[arg(long = "credentials", value_name = "FILE", env = "MANDATE_BUS_CREDENTIALS_FILE", help = config::help("bus.credentials_file"))]
     credentials_file: Option<PathBuf>,
     #[arg(long, value_name = "FILE", env = "MANDATE_BUS_TLS_CA", help = config::help("bus.tls_ca"))]
     tls_ca: Option<PathBuf>,
 }
 
-impl BusArgs {
-    fn settings(&self) -> Option<mandate::bus::BusSettings> {
-        Some(mandate::bus::BusSettings {
-            url: self.url.clone()?,
-            subject: self.subject.clone(),
+impl NatsAuthArgs {
+    /// The settings to reach the server at `url` (publishing on `subject`).
+    fn settings(&self, url: String, subject: String) -> mandate::bus::BusSettings {
+        mandate::bus::BusSettings {
+            url,
+            subject,
             credentials_file: self.credentials_file.clone(),
             tls_ca: self.tls_ca.clone(),
-        })
+        }
+    }
+}
+
+impl BusArgs {
+    fn settings(&self) -> Option<mandate::bus::BusSettings> {
+        Some(self.auth.settings(self.url.clone()?, self.subject.clone()))
     }
 }
 
@@ -235,10 +250,8 @@ struct HistoryArgs {
     stream: String,
     #[arg(long, value_name = "PREFIX", env = "MANDATE_HISTORY_SUBJECT_PREFIX", default_value = "mandate.history", help = config::help("history.subject_prefix"))]
     subject_prefix: String,
-    #[arg(long = "credentials", value_name = "FILE", env = "MANDATE_BUS_CREDENTIALS_FILE", help = config::help("bus.credentials_file"))]
-    credentials_file: Option<PathBuf>,
-    #[arg(long, value_name = "FILE", env = "MANDATE_BUS_TLS_CA", help = config::help("bus.tls_ca"))]
-    tls_ca: Option<PathBuf>,
+    #[command(flatten)]
+    auth: NatsAuthArgs,
     /// The resource: `type:id` or Cedar's `Type::"id"`.
     #[arg(long, value_name = "UID")]
     resource: String,
@@ -290,27 +303,36 @@ struct PublishArgs {
 impl PublishArgs {
     /// The schema's type names to check uids against, when asked for.
     fn type_names(&self) -> Result<Option<mandate::policy::TypeNames>, ()> {
-        let sources = if let Some(schema) = &self.schema {
-            mandate::policy::PolicySources {
-                policy_dir: PathBuf::new(),
-                schema: schema.clone(),
-                default_namespace: None,
-            }
-        } else if let Some(file) = &self.config {
-            match load(Some(file), &Vec::new()) {
-                Ok(config) => app::policy_sources(&config),
-                Err(error) => {
-                    report(error);
-                    return Err(());
-                }
-            }
-        } else {
+        if self.schema.is_none() && self.config.is_none() {
             return Ok(None);
-        };
-        mandate::policy::TypeNames::of_schema(&sources)
-            .map(Some)
-            .map_err(report)
+        }
+        schema_types(self.schema.as_deref(), self.config.as_deref()).map(Some)
     }
+}
+
+/// The entity type names of `schema`, else of the configuration `config`
+/// names (the shipped schema when neither): for tools that name entities.
+/// Errors are reported.
+fn schema_types(
+    schema: Option<&std::path::Path>,
+    config: Option<&std::path::Path>,
+) -> Result<mandate::policy::TypeNames, ()> {
+    let sources = if let Some(schema) = schema {
+        mandate::policy::PolicySources {
+            policy_dir: PathBuf::new(),
+            schema: schema.to_owned(),
+            default_namespace: None,
+        }
+    } else {
+        match load(config, &Vec::new()) {
+            Ok(config) => app::policy_sources(&config),
+            Err(error) => {
+                report(error);
+                return Err(());
+            }
+        }
+    };
+    mandate::policy::TypeNames::of_schema(&sources).map_err(report)
 }
 
 #[derive(Args)]
@@ -1739,27 +1761,8 @@ fn publish(args: &PublishArgs) -> ExitCode {
 }
 
 fn history(args: &HistoryArgs) -> ExitCode {
-    let sources = if let Some(schema) = &args.schema {
-        mandate::policy::PolicySources {
-            policy_dir: PathBuf::new(),
-            schema: schema.clone(),
-            default_namespace: None,
-        }
-    } else {
-        match load(args.config.as_deref(), &Vec::new()) {
-            Ok(config) => app::policy_sources(&config),
-            Err(error) => {
-                report(error);
-                return ExitCode::from(2);
-            }
-        }
-    };
-    let types = match mandate::policy::TypeNames::of_schema(&sources) {
-        Ok(types) => types,
-        Err(error) => {
-            report(error);
-            return ExitCode::from(2);
-        }
+    let Ok(types) = schema_types(args.schema.as_deref(), args.config.as_deref()) else {
+        return ExitCode::from(2);
     };
     // A uid as the lines write it: Cedar's canonical `Type::"id"`.
     let canonical = |written: &str| -> Result<(String, String, String), String> {
@@ -1790,12 +1793,7 @@ fn history(args: &HistoryArgs) -> ExitCode {
     };
     let subject =
         mandate::telemetry::history::subject(&args.subject_prefix, &resource_type, &resource_id);
-    let nats = mandate::bus::BusSettings {
-        url: args.url.clone(),
-        subject: String::new(),
-        credentials_file: args.credentials_file.clone(),
-        tls_ca: args.tls_ca.clone(),
-    };
+    let nats = args.auth.settings(args.url.clone(), String::new());
     let since = args.since.map(|ago| std::time::SystemTime::now() - ago);
     let Some(rt) = runtime() else {
         return ExitCode::from(INTERNAL);

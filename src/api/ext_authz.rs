@@ -21,7 +21,7 @@ use super::{ApiError, ClientIdentity, Handler};
 use crate::config::OriginalSource;
 use crate::engine::Engine;
 use crate::routes::{RouteTable, original_headers};
-use crate::telemetry::trace::{self, TraceId, TraceParent};
+use crate::telemetry::trace::{self, TraceParent};
 use tracing::Instrument;
 
 /// The `Authorization` service over an engine and a route table.
@@ -170,12 +170,8 @@ impl Authorization for ExtAuthz {
                     otel.kind = "server",
                     http.request.method = %method,
                 );
-                let (joined, sampled) =
-                    crate::telemetry::otel::join(&span, parent.as_ref(), tracestate.as_deref());
-                let trace_id = parent
-                    .map(|p| p.trace_id)
-                    .or(joined)
-                    .unwrap_or_else(TraceId::random);
+                let (trace_id, sampled) =
+                    crate::telemetry::otel::begin(&span, parent.as_ref(), tracestate.as_deref());
                 let decided = decide(
                     &self.engine,
                     &self.routes,

@@ -30,7 +30,7 @@ use crate::engine::{Decision, DecisionError, Engine, Field, RequestError, Search
 use crate::entities::StoreHealth;
 use crate::routes::RouteTable;
 use crate::telemetry::metrics;
-use crate::telemetry::trace::{self, TraceId, TraceParent};
+use crate::telemetry::trace::{self, TraceParent};
 use tracing::Instrument;
 
 /// Limits the API enforces on each request.
@@ -216,14 +216,9 @@ impl Api {
             http.request.method = %request.method(),
         );
         let tracestate = (!span.is_disabled())
-            .then(|| request.headers().get(trace::TRACESTATE))
-            .flatten()
-            .and_then(|v| v.to_str().ok());
-        let (joined, sampled) = crate::telemetry::otel::join(&span, parent.as_ref(), tracestate);
-        let trace_id = parent
-            .map(|p| p.trace_id)
-            .or(joined)
-            .unwrap_or_else(TraceId::random);
+            .then(|| trace::one_header(request.headers(), trace::TRACESTATE))
+            .flatten();
+        let (trace_id, sampled) = crate::telemetry::otel::begin(&span, parent.as_ref(), tracestate);
         // Boxed: the routing future holds every endpoint's state (kilobytes),
         // and the server's timeout and hyper would otherwise copy it whole.
         let routed = Box::pin(trace::within(

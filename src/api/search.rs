@@ -19,7 +19,7 @@ use super::error::decode;
 use super::{ApiError, json};
 use crate::engine::{Engine, Found, SearchError, SearchQuery, Searched};
 use crate::policy::PolicySnapshot;
-use crate::telemetry::{Hex128, SearchEntry, Text, metrics};
+use crate::telemetry::{SearchEntry, Text, metrics};
 
 /// How searches are bounded and their tokens signed.
 #[derive(Clone)]
@@ -202,7 +202,7 @@ pub(super) async fn search(
         log.record_search(&SearchEntry {
             time: std::time::SystemTime::now(),
             request_id,
-            trace_id: Hex128(crate::telemetry::trace::current_or_random().get()),
+            trace_id: crate::telemetry::trace::current_or_random(),
             search: searched_name(searched),
             subject: Text(&subject),
             action,

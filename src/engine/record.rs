@@ -105,7 +105,7 @@ pub(super) fn log_decision<'r>(
         time: std::time::SystemTime::now(),
         request_id,
         id: Hex128::random(),
-        trace_id: Hex128(crate::telemetry::trace::current_or_random().get()),
+        trace_id: crate::telemetry::trace::current_or_random(),
         principal: Text(&principal),
         action,
         resource: Text(&resource),
@@ -208,7 +208,7 @@ fn canonical(value: Value) -> Value {
 /// A request id for a request that came without one: 128 random bits as
 /// 32 hex digits.
 pub fn new_request_id() -> String {
-    format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
+    Hex128::random().to_string()
 }
 
 /// Whether a caller's request id may be used (answered and logged): at most

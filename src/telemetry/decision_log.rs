@@ -17,6 +17,7 @@ use serde_json::Value;
 use super::history::{HistoryQueue, HistoryRecord, subject};
 use super::keep::KeepRules;
 use super::metrics;
+use super::trace::TraceId;
 
 /// Where decision lines go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,7 +73,7 @@ pub struct LogEntry<'a> {
     pub id: Hex128,
     /// the W3C trace id: the caller's `traceparent`'s, else one made for
     /// the request, so a line and its trace join
-    pub trace_id: Hex128,
+    pub trace_id: TraceId,
     /// canonical `Namespace::Type::"id"`
     pub principal: Text<'a>,
     /// the action id
@@ -147,7 +148,7 @@ pub struct SearchEntry<'a> {
     /// the caller's `X-Request-ID`, or one made for this request
     pub request_id: &'a str,
     /// the W3C trace id, as a decision's line carries it
-    pub trace_id: Hex128,
+    pub trace_id: TraceId,
     /// what was searched: `subject`, `resource` or `action`
     pub search: &'static str,
     /// canonical `Namespace::Type::"id"`, or the type alone when searched
@@ -663,7 +664,7 @@ mod tests {
             time: SystemTime::UNIX_EPOCH,
             request_id: "r-1",
             id: Hex128(1),
-            trace_id: Hex128(2),
+            trace_id: TraceId::random(),
             principal: Text(&r#"Brokerage::User::"erin""#),
             action: "withdraw",
             resource: Text(&r#"Brokerage::Account::"alice-personal""#),

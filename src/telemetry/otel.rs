@@ -122,17 +122,18 @@ impl Otel {
     }
 }
 
-/// Makes `span` a child of the caller's span when it sent one (its trace
-/// state passed on), and answers the trace the span belongs to (the
-/// caller's, else the one OpenTelemetry began; none with spans off) and
-/// whether it is sampled.
-pub fn join(
+/// Begins a request's trace: makes `span` a child of the caller's span when
+/// it sent one (its trace state passed on), and answers the request's trace
+/// id (the caller's, else the one OpenTelemetry began, else, with spans
+/// off, a new one) and whether its spans are sampled.
+pub fn begin(
     span: &tracing::Span,
     parent: Option<&TraceParent>,
     tracestate: Option<&str>,
-) -> (Option<TraceId>, bool) {
+) -> (TraceId, bool) {
+    let caller = parent.map(|p| p.trace_id);
     if span.is_disabled() {
-        return (None, false);
+        return (caller.unwrap_or_else(TraceId::random), false);
     }
     if let Some(parent) = parent {
         let state = tracestate
@@ -149,8 +150,9 @@ pub fn join(
     }
     let context = span.context();
     let span_context = context.span().span_context().clone();
+    let began = TraceId::new(u128::from_be_bytes(span_context.trace_id().to_bytes()));
     (
-        TraceId::new(u128::from_be_bytes(span_context.trace_id().to_bytes())),
+        caller.or(began).unwrap_or_else(TraceId::random),
         span_context.is_sampled(),
     )
 }

@@ -45,6 +45,12 @@ impl fmt::Display for TraceId {
     }
 }
 
+impl serde::Serialize for TraceId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
 impl fmt::Debug for TraceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(self, f)
@@ -98,16 +104,22 @@ impl TraceParent {
     /// The caller's trace from `headers`: exactly one valid `traceparent`
     /// (two are ambiguous, and W3C says to start over), else `None`.
     pub fn from_headers(headers: &http::HeaderMap) -> Option<Self> {
-        let mut values = headers.get_all(TRACEPARENT).iter();
-        match (values.next(), values.next()) {
-            (Some(value), None) => Self::parse(value.to_str().ok()?),
-            _ => None,
-        }
+        Self::parse(one_header(headers, TRACEPARENT)?)
     }
 
     /// Whether the caller sampled its span (flag bit 0).
     pub fn sampled(&self) -> bool {
         self.flags & 1 == 1
+    }
+}
+
+/// The value of `name` when `headers` carry it exactly once, as text: a
+/// trace header sent twice is ambiguous and read as absent.
+pub fn one_header<'h>(headers: &'h http::HeaderMap, name: &str) -> Option<&'h str> {
+    let mut values = headers.get_all(name).iter();
+    match (values.next(), values.next()) {
+        (Some(value), None) => value.to_str().ok(),
+        _ => None,
     }
 }
 

@@ -374,3 +374,37 @@ async fn volume_rules_judge_each_line_once_for_every_sink_and_keep_every_deny() 
     assert!(stderr.contains("every deny is kept"), "{stderr}");
     assert!(stderr.contains("did you mean `view_account`"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lines_not_confirmed_within_retry_for_are_counted_expired_never_silently_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nats = Nats::jetstream(&dir.path().join("jetstream"));
+    let (served, _log) = replica(&nats, dir.path(), &[("MANDATE_HISTORY_RETRY_FOR", "1s")]);
+    let base = served.base.clone();
+    assert_eq!(view(&base, "carol", "alice-personal", None).await, 200);
+    assert_eq!(settled(&base, 1.0).await, (1.0, 0.0));
+
+    // Down for longer than a publish waits for its acknowledgement (5 s)
+    // plus `history.retry_for`: the lines decided meanwhile expire.
+    nats.stop_gracefully();
+    decide_many(&base, 0, 20).await;
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    nats.restart();
+    let (published, dropped) = settled(&base, 21.0).await;
+    assert_eq!(published + dropped, 21.0, "every line published or counted");
+    assert!(
+        metric(&base, "mandate_history_dropped_total{cause=\"expired\"}").await >= 1.0,
+        "the unconfirmed lines are counted expired"
+    );
+    // A line counted expired may still have been stored (the client sent it
+    // on reconnecting, after its acknowledgement had timed out): the count
+    // errs towards loss, never towards a silent one.
+    let stored = stored(&nats).await;
+    #[allow(clippy::cast_precision_loss)]
+    let stored_f = stored as f64;
+    assert!(
+        (published..=21.0).contains(&stored_f),
+        "{stored} stored, {published} confirmed"
+    );
+    terminate(&served.child);
+}
