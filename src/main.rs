@@ -722,22 +722,26 @@ fn serve(args: &ServeArgs) -> ExitCode {
         use tracing_subscriber::Layer as _;
         use tracing_subscriber::layer::SubscriberExt as _;
         use tracing_subscriber::util::SubscriberInitExt as _;
-        let spans = otel.as_ref().map(|otel| {
-            otel.layer().with_filter(
-                tracing_subscriber::filter::Targets::new()
-                    .with_target(mandate::telemetry::trace::SPANS, tracing::Level::TRACE),
-            )
-        });
-        tracing_subscriber::registry()
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .with_writer(stderr)
-                    // Colour codes only for a person at a terminal, not in a pod's log.
-                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                    .with_filter(filter),
-            )
-            .with(spans)
-            .init();
+        let process_log = tracing_subscriber::fmt::layer()
+            .with_writer(stderr)
+            // Colour codes only for a person at a terminal, not in a pod's log.
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_filter(filter);
+        let logged = tracing_subscriber::registry().with(process_log);
+        // No span layer at all when spans are off: an absent (`None`) layer
+        // would make every disabled callsite "sometimes" interesting, and
+        // each span and event would be filtered again at every call.
+        match &otel {
+            Some(otel) => logged
+                .with(
+                    otel.layer().with_filter(
+                        tracing_subscriber::filter::Targets::new()
+                            .with_target(mandate::telemetry::trace::SPANS, tracing::Level::TRACE),
+                    ),
+                )
+                .init(),
+            None => logged.init(),
+        }
     }
     if let Some(otel) = &otel {
         tracing::info!(endpoint = %otel.endpoint, protocol = otel.protocol, "exporting spans over OTLP");

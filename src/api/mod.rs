@@ -216,17 +216,14 @@ impl Api {
             http.request.method = %request.method(),
         );
         let tracestate = (!span.is_disabled())
-            .then(|| trace::one_header(request.headers(), trace::TRACESTATE))
+            .then(|| trace::tracestate(request.headers()))
             .flatten();
         let (trace_id, sampled) = crate::telemetry::otel::begin(&span, parent.as_ref(), tracestate);
-        // Boxed: the routing future holds every endpoint's state (kilobytes),
-        // and the server's timeout and hyper would otherwise copy it whole.
-        let routed = Box::pin(trace::within(
-            trace_id,
-            sampled,
-            self.route(request).instrument(span),
-        ));
-        let mut response = match routed.await {
+        // Boxed where it is made: the routing future holds every endpoint's
+        // state (kilobytes); wrapped unboxed, the span, the trace scope, the
+        // server's timeout and hyper would each copy it whole.
+        let routed = Box::pin(self.route(request));
+        let mut response = match trace::within(trace_id, sampled, routed.instrument(span)).await {
             Ok(response) => response,
             Err(error) => refusal(&error),
         };

@@ -83,6 +83,7 @@ pub(super) fn log_decision<'r>(
     let action_uid = snapshot.action(request.action);
     let action = action_uid.map_or(request.action, |uid| uid.id().unescaped());
     let action_groups = action_uid
+        .filter(|_| log.needs_action_groups())
         .and_then(|uid| snapshot.plan(uid))
         .map_or(&[][..], ActionPlan::groups);
     let made;

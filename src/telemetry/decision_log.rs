@@ -126,15 +126,49 @@ impl Hex128 {
     }
 }
 
+impl Hex128 {
+    /// The 32 digits, made on the stack: every line writes two ids, and
+    /// `{:032x}` through a formatter costs several times more.
+    fn digits(self) -> [u8; 32] {
+        let mut digits = [0; 32];
+        let (high, low) = digits.split_at_mut(16);
+        high.copy_from_slice(&hex16((self.0 >> 64) as u64));
+        low.copy_from_slice(&hex16(self.0 as u64));
+        digits
+    }
+}
+
+/// `value`'s 16 lowercase hex digits, without a loop: each nibble is spread
+/// into its own byte (halving the lanes four times), then turned into
+/// ASCII all at once (`'0' + n`, and 39 more for `a`–`f`).
+fn hex16(value: u64) -> [u8; 16] {
+    const fn lanes(byte: u8) -> u128 {
+        u128::from_ne_bytes([byte; 16])
+    }
+    let mut v = u128::from(value);
+    v = ((v & 0xffff_ffff_0000_0000) << 32) | (v & 0xffff_ffff);
+    v = ((v & 0x0000_0000_ffff_0000_0000_0000_ffff_0000) << 16)
+        | (v & 0x0000_0000_0000_ffff_0000_0000_0000_ffff);
+    v = ((v & 0x0000_ff00_0000_ff00_0000_ff00_0000_ff00) << 8)
+        | (v & 0x0000_00ff_0000_00ff_0000_00ff_0000_00ff);
+    v = ((v & 0x00f0_00f0_00f0_00f0_00f0_00f0_00f0_00f0) << 4)
+        | (v & 0x000f_000f_000f_000f_000f_000f_000f_000f);
+    // A byte above 9 carries into its bit 4 when 6 is added.
+    let letters = ((v + lanes(6)) >> 4) & lanes(1);
+    (v + lanes(b'0') + letters * 39).to_be_bytes()
+}
+
 impl std::fmt::Display for Hex128 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:032x}", self.0)
+        f.write_str(std::str::from_utf8(&self.digits()).map_err(|_| std::fmt::Error)?)
     }
 }
 
 impl Serialize for Hex128 {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
+        let digits = self.digits();
+        let text = std::str::from_utf8(&digits).map_err(serde::ser::Error::custom)?;
+        serializer.serialize_str(text)
     }
 }
 
@@ -302,6 +336,14 @@ impl DecisionLog {
         Ok(Self {
             shared: Some(shared),
         })
+    }
+
+    /// Whether lines need their action's groups (a `log.keep` rule names
+    /// actions); else [`LogEntry::action_groups`] may be left empty.
+    pub fn needs_action_groups(&self) -> bool {
+        self.shared
+            .as_ref()
+            .is_some_and(|shared| shared.keep.names_actions())
     }
 
     /// Writes `entry` into the buffer and the history's outbox, when the
@@ -657,6 +699,31 @@ pub fn mask_attributes(value: &mut Value, mask: &[String]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_id_is_always_32_lowercase_hex_digits_as_text_and_in_json() {
+        let values = [
+            0,
+            1,
+            0xab,
+            9,
+            10,
+            0xf,
+            u128::MAX,
+            0x0123_4567_89ab_cdef << 64,
+        ];
+        for value in values
+            .into_iter()
+            .chain(std::iter::repeat_with(|| fastrand::u128(..)).take(1000))
+        {
+            let expected = format!("{value:032x}");
+            assert_eq!(Hex128(value).to_string(), expected);
+            assert_eq!(
+                serde_json::to_string(&Hex128(value)).unwrap(),
+                format!("\"{expected}\"")
+            );
+        }
+    }
 
     fn entry<'a>(context: &'a Value, errors: Vec<LoggedError<'a>>) -> LogEntry<'a> {
         LogEntry {

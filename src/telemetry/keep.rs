@@ -127,6 +127,12 @@ impl KeepRules {
         }
     }
 
+    /// Whether a rule names actions or groups: only then does a line need
+    /// its action's groups looked up.
+    pub fn names_actions(&self) -> bool {
+        self.rules.iter().any(|rule| !rule.actions.is_empty())
+    }
+
     /// Whether the line of a decision (`allowed`, `action`, the action's
     /// `groups`) is kept, counted under the rule that judged it.
     pub fn keep(&self, allowed: bool, action: &str, groups: &[String]) -> bool {

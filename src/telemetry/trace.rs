@@ -5,6 +5,7 @@
 //! [`super::otel`] exports them: no layer is interested in [`SPANS`]
 //! otherwise, so each span macro is one cached check.
 
+use super::decision_log::Hex128;
 use std::fmt;
 
 /// The `tracing` target of every span Mandate opens for OpenTelemetry; the
@@ -16,6 +17,11 @@ pub const TRACEPARENT: &str = "traceparent";
 
 /// The W3C header carrying vendors' trace state, passed on with the parent.
 pub const TRACESTATE: &str = "tracestate";
+
+// The names as header names, made at compile time: a `&str` name is parsed
+// again on every lookup.
+const TRACEPARENT_HEADER: http::HeaderName = http::HeaderName::from_static(TRACEPARENT);
+const TRACESTATE_HEADER: http::HeaderName = http::HeaderName::from_static(TRACESTATE);
 
 /// A W3C trace id: 128 bits, never all zeros; written as 32 lowercase hex
 /// digits.
@@ -41,13 +47,13 @@ impl TraceId {
 
 impl fmt::Display for TraceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:032x}", self.0)
+        Hex128(self.0).fmt(f)
     }
 }
 
 impl serde::Serialize for TraceId {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
+        Hex128(self.0).serialize(serializer)
     }
 }
 
@@ -104,7 +110,7 @@ impl TraceParent {
     /// The caller's trace from `headers`: exactly one valid `traceparent`
     /// (two are ambiguous, and W3C says to start over), else `None`.
     pub fn from_headers(headers: &http::HeaderMap) -> Option<Self> {
-        Self::parse(one_header(headers, TRACEPARENT)?)
+        Self::parse(one_header(headers, &TRACEPARENT_HEADER)?)
     }
 
     /// Whether the caller sampled its span (flag bit 0).
@@ -113,9 +119,14 @@ impl TraceParent {
     }
 }
 
+/// The caller's `tracestate`, when sent exactly once.
+pub fn tracestate(headers: &http::HeaderMap) -> Option<&str> {
+    one_header(headers, &TRACESTATE_HEADER)
+}
+
 /// The value of `name` when `headers` carry it exactly once, as text: a
 /// trace header sent twice is ambiguous and read as absent.
-pub fn one_header<'h>(headers: &'h http::HeaderMap, name: &str) -> Option<&'h str> {
+fn one_header<'h>(headers: &'h http::HeaderMap, name: &http::HeaderName) -> Option<&'h str> {
     let mut values = headers.get_all(name).iter();
     match (values.next(), values.next()) {
         (Some(value), None) => value.to_str().ok(),
@@ -147,8 +158,14 @@ tokio::task_local! {
 
 /// Runs `work` as part of `trace`: every decision line it writes carries
 /// that trace id, and its stages open spans only when `sampled`.
-pub async fn within<F: std::future::Future>(trace: TraceId, sampled: bool, work: F) -> F::Output {
-    CURRENT.scope((trace, sampled), work).await
+/// Not an `async fn`: its state would hold `work` twice (the argument and
+/// the scope's own), doubling what every move of the future copies.
+pub fn within<F: std::future::Future>(
+    trace: TraceId,
+    sampled: bool,
+    work: F,
+) -> impl std::future::Future<Output = F::Output> {
+    CURRENT.scope((trace, sampled), work)
 }
 
 /// The trace of the request being answered on this task, if any.
