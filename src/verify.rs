@@ -20,11 +20,13 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use cedar_policy::{
-    ActionConstraint, Authorizer, Decision, Effect, Entities, Policy, PolicySet, RequestEnv, Schema,
+    ActionConstraint, Authorizer, Effect, Entities, Policy, PolicySet, RequestEnv, Schema,
 };
 use cedar_policy_symcc::solver::LocalSolver;
 use cedar_policy_symcc::{CedarSymCompiler, CompiledPolicy, CompiledPolicySet, Env};
 use serde::{Deserialize, Serialize};
+
+use crate::engine::judge;
 
 /// The invariants file: built-in checks and the named invariants.
 #[derive(Debug, Clone, Deserialize)]
@@ -576,8 +578,8 @@ fn difference(
     schema: &Schema,
 ) -> Counterexample {
     let mut example = counterexample(found, allows, None);
-    let other = Authorizer::new().is_authorized(&found.request, denies, &found.entities);
-    example.confirmed = example.confirmed && other.decision() == Decision::Deny;
+    let other = judge::by_cedar(&Authorizer::new(), &found.request, denies, &found.entities);
+    example.confirmed = example.confirmed && !other.allowed;
     readable(&mut example, &[allows, denies], schema);
     example
 }
@@ -599,13 +601,12 @@ fn counterexample(found: &Env, policies: &PolicySet, policy: Option<String>) -> 
             entity.pointer("/uid/type").and_then(|t| t.as_str()) != action_type.as_deref()
         });
     }
-    let response = Authorizer::new().is_authorized(request, policies, &found.entities);
-    let erred = response.diagnostics().errors().next().is_some();
+    let judged = judge::by_cedar(&Authorizer::new(), request, policies, &found.entities);
     let confirmed = match policy {
         // an erroring policy: confirmed when Cedar reports its error
-        Some(_) => erred,
+        Some(_) => !judged.errors.is_empty(),
         // an allow, as Mandate decides it: no policy erred
-        None => response.decision() == Decision::Allow && !erred,
+        None => judged.allowed,
     };
     Counterexample {
         principal: uid(request.principal()),
@@ -718,14 +719,14 @@ fn rename_in(
     }
 }
 
-/// Cedar's decision over `policies` for the example as written (JSON):
-/// the decision and whether any policy erred; `None` when it does not
-/// parse.
+/// Mandate's answer over `policies` for the example as written (JSON):
+/// the decision, its reasons and how many policies erred (their messages
+/// name the entities); `None` when it does not parse.
 fn redecide(
     example: &Counterexample,
     policies: &PolicySet,
     schema: &Schema,
-) -> Option<(Decision, bool)> {
+) -> Option<(bool, Vec<cedar_policy::PolicyId>, usize)> {
     let uid = |text: &str| cedar_policy::EntityUid::from_str(text).ok();
     let (principal, action, resource) = (
         uid(&example.principal)?,
@@ -741,11 +742,8 @@ fn redecide(
     let entities = Entities::from_json_value(example.entities.clone(), Some(schema)).ok()?;
     let request =
         cedar_policy::Request::new(principal, action, resource, context, Some(schema)).ok()?;
-    let response = Authorizer::new().is_authorized(&request, policies, &entities);
-    Some((
-        response.decision(),
-        response.diagnostics().errors().next().is_some(),
-    ))
+    let judged = judge::by_cedar(&Authorizer::new(), &request, policies, &entities);
+    Some((judged.allowed, judged.reasons, judged.errors.len()))
 }
 
 /// The pack a counterexample was found in, as the flags that load it.

@@ -400,6 +400,7 @@ fn is_decimal(text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::judge;
     use cedar_policy::{Authorizer, Entities};
     use serde_json::json;
 
@@ -499,22 +500,9 @@ mod tests {
                 let slow = build_request(&snapshot, &principal, &action, &account, context)
                     .ok()
                     .unwrap();
-                let fast_answer = authorizer.is_authorized(&built, plan.policies(), &entities);
-                let slow_answer = authorizer.is_authorized(&slow, snapshot.policies(), &entities);
                 assert_eq!(
-                    fast_answer.decision(),
-                    slow_answer.decision(),
-                    "{user} {context}"
-                );
-                let reasons = |r: &cedar_policy::Response| {
-                    let mut ids: Vec<String> =
-                        r.diagnostics().reason().map(ToString::to_string).collect();
-                    ids.sort();
-                    ids
-                };
-                assert_eq!(
-                    reasons(&fast_answer),
-                    reasons(&slow_answer),
+                    judge::by_cedar(&authorizer, &built, plan.policies(), &entities),
+                    judge::by_cedar(&authorizer, &slow, snapshot.policies(), &entities),
                     "{user} {context}"
                 );
             }

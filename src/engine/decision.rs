@@ -90,7 +90,7 @@ pub struct RequestError {
 
 /// Why a decision is a deny although no `forbid` said so, or what went wrong
 /// while evaluating.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DecisionError {
     pub(super) code: &'static str,
     pub(super) message: String,

@@ -19,6 +19,8 @@
 
 mod context;
 mod decision;
+mod explain;
+pub mod judge;
 mod memo;
 mod record;
 mod related;
@@ -30,24 +32,22 @@ mod supplied;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use cedar_policy::{
-    Authorizer, Decision as CedarDecision, Entities, Entity, EntityId, EntityTypeName, EntityUid,
-};
+use cedar_policy::{Authorizer, Entities, Entity, EntityId, EntityTypeName, EntityUid};
 
 use crate::config::Sourcing;
 use crate::entities::describe;
 use crate::entities::{EntityStore, Gathered, Resident};
-use crate::policy::{ActionPlan, PolicySnapshot, PolicyStore, sorted_reasons};
+use crate::policy::{ActionPlan, PolicySnapshot, PolicyStore};
 use crate::telemetry::trace::{SPANS, stage};
 use crate::telemetry::{DecisionLog, metrics};
 use tracing::Instrument;
 
-/// A policy-by-policy account of a decision, for `explain` (see [`Engine::trace`]).
-pub use crate::policy::{Condition, PolicyTrace};
 pub use decision::{
     Decision, DecisionError, DecisionRequest, EntityRef, Field, ParsedEntities, RequestEntities,
     RequestError, Summary,
 };
+/// A policy-by-policy account of a decision, for `explain` (see [`Engine::trace`]).
+pub use explain::{Condition, PolicyTrace};
 pub(crate) use record::canonical_uid;
 pub use record::{acceptable_request_id, new_request_id};
 pub use search::{Found, SearchError, SearchQuery, Searched, Skipped};
@@ -296,7 +296,7 @@ impl Engine {
     }
 
     /// Why `request` is decided as it is, policy by policy (see
-    /// [`crate::policy::trace`]): the stages up to the entity slice again,
+    /// [`explain::trace`]): the stages up to the entity slice again,
     /// then each policy of the action evaluated piece by piece. `None` when
     /// the request never reaches the policies (an unknown name, a missing
     /// entity, a store failure: the decision's errors say so). Asked for
@@ -309,7 +309,8 @@ impl Engine {
         let cedar_request = sliced
             .context
             .request(&key.principal, &key.action, &key.resource)?;
-        Some(crate::policy::trace(
+        Some(explain::trace(
+            &self.authorizer,
             &cedar_request,
             sliced.plan.policies(),
             sliced.slice.entities(),
@@ -483,7 +484,7 @@ impl Engine {
     /// Stage 4: the answer the memo holds for the values the policies read
     /// of this context, or the action's policies at once, the context-free
     /// ones' answer read from the memo (or computed and remembered). Any
-    /// error goes to [`Self::explain`].
+    /// error goes to Cedar's authorizer ([`judge::by_cedar`]).
     fn evaluate(
         &self,
         key: &MemoKey,
@@ -497,7 +498,13 @@ impl Engine {
         if let Some(verdict) = shaped.and_then(|shaped| memo.answer(shaped.read())) {
             #[cfg(debug_assertions)]
             if let Some(request) = context.request(&key.principal, &key.action, &key.resource) {
-                self.check_verdict(&verdict, &request, plan, entities);
+                judge::check(
+                    &self.authorizer,
+                    &verdict,
+                    &request,
+                    plan.policies(),
+                    entities,
+                );
             }
             return Decision::of(verdict, version);
         }
@@ -514,81 +521,23 @@ impl Engine {
             verdicts.evaluate(request, entities, context_free)
         });
         let Some(verdict) = verdict else {
-            return self.explain(request, plan, entities, version);
+            // Stage 5: Cedar's authorizer, policy by policy, for a request
+            // the verdicts could not answer: it names each failing policy.
+            return judge::by_cedar(&self.authorizer, request, plan.policies(), entities)
+                .into_decision(version);
         };
         #[cfg(debug_assertions)]
-        self.check_verdict(&verdict, request, plan, entities);
+        judge::check(
+            &self.authorizer,
+            &verdict,
+            request,
+            plan.policies(),
+            entities,
+        );
         if let Some(shaped) = shaped {
             memo.remember(shaped.read(), &verdict);
         }
         Decision::of(verdict, version)
-    }
-
-    /// Stage 5: Cedar's authorizer, policy by policy, for a request the
-    /// verdicts could not answer: it names each failing policy and why.
-    /// Fail closed: Cedar skips a policy that errors, so an erroring
-    /// `forbid` would protect nothing; any error is a deny.
-    fn explain(
-        &self,
-        cedar_request: &cedar_policy::Request,
-        plan: &ActionPlan,
-        entities: &Entities,
-        version: &Arc<str>,
-    ) -> Decision {
-        let response = self
-            .authorizer
-            .is_authorized(cedar_request, plan.policies(), entities);
-        let errors: Vec<DecisionError> = response
-            .diagnostics()
-            .errors()
-            .map(|e| {
-                let cedar_policy::AuthorizationError::PolicyEvaluationError(failed) = e;
-                DecisionError {
-                    code: "evaluation_error",
-                    message: e.to_string(),
-                    policy: Some(failed.policy_id().clone()),
-                }
-            })
-            .collect();
-        let cedar_allowed = response.decision() == CedarDecision::Allow;
-        let allowed = cedar_allowed && errors.is_empty();
-        let reasons = if allowed || !cedar_allowed {
-            sorted_reasons(&response)
-        } else {
-            Vec::new()
-        };
-        Decision {
-            allowed,
-            reasons,
-            errors,
-            policy_version: Arc::clone(version),
-            stale_data: false,
-        }
-    }
-
-    /// Debug builds (every test) check each verdict against Cedar's
-    /// authorizer: the same decision, the same reasons, no error.
-    #[cfg(debug_assertions)]
-    fn check_verdict(
-        &self,
-        verdict: &crate::policy::Verdict,
-        cedar_request: &cedar_policy::Request,
-        plan: &ActionPlan,
-        entities: &Entities,
-    ) {
-        let cedar = self
-            .authorizer
-            .is_authorized(cedar_request, plan.policies(), entities);
-        let reasons = sorted_reasons(&cedar);
-        assert_eq!(
-            (verdict.allowed, &verdict.reasons, 0),
-            (
-                cedar.decision() == CedarDecision::Allow,
-                &reasons,
-                cedar.diagnostics().errors().count()
-            ),
-            "verdicts and Cedar's authorizer disagree on {cedar_request}"
-        );
     }
 
     /// Warms the entity cache for many decisions at once (a batch's

@@ -29,8 +29,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use cedar_policy::{
-    Context, Decision as CedarDecision, Entities, Entity, EntityId, EntityTypeName, EntityUid,
-    PartialEntities, PartialEntityUid, PartialRequest, PolicySet, Request,
+    Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, PartialEntities,
+    PartialEntityUid, PartialRequest, PolicySet, Request,
 };
 use serde_json::Value;
 
@@ -39,7 +39,7 @@ use super::memo::Epoch;
 use super::{
     DecisionRequest, Engine, EntityRef, Names, RequestEntities, RequestError, Stop, resolve,
 };
-use super::{related, search_memo};
+use super::{judge, related, search_memo};
 use crate::entities::{GatheredApart, Resident};
 use crate::policy::{ActionPlan, PolicySnapshot, Verdicts};
 
@@ -581,7 +581,7 @@ impl Engine {
             return Partial::Undecided;
         };
         match plan.policies().tpe(&partial, &entities, schema) {
-            Ok(response) if response.decision() == Some(CedarDecision::Deny) => Partial::Denied,
+            Ok(response) if judge::denied_whatever_unknown(&response) => Partial::Denied,
             Ok(response) => Partial::Residual(response.policy_set()),
             Err(_) => Partial::Undecided,
         }
@@ -687,32 +687,15 @@ impl Engine {
     }
 
     /// Whether the action's policies allow `request` over `entities`, as
-    /// an evaluation decides (any error a deny): the residual policies when
-    /// partial evaluation left some, else the prepared verdicts, else
+    /// a live decision judges (any error a deny): the residual policies
+    /// when partial evaluation left some, else the prepared verdicts, else
     /// Cedar's authorizer.
     fn allows(&self, request: &Request, evaluator: &Evaluator<'_>, entities: &Entities) -> bool {
-        let (policies, verdicts) = match evaluator.residual {
+        let policies = match evaluator.residual {
             Some(residual) => residual,
             None => (evaluator.plan.policies(), evaluator.plan.verdicts()),
         };
-        let cedar = || {
-            let response = self.authorizer.is_authorized(request, policies, entities);
-            response.decision() == CedarDecision::Allow
-                && response.diagnostics().errors().next().is_none()
-        };
-        match verdicts.and_then(|verdicts| verdicts.evaluate_all(request, entities)) {
-            Some(verdict) => {
-                // Debug builds (every test) check the verdict against
-                // Cedar's authorizer over the same policies.
-                debug_assert_eq!(
-                    verdict.allowed,
-                    cedar(),
-                    "verdicts and Cedar disagree on {request}"
-                );
-                verdict.allowed
-            }
-            None => cedar(),
-        }
+        judge::judge(&self.authorizer, request, policies, entities).allowed
     }
 
     /// `context` with only the attributes `action`'s context declares,

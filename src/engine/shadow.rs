@@ -7,12 +7,12 @@
 
 use std::sync::Arc;
 
-use cedar_policy::{Authorizer, Decision as CedarDecision};
+use cedar_policy::Authorizer;
 use serde::Serialize;
 
 use super::context::ReadContext;
 use super::memo::MemoKey;
-use super::{Decision, Slice};
+use super::{Decision, Slice, judge};
 use crate::policy::PolicyStore;
 use crate::telemetry::{DecisionLog, metrics};
 
@@ -61,14 +61,16 @@ pub(super) fn decide_beside(
     runtime.spawn(async move {
         let candidate = shadow.current();
         let entities = slice.entities();
-        // Decided as a live decision is: any error a deny.
-        let response = candidate
-            .plan(&action)
-            .map(|plan| Authorizer::new().is_authorized(&request, plan.policies(), entities));
-        let allowed = response.as_ref().is_some_and(|response| {
-            response.decision() == CedarDecision::Allow
-                && response.diagnostics().errors().next().is_none()
+        // Judged as a live decision is: any error a deny.
+        let judged = candidate.plan(&action).map(|plan| {
+            judge::judge(
+                &Authorizer::new(),
+                &request,
+                (plan.policies(), plan.verdicts()),
+                entities,
+            )
         });
+        let allowed = judged.as_ref().is_some_and(|judged| judged.allowed);
         metrics().shadow_decided();
         if allowed == live_allowed {
             return;
@@ -92,14 +94,8 @@ pub(super) fn decide_beside(
                 shadow: direction,
                 live_policy_version: &live_version,
                 candidate_policy_version: candidate.version(),
-                candidate_reasons: response
-                    .map(|response| {
-                        response
-                            .diagnostics()
-                            .reason()
-                            .map(ToString::to_string)
-                            .collect()
-                    })
+                candidate_reasons: judged
+                    .map(|judged| judged.reasons.iter().map(ToString::to_string).collect())
                     .unwrap_or_default(),
             });
         }

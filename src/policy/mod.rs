@@ -9,7 +9,6 @@ mod load;
 mod names;
 mod reads;
 mod shape;
-mod trace;
 mod verdicts;
 
 use std::collections::HashMap;
@@ -24,8 +23,7 @@ pub use load::{PolicySources, load};
 pub use names::{closest, unknown_name};
 pub use reads::ContextReads;
 pub use shape::{Attr, AttrKind, RequestShape};
-pub use trace::{Condition, PolicyTrace, trace};
-pub use verdicts::{Satisfied, Verdict, Verdicts, sorted_reasons};
+pub use verdicts::{Satisfied, Verdict, Verdicts};
 
 /// Why a set of policies and schema could not be loaded.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]

@@ -11,10 +11,12 @@
 use std::str::FromStr;
 
 use cedar_policy::{
-    Authorizer, Decision, Effect, Entities, Expression, Policy, PolicySet, Request, eval_expression,
+    Authorizer, Effect, Entities, Expression, Policy, PolicySet, Request, eval_expression,
 };
 use serde::Serialize;
 use serde_json::{Value, json};
+
+use super::judge;
 
 /// How one policy met the request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -61,22 +63,23 @@ pub enum Condition {
 
 /// Traces each policy of `policies` against `request` and `entities`.
 /// A policy whose JSON form cannot be read is reported as an error, never
-/// skipped.
-pub fn trace(request: &Request, policies: &PolicySet, entities: &Entities) -> Vec<PolicyTrace> {
-    let authorizer = Authorizer::new();
+/// skipped. The determining policies are the judge's reasons: what a live
+/// decision names (none when an error denied an allow).
+pub fn trace(
+    authorizer: &Authorizer,
+    request: &Request,
+    policies: &PolicySet,
+    entities: &Entities,
+) -> Vec<PolicyTrace> {
+    let reasons = judge::by_cedar(authorizer, request, policies, entities).reasons;
     let mut traces: Vec<PolicyTrace> = policies
         .policies()
-        .map(|policy| trace_one(&authorizer, request, policy, entities))
+        .map(|policy| {
+            let mut trace = trace_one(authorizer, request, policy, entities);
+            trace.determining = reasons.contains(policy.id());
+            trace
+        })
         .collect();
-    // Cedar's rule: any satisfied forbid decides (a deny); else the
-    // satisfied permits do (an allow).
-    let forbidden = traces
-        .iter()
-        .any(|t| t.effect == "forbid" && t.condition == Some(Condition::Held));
-    for trace in &mut traces {
-        trace.determining =
-            trace.condition == Some(Condition::Held) && (trace.effect == "forbid") == forbidden;
-    }
     traces.sort_by(|a, b| a.policy.cmp(&b.policy));
     traces
 }
@@ -117,9 +120,7 @@ fn trace_one(
     }
     trace.scope_matched = probe_policy(scope)
         .and_then(|probe| PolicySet::from_policies([probe]).ok())
-        .is_some_and(|set| {
-            authorizer.is_authorized(request, &set, entities).decision() == Decision::Allow
-        });
+        .is_some_and(|set| judge::by_cedar(authorizer, request, &set, entities).allowed);
     if !trace.scope_matched {
         return trace;
     }
@@ -302,7 +303,7 @@ mod tests {
     #[test]
     fn each_policy_says_whether_its_scope_matched_and_which_part_of_its_condition_failed() {
         let (policies, entities, request) = fixture();
-        let traces = trace(&request, &policies, &entities);
+        let traces = trace(&Authorizer::new(), &request, &policies, &entities);
         let by_id = |id: &str| traces.iter().find(|t| t.policy == id).unwrap().clone();
 
         let owner = by_id("owner");
@@ -347,7 +348,7 @@ mod tests {
             None,
         )
         .unwrap();
-        let traces = trace(&ann, &policies, &entities);
+        let traces = trace(&Authorizer::new(), &ann, &policies, &entities);
         let owner = traces.iter().find(|t| t.policy == "owner").unwrap();
         assert_eq!(owner.condition, Some(Condition::Held));
         assert!(owner.determining);
@@ -355,7 +356,7 @@ mod tests {
         let erroring = named(
             r#"@id("e") permit (principal, action, resource) when { principal.active && principal.missing };"#,
         );
-        let traces = trace(&request, &erroring, &entities);
+        let traces = trace(&Authorizer::new(), &request, &erroring, &entities);
         match &traces[0].condition {
             Some(Condition::Error { at, message }) => {
                 assert_eq!(at, "principal.missing");
@@ -363,5 +364,21 @@ mod tests {
             }
             other => panic!("expected an error, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn when_an_error_denies_an_allow_no_policy_determined_it() {
+        let (_, entities, request) = fixture();
+        let policies = named(
+            r#"@id("open") permit (principal, action, resource);
+               @id("broken") forbid (principal, action, resource) when { principal.missing };"#,
+        );
+        let traces = trace(&Authorizer::new(), &request, &policies, &entities);
+        let open = traces.iter().find(|t| t.policy == "open").unwrap();
+        assert_eq!(open.condition, Some(Condition::Held));
+        assert!(
+            traces.iter().all(|t| !t.determining),
+            "Cedar allows (it skips the erring forbid), Mandate denies: {traces:?}"
+        );
     }
 }
