@@ -325,27 +325,25 @@ impl Engine {
         request: &'v DecisionRequest<'_>,
         record: bool,
     ) -> Result<(&'v EntityUid, Decision, Read<'v>), Stop> {
-        let Sliced {
-            action,
-            plan,
-            key,
-            context,
-            slice,
-            gathered,
-        } = self.through_slice(snapshot, request).await?;
+        let sliced = self.through_slice(snapshot, request).await?;
+        let (key, context, slice) = (&sliced.key, &sliced.context, &sliced.slice);
         let mut decision = stage(|| tracing::info_span!(target: SPANS, "evaluate"))
-            .in_scope(|| self.evaluate(&key, &context, plan, &slice, snapshot.version()));
-        decision.stale_data = gathered.stale;
+            .in_scope(|| self.evaluate(key, context, sliced.plan, slice, snapshot.version()));
+        decision.stale_data = sliced.gathered.stale;
         if let (Some(shadow), true) = (&self.shadow, record) {
             shadow::decide_beside(
                 shadow,
                 &self.log,
-                (&key, &context, slice.clone()),
+                (key, context, slice.clone()),
                 &decision,
                 request.request_id,
             );
         }
-        Ok((action, decision, (slice, key, plan)))
+        Ok((
+            sliced.action,
+            decision,
+            (sliced.slice, sliced.key, sliced.plan),
+        ))
     }
 
     /// Stages 1 to 3, shared by a decision and its trace: the names, the
@@ -363,22 +361,16 @@ impl Engine {
             (&names.principal, &request.principal),
             (&names.resource, &request.resource),
         )?;
-        let Names {
-            principal,
-            action,
-            resource,
-            plan,
-        } = names;
         let key = MemoKey {
-            principal,
-            action: action.clone(),
-            resource,
+            principal: names.principal,
+            action: names.action.clone(),
+            resource: names.resource,
             refs,
         };
-        let (slice, gathered) = self.slice(snapshot, plan, &key, supplied).await?;
+        let (slice, gathered) = self.slice(snapshot, names.plan, &key, supplied).await?;
         Ok(Sliced {
-            action,
-            plan,
+            action: names.action,
+            plan: names.plan,
             key,
             context,
             slice,

@@ -534,30 +534,26 @@ impl Engine {
         known: &Known,
     ) -> Partial {
         let schema = snapshot.schema();
-        let Names {
-            principal,
-            action,
-            resource,
-            plan,
-        } = &fixed.names;
+        let names = &fixed.names;
         // The whole context, as Cedar's parser reads it (the fast path
         // keeps only what the policies read; partial evaluation checks the
         // context against the schema).
         let empty = Value::Object(serde_json::Map::new());
-        let Ok(context) =
-            Context::from_json_value(context.unwrap_or(&empty).clone(), Some((schema, action)))
-        else {
+        let Ok(context) = Context::from_json_value(
+            context.unwrap_or(&empty).clone(),
+            Some((schema, names.action)),
+        ) else {
             return Partial::Undecided;
         };
         let unknown = |uid: &EntityUid| PartialEntityUid::new(uid.type_name().clone(), None);
         let known_uid = |uid: &EntityUid| PartialEntityUid::from_concrete(uid.clone());
         let (principal, resource) = match searched {
-            Searched::Subject => (unknown(principal), known_uid(resource)),
-            _ => (known_uid(principal), unknown(resource)),
+            Searched::Subject => (unknown(&names.principal), known_uid(&names.resource)),
+            _ => (known_uid(&names.principal), unknown(&names.resource)),
         };
         let Ok(partial) = PartialRequest::new(
             principal,
-            (*action).clone(),
+            names.action.clone(),
             resource,
             Some(context),
             schema,
@@ -580,7 +576,7 @@ impl Engine {
         let Ok(entities) = PartialEntities::from_concrete(entities, schema) else {
             return Partial::Undecided;
         };
-        match plan.policies().tpe(&partial, &entities, schema) {
+        match names.plan.policies().tpe(&partial, &entities, schema) {
             Ok(response) if judge::denied_whatever_unknown(&response) => Partial::Denied,
             Ok(response) => Partial::Residual(response.policy_set()),
             Err(_) => Partial::Undecided,

@@ -942,45 +942,34 @@ mod tests {
     async fn health_is_answering_then_degraded_within_the_stale_bound_then_unavailable() {
         let within = Duration::from_millis(800);
         let (cache, double) = cache();
+        let schema = schema();
+        let health = || cache.health(&schema, within);
         double.failing.store(true, Ordering::SeqCst);
-        assert_eq!(
-            cache.health(&schema(), within).await,
-            StoreHealth::Unavailable,
-            "never answered"
-        );
+        assert_eq!(health().await, StoreHealth::Unavailable, "never answered");
         double.failing.store(false, Ordering::SeqCst);
         assert_eq!(
-            cache.health(&schema(), within).await,
+            health().await,
             StoreHealth::Unavailable,
             "within the probe interval the last probe's verdict stands"
         );
         assert_eq!(double.calls(), 1, "one probe per interval");
         tokio::time::advance(PROBE_INTERVAL).await;
-        assert_eq!(
-            cache.health(&schema(), within).await,
-            StoreHealth::Answering
-        );
+        assert_eq!(health().await, StoreHealth::Answering);
         found(&cache, "a").await.unwrap();
         let calls = double.calls();
-        assert_eq!(
-            cache.health(&schema(), within).await,
-            StoreHealth::Answering
-        );
+        assert_eq!(health().await, StoreHealth::Answering);
         assert_eq!(
             double.calls(),
             calls,
             "a store that just answered is not asked"
         );
         tokio::time::advance(ANSWERED_RECENTLY).await;
-        assert_eq!(
-            cache.health(&schema(), within).await,
-            StoreHealth::Answering
-        );
+        assert_eq!(health().await, StoreHealth::Answering);
         assert_eq!(double.calls(), calls + 1, "then it is asked again");
         double.failing.store(true, Ordering::SeqCst);
         tokio::time::advance(ANSWERED_RECENTLY).await;
         assert_eq!(
-            cache.health(&schema(), within).await,
+            health().await,
             StoreHealth::Degraded,
             "a store that went down unasked is noticed by the probe"
         );
@@ -988,13 +977,13 @@ mod tests {
         tokio::time::advance(TTL).await;
         found(&cache, "a").await.unwrap();
         assert_eq!(
-            cache.health(&schema(), within).await,
+            health().await,
             StoreHealth::Degraded,
             "failing, but Alice is still served stale"
         );
         tokio::time::advance(Duration::from_secs(60) - ANSWERED_RECENTLY).await;
         assert_eq!(
-            cache.health(&schema(), within).await,
+            health().await,
             StoreHealth::Unavailable,
             "past ttl + stale_if_error nothing is served"
         );
@@ -1002,16 +991,13 @@ mod tests {
         *double.delay.lock().unwrap() = Duration::from_secs(5);
         double.failing.store(false, Ordering::SeqCst);
         assert_eq!(
-            cache.health(&schema(), within).await,
+            health().await,
             StoreHealth::Unavailable,
             "a store slower than the probe's bound is not answering"
         );
         *double.delay.lock().unwrap() = Duration::ZERO;
         tokio::time::advance(PROBE_INTERVAL).await;
-        assert_eq!(
-            cache.health(&schema(), within).await,
-            StoreHealth::Answering
-        );
+        assert_eq!(health().await, StoreHealth::Answering);
     }
 
     #[tokio::test(start_paused = true)]

@@ -112,33 +112,13 @@ pub(super) fn shapes(
     policies: &HashMap<EntityUid, PolicySet>,
 ) -> HashMap<EntityUid, RequestShape> {
     let mut shapes = HashMap::new();
-    for fragment in schema_json {
-        let Some(namespaces) = fragment.as_object() else {
-            continue;
-        };
-        for (namespace, body) in namespaces {
-            let action_type = if namespace.is_empty() {
-                "Action".to_owned()
-            } else {
-                format!("{namespace}::Action")
-            };
-            let Some(actions) = body.get("actions").and_then(Value::as_object) else {
-                continue;
-            };
-            for (id, declaration) in actions {
-                let Some(uid) = schema.actions().find(|uid| {
-                    uid.id().unescaped() == id && uid.type_name().to_string() == action_type
-                }) else {
-                    continue;
-                };
-                let mut reads = ContextReads::default();
-                for policy in policies.get(uid).into_iter().flat_map(PolicySet::policies) {
-                    reads.merge(ContextReads::of(policy));
-                }
-                if let Some(shape) = shape(&declaration["appliesTo"], &reads) {
-                    shapes.insert(uid.clone(), shape);
-                }
-            }
+    for (uid, declaration) in declared_actions(schema, schema_json) {
+        let mut reads = ContextReads::default();
+        for policy in policies.get(uid).into_iter().flat_map(PolicySet::policies) {
+            reads.merge(ContextReads::of(policy));
+        }
+        if let Some(shape) = shape(&declaration["appliesTo"], &reads) {
+            shapes.insert(uid.clone(), shape);
         }
     }
     shapes
@@ -152,37 +132,42 @@ pub(super) fn declaring(
     schema_json: &[Value],
     name: &str,
 ) -> std::collections::HashSet<EntityUid> {
-    let mut found = std::collections::HashSet::new();
-    for namespaces in schema_json.iter().filter_map(Value::as_object) {
-        for (namespace, body) in namespaces {
-            let action_type = if namespace.is_empty() {
-                "Action".to_owned()
-            } else {
-                format!("{namespace}::Action")
-            };
-            let Some(actions) = body.get("actions").and_then(Value::as_object) else {
-                continue;
-            };
-            for (id, declaration) in actions {
-                let declares = declaration
-                    .pointer("/appliesTo/context/attributes")
-                    .and_then(Value::as_object)
-                    .is_some_and(|attributes| attributes.contains_key(name));
-                if !declares {
-                    continue;
-                }
-                found.extend(
-                    schema
-                        .actions()
-                        .find(|uid| {
-                            uid.id().unescaped() == id && uid.type_name().to_string() == action_type
-                        })
-                        .cloned(),
-                );
-            }
-        }
-    }
-    found
+    declared_actions(schema, schema_json)
+        .filter(|(_, declaration)| {
+            declaration
+                .pointer("/appliesTo/context/attributes")
+                .and_then(Value::as_object)
+                .is_some_and(|attributes| attributes.contains_key(name))
+        })
+        .map(|(uid, _)| uid.clone())
+        .collect()
+}
+
+/// Each action the schema's JSON form declares, as the schema's uid, with
+/// its declaration.
+fn declared_actions<'s>(
+    schema: &'s Schema,
+    schema_json: &'s [Value],
+) -> impl Iterator<Item = (&'s EntityUid, &'s Value)> {
+    let namespaces = schema_json.iter().filter_map(Value::as_object).flatten();
+    namespaces.flat_map(move |(namespace, body)| {
+        let action_type = if namespace.is_empty() {
+            "Action".to_owned()
+        } else {
+            format!("{namespace}::Action")
+        };
+        let actions = body
+            .get("actions")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten();
+        actions.filter_map(move |(id, declaration)| {
+            let uid = schema.actions().find(|uid| {
+                uid.id().unescaped() == id && uid.type_name().to_string() == action_type
+            })?;
+            Some((uid, declaration))
+        })
+    })
 }
 
 /// Each entity type's declared attribute names (by its full name), from
