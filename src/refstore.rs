@@ -21,6 +21,8 @@ use serde::Deserialize;
 use serde_json::Value;
 use tokio::net::TcpListener;
 
+use crate::entities::StoreUid;
+
 type Keyed = HashMap<(String, String), Value>;
 
 /// The entities, keyed by (type, id).
@@ -34,15 +36,8 @@ pub struct RefStore {
 }
 
 #[derive(Deserialize)]
-struct Uid {
-    #[serde(rename = "type")]
-    type_name: String,
-    id: String,
-}
-
-#[derive(Deserialize)]
 struct Batch {
-    uids: Vec<Uid>,
+    uids: Vec<StoreUid>,
 }
 
 #[derive(Deserialize)]
@@ -59,7 +54,7 @@ struct List {
     type_name: String,
     /// only the entities whose attributes refer to one of these
     #[serde(default)]
-    related: Option<Vec<Uid>>,
+    related: Option<Vec<StoreUid>>,
     #[serde(default)]
     page: Option<ListPage>,
 }

@@ -84,6 +84,17 @@ impl UpstreamError {
     }
 }
 
+/// An entity's uid as the store contract writes it, `{"type", "id"}`:
+/// in the listing's answer and `related`, and in a batch's `uids`.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+pub struct StoreUid {
+    /// the entity type, as Cedar prints it
+    #[serde(rename = "type")]
+    pub type_name: String,
+    /// the id, unescaped
+    pub id: String,
+}
+
 /// One entity as the store sent it, parsed and checked against the schema.
 #[derive(Debug)]
 pub struct Fetched {
@@ -273,27 +284,24 @@ impl HttpStore {
         left: &mut usize,
     ) -> Result<Vec<String>, UpstreamError> {
         #[derive(Deserialize)]
-        struct Uid {
-            #[serde(rename = "type")]
-            type_name: String,
-            id: String,
-        }
-        #[derive(Deserialize)]
         struct Page {
             next_token: String,
         }
         #[derive(Deserialize)]
         struct Listed {
-            uids: Vec<Uid>,
+            uids: Vec<StoreUid>,
             page: Page,
         }
         let mut ids = Vec::new();
         let mut seen = std::collections::HashSet::new();
         let mut token: Option<String> = None;
-        let related: Option<Vec<serde_json::Value>> = related.map(|related| {
+        let related: Option<Vec<StoreUid>> = related.map(|related| {
             related
                 .iter()
-                .map(|uid| serde_json::json!({"type": uid.type_name().to_string(), "id": uid.id().unescaped()}))
+                .map(|uid| StoreUid {
+                    type_name: uid.type_name().to_string(),
+                    id: uid.id().unescaped().to_owned(),
+                })
                 .collect()
         });
         let limit = max.saturating_add(1);

@@ -32,7 +32,7 @@ pub const LISTING_REQUESTS: usize = 3;
 /// kubelet's default probe timeout (1 s), so the probe reports rather than
 /// times out.
 pub const READINESS_PROBE: std::time::Duration = std::time::Duration::from_millis(800);
-pub use http::{Fetched, HttpStore, HttpStoreSettings, UpstreamError};
+pub use http::{Fetched, HttpStore, HttpStoreSettings, StoreUid, UpstreamError};
 
 /// Why entity data could not be had.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
