@@ -47,23 +47,31 @@ pub trait Fetch: Send + Sync + 'static {
         Box::pin(async move { self.fetch(&[], schema).await.map(drop) })
     }
 
-    /// The ids of every entity of a type (for search), at most `max` and
-    /// one more, only those referring to one of `related` when given, in
-    /// at most `requests` requests; a store that cannot list says so.
-    fn list<'a>(
-        &'a self,
-        type_name: &'a str,
-        related: Option<&'a [EntityUid]>,
-        max: usize,
-        requests: usize,
-    ) -> ListFuture<'a> {
-        let _ = (type_name, related, max, requests);
+    /// The ids `query` lists (for search); a store that cannot list says
+    /// so.
+    fn list<'a>(&'a self, query: ListQuery<'a>) -> ListFuture<'a> {
+        let _ = query;
         Box::pin(async {
             Err(UpstreamError::Setup(
                 "this store cannot list entities".to_owned(),
             ))
         })
     }
+}
+
+/// A listing asked of the store (for search): the ids of every entity of
+/// `type_name`, only those referring to one of `related` when given, at
+/// most `max` and one more, in at most `requests` requests.
+#[derive(Debug, Clone, Copy)]
+pub struct ListQuery<'a> {
+    /// the entity type, as Cedar prints it
+    pub type_name: &'a str,
+    /// when given, only the entities whose attributes refer to one of these
+    pub related: Option<&'a [EntityUid]>,
+    /// the most ids wanted (one more is asked, to tell "more" apart)
+    pub max: usize,
+    /// the most requests the listing may take (pages)
+    pub requests: usize,
 }
 
 /// What [`Fetch::list`] returns.
@@ -86,14 +94,8 @@ impl Fetch for HttpStore {
         Box::pin(HttpStore::probe(self, schema))
     }
 
-    fn list<'a>(
-        &'a self,
-        type_name: &'a str,
-        related: Option<&'a [EntityUid]>,
-        max: usize,
-        requests: usize,
-    ) -> ListFuture<'a> {
-        Box::pin(HttpStore::list(self, type_name, related, max, requests))
+    fn list<'a>(&'a self, query: ListQuery<'a>) -> ListFuture<'a> {
+        Box::pin(HttpStore::list(self, query))
     }
 }
 
@@ -359,17 +361,11 @@ impl EntityCache {
     ///
     /// # Errors
     /// The store fails or cannot list.
-    pub async fn list(
-        &self,
-        type_name: &str,
-        related: Option<&[EntityUid]>,
-        max: usize,
-        requests: usize,
-    ) -> Result<Listed, UpstreamError> {
+    pub async fn list(&self, query: ListQuery<'_>) -> Result<Listed, UpstreamError> {
         let key = ListingKey {
-            type_name: type_name.to_owned(),
-            related: related.map(<[EntityUid]>::to_vec),
-            max,
+            type_name: query.type_name.to_owned(),
+            related: query.related.map(<[EntityUid]>::to_vec),
+            max: query.max,
         };
         let generation = self.generation();
         let now = Instant::now();
@@ -382,7 +378,7 @@ impl EntityCache {
                 fresh_until: Some(listed.until),
             });
         }
-        let ids = Arc::new(self.store.list(type_name, related, max, requests).await?);
+        let ids = Arc::new(self.store.list(query).await?);
         let until = now + self.ttl();
         let listed = Listing {
             ids: Arc::clone(&ids),

@@ -8,6 +8,7 @@ use std::str::FromStr;
 use std::time::Duration;
 use tracing::Instrument;
 
+use super::cache::ListQuery;
 use super::describe;
 use bytes::Bytes;
 use cedar_policy::{Entity, EntityId, EntityTypeName, EntityUid, Schema};
@@ -260,16 +261,14 @@ impl HttpStore {
     /// The store fails, answers another type or a uid twice, does not
     /// implement the endpoint (404), or does not end its pages within
     /// `requests` requests.
-    pub async fn list(
-        &self,
-        type_name: &str,
-        related: Option<&[EntityUid]>,
-        max: usize,
-        requests: usize,
-    ) -> Result<Vec<String>, UpstreamError> {
-        let mut left = requests;
-        match self.list_pages(type_name, related, max, &mut left).await {
-            Err(UpstreamError::Status(400 | 422)) if related.is_some() => {
+    pub async fn list(&self, query: ListQuery<'_>) -> Result<Vec<String>, UpstreamError> {
+        let (type_name, max) = (query.type_name, query.max);
+        let mut left = query.requests;
+        match self
+            .list_pages(type_name, query.related, max, &mut left)
+            .await
+        {
+            Err(UpstreamError::Status(400 | 422)) if query.related.is_some() => {
                 self.list_pages(type_name, None, max, &mut left).await
             }
             listed => listed,

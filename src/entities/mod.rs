@@ -17,7 +17,7 @@ use cedar_policy::{Entity, EntityTypeName, EntityUid, Schema};
 
 #[cfg(test)]
 pub(crate) use cache::double;
-pub use cache::{BusState, CacheSettings, EntityCache, Fetch, FetchFuture, StoreHealth};
+pub use cache::{BusState, CacheSettings, EntityCache, Fetch, FetchFuture, ListQuery, StoreHealth};
 pub use candidates::{BATCH, GatheredApart};
 pub use file::{FileStore, Resident};
 
@@ -324,7 +324,12 @@ impl EntityStore {
                 })
             }
             Self::Http { cache, .. } => cache
-                .list(&ty.to_string(), related, max, LISTING_REQUESTS)
+                .list(ListQuery {
+                    type_name: &ty.to_string(),
+                    related,
+                    max,
+                    requests: LISTING_REQUESTS,
+                })
                 .await
                 .map_err(|e| e.to_string()),
             Self::None => Err("with `store.kind = \"none\"` there is no store to list".to_owned()),

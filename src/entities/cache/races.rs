@@ -99,13 +99,7 @@ impl Fetch for Arc<Gated> {
     }
 
     /// Every user, as the store held them when the listing was *sent*.
-    fn list<'a>(
-        &'a self,
-        _type_name: &'a str,
-        _related: Option<&'a [EntityUid]>,
-        _max: usize,
-        _requests: usize,
-    ) -> super::ListFuture<'a> {
+    fn list<'a>(&'a self, _query: super::ListQuery<'a>) -> super::ListFuture<'a> {
         Box::pin(async move {
             let (word, heard) = oneshot::channel();
             let mut ids: Vec<String> = {
@@ -130,12 +124,20 @@ impl Gated {
     }
 }
 
+/// Every user, as the races' listings ask.
+const EVERY_USER: super::ListQuery<'static> = super::ListQuery {
+    type_name: "User",
+    related: None,
+    max: 100,
+    requests: 3,
+};
+
 /// The users a listing through `cache` finds, answering the store if it
 /// is asked.
 async fn listed(store: &Gated, cache: &Arc<EntityCache>) -> Vec<String> {
     let listing = {
         let cache = Arc::clone(cache);
-        tokio::spawn(async move { cache.list("User", None, 100, 3).await })
+        tokio::spawn(async move { cache.list(EVERY_USER).await })
     };
     answer_all(store).await;
     listing.await.unwrap().unwrap().ids.to_vec()
@@ -162,9 +164,7 @@ async fn in_every_order_a_kept_listing_never_outlives_an_invalidation() {
                 match step {
                     Send => {
                         let cache = Arc::clone(&cache);
-                        sent = Some(tokio::spawn(async move {
-                            cache.list("User", None, 100, 3).await
-                        }));
+                        sent = Some(tokio::spawn(async move { cache.list(EVERY_USER).await }));
                         settle().await;
                         assert_eq!(store.pending(), 1, "{case}: the listing was sent");
                     }
