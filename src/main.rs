@@ -4,16 +4,7 @@
 //! `publish`, `history`, `search`, `settings`).
 //!
 //! Errors are printed and exit codes chosen in `cli` alone, one table for
-//! every subcommand (`cli::ExitCode`, docs/cli.md's "Exit codes"):
-//!
-//! | code | meaning |
-//! |---|---|
-//! | 0 | success: allowed, valid, every case passed, served and stopped cleanly |
-//! | 1 | the answer is no: denied (`check`), invalid (`validate`), a case failed (`test`) |
-//! | 2 | usage: the command line, or an input `check`, `test` or `serve-store` needs, cannot be used |
-//! | 3 | no verdict: `verify` unknown, `replay` nothing to judge, `history` unreadable |
-//! | 64 | `serve` could not start: configuration, policies, entities, TLS, the address |
-//! | 70 | internal: the runtime could not be built |
+//! every subcommand: `cli::ExitCode` (docs/cli.md's "Exit codes").
 
 mod cli;
 
@@ -29,6 +20,7 @@ use cli::{
 #[derive(Parser)]
 #[command(version, about, long_about = None)]
 struct Cli {
+    // The subcommand to run (a doc comment here would be help text).
     #[command(subcommand)]
     command: Command,
 }
@@ -186,6 +178,8 @@ Exit codes: 0.")]
     Settings,
 }
 
+/// Parses the command line and runs the subcommand: its exit code is the
+/// process's.
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // Diagnostics wrap to the width of a person's terminal; in a pipe or a

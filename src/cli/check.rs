@@ -9,6 +9,7 @@ use mandate::suite::split_uid;
 
 use super::{ExitCode, OrExit, Outcome, PackArgs, context_arg, error, runtime, say};
 
+/// What `check` decides: the pack, the request, and whether to explain.
 #[derive(Args)]
 pub struct CheckArgs {
     #[command(flatten)]

@@ -10,6 +10,8 @@ use mandate::suite::split_uid;
 
 use super::{ExitCode, NatsAuthArgs, Outcome, error, runtime, say, schema_types};
 
+/// Where the history is (its server, stream and subjects), the resource
+/// asked about, and the filters.
 #[derive(Args)]
 pub struct HistoryArgs {
     #[arg(long, value_name = "URL", env = "MANDATE_HISTORY_URL", help = config::help("history.url"))]

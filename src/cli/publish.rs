@@ -10,6 +10,7 @@ use mandate::suite::split_uid;
 
 use super::{BusArgs, ExitCode, Outcome, error, runtime, say, schema_types};
 
+/// What `publish` sends, and where: the bus and the changed entities.
 #[derive(Args)]
 pub struct PublishArgs {
     #[command(flatten)]

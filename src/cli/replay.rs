@@ -10,6 +10,8 @@ use mandate::replay::{EntitySource, FailOn, Replayer, Summary};
 
 use super::{ExitCode, OrExit, Outcome, PackArgs, error, runtime};
 
+/// The baseline pack (with its store, for `--entities live`), the
+/// candidate, the logs, and what fails the gate.
 #[derive(Args)]
 pub struct ReplayArgs {
     /// The configuration file: the baseline pack, the schema and, for

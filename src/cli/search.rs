@@ -8,6 +8,7 @@ use mandate::suite::split_uid;
 
 use super::{ExitCode, OrExit, Outcome, PackArgs, context_arg, error, runtime, say};
 
+/// What `search` asks: what is searched, over which pack, and the query.
 #[derive(Args)]
 pub struct SearchArgs {
     /// What to find: `subject`, `resource` or `action`.

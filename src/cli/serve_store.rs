@@ -12,6 +12,8 @@ use mandate::refstore::RefStore;
 use super::serve::ShutdownSignals;
 use super::{BusArgs, ExitCode, Outcome, error, runtime, say};
 
+/// The file to serve, where, how slowly, how often it is re-read, and
+/// the bus its changes go to.
 #[derive(Args)]
 pub struct StoreArgs {
     /// The Cedar JSON entities file to serve.

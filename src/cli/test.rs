@@ -10,6 +10,7 @@ use mandate::suite;
 
 use super::{ExitCode, OrExit, Outcome, PackArgs, error, runtime};
 
+/// What `test` runs: the pack, the suites, and how to report them.
 #[derive(Args)]
 pub struct TestArgs {
     #[command(flatten)]

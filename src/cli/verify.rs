@@ -13,6 +13,8 @@ use mandate::verify::{Change, Comparison, Counterexample, Outcome, Pack, Report}
 
 use super::{ExitCode, OrExit, PackArgs, error, runtime, say};
 
+/// The pack, its invariants (or the pack to compare it with), the
+/// solver's time limit, and where and how counterexamples are written.
 #[derive(Args)]
 pub struct VerifyArgs {
     #[command(flatten)]
@@ -74,51 +76,82 @@ pub fn run(args: &VerifyArgs) -> super::Outcome {
         print_report(args, report, pack);
     }
     let has = |outcome: Outcome| reports.iter().any(|r| r.outcome == outcome);
-    Ok(if has(Outcome::Violated) {
+    Ok(verdict(has(Outcome::Violated), has(Outcome::Unknown)))
+}
+
+/// The exit code of a run where some check `failed` (a violation, a
+/// request type gaining allows) or some was `unknown`: a failure outranks
+/// an unknown.
+fn verdict(failed: bool, unknown: bool) -> ExitCode {
+    if failed {
         ExitCode::No
-    } else if has(Outcome::Unknown) {
+    } else if unknown {
         ExitCode::Inconclusive
     } else {
         ExitCode::Success
-    })
+    }
 }
 
-/// One invariant's report, in `--format`; a counterexample's entities
-/// written under `--out`, and in text, its command and its suite.
+/// One invariant's report, in `--format`; in text, a counterexample's
+/// command and its suite.
 fn print_report(args: &VerifyArgs, report: &Report, pack: Pack<'_>) {
     let name = report.id.replace([':', '/'], "-");
-    let written = report
-        .counterexample
-        .as_ref()
-        .and_then(|example| write_entities(&args.out, &name, example));
+    let outcome = match report.outcome {
+        Outcome::Proved => "proved  ",
+        Outcome::Violated => "VIOLATED",
+        Outcome::Unknown => "UNKNOWN ",
+    };
+    let headline = format!(
+        "{outcome} {} ({}): {} [{} request types, {} ms]",
+        report.id, report.rule, report.says, report.request_types, report.millis
+    );
+    let counterexample = report.counterexample.as_ref();
+    print_check(
+        args,
+        &name,
+        report,
+        &headline,
+        report.reason.as_deref(),
+        counterexample,
+        |example, path| {
+            print_example("counterexample", example, path, pack);
+            let suite = mandate::verify::test_case(
+                &format!("counterexample to {}", report.id),
+                &report.says,
+                &report.rule,
+                example,
+                "deny",
+            );
+            print_suite(&args.out, &name, &suite, pack);
+        },
+    );
+}
+
+/// One check in `--format`, its counterexample's entities written under
+/// `--out` either way: in JSON the check itself; in text its `headline`,
+/// the solver's `reason`, then what `example` prints of the counterexample.
+fn print_check(
+    args: &VerifyArgs,
+    name: &str,
+    check: &impl serde::Serialize,
+    headline: &str,
+    reason: Option<&str>,
+    counterexample: Option<&Counterexample>,
+    example: impl FnOnce(&Counterexample, &Path),
+) {
+    let written = counterexample.and_then(|example| write_entities(&args.out, name, example));
     match args.format {
         VerifyFormat::Json => say(format_args!(
             "{}",
-            serde_json::to_string(report).unwrap_or_default()
+            serde_json::to_string(check).unwrap_or_default()
         )),
         VerifyFormat::Text => {
-            let outcome = match report.outcome {
-                Outcome::Proved => "proved  ",
-                Outcome::Violated => "VIOLATED",
-                Outcome::Unknown => "UNKNOWN ",
-            };
-            say(format_args!(
-                "{outcome} {} ({}): {} [{} request types, {} ms]",
-                report.id, report.rule, report.says, report.request_types, report.millis
-            ));
-            if let Some(reason) = &report.reason {
+            say(format_args!("{headline}"));
+            if let Some(reason) = reason {
                 say(format_args!("  {reason}"));
             }
-            if let Some((example, path)) = &written {
-                print_example("counterexample", example, path, pack);
-                let suite = mandate::verify::test_case(
-                    &format!("counterexample to {}", report.id),
-                    &report.says,
-                    &report.rule,
-                    example,
-                    "deny",
-                );
-                print_suite(&args.out, &name, &suite, pack);
+            if let Some((counterexample, path)) = &written {
+                example(counterexample, path);
             }
         }
     }
@@ -169,13 +202,7 @@ fn verify_against(
         };
         say(format_args!("{summary}"));
     }
-    Ok(if has(Change::MoreAllows) {
-        ExitCode::No
-    } else if has(Change::Unknown) {
-        ExitCode::Inconclusive
-    } else {
-        ExitCode::Success
-    })
+    Ok(verdict(has(Change::MoreAllows), has(Change::Unknown)))
 }
 
 /// The two packs `--against` compares, for the commands that reproduce
@@ -186,57 +213,50 @@ struct Packs<'a> {
     baseline: Pack<'a>,
 }
 
-/// One request type's comparison, in `--format`; a counterexample's
-/// entities written under `--out`, and in text, both packs' commands and
-/// the candidate's suite.
+/// One request type's comparison, in `--format`; in text, a
+/// counterexample's commands for both packs and the candidate's suite.
 fn print_comparison(args: &VerifyArgs, index: usize, comparison: &Comparison, packs: Packs<'_>) {
     let name = format!("against-{index}");
-    let written = comparison
-        .counterexample
-        .as_ref()
-        .and_then(|example| write_entities(&args.out, &name, example));
-    match args.format {
-        VerifyFormat::Json => say(format_args!(
-            "{}",
-            serde_json::to_string(comparison).unwrap_or_default()
-        )),
-        VerifyFormat::Text => {
-            let change = match comparison.change {
-                Change::Equivalent => "equivalent  ",
-                Change::FewerAllows => "fewer allows",
-                Change::MoreAllows => "MORE ALLOWS ",
-                Change::Unknown => "UNKNOWN     ",
+    let change = match comparison.change {
+        Change::Equivalent => "equivalent  ",
+        Change::FewerAllows => "fewer allows",
+        Change::MoreAllows => "MORE ALLOWS ",
+        Change::Unknown => "UNKNOWN     ",
+    };
+    let headline = format!(
+        "{change} {} [{} ms]",
+        comparison.request_type, comparison.millis
+    );
+    let counterexample = comparison.counterexample.as_ref();
+    print_check(
+        args,
+        &name,
+        comparison,
+        &headline,
+        comparison.reason.as_deref(),
+        counterexample,
+        |example, path| {
+            let (what, candidate_says) = if comparison.change == Change::MoreAllows {
+                ("e.g. granted; the candidate allows", "allow")
+            } else {
+                ("e.g. taken away; the candidate denies", "deny")
             };
+            print_example(what, example, path, packs.candidate);
+            say(format_args!("  the baseline's answer:"));
             say(format_args!(
-                "{change} {} [{} ms]",
-                comparison.request_type, comparison.millis
+                "    {}",
+                mandate::verify::check_command(example, path, packs.baseline)
             ));
-            if let Some(reason) = &comparison.reason {
-                say(format_args!("  {reason}"));
-            }
-            if let Some((example, path)) = &written {
-                let (what, candidate_says) = if comparison.change == Change::MoreAllows {
-                    ("e.g. granted; the candidate allows", "allow")
-                } else {
-                    ("e.g. taken away; the candidate denies", "deny")
-                };
-                print_example(what, example, path, packs.candidate);
-                say(format_args!("  the baseline's answer:"));
-                say(format_args!(
-                    "    {}",
-                    mandate::verify::check_command(example, path, packs.baseline)
-                ));
-                let suite = mandate::verify::test_case(
-                    &format!("changed by the candidate: {}", comparison.request_type),
-                    &format!("the candidate's answer ({candidate_says})"),
-                    "changed by the candidate",
-                    example,
-                    candidate_says,
-                );
-                print_suite(&args.out, &name, &suite, packs.candidate);
-            }
-        }
-    }
+            let suite = mandate::verify::test_case(
+                &format!("changed by the candidate: {}", comparison.request_type),
+                &format!("the candidate's answer ({candidate_says})"),
+                "changed by the candidate",
+                example,
+                candidate_says,
+            );
+            print_suite(&args.out, &name, &suite, packs.candidate);
+        },
+    );
 }
 
 /// Writes a counterexample's entities to `OUT/NAME.entities.json`, for the
