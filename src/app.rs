@@ -1,6 +1,6 @@
 //! Wiring: from a [`Config`] to the running parts (policy store, entity
-//! store, engine, API). The composition root that `main` and the end-to-end
-//! tests share; it holds no logic of its own.
+//! store, engine, API). The composition root that the binary's subcommands
+//! (`cli`) and the end-to-end tests share; it holds no logic of its own.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -3,8 +3,9 @@
 //! [`SETTINGS`], where every setting is defined once), `mandate.toml`, the
 //! `MANDATE_…` environment, then command-line flags.
 //!
-//! Nothing else in the crate reads the environment or the file: `main` builds
-//! a [`Config`] with [`Config::load`] and hands each part its own section.
+//! Nothing else in the crate reads the environment or the file: the binary
+//! (`cli::load`) builds a [`Config`] with [`Config::load`] and hands each
+//! part its own section.
 
 pub mod address;
 mod layers;
