@@ -296,7 +296,7 @@ impl Engine {
     }
 
     /// Why `request` is decided as it is, policy by policy (see
-    /// [`explain::trace`]): the stages up to the entity slice again,
+    /// `engine/explain.rs`): the stages up to the entity slice again,
     /// then each policy of the action evaluated piece by piece. `None` when
     /// the request never reaches the policies (an unknown name, a missing
     /// entity, a store failure: the decision's errors say so). Asked for
