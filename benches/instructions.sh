@@ -53,5 +53,7 @@ for binary in "$@"; do
   name=$(echo "$binary" | tr '/' '_')
   few=$(total "$binary" "$N" "$name")
   many=$(total "$binary" $((5 * N)) "$name")
+  # No count read (callgrind wrote no totals) is a failure, never a 0.
+  [[ "$few" =~ ^[0-9]+$ && "$many" =~ ^[0-9]+$ ]] || { echo "no instruction count for $binary (see $OUT)" >&2; exit 1; }
   printf '| %s | %d |\n' "$binary" $(((many - few) / (4 * N)))
 done

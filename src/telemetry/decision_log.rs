@@ -124,9 +124,7 @@ impl Hex128 {
     pub fn random() -> Self {
         Self(fastrand::u128(..))
     }
-}
 
-impl Hex128 {
     /// The 32 digits, made on the stack: every line writes two ids, and
     /// `{:032x}` through a formatter costs several times more.
     fn digits(self) -> [u8; 32] {
