@@ -81,7 +81,7 @@ pub(super) async fn invalidate(
 ) -> Result<Response<Full<Bytes>>, ApiError> {
     let request: Invalidate = decode(body)?;
     if request.all {
-        engine.store().invalidate_all();
+        engine.forget_all();
         return Ok(json(
             StatusCode::OK,
             &serde_json::json!({"invalidated": "all"}),
@@ -108,7 +108,7 @@ pub(super) async fn invalidate(
                 })?;
         uids.push(parsed);
     }
-    engine.store().invalidate(&uids).await;
+    engine.forget(&uids).await;
     Ok(json(
         StatusCode::OK,
         &serde_json::json!({"invalidated": uids.len()}),

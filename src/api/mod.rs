@@ -26,8 +26,7 @@ use serde::Serialize;
 pub use error::ApiError;
 pub use search::{SearchSettings, results as search_results, skipped_context};
 
-use crate::engine::{Decision, DecisionError, Engine, Field, RequestError, Searched};
-use crate::entities::StoreHealth;
+use crate::engine::{Decision, DecisionError, Engine, Field, RequestError, Searched, StoreHealth};
 use crate::routes::RouteTable;
 use crate::telemetry::metrics;
 use crate::telemetry::trace::{self, TraceParent};
@@ -385,7 +384,7 @@ impl Api {
             "/metrics" => {
                 expect("GET", Method::GET)?;
                 metrics().observe_bus_age();
-                let cached = self.engine.store().cached().await;
+                let cached = self.engine.cached_entities().await;
                 metrics()
                     .cache_entries
                     .set(i64::try_from(cached).unwrap_or(i64::MAX));
@@ -412,8 +411,9 @@ impl Api {
     }
 
     async fn readiness(&self) -> Response<Full<Bytes>> {
-        let snapshot = self.engine.policies().current();
-        let (status, store) = match self.engine.store().health(snapshot.schema()).await {
+        let readiness = self.engine.readiness().await;
+        let snapshot = &readiness.snapshot;
+        let (status, store) = match readiness.store {
             StoreHealth::Answering => (StatusCode::OK, "ready"),
             StoreHealth::Degraded => (StatusCode::OK, "degraded"),
             StoreHealth::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
@@ -426,7 +426,7 @@ impl Api {
         });
         // The bus never makes a replica unready: without it, entities are
         // kept for `cache.ttl_without_bus` only, and decisions go on.
-        if let (Some(bus), Some(fields)) = (self.engine.store().bus_state(), body.as_object_mut()) {
+        if let (Some(bus), Some(fields)) = (readiness.bus, body.as_object_mut()) {
             fields.insert("bus".to_owned(), serde_json::json!(bus.label()));
         }
         json(status, &body)

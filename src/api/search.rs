@@ -259,7 +259,7 @@ async fn answer(
             message: "`page.limit`: at least 1".to_owned(),
         });
     }
-    let data = engine.store().data_version();
+    let data = engine.data_version();
     let binding = binding(searched, body, snapshot.version(), data.as_deref())?;
     // A later page may leave `limit` out (the certification scenario's
     // follow-up sends the token alone): the token's limit holds then.

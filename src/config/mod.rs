@@ -19,6 +19,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::entities::Sourcing;
+
 pub use settings::{Initial, Kind, SETTINGS, Setting, env_name, help, reference_table};
 
 /// The command line's layer: each flag given, as the setting it sets and
@@ -401,18 +403,6 @@ pub struct CacheConfig {
 pub struct AdminConfig {
     /// `admin.token`: see [`SETTINGS`] for what it does and its default.
     pub token: Option<String>,
-}
-
-/// Where one entity type's attributes come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Sourcing {
-    /// From the store alone; request-supplied data is refused with a 400.
-    Store,
-    /// From the request alone (entities the store never holds).
-    Request,
-    /// From the store, with request data overriding it: for a fully trusted caller.
-    Merge,
 }
 
 /// Entity sourcing per type.

@@ -34,9 +34,7 @@ use std::sync::Arc;
 
 use cedar_policy::{Authorizer, Entities, Entity, EntityId, EntityTypeName, EntityUid};
 
-use crate::config::Sourcing;
-use crate::entities::describe;
-use crate::entities::{EntityStore, Gathered, Resident};
+use crate::entities::{EntityStore, Gathered, Resident, Sourcing, describe};
 use crate::policy::{ActionPlan, PolicySnapshot, PolicyStore};
 use crate::telemetry::trace::{SPANS, stage};
 use crate::telemetry::{DecisionLog, metrics};
@@ -47,6 +45,7 @@ pub use decision::{
     RequestError, Summary,
 };
 /// A policy-by-policy account of a decision, for `explain` (see [`Engine::trace`]).
+pub use crate::entities::{BusState, StoreHealth};
 pub use explain::{Condition, PolicyTrace};
 pub(crate) use record::canonical_uid;
 pub use record::{acceptable_request_id, new_request_id};
@@ -55,6 +54,16 @@ pub use search::{Found, SearchError, SearchQuery, Searched, Skipped};
 use context::ReadContext;
 use memo::{Epoch, Memo, MemoKey, Memoized};
 use supplied::Sources;
+
+/// What a replica can say of itself for `/readyz`.
+pub struct Readiness {
+    /// Whether the entity store answers.
+    pub store: StoreHealth,
+    /// The bus's state, when entities are cached with a bus configured.
+    pub bus: Option<BusState>,
+    /// The policies serving now.
+    pub snapshot: Arc<PolicySnapshot>,
+}
 
 /// Decides requests against the current policies and the entity store.
 pub struct Engine {
@@ -201,9 +210,43 @@ impl Engine {
         &self.log
     }
 
-    /// The entity store.
+    /// The entity store, for the parts that feed it (the bus, the wiring,
+    /// the suites); the API asks through the methods below.
     pub fn store(&self) -> &EntityStore {
         &self.store
+    }
+
+    /// What `/readyz` reports: whether the entity store answers (at most
+    /// one probe per second) and, with a bus, its state.
+    pub async fn readiness(&self) -> Readiness {
+        let snapshot = self.policies.current();
+        Readiness {
+            store: self.store.health(snapshot.schema()).await,
+            bus: self.store.bus_state(),
+            snapshot,
+        }
+    }
+
+    /// Entities cached now (0 without a cache), for the metrics gauge.
+    pub async fn cached_entities(&self) -> u64 {
+        self.store.cached().await
+    }
+
+    /// Forgets the named entities and everything built from them (an
+    /// operator's invalidation).
+    pub async fn forget(&self, uids: &[EntityUid]) {
+        self.store.invalidate(uids).await;
+    }
+
+    /// Forgets every cached entity and everything built from them.
+    pub fn forget_all(&self) {
+        self.store.invalidate_all();
+    }
+
+    /// The entity data's version where the store has one (the file store's
+    /// reading), so a search's page token is bound to the data it paged.
+    pub fn data_version(&self) -> Option<String> {
+        self.store.data_version()
     }
 
     /// Whether entities of `ty` may come from the store: not when the

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::decision::{EntityRef, Field, RequestEntities, RequestError};
 use super::describe;
-use crate::config::Sourcing;
+use crate::entities::Sourcing;
 use crate::policy::PolicySnapshot;
 
 /// Where each entity type's data comes from.

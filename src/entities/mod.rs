@@ -34,6 +34,20 @@ pub const LISTING_REQUESTS: usize = 3;
 pub const READINESS_PROBE: std::time::Duration = std::time::Duration::from_millis(800);
 pub use http::{Fetched, HttpStore, HttpStoreSettings, StoreUid, UpstreamError};
 
+/// Where one entity type's attributes come from (`entities.sources`): the
+/// engine asks it of every type a request names, so it lives with the
+/// stores rather than with the configuration that sets it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sourcing {
+    /// From the store alone; request-supplied data is refused with a 400.
+    Store,
+    /// From the request alone (entities the store never holds).
+    Request,
+    /// From the store, with request data overriding it: for a fully trusted caller.
+    Merge,
+}
+
 /// Why entity data could not be had.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum EntityError {
