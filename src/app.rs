@@ -16,8 +16,8 @@ use cedar_policy::EntityTypeName;
 use crate::api::ext_authz::GrpcHandler;
 use crate::api::{AdminAccess, Api, ApiLimits, ApiSettings, Surface};
 use crate::config::{Config, ConfigError, DecisionSink, StoreKind};
-use crate::entities::Sourcing;
 use crate::engine::Engine;
+use crate::entities::Sourcing;
 use crate::entities::{
     CacheSettings, EntityCache, EntityError, EntityStore, FileStore, HttpStore, HttpStoreSettings,
 };

@@ -135,14 +135,16 @@ fn verdict(counts: (usize, usize), below: Option<String>, filtered: bool) -> Exi
             );
             ExitCode::No
         }
-        (_, 0) => match below {
-            Some(message) => {
+        (_, failed) => {
+            if let Some(message) = &below {
                 eprintln!("{message}");
+            }
+            if failed == 0 && below.is_none() {
+                ExitCode::Success
+            } else {
                 ExitCode::No
             }
-            None => ExitCode::Success,
-        },
-        _ => ExitCode::No,
+        }
     }
 }
 

@@ -1,5 +1,5 @@
 //! Policy coverage of a test run: for each policy of the pack, the passing
-//! cases in which it determined the decision and the number in which its
+//! cases in which it determined the decision and those in which its
 //! condition was evaluated (its scope matched), the policies never
 //! exercised, and the share of policies that determined some case. A
 //! policy no case determines is a rule no test would miss if it went.
@@ -14,8 +14,8 @@ use super::CaseResult;
 /// Coverage gathered over the cases of a run.
 #[derive(Debug, Default)]
 pub struct Coverage {
-    /// per policy id: the cases it determined, and how many evaluated it
-    by_policy: BTreeMap<String, (Vec<String>, usize)>,
+    /// per policy id: the cases it determined, and the cases that evaluated it
+    by_policy: BTreeMap<String, (Vec<String>, Vec<String>)>,
 }
 
 impl Coverage {
@@ -24,7 +24,7 @@ impl Coverage {
         Self {
             by_policy: policies
                 .into_iter()
-                .map(|id| (id, (Vec::new(), 0)))
+                .map(|id| (id, (Vec::new(), Vec::new())))
                 .collect(),
         }
     }
@@ -42,7 +42,7 @@ impl Coverage {
         }
         for id in &case.evaluated {
             if let Some((_, evaluated)) = self.by_policy.get_mut(id) {
-                *evaluated += 1;
+                evaluated.push(label.clone());
             }
         }
     }
@@ -78,7 +78,7 @@ impl Coverage {
     fn never_evaluated(&self) -> Vec<&str> {
         self.by_policy
             .iter()
-            .filter(|(_, (cases, evaluated))| cases.is_empty() && *evaluated == 0)
+            .filter(|(_, (cases, evaluated))| cases.is_empty() && evaluated.is_empty())
             .map(|(id, _)| id.as_str())
             .collect()
     }
@@ -104,7 +104,12 @@ impl Coverage {
             .max(6);
         writeln!(out, "  {:width$}  determined  evaluated", "policy")?;
         for (id, (cases, evaluated)) in &self.by_policy {
-            writeln!(out, "  {id:width$}  {:>10}  {evaluated:>9}", cases.len())?;
+            writeln!(
+                out,
+                "  {id:width$}  {:>10}  {:>9}",
+                cases.len(),
+                evaluated.len()
+            )?;
         }
         let uncovered = self.uncovered();
         if !uncovered.is_empty() {
@@ -182,7 +187,10 @@ mod tests {
             json["coverage"]["by_policy"]["A"]["determined"][0],
             "s / one"
         );
-        assert_eq!(json["coverage"]["by_policy"]["B"]["evaluated"], 1);
+        assert_eq!(
+            json["coverage"]["by_policy"]["B"]["evaluated"],
+            json!(["s / one"])
+        );
         coverage.add(&case("three", &["B", "C", "unknown"], &[], true));
         assert!(coverage.uncovered().is_empty());
         assert!((coverage.percent() - 100.0).abs() < 1e-9);

@@ -129,6 +129,76 @@ fn a_store_that_is_down_passes_no_deny() {
     assert!(stdout.contains("entity_store_unavailable"), "{stdout}");
 }
 
+/// An evaluation error (an overflow, no store involved) denies whatever
+/// the policy says: the deny passes only when the case lists the error.
+#[test]
+fn an_evaluation_error_passes_no_deny_unless_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("policies")).unwrap();
+    std::fs::write(
+        dir.path().join("schema.cedarschema"),
+        "entity User;\nentity Thing;\naction act appliesTo { principal: User, resource: Thing, context: { n: Long } };\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("policies/p.cedar"),
+        "@id(\"P\")\npermit (principal, action == Action::\"act\", resource) when { context.n + 1 > 0 };\n@id(\"Q\")\nforbid (principal, action == Action::\"act\", resource) when { context.n == 42 };\n",
+    )
+    .unwrap();
+    let case = |name: &str, n: i64, expect: &str| {
+        format!(
+            "  - name: {name}\n    principal: User::\"u\"\n    action: act\n    resource: Thing::\"t\"\n    context: {{n: {n}}}\n    {expect}\n"
+        )
+    };
+    std::fs::write(
+        dir.path().join("overflow.yaml"),
+        format!(
+            "name: overflow\nentities:\n  - {{uid: {{type: User, id: u}}, attrs: {{}}, parents: []}}\n  - {{uid: {{type: Thing, id: t}}, attrs: {{}}, parents: []}}\ncases:\n{}{}{}",
+            case("hollow", i64::MAX, "expect: deny\n    reasons: []"),
+            case("listed", i64::MAX, "expect: deny\n    errors: [evaluation_error]"),
+            case("allowed", 1, "expect: allow\n    reasons: [P]"),
+        ),
+    )
+    .unwrap();
+    let (code, stdout, stderr) = test_in(
+        dir.path(),
+        &[
+            "--policies",
+            "policies",
+            "--schema",
+            "schema.cedarschema",
+            "overflow.yaml",
+        ],
+    );
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(stdout.contains("FAIL  overflow / hollow"), "{stdout}");
+    assert!(stdout.contains("hollow: the decision erred"), "{stdout}");
+    assert!(stdout.contains("evaluation_error"), "{stdout}");
+    assert!(stdout.contains("ok    overflow / listed"), "{stdout}");
+    assert!(stdout.contains("ok    overflow / allowed"), "{stdout}");
+    assert!(stdout.contains("2 passed, 1 failed"), "{stdout}");
+    // A run with failures still says its coverage falls short.
+    let (code, _, stderr) = test_in(
+        dir.path(),
+        &[
+            "--policies",
+            "policies",
+            "--schema",
+            "schema.cedarschema",
+            "--min-coverage",
+            "100",
+            "overflow.yaml",
+        ],
+    );
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains(
+            "policy coverage 50.0% is below --min-coverage 100: no passing case is decided by Q"
+        ),
+        "{stderr}"
+    );
+}
+
 const INLINE_SUITE: &str = r#"name: inline world
 entities:
   - {uid: {type: Brokerage::User, id: olga}, attrs: {active: true, verified: true, employee: false, marketData: []}, parents: []}
@@ -266,12 +336,18 @@ fn coverage_names_every_policy_and_min_coverage_gates_the_pack() {
             .is_some_and(|cases| !cases.is_empty()),
         "{last:#}"
     );
-    assert!(
-        last["coverage"]["by_policy"]["F1"]["evaluated"]
-            .as_u64()
-            .unwrap()
-            >= 1
-    );
+    let evaluated = last["coverage"]["by_policy"]["F1"]["evaluated"]
+        .as_array()
+        .expect("the cases that evaluated F1, by name");
+    for case in last["coverage"]["by_policy"]["F1"]["determined"]
+        .as_array()
+        .unwrap()
+    {
+        assert!(
+            evaluated.contains(case),
+            "a case F1 determined also evaluated it: {case}"
+        );
+    }
 }
 
 fn load_policy_ids() -> Vec<String> {
@@ -286,4 +362,80 @@ fn load_policy_ids() -> Vec<String> {
         .policies()
         .map(|p| p.id().to_string())
         .collect()
+}
+
+/// The fenced blocks of a Markdown text, in order: (language, body).
+fn fenced_blocks(markdown: &str) -> Vec<(String, String)> {
+    let mut blocks = Vec::new();
+    let mut open: Option<(String, String)> = None;
+    for line in markdown.lines() {
+        match (&mut open, line.strip_prefix("```")) {
+            (None, Some(language)) => open = Some((language.to_owned(), String::new())),
+            (Some(_), Some(_)) => blocks.extend(open.take()),
+            (Some((_, body)), None) => {
+                body.push_str(line);
+                body.push('\n');
+            }
+            (None, None) => {}
+        }
+    }
+    blocks
+}
+
+/// docs/testing-policies.md's `mandate test` examples run as printed: its
+/// suites are written where its commands expect them (`orders.yaml`, and
+/// `tests/policies/` for a suite naming `../../examples`), and each
+/// transcript's command prints exactly the lines shown.
+#[test]
+fn the_testing_docs_examples_print_what_they_show() {
+    let doc = std::fs::read_to_string(root().join("docs/testing-policies.md")).unwrap();
+    let blocks = fenced_blocks(&doc);
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(root().join("examples"), dir.path().join("examples")).unwrap();
+    std::fs::create_dir_all(dir.path().join("tests/policies")).unwrap();
+    let mut suites = 0;
+    for (_, body) in blocks.iter().filter(|(language, _)| language == "yaml") {
+        let Some(name) = body
+            .lines()
+            .next()
+            .and_then(|line| line.strip_prefix("name: "))
+        else {
+            continue;
+        };
+        let file = if body.contains("../../examples") {
+            dir.path().join(format!("tests/policies/{name}.yaml"))
+        } else {
+            dir.path().join("orders.yaml")
+        };
+        assert!(
+            !file.exists(),
+            "two suites of the docs at {}",
+            file.display()
+        );
+        std::fs::write(&file, body).unwrap();
+        suites += 1;
+    }
+    assert_eq!(suites, 2, "the orders suite and the typos suite");
+    let (code, stdout, stderr) = test_in(dir.path(), &["orders.yaml"]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("4 passed, 0 failed"), "{stdout}");
+    let mut transcripts = 0;
+    for (_, body) in blocks.iter().filter(|(language, _)| language == "text") {
+        let mut lines = body.lines();
+        let Some(command) = lines
+            .next()
+            .and_then(|line| line.strip_prefix("$ mandate test "))
+        else {
+            continue;
+        };
+        let args: Vec<&str> = command.split_whitespace().collect();
+        let (_, stdout, stderr) = test_in(dir.path(), &args);
+        let shown: String = lines.map(|line| format!("{line}\n")).collect();
+        assert_eq!(
+            stdout, shown,
+            "`mandate test {command}` printed otherwise; stderr: {stderr}"
+        );
+        transcripts += 1;
+    }
+    assert_eq!(transcripts, 2, "the typos and the coverage transcripts");
 }
