@@ -13,8 +13,8 @@ use tokio::task::JoinHandle;
 
 use cedar_policy::EntityTypeName;
 
-use crate::api::ext_authz::GrpcHandler;
 use crate::api::{AdminAccess, Api, ApiLimits, ApiSettings, Surface};
+use crate::api::{GrpcHandler, RouteError, RouteTable};
 use crate::config::{Config, ConfigError, DecisionSink, StoreKind};
 use crate::engine::Engine;
 use crate::entities::Sourcing;
@@ -22,7 +22,6 @@ use crate::entities::{
     CacheSettings, EntityCache, EntityError, EntityStore, FileStore, HttpStore, HttpStoreSettings,
 };
 use crate::policy::{PolicyError, PolicySources, PolicyStore};
-use crate::routes::{RouteError, RouteTable};
 use crate::server::{self, ServerError, ServerSettings};
 use crate::telemetry::history::HistoryQueue;
 use crate::telemetry::keep::KeepRules;

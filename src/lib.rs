@@ -20,7 +20,6 @@ pub mod periodic;
 pub mod policy;
 pub mod refstore;
 pub mod replay;
-pub mod routes;
 pub mod server;
 pub mod suite;
 pub mod telemetry;

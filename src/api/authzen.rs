@@ -12,10 +12,10 @@ use http_body_util::Full;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::RouteTable;
 use super::error::{decode, decode_at};
 use super::{ApiError, Explanation, FieldNames, json};
 use crate::engine::{Decision, DecisionRequest, Engine, EntityRef};
-use crate::routes::RouteTable;
 
 /// Batch items decided between two yields to the runtime: a long batch
 /// lets the timer (and other connections) in, a short one pays nothing.

@@ -1,5 +1,7 @@
-//! The one table from an API error to its HTTP status and its
-//! `{"error":{"code","message","field"}}` body.
+//! The one table from an API error to its HTTP status, its gRPC code (the
+//! `ext_authz` listener) and its `{"error":{"code","message","field"}}`
+//! body: [`ApiError::answered`]. Every refusal of every surface is an
+//! [`ApiError`], forward-auth's included.
 
 use http::StatusCode;
 use serde::Serialize;
@@ -81,6 +83,35 @@ pub enum ApiError {
         "the search took longer than its budget of {0:?} (`search.time_budget`); narrow it (a more specific type, or an evaluation per entity) or raise the budget"
     )]
     SearchOverBudget(std::time::Duration),
+    /// Forward-auth without one authenticated principal: the trusted header
+    /// is missing, or sent more than once.
+    #[error("{message}")]
+    Unauthenticated {
+        /// `no_principal` or `ambiguous_principal`
+        code: &'static str,
+        /// names the header
+        message: String,
+    },
+    /// Forward-auth refused before or instead of deciding: the original
+    /// request is ambiguous (two readers could read it apart), or what the
+    /// route made of it does not fit the schema. A deny, never an allow.
+    #[error("{message}")]
+    Refused {
+        /// stable: `ambiguous_request`, `ambiguous_path`, `ambiguous_header`,
+        /// `duplicate_parameter`, `method_override`, or the engine's code
+        code: &'static str,
+        /// names the header, parameter, segment or field at fault
+        message: String,
+    },
+    /// Forward-auth for a request no gateway route matches: answered with
+    /// `gateway.unmatched_status` (403 when no route is configured at all).
+    #[error("{message}")]
+    NoRoute {
+        /// `gateway.unmatched_status`
+        status: StatusCode,
+        /// the method and path that matched nothing
+        message: String,
+    },
     /// The endpoint exists but not for this method.
     #[error("method `{method}` is not allowed on `{path}`; use {allowed}")]
     MethodNotAllowed {
@@ -94,31 +125,56 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    /// The HTTP status this error is answered with.
-    pub fn status(&self) -> StatusCode {
+    /// The one table: the HTTP status and the gRPC code this error is
+    /// answered with. On gRPC every forward-auth refusal is a deny
+    /// (`PERMISSION_DENIED`, or `UNAUTHENTICATED`), which Envoy answers with
+    /// the HTTP status beside it.
+    pub fn answered(&self) -> (StatusCode, tonic::Code) {
+        use tonic::Code;
         match self {
             Self::InvalidBody { .. }
             | Self::InvalidRequest { .. }
-            | Self::BatchTooLarge { .. }
-            | Self::TooManyEntities { .. }
-            | Self::BodyRead(_) => StatusCode::BAD_REQUEST,
-            Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::TooDeep { .. } => StatusCode::BAD_REQUEST,
-            Self::RequestTimeout(_)
-            | Self::TooManyConnections(_)
-            | Self::StoreUnavailable(_)
-            | Self::SearchOverBudget(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::Forbidden(_) => StatusCode::FORBIDDEN,
-            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            | Self::BodyRead(_)
+            | Self::TooDeep { .. } => (StatusCode::BAD_REQUEST, Code::InvalidArgument),
+            Self::BatchTooLarge { .. } | Self::TooManyEntities { .. } => {
+                (StatusCode::BAD_REQUEST, Code::ResourceExhausted)
+            }
+            Self::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, Code::ResourceExhausted),
+            Self::RequestTimeout(_) | Self::SearchOverBudget(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, Code::DeadlineExceeded)
+            }
+            Self::TooManyConnections(_) | Self::StoreUnavailable(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, Code::Unavailable)
+            }
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, Code::Unimplemented),
+            Self::MethodNotAllowed { .. } => (StatusCode::METHOD_NOT_ALLOWED, Code::Unimplemented),
+            Self::Forbidden(_) | Self::Refused { .. } => {
+                (StatusCode::FORBIDDEN, Code::PermissionDenied)
+            }
+            Self::Unauthenticated { .. } => (StatusCode::UNAUTHORIZED, Code::Unauthenticated),
+            Self::NoRoute { status, .. } => (*status, Code::PermissionDenied),
         }
+    }
+
+    /// The HTTP status this error is answered with ([`Self::answered`]).
+    pub fn status(&self) -> StatusCode {
+        self.answered().0
+    }
+
+    /// This error as a gRPC status ([`Self::answered`]), for the `ext_authz`
+    /// listener.
+    pub fn grpc(&self) -> tonic::Status {
+        tonic::Status::new(self.answered().1, self.to_string())
     }
 
     /// Stable, snake_case.
     pub fn code(&self) -> &'static str {
         match self {
             Self::InvalidBody { .. } => "invalid_body",
-            Self::InvalidRequest { code, .. } => code,
+            Self::InvalidRequest { code, .. }
+            | Self::Unauthenticated { code, .. }
+            | Self::Refused { code, .. } => code,
+            Self::NoRoute { .. } => "no_route",
             Self::BodyTooLarge { .. } => "body_too_large",
             Self::TooDeep { .. } => "too_deep",
             Self::RequestTimeout(_) => "request_timeout",
@@ -265,4 +321,157 @@ fn join(path: &mut String, segment: &str) {
         path.push('.');
     }
     path.push_str(segment);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use http::StatusCode;
+    use tonic::Code;
+
+    use super::ApiError;
+
+    /// One of each kind. The match below fails to compile when a kind is
+    /// added, so a new kind cannot miss its row in the table test.
+    fn every_kind() -> Vec<ApiError> {
+        let kinds = vec![
+            ApiError::InvalidBody {
+                field: "subject.id".to_owned(),
+                message: "m".to_owned(),
+            },
+            ApiError::InvalidRequest {
+                field: "context.amount".to_owned(),
+                code: "invalid_context",
+                message: "m".to_owned(),
+            },
+            ApiError::BodyTooLarge { limit: 1 },
+            ApiError::BatchTooLarge {
+                field: "evaluations",
+                count: 2,
+                limit: 1,
+            },
+            ApiError::TooManyEntities { count: 2, limit: 1 },
+            ApiError::TooDeep { limit: 1 },
+            ApiError::RequestTimeout(Duration::from_secs(1)),
+            ApiError::TooManyConnections(1),
+            ApiError::BodyRead("m".to_owned()),
+            ApiError::NotFound("/x".to_owned()),
+            ApiError::Forbidden("m"),
+            ApiError::StoreUnavailable("m".to_owned()),
+            ApiError::SearchOverBudget(Duration::from_secs(1)),
+            ApiError::Unauthenticated {
+                code: "no_principal",
+                message: "m".to_owned(),
+            },
+            ApiError::Refused {
+                code: "ambiguous_path",
+                message: "m".to_owned(),
+            },
+            ApiError::NoRoute {
+                status: StatusCode::NOT_FOUND,
+                message: "m".to_owned(),
+            },
+            ApiError::MethodNotAllowed {
+                method: "GET".to_owned(),
+                path: "/x".to_owned(),
+                allowed: "POST",
+            },
+        ];
+        for kind in &kinds {
+            match kind {
+                ApiError::InvalidBody { .. }
+                | ApiError::InvalidRequest { .. }
+                | ApiError::BodyTooLarge { .. }
+                | ApiError::BatchTooLarge { .. }
+                | ApiError::TooManyEntities { .. }
+                | ApiError::TooDeep { .. }
+                | ApiError::RequestTimeout(_)
+                | ApiError::TooManyConnections(_)
+                | ApiError::BodyRead(_)
+                | ApiError::NotFound(_)
+                | ApiError::Forbidden(_)
+                | ApiError::StoreUnavailable(_)
+                | ApiError::SearchOverBudget(_)
+                | ApiError::Unauthenticated { .. }
+                | ApiError::Refused { .. }
+                | ApiError::NoRoute { .. }
+                | ApiError::MethodNotAllowed { .. } => {}
+            }
+        }
+        kinds
+    }
+
+    #[test]
+    fn every_kind_has_its_status_grpc_code_and_body() {
+        let table: Vec<(&str, u16, Code, Option<&str>)> = vec![
+            (
+                "invalid_body",
+                400,
+                Code::InvalidArgument,
+                Some("subject.id"),
+            ),
+            (
+                "invalid_context",
+                400,
+                Code::InvalidArgument,
+                Some("context.amount"),
+            ),
+            ("body_too_large", 413, Code::ResourceExhausted, None),
+            (
+                "batch_too_large",
+                400,
+                Code::ResourceExhausted,
+                Some("evaluations"),
+            ),
+            (
+                "too_many_entities",
+                400,
+                Code::ResourceExhausted,
+                Some("entities"),
+            ),
+            ("too_deep", 400, Code::InvalidArgument, None),
+            ("request_timeout", 503, Code::DeadlineExceeded, None),
+            ("too_many_connections", 503, Code::Unavailable, None),
+            ("body_unreadable", 400, Code::InvalidArgument, None),
+            ("not_found", 404, Code::Unimplemented, None),
+            ("forbidden", 403, Code::PermissionDenied, None),
+            ("entity_store_unavailable", 503, Code::Unavailable, None),
+            ("search_over_budget", 503, Code::DeadlineExceeded, None),
+            ("no_principal", 401, Code::Unauthenticated, None),
+            ("ambiguous_path", 403, Code::PermissionDenied, None),
+            ("no_route", 404, Code::PermissionDenied, None),
+            ("method_not_allowed", 405, Code::Unimplemented, None),
+        ];
+        let kinds = every_kind();
+        assert_eq!(kinds.len(), table.len(), "a row per kind");
+        for (error, (code, status, grpc, field)) in kinds.iter().zip(table) {
+            assert_eq!(error.code(), code);
+            assert_eq!(error.status().as_u16(), status, "{code}");
+            assert_eq!(error.answered(), (error.status(), grpc), "{code}");
+            let sent = error.grpc();
+            assert_eq!(
+                (sent.code(), sent.message()),
+                (grpc, error.to_string().as_str())
+            );
+            let body = serde_json::to_value(error.body()).unwrap();
+            let mut expected = serde_json::json!({"code": code, "message": error.to_string()});
+            if let Some(field) = field {
+                expected["field"] = serde_json::json!(field);
+            }
+            assert_eq!(body, serde_json::json!({"error": expected}), "{code}");
+        }
+    }
+
+    #[test]
+    fn an_unmatched_route_is_answered_with_the_configured_status() {
+        let error = ApiError::NoRoute {
+            status: StatusCode::FORBIDDEN,
+            message: "no gateway route matches `GET /x`".to_owned(),
+        };
+        assert_eq!(
+            error.answered(),
+            (StatusCode::FORBIDDEN, Code::PermissionDenied)
+        );
+    }
 }

@@ -8,7 +8,6 @@
 mod admin;
 mod authzen;
 mod error;
-pub mod ext_authz;
 pub mod gateway;
 mod native;
 mod openapi;
@@ -24,10 +23,10 @@ use http_body_util::{BodyExt, Full, Limited};
 use serde::Serialize;
 
 pub use error::ApiError;
+pub use gateway::{GrpcHandler, RouteError, RouteTable};
 pub use search::{SearchSettings, results as search_results, skipped_context};
 
 use crate::engine::{Decision, DecisionError, Engine, Field, RequestError, Searched, StoreHealth};
-use crate::routes::RouteTable;
 use crate::telemetry::metrics;
 use crate::telemetry::trace::{self, TraceParent};
 use tracing::Instrument;

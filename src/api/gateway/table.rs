@@ -1,13 +1,20 @@
-//! The gateway route table: an original request (method, path, query,
-//! headers) → the action, resource and context of a decision. Shared by
-//! HTTP forward-auth and Envoy's gRPC `ext_authz`. Compiled once at start;
-//! nothing here trusts the request beyond what a route names.
+//! The gateway route table: a gateway's question (the original method,
+//! path, query and headers, from the one source configured) → the
+//! principal, action, resource and context of a decision, in one trip
+//! ([`RouteTable::resolve`]). Shared by HTTP forward-auth and Envoy's gRPC
+//! `ext_authz`. Compiled once at start; nothing here trusts the request
+//! beyond what a route names.
 
-use std::collections::HashMap;
+use std::borrow::Cow;
 
 use serde_json::{Map, Value};
 
+use super::template::{self, Segment, Template};
+use super::trust::{self, Ambiguous, OriginalRequest, refused};
+use super::{PREFIX, Question};
+use crate::api::ApiError;
 use crate::config::{ContextSource, GatewayConfig, OriginalSource, RouteConfig, ValueKind};
+use crate::engine::EntityRef;
 
 /// A route table that cannot be used.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
@@ -21,16 +28,6 @@ pub struct RouteError {
     path: String,
     message: String,
 }
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Segment {
-    Literal(String),
-    Param(String),
-}
-
-/// A text template: literal pieces and `{param}` references.
-#[derive(Debug, Clone)]
-struct Template(Vec<Segment>);
 
 #[derive(Debug, Clone)]
 enum Source {
@@ -69,7 +66,7 @@ pub struct RouteTable {
     routes: Vec<Route>,
     principal_header: http::HeaderName,
     principal_type: String,
-    unmatched_status: u16,
+    unmatched_status: http::StatusCode,
     original: Option<OriginalSource>,
     deny_detail: bool,
     /// `gateway.route_type`: the AuthZEN resource type that asks about a route
@@ -87,158 +84,6 @@ pub struct Resolved<'t> {
     pub resource_id: String,
     /// the context, as JSON
     pub context: Value,
-}
-
-/// A gateway request refused before any decision: it is ambiguous, or
-/// names no principal. Always a deny.
-#[derive(Debug, Clone)]
-pub struct Refusal {
-    /// 401 (no or ambiguous principal) or 403
-    pub status: u16,
-    /// stable, snake_case
-    pub code: &'static str,
-    /// for a person, naming the header, parameter or segment at fault
-    pub message: String,
-}
-
-impl Refusal {
-    fn forbidden(code: &'static str, message: String) -> Self {
-        Self {
-            status: 403,
-            code,
-            message,
-        }
-    }
-}
-
-/// A header sent more than once, or whose value is not text.
-#[derive(Debug, Clone, Copy)]
-pub struct Ambiguous;
-
-/// The original request, as the gateway described it.
-pub trait OriginalRequest {
-    /// The one value of header `name` (lower case): `Ok(None)` when absent,
-    /// `Err` when it is sent more than once or is not text.
-    ///
-    /// # Errors
-    /// [`Ambiguous`] as above.
-    fn single(&self, name: &str) -> Result<Option<&str>, Ambiguous>;
-
-    /// Whether header `name` (lower case) is present at all.
-    fn has(&self, name: &str) -> bool;
-}
-
-impl OriginalRequest for http::HeaderMap {
-    fn single(&self, name: &str) -> Result<Option<&str>, Ambiguous> {
-        let mut values = self.get_all(name).iter();
-        match (values.next(), values.next()) {
-            (None, _) => Ok(None),
-            (Some(value), None) => value.to_str().map(Some).map_err(|_| Ambiguous),
-            (Some(_), Some(_)) => Err(Ambiguous),
-        }
-    }
-
-    fn has(&self, name: &str) -> bool {
-        self.contains_key(name)
-    }
-}
-
-/// Envoy's gRPC `CheckRequest` headers: Envoy joins a repeated header's
-/// values with commas, so a comma marks a header sent more than once.
-impl OriginalRequest for HashMap<String, String> {
-    fn single(&self, name: &str) -> Result<Option<&str>, Ambiguous> {
-        match self.get(name) {
-            Some(value) if value.contains(',') => Err(Ambiguous),
-            value => Ok(value.map(String::as_str)),
-        }
-    }
-
-    fn has(&self, name: &str) -> bool {
-        self.contains_key(name)
-    }
-}
-
-/// The headers that may describe the original request, by source.
-const X_ORIGINAL: [&str; 2] = ["x-original-method", "x-original-uri"];
-const X_FORWARDED: [&str; 2] = ["x-forwarded-method", "x-forwarded-uri"];
-
-/// Headers some frameworks read to replace the request's method.
-const METHOD_OVERRIDES: [&str; 3] = [
-    "x-http-method-override",
-    "x-method-override",
-    "x-http-method",
-];
-
-/// The original method and URI from the pair of headers `source` names;
-/// `None` for [`OriginalSource::RequestLine`], whose caller reads its own
-/// request line. Any header of another pair, half a pair, a duplicate or a
-/// method override is refused: the client may have sent it, and the
-/// application behind the gateway may read it.
-///
-/// # Errors
-/// A [`Refusal`] (403) naming the header.
-pub fn original_headers(
-    source: OriginalSource,
-    request: &impl OriginalRequest,
-) -> Result<Option<(http::Method, &str)>, Refusal> {
-    for name in METHOD_OVERRIDES {
-        if request.has(name) {
-            return Err(Refusal::forbidden(
-                "method_override",
-                format!("the request carries the method override header `{name}`"),
-            ));
-        }
-    }
-    let ours = match source {
-        OriginalSource::XOriginal => Some(X_ORIGINAL),
-        OriginalSource::XForwarded => Some(X_FORWARDED),
-        OriginalSource::RequestLine => None,
-    };
-    for name in X_ORIGINAL.iter().chain(&X_FORWARDED) {
-        if ours.is_some_and(|pair| pair.contains(name)) {
-            continue;
-        }
-        if request.has(name) {
-            return Err(Refusal::forbidden(
-                "ambiguous_request",
-                format!(
-                    "the request carries `{name}`, but this gateway describes the original request \
-                     by {}",
-                    describe(source)
-                ),
-            ));
-        }
-    }
-    let Some([method_name, uri_name]) = ours else {
-        return Ok(None);
-    };
-    let one = |name: &str| match request.single(name) {
-        Ok(Some(value)) if !value.is_empty() => Ok(value),
-        Ok(_) => Err(Refusal::forbidden(
-            "ambiguous_request",
-            format!("the gateway sent no `{name}`: it must send `{method_name}` and `{uri_name}`"),
-        )),
-        Err(Ambiguous) => Err(Refusal::forbidden(
-            "ambiguous_request",
-            format!("`{name}` is sent more than once"),
-        )),
-    };
-    let (method, uri) = (one(method_name)?, one(uri_name)?);
-    let method = http::Method::from_bytes(method.as_bytes()).map_err(|_| {
-        Refusal::forbidden(
-            "ambiguous_request",
-            format!("`{method_name}` is not a method: `{method}`"),
-        )
-    })?;
-    Ok(Some((method, uri)))
-}
-
-fn describe(source: OriginalSource) -> &'static str {
-    match source {
-        OriginalSource::XOriginal => "`x-original-method` and `x-original-uri`",
-        OriginalSource::XForwarded => "`x-forwarded-method` and `x-forwarded-uri`",
-        OriginalSource::RequestLine => "its request line",
-    }
 }
 
 impl RouteTable {
@@ -280,60 +125,128 @@ impl RouteTable {
             routes,
             principal_header,
             principal_type: config.principal_type.clone(),
-            unmatched_status: config.unmatched_status,
+            unmatched_status: http::StatusCode::from_u16(config.unmatched_status).map_err(|e| {
+                RouteError {
+                    index: 0,
+                    method: String::new(),
+                    path: String::new(),
+                    message: format!(
+                        "`gateway.unmatched_status` {}: {e}",
+                        config.unmatched_status
+                    ),
+                }
+            })?,
             original: config.original,
             deny_detail: config.deny_detail,
             route_type: config.route_type.clone(),
         })
     }
 
-    /// The principal's id from the trusted header.
+    /// A gateway's question, in one trip: the original request from the
+    /// one source it may come from, the principal from the trusted header,
+    /// and the first route that matches, resolved.
     ///
     /// # Errors
-    /// 401 when the gateway sent none, or sent the header more than once.
-    pub fn principal<'r>(&self, request: &'r impl OriginalRequest) -> Result<&'r str, Refusal> {
-        let name = self.principal_header.as_str();
-        match request.single(name) {
-            // A proxy joins a repeated header's values with commas.
-            Ok(Some(id)) if id.contains(',') => Err(Refusal {
-                status: 401,
-                code: "ambiguous_principal",
-                message: format!("the principal header `{name}` holds more than one value"),
-            }),
-            Ok(Some(id)) if !id.is_empty() => Ok(id),
-            Ok(_) => Err(Refusal {
-                status: 401,
-                code: "no_principal",
-                message: "the gateway sent no authenticated principal header".to_owned(),
-            }),
-            Err(Ambiguous) => Err(Refusal {
-                status: 401,
-                code: "ambiguous_principal",
-                message: format!("the principal header `{name}` is sent more than once"),
+    /// [`ApiError::Unauthenticated`] (401) without one principal;
+    /// [`ApiError::Refused`] (403) for an ambiguous request (another
+    /// source's headers, a method override, a dot segment, an encoded
+    /// separator, a parameter or header the route reads sent twice);
+    /// [`ApiError::NoRoute`] (`gateway.unmatched_status`) when no route
+    /// matches.
+    pub fn resolve<'a, H: OriginalRequest>(
+        &'a self,
+        question: &Question<'a, H>,
+    ) -> Result<(EntityRef<'a>, Resolved<'a>), ApiError> {
+        let (method, target, headers) = self.original(question)?;
+        let principal = EntityRef {
+            type_name: &self.principal_type,
+            id: self.principal(headers)?,
+            properties: None,
+        };
+        match self.route(&method, &target, headers)? {
+            Some(resolved) => Ok((principal, resolved)),
+            None => Err(ApiError::NoRoute {
+                status: self.unmatched_status,
+                message: format!("no gateway route matches `{method} {target}`"),
             }),
         }
     }
 
-    /// The principal's entity type.
-    pub fn principal_type(&self) -> &str {
-        &self.principal_type
+    /// The original method and path-and-query of `question`, from the one
+    /// source this deployment configured (Envoy's gRPC attributes are the
+    /// original request itself), and the headers that came with it.
+    fn original<'a, H: OriginalRequest>(
+        &self,
+        question: &Question<'a, H>,
+    ) -> Result<(http::Method, Cow<'a, str>, &'a H), ApiError> {
+        match *question {
+            Question::Forwarded {
+                method,
+                path_and_query,
+                headers,
+            } => {
+                let Some(source) = self.original else {
+                    return Err(ApiError::NoRoute {
+                        status: http::StatusCode::FORBIDDEN,
+                        message: "no gateway routes are configured".to_owned(),
+                    });
+                };
+                if let Some((method, uri)) = trust::original_headers(source, headers)? {
+                    return Ok((method, Cow::Borrowed(uri), headers));
+                }
+                let below = path_and_query.strip_prefix(PREFIX).unwrap_or_default();
+                let uri = if below.is_empty() || below.starts_with('?') {
+                    Cow::Owned(format!("/{below}"))
+                } else {
+                    Cow::Borrowed(below)
+                };
+                Ok((method.clone(), uri, headers))
+            }
+            Question::Attributes {
+                method,
+                path,
+                headers,
+            } => {
+                // Envoy's attributes are the original request; a header that
+                // claims another one, or overrides the method, is refused.
+                trust::original_headers(OriginalSource::RequestLine, headers)?;
+                let method = http::Method::from_bytes(method.as_bytes()).map_err(|_| {
+                    refused("ambiguous_request", format!("`{method}` is not a method"))
+                })?;
+                Ok((method, Cow::Borrowed(path), headers))
+            }
+        }
     }
 
-    /// The status answered when no route matches.
-    pub fn unmatched_status(&self) -> u16 {
-        self.unmatched_status
+    /// The principal's id from the trusted header.
+    ///
+    /// # Errors
+    /// 401 when the gateway sent none, or sent the header more than once.
+    fn principal<'r>(&self, request: &'r impl OriginalRequest) -> Result<&'r str, ApiError> {
+        let name = self.principal_header.as_str();
+        let unauthenticated = |code, message| Err(ApiError::Unauthenticated { code, message });
+        match request.single(name) {
+            // A proxy joins a repeated header's values with commas.
+            Ok(Some(id)) if id.contains(',') => unauthenticated(
+                "ambiguous_principal",
+                format!("the principal header `{name}` holds more than one value"),
+            ),
+            Ok(Some(id)) if !id.is_empty() => Ok(id),
+            Ok(_) => unauthenticated(
+                "no_principal",
+                "the gateway sent no authenticated principal header".to_owned(),
+            ),
+            Err(Ambiguous) => unauthenticated(
+                "ambiguous_principal",
+                format!("the principal header `{name}` is sent more than once"),
+            ),
+        }
     }
 
     /// Whether a deny tells the gateway (and so, often, the end user) why:
     /// `gateway.deny_detail`.
     pub fn deny_detail(&self) -> bool {
         self.deny_detail
-    }
-
-    /// Where forward-auth reads the original request (`None`: not set, so
-    /// the table is empty).
-    pub fn original(&self) -> Option<OriginalSource> {
-        self.original
     }
 
     /// Whether the table has any route.
@@ -426,19 +339,15 @@ impl RouteTable {
             route.written.1 == template
                 && route.method.as_ref().is_none_or(|m| m.as_str() == method)
         })?;
-        let params: Vec<(&str, String)> = route
-            .pattern
-            .iter()
-            .filter_map(|segment| match segment {
-                Segment::Param(name) => Some((name.as_str(), format!("{{{name}}}"))),
-                Segment::Literal(_) => None,
-            })
+        let params: Vec<(&str, String)> = template::params(&route.pattern)
+            .into_iter()
+            .map(|name| (name, format!("{{{name}}}")))
             .collect();
         let params: Vec<(&str, &str)> = params.iter().map(|(n, v)| (*n, v.as_str())).collect();
         let mut context = Map::new();
         for field in &route.context {
             let text = match &field.source {
-                Source::Template(template) => Some(render(template, &params)),
+                Source::Template(template) => Some(template::render(template, &params)),
                 Source::Query(_) | Source::Header(_) => field.default.clone(),
             };
             if let Some(text) = text {
@@ -448,7 +357,7 @@ impl RouteTable {
         Some(Resolved {
             action: &route.action,
             resource_type: &route.resource_type,
-            resource_id: render(&route.resource_id, &params),
+            resource_id: template::render(&route.resource_id, &params),
             context: Value::Object(context),
         })
     }
@@ -457,25 +366,26 @@ impl RouteTable {
     /// `Ok(None)` when none matches.
     ///
     /// # Errors
-    /// A [`Refusal`] (403) when the request is ambiguous: a dot segment, an
-    /// encoded `/` or `\` or an empty segment in the path, a query parameter
-    /// the route reads sent twice, a header it reads sent twice.
-    pub fn resolve<'t>(
-        &'t self,
+    /// [`ApiError::Refused`] (403) when the request is ambiguous: a dot
+    /// segment, an encoded `/` or `\` or an empty segment in the path, a
+    /// query parameter the route reads sent twice, a header it reads sent
+    /// twice.
+    fn route(
+        &self,
         method: &http::Method,
         path_and_query: &str,
         request: &impl OriginalRequest,
-    ) -> Result<Option<Resolved<'t>>, Refusal> {
+    ) -> Result<Option<Resolved<'_>>, ApiError> {
         let (path, query) = path_and_query
             .split_once('?')
             .unwrap_or((path_and_query, ""));
-        let segments = segments(path)?;
+        let segments = trust::segments(path)?;
         let mut query_pairs: Option<Vec<(String, String)>> = None;
         for route in &self.routes {
             if route.method.as_ref().is_some_and(|m| m != method) {
                 continue;
             }
-            let Some(params) = match_pattern(&route.pattern, &segments) else {
+            let Some(params) = template::match_pattern(&route.pattern, &segments) else {
                 continue;
             };
             let mut context = Map::new();
@@ -490,7 +400,7 @@ impl RouteTable {
                         let mut values = pairs.iter().filter(|(key, _)| key == name);
                         match (values.next(), values.next()) {
                             (Some(_), Some(_)) => {
-                                return Err(Refusal::forbidden(
+                                return Err(refused(
                                     "duplicate_parameter",
                                     format!("the query parameter `{name}` is sent more than once"),
                                 ));
@@ -501,13 +411,13 @@ impl RouteTable {
                     Source::Header(name) => match request.single(name) {
                         Ok(value) => value.map(str::to_owned),
                         Err(Ambiguous) => {
-                            return Err(Refusal::forbidden(
+                            return Err(refused(
                                 "ambiguous_header",
                                 format!("the header `{name}` is sent more than once"),
                             ));
                         }
                     },
-                    Source::Template(template) => Some(render(template, &params)),
+                    Source::Template(template) => Some(template::render(template, &params)),
                 };
                 let Some(text) = text.or_else(|| field.default.clone()) else {
                     continue;
@@ -517,44 +427,12 @@ impl RouteTable {
             return Ok(Some(Resolved {
                 action: &route.action,
                 resource_type: &route.resource_type,
-                resource_id: render(&route.resource_id, &params),
+                resource_id: template::render(&route.resource_id, &params),
                 context: Value::Object(context),
             }));
         }
         Ok(None)
     }
-}
-
-/// The decoded segments of a path; anything an application could read
-/// otherwise than we do is refused: an empty or dot segment, an encoded
-/// `/`, `\` or `%`, a control character, bytes that are not UTF-8.
-fn segments(path: &str) -> Result<Vec<String>, Refusal> {
-    let refuse = |why: String| Refusal::forbidden("ambiguous_path", why);
-    let Some(rest) = path.strip_prefix('/') else {
-        return Err(refuse(format!("the path `{path}` does not start with `/`")));
-    };
-    if rest.is_empty() {
-        return Ok(Vec::new());
-    }
-    rest.split('/')
-        .map(|raw| {
-            let decoded = percent_encoding::percent_decode_str(raw)
-                .decode_utf8()
-                .map_err(|_| refuse(format!("the path segment `{raw}` is not UTF-8")))?;
-            let bad = decoded.is_empty()
-                || decoded == "."
-                || decoded == ".."
-                || decoded.contains(['/', '\\', '%'])
-                || decoded.chars().any(char::is_control);
-            if bad {
-                return Err(refuse(format!(
-                    "the path segment `{raw}` is empty, a dot segment, or holds an encoded `/`, \
-                     `\\`, `%` or a control character"
-                )));
-            }
-            Ok(decoded.into_owned())
-        })
-        .collect()
 }
 
 fn typed(field: &ContextField, text: String) -> Value {
@@ -582,31 +460,10 @@ fn compile_route(route: &RouteConfig, trusted_headers: &[String]) -> Result<Rout
                 .map_err(|e| format!("method: {e}"))?,
         ),
     };
-    if !route.path.starts_with('/') {
-        return Err("the path must start with `/`".to_owned());
-    }
-    let mut pattern = Vec::new();
-    for segment in route.path.split('/').filter(|s| !s.is_empty()) {
-        match segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
-            Some(name) if !name.is_empty() && !name.contains(['{', '}']) => {
-                pattern.push(Segment::Param(name.to_owned()))
-            }
-            Some(_) => return Err(format!("bad parameter `{segment}`")),
-            None if segment.contains(['{', '}']) => {
-                return Err(format!("a parameter must be a whole segment: `{segment}`"));
-            }
-            None => pattern.push(Segment::Literal(segment.to_owned())),
-        }
-    }
-    let params: Vec<&str> = pattern
-        .iter()
-        .filter_map(|s| match s {
-            Segment::Param(name) => Some(name.as_str()),
-            Segment::Literal(_) => None,
-        })
-        .collect();
+    let pattern = template::pattern(&route.path)?;
+    let params = template::params(&pattern);
     let resource_id =
-        template(&route.resource_id, &params).map_err(|e| format!("resource_id: {e}"))?;
+        template::template(&route.resource_id, &params).map_err(|e| format!("resource_id: {e}"))?;
     let mut context = Vec::new();
     for (name, source) in &route.context {
         let (from, kind, entity, default) = match source {
@@ -625,9 +482,10 @@ fn compile_route(route: &RouteConfig, trusted_headers: &[String]) -> Result<Rout
             let trusted = trusted_headers.contains(&header);
             (Source::Header(header), trusted)
         } else {
-            let template = template(from, &params).map_err(|e| format!("context `{name}`: {e}"))?;
+            let template =
+                template::template(from, &params).map_err(|e| format!("context `{name}`: {e}"))?;
             // A literal is the operator's word; a path parameter the client's.
-            let literal = template.0.iter().all(|p| matches!(p, Segment::Literal(_)));
+            let literal = template.is_literal();
             (Source::Template(template), literal)
         };
         context.push(ContextField {
@@ -650,64 +508,10 @@ fn compile_route(route: &RouteConfig, trusted_headers: &[String]) -> Result<Rout
     })
 }
 
-fn template(text: &str, params: &[&str]) -> Result<Template, String> {
-    let mut pieces = Vec::new();
-    let mut rest = text;
-    while let Some(open) = rest.find('{') {
-        let (literal, tail) = rest.split_at(open);
-        if !literal.is_empty() {
-            pieces.push(Segment::Literal(literal.to_owned()));
-        }
-        let close = tail
-            .find('}')
-            .ok_or_else(|| format!("unclosed `{{` in `{text}`"))?;
-        let name = tail.get(1..close).unwrap_or_default();
-        if !params.contains(&name) {
-            return Err(format!("`{{{name}}}` is not a parameter of the path"));
-        }
-        pieces.push(Segment::Param(name.to_owned()));
-        rest = tail.get(close + 1..).unwrap_or_default();
-    }
-    if !rest.is_empty() {
-        pieces.push(Segment::Literal(rest.to_owned()));
-    }
-    Ok(Template(pieces))
-}
-
-fn match_pattern<'s>(
-    pattern: &'s [Segment],
-    segments: &'s [String],
-) -> Option<Vec<(&'s str, &'s str)>> {
-    if pattern.len() != segments.len() {
-        return None;
-    }
-    let mut params = Vec::new();
-    for (expected, actual) in pattern.iter().zip(segments) {
-        match expected {
-            Segment::Literal(literal) if literal == actual => {}
-            Segment::Literal(_) => return None,
-            Segment::Param(name) => params.push((name.as_str(), actual.as_str())),
-        }
-    }
-    Some(params)
-}
-
-fn render(template: &Template, params: &[(&str, &str)]) -> String {
-    template
-        .0
-        .iter()
-        .map(|piece| match piece {
-            Segment::Literal(text) => text.as_str(),
-            Segment::Param(name) => params
-                .iter()
-                .find(|(n, _)| n == name)
-                .map_or("", |(_, v)| v),
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
 
     fn table(toml_routes: &str) -> RouteTable {
@@ -741,7 +545,7 @@ mod tests {
         let mut headers = http::HeaderMap::new();
         headers.insert("x-owner-approved", "true".parse().unwrap());
         let resolved = table
-            .resolve(
+            .route(
                 &http::Method::POST,
                 "/accounts/alice%2Dpersonal/withdrawals?destination=alice-bank&amount=12.50",
                 &headers,
@@ -766,19 +570,19 @@ mod tests {
         let headers = http::HeaderMap::new();
         assert!(
             table
-                .resolve(&http::Method::GET, "/accounts/a/withdrawals", &headers)
+                .route(&http::Method::GET, "/accounts/a/withdrawals", &headers)
                 .unwrap()
                 .is_none()
         );
         assert!(
             table
-                .resolve(&http::Method::POST, "/accounts/a/withdrawals/x", &headers)
+                .route(&http::Method::POST, "/accounts/a/withdrawals/x", &headers)
                 .unwrap()
                 .is_none()
         );
         assert_eq!(
             table
-                .resolve(&http::Method::DELETE, "/accounts/a", &headers)
+                .route(&http::Method::DELETE, "/accounts/a", &headers)
                 .unwrap()
                 .unwrap()
                 .action,
@@ -867,8 +671,8 @@ mod tests {
         method: http::Method,
         uri: &str,
         headers: &http::HeaderMap,
-    ) -> Refusal {
-        match table.resolve(&method, uri, headers) {
+    ) -> ApiError {
+        match table.route(&method, uri, headers) {
             Err(refusal) => refusal,
             Ok(resolved) => panic!("`{uri}` was not refused: {resolved:?}"),
         }
@@ -884,7 +688,10 @@ mod tests {
             "/accounts/alice-personal/withdrawals?amount=1&destination=a&amount=2",
         ] {
             let refused = refusal(&table, http::Method::POST, uri, &headers);
-            assert_eq!((refused.status, refused.code), (403, "duplicate_parameter"));
+            assert_eq!(
+                (refused.status().as_u16(), refused.code()),
+                (403, "duplicate_parameter")
+            );
         }
     }
 
@@ -909,14 +716,14 @@ mod tests {
         ] {
             let refused = refusal(&table, http::Method::GET, uri, &headers);
             assert_eq!(
-                (refused.status, refused.code),
+                (refused.status().as_u16(), refused.code()),
                 (403, "ambiguous_path"),
                 "{uri}"
             );
         }
         assert!(
             table
-                .resolve(&http::Method::GET, "/accounts/alice%2Dpersonal", &headers)
+                .route(&http::Method::GET, "/accounts/alice%2Dpersonal", &headers)
                 .unwrap()
                 .is_some()
         );
@@ -934,17 +741,23 @@ mod tests {
             "/accounts/a/withdrawals?destination=d",
             &headers,
         );
-        assert_eq!((refused.status, refused.code), (403, "ambiguous_header"));
+        assert_eq!(
+            (refused.status().as_u16(), refused.code()),
+            (403, "ambiguous_header")
+        );
 
         headers.append("x-user-id", "bob".parse().unwrap());
         assert_eq!(table.principal(&headers).unwrap(), "bob");
         headers.append("x-user-id", "alice".parse().unwrap());
         let refused = table.principal(&headers).unwrap_err();
-        assert_eq!((refused.status, refused.code), (401, "ambiguous_principal"));
+        assert_eq!(
+            (refused.status().as_u16(), refused.code()),
+            (401, "ambiguous_principal")
+        );
         let grpc: HashMap<String, String> =
             HashMap::from([("x-user-id".to_owned(), "bob,alice".to_owned())]);
         assert_eq!(
-            table.principal(&grpc).unwrap_err().code,
+            table.principal(&grpc).unwrap_err().code(),
             "ambiguous_principal"
         );
     }
@@ -954,35 +767,114 @@ mod tests {
         let mut headers = http::HeaderMap::new();
         headers.insert("x-original-method", "POST".parse().unwrap());
         headers.insert("x-original-uri", "/accounts/a".parse().unwrap());
-        let (method, uri) = original_headers(OriginalSource::XOriginal, &headers)
+        let (method, uri) = trust::original_headers(OriginalSource::XOriginal, &headers)
             .unwrap()
             .unwrap();
         assert_eq!((method, uri), (http::Method::POST, "/accounts/a"));
         // the other pair, in either direction
         for source in [OriginalSource::XForwarded, OriginalSource::RequestLine] {
-            let refused = original_headers(source, &headers).unwrap_err();
-            assert_eq!((refused.status, refused.code), (403, "ambiguous_request"));
+            let refused = trust::original_headers(source, &headers).unwrap_err();
+            assert_eq!(
+                (refused.status().as_u16(), refused.code()),
+                (403, "ambiguous_request")
+            );
         }
         headers.insert("x-forwarded-uri", "/accounts/b".parse().unwrap());
-        assert!(original_headers(OriginalSource::XOriginal, &headers).is_err());
+        assert!(trust::original_headers(OriginalSource::XOriginal, &headers).is_err());
         // half a pair, and a duplicate
         let mut half = http::HeaderMap::new();
         half.insert("x-forwarded-uri", "/accounts/a".parse().unwrap());
-        assert!(original_headers(OriginalSource::XForwarded, &half).is_err());
+        assert!(trust::original_headers(OriginalSource::XForwarded, &half).is_err());
         half.insert("x-forwarded-method", "GET".parse().unwrap());
-        assert!(original_headers(OriginalSource::XForwarded, &half).is_ok());
+        assert!(trust::original_headers(OriginalSource::XForwarded, &half).is_ok());
         half.append("x-forwarded-uri", "/accounts/b".parse().unwrap());
-        assert!(original_headers(OriginalSource::XForwarded, &half).is_err());
+        assert!(trust::original_headers(OriginalSource::XForwarded, &half).is_err());
         // a method override, whatever the source
         let mut line = http::HeaderMap::new();
         assert!(
-            original_headers(OriginalSource::RequestLine, &line)
+            trust::original_headers(OriginalSource::RequestLine, &line)
                 .unwrap()
                 .is_none()
         );
         line.insert("x-http-method-override", "DELETE".parse().unwrap());
-        let refused = original_headers(OriginalSource::RequestLine, &line).unwrap_err();
-        assert_eq!(refused.code, "method_override");
+        let refused = trust::original_headers(OriginalSource::RequestLine, &line).unwrap_err();
+        assert_eq!(refused.code(), "method_override");
+    }
+
+    /// What one trip down the table answered: the principal, action and
+    /// resource id, or the refusal's status and code.
+    fn asked<H: OriginalRequest>(
+        table: &RouteTable,
+        question: &Question<'_, H>,
+    ) -> Result<(String, String, String), (u16, &'static str)> {
+        table
+            .resolve(question)
+            .map(|(principal, route)| {
+                (
+                    principal.id.to_owned(),
+                    route.action.to_owned(),
+                    route.resource_id.clone(),
+                )
+            })
+            .map_err(|error| (error.status().as_u16(), error.code()))
+    }
+
+    #[test]
+    fn one_trip_down_reads_the_source_then_the_principal_then_the_route() {
+        let forwarding = table(&format!("original = \"x-original\"\n{ROUTES}"));
+        let mut headers = http::HeaderMap::new();
+        headers.insert("x-original-method", "GET".parse().unwrap());
+        headers.insert(
+            "x-original-uri",
+            "/accounts/alice-personal".parse().unwrap(),
+        );
+        fn forwarded(headers: &http::HeaderMap) -> Question<'_, http::HeaderMap> {
+            Question::Forwarded {
+                method: &http::Method::POST,
+                path_and_query: "/gateway/authorize",
+                headers,
+            }
+        }
+        assert_eq!(
+            asked(&forwarding, &forwarded(&headers)),
+            Err((401, "no_principal"))
+        );
+        headers.insert("x-user-id", "bob".parse().unwrap());
+        assert_eq!(
+            asked(&forwarding, &forwarded(&headers)),
+            Ok(("bob".into(), "view_account".into(), "alice-personal".into()))
+        );
+        headers.insert("x-original-uri", "/nowhere".parse().unwrap());
+        assert_eq!(
+            asked(&forwarding, &forwarded(&headers)),
+            Err((404, "no_route"))
+        );
+        // Another source's header is refused before the principal is read.
+        headers.remove("x-user-id");
+        headers.insert("x-forwarded-uri", "/accounts/bob".parse().unwrap());
+        assert_eq!(
+            asked(&forwarding, &forwarded(&headers)),
+            Err((403, "ambiguous_request"))
+        );
+        // Without `gateway.original`, nothing forwarded is decided.
+        let unset = table(ROUTES);
+        let mut bob = http::HeaderMap::new();
+        bob.insert("x-user-id", "bob".parse().unwrap());
+        assert_eq!(asked(&unset, &forwarded(&bob)), Err((403, "no_route")));
+        // Envoy's attributes are the original request itself.
+        let attributes = |method| Question::Attributes {
+            method,
+            path: "/accounts/a",
+            headers: &bob,
+        };
+        assert_eq!(
+            asked(&unset, &attributes("DELETE")),
+            Ok(("bob".into(), "view_account".into(), "a".into()))
+        );
+        assert_eq!(
+            asked(&unset, &attributes("GE T")),
+            Err((403, "ambiguous_request"))
+        );
     }
 
     #[test]
