@@ -27,7 +27,7 @@ use http_body_util::{BodyExt, Full};
 use mandate::api::Surface;
 use mandate::config::Config;
 use mandate::engine::{DecisionRequest, Engine, EntityRef};
-use mandate::refstore::RefStore;
+use mandate::tools::refstore::RefStore;
 use serde_json::{Value, json};
 
 fn config(upstream: Option<String>) -> Config {

@@ -29,7 +29,7 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use mandate::config::Config;
 use mandate::engine::{SearchQuery, Searched};
-use mandate::refstore::RefStore;
+use mandate::tools::refstore::RefStore;
 use serde_json::{Value, json};
 
 const ACCOUNTS: usize = 10_000;

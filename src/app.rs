@@ -23,10 +23,10 @@ use crate::entities::{
 };
 use crate::policy::{PolicyError, PolicySources, PolicyStore};
 use crate::server::{self, ServerError, ServerSettings};
+use crate::support::tls::{ReloadingCert, TlsError};
 use crate::telemetry::history::HistoryQueue;
 use crate::telemetry::keep::KeepRules;
 use crate::telemetry::{DecisionLog, DecisionLogSettings, LogSink};
-use crate::tls::{ReloadingCert, TlsError};
 
 /// Why Mandate could not start.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
@@ -268,15 +268,15 @@ pub fn decision_log(
 /// never change.
 pub fn start_background(config: &Config, engine: &Arc<Engine>) {
     if let EntityStore::File(store) = engine.store()
-        && !crate::embedded::contains(&config.store.entities)
+        && !crate::support::embedded::contains(&config.store.entities)
     {
         store.watch(config.store.reload_interval);
     }
     let interval = config.policy.reload_interval;
-    let named =
-        !crate::embedded::contains(&config.policy.dir) || config.policy.shadow_dir.is_some();
+    let named = !crate::support::embedded::contains(&config.policy.dir)
+        || config.policy.shadow_dir.is_some();
     if named && !interval.is_zero() {
-        crate::periodic::every(engine, interval, |engine| {
+        crate::support::periodic::every(engine, interval, |engine| {
             if engine.policies().sources_changed() {
                 // Errors are logged and counted by the engine.
                 let _ = engine.reload_policies();
@@ -420,7 +420,8 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     let tls = match (&config.tls.cert, &config.tls.key) {
         (Some(cert), Some(key)) => {
             let cert = Arc::new(ReloadingCert::open(cert, key)?);
-            let server = crate::tls::server_config(&cert, config.tls.client_ca.as_deref())?;
+            let server =
+                crate::support::tls::server_config(&cert, config.tls.client_ca.as_deref())?;
             cert.watch(config.tls.reload_interval);
             Some(server)
         }

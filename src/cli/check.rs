@@ -5,7 +5,7 @@ use clap::Args;
 use mandate::app;
 use mandate::engine::{Decision, DecisionRequest, EntityRef};
 use mandate::policy::PolicySnapshot;
-use mandate::suite::split_uid;
+use mandate::tools::suite::split_uid;
 
 use super::{ExitCode, OrExit, Outcome, PackArgs, context_arg, error, runtime, say};
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 use mandate::config;
 use mandate::policy::TypeNames;
-use mandate::suite::split_uid;
+use mandate::tools::suite::split_uid;
 
 use super::{ExitCode, NatsAuthArgs, Outcome, error, runtime, say, schema_types};
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 use mandate::bus::{Changed, EventUid};
 use mandate::policy::TypeNames;
-use mandate::suite::split_uid;
+use mandate::tools::suite::split_uid;
 
 use super::{BusArgs, ExitCode, Outcome, error, runtime, say, schema_types};
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 use mandate::config;
-use mandate::replay::{EntitySource, FailOn, Replayer, Summary};
+use mandate::tools::replay::{EntitySource, FailOn, Replayer, Summary};
 
 use super::{ExitCode, OrExit, Outcome, PackArgs, error, runtime};
 

@@ -140,13 +140,13 @@ fn announce(config: &Config, otel: Option<&Otel>) {
     if let Some(otel) = otel {
         tracing::info!(endpoint = %otel.endpoint, protocol = otel.protocol, "exporting spans over OTLP");
     }
-    if mandate::embedded::contains(&config.policy.dir) {
+    if mandate::support::embedded::contains(&config.policy.dir) {
         tracing::info!(
             "serving the embedded brokerage pack from memory (give --policies and --schema for yours)"
         );
     }
     if config.store.kind == mandate::config::StoreKind::File {
-        if mandate::embedded::is_no_entities(&config.store.entities) {
+        if mandate::support::embedded::is_no_entities(&config.store.entities) {
             tracing::warn!(
                 "no entities given with your own pack: the entity store is EMPTY (use --entities FILE or --upstream URL)"
             );

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use clap::Args;
 use mandate::bus::{BusSettings, ChangeEvent, Changed, EventUid};
-use mandate::refstore::RefStore;
+use mandate::tools::refstore::RefStore;
 
 use super::serve::ShutdownSignals;
 use super::{BusArgs, ExitCode, Outcome, error, runtime, say};

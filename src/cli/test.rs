@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 use mandate::app;
 use mandate::config::Config;
-use mandate::suite;
+use mandate::tools::suite;
 
 use super::{ExitCode, OrExit, Outcome, PackArgs, error, runtime};
 

@@ -9,7 +9,7 @@ use clap::Args;
 use mandate::app;
 use mandate::config::Config;
 use mandate::policy::PolicySnapshot;
-use mandate::verify::{Change, Comparison, Counterexample, Outcome, Pack, Report};
+use mandate::tools::verify::{Change, Comparison, Counterexample, Outcome, Pack, Report};
 
 use super::{ExitCode, OrExit, PackArgs, error, runtime, say};
 
@@ -58,10 +58,10 @@ pub fn run(args: &VerifyArgs) -> super::Outcome {
         .clone()
         .unwrap_or_else(|| config.policy.dir.join("invariants.toml"));
     let usage = |error| self::error(ExitCode::Usage, error);
-    let invariants = mandate::verify::Invariants::read(&file).map_err(usage)?;
+    let invariants = mandate::tools::verify::Invariants::read(&file).map_err(usage)?;
     let rt = runtime()?;
     let reports = rt
-        .block_on(mandate::verify::verify(
+        .block_on(mandate::tools::verify::verify(
             snapshot.policies(),
             snapshot.schema(),
             &invariants,
@@ -115,7 +115,7 @@ fn print_report(args: &VerifyArgs, report: &Report, pack: Pack<'_>) {
         counterexample,
         |example, path| {
             print_example("counterexample", example, path, pack);
-            let suite = mandate::verify::test_case(
+            let suite = mandate::tools::verify::test_case(
                 &format!("counterexample to {}", report.id),
                 &report.says,
                 &report.rule,
@@ -169,7 +169,7 @@ fn verify_against(
     let baseline = mandate::policy::load(&sources).or_exit(ExitCode::Usage)?;
     let rt = runtime()?;
     let comparisons = rt
-        .block_on(mandate::verify::compare(
+        .block_on(mandate::tools::verify::compare(
             candidate.policies(),
             baseline.policies(),
             candidate.schema(),
@@ -245,9 +245,9 @@ fn print_comparison(args: &VerifyArgs, index: usize, comparison: &Comparison, pa
             say(format_args!("  the baseline's answer:"));
             say(format_args!(
                 "    {}",
-                mandate::verify::check_command(example, path, packs.baseline)
+                mandate::tools::verify::check_command(example, path, packs.baseline)
             ));
-            let suite = mandate::verify::test_case(
+            let suite = mandate::tools::verify::test_case(
                 &format!("changed by the candidate: {}", comparison.request_type),
                 &format!("the candidate's answer ({candidate_says})"),
                 "changed by the candidate",
@@ -284,7 +284,7 @@ fn print_example(what: &str, example: &Counterexample, path: &Path, pack: Pack<'
     say(format_args!("  {what} ({confirmed}):"));
     say(format_args!(
         "    {}",
-        mandate::verify::check_command(example, path, pack)
+        mandate::tools::verify::check_command(example, path, pack)
     ));
 }
 
@@ -300,7 +300,7 @@ fn print_suite(out: &Path, name: &str, suite: &str, pack: Pack<'_>) {
         say(format_args!(
             "  written to {}; run it with:\n    {}",
             file.display(),
-            mandate::verify::test_command(&file, pack)
+            mandate::tools::verify::test_command(&file, pack)
         ));
     }
 }

@@ -112,7 +112,7 @@ impl Layers {
                 };
                 if let (Kind::Path, toml::Value::String(written)) = (setting.kind, &value) {
                     let written = Path::new(written);
-                    if written.is_relative() && !crate::embedded::contains(written) {
+                    if written.is_relative() && !crate::support::embedded::contains(written) {
                         value = toml::Value::String(base.join(written).display().to_string());
                     }
                 }

@@ -578,12 +578,12 @@ impl Config {
         config.check()?;
         // An operator's own pack without entities: an empty store, never
         // the brokerage demo's users.
-        let own_pack = !crate::embedded::contains(&config.policy.dir);
+        let own_pack = !crate::support::embedded::contains(&config.policy.dir);
         if own_pack
             && config.store.kind == StoreKind::File
-            && crate::embedded::contains(&config.store.entities)
+            && crate::support::embedded::contains(&config.store.entities)
         {
-            config.store.entities = crate::embedded::no_entities();
+            config.store.entities = crate::support::embedded::no_entities();
         }
         Ok(config)
     }
@@ -593,8 +593,8 @@ impl Config {
         let mut mistakes = Vec::new();
         // The embedded pack is whole or absent: never half of it mixed
         // with an operator's files.
-        let dir_given = !crate::embedded::contains(&self.policy.dir);
-        let schema_given = !crate::embedded::contains(&self.policy.schema);
+        let dir_given = !crate::support::embedded::contains(&self.policy.dir);
+        let schema_given = !crate::support::embedded::contains(&self.policy.schema);
         let missing = match (dir_given, schema_given) {
             (true, false) => Some((
                 "policy.dir",
@@ -799,9 +799,9 @@ mod tests {
     #[test]
     fn the_defaults_name_the_embedded_pack() {
         let config = Config::load(None, Vec::new(), &[]).unwrap();
-        assert!(crate::embedded::contains(&config.policy.dir));
-        assert!(crate::embedded::contains(&config.policy.schema));
-        assert!(crate::embedded::file(&config.store.entities).is_some());
+        assert!(crate::support::embedded::contains(&config.policy.dir));
+        assert!(crate::support::embedded::contains(&config.policy.schema));
+        assert!(crate::support::embedded::file(&config.store.entities).is_some());
         assert!(
             config
                 .store
@@ -831,9 +831,11 @@ mod tests {
             ("policy.schema", text("mine.cedarschema")),
         ];
         let config = Config::load(None, Vec::new(), &flags).unwrap();
-        assert!(crate::embedded::is_no_entities(&config.store.entities));
+        assert!(crate::support::embedded::is_no_entities(
+            &config.store.entities
+        ));
         assert_eq!(
-            crate::embedded::read_to_string(&config.store.entities).unwrap(),
+            crate::support::embedded::read_to_string(&config.store.entities).unwrap(),
             "[]"
         );
     }

@@ -195,13 +195,13 @@ impl FileStore {
 
     /// Polls the file every `interval` until the store is dropped.
     pub fn watch(self: &Arc<Self>, interval: Duration) {
-        crate::periodic::every(self, interval, Self::reload_if_changed);
+        crate::support::periodic::every(self, interval, Self::reload_if_changed);
     }
 }
 
 fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
     // The embedded data never changes: nothing on disk stands for it.
-    if crate::embedded::contains(path) {
+    if crate::support::embedded::contains(path) {
         return None;
     }
     let meta = std::fs::metadata(path).ok()?;
@@ -210,10 +210,11 @@ fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
 
 /// The file's entities, and a digest of its text.
 fn read(path: &Path, schema: &Schema) -> Result<(Entities, String), EntityError> {
-    let text = crate::embedded::read_to_string(path).map_err(|source| EntityError::Io {
-        path: path.to_owned(),
-        source,
-    })?;
+    let text =
+        crate::support::embedded::read_to_string(path).map_err(|source| EntityError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
     parse(path, &text, schema)
 }
 

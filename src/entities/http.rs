@@ -145,7 +145,7 @@ impl HttpStore {
             .client_identity
             .as_ref()
             .map(|(c, k)| (c.as_path(), k.as_path()));
-        let tls = crate::tls::client_config(settings.ca.as_deref(), identity)
+        let tls = crate::support::tls::client_config(settings.ca.as_deref(), identity)
             .map_err(|e| UpstreamError::Setup(e.to_string()))?;
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)

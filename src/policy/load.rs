@@ -119,7 +119,7 @@ fn load_schema(
     path: &Path,
     hasher: &mut Sha256,
 ) -> Result<(Schema, Vec<serde_json::Value>), PolicyError> {
-    let files = if crate::embedded::is_dir(path) {
+    let files = if crate::support::embedded::is_dir(path) {
         files_with_extension(path, "cedarschema")?
     } else {
         vec![path.to_owned()]
@@ -159,7 +159,7 @@ fn load_schema(
 }
 
 fn read(path: &Path) -> Result<String, PolicyError> {
-    crate::embedded::read_to_string(path).map_err(|source| PolicyError::Io {
+    crate::support::embedded::read_to_string(path).map_err(|source| PolicyError::Io {
         path: path.to_owned(),
         source,
     })
@@ -176,7 +176,7 @@ fn hex(digest: &[u8]) -> String {
 /// size: when this changes, the sources changed.
 pub fn stamp(sources: &PolicySources) -> SourcesStamp {
     let mut files = files_with_extension(&sources.policy_dir, "cedar").unwrap_or_default();
-    if crate::embedded::is_dir(&sources.schema) {
+    if crate::support::embedded::is_dir(&sources.schema) {
         files.extend(files_with_extension(&sources.schema, "cedarschema").unwrap_or_default());
     } else {
         files.push(sources.schema.clone());
@@ -185,7 +185,7 @@ pub fn stamp(sources: &PolicySources) -> SourcesStamp {
         .into_iter()
         .map(|path| {
             // The embedded files never change: nothing on disk stands for them.
-            let meta = (!crate::embedded::contains(&path))
+            let meta = (!crate::support::embedded::contains(&path))
                 .then(|| std::fs::metadata(&path).ok())
                 .flatten()
                 .and_then(|m| Some((m.modified().ok()?, m.len())));
@@ -200,8 +200,8 @@ pub fn stamp(sources: &PolicySources) -> SourcesStamp {
 /// `..data` and a timestamped `..2026_…` directory, beside the symlink that
 /// names it.
 fn files_with_extension(dir: &Path, ext: &str) -> Result<Vec<PathBuf>, PolicyError> {
-    if crate::embedded::contains(dir) {
-        return Ok(crate::embedded::files_under(dir, ext));
+    if crate::support::embedded::contains(dir) {
+        return Ok(crate::support::embedded::files_under(dir, ext));
     }
     let mut found = Vec::new();
     let mut pending = vec![dir.to_owned()];

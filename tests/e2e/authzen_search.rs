@@ -344,7 +344,7 @@ async fn convert_py_turns_any_dataset_of_the_interop_shape_into_entities_mandate
 #[tokio::test]
 async fn over_the_http_store_candidates_come_from_its_search_endpoint() {
     let store = std::sync::Arc::new(
-        mandate::refstore::RefStore::open(
+        mandate::tools::refstore::RefStore::open(
             &root().join("examples/authzen-search/entities.json"),
             std::time::Duration::ZERO,
         )

@@ -4,7 +4,7 @@
 use std::process::Command;
 
 use mandate::policy::{PolicySources, load};
-use mandate::suite::{self, Expect};
+use mandate::tools::suite::{self, Expect};
 
 use crate::support::{binary, root};
 

@@ -429,7 +429,7 @@ async fn searches_agree_with_evaluations_across_the_brokerage_demo_on_both_store
         ("add_sub_user", json!({"role": "viewer"})),
     ];
     let store = std::sync::Arc::new(
-        mandate::refstore::RefStore::open(&demo, std::time::Duration::ZERO).unwrap(),
+        mandate::tools::refstore::RefStore::open(&demo, std::time::Duration::ZERO).unwrap(),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let upstream = format!("http://{}", listener.local_addr().unwrap());
@@ -553,7 +553,7 @@ async fn searches_agree_with_evaluations_across_the_brokerage_demo_on_both_store
 async fn the_reference_store_lists_only_the_entities_referring_to_related_ones() {
     let demo = crate::support::root().join("examples/demo/entities.json");
     let store = std::sync::Arc::new(
-        mandate::refstore::RefStore::open(&demo, std::time::Duration::ZERO).unwrap(),
+        mandate::tools::refstore::RefStore::open(&demo, std::time::Duration::ZERO).unwrap(),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let upstream = format!("http://{}/entities/search", listener.local_addr().unwrap());

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use mandate::refstore::RefStore;
+use mandate::tools::refstore::RefStore;
 use serde_json::{Value, json};
 
 use crate::support::{Server, config_with, post, root, send};

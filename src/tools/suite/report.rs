@@ -174,7 +174,7 @@ fn escape(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::suite::Expect;
+    use crate::tools::suite::Expect;
     use std::path::PathBuf;
 
     fn result(name: &str, failure: Option<&str>) -> CaseResult {

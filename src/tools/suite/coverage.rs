@@ -154,7 +154,7 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
-    use crate::suite::Expect;
+    use crate::tools::suite::Expect;
 
     fn case(name: &str, determined: &[&str], evaluated: &[&str], passed: bool) -> CaseResult {
         CaseResult {

@@ -136,7 +136,7 @@ impl ReloadingCert {
 
     /// Polls the files every `interval` while the certificate is in use.
     pub fn watch(self: &Arc<Self>, interval: Duration) {
-        crate::periodic::every(self, interval, Self::reload_if_changed);
+        crate::support::periodic::every(self, interval, Self::reload_if_changed);
     }
 }
 

@@ -16,43 +16,43 @@ pub const ROOT: &str = "<embedded>";
 const FILES: &[(&str, &str)] = &[
     (
         "policies/invariants.toml",
-        include_str!("../policies/invariants.toml"),
+        include_str!("../../policies/invariants.toml"),
     ),
     (
         "policies/delegates.cedar",
-        include_str!("../policies/delegates.cedar"),
+        include_str!("../../policies/delegates.cedar"),
     ),
     (
         "policies/funding.cedar",
-        include_str!("../policies/funding.cedar"),
+        include_str!("../../policies/funding.cedar"),
     ),
     (
         "policies/general.cedar",
-        include_str!("../policies/general.cedar"),
+        include_str!("../../policies/general.cedar"),
     ),
     (
         "policies/market_data.cedar",
-        include_str!("../policies/market_data.cedar"),
+        include_str!("../../policies/market_data.cedar"),
     ),
     (
         "policies/owner.cedar",
-        include_str!("../policies/owner.cedar"),
+        include_str!("../../policies/owner.cedar"),
     ),
     (
         "policies/roles.cedar",
-        include_str!("../policies/roles.cedar"),
+        include_str!("../../policies/roles.cedar"),
     ),
     (
         "policies/users.cedar",
-        include_str!("../policies/users.cedar"),
+        include_str!("../../policies/users.cedar"),
     ),
     (
         "schema/brokerage.cedarschema",
-        include_str!("../schema/brokerage.cedarschema"),
+        include_str!("../../schema/brokerage.cedarschema"),
     ),
     (
         "examples/demo/entities.json",
-        include_str!("../examples/demo/entities.json"),
+        include_str!("../../examples/demo/entities.json"),
     ),
 ];
 
@@ -163,7 +163,7 @@ mod tests {
         assert!(contains(&roles));
         assert_eq!(
             read_to_string(&roles).unwrap(),
-            include_str!("../policies/roles.cedar")
+            include_str!("../../policies/roles.cedar")
         );
         assert!(is_dir(&Path::new(ROOT).join("schema")));
         assert!(!is_dir(&roles));

@@ -183,7 +183,7 @@ pub async fn serve<H: Handler>(
                                 .1
                                 .peer_certificates()
                                 .and_then(<[_]>::first)
-                                .map(|cert| ClientIdentity(crate::tls::identities(cert)))
+                                .map(|cert| ClientIdentity(crate::support::tls::identities(cert)))
                                 .unwrap_or_default();
                             connection.serve(stream, identity).await;
                         }

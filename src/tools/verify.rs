@@ -154,9 +154,11 @@ impl Invariants {
     /// # Errors
     /// An unreadable or malformed file.
     pub fn read(path: &Path) -> Result<Self, VerifyError> {
-        let text = crate::embedded::read_to_string(path).map_err(|e| VerifyError::Invariants {
-            path: path.to_owned(),
-            message: e.to_string(),
+        let text = crate::support::embedded::read_to_string(path).map_err(|e| {
+            VerifyError::Invariants {
+                path: path.to_owned(),
+                message: e.to_string(),
+            }
         })?;
         toml::from_str(&text).map_err(|e| VerifyError::Invariants {
             path: path.to_owned(),

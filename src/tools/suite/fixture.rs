@@ -56,7 +56,7 @@ impl World {
                 config.store.kind = StoreKind::File;
                 config.store.entities.clone_from(&file);
                 let engine = app::engine(&config)?;
-                let entities = crate::embedded::read_to_string(&file)
+                let entities = crate::support::embedded::read_to_string(&file)
                     .map_err(|e| e.to_string())
                     .and_then(|text| serde_json::from_str(&text).map_err(|e| e.to_string()))
                     .map_err(|message| SuiteError::Format {

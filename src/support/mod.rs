@@ -1,0 +1,10 @@
+//! Helpers more than one layer uses, knowing nothing of decisions: the
+//! shipped pack inside the binary (`embedded.rs`, read by `config` and the
+//! pack loaders), PEM files into rustls configurations (`tls.rs`: the
+//! listeners' in `server`, the store client's in `entities`), and a check
+//! run on a timer while its target lives (`periodic.rs`: the file,
+//! certificate and policy watchers).
+
+pub mod embedded;
+pub mod periodic;
+pub mod tls;
