@@ -32,6 +32,7 @@ mod gateway;
 mod history;
 mod hostile;
 mod http2;
+mod layers;
 mod native;
 mod openapi;
 mod operations;
