@@ -58,10 +58,14 @@ struct Evaluation {
     context: Option<Value>,
 }
 
-/// A batch item, or the batch's defaults: every part optional. An empty
-/// object (`"resource": {}`, as PEPs send for "no default") counts as absent.
+/// The batch, read in one pass, or one of its items: every part optional,
+/// the batch's parts the items' defaults. An empty object (`"resource": {}`,
+/// as PEPs send for "no default") counts as absent. Only the batch's own
+/// `evaluations` and `options` are read; each item is kept as its own slice
+/// of the body and read on its own, so a malformed item is that item's
+/// error.
 #[derive(Deserialize, Default)]
-struct Partial {
+struct Partial<'a> {
     #[serde(default)]
     subject: Option<Part<Entity>>,
     #[serde(default)]
@@ -70,9 +74,13 @@ struct Partial {
     resource: Option<Part<Entity>>,
     #[serde(default)]
     context: Option<Value>,
+    #[serde(default, borrow)]
+    evaluations: Option<Vec<&'a serde_json::value::RawValue>>,
+    #[serde(default)]
+    options: Option<Options>,
 }
 
-impl Partial {
+impl Partial<'_> {
     fn subject(&self) -> Option<&Entity> {
         Part::given(self.subject.as_ref())
     }
@@ -173,24 +181,6 @@ enum Semantic {
 struct Options {
     #[serde(default)]
     evaluations_semantic: Semantic,
-}
-
-/// The batch, read in one pass; each item is kept as its own slice of the
-/// body and read on its own, so a malformed item is that item's error.
-#[derive(Deserialize)]
-struct Batch<'a> {
-    #[serde(default)]
-    subject: Option<Part<Entity>>,
-    #[serde(default)]
-    action: Option<Part<Action>>,
-    #[serde(default)]
-    resource: Option<Part<Entity>>,
-    #[serde(default)]
-    context: Option<Value>,
-    #[serde(default, borrow)]
-    evaluations: Option<Vec<&'a serde_json::value::RawValue>>,
-    #[serde(default)]
-    options: Option<Options>,
 }
 
 /// The batch's answer.
@@ -301,15 +291,13 @@ pub(super) async fn evaluations(
     max_items: usize,
     request_id: Option<&str>,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
-    let batch: Batch<'_> = decode(body)?;
-    let semantic = batch.options.unwrap_or_default().evaluations_semantic;
-    let defaults = Partial {
-        subject: batch.subject,
-        action: batch.action,
-        resource: batch.resource,
-        context: batch.context,
-    };
-    let items = match batch.evaluations {
+    let mut defaults: Partial<'_> = decode(body)?;
+    let semantic = defaults
+        .options
+        .take()
+        .unwrap_or_default()
+        .evaluations_semantic;
+    let items = match defaults.evaluations.take() {
         Some(items) if !items.is_empty() => items,
         _ => {
             let (Some(subject), Some(action), Some(resource)) =
@@ -348,7 +336,7 @@ pub(super) async fn evaluations(
         });
     }
 
-    let items: Vec<Result<Partial, ApiError>> = items
+    let items: Vec<Result<Partial<'_>, ApiError>> = items
         .iter()
         .enumerate()
         .map(|(index, item)| decode_at(item.get().as_bytes(), || prefix(index)))
@@ -421,8 +409,8 @@ fn prefix(index: usize) -> String {
 async fn decide_item(
     engine: &Engine,
     routes: &RouteTable,
-    defaults: &Partial,
-    item: Result<Partial, ApiError>,
+    defaults: &Partial<'_>,
+    item: Result<Partial<'_>, ApiError>,
     index: usize,
     request_id: Option<&str>,
 ) -> Result<Decision, ApiError> {

@@ -20,7 +20,15 @@ const MAY_NAME: &[(&str, &[&str])] = &[
     ("server", &["api", "support", "telemetry"]),
     (
         "tools",
-        &["app", "config", "engine", "entities", "policy", "support", "telemetry"],
+        &[
+            "app",
+            "config",
+            "engine",
+            "entities",
+            "policy",
+            "support",
+            "telemetry",
+        ],
     ),
 ];
 
