@@ -211,6 +211,7 @@ fn cache_settings(config: &Config) -> CacheSettings {
         stale_if_error: config.cache.stale_if_error,
         max_entries: config.cache.max_entries,
         max_bytes: config.cache.max_bytes,
+        max_built: config.cache.max_built,
         ttl_without_bus: config
             .bus
             .url

@@ -390,6 +390,8 @@ pub struct CacheConfig {
     pub max_entries: u64,
     /// `cache.max_bytes`: see [`SETTINGS`] for what it does and its default.
     pub max_bytes: u64,
+    /// `cache.max_built`: see [`SETTINGS`] for what it does and its default.
+    pub max_built: u64,
     /// `cache.max_slices`: see [`SETTINGS`] for what it does and its default.
     pub max_slices: u64,
     /// `cache.ttl_without_bus`: see [`SETTINGS`] for what it does and its default.

@@ -221,6 +221,10 @@ pub const SETTINGS: &[Setting] = &[
         "most entities cached"),
     setting("cache.max_bytes", Toml("536870912"), None, Integer,
         "most bytes cached (estimated from each entity's JSON)"),
+    // The hot working set of built entities (~3 KiB each in Cedar's form);
+    // the rest cost their JSON, and ~30 µs to build again on use.
+    setting("cache.max_built", Toml("4096"), None, Integer,
+        "most cached entities kept built (Cedar's in-memory form, a few KiB each); the others are kept as their JSON and built again on use"),
     // The hot working set; each costs a few KiB with the HTTP store, well
     // under one with the file store.
     setting("cache.max_slices", Toml("10000"), None, Integer,

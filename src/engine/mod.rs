@@ -702,6 +702,7 @@ mod tests {
                 stale_if_error: Duration::ZERO,
                 max_entries: 10_000,
                 max_bytes: 1 << 24,
+                max_built: 10_000,
                 ttl_without_bus: None,
             },
         );

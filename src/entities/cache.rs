@@ -2,6 +2,14 @@
 //! by entries and bytes (moka), single-flight per uid with one batched
 //! upstream call per round of misses, negative caching, stale-if-error.
 //!
+//! **Two tiers.** Every cached entity is kept as its compact JSON (a few
+//! hundred bytes); Cedar's built form (a few KiB: each attribute map and
+//! set a B-tree) only for the most recently used `cache.max_built`, keyed
+//! by the answer it was built from, never by uid: a built entity can only
+//! ever stand for the very answer it came from, so no invalidation needs
+//! to reach the hot tier and none can be lost to it. One let go is built
+//! again from its JSON on its next use.
+//!
 //! Freshness is decided here, from tokio `Instant`s stamped when a fetch
 //! was *sent* (moka only bounds lifetime), and the store is behind
 //! [`Fetch`], so the unit tests below drive time on tokio's paused clock.
@@ -112,20 +120,38 @@ pub struct CacheSettings {
     pub max_entries: u64,
     /// most bytes held (estimated)
     pub max_bytes: u64,
+    /// most entities kept built (the hot tier); the rest are built again
+    /// from their JSON on use
+    pub max_built: u64,
     /// with a change-event bus: the freshness while it is not connected
     /// (events cannot arrive then); `None` without a bus
     pub ttl_without_bus: Option<Duration>,
 }
 
-/// A cached entity and its parents.
+/// A cached entity: the cold tier, its JSON as the store sent it (checked
+/// against the schema when it came), and its parents.
 #[derive(Debug)]
 pub struct Cached {
-    /// the entity, checked against the schema
-    pub entity: Entity,
+    /// its uid
+    pub uid: EntityUid,
     /// its parents
     pub parents: Vec<EntityUid>,
-    /// the size of its JSON, the weight estimate
-    pub bytes: usize,
+    /// its JSON, compact
+    json: Box<str>,
+    /// this answer's own number, the hot tier's key: a later answer for
+    /// the same uid has another
+    serial: u64,
+}
+
+/// Numbers every answer the cache keeps, for [`Cached::serial`].
+static SERIAL: AtomicU64 = AtomicU64::new(0);
+
+/// A found entity: the cached answer and its built form.
+pub struct Found {
+    /// what the cache holds of it
+    pub cached: Arc<Cached>,
+    /// Cedar's entity, from the hot tier or built now
+    pub entity: Arc<Entity>,
 }
 
 #[derive(Clone)]
@@ -173,7 +199,7 @@ impl Overtaken {
 /// What a lookup found.
 pub struct Lookup {
     /// the entities found (absent uids are simply not here)
-    pub found: Vec<Arc<Cached>>,
+    pub found: Vec<Found>,
     /// whether any of them was served stale because the store failed
     pub stale: bool,
     /// when the first entry consulted (found or known absent) stops being
@@ -276,6 +302,8 @@ pub const MAX_LISTING_BYTES: u64 = 16 << 20;
 pub struct EntityCache {
     store: Arc<dyn Fetch>,
     entries: Cache<EntityUid, Entry>,
+    /// the hot tier: built entities by [`Cached::serial`]
+    built: Cache<u64, Arc<Entity>>,
     /// the store's listings (for search), by what was asked
     listings: Cache<ListingKey, Arc<Listing>>,
     flights: Arc<Mutex<Flights>>,
@@ -311,9 +339,13 @@ impl EntityCache {
                 let bytes = entry
                     .value
                     .as_ref()
-                    .map_or(64, |cached| cached.bytes as u64);
+                    .map_or(64, |cached| cached.json.len() as u64);
                 u32::try_from(bytes.max(floor)).unwrap_or(u32::MAX)
             })
+            .build();
+        let built = Cache::builder()
+            .max_capacity(settings.max_built)
+            .time_to_live(lifetime)
             .build();
         let listings = Cache::builder()
             .time_to_live(settings.ttl.max(Duration::from_secs(1)))
@@ -327,6 +359,7 @@ impl EntityCache {
         Self {
             store: Arc::new(store),
             entries,
+            built,
             listings,
             flights: Arc::new(Mutex::new(Flights::default())),
             settings,
@@ -543,6 +576,9 @@ impl EntityCache {
             }
             self.entries.invalidate_all();
         }
+        // Unreachable now (their answers are gone); freed rather than left
+        // to age out.
+        self.built.invalidate_all();
         self.bump_generation();
     }
 
@@ -578,7 +614,7 @@ impl EntityCache {
         }
         if missing.is_empty() {
             return Ok(Lookup {
-                found,
+                found: self.build(found, schema)?,
                 stale: false,
                 fresh_until,
             });
@@ -636,10 +672,41 @@ impl EntityCache {
             }
         }
         Ok(Lookup {
-            found,
+            found: self.build(found, schema)?,
             stale,
             fresh_until,
         })
+    }
+
+    /// Each found answer with its built entity: from the hot tier, else
+    /// built again from its JSON and kept there.
+    ///
+    /// # Errors
+    /// An entity whose JSON no longer fits the schema (it changed since the
+    /// answer came): unavailable, so the decision denies.
+    fn build(&self, found: Vec<Arc<Cached>>, schema: &Schema) -> Result<Vec<Found>, EntityError> {
+        found
+            .into_iter()
+            .map(|cached| {
+                if let Some(entity) = self.built.get(&cached.serial) {
+                    return Ok(Found { cached, entity });
+                }
+                metrics().cache_rebuilt.inc();
+                let entity =
+                    Entity::from_json_str(&cached.json, Some(schema)).map_err(|error| {
+                        EntityError::Unavailable {
+                            uid: cached.uid.to_string(),
+                            reason: format!(
+                                "its cached data no longer fits the schema: {}",
+                                super::describe(&error)
+                            ),
+                        }
+                    })?;
+                let entity = Arc::new(entity);
+                self.built.insert(cached.serial, Arc::clone(&entity));
+                Ok(Found { cached, entity })
+            })
+            .collect()
     }
 
     fn ttl_of(&self, entry: &Entry) -> Duration {
@@ -712,6 +779,7 @@ impl EntityCache {
         flights.push(receiver);
         let store = Arc::clone(&self.store);
         let entries = self.entries.clone();
+        let built = self.built.clone();
         let shared = Arc::clone(&self.flights);
         let exchanges = Arc::clone(&self.exchanges);
         let schema = Arc::clone(schema);
@@ -726,7 +794,7 @@ impl EntityCache {
                 .map_or_else(UpstreamError::outcome, |_| "ok");
             metrics().upstream(outcome, started.elapsed());
             record(&exchanges, result.is_ok());
-            let answer = result.map(|fetched| Arc::new(answer(&lead, fetched, sent)));
+            let answer = result.map(|fetched| Arc::new(answer(&lead, fetched, sent, &built)));
             if let Err(error) = &answer {
                 tracing::warn!(%error, uids = lead.len(), "entity store request failed");
             }
@@ -755,8 +823,15 @@ impl EntityCache {
 }
 
 /// A fetch's answer as entries: each uid led, found or known absent (an
-/// entity it was not asked for is no answer, and is dropped).
-fn answer(lead: &[EntityUid], fetched: Vec<Fetched>, sent: Instant) -> Answer {
+/// entity it was not asked for is no answer, and is dropped). The built
+/// entities go to the hot tier, where the lookups about to use them find
+/// them.
+fn answer(
+    lead: &[EntityUid],
+    fetched: Vec<Fetched>,
+    sent: Instant,
+    built: &Cache<u64, Arc<Entity>>,
+) -> Answer {
     let mut answer: Answer = lead
         .iter()
         .map(|uid| {
@@ -768,11 +843,15 @@ fn answer(lead: &[EntityUid], fetched: Vec<Fetched>, sent: Instant) -> Answer {
         })
         .collect();
     for item in fetched {
-        if let Some(entry) = answer.get_mut(&item.entity.uid()) {
+        let uid = item.entity.uid();
+        if let Some(entry) = answer.get_mut(&uid) {
+            let serial = SERIAL.fetch_add(1, Ordering::Relaxed);
+            built.insert(serial, Arc::new(item.entity));
             entry.value = Some(Arc::new(Cached {
-                entity: item.entity,
+                uid,
                 parents: item.parents,
-                bytes: item.bytes,
+                json: item.json,
+                serial,
             }));
         }
     }
@@ -871,6 +950,7 @@ mod tests {
             stale_if_error: Duration::from_secs(60),
             max_entries: 1000,
             max_bytes: 1 << 20,
+            max_built: 1000,
             ttl_without_bus: None,
         }
     }
@@ -905,7 +985,7 @@ mod tests {
         let first = found(&cache, "a").await.unwrap();
         assert_eq!(first.found.len(), 1);
         assert_eq!(
-            first.found[0].parents,
+            first.found[0].cached.parents,
             vec!["Group::\"g\"".parse().unwrap()]
         );
         assert_eq!(first.fresh_until, Some(Instant::now() + TTL));
@@ -1152,6 +1232,39 @@ mod tests {
         for n in 1..=3 {
             assert_eq!(found(&cache, "a").await.unwrap().found.len(), 1);
             assert_eq!(double.calls(), n);
+        }
+    }
+
+    /// The cold tier: with no entity kept built, each lookup builds it
+    /// again from the JSON kept, and finds what the store sent; with the
+    /// hot tier, the built one is served (the same entity either way).
+    #[tokio::test(start_paused = true)]
+    async fn an_entity_let_go_by_the_hot_tier_is_built_again_from_its_json() {
+        for max_built in [0, 1000] {
+            let double = Double::new(vec![
+                json!({"uid": {"type": "User", "id": "a"}, "attrs": {}, "parents": [{"type": "Group", "id": "g"}]}),
+            ]);
+            let cache = EntityCache::new(
+                Arc::clone(&double),
+                CacheSettings {
+                    max_built,
+                    ..settings()
+                },
+            );
+            let first = found(&cache, "a").await.unwrap();
+            let again = found(&cache, "a").await.unwrap();
+            assert_eq!(double.calls(), 1, "the second lookup is a cache hit");
+            let built = |lookup: &Lookup| {
+                let entity = &lookup.found[0].entity;
+                (entity.uid(), entity.to_json_value().unwrap())
+            };
+            assert_eq!(built(&first), built(&again), "max_built {max_built}");
+            assert_eq!(first.found[0].entity.uid(), user("a"));
+            assert_eq!(
+                Arc::ptr_eq(&first.found[0].entity, &again.found[0].entity),
+                max_built > 0,
+                "served from the hot tier exactly when it keeps entities"
+            );
         }
     }
 }

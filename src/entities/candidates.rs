@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use cedar_policy::{Entity, EntityUid, Schema};
 
-use super::cache::{Cached, EntityCache};
+use super::cache::{EntityCache, Found};
 use super::{EntityError, Gathered};
 
 /// Most uids asked of the store in one call: the store's answer stays far
@@ -21,7 +21,7 @@ pub const BATCH: usize = 1_000;
 /// What gathering many uids found: every entity and ancestor, by uid.
 #[derive(Default)]
 pub struct GatheredApart {
-    found: HashMap<EntityUid, Arc<Cached>>,
+    found: HashMap<EntityUid, Found>,
     depth: u32,
     /// staleness, freshness and generation, as [`super::EntityStore::gather`]
     pub gathered: Gathered,
@@ -41,11 +41,12 @@ impl GatheredApart {
         let mut round = vec![first];
         for depth in 0..=self.depth {
             let mut next = Vec::new();
-            for cached in round {
-                out.push(cached.entity.clone());
+            for found in round {
+                out.push(Entity::clone(&found.entity));
                 if depth < self.depth {
                     next.extend(
-                        cached
+                        found
+                            .cached
                             .parents
                             .iter()
                             .filter(|parent| seen.insert((*parent).clone()))
@@ -98,17 +99,18 @@ pub(super) async fn gather_apart(
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
-            for cached in lookup.found {
+            for found in lookup.found {
                 if level < depth {
                     next.extend(
-                        cached
+                        found
+                            .cached
                             .parents
                             .iter()
                             .filter(|parent| seen.insert((*parent).clone()))
                             .cloned(),
                     );
                 }
-                apart.found.insert(cached.entity.uid(), cached);
+                apart.found.insert(found.cached.uid.clone(), found);
             }
         }
         if next.is_empty() {
@@ -152,6 +154,7 @@ mod tests {
             stale_if_error: Duration::from_secs(60),
             max_entries: 1000,
             max_bytes: 1 << 20,
+            max_built: 1000,
             ttl_without_bus: None,
         };
         let schema =

@@ -17,7 +17,9 @@ use cedar_policy::{Entity, EntityTypeName, EntityUid, Schema};
 
 #[cfg(test)]
 pub(crate) use cache::double;
-pub use cache::{BusState, CacheSettings, EntityCache, Fetch, FetchFuture, ListQuery, StoreHealth};
+pub use cache::{
+    BusState, CacheSettings, EntityCache, Fetch, FetchFuture, Found, ListQuery, StoreHealth,
+};
 pub use candidates::{BATCH, GatheredApart};
 pub use file::{FileStore, Resident};
 
@@ -164,17 +166,18 @@ impl EntityStore {
                         (a, b) => a.or(b),
                     };
                     let mut next = Vec::new();
-                    for cached in lookup.found {
+                    for found in lookup.found {
                         if depth < *ancestor_depth {
                             next.extend(
-                                cached
+                                found
+                                    .cached
                                     .parents
                                     .iter()
                                     .filter(|p| seen.insert((*p).clone()))
                                     .cloned(),
                             );
                         }
-                        out.push(cached.entity.clone());
+                        out.push(Entity::clone(&found.entity));
                     }
                     if next.is_empty() {
                         break;

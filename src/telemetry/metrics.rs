@@ -60,6 +60,9 @@ pub struct Metrics {
     pub cache_misses: IntCounter,
     /// entities served past their TTL because the store failed
     pub cache_stale: IntCounter,
+    /// cached entities built again from their JSON (the hot tier had let
+    /// them go)
+    pub cache_rebuilt: IntCounter,
     /// entities evicted (size, expiry, invalidation)
     pub cache_evictions: IntCounter,
     /// entities held
@@ -252,6 +255,11 @@ impl Metrics {
                 &registry,
                 "mandate_entity_cache_stale_total",
                 "Entities served past their TTL because the store failed.",
+            ),
+            cache_rebuilt: counter(
+                &registry,
+                "mandate_entity_cache_rebuilt_total",
+                "Cached entities built again from their JSON: the hot tier (`cache.max_built`) had let them go.",
             ),
             cache_evictions: counter(
                 &registry,

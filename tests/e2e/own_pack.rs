@@ -6,7 +6,7 @@
 
 use std::process::Stdio;
 
-use crate::cli::{Served, mandate, serving};
+use crate::cli::{Served, mandate, serving, terminate};
 use crate::readme::{answer_as_shown, examples_in};
 use crate::support::root;
 
@@ -26,7 +26,8 @@ async fn the_own_pack_page_serves_its_wiki_and_answers_as_shown() {
             .stdout(Stdio::null()),
     );
     answer_as_shown(&base, examples).await;
-    child.kill().unwrap();
+    // A clean stop flushes the log (a kill could lose its last lines).
+    terminate(&child);
     child.wait().unwrap();
     let log = stderr.join().unwrap();
     assert!(log.contains("policies loaded policies=5"), "{log}");

@@ -15,7 +15,7 @@ use serde_json::json;
 use tokio::sync::oneshot;
 
 use super::tests::{TTL, settings, user};
-use super::{EntityCache, Fetch, FetchFuture};
+use super::{CacheSettings, EntityCache, Fetch, FetchFuture};
 use crate::entities::http::{answered, parse};
 use crate::entities::{EntityError, UpstreamError};
 
@@ -204,7 +204,17 @@ fn schema() -> Arc<Schema> {
 }
 
 fn cache(store: &Arc<Gated>) -> Arc<EntityCache> {
-    Arc::new(EntityCache::new(Arc::clone(store), settings()))
+    cache_built(store, settings().max_built)
+}
+
+/// A cache keeping at most `max_built` entities built (0: every lookup
+/// builds from the JSON kept).
+fn cache_built(store: &Arc<Gated>, max_built: u64) -> Arc<EntityCache> {
+    let settings = CacheSettings {
+        max_built,
+        ..settings()
+    };
+    Arc::new(EntityCache::new(Arc::clone(store), settings))
 }
 
 /// The version a lookup of `id` found (`None`: not found).
@@ -452,10 +462,11 @@ fn start_many(cache: &Arc<EntityCache>, ids: Vec<&'static str>) -> Many {
 
 /// Runs `ops`; every lookup must find, for each user it asked for, a
 /// version no older than the one the last invalidation before it began
-/// announced (the model: `announced`).
-async fn against_the_model(ops: Vec<Op>) {
+/// announced (the model: `announced`). With `max_built` 0 every entity is
+/// built from its JSON, with 1 the hot tier churns, with 1,000 it keeps all.
+async fn against_the_model(ops: Vec<Op>, max_built: u64) {
     let store = Gated::new(&USERS);
-    let cache = cache(&store);
+    let cache = cache_built(&store, max_built);
     let mut announced: HashMap<&str, i64> = USERS.iter().map(|u| (*u, 1)).collect();
     let mut lookups: Vec<(Vec<(&str, i64)>, Many)> = Vec::new();
     for op in ops {
@@ -518,13 +529,14 @@ proptest! {
 
     #[test]
     fn no_interleaving_serves_a_record_older_than_the_last_invalidation(
-        ops in prop::collection::vec(op(), 1..48)
+        ops in prop::collection::vec(op(), 1..48),
+        max_built in prop::sample::select(vec![0_u64, 1, 1000]),
     ) {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .start_paused(true)
             .build()
             .unwrap();
-        runtime.block_on(against_the_model(ops));
+        runtime.block_on(against_the_model(ops, max_built));
     }
 }
