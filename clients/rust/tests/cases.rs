@@ -43,26 +43,34 @@ struct Server {
 impl Server {
     fn start() -> Self {
         use std::io::BufRead;
-        // The server refuses `MANDATE_…` variables it does not know, such
-        // as the client's `MANDATE_URL` another test sets.
-        let mut child = Command::new(binary())
+        let mut command = Command::new(binary());
+        command
             .args(["serve", "--listen", "127.0.0.1:0"])
             .env("NO_COLOR", "1")
-            .env_remove("MANDATE_URL")
-            .env_remove("MANDATE_TOKEN")
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+            .stderr(Stdio::piped());
+        // The server runs on its embedded defaults, and refuses `MANDATE_…`
+        // variables it does not know: none of the caller's reaches it
+        // (`MANDATE_BIN`, which names it; the client's `MANDATE_URL`).
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("MANDATE_") {
+                command.env_remove(key);
+            }
+        }
+        let mut child = command.spawn().unwrap();
         let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
-        let url = lines
-            .by_ref()
-            .map_while(Result::ok)
-            .find_map(|line| {
-                line.strip_prefix("mandate listening on ")
-                    .map(str::to_owned)
-            })
-            .expect("the server prints its address");
+        let mut said = Vec::new();
+        let url = lines.by_ref().map_while(Result::ok).find_map(|line| {
+            let url = line
+                .strip_prefix("mandate listening on ")
+                .map(str::to_owned);
+            said.push(line);
+            url
+        });
+        let Some(url) = url else {
+            let _ = child.kill();
+            panic!("the server printed no address:\n{}", said.join("\n"));
+        };
         std::thread::spawn(move || lines.for_each(drop));
         Self { child, url }
     }
