@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -249,10 +250,11 @@ impl Seen {
     }
 }
 
-/// A stub server: its URL, the requests it saw.
+/// A stub server: its URL, the requests it saw, the connections it accepted.
 struct Stub {
     url: String,
     seen: Arc<Mutex<Vec<Seen>>>,
+    connections: Arc<AtomicUsize>,
 }
 
 impl Stub {
@@ -270,13 +272,16 @@ async fn stub(
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+    let connections = Arc::new(AtomicUsize::new(0));
     let answer = Arc::new(answer);
     let log = Arc::clone(&seen);
+    let accepted = Arc::clone(&connections);
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 return;
             };
+            accepted.fetch_add(1, Ordering::SeqCst);
             let (answer, log) = (Arc::clone(&answer), Arc::clone(&log));
             tokio::spawn(async move {
                 let (read, mut write) = stream.into_split();
@@ -336,7 +341,11 @@ async fn stub(
             });
         }
     });
-    Stub { url, seen }
+    Stub {
+        url,
+        seen,
+        connections,
+    }
 }
 
 fn question() -> Request {
@@ -592,6 +601,80 @@ async fn odd_answers_fail_closed_too() {
     assert!(
         matches!(ended.as_slice(), [Err(Error::Protocol(_))]),
         "{ended:?}"
+    );
+}
+
+/// A listener whose accept queue is full: Linux drops a further SYN, so a
+/// connect to it hangs (on loopback nothing else does). Returns it, the
+/// connection that fills it, and its URL.
+async fn a_port_that_never_accepts() -> (TcpListener, Vec<tokio::net::TcpStream>, String) {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(0).unwrap();
+    let address = listener.local_addr().unwrap();
+    let mut filled = Vec::new();
+    for _ in 0..8 {
+        match tokio::time::timeout(
+            Duration::from_millis(200),
+            tokio::net::TcpStream::connect(address),
+        )
+        .await
+        {
+            Ok(stream) => filled.push(stream.unwrap()),
+            // A connect that hangs: the queue is full.
+            Err(_) => return (listener, filled, format!("http://{address}")),
+        }
+    }
+    panic!(
+        "{} connections to a listener of backlog 0 were all accepted by the kernel \
+         (net.ipv4.tcp_abort_on_overflow?): no port that never answers a SYN here",
+        filled.len()
+    );
+}
+
+#[tokio::test]
+async fn the_connect_has_its_own_limit_inside_the_deadline() {
+    let (_listener, _filled, url) = a_port_that_never_accepts().await;
+    let limit = Duration::from_millis(100);
+    let client = Client::new(
+        Config::default()
+            .url(&url)
+            .timeout(Duration::from_secs(2))
+            .connect_timeout(limit),
+    )
+    .unwrap();
+    let (result, took) = timed(client.evaluate(&question())).await;
+    let error = result.unwrap_err();
+    assert!(
+        matches!(error, Error::Timeout(after) if after == limit),
+        "{error:?}"
+    );
+    assert!(
+        took >= limit - Duration::from_millis(5) && took < limit + SLACK,
+        "the connect limit, not the 2 s deadline: {took:?}"
+    );
+    assert_eq!(client.retries(), 0, "never a retry after a timeout");
+    let (allowed, took) = timed(client.allowed(&question())).await;
+    assert!(!allowed);
+    assert!(took < limit + SLACK, "{took:?}");
+    assert_eq!(client.failures(), 2);
+}
+
+#[tokio::test]
+async fn connections_are_kept_alive_and_reused() {
+    let server = stub(|_, _| Some((200, String::new(), ALLOW.to_owned()))).await;
+    let client = Client::new(Config::default().url(&server.url)).unwrap();
+    assert!(client.allowed(&question()).await);
+    // The first connection goes back to the pool once its answer is read.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(client.evaluate(&question()).await.unwrap().decision);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(client.allowed(&question()).await);
+    assert_eq!(server.requests().len(), 3);
+    assert_eq!(
+        server.connections.load(Ordering::SeqCst),
+        1,
+        "three calls, one connection"
     );
 }
 
