@@ -4,6 +4,7 @@
 //! the same `X-Request-ID`.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -40,6 +41,8 @@ pub(crate) struct Caller {
     token: Option<String>,
     pub(crate) max_batch_items: usize,
     pub(crate) on_error: Option<ErrorHook>,
+    /// retries sent, over every call
+    pub(crate) retries: AtomicU64,
 }
 
 /// One call's deadline, and whether its one retry was spent.
@@ -89,6 +92,7 @@ impl Caller {
             token: config.token,
             max_batch_items: config.max_batch_items.max(1),
             on_error: config.on_error,
+            retries: AtomicU64::new(0),
         })
     }
 
@@ -136,13 +140,17 @@ impl Caller {
             loop {
                 match self.attempt(path, &bytes, &request_id, options).await {
                     Ok(answer) => return Ok(answer),
-                    Err(Failed::Refused(_)) if !*retried => *retried = true,
+                    Err(Failed::Refused(_)) if !*retried => {
+                        *retried = true;
+                        self.retries.fetch_add(1, Ordering::Relaxed);
+                    }
                     Err(Failed::Unavailable(wait, error)) if !*retried => {
                         // Saturating: a huge `Retry-After` is no retry, never a panic.
                         if wait >= deadline.saturating_duration_since(Instant::now()) {
                             return Err(error);
                         }
                         *retried = true;
+                        self.retries.fetch_add(1, Ordering::Relaxed);
                         tokio::time::sleep(wait).await;
                     }
                     Err(

@@ -98,6 +98,13 @@ impl Config {
         self
     }
 
+    /// With the connect's own limit (inside the deadline).
+    #[must_use]
+    pub fn connect_timeout(mut self, limit: Duration) -> Self {
+        self.connect_timeout = limit;
+        self
+    }
+
     /// With a bearer token.
     #[must_use]
     pub fn token(mut self, token: impl Into<String>) -> Self {

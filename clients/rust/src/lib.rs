@@ -171,6 +171,13 @@ impl Client {
         self.failures.load(Ordering::Relaxed)
     }
 
+    /// How many retries were sent, over every call: a connection refused
+    /// before anything was sent, or a 503 whose `Retry-After` fitted in
+    /// the deadline. At most one per call.
+    pub fn retries(&self) -> u64 {
+        self.inner.retries.load(Ordering::Relaxed)
+    }
+
     fn failed(&self, error: &Error) {
         self.failures.fetch_add(1, Ordering::Relaxed);
         if let Some(hook) = &self.inner.on_error {

@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -11,7 +12,7 @@ use futures_util::StreamExt;
 use mandate_client::{Client, Config, Entity, Error, Request, Semantic, Tls};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 
 fn cases() -> Value {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../cases.json");
@@ -43,26 +44,34 @@ struct Server {
 impl Server {
     fn start() -> Self {
         use std::io::BufRead;
-        // The server refuses `MANDATE_…` variables it does not know, such
-        // as the client's `MANDATE_URL` another test sets.
-        let mut child = Command::new(binary())
+        let mut command = Command::new(binary());
+        command
             .args(["serve", "--listen", "127.0.0.1:0"])
             .env("NO_COLOR", "1")
-            .env_remove("MANDATE_URL")
-            .env_remove("MANDATE_TOKEN")
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+            .stderr(Stdio::piped());
+        // The server runs on its embedded defaults, and refuses `MANDATE_…`
+        // variables it does not know: none of the caller's reaches it
+        // (`MANDATE_BIN`, which names it; the client's `MANDATE_URL`).
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("MANDATE_") {
+                command.env_remove(key);
+            }
+        }
+        let mut child = command.spawn().unwrap();
         let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
-        let url = lines
-            .by_ref()
-            .map_while(Result::ok)
-            .find_map(|line| {
-                line.strip_prefix("mandate listening on ")
-                    .map(str::to_owned)
-            })
-            .expect("the server prints its address");
+        let mut said = Vec::new();
+        let url = lines.by_ref().map_while(Result::ok).find_map(|line| {
+            let url = line
+                .strip_prefix("mandate listening on ")
+                .map(str::to_owned);
+            said.push(line);
+            url
+        });
+        let Some(url) = url else {
+            let _ = child.kill();
+            panic!("the server printed no address:\n{}", said.join("\n"));
+        };
         std::thread::spawn(move || lines.for_each(drop));
         Self { child, url }
     }
@@ -205,7 +214,7 @@ async fn search_follows_pages_to_the_last() {
     assert_eq!(paged, whole, "pages of one, followed to the last");
 
     // The stream asks for each page with the token the last one gave.
-    let (url, seen) = stub(|n, _| {
+    let Stub { url, seen, .. } = stub(|n, _| {
         let body = match n {
             1 => r#"{"page":{"next_token":"t2","count":1,"total":3},"results":[{"type":"user","id":"a"}]}"#,
             2 => r#"{"page":{"next_token":"t3","count":1,"total":3},"results":[{"type":"user","id":"b"}]}"#,
@@ -227,6 +236,7 @@ async fn search_follows_pages_to_the_last() {
 /// What a stub saw of one request.
 #[derive(Debug, Clone)]
 struct Seen {
+    path: String,
     headers: Vec<(String, String)>,
     body: Value,
 }
@@ -240,21 +250,38 @@ impl Seen {
     }
 }
 
-/// A stub HTTP/1.1 server answering each request with `answer(n, seen)`:
-/// (status, extra headers, body); `None` keeps the connection silent.
+/// A stub server: its URL, the requests it saw, the connections it accepted.
+struct Stub {
+    url: String,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    connections: Arc<AtomicUsize>,
+}
+
+impl Stub {
+    fn requests(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// A stub HTTP/1.1 server (keep-alive) answering each request with
+/// `answer(n, seen)`: (status, extra headers, body); `None` keeps the
+/// connection silent.
 async fn stub(
     answer: impl Fn(usize, &Seen) -> Option<(u16, String, String)> + Send + Sync + 'static,
-) -> (String, Arc<Mutex<Vec<Seen>>>) {
+) -> Stub {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+    let connections = Arc::new(AtomicUsize::new(0));
     let answer = Arc::new(answer);
     let log = Arc::clone(&seen);
+    let accepted = Arc::clone(&connections);
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 return;
             };
+            accepted.fetch_add(1, Ordering::SeqCst);
             let (answer, log) = (Arc::clone(&answer), Arc::clone(&log));
             tokio::spawn(async move {
                 let (read, mut write) = stream.into_split();
@@ -268,6 +295,12 @@ async fn stub(
                         }
                     }
                     let head = String::from_utf8_lossy(&head).into_owned();
+                    let path = head
+                        .lines()
+                        .next()
+                        .and_then(|line| line.split(' ').nth(1))
+                        .unwrap_or_default()
+                        .to_owned();
                     let headers: Vec<(String, String)> = head
                         .lines()
                         .skip(1)
@@ -284,6 +317,7 @@ async fn stub(
                         return;
                     }
                     let seen = Seen {
+                        path,
                         headers,
                         body: serde_json::from_slice(&body).unwrap_or(Value::Null),
                     };
@@ -307,7 +341,11 @@ async fn stub(
             });
         }
     });
-    (url, seen)
+    Stub {
+        url,
+        seen,
+        connections,
+    }
 }
 
 fn question() -> Request {
@@ -318,71 +356,213 @@ fn question() -> Request {
     )
 }
 
+/// The default deadline, which the faults are asked with.
 const DEADLINE: Duration = Duration::from_millis(500);
+/// The contract's "within the deadline (plus 100 ms)".
+const SLACK: Duration = Duration::from_millis(100);
 
-/// `allowed` is false within the deadline and counted; `evaluate` fails
-/// as `expected` says.
-async fn faults_as(url: &str, expected: fn(&Error) -> bool) {
-    let errors: Arc<Mutex<Vec<String>>> = Arc::default();
-    let told = Arc::clone(&errors);
+/// An allow, as Mandate answers it.
+const ALLOW: &str = r#"{"decision":true,"context":{"reasons":["stub"],"errors":[]}}"#;
+
+/// What a call gave, and how long it took.
+async fn timed<T>(call: impl std::future::Future<Output = T>) -> (T, Duration) {
+    let started = Instant::now();
+    let value = call.await;
+    (value, started.elapsed())
+}
+
+/// The error kinds `cases.json` names (`evaluate_raises`, …).
+fn kind(error: &Error) -> &'static str {
+    match error {
+        Error::Transport(_) => "transport",
+        Error::Timeout(_) => "timeout",
+        Error::Protocol(_) => "protocol",
+        Error::Server { .. } => "server",
+        Error::Config(_) => "config",
+    }
+}
+
+/// The stub a fault case names. A closed port is a socket bound and never
+/// listening: every connect is refused, and no one else gets the port.
+async fn fault_stub(case: &Value) -> (String, Option<Stub>, Option<TcpSocket>) {
+    let error = |code: &str, message: &str| {
+        json!({"error": {"code": code, "message": message}}).to_string()
+    };
+    let answer = |status: u16, body: &str| Some((status, String::new(), body.to_owned()));
+    let stub = match case["stub"].as_str().unwrap() {
+        "closed_port" => {
+            let socket = TcpSocket::new_v4().unwrap();
+            socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+            let url = format!("http://{}", socket.local_addr().unwrap());
+            return (url, None, Some(socket));
+        }
+        "silent" => stub(|_, _| None).await,
+        "status_500" => {
+            let body = error("internal", "stub failure");
+            stub(move |_, _| answer(500, &body)).await
+        }
+        "bad_json" => stub(move |_, _| answer(200, "<html>not json</html>")).await,
+        "bad_decision" => stub(move |_, _| answer(200, r#"{"decision":"yes","context":{}}"#)).await,
+        "short_batch" => {
+            stub(move |_, seen| {
+                if seen.path.ends_with("/evaluations") {
+                    answer(200, &format!(r#"{{"evaluations":[{ALLOW}]}}"#))
+                } else {
+                    answer(200, ALLOW)
+                }
+            })
+            .await
+        }
+        "unavailable_then_allow" => {
+            // The first try of each request id is a 503 `Retry-After: 0`.
+            let tried: Mutex<Vec<String>> = Mutex::default();
+            let body = error("unavailable", "busy");
+            stub(move |_, seen| {
+                let id = seen.header("x-request-id").unwrap_or_default().to_owned();
+                let mut tried = tried.lock().unwrap();
+                if tried.contains(&id) {
+                    answer(200, ALLOW)
+                } else {
+                    tried.push(id);
+                    Some((503, "Retry-After: 0\r\n".to_owned(), body.clone()))
+                }
+            })
+            .await
+        }
+        "unavailable_long" => {
+            let seconds = case["retry_after_seconds"].as_u64().unwrap();
+            let body = error("unavailable", "busy");
+            stub(move |_, _| Some((503, format!("Retry-After: {seconds}\r\n"), body.clone()))).await
+        }
+        other => panic!("no stub for the fault `{other}`: add one to fault_stub"),
+    };
+    (stub.url.clone(), Some(stub), None)
+}
+
+/// One fault of `cases.json`, read as the Python and TypeScript suites
+/// read it: `allowed` (the answer, within the deadline plus 100 ms; a
+/// `false` is a counted failure the hook is told of, of the kind
+/// `evaluate_raises` names), `evaluate_raises` (that error, its `status`
+/// and `code`, in time), `evaluate_decision`, `evaluations_raises` (a
+/// batch of two, in time), `retried` (each call retried once, or none),
+/// `same_request_id` (the retry repeats its try's `X-Request-ID`).
+async fn fails_closed(case: &Value) {
+    let name = case["name"].as_str().unwrap();
+    let (url, stub, _closed) = fault_stub(case).await;
+    let hooked: Arc<Mutex<Vec<Error>>> = Arc::default();
+    let told = Arc::clone(&hooked);
     let client = Client::new(
         Config::default()
-            .url(url)
-            .timeout(DEADLINE)
-            .on_error(move |e| told.lock().unwrap().push(e.to_string())),
+            .url(&url)
+            .on_error(move |e| told.lock().unwrap().push(e.clone())),
     )
     .unwrap();
-    let started = Instant::now();
-    assert!(!client.allowed(&question()).await);
-    assert!(
-        started.elapsed() < DEADLINE + Duration::from_millis(100),
-        "{:?}",
-        started.elapsed()
-    );
-    assert_eq!(client.failures(), 1);
-    assert_eq!(errors.lock().unwrap().len(), 1, "the hook is told");
-    let started = Instant::now();
-    let error = client.evaluate(&question()).await.unwrap_err();
-    assert!(started.elapsed() < DEADLINE + Duration::from_millis(100));
-    assert!(expected(&error), "{url}: {error:?}");
-    assert_eq!(client.failures(), 2, "evaluate's failure is counted too");
+    let fault_question = request(&cases()["decisions"][0]["request"]);
+    let mut calls = 0; // the calls made, retries not counted
+    let mut failures = 0;
+
+    if let Some(expected) = case.get("allowed") {
+        let (allowed, took) = timed(client.allowed(&fault_question)).await;
+        calls += 1;
+        assert_eq!(json!(allowed), *expected, "{name}: allowed");
+        assert!(took < DEADLINE + SLACK, "{name}: allowed took {took:?}");
+        if !allowed {
+            failures += 1;
+            let hooked = hooked.lock().unwrap();
+            assert_eq!(hooked.len(), failures, "{name}: the hook is told");
+            assert_eq!(
+                json!(kind(hooked.last().unwrap())),
+                case["evaluate_raises"],
+                "{name}: {hooked:?}"
+            );
+        }
+    }
+    if let Some(expected) = case.get("evaluate_raises") {
+        let (result, took) = timed(client.evaluate(&fault_question)).await;
+        calls += 1;
+        failures += 1;
+        let error = result.expect_err(name);
+        assert_eq!(json!(kind(&error)), *expected, "{name}: {error:?}");
+        assert!(took < DEADLINE + SLACK, "{name}: evaluate took {took:?}");
+        if let Some(status) = case.get("status") {
+            assert!(
+                matches!(&error, Error::Server { status: s, .. } if json!(s) == *status),
+                "{name}: {error:?}"
+            );
+        }
+        if let Some(code) = case.get("code") {
+            assert!(
+                matches!(&error, Error::Server { code: Some(c), .. } if json!(c) == *code),
+                "{name}: {error:?}"
+            );
+        }
+        if let Error::Timeout(after) = error {
+            assert_eq!(after, DEADLINE, "{name}: the call's deadline passed");
+        }
+    }
+    if let Some(expected) = case.get("evaluate_decision") {
+        let (decision, took) = timed(client.evaluate(&fault_question)).await;
+        calls += 1;
+        assert_eq!(json!(decision.unwrap().decision), *expected, "{name}");
+        assert!(took < DEADLINE + SLACK, "{name}: evaluate took {took:?}");
+    }
+    if let Some(expected) = case.get("evaluations_raises") {
+        let defaults = json!({"subject": {"type": "user", "id": "bob"}, "resource": {"type": "account", "id": "alice-personal"}});
+        let items = [
+            json!({"action": {"name": "view_account"}}),
+            json!({"action": {"name": "cancel_order"}}),
+        ];
+        let (result, took) =
+            timed(client.evaluations(&defaults, &items, Semantic::ExecuteAll)).await;
+        calls += 1;
+        failures += 1;
+        let error = result.expect_err(name);
+        assert_eq!(json!(kind(&error)), *expected, "{name}: {error:?}");
+        assert!(took < DEADLINE + SLACK, "{name}: evaluations took {took:?}");
+    }
+
+    assert!(calls > 0, "{name}: the case asks nothing");
+    assert_eq!(client.failures(), failures as u64, "{name}: failures");
+    assert_eq!(hooked.lock().unwrap().len(), failures, "{name}: hook");
+    let retries = if case["retried"].as_bool().unwrap() {
+        calls
+    } else {
+        0
+    };
+    assert_eq!(client.retries(), retries as u64, "{name}: retries");
+    if let Some(stub) = stub {
+        let seen = stub.requests();
+        assert_eq!(seen.len(), calls + retries, "{name}: requests");
+        if case.get("same_request_id") == Some(&json!(true)) {
+            let ids: Vec<&str> = seen
+                .iter()
+                .map(|s| s.header("x-request-id").unwrap())
+                .collect();
+            for pair in ids.chunks(2) {
+                assert!(!pair[0].is_empty() && pair[0].len() <= 128, "{ids:?}");
+                assert_eq!(pair[0], pair[1], "{name}: the retry repeats the id");
+            }
+            let distinct: std::collections::BTreeSet<&str> = ids.iter().copied().collect();
+            assert_eq!(distinct.len(), calls, "{name}: each call has its own id");
+        }
+    }
 }
 
 #[tokio::test]
-async fn every_fault_fails_closed_within_the_deadline() {
-    // A closed port: refused, retried once, then a transport error.
-    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", closed.local_addr().unwrap());
-    drop(closed);
-    faults_as(&url, |e| matches!(e, Error::Transport(_))).await;
+async fn every_fault_of_the_shared_cases_fails_closed_within_the_deadline() {
+    assert_eq!(Config::default().timeout, DEADLINE);
+    let cases = cases();
+    let faults = cases["faults"].as_array().unwrap();
+    assert!(faults.len() >= 7, "{faults:?}");
+    for case in faults {
+        fails_closed(case).await;
+    }
+}
 
-    let (url, _) = stub(|_, _| None).await;
-    faults_as(&url, |e| matches!(e, Error::Timeout(_))).await;
-
-    let (url, seen) = stub(|_, _| {
-        Some((
-            500,
-            String::new(),
-            r#"{"error":{"code":"internal","message":"boom"}}"#.to_owned(),
-        ))
-    })
-    .await;
-    faults_as(
-        &url,
-        |e| matches!(e, Error::Server { status: 500, code: Some(c), .. } if c == "internal"),
-    )
-    .await;
-    assert_eq!(seen.lock().unwrap().len(), 2, "a 500 is never retried");
-
-    let (url, _) = stub(|_, _| Some((200, String::new(), "not json".to_owned()))).await;
-    faults_as(&url, |e| matches!(e, Error::Protocol(_))).await;
-
-    let (url, _) =
-        stub(|_, _| Some((200, String::new(), r#"{"decision":"yes"}"#.to_owned()))).await;
-    faults_as(&url, |e| matches!(e, Error::Protocol(_))).await;
-
+#[tokio::test]
+async fn odd_answers_fail_closed_too() {
     // A Retry-After no clock can add: no retry, and no panic.
-    let (url, _) = stub(|_, _| {
+    let server = stub(|_, _| {
         Some((
             503,
             "Retry-After: 10000000000000000000\r\n".to_owned(),
@@ -390,10 +570,20 @@ async fn every_fault_fails_closed_within_the_deadline() {
         ))
     })
     .await;
-    faults_as(&url, |e| matches!(e, Error::Server { status: 503, .. })).await;
+    let client = Client::new(Config::default().url(&server.url)).unwrap();
+    let (allowed, took) = timed(client.allowed(&question())).await;
+    assert!(!allowed);
+    assert!(took < DEADLINE + SLACK, "{took:?}");
+    let error = client.evaluate(&question()).await.unwrap_err();
+    assert!(
+        matches!(error, Error::Server { status: 503, .. }),
+        "{error:?}"
+    );
+    assert_eq!(client.retries(), 0);
+    assert_eq!(server.requests().len(), 2);
 
     // A search whose pages never end: the same token again is refused.
-    let (url, _) = stub(|_, _| {
+    let server = stub(|_, _| {
         Some((
             200,
             String::new(),
@@ -401,7 +591,7 @@ async fn every_fault_fails_closed_within_the_deadline() {
         ))
     })
     .await;
-    let client = Client::new(Config::default().url(&url)).unwrap();
+    let client = Client::new(Config::default().url(&server.url)).unwrap();
     let question = Request::new(
         Entity::of_type("user"),
         "view_account",
@@ -412,42 +602,85 @@ async fn every_fault_fails_closed_within_the_deadline() {
         matches!(ended.as_slice(), [Err(Error::Protocol(_))]),
         "{ended:?}"
     );
+}
 
-    // A 503 asking for more than the deadline: not retried.
-    let (url, seen) = stub(|_, _| {
-        Some((
-            503,
-            "Retry-After: 5\r\n".to_owned(),
-            r#"{"error":{"code":"unavailable","message":"later"}}"#.to_owned(),
-        ))
-    })
-    .await;
-    faults_as(&url, |e| matches!(e, Error::Server { status: 503, .. })).await;
-    assert_eq!(seen.lock().unwrap().len(), 2, "one request per call");
+/// A listener whose accept queue is full: Linux drops a further SYN, so a
+/// connect to it hangs (on loopback nothing else does). Returns it, the
+/// connection that fills it, and its URL.
+async fn a_port_that_never_accepts() -> (TcpListener, Vec<tokio::net::TcpStream>, String) {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(0).unwrap();
+    let address = listener.local_addr().unwrap();
+    let mut filled = Vec::new();
+    for _ in 0..8 {
+        match tokio::time::timeout(
+            Duration::from_millis(200),
+            tokio::net::TcpStream::connect(address),
+        )
+        .await
+        {
+            Ok(stream) => filled.push(stream.unwrap()),
+            // A connect that hangs: the queue is full.
+            Err(_) => return (listener, filled, format!("http://{address}")),
+        }
+    }
+    panic!(
+        "{} connections to a listener of backlog 0 were all accepted by the kernel \
+         (net.ipv4.tcp_abort_on_overflow?): no port that never answers a SYN here",
+        filled.len()
+    );
 }
 
 #[tokio::test]
-async fn a_503_within_the_deadline_is_retried_once_with_the_same_request_id() {
-    let (url, seen) = stub(|n, _| {
-        Some(if n % 2 == 1 {
-            (503, "Retry-After: 0\r\n".to_owned(), "{}".to_owned())
-        } else {
-            (200, String::new(), r#"{"decision":true}"#.to_owned())
-        })
-    })
-    .await;
-    let client = Client::new(Config::default().url(&url)).unwrap();
+async fn the_connect_has_its_own_limit_inside_the_deadline() {
+    let (_listener, _filled, url) = a_port_that_never_accepts().await;
+    let limit = Duration::from_millis(100);
+    let client = Client::new(
+        Config::default()
+            .url(&url)
+            .timeout(Duration::from_secs(2))
+            .connect_timeout(limit),
+    )
+    .unwrap();
+    let (result, took) = timed(client.evaluate(&question())).await;
+    let error = result.unwrap_err();
+    assert!(
+        matches!(error, Error::Timeout(after) if after == limit),
+        "{error:?}"
+    );
+    assert!(
+        took >= limit - Duration::from_millis(5) && took < limit + SLACK,
+        "the connect limit, not the 2 s deadline: {took:?}"
+    );
+    assert_eq!(client.retries(), 0, "never a retry after a timeout");
+    let (allowed, took) = timed(client.allowed(&question())).await;
+    assert!(!allowed);
+    assert!(took < limit + SLACK, "{took:?}");
+    assert_eq!(client.failures(), 2);
+}
+
+#[tokio::test]
+async fn connections_are_kept_alive_and_reused() {
+    let server = stub(|_, _| Some((200, String::new(), ALLOW.to_owned()))).await;
+    let client = Client::new(Config::default().url(&server.url)).unwrap();
+    assert!(client.allowed(&question()).await);
+    // The first connection goes back to the pool once its answer is read.
+    tokio::time::sleep(Duration::from_millis(20)).await;
     assert!(client.evaluate(&question()).await.unwrap().decision);
-    let seen = seen.lock().unwrap();
-    assert_eq!(seen.len(), 2);
-    let id = seen[0].header("x-request-id").unwrap();
-    assert!(!id.is_empty() && id.len() <= 128);
-    assert_eq!(seen[1].header("x-request-id"), Some(id));
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(client.allowed(&question()).await);
+    assert_eq!(server.requests().len(), 3);
+    assert_eq!(
+        server.connections.load(Ordering::SeqCst),
+        1,
+        "three calls, one connection"
+    );
 }
 
 #[tokio::test]
 async fn a_batch_answer_of_the_wrong_length_or_past_its_stop_is_refused() {
-    let (url, _) = stub(|_, _| {
+    let Stub { url, .. } = stub(|_, _| {
         Some((
             200,
             String::new(),
@@ -468,7 +701,7 @@ async fn a_batch_answer_of_the_wrong_length_or_past_its_stop_is_refused() {
     assert!(matches!(error, Error::Protocol(_)), "{error:?}");
 
     // deny_on_first_deny: the first chunk stops, no other is sent.
-    let (url, seen) = stub(|_, _| {
+    let Stub { url, seen, .. } = stub(|_, _| {
         Some((
             200,
             String::new(),
@@ -495,7 +728,7 @@ async fn a_batch_answer_of_the_wrong_length_or_past_its_stop_is_refused() {
 
 #[tokio::test]
 async fn the_token_and_the_trace_are_sent() {
-    let (url, seen) =
+    let Stub { url, seen, .. } =
         stub(|_, _| Some((200, String::new(), r#"{"decision":true}"#.to_owned()))).await;
     let client = Client::new(Config::default().url(&url).token("s3cret")).unwrap();
     let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
