@@ -84,6 +84,9 @@ pub fn trace(
     traces
 }
 
+/// One policy's trace: whether its scope matched `request` and, when it
+/// did, whether its conditions held (or why not). `determining` is left
+/// to `trace`, which knows the judge's reasons.
 fn trace_one(
     authorizer: &Authorizer,
     request: &Request,
@@ -111,26 +114,41 @@ fn trace_one(
             return trace;
         }
     };
-    // The scope alone: the same constraints, no condition, as a permit.
+    trace.scope_matched = scope_matches(authorizer, request, &est, entities);
+    if !trace.scope_matched {
+        return trace;
+    }
+    trace.condition = Some(condition(request, entities, &est));
+    trace
+}
+
+/// Whether the scope of the policy `est` (its JSON form) alone matches
+/// `request`: the same constraints, no condition, as a permit.
+fn scope_matches(
+    authorizer: &Authorizer,
+    request: &Request,
+    est: &Value,
+    entities: &Entities,
+) -> bool {
     let mut scope = est.clone();
     if let Some(fields) = scope.as_object_mut() {
         fields.insert("effect".to_owned(), json!("permit"));
         fields.insert("conditions".to_owned(), json!([]));
         fields.insert("annotations".to_owned(), json!({}));
     }
-    trace.scope_matched = probe_policy(scope)
+    probe_policy(scope)
         .and_then(|probe| PolicySet::from_policies([probe]).ok())
-        .is_some_and(|set| judge::by_cedar(authorizer, request, &set, entities).allowed);
-    if !trace.scope_matched {
-        return trace;
-    }
+        .is_some_and(|set| judge::by_cedar(authorizer, request, &set, entities).allowed)
+}
+
+/// Whether the conditions of the policy `est` (its JSON form) held for
+/// `request`, or the first clause that did not and why.
+fn condition(request: &Request, entities: &Entities, est: &Value) -> Condition {
     let clauses = est
         .get("conditions")
         .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let mut condition = Condition::Held;
-    for clause in &clauses {
+        .map_or(&[][..], Vec::as_slice);
+    for clause in clauses {
         let kind = if clause.get("kind").and_then(Value::as_str) == Some("unless") {
             "unless"
         } else {
@@ -140,12 +158,10 @@ fn trace_one(
         let wanted = kind == "when";
         let body = clause.get("body").unwrap_or(&Value::Null);
         if let Some(outcome) = why(request, entities, body, wanted, kind) {
-            condition = outcome;
-            break;
+            return outcome;
         }
     }
-    trace.condition = Some(condition);
-    trace
+    Condition::Held
 }
 
 /// `None` when `body` evaluates to `wanted`; else the smallest part of it

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 
 use cedar_policy::{Entity, EntityUid};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
 use super::Slice;
@@ -49,17 +50,23 @@ impl std::fmt::Display for Canonical<'_> {
     }
 }
 
+impl<'a> Canonical<'a> {
+    /// The entity `type_name::"id"` as `snapshot` prints its type.
+    fn new(snapshot: &'a PolicySnapshot, type_name: &'a str, id: &'a str) -> Self {
+        Canonical {
+            printed: snapshot
+                .entity_type_printed(type_name)
+                .map(|(_, printed)| printed),
+            type_name,
+            id,
+        }
+    }
+}
+
 /// `Namespace::Type::"id"` as a decision's line names it, for a line
 /// written apart from a decision (a search's).
 pub(crate) fn canonical_uid(snapshot: &PolicySnapshot, type_name: &str, id: &str) -> String {
-    Canonical {
-        printed: snapshot
-            .entity_type_printed(type_name)
-            .map(|(_, printed)| printed),
-        type_name,
-        id,
-    }
-    .to_string()
+    Canonical::new(snapshot, type_name, id).to_string()
 }
 
 /// Writes one decision's line: canonical uids (`Brokerage::User::"erin"`,
@@ -72,20 +79,9 @@ pub(super) fn log_decision<'r>(
     (decision, read): (&Decision, Option<&ReadEntities>),
     took: std::time::Duration,
 ) {
-    let canonical = |entity: EntityRef<'r>| Canonical {
-        printed: snapshot
-            .entity_type_printed(entity.type_name)
-            .map(|(_, printed)| printed),
-        type_name: entity.type_name,
-        id: entity.id,
-    };
+    let canonical = |entity: EntityRef<'r>| Canonical::new(snapshot, entity.type_name, entity.id);
     let (principal, resource) = (canonical(request.principal), canonical(request.resource));
-    let action_uid = snapshot.action(request.action);
-    let action = action_uid.map_or(request.action, |uid| uid.id().unescaped());
-    let action_groups = action_uid
-        .filter(|_| log.needs_action_groups())
-        .and_then(|uid| snapshot.plan(uid))
-        .map_or(&[][..], ActionPlan::groups);
+    let (action, action_groups) = logged_action(log, snapshot, request.action);
     let made;
     let request_id = match request.request_id {
         Some(id) => id,
@@ -93,13 +89,6 @@ pub(super) fn log_decision<'r>(
             made = new_request_id();
             &made
         }
-    };
-    // A decision stopped before reading any entity read none.
-    static NONE_READ: std::sync::LazyLock<Option<Box<serde_json::value::RawValue>>> =
-        std::sync::LazyLock::new(|| serde_json::value::RawValue::from_string("[]".to_owned()).ok());
-    let captured = match read {
-        Some(read) => read.captured.as_deref(),
-        None => log.captures_entities().and(NONE_READ.as_deref()),
     };
     log.record(&LogEntry {
         v: LINE_VERSION,
@@ -125,11 +114,41 @@ pub(super) fn log_decision<'r>(
         policy_version: &decision.policy_version,
         schema_version: snapshot.schema_version(),
         entities_digest: read.map(|read| read.digest.as_str()),
-        entities: captured,
+        entities: captured(log, read),
         stale_data: decision.stale_data(),
         latency_us: u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
         context: request.context,
     });
+}
+
+/// The action as its line names it (its id, or as the caller wrote it
+/// when unknown), and its groups when the log keeps lines by group.
+fn logged_action<'a>(
+    log: &DecisionLog,
+    snapshot: &'a PolicySnapshot,
+    action: &'a str,
+) -> (&'a str, &'a [String]) {
+    let action_uid = snapshot.action(action);
+    let groups = action_uid
+        .filter(|_| log.needs_action_groups())
+        .and_then(|uid| snapshot.plan(uid))
+        .map_or(&[][..], ActionPlan::groups);
+    (
+        action_uid.map_or(action, |uid| uid.id().unescaped()),
+        groups,
+    )
+}
+
+/// The entities a line captures: those the decision read, masked, when
+/// the log captures them.
+fn captured<'a>(log: &DecisionLog, read: Option<&'a ReadEntities>) -> Option<&'a RawValue> {
+    // A decision stopped before reading any entity read none.
+    static NONE_READ: std::sync::LazyLock<Option<Box<RawValue>>> =
+        std::sync::LazyLock::new(|| RawValue::from_string("[]".to_owned()).ok());
+    match read {
+        Some(read) => read.captured.as_deref(),
+        None => log.captures_entities().and(NONE_READ.as_deref()),
+    }
 }
 
 /// The entities a decision read: the named ones and their ancestors (the

@@ -98,53 +98,72 @@ fn requirement(expr: &Value, searched: &str) -> Option<Required> {
         ),
         "==" => {
             let (left, right) = pair()?;
-            let (searched_side, other) = if mentions(left, searched) {
-                (left, right)
-            } else {
-                (right, left)
-            };
-            let one = BTreeSet::from([entity_literal(other)?]);
-            if is_var(searched_side, searched) {
-                Some(Required::one_of(one))
-            } else if is_searched_attr(searched_side, searched) {
-                Some(Required::referring(one))
-            } else {
-                None
-            }
+            equality(left, right, searched)
         }
         "contains" => {
             let (left, right) = pair()?;
-            if is_searched_attr(left, searched) {
-                Some(Required::referring(BTreeSet::from([entity_literal(
-                    right,
-                )?])))
-            } else if is_var(right, searched) {
-                Some(Required::one_of(entity_literals(left)?))
-            } else if is_searched_attr(right, searched) {
-                // `[User::"a", …].contains(principal.primaryUser)`: what
-                // partial evaluation leaves of `resource.poaUsers.contains(
-                // principal.primaryUser)` once the resource is known.
-                Some(Required::referring(entity_literals(left)?))
-            } else {
-                None
-            }
+            containment(left, right, searched)
         }
         "containsAny" | "containsAll" => {
             let (left, right) = pair()?;
-            // `searched.attr.containsAny([…])`, `searched.attr.containsAll(
-            // […])` (non-empty), and `[…].containsAny(searched.attr)`; not
-            // `[…].containsAll(searched.attr)`, which an empty set satisfies.
-            let listed = if is_searched_attr(left, searched) {
-                entity_literals(right)?
-            } else if op == "containsAny" && is_searched_attr(right, searched) {
-                entity_literals(left)?
-            } else {
-                return None;
-            };
-            (!listed.is_empty()).then(|| Required::referring(listed))
+            set_containment(op == "containsAny", left, right, searched)
         }
         _ => None,
     }
+}
+
+/// What `left == right` requires: to be the entity the other side names
+/// (`principal == User::"a"`), or to refer to it (`resource.owner ==
+/// User::"a"`).
+fn equality(left: &Value, right: &Value, searched: &str) -> Option<Required> {
+    let (searched_side, other) = if mentions(left, searched) {
+        (left, right)
+    } else {
+        (right, left)
+    };
+    let one = BTreeSet::from([entity_literal(other)?]);
+    if is_var(searched_side, searched) {
+        Some(Required::one_of(one))
+    } else if is_searched_attr(searched_side, searched) {
+        Some(Required::referring(one))
+    } else {
+        None
+    }
+}
+
+/// What `left.contains(right)` requires: to hold an entity in an
+/// attribute (`resource.traders.contains(User::"a")`), or to be one of
+/// (or refer to one of) a set of entities.
+fn containment(left: &Value, right: &Value, searched: &str) -> Option<Required> {
+    if is_searched_attr(left, searched) {
+        Some(Required::referring(BTreeSet::from([entity_literal(
+            right,
+        )?])))
+    } else if is_var(right, searched) {
+        Some(Required::one_of(entity_literals(left)?))
+    } else if is_searched_attr(right, searched) {
+        // `[User::"a", …].contains(principal.primaryUser)`: what
+        // partial evaluation leaves of `resource.poaUsers.contains(
+        // principal.primaryUser)` once the resource is known.
+        Some(Required::referring(entity_literals(left)?))
+    } else {
+        None
+    }
+}
+
+/// What `left.containsAny(right)` (`any`) or `left.containsAll(right)`
+/// requires: `searched.attr.containsAny([…])`, `searched.attr.containsAll(
+/// […])` (non-empty), and `[…].containsAny(searched.attr)`; not
+/// `[…].containsAll(searched.attr)`, which an empty set satisfies.
+fn set_containment(any: bool, left: &Value, right: &Value, searched: &str) -> Option<Required> {
+    let listed = if is_searched_attr(left, searched) {
+        entity_literals(right)?
+    } else if any && is_searched_attr(right, searched) {
+        entity_literals(left)?
+    } else {
+        return None;
+    };
+    (!listed.is_empty()).then(|| Required::referring(listed))
 }
 
 /// The searched variable itself.

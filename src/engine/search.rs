@@ -241,16 +241,37 @@ impl Engine {
             known_type(&snapshot, query.resource.0)?,
         );
         if searched == Searched::Action {
-            let actions: Vec<String> = snapshot
-                .schema()
-                .actions_for_principal_and_resource(&subject_type, &resource_type)
-                .map(|action| action.id().unescaped().to_owned())
-                .collect();
+            let actions = applicable_actions(&snapshot, &subject_type, &resource_type);
             return self.search_actions(query, actions, max_candidates).await;
         }
         if snapshot.action(query.action).is_none() {
             return Err(SearchError::Unknown(snapshot.unknown_action(query.action)));
         }
+        let searched_type = match searched {
+            Searched::Subject => &subject_type,
+            _ => &resource_type,
+        };
+        self.search_entities(
+            &snapshot,
+            query,
+            (searched, searched_type),
+            max_candidates,
+            freshness,
+        )
+        .await
+    }
+
+    /// A subject or resource search, its types and action known: pruned
+    /// when partial evaluation (or a missing named entity) says every
+    /// evaluation would deny, else each candidate the store lists decided.
+    async fn search_entities(
+        &self,
+        snapshot: &PolicySnapshot,
+        query: &SearchQuery<'_>,
+        (searched, searched_type): (Searched, &EntityTypeName),
+        max_candidates: usize,
+        freshness: &mut Freshness,
+    ) -> Result<Found, SearchError> {
         // Nothing to list when every evaluation would deny: a named entity
         // unknown, a request that cannot be built, or partial evaluation
         // finding no candidate could be allowed.
@@ -258,31 +279,19 @@ impl Engine {
             pruned: true,
             ..Found::default()
         };
-        let Some(fixed) = self.fixed(&snapshot, query, searched)? else {
+        let Some(fixed) = self.fixed(snapshot, query, searched)? else {
             return Ok(pruned);
         };
-        let Some(known) = self.known_entities(&snapshot, &fixed, freshness).await? else {
+        let Some(known) = self.known_entities(snapshot, &fixed, freshness).await? else {
             return Ok(pruned);
         };
         let residual =
-            match Self::partially_evaluate(&snapshot, &fixed, query.context, searched, &known) {
+            match Self::partially_evaluate(snapshot, &fixed, query.context, searched, &known) {
                 Partial::Denied => return Ok(pruned),
                 Partial::Residual(policies) => Some(policies),
                 Partial::Undecided => None,
             };
-        let searched_type = match searched {
-            Searched::Subject => &subject_type,
-            _ => &resource_type,
-        };
-        // Only the entities every permit could allow, when partial
-        // evaluation left permits that name them.
-        let searched_var = match searched {
-            Searched::Subject => "principal",
-            _ => "resource",
-        };
-        let required = residual
-            .as_ref()
-            .and_then(|policies| related::required(policies, searched_var));
+        let required = required_of(residual.as_ref(), searched);
         let candidates = self
             .candidates(searched_type, required.as_ref(), max_candidates, freshness)
             .await?;
@@ -298,7 +307,7 @@ impl Engine {
                 .await?
         } else {
             self.decide_over_store(
-                &snapshot,
+                snapshot,
                 &fixed,
                 (searched, searched_type),
                 (&known, residual.as_ref()),
@@ -590,7 +599,7 @@ impl Engine {
         &self,
         snapshot: &PolicySnapshot,
         fixed: &Fixed<'_>,
-        searched: (Searched, &EntityTypeName),
+        (searched, searched_type): (Searched, &EntityTypeName),
         (known, residual): (&Known, Option<&PolicySet>),
         candidates: &[String],
         freshness: &mut Freshness,
@@ -617,59 +626,20 @@ impl Engine {
         else {
             return Ok(Vec::new());
         };
-        let uid_of = |candidate: &String| {
-            EntityUid::from_type_name_and_id(searched.1.clone(), EntityId::new(candidate))
-        };
-        // Every candidate's entities gathered together: a store call per
-        // round of misses, not a round trip per candidate.
-        let apart = match known {
-            Known::Resident(_) => GatheredApart::default(),
-            Known::Slice(..) => {
-                let uids: Vec<EntityUid> = candidates.iter().map(uid_of).collect();
-                let apart = self
-                    .store
-                    .gather_apart(&uids, snapshot.schema())
-                    .await
-                    .map_err(|error| SearchError::CannotList(error.to_string()))?;
-                freshness.meet(apart.gathered.stale, apart.gathered.fresh_until);
-                apart
-            }
-        };
+        let apart = self
+            .gather_candidates(snapshot, known, searched_type, candidates, freshness)
+            .await?;
         let mut found = Vec::new();
         let mut own = Vec::new();
         for (index, candidate) in candidates.iter().enumerate() {
-            let uid = uid_of(candidate);
-            let (p, r) = match searched.0 {
-                Searched::Subject => (&uid, resource),
-                _ => (principal, &uid),
-            };
-            let Ok(request) = Request::new(
-                p.clone(),
-                (*action).clone(),
-                r.clone(),
-                context.clone(),
-                None,
-            ) else {
+            let uid = candidate_uid(searched_type, candidate);
+            let Some(request) = candidate_request(&fixed.names, searched, &uid, &context) else {
                 continue;
             };
-            let allowed = match known {
-                Known::Resident(resident) => {
-                    resident.entities.get(&uid).is_some()
-                        && self.allows(&request, &evaluator, &resident.entities)
-                }
-                Known::Slice(slice, present) => {
-                    own.clear();
-                    if !apart.own(&uid, &mut own) {
-                        continue;
-                    }
-                    let entities = slice
-                        .iter()
-                        .cloned()
-                        .chain(own.drain(..).filter(|e| !present.contains(&e.uid())))
-                        .chain(plan.entities().iter().cloned());
-                    Entities::from_entities(entities, None)
-                        .is_ok_and(|entities| self.allows(&request, &evaluator, &entities))
-                }
+            let Some(allowed) =
+                self.allowed_over(&request, &uid, (known, &apart), &evaluator, &mut own)
+            else {
+                continue;
             };
             if allowed {
                 found.push(candidate.clone());
@@ -680,6 +650,69 @@ impl Engine {
             }
         }
         Ok(found)
+    }
+
+    /// Every candidate's entities gathered together from the HTTP store:
+    /// a store call per round of misses, not a round trip per candidate.
+    /// Nothing for the file store's, which holds them all already.
+    async fn gather_candidates(
+        &self,
+        snapshot: &PolicySnapshot,
+        known: &Known,
+        searched_type: &EntityTypeName,
+        candidates: &[String],
+        freshness: &mut Freshness,
+    ) -> Result<GatheredApart, SearchError> {
+        if let Known::Resident(_) = known {
+            return Ok(GatheredApart::default());
+        }
+        let uids: Vec<EntityUid> = candidates
+            .iter()
+            .map(|candidate| candidate_uid(searched_type, candidate))
+            .collect();
+        let apart = self
+            .store
+            .gather_apart(&uids, snapshot.schema())
+            .await
+            .map_err(|error| SearchError::CannotList(error.to_string()))?;
+        freshness.meet(apart.gathered.stale, apart.gathered.fresh_until);
+        Ok(apart)
+    }
+
+    /// Whether the candidate `uid`'s `request` is allowed over the
+    /// entities its evaluation reads: the file store's (the candidate
+    /// among them), or the named entities' slice with the candidate's own
+    /// (gathered apart) and the action's entities. `None` when the store
+    /// gave nothing for the candidate: it is skipped.
+    fn allowed_over(
+        &self,
+        request: &Request,
+        uid: &EntityUid,
+        (known, apart): (&Known, &GatheredApart),
+        evaluator: &Evaluator<'_>,
+        own: &mut Vec<Entity>,
+    ) -> Option<bool> {
+        match known {
+            Known::Resident(resident) => Some(
+                resident.entities.get(uid).is_some()
+                    && self.allows(request, evaluator, &resident.entities),
+            ),
+            Known::Slice(slice, present) => {
+                own.clear();
+                if !apart.own(uid, own) {
+                    return None;
+                }
+                let entities = slice
+                    .iter()
+                    .cloned()
+                    .chain(own.drain(..).filter(|e| !present.contains(&e.uid())))
+                    .chain(evaluator.plan.entities().iter().cloned());
+                Some(
+                    Entities::from_entities(entities, None)
+                        .is_ok_and(|entities| self.allows(request, evaluator, &entities)),
+                )
+            }
+        }
     }
 
     /// Whether the action's policies allow `request` over `entities`, as
@@ -712,9 +745,62 @@ impl Engine {
     }
 }
 
+/// The schema's entity type `name`, or why the search cannot name it.
 fn known_type(snapshot: &PolicySnapshot, name: &str) -> Result<EntityTypeName, SearchError> {
     snapshot
         .entity_type(name)
         .cloned()
         .ok_or_else(|| SearchError::Unknown(snapshot.unknown_type("entity type", name)))
+}
+
+/// The uid of a candidate of the searched type.
+fn candidate_uid(searched_type: &EntityTypeName, candidate: &str) -> EntityUid {
+    EntityUid::from_type_name_and_id(searched_type.clone(), EntityId::new(candidate))
+}
+
+/// The request deciding candidate `uid`: the search's names with the
+/// searched one replaced, and its context. `None` when Cedar refuses it
+/// (the candidate is then skipped).
+fn candidate_request(
+    names: &Names<'_>,
+    searched: Searched,
+    uid: &EntityUid,
+    context: &Context,
+) -> Option<Request> {
+    let (principal, resource) = match searched {
+        Searched::Subject => (uid, &names.resource),
+        _ => (&names.principal, uid),
+    };
+    Request::new(
+        principal.clone(),
+        names.action.clone(),
+        resource.clone(),
+        context.clone(),
+        None,
+    )
+    .ok()
+}
+
+/// An action search's candidates: the actions the schema applies to the
+/// subject's and resource's types, by name.
+fn applicable_actions(
+    snapshot: &PolicySnapshot,
+    subject_type: &EntityTypeName,
+    resource_type: &EntityTypeName,
+) -> Vec<String> {
+    snapshot
+        .schema()
+        .actions_for_principal_and_resource(subject_type, resource_type)
+        .map(|action| action.id().unescaped().to_owned())
+        .collect()
+}
+
+/// Only the entities every permit could allow, when partial evaluation
+/// left permits that name them (`None`: every entity of the type).
+fn required_of(residual: Option<&PolicySet>, searched: Searched) -> Option<related::Required> {
+    let searched_var = match searched {
+        Searched::Subject => "principal",
+        _ => "resource",
+    };
+    residual.and_then(|policies| related::required(policies, searched_var))
 }

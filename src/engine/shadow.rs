@@ -7,13 +7,14 @@
 
 use std::sync::Arc;
 
-use cedar_policy::Authorizer;
+use cedar_policy::{Authorizer, Entities, EntityUid, Request};
 use serde::Serialize;
 
 use super::context::ReadContext;
+use super::judge::{self, Judgement};
 use super::memo::MemoKey;
-use super::{Decision, Slice, judge};
-use crate::policy::PolicyStore;
+use super::{Decision, Slice};
+use crate::policy::{PolicySnapshot, PolicyStore};
 use crate::telemetry::{DecisionLog, metrics};
 
 /// A divergence, as logged: told from a decision's line by its `shadow`
@@ -60,16 +61,7 @@ pub(super) fn decide_beside(
     let request_id = request_id.map(str::to_owned);
     runtime.spawn(async move {
         let candidate = shadow.current();
-        let entities = slice.entities();
-        // Judged as a live decision is: any error a deny.
-        let judged = candidate.plan(&action).map(|plan| {
-            judge::judge(
-                &Authorizer::new(),
-                &request,
-                (plan.policies(), plan.verdicts()),
-                entities,
-            )
-        });
+        let judged = judge_candidate(&candidate, &request, &action, slice.entities());
         let allowed = judged.as_ref().is_some_and(|judged| judged.allowed);
         metrics().shadow_decided();
         if allowed == live_allowed {
@@ -82,22 +74,58 @@ pub(super) fn decide_beside(
         };
         metrics().shadow_divergence(direction);
         if log.enabled() {
-            let uid = |uid: Option<&cedar_policy::EntityUid>| {
-                uid.map(ToString::to_string).unwrap_or_default()
-            };
-            log.record_line(&Divergence {
-                time: std::time::SystemTime::now(),
-                request_id: request_id.as_deref(),
-                principal: uid(request.principal()),
-                action: action.id().unescaped().to_owned(),
-                resource: uid(request.resource()),
-                shadow: direction,
-                live_policy_version: &live_version,
-                candidate_policy_version: candidate.version(),
-                candidate_reasons: judged
-                    .map(|judged| judged.reasons.iter().map(ToString::to_string).collect())
-                    .unwrap_or_default(),
-            });
+            let reasons = judged
+                .map(|judged| judged.reasons.iter().map(ToString::to_string).collect())
+                .unwrap_or_default();
+            log.record_line(&divergence(
+                (&request, &action),
+                direction,
+                (&live_version, candidate.version()),
+                reasons,
+                request_id.as_deref(),
+            ));
         }
     });
+}
+
+/// The candidate pack's judgement of `request`, as a live decision is
+/// judged (any error a deny); `None` when it has no plan for `action`.
+fn judge_candidate(
+    candidate: &PolicySnapshot,
+    request: &Request,
+    action: &EntityUid,
+    entities: &Entities,
+) -> Option<Judgement> {
+    candidate.plan(action).map(|plan| {
+        judge::judge(
+            &Authorizer::new(),
+            request,
+            (plan.policies(), plan.verdicts()),
+            entities,
+        )
+    })
+}
+
+/// A divergence's line: the request's names, the live answer then the
+/// candidate's (`shadow`), both versions, and the candidate's determining
+/// policies.
+fn divergence<'a>(
+    (request, action): (&Request, &EntityUid),
+    shadow: &'static str,
+    (live_policy_version, candidate_policy_version): (&'a str, &'a str),
+    candidate_reasons: Vec<String>,
+    request_id: Option<&'a str>,
+) -> Divergence<'a> {
+    let uid = |uid: Option<&EntityUid>| uid.map(ToString::to_string).unwrap_or_default();
+    Divergence {
+        time: std::time::SystemTime::now(),
+        request_id,
+        principal: uid(request.principal()),
+        action: action.id().unescaped().to_owned(),
+        resource: uid(request.resource()),
+        shadow,
+        live_policy_version,
+        candidate_policy_version,
+        candidate_reasons,
+    }
 }

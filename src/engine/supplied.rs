@@ -130,12 +130,8 @@ impl Sources {
             // it, when its type needs no attribute; otherwise it must come
             // in `entities`, or it is missing.
             if sourcing == Sourcing::Request && !described() {
-                let json = serde_json::json!({
-                    "uid": { "type": uid.type_name().to_string(), "id": reference.id },
-                    "attrs": {},
-                    "parents": [],
-                });
-                out.extend(Entity::from_json_value(json, Some(snapshot.schema())).ok());
+                let attrs = serde_json::Map::new();
+                out.extend(entity_of(snapshot, uid, reference.id, attrs).ok());
             }
             return Ok(());
         };
@@ -161,24 +157,33 @@ impl Sources {
                 if attrs.is_empty() && sourcing == Sourcing::Merge {
                     return Ok(());
                 }
-                let json = serde_json::json!({
-                    "uid": { "type": uid.type_name().to_string(), "id": reference.id },
-                    "attrs": attrs,
-                    "parents": [],
-                });
                 let entity =
-                    Entity::from_json_value(json, Some(snapshot.schema())).map_err(|e| {
-                        RequestError {
-                            field,
-                            code: "invalid_properties",
-                            message: describe(&e),
-                        }
+                    entity_of(snapshot, uid, reference.id, attrs).map_err(|e| RequestError {
+                        field,
+                        code: "invalid_properties",
+                        message: describe(&e),
                     })?;
                 out.push(entity);
                 Ok(())
             }
         }
     }
+}
+
+/// The entity `uid` (its id as the request spells it) with `attrs` and
+/// no parents, checked against the schema.
+fn entity_of(
+    snapshot: &PolicySnapshot,
+    uid: &EntityUid,
+    id: &str,
+    attrs: serde_json::Map<String, Value>,
+) -> Result<Entity, cedar_policy::entities_errors::EntitiesError> {
+    let json = serde_json::json!({
+        "uid": { "type": uid.type_name().to_string(), "id": id },
+        "attrs": attrs,
+        "parents": [],
+    });
+    Entity::from_json_value(json, Some(snapshot.schema()))
 }
 
 fn store_authoritative(field: Field, uid: &EntityUid) -> RequestError {

@@ -37,48 +37,110 @@ pub fn load(sources: &PolicySources) -> Result<PolicySnapshot, PolicyError> {
             dir: sources.policy_dir.clone(),
         });
     }
-
-    let mut policies = PolicySet::new();
-    let mut origin: HashMap<PolicyId, (String, String)> = HashMap::new();
-    let mut diagnostics = Vec::new();
+    let mut parsed = PolicyFiles::with_capacity(files.len());
+    for path in &files {
+        parsed.add_file(path)?;
+    }
+    if !parsed.diagnostics.is_empty() {
+        return Err(PolicyError::Invalid {
+            diagnostics: parsed.diagnostics,
+        });
+    }
+    validate(&schema, &parsed.policies, &parsed.origin)?;
     // The version hashes what the files say, never where they were read
     // from: each file's digest, in sorted order.
-    let mut file_digests = Vec::with_capacity(files.len());
-    for path in &files {
+    parsed.digests.sort_unstable();
+    for digest in &parsed.digests {
+        hasher.update(digest);
+    }
+    let version = hex(&hasher.finalize());
+    PolicySnapshot::new(
+        schema_version,
+        schema,
+        &schema_json,
+        parsed.policies,
+        version,
+        sources.default_namespace.as_deref(),
+    )
+}
+
+/// The policy files read so far: one set of their policies, where each
+/// came from (its file's name and text, for diagnostics), what Cedar
+/// refused, and each file's digest (for the version).
+struct PolicyFiles {
+    policies: PolicySet,
+    origin: HashMap<PolicyId, (String, String)>,
+    diagnostics: Vec<SourceDiagnostic>,
+    digests: Vec<sha2::digest::Output<Sha256>>,
+}
+
+impl PolicyFiles {
+    /// Nothing read yet, with room for the digests of `files` files.
+    fn with_capacity(files: usize) -> Self {
+        Self {
+            policies: PolicySet::new(),
+            origin: HashMap::new(),
+            diagnostics: Vec::new(),
+            digests: Vec::with_capacity(files),
+        }
+    }
+
+    /// Reads and parses the policy file at `path`; a file Cedar cannot
+    /// parse is a diagnostic, its policies left out.
+    fn add_file(&mut self, path: &Path) -> Result<(), PolicyError> {
         let text = read(path)?;
         let name = path.display().to_string();
-        file_digests.push(Sha256::digest(text.as_bytes()));
-        let parsed = match PolicySet::from_str(&text) {
-            Ok(parsed) => parsed,
+        self.digests.push(Sha256::digest(text.as_bytes()));
+        match PolicySet::from_str(&text) {
+            Ok(parsed) => self.add_policies(&parsed, name, &text),
             Err(err) => {
-                diagnostics.push(SourceDiagnostic::new(err, name, text));
-                continue;
+                self.diagnostics
+                    .push(SourceDiagnostic::new(err, name, text));
+                Ok(())
             }
-        };
+        }
+    }
+
+    /// Adds the policies file `name` (of `text`) holds, each under its
+    /// `@id` or else `name#index`. An id two policies share is refused,
+    /// naming both files.
+    fn add_policies(
+        &mut self,
+        parsed: &PolicySet,
+        name: String,
+        text: &str,
+    ) -> Result<(), PolicyError> {
         for (index, policy) in parsed.policies().enumerate() {
             let id = policy
                 .annotation("id")
                 .map_or_else(|| format!("{name}#{index}"), str::to_owned);
             let id = PolicyId::new(id);
-            if let Some((first, _)) = origin.get(&id) {
+            if let Some((first, _)) = self.origin.get(&id) {
                 return Err(PolicyError::DuplicateId {
                     id: id.to_string(),
                     first: first.clone(),
                     second: name,
                 });
             }
-            if let Err(err) = policies.add(policy.new_id(id.clone())) {
-                diagnostics.push(SourceDiagnostic::new(err, name.clone(), text.clone()));
+            if let Err(err) = self.policies.add(policy.new_id(id.clone())) {
+                self.diagnostics
+                    .push(SourceDiagnostic::new(err, name.clone(), text.to_owned()));
                 continue;
             }
-            origin.insert(id, (name.clone(), text.clone()));
+            self.origin.insert(id, (name.clone(), text.to_owned()));
         }
+        Ok(())
     }
-    if !diagnostics.is_empty() {
-        return Err(PolicyError::Invalid { diagnostics });
-    }
+}
 
-    let validation = Validator::new(schema.clone()).validate(&policies, ValidationMode::Strict);
+/// Strict validation of `policies` against `schema`: every error found,
+/// each tied to its policy's file.
+fn validate(
+    schema: &Schema,
+    policies: &PolicySet,
+    origin: &HashMap<PolicyId, (String, String)>,
+) -> Result<(), PolicyError> {
+    let validation = Validator::new(schema.clone()).validate(policies, ValidationMode::Strict);
     let diagnostics: Vec<_> = validation
         .validation_errors()
         .map(|err| {
@@ -89,32 +151,18 @@ pub fn load(sources: &PolicySources) -> Result<PolicySnapshot, PolicyError> {
     if !diagnostics.is_empty() {
         return Err(PolicyError::Invalid { diagnostics });
     }
+    Ok(())
+}
 
-    file_digests.sort_unstable();
-    for digest in &file_digests {
-        hasher.update(digest);
-    }
-    let digest = hasher.finalize();
-    let version: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
-    PolicySnapshot::new(
-        schema_version,
-        schema,
-        &schema_json,
-        policies,
-        version,
-        sources.default_namespace.as_deref(),
-    )
+/// The schema at `path` alone.
+pub(super) fn schema_only(path: &Path) -> Result<Schema, PolicyError> {
+    load_schema(path, &mut Sha256::new()).map(|(schema, _)| schema)
 }
 
 /// The schema, and each file in Cedar's JSON schema form with its types
 /// resolved (for the request shapes; a file that cannot be so read, say one
 /// naming another file's types, gives none, and its actions take the slow
 /// path).
-/// The schema at `path` alone.
-pub(super) fn schema_only(path: &Path) -> Result<Schema, PolicyError> {
-    load_schema(path, &mut Sha256::new()).map(|(schema, _)| schema)
-}
-
 fn load_schema(
     path: &Path,
     hasher: &mut Sha256,

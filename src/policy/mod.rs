@@ -440,26 +440,8 @@ fn plans(
             .chain(ancestors.iter().copied())
             .filter_map(|uid| action_entities.get(uid).cloned())
             .collect();
-        let applies = |constraint: ActionConstraint| match constraint {
-            ActionConstraint::Any => true,
-            ActionConstraint::Eq(uid) => &uid == action,
-            ActionConstraint::In(uids) => uids
-                .iter()
-                .any(|uid| uid == action || ancestors.contains(&uid)),
-        };
         let slice = if sliceable {
-            let mut slice = PolicySet::new();
-            for policy in policies
-                .policies()
-                .filter(|p| applies(p.action_constraint()))
-            {
-                slice.add(without_action_scope(policy)).map_err(|e| {
-                    PolicyError::Namespace(format!(
-                        "cannot prepare the policies of `{action}`: {e}"
-                    ))
-                })?;
-            }
-            slice
+            action_slice(policies, action, &ancestors)?
         } else {
             policies.clone()
         };
@@ -472,14 +454,8 @@ fn plans(
         .into_iter()
         .map(|(action, policies)| {
             let entities = action_entities_of.remove(&action).unwrap_or_default();
-            let groups = entities
-                .iter()
-                .map(Entity::uid)
-                .filter(|uid| *uid != action)
-                .map(|uid| uid.id().unescaped().to_owned())
-                .collect();
             let plan = ActionPlan {
-                groups,
+                groups: group_ids(&action, &entities),
                 entities,
                 shape: shapes.remove(&action),
                 verdicts: sliceable.then(|| Verdicts::prepare(&policies)).flatten(),
@@ -489,6 +465,44 @@ fn plans(
             (action, plan)
         })
         .collect())
+}
+
+/// The policies whose action scope matches `action` (itself, or a group
+/// among its `ancestors`), each without its action scope: the only ones
+/// a request for `action` need evaluate.
+fn action_slice(
+    policies: &PolicySet,
+    action: &EntityUid,
+    ancestors: &[&EntityUid],
+) -> Result<PolicySet, PolicyError> {
+    let applies = |constraint: ActionConstraint| match constraint {
+        ActionConstraint::Any => true,
+        ActionConstraint::Eq(uid) => &uid == action,
+        ActionConstraint::In(uids) => uids
+            .iter()
+            .any(|uid| uid == action || ancestors.contains(&uid)),
+    };
+    let mut slice = PolicySet::new();
+    for policy in policies
+        .policies()
+        .filter(|p| applies(p.action_constraint()))
+    {
+        slice.add(without_action_scope(policy)).map_err(|e| {
+            PolicyError::Namespace(format!("cannot prepare the policies of `{action}`: {e}"))
+        })?;
+    }
+    Ok(slice)
+}
+
+/// The ids of the groups `action` is in, from its action entities (itself
+/// and its ancestors), for `log.keep`.
+fn group_ids(action: &EntityUid, entities: &[Entity]) -> Vec<String> {
+    entities
+        .iter()
+        .map(Entity::uid)
+        .filter(|uid| uid != action)
+        .map(|uid| uid.id().unescaped().to_owned())
+        .collect()
 }
 
 /// `policy` with its action scope dropped, for the slice of an action the
