@@ -637,6 +637,15 @@ impl Config {
                     .to_owned(),
             );
         }
+        // Any other status could read as an allow: nginx, Traefik and
+        // Caddy pass a 2xx, and a 3xx or 5xx means something else again.
+        if !matches!(self.gateway.unmatched_status, 403 | 404) {
+            mistakes.push(format!(
+                "`gateway.unmatched_status` is {}: it must be 404 or 403, a deny every gateway \
+                 reads as one",
+                self.gateway.unmatched_status
+            ));
+        }
         if self.gateway.route_type.is_some() && self.gateway.routes.is_empty() {
             mistakes.push(
                 "`gateway.route_type` is set but `gateway.routes` is empty: every question \
@@ -918,6 +927,33 @@ mod tests {
                 assert!(at.is_some());
             }
             other => panic!("expected a syntax error, got {other}"),
+        }
+    }
+
+    /// An unmatched route is a deny on every gateway: a status a gateway
+    /// could read as an allow (a 2xx for nginx, Traefik and Caddy) or as
+    /// something else is refused at start.
+    #[test]
+    fn an_unmatched_status_other_than_403_or_404_is_refused() {
+        for status in [200, 204, 302, 401, 500] {
+            let (_dir, path) = file(
+                "mandate.toml",
+                &format!("[gateway]\nunmatched_status = {status}\n"),
+            );
+            let found = mistakes(Config::load(Some(&path), env(&[]), &[]).unwrap_err());
+            assert!(
+                found.iter().any(
+                    |m| m.contains("`gateway.unmatched_status` is") && m.contains("404 or 403")
+                ),
+                "{status}: {found:#?}"
+            );
+        }
+        for status in [403, 404] {
+            let (_dir, path) = file(
+                "mandate.toml",
+                &format!("[gateway]\nunmatched_status = {status}\n"),
+            );
+            assert!(Config::load(Some(&path), env(&[]), &[]).is_ok(), "{status}");
         }
     }
 

@@ -40,12 +40,13 @@ use crate::telemetry::trace::{SPANS, stage};
 use crate::telemetry::{DecisionLog, metrics};
 use tracing::Instrument;
 
-/// A policy-by-policy account of a decision, for `explain` (see [`Engine::trace`]).
+/// What the engine reports of its stores, for `/readyz`.
 pub use crate::entities::{BusState, StoreHealth};
 pub use decision::{
     Decision, DecisionError, DecisionRequest, EntityRef, Field, ParsedEntities, RequestEntities,
     RequestError, Summary,
 };
+/// A policy-by-policy account of a decision, for `explain` (see [`Engine::trace`]).
 pub use explain::{Condition, PolicyTrace};
 pub(crate) use record::canonical_uid;
 pub use record::{acceptable_request_id, new_request_id};

@@ -331,10 +331,23 @@ impl EntityCache {
         // Two bounds with one weigher: each entry weighs at least
         // max_bytes / max_entries, so neither bound can be passed.
         let floor = (settings.max_bytes / settings.max_entries.max(1)).max(1);
+        let built: Cache<u64, Arc<Entity>> = Cache::builder()
+            .max_capacity(settings.max_built)
+            .time_to_live(lifetime)
+            .build();
+        // An answer evicted, replaced or invalidated takes its built form
+        // with it: the hot tier never holds more than the entries' bounds
+        // allow, however large the entities.
+        let hot = built.clone();
         let entries = Cache::builder()
             .time_to_live(lifetime)
             .max_capacity(settings.max_bytes)
-            .eviction_listener(|_uid, _entry, _cause| metrics().cache_evictions.inc())
+            .eviction_listener(move |_uid, entry: Entry, _cause| {
+                metrics().cache_evictions.inc();
+                if let Some(cached) = &entry.value {
+                    hot.invalidate(&cached.serial);
+                }
+            })
             .weigher(move |_uid: &EntityUid, entry: &Entry| {
                 let bytes = entry
                     .value
@@ -342,10 +355,6 @@ impl EntityCache {
                     .map_or(64, |cached| cached.json.len() as u64);
                 u32::try_from(bytes.max(floor)).unwrap_or(u32::MAX)
             })
-            .build();
-        let built = Cache::builder()
-            .max_capacity(settings.max_built)
-            .time_to_live(lifetime)
             .build();
         let listings = Cache::builder()
             .time_to_live(settings.ttl.max(Duration::from_secs(1)))
