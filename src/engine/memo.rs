@@ -2,15 +2,15 @@
 //! on the same principal, action, resource and context references may
 //! reuse, under an explicit epoch.
 //!
-//! Three things are remembered, each fixed by the key and the epoch: the
-//! entity slice built for the HTTP store's decision (copying cached
-//! entities into Cedar's `Entities` and computing the hierarchy's closure
-//! costs as much as evaluating the policies); the answer of the action's
-//! policies that never read the context (most of them); and, for a few
-//! contexts, the whole answer by the values the policies read of it (a
-//! trader placing buy orders asks the same question again and again; the
-//! values no policy reads, an order's instrument, do not change it). The
-//! file store's entities are resident, so its entries hold only answers.
+//! Answers are remembered, each fixed by the key and the epoch: the answer
+//! of the action's policies that never read the context (most of them);
+//! and, for a few contexts, the whole answer by the values the policies
+//! read of it (a trader placing buy orders asks the same question again
+//! and again; the values no policy reads, an order's instrument, do not
+//! change it). Entities are not: a decision the remembered answers settle
+//! reads none, and one that must evaluate gets its slice built again from
+//! the entity cache's hot tier (a copy per entry would cost more memory
+//! than the cache itself).
 //!
 //! An entry is read only under its own epoch — the policy snapshot it was
 //! computed under and the entities' generation (the file store's reading,
@@ -20,7 +20,7 @@
 
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
-use cedar_policy::{Entities, EntityUid};
+use cedar_policy::EntityUid;
 use moka::sync::Cache;
 use serde_json::Value;
 use tokio::time::Instant;
@@ -77,8 +77,6 @@ pub(super) struct Memoized {
     /// until when the cached entities it was built from are fresh (HTTP
     /// store); `None` for resident entities
     until: Option<Instant>,
-    /// the entity slice, when it was built for the decision (HTTP store)
-    pub entities: Option<Entities>,
     /// the context-free policies' answer, computed by the first decision
     /// that needs it (`None` inside: they raised an error)
     context_free: OnceLock<Option<Satisfied>>,
@@ -102,14 +100,13 @@ pub(super) struct ReadEntities {
 impl Memoized {
     /// An entry for one decision alone, never kept: data the request
     /// described, or the store's data served stale.
-    pub fn once(entities: Entities) -> Self {
+    pub fn once() -> Self {
         Self {
             epoch: Epoch {
                 policies: 0,
                 entities: 0,
             },
             until: None,
-            entities: Some(entities),
             context_free: OnceLock::new(),
             read: OnceLock::new(),
             answers: RwLock::default(),
@@ -120,6 +117,11 @@ impl Memoized {
     /// `compute`d now and remembered.
     pub fn read_entities(&self, compute: impl FnOnce() -> ReadEntities) -> &ReadEntities {
         self.read.get_or_init(compute)
+    }
+
+    /// Whether what the log says of the entities read is remembered.
+    pub fn knows_read_entities(&self) -> bool {
+        self.read.get().is_some()
     }
 
     /// The answer remembered for a context whose read values are `read`.
@@ -193,20 +195,12 @@ impl Memo {
         good.then_some(entry)
     }
 
-    /// Keeps a new entry for `key` (replacing any other): `entities` built
-    /// for it, or none when they are resident; `until` when the data they
-    /// were built from stops being fresh.
-    pub fn keep(
-        &self,
-        key: MemoKey,
-        epoch: Epoch,
-        until: Option<Instant>,
-        entities: Option<Entities>,
-    ) -> Arc<Memoized> {
+    /// Keeps a new entry for `key` (replacing any other); `until` when the
+    /// data its decisions read stops being fresh.
+    pub fn keep(&self, key: MemoKey, epoch: Epoch, until: Option<Instant>) -> Arc<Memoized> {
         let entry = Arc::new(Memoized {
             epoch,
             until,
-            entities,
             context_free: OnceLock::new(),
             read: OnceLock::new(),
             answers: RwLock::default(),
@@ -250,7 +244,7 @@ mod tests {
     #[test]
     fn an_entry_is_read_only_under_its_epoch() {
         let memo = Memo::new(100);
-        memo.keep(key("a"), EPOCH, None, None);
+        memo.keep(key("a"), EPOCH, None);
         assert!(memo.get(&key("a"), EPOCH).is_some());
         assert!(memo.get(&key("b"), EPOCH).is_none());
         for other in [
@@ -271,7 +265,7 @@ mod tests {
     async fn an_entry_built_from_cached_data_lives_while_it_is_fresh() {
         let memo = Memo::new(100);
         let until = Instant::now() + Duration::from_secs(5);
-        memo.keep(key("a"), EPOCH, Some(until), Some(Entities::empty()));
+        memo.keep(key("a"), EPOCH, Some(until));
         tokio::time::advance(Duration::from_secs(4)).await;
         assert!(memo.get(&key("a"), EPOCH).is_some());
         tokio::time::advance(Duration::from_secs(1)).await;
@@ -281,7 +275,7 @@ mod tests {
     #[test]
     fn the_context_free_answer_is_computed_once() {
         let memo = Memo::new(100);
-        let entry = memo.keep(key("a"), EPOCH, None, None);
+        let entry = memo.keep(key("a"), EPOCH, None);
         let mut computed = 0;
         for _ in 0..3 {
             let answer = entry.context_free(|| {
@@ -296,7 +290,7 @@ mod tests {
     #[test]
     fn a_whole_answer_is_found_by_exactly_the_values_read() {
         let memo = Memo::new(100);
-        let entry = memo.keep(key("a"), EPOCH, None, None);
+        let entry = memo.keep(key("a"), EPOCH, None);
         let (buy, sell) = (Value::from("buy"), Value::from("sell"));
         let allowed = Verdict {
             allowed: true,
@@ -325,7 +319,7 @@ mod tests {
     #[test]
     fn a_capacity_of_zero_remembers_nothing() {
         let memo = Memo::new(0);
-        memo.keep(key("a"), EPOCH, None, None);
+        memo.keep(key("a"), EPOCH, None);
         assert!(memo.get(&key("a"), EPOCH).is_none());
         assert_eq!(memo.len(), 0);
     }
@@ -334,7 +328,7 @@ mod tests {
     fn the_bound_holds() {
         let memo = Memo::new(10);
         for n in 0..100 {
-            memo.keep(key(&n.to_string()), EPOCH, None, None);
+            memo.keep(key(&n.to_string()), EPOCH, None);
         }
         assert!(memo.len() <= 10, "{}", memo.len());
     }

@@ -35,7 +35,7 @@ use std::sync::Arc;
 use cedar_policy::{Authorizer, Entities, Entity, EntityId, EntityTypeName, EntityUid};
 
 use crate::entities::{EntityStore, Gathered, Resident, Sourcing, describe};
-use crate::policy::{ActionPlan, PolicySnapshot, PolicyStore};
+use crate::policy::{ActionPlan, PolicySnapshot, PolicyStore, Verdict};
 use crate::telemetry::trace::{SPANS, stage};
 use crate::telemetry::{DecisionLog, metrics};
 use tracing::Instrument;
@@ -106,29 +106,41 @@ struct Names<'s> {
 }
 
 /// Stage 3's answer: the entities one decision reads, and the memo entry
-/// that holds (or will hold) its context-free answer.
+/// that holds (or will hold) its answers.
 #[derive(Clone)]
 enum Slice {
     /// the file store's entities, read in place
     Resident(Arc<Resident>, Arc<Memoized>),
-    /// a slice built for this key and remembered, or built for this
-    /// decision alone
-    Built(Arc<Memoized>),
+    /// the entities built for this decision (from the HTTP store's cache,
+    /// and what the request describes)
+    Built(Arc<Memoized>, Arc<Entities>),
+    /// no entity needed: the memo's answer for this context settles it
+    Settled(Arc<Memoized>, Verdict),
 }
 
 impl Slice {
     fn entities(&self) -> &Entities {
         match self {
             Self::Resident(resident, _) => &resident.entities,
-            Self::Built(memo) => memo.entities.as_ref().unwrap_or(&EMPTY),
+            Self::Built(_, entities) => entities,
+            Self::Settled(..) => &EMPTY,
         }
     }
 
     fn memo(&self) -> &Memoized {
         match self {
-            Self::Resident(_, memo) | Self::Built(memo) => memo,
+            Self::Resident(_, memo) | Self::Built(memo, _) | Self::Settled(memo, _) => memo,
         }
     }
+}
+
+/// What a caller of the stages needs of the slice.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Need {
+    /// a decision: entities only when the remembered answers do not settle it
+    Decision,
+    /// `explain`: the entities, always
+    Entities,
 }
 
 static EMPTY: std::sync::LazyLock<Entities> = std::sync::LazyLock::new(Entities::empty);
@@ -348,7 +360,10 @@ impl Engine {
     /// it is.
     pub async fn trace(&self, request: &DecisionRequest<'_>) -> Option<Vec<PolicyTrace>> {
         let snapshot = self.policies.current();
-        let sliced = self.through_slice(&snapshot, request).await.ok()?;
+        let sliced = self
+            .through_slice(&snapshot, request, Need::Entities)
+            .await
+            .ok()?;
         let key = &sliced.key;
         let cedar_request = sliced
             .context
@@ -369,7 +384,9 @@ impl Engine {
         request: &'v DecisionRequest<'_>,
         record: bool,
     ) -> Result<(&'v EntityUid, Decision, Read<'v>), Stop> {
-        let sliced = self.through_slice(snapshot, request).await?;
+        let sliced = self
+            .through_slice(snapshot, request, Need::Decision)
+            .await?;
         let (key, context, slice) = (&sliced.key, &sliced.context, &sliced.slice);
         let mut decision = stage(|| tracing::info_span!(target: SPANS, "evaluate"))
             .in_scope(|| self.evaluate(key, context, sliced.plan, slice, snapshot.version()));
@@ -396,6 +413,7 @@ impl Engine {
         &self,
         snapshot: &'v PolicySnapshot,
         request: &'v DecisionRequest<'_>,
+        need: Need,
     ) -> Result<Sliced<'v>, Stop> {
         let names = resolve(snapshot, request)?;
         let (context, refs) = context::read_context(snapshot, &names, request.context)?;
@@ -411,7 +429,14 @@ impl Engine {
             resource: names.resource,
             refs,
         };
-        let (slice, gathered) = self.slice(snapshot, names.plan, &key, supplied).await?;
+        let settles = |memo: &Memoized| {
+            (need == Need::Decision)
+                .then(|| self.settled(memo, &context))
+                .flatten()
+        };
+        let (slice, gathered) = self
+            .slice(snapshot, names.plan, &key, supplied, settles)
+            .await?;
         Ok(Sliced {
             action: names.action,
             plan: names.plan,
@@ -434,6 +459,7 @@ impl Engine {
         plan: &ActionPlan,
         key: &MemoKey,
         supplied: Vec<Entity>,
+        settles: impl FnOnce(&Memoized) -> Option<Verdict>,
     ) -> Result<(Slice, Gathered), Stop> {
         let store_only = supplied.is_empty() && !self.sources.any_request();
         if let Some(resident) = self.store.resident().filter(|_| store_only) {
@@ -446,7 +472,7 @@ impl Engine {
             };
             let memo = match self.memo.get(key, epoch) {
                 Some(memo) => memo,
-                None => self.memo.keep(key.clone(), epoch, None, None),
+                None => self.memo.keep(key.clone(), epoch, None),
             };
             return Ok((Slice::Resident(resident, memo), Gathered::default()));
         }
@@ -457,8 +483,14 @@ impl Engine {
                 entities: cache.generation(),
             };
             if let Some(memo) = self.memo.get(key, epoch) {
-                metrics().cache_hits.inc_by(key.named().count() as u64);
-                return Ok((Slice::Built(memo), Gathered::default()));
+                if let Some(verdict) = settles(&memo) {
+                    metrics().cache_hits.inc_by(key.named().count() as u64);
+                    return Ok((Slice::Settled(memo, verdict), Gathered::default()));
+                }
+                // The answers remembered do not settle it: its entities
+                // again, from the cache's hot tier.
+                let (entities, gathered) = self.build(snapshot, plan, key, supplied).await?;
+                return Ok((Slice::Built(memo, Arc::new(entities)), gathered));
             }
         }
         let (entities, gathered) = self.build(snapshot, plan, key, supplied).await?;
@@ -468,12 +500,22 @@ impl Engine {
                 policies: snapshot.epoch(),
                 entities: gathered.generation,
             };
-            self.memo
-                .keep(key.clone(), epoch, gathered.fresh_until, Some(entities))
+            self.memo.keep(key.clone(), epoch, gathered.fresh_until)
         } else {
-            Arc::new(Memoized::once(entities))
+            Arc::new(Memoized::once())
         };
-        Ok((Slice::Built(memo), gathered))
+        Ok((Slice::Built(memo, Arc::new(entities)), gathered))
+    }
+
+    /// The memo's answer for `context` when it settles a decision with no
+    /// entity read: the whole answer for the values it reads, with the
+    /// decision log's account of the entities read already known (or no
+    /// log) and no shadow pack to decide beside.
+    fn settled(&self, memo: &Memoized, context: &ReadContext<'_>) -> Option<Verdict> {
+        if self.shadow.is_some() || (self.log.enabled() && !memo.knows_read_entities()) {
+            return None;
+        }
+        memo.answer(context.shaped()?.read())
     }
 
     /// Gathers the named entities (and their ancestors) from the store,
@@ -529,6 +571,9 @@ impl Engine {
         slice: &Slice,
         version: &Arc<str>,
     ) -> Decision {
+        if let Slice::Settled(_, verdict) = slice {
+            return Decision::of(verdict.clone(), version);
+        }
         let (entities, memo) = (slice.entities(), slice.memo());
         let shaped = context.shaped();
         if let Some(verdict) = shaped.and_then(|shaped| memo.answer(shaped.read())) {
@@ -762,6 +807,52 @@ mod tests {
         tokio::time::advance(TTL).await;
         assert!(engine.decide(&view("carol")).await.unwrap().allowed());
         assert_eq!(double.calls(), 2, "expired entities are fetched again");
+    }
+
+    /// A decision the memo's answers settle reads no entity; `explain`, and
+    /// a decision they do not settle, get the entities again from the
+    /// cache (no second fetch).
+    #[tokio::test(start_paused = true)]
+    async fn a_settled_decision_reads_no_entity_and_the_others_get_theirs_again() {
+        let pack = copy_of_the_pack();
+        let (engine, double) = engine(pack.path());
+        let order = |side: &str| serde_json::json!({"side": side, "instrument": "AAPL"});
+        let (buy, sell) = (order("buy"), order("sell"));
+        let ask = |context| DecisionRequest {
+            action: "place_order",
+            context: Some(context),
+            ..view("carol")
+        };
+        assert!(engine.decide(&ask(&buy)).await.unwrap().allowed());
+        let snapshot = engine.policies.current();
+        let sliced = |context, need| {
+            let request = ask(context);
+            let snapshot = &snapshot;
+            let engine = &engine;
+            async move {
+                engine
+                    .through_slice(snapshot, &request, need)
+                    .await
+                    .map(|sliced| sliced.slice)
+                    .ok()
+                    .unwrap()
+            }
+        };
+        let settled = sliced(&buy, Need::Decision).await;
+        assert!(
+            matches!(&settled, Slice::Settled(_, verdict) if verdict.allowed),
+            "the same read values: the remembered answer"
+        );
+        for (context, need) in [(&buy, Need::Entities), (&sell, Need::Decision)] {
+            let slice = sliced(context, need).await;
+            assert!(matches!(slice, Slice::Built(..)));
+            assert!(
+                slice.entities().iter().any(|entity| entity.uid().id().unescaped() == "carol"),
+                "carol's entity built again"
+            );
+        }
+        assert!(engine.decide(&ask(&sell)).await.unwrap().allowed());
+        assert_eq!(double.calls(), 1, "every entity again from the cache");
     }
 
     #[tokio::test(start_paused = true)]

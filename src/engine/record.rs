@@ -167,7 +167,7 @@ pub(super) fn read_entities(
             resident.gather(key.named(), &mut read);
             read
         }
-        Slice::Built(_) => {
+        Slice::Built(..) | Slice::Settled(..) => {
             let actions: HashSet<EntityUid> = plan.entities().iter().map(Entity::uid).collect();
             slice
                 .entities()
