@@ -225,10 +225,10 @@ pub const SETTINGS: &[Setting] = &[
     // the rest cost their JSON, and ~30 µs to build again on use.
     setting("cache.max_built", Toml("4096"), None, Integer,
         "most cached entities kept built (Cedar's in-memory form, a few KiB each); the others are kept as their JSON and built again on use"),
-    // The hot working set; each costs a few KiB with the HTTP store, well
-    // under one with the file store.
+    // The hot working set of answers; each costs well under a KiB (its key
+    // and answers: entities are the cache's).
     setting("cache.max_slices", Toml("10000"), None, Integer,
-        "most decisions the engine remembers (entity slice and context-free answer), either store; `0`: none"),
+        "most decisions the engine remembers (their answers, by the context values read), either store; `0`: none"),
     // Revocation stays bounded while the bus is down: one fetch a second
     // per hot entity, at most.
     setting("cache.ttl_without_bus", Text("1s"), None, Duration,
