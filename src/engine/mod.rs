@@ -847,7 +847,10 @@ mod tests {
             let slice = sliced(context, need).await;
             assert!(matches!(slice, Slice::Built(..)));
             assert!(
-                slice.entities().iter().any(|entity| entity.uid().id().unescaped() == "carol"),
+                slice
+                    .entities()
+                    .iter()
+                    .any(|entity| entity.uid().id().unescaped() == "carol"),
                 "carol's entity built again"
             );
         }
