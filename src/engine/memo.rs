@@ -17,7 +17,14 @@
 //! the cache's invalidation count) — and, for entities from the HTTP store,
 //! only while everything it was built from is fresh. Nothing else voids an
 //! entry; the bound on entries (`cache.max_slices`) only evicts.
+//!
+//! An entry is found by a keyed hash of its key and confirmed by the key's
+//! compact spelling kept beside it ([`Spelling`]): the memo holds a few
+//! dozen bytes per key, not Cedar's uids (a hundred bytes each), and a
+//! lookup allocates nothing. Two keys that share a hash never share an
+//! answer: the second is a miss and replaces the first.
 
+use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
 use cedar_policy::EntityUid;
@@ -61,6 +68,61 @@ impl MemoKey {
     }
 }
 
+/// A key written out compactly and unambiguously: for each uid (the
+/// principal, the action, the resource, then the references, counted),
+/// its type's namespace, its type's name and its id, each length-prefixed.
+/// Two keys are equal exactly when their spellings are.
+#[derive(Debug)]
+struct Spelling(Box<[u8]>);
+
+impl Spelling {
+    fn of(key: &MemoKey) -> Self {
+        let mut bytes = Vec::with_capacity(96);
+        spell(key, |part| bytes.extend_from_slice(part));
+        Self(bytes.into_boxed_slice())
+    }
+
+    /// Whether `key` is spelt so, read without writing it out.
+    fn spells(&self, key: &MemoKey) -> bool {
+        let mut rest: &[u8] = &self.0;
+        let mut same = true;
+        spell(key, |part| {
+            same = same
+                && match rest.split_at_checked(part.len()) {
+                    Some((head, tail)) if head == part => {
+                        rest = tail;
+                        true
+                    }
+                    _ => false,
+                };
+        });
+        same && rest.is_empty()
+    }
+}
+
+/// Hands `write` the parts of `key`'s spelling, in order.
+fn spell(key: &MemoKey, mut write: impl FnMut(&[u8])) {
+    let mut text = |text: &str| {
+        write(&u32::try_from(text.len()).unwrap_or(u32::MAX).to_le_bytes());
+        write(text.as_bytes());
+    };
+    let mut uid = |uid: &EntityUid| {
+        let ty = uid.type_name();
+        for part in ty.namespace_components() {
+            text(part);
+        }
+        text("");
+        text(ty.basename());
+        text(uid.id().unescaped());
+    };
+    uid(&key.principal);
+    uid(&key.action);
+    uid(&key.resource);
+    for reference in &key.refs {
+        uid(reference);
+    }
+}
+
 /// What an entry was computed under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Epoch {
@@ -73,6 +135,8 @@ pub(super) struct Epoch {
 /// One remembered decision's reusable part.
 #[derive(Debug)]
 pub(super) struct Memoized {
+    /// the key it answers, spelt out (`None`: kept nowhere)
+    spelling: Option<Spelling>,
     epoch: Epoch,
     /// until when the cached entities it was built from are fresh (HTTP
     /// store); `None` for resident entities
@@ -102,6 +166,7 @@ impl Memoized {
     /// described, or the store's data served stale.
     pub fn once() -> Self {
         Self {
+            spelling: None,
             epoch: Epoch {
                 policies: 0,
                 entities: 0,
@@ -154,6 +219,8 @@ impl Memoized {
         if answers.len() >= ANSWERS {
             answers.remove(0);
         }
+        // Most entries keep one answer or a few: grow by one, not double.
+        answers.reserve_exact(1);
         answers.push((values, verdict.clone()));
     }
 
@@ -174,31 +241,44 @@ fn weight(value: &Value) -> usize {
     }
 }
 
-/// The entries, bounded in number; none at all with a capacity of 0.
-pub(super) struct Memo {
-    entries: Option<Cache<MemoKey, Arc<Memoized>>>,
+/// The entries, bounded in number, by their key's keyed hash; none at all
+/// with a capacity of 0.
+pub(super) struct Memo<S = RandomState> {
+    entries: Option<Cache<u64, Arc<Memoized>>>,
+    /// keyed afresh per process: no client can choose keys that collide
+    hasher: S,
 }
 
 impl Memo {
     /// A memo of at most `capacity` entries (0: nothing is remembered).
     pub fn new(capacity: u64) -> Self {
+        Self::with_hasher(capacity, RandomState::new())
+    }
+}
+
+impl<S: BuildHasher> Memo<S> {
+    fn with_hasher(capacity: u64, hasher: S) -> Self {
         Self {
             entries: (capacity > 0).then(|| Cache::builder().max_capacity(capacity).build()),
+            hasher,
         }
     }
 
     /// The entry for `key`, when it was computed under `epoch` and is still
     /// fresh.
     pub fn get(&self, key: &MemoKey, epoch: Epoch) -> Option<Arc<Memoized>> {
-        let entry = self.entries.as_ref()?.get(key)?;
-        let good = entry.epoch == epoch && entry.until.is_none_or(|until| Instant::now() < until);
+        let entry = self.entries.as_ref()?.get(&self.hasher.hash_one(key))?;
+        let good = entry.epoch == epoch
+            && entry.until.is_none_or(|until| Instant::now() < until)
+            && entry.spelling.as_ref().is_some_and(|kept| kept.spells(key));
         good.then_some(entry)
     }
 
     /// Keeps a new entry for `key` (replacing any other); `until` when the
     /// data its decisions read stops being fresh.
-    pub fn keep(&self, key: MemoKey, epoch: Epoch, until: Option<Instant>) -> Arc<Memoized> {
+    pub fn keep(&self, key: &MemoKey, epoch: Epoch, until: Option<Instant>) -> Arc<Memoized> {
         let entry = Arc::new(Memoized {
+            spelling: self.entries.is_some().then(|| Spelling::of(key)),
             epoch,
             until,
             context_free: OnceLock::new(),
@@ -206,7 +286,7 @@ impl Memo {
             answers: RwLock::default(),
         });
         if let Some(entries) = &self.entries {
-            entries.insert(key, Arc::clone(&entry));
+            entries.insert(self.hasher.hash_one(key), Arc::clone(&entry));
         }
         entry
     }
@@ -244,7 +324,7 @@ mod tests {
     #[test]
     fn an_entry_is_read_only_under_its_epoch() {
         let memo = Memo::new(100);
-        memo.keep(key("a"), EPOCH, None);
+        memo.keep(&key("a"), EPOCH, None);
         assert!(memo.get(&key("a"), EPOCH).is_some());
         assert!(memo.get(&key("b"), EPOCH).is_none());
         for other in [
@@ -265,7 +345,7 @@ mod tests {
     async fn an_entry_built_from_cached_data_lives_while_it_is_fresh() {
         let memo = Memo::new(100);
         let until = Instant::now() + Duration::from_secs(5);
-        memo.keep(key("a"), EPOCH, Some(until));
+        memo.keep(&key("a"), EPOCH, Some(until));
         tokio::time::advance(Duration::from_secs(4)).await;
         assert!(memo.get(&key("a"), EPOCH).is_some());
         tokio::time::advance(Duration::from_secs(1)).await;
@@ -275,7 +355,7 @@ mod tests {
     #[test]
     fn the_context_free_answer_is_computed_once() {
         let memo = Memo::new(100);
-        let entry = memo.keep(key("a"), EPOCH, None);
+        let entry = memo.keep(&key("a"), EPOCH, None);
         let mut computed = 0;
         for _ in 0..3 {
             let answer = entry.context_free(|| {
@@ -290,7 +370,7 @@ mod tests {
     #[test]
     fn a_whole_answer_is_found_by_exactly_the_values_read() {
         let memo = Memo::new(100);
-        let entry = memo.keep(key("a"), EPOCH, None);
+        let entry = memo.keep(&key("a"), EPOCH, None);
         let (buy, sell) = (Value::from("buy"), Value::from("sell"));
         let allowed = Verdict {
             allowed: true,
@@ -316,10 +396,63 @@ mod tests {
         assert!(entry.answers.read().unwrap().len() <= ANSWERS);
     }
 
+    /// Every key hashes alike: only the spelling tells them apart.
+    #[derive(Default)]
+    struct Colliding;
+
+    impl std::hash::Hasher for Colliding {
+        fn finish(&self) -> u64 {
+            7
+        }
+        fn write(&mut self, _: &[u8]) {}
+    }
+
+    #[test]
+    fn keys_that_share_a_hash_never_share_an_answer() {
+        let memo = Memo::with_hasher(100, std::hash::BuildHasherDefault::<Colliding>::default());
+        memo.keep(&key("a"), EPOCH, None);
+        assert!(memo.get(&key("a"), EPOCH).is_some());
+        assert!(memo.get(&key("b"), EPOCH).is_none(), "b is not a");
+        memo.keep(&key("b"), EPOCH, None);
+        assert!(memo.get(&key("b"), EPOCH).is_some());
+        assert!(memo.get(&key("a"), EPOCH).is_none(), "b replaced a");
+    }
+
+    fn uid(ty: &str, id: &str) -> EntityUid {
+        EntityUid::from_type_name_and_id(ty.parse().unwrap(), cedar_policy::EntityId::new(id))
+    }
+
+    proptest::proptest! {
+        /// A spelling is read back only by its own key: whatever the
+        /// namespaces, names, ids (empty, or holding the separators'
+        /// bytes) and references.
+        #[test]
+        fn a_spelling_spells_exactly_its_key(
+            parts in proptest::collection::vec(
+                (proptest::sample::select(vec!["User", "A::User", "A::B::User", "Doc"]),
+                 proptest::sample::select(vec!["", "a", "u", "\0", "\u{1}\0\0\0a", "A::User"])),
+                6,
+            ),
+            refs in 0usize..=1,
+            other_refs in 0usize..=1,
+        ) {
+            let key = |parts: &[(&str, &str)], refs: usize| MemoKey {
+                principal: uid(parts[0].0, parts[0].1),
+                action: uid(r#"Action"#, "read"),
+                resource: uid(parts[1].0, parts[1].1),
+                refs: parts[2..2 + refs].iter().map(|(ty, id)| uid(ty, id)).collect(),
+            };
+            let first = key(&parts[..3], refs);
+            let second = key(&parts[3..], other_refs);
+            proptest::prop_assert!(Spelling::of(&first).spells(&first));
+            proptest::prop_assert_eq!(Spelling::of(&first).spells(&second), first == second);
+        }
+    }
+
     #[test]
     fn a_capacity_of_zero_remembers_nothing() {
         let memo = Memo::new(0);
-        memo.keep(key("a"), EPOCH, None);
+        memo.keep(&key("a"), EPOCH, None);
         assert!(memo.get(&key("a"), EPOCH).is_none());
         assert_eq!(memo.len(), 0);
     }
@@ -328,7 +461,7 @@ mod tests {
     fn the_bound_holds() {
         let memo = Memo::new(10);
         for n in 0..100 {
-            memo.keep(key(&n.to_string()), EPOCH, None);
+            memo.keep(&key(&n.to_string()), EPOCH, None);
         }
         assert!(memo.len() <= 10, "{}", memo.len());
     }

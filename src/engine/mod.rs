@@ -472,7 +472,7 @@ impl Engine {
             };
             let memo = match self.memo.get(key, epoch) {
                 Some(memo) => memo,
-                None => self.memo.keep(key.clone(), epoch, None),
+                None => self.memo.keep(key, epoch, None),
             };
             return Ok((Slice::Resident(resident, memo), Gathered::default()));
         }
@@ -500,7 +500,7 @@ impl Engine {
                 policies: snapshot.epoch(),
                 entities: gathered.generation,
             };
-            self.memo.keep(key.clone(), epoch, gathered.fresh_until)
+            self.memo.keep(key, epoch, gathered.fresh_until)
         } else {
             Arc::new(Memoized::once())
         };

@@ -132,9 +132,7 @@ pub struct CacheSettings {
 /// against the schema when it came), and its parents.
 #[derive(Debug)]
 pub struct Cached {
-    /// its uid
-    pub uid: EntityUid,
-    /// its parents
+    /// its parents (its uid is the entry's key, not kept twice)
     pub parents: Vec<EntityUid>,
     /// its JSON, compact
     json: Box<str>,
@@ -613,7 +611,7 @@ impl EntityCache {
                 Some(entry) if self.is_fresh(&entry, now) => {
                     metrics().cache_hits.inc();
                     note(&entry);
-                    found.extend(entry.value);
+                    found.extend(entry.value.map(|cached| (uid, cached)));
                 }
                 stale => {
                     metrics().cache_misses.inc();
@@ -659,7 +657,7 @@ impl EntityCache {
             let answer = answers.get(flight).and_then(Option::as_ref);
             if let Some(entry) = answer.and_then(|answer| answer.get(uid)) {
                 note(entry);
-                found.extend(entry.value.clone());
+                found.extend(entry.value.clone().map(|cached| (uid, cached)));
                 continue;
             }
             let usable = previous.filter(|entry| self.within_stale_bound(entry, now));
@@ -667,7 +665,7 @@ impl EntityCache {
                 (Some(entry), _) => {
                     metrics().cache_stale.inc();
                     stale = true;
-                    found.extend(entry.value);
+                    found.extend(entry.value.map(|cached| (uid, cached)));
                 }
                 (None, error) => {
                     return Err(EntityError::Unavailable {
@@ -693,10 +691,14 @@ impl EntityCache {
     /// # Errors
     /// An entity whose JSON no longer fits the schema (it changed since the
     /// answer came): unavailable, so the decision denies.
-    fn build(&self, found: Vec<Arc<Cached>>, schema: &Schema) -> Result<Vec<Found>, EntityError> {
+    fn build(
+        &self,
+        found: Vec<(&EntityUid, Arc<Cached>)>,
+        schema: &Schema,
+    ) -> Result<Vec<Found>, EntityError> {
         found
             .into_iter()
-            .map(|cached| {
+            .map(|(uid, cached)| {
                 if let Some(entity) = self.built.get(&cached.serial) {
                     return Ok(Found { cached, entity });
                 }
@@ -704,7 +706,7 @@ impl EntityCache {
                 let entity =
                     Entity::from_json_str(&cached.json, Some(schema)).map_err(|error| {
                         EntityError::Unavailable {
-                            uid: cached.uid.to_string(),
+                            uid: uid.to_string(),
                             reason: format!(
                                 "its cached data no longer fits the schema: {}",
                                 super::describe(&error)
@@ -857,7 +859,6 @@ fn answer(
             let serial = SERIAL.fetch_add(1, Ordering::Relaxed);
             built.insert(serial, Arc::new(item.entity));
             entry.value = Some(Arc::new(Cached {
-                uid,
                 parents: item.parents,
                 json: item.json,
                 serial,

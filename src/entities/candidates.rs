@@ -110,7 +110,7 @@ pub(super) async fn gather_apart(
                             .cloned(),
                     );
                 }
-                apart.found.insert(found.cached.uid.clone(), found);
+                apart.found.insert(found.entity.uid(), found);
             }
         }
         if next.is_empty() {
