@@ -24,7 +24,7 @@
 //! lookup allocates nothing. Two keys that share a hash never share an
 //! answer: the second is a miss and replaces the first.
 
-use std::hash::{BuildHasher, RandomState};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
 use cedar_policy::EntityUid;
@@ -241,10 +241,31 @@ fn weight(value: &Value) -> usize {
     }
 }
 
+/// The memo's own hasher for its keys, which are keyed hashes already:
+/// a key is its own hash.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*byte);
+        }
+    }
+
+    fn write_u64(&mut self, key: u64) {
+        self.0 = key;
+    }
+}
+
 /// The entries, bounded in number, by their key's keyed hash; none at all
 /// with a capacity of 0.
 pub(super) struct Memo<S = RandomState> {
-    entries: Option<Cache<u64, Arc<Memoized>>>,
+    entries: Option<Cache<u64, Arc<Memoized>, BuildHasherDefault<Prehashed>>>,
     /// keyed afresh per process: no client can choose keys that collide
     hasher: S,
 }
@@ -259,7 +280,11 @@ impl Memo {
 impl<S: BuildHasher> Memo<S> {
     fn with_hasher(capacity: u64, hasher: S) -> Self {
         Self {
-            entries: (capacity > 0).then(|| Cache::builder().max_capacity(capacity).build()),
+            entries: (capacity > 0).then(|| {
+                Cache::builder()
+                    .max_capacity(capacity)
+                    .build_with_hasher(BuildHasherDefault::default())
+            }),
             hasher,
         }
     }
