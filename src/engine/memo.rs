@@ -69,9 +69,10 @@ impl MemoKey {
 }
 
 /// A key written out compactly and unambiguously: for each uid (the
-/// principal, the action, the resource, then the references, counted),
-/// its type's namespace, its type's name and its id, each length-prefixed.
-/// Two keys are equal exactly when their spellings are.
+/// principal, the action, the resource, then the references), its type's
+/// namespace (closed by an empty part), its type's name and its id, each
+/// part length-prefixed, so every uid ends where its spelling says. Two
+/// keys are equal exactly when their spellings are.
 #[derive(Debug)]
 struct Spelling(Box<[u8]>);
 
