@@ -224,7 +224,8 @@ pub const SETTINGS: &[Setting] = &[
     // The hot working set of built entities (~3 KiB each in Cedar's form);
     // the rest cost their JSON, and ~30 µs to build again on use. A
     // decision the memo's answers settle reads no entity, so only memo
-    // misses need them: 1,024 keeps a cached user under 1.5 KiB.
+    // misses need them: 1,024 keeps a cached user under 1.5 KiB in
+    // BENCHMARKS.md's memory scenario.
     setting("cache.max_built", Toml("1024"), None, Integer,
         "most cached entities kept built (Cedar's in-memory form, a few KiB each); the others are kept as their JSON and built again on use"),
     // The hot working set of answers; each costs well under a KiB (its key
