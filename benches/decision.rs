@@ -145,6 +145,12 @@ fn bench_decisions(c: &mut Criterion) {
     let mut unmemoized = http_config.clone();
     unmemoized.cache.max_slices = 0;
     let http_no_memo = Arc::new(mandate::app::engine(&unmemoized).unwrap());
+    // Nothing remembered and nothing kept built: every decision builds its
+    // entities again from the cache's JSON (the cold tier).
+    let mut cold = http_config.clone();
+    cold.cache.max_slices = 0;
+    cold.cache.max_built = 0;
+    let http_cold_tier = Arc::new(mandate::app::engine(&cold).unwrap());
     let mut unmemoized = config(None);
     unmemoized.cache.max_slices = 0;
     let file_no_memo = Arc::new(mandate::app::engine(&unmemoized).unwrap());
@@ -180,10 +186,11 @@ fn bench_decisions(c: &mut Criterion) {
     let file_logged = logged(false, "logged.log");
     let file_captured = logged(true, "captured.log");
 
-    let engines: [(&str, &Arc<Engine>); 7] = [
+    let engines: [(&str, &Arc<Engine>); 8] = [
         ("http_store_warm_cache", &http),
         ("file_store", &file),
         ("http_store_warm_cache_no_memo", &http_no_memo),
+        ("http_store_cold_tier_no_memo", &http_cold_tier),
         ("file_store_no_memo", &file_no_memo),
         ("file_store_shadow", &file_shadow),
         ("file_store_logged", &file_logged),
@@ -316,6 +323,18 @@ fn bench_decisions(c: &mut Criterion) {
         b.to_async(&rt).iter(|| async {
             let mut out = Vec::with_capacity(4);
             http.store()
+                .gather(&uids, snapshot.schema(), &mut out)
+                .await
+                .unwrap();
+            assert_eq!(out.len(), 3);
+        });
+    });
+    // The same three from the cold tier: each built again from its JSON.
+    bench.bench_function("cold_tier", |b| {
+        b.to_async(&rt).iter(|| async {
+            let mut out = Vec::with_capacity(4);
+            http_cold_tier
+                .store()
                 .gather(&uids, snapshot.schema(), &mut out)
                 .await
                 .unwrap();
