@@ -87,15 +87,9 @@ impl Spelling {
     fn spells(&self, key: &MemoKey) -> bool {
         let mut rest: &[u8] = &self.0;
         let mut same = true;
-        spell(key, |part| {
-            same = same
-                && match rest.split_at_checked(part.len()) {
-                    Some((head, tail)) if head == part => {
-                        rest = tail;
-                        true
-                    }
-                    _ => false,
-                };
+        spell(key, |part| match rest.strip_prefix(part) {
+            Some(tail) if same => rest = tail,
+            _ => same = false,
         });
         same && rest.is_empty()
     }
