@@ -57,9 +57,7 @@ pub fn duplicate_key(body: &[u8]) -> Option<String> {
         // A value ended: the next one of the innermost open container, or
         // its end (and so on outwards).
         loop {
-            let Some(innermost) = open.last_mut() else {
-                return None;
-            };
+            let innermost = open.last_mut()?;
             scan.skip_space();
             match (innermost, scan.next()?) {
                 (Open::Array { index }, b',') => {
@@ -135,7 +133,7 @@ impl<'b> Scan<'b> {
         let Some(Open::Object { first, many }) = open.last_mut() else {
             return None;
         };
-        let siblings = &keys[*first..];
+        let siblings = keys.get(*first..)?;
         let repeated = match many {
             Some(set) => !set.insert(key.clone()),
             None if siblings.len() < SCAN_KEYS => siblings.contains(&key),
@@ -173,9 +171,9 @@ impl<'b> Scan<'b> {
                 _ => {}
             }
         }
-        let content = &self.body[start..self.at - 1];
+        let content = self.body.get(start..self.at - 1)?;
         if escaped {
-            let quoted = &self.body[start - 1..self.at];
+            let quoted = self.body.get(start - 1..self.at)?;
             let text: String = serde_json::from_slice(quoted).ok()?;
             Some(Cow::Owned(text.into_bytes()))
         } else {
@@ -245,15 +243,16 @@ fn path(open: &[Open<'_>], keys: &[Cow<'_, [u8]>], key: &[u8]) -> String {
             // An outer object's current key: the last of its own, just
             // before the next object's first.
             Open::Object { first, .. } => {
-                let next_first = open[depth + 1..].iter().find_map(|inner| match inner {
+                let next_first = open.iter().skip(depth + 1).find_map(|inner| match inner {
                     Open::Object { first, .. } => Some(*first),
                     Open::Array { .. } => None,
                 });
                 let current = next_first
                     .unwrap_or(keys.len())
                     .checked_sub(1)
-                    .filter(|c| c >= first);
-                let name = current.map_or(Cow::Borrowed(""), |c| String::from_utf8_lossy(&keys[c]));
+                    .filter(|c| c >= first)
+                    .and_then(|c| keys.get(c));
+                let name = current.map_or(Cow::Borrowed(""), |key| String::from_utf8_lossy(key));
                 if !first_step {
                     path.push('.');
                 }
