@@ -9,7 +9,6 @@ mod cache;
 mod candidates;
 mod file;
 mod http;
-mod rebuild;
 
 use std::collections::HashSet;
 use std::sync::Arc;
