@@ -154,6 +154,12 @@ impl<'b> Scan<'b> {
 
     /// A string, the opening quote next: its content, unescaped when it
     /// holds an escape (serde_json's reading, so `"\u0061"` is `a`).
+    ///
+    /// Lenient on purpose: a typed decode skips the fields it does not know
+    /// without checking their text (a lone surrogate, bytes that are not
+    /// UTF-8, a control character), so a string the scan stopped at would
+    /// let a duplicate after it through. Only an unterminated string ends
+    /// the scan; an escape serde_json does not read is compared as written.
     fn string(&mut self) -> Option<Cow<'b, [u8]>> {
         if self.next()? != b'"' {
             return None;
@@ -167,22 +173,17 @@ impl<'b> Scan<'b> {
                     escaped = true;
                     self.next()?;
                 }
-                0..=0x1f => return None,
                 _ => {}
             }
         }
         let content = self.body.get(start..self.at - 1)?;
         if escaped {
             let quoted = self.body.get(start - 1..self.at)?;
-            let text: String = serde_json::from_slice(quoted).ok()?;
-            Some(Cow::Owned(text.into_bytes()))
-        } else {
-            // ASCII (the usual key) is checked a word at a time.
-            if !content.is_ascii() {
-                std::str::from_utf8(content).ok()?;
+            if let Ok(text) = serde_json::from_slice::<String>(quoted) {
+                return Some(Cow::Owned(text.into_bytes()));
             }
-            Some(Cow::Borrowed(content))
         }
+        Some(Cow::Borrowed(content))
     }
 
     fn literal(&mut self, word: &[u8]) -> Option<()> {
@@ -460,6 +461,20 @@ mod tests {
             duplicate_key(br#"{"a": 1, "\u0061": 2}"#).as_deref(),
             Some("a")
         );
+        // Text a typed decode skips unchecked in a field it does not know
+        // (a lone surrogate, bytes that are not UTF-8, a control character)
+        // never ends the check before a duplicate after it.
+        for skipped in [&br#""\ud800""#[..], b"\"\xff\"", b"\"\x01\""] {
+            let mut body = br#"{"x": "#.to_vec();
+            body.extend_from_slice(skipped);
+            body.extend_from_slice(br#", "context": {"amount": 1, "amount": 999999}}"#);
+            assert_eq!(
+                duplicate_key(&body).as_deref(),
+                Some("context.amount"),
+                "{}",
+                String::from_utf8_lossy(&body)
+            );
+        }
     }
 
     #[test]
