@@ -545,6 +545,33 @@ mod tests {
         })
     }
 
+    /// The generated documents judge both ways: many hold a duplicate
+    /// (nested ones too) and many hold none, so the agreement below is
+    /// never an agreement on `None` alone.
+    #[test]
+    fn the_generated_documents_hold_duplicates_and_clean_ones() {
+        use proptest::strategy::ValueTree;
+        let mut runner = proptest::test_runner::TestRunner::deterministic();
+        let (mut with, mut nested, mut without) = (0, 0, 0);
+        for _ in 0..1000 {
+            let doc = document().new_tree(&mut runner).unwrap().current();
+            match model::duplicate_key(doc.as_bytes()) {
+                Some(path) if path.contains('.') || path.contains('[') => nested += 1,
+                Some(_) => with += 1,
+                None => without += 1,
+            }
+            assert_eq!(
+                duplicate_key(doc.as_bytes()),
+                model::duplicate_key(doc.as_bytes()),
+                "{doc}"
+            );
+        }
+        assert!(
+            with >= 100 && nested >= 50 && without >= 100,
+            "{with} top-level, {nested} nested, {without} clean"
+        );
+    }
+
     proptest! {
         #[test]
         fn the_scan_reads_every_document_as_the_serde_walk_does(doc in document()) {
