@@ -128,13 +128,13 @@ pub struct CacheSettings {
     pub ttl_without_bus: Option<Duration>,
 }
 
-/// A cached entity: the cold tier, its JSON as the store sent it (checked
-/// against the schema when it came), and its parents.
+/// A cached entity: the cold tier, its attributes and tags as Cedar wrote
+/// them once the store's answer met the schema, and its parents.
 #[derive(Debug)]
 pub struct Cached {
     /// its parents (its uid is the entry's key, not kept twice)
     pub parents: Vec<EntityUid>,
-    /// its JSON, compact
+    /// its attributes and tags as Cedar writes them (`rebuild`), compact
     json: Box<str>,
     /// this answer's own number, the hot tier's key: a later answer for
     /// the same uid has another
@@ -621,7 +621,7 @@ impl EntityCache {
         }
         if missing.is_empty() {
             return Ok(Lookup {
-                found: self.build(found, schema)?,
+                found: self.build(found)?,
                 stale: false,
                 fresh_until,
             });
@@ -679,23 +679,21 @@ impl EntityCache {
             }
         }
         Ok(Lookup {
-            found: self.build(found, schema)?,
+            found: self.build(found)?,
             stale,
             fresh_until,
         })
     }
 
     /// Each found answer with its built entity: from the hot tier, else
-    /// built again from its JSON and kept there.
+    /// built again from its kept JSON (`rebuild`) and kept there. No schema
+    /// check: the JSON is what Cedar wrote of an entity that met the schema
+    /// when it was fetched, and a new schema empties the cache.
     ///
     /// # Errors
-    /// An entity whose JSON no longer fits the schema (it changed since the
-    /// answer came): unavailable, so the decision denies.
-    fn build(
-        &self,
-        found: Vec<(&EntityUid, Arc<Cached>)>,
-        schema: &Schema,
-    ) -> Result<Vec<Found>, EntityError> {
+    /// An entity whose kept JSON does not read back: unavailable, so the
+    /// decision denies.
+    fn build(&self, found: Vec<(&EntityUid, Arc<Cached>)>) -> Result<Vec<Found>, EntityError> {
         found
             .into_iter()
             .map(|(uid, cached)| {
@@ -703,16 +701,12 @@ impl EntityCache {
                     return Ok(Found { cached, entity });
                 }
                 metrics().cache_rebuilt.inc();
-                let entity =
-                    Entity::from_json_str(&cached.json, Some(schema)).map_err(|error| {
-                        EntityError::Unavailable {
-                            uid: uid.to_string(),
-                            reason: format!(
-                                "its cached data no longer fits the schema: {}",
-                                super::describe(&error)
-                            ),
-                        }
-                    })?;
+                let entity = super::rebuild::rebuild(uid, &cached.parents, &cached.json).map_err(
+                    |reason| EntityError::Unavailable {
+                        uid: uid.to_string(),
+                        reason: format!("its cached data does not read back: {reason}"),
+                    },
+                )?;
                 let entity = Arc::new(entity);
                 self.built.insert(cached.serial, Arc::clone(&entity));
                 Ok(Found { cached, entity })

@@ -103,8 +103,9 @@ pub struct Fetched {
     pub entity: Entity,
     /// its parents, read from the JSON (Cedar's `Entity` does not expose them)
     pub parents: Vec<EntityUid>,
-    /// its JSON, compact: what the cache keeps of it once its built form
-    /// is let go (a tenth of the size), and the cache's weight estimate
+    /// its attributes and tags in Cedar's escaped JSON, compact: what the
+    /// cache keeps of it once its built form is let go (a tenth of the
+    /// size; see `rebuild`), and the cache's weight estimate
     pub json: Box<str>,
 }
 
@@ -403,14 +404,14 @@ pub(super) fn parse(bytes: &[u8], schema: &Schema) -> Result<Vec<Fetched>, Upstr
         .entities
         .into_iter()
         .map(|json| {
-            let text = json.to_string().into_boxed_str();
             let parents = parents_of(&json);
             let entity = Entity::from_json_value(json, Some(schema))
                 .map_err(|e| UpstreamError::Malformed(describe(&e)))?;
+            let json = super::rebuild::kept_form(&entity).map_err(UpstreamError::Malformed)?;
             Ok(Fetched {
                 entity,
                 parents,
-                json: text,
+                json,
             })
         })
         .collect()

@@ -9,6 +9,7 @@ mod cache;
 mod candidates;
 mod file;
 mod http;
+mod rebuild;
 
 use std::collections::HashSet;
 use std::sync::Arc;
