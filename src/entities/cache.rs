@@ -139,6 +139,9 @@ pub struct Cached {
     /// this answer's own number, the hot tier's key: a later answer for
     /// the same uid has another
     serial: u64,
+    /// the schema the store's answer was checked against (held, so its
+    /// address is never another schema's)
+    schema: Arc<Schema>,
 }
 
 /// Numbers every answer the cache keeps, for [`Cached::serial`].
@@ -621,7 +624,7 @@ impl EntityCache {
         }
         if missing.is_empty() {
             return Ok(Lookup {
-                found: self.build(found)?,
+                found: self.build(found, schema)?,
                 stale: false,
                 fresh_until,
             });
@@ -679,36 +682,44 @@ impl EntityCache {
             }
         }
         Ok(Lookup {
-            found: self.build(found)?,
+            found: self.build(found, schema)?,
             stale,
             fresh_until,
         })
     }
 
     /// Each found answer with its built entity: from the hot tier, else
-    /// built again from its kept JSON (`rebuild`) and kept there. No schema
-    /// check: the JSON is what Cedar wrote of an entity that met the schema
-    /// when it was fetched, and a new schema empties the cache.
+    /// built again from its kept JSON (`rebuild`) and kept there. An
+    /// answer checked against another schema than `schema` (a fetch that
+    /// began before a policy reload changed it) is read again by Cedar
+    /// against `schema`, never served as it was checked.
     ///
     /// # Errors
-    /// An entity whose kept JSON does not read back: unavailable, so the
-    /// decision denies.
-    fn build(&self, found: Vec<(&EntityUid, Arc<Cached>)>) -> Result<Vec<Found>, EntityError> {
+    /// An entity whose kept JSON does not read back, or does not meet
+    /// `schema`: unavailable, so the decision denies.
+    fn build(
+        &self,
+        found: Vec<(&EntityUid, Arc<Cached>)>,
+        schema: &Arc<Schema>,
+    ) -> Result<Vec<Found>, EntityError> {
         found
             .into_iter()
             .map(|(uid, cached)| {
-                if let Some(entity) = self.built.get(&cached.serial) {
+                let current = Arc::ptr_eq(&cached.schema, schema);
+                if current && let Some(entity) = self.built.get(&cached.serial) {
                     return Ok(Found { cached, entity });
                 }
                 metrics().cache_rebuilt.inc();
-                let entity = super::rebuild::rebuild(uid, &cached.parents, &cached.json).map_err(
-                    |reason| EntityError::Unavailable {
+                let recheck = (!current).then_some(&**schema);
+                let entity = super::rebuild::rebuild(uid, &cached.parents, &cached.json, recheck)
+                    .map_err(|reason| EntityError::Unavailable {
                         uid: uid.to_string(),
                         reason: format!("its cached data does not read back: {reason}"),
-                    },
-                )?;
+                    })?;
                 let entity = Arc::new(entity);
-                self.built.insert(cached.serial, Arc::clone(&entity));
+                if current {
+                    self.built.insert(cached.serial, Arc::clone(&entity));
+                }
                 Ok(Found { cached, entity })
             })
             .collect()
@@ -799,7 +810,8 @@ impl EntityCache {
                 .map_or_else(UpstreamError::outcome, |_| "ok");
             metrics().upstream(outcome, started.elapsed());
             record(&exchanges, result.is_ok());
-            let answer = result.map(|fetched| Arc::new(answer(&lead, fetched, sent, &built)));
+            let answer =
+                result.map(|fetched| Arc::new(answer(&lead, fetched, sent, &built, &schema)));
             if let Err(error) = &answer {
                 tracing::warn!(%error, uids = lead.len(), "entity store request failed");
             }
@@ -836,6 +848,7 @@ fn answer(
     fetched: Vec<Fetched>,
     sent: Instant,
     built: &Cache<u64, Arc<Entity>>,
+    schema: &Arc<Schema>,
 ) -> Answer {
     let mut answer: Answer = lead
         .iter()
@@ -856,6 +869,7 @@ fn answer(
                 parents: item.parents,
                 json: item.json,
                 serial,
+                schema: Arc::clone(schema),
             }));
         }
     }

@@ -101,7 +101,7 @@ pub struct StoreUid {
 pub struct Fetched {
     /// the entity
     pub entity: Entity,
-    /// its parents, read from the JSON (Cedar's `Entity` does not expose them)
+    /// its parents, as Cedar wrote them back (its `Entity` does not expose them)
     pub parents: Vec<EntityUid>,
     /// its attributes and tags in Cedar's escaped JSON, compact: what the
     /// cache keeps of it once its built form is let go (a tenth of the
@@ -404,10 +404,11 @@ pub(super) fn parse(bytes: &[u8], schema: &Schema) -> Result<Vec<Fetched>, Upstr
         .entities
         .into_iter()
         .map(|json| {
-            let parents = parents_of(&json);
             let entity = Entity::from_json_value(json, Some(schema))
                 .map_err(|e| UpstreamError::Malformed(describe(&e)))?;
-            let json = super::rebuild::kept_form(&entity).map_err(UpstreamError::Malformed)?;
+            // The parents as Cedar read them, never a reading of our own.
+            let (json, parents) =
+                super::rebuild::kept_form(&entity).map_err(UpstreamError::Malformed)?;
             Ok(Fetched {
                 entity,
                 parents,

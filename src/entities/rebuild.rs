@@ -18,19 +18,27 @@
 
 use std::str::FromStr;
 
-use cedar_policy::{Entity, EntityId, EntityTypeName, EntityUid, RestrictedExpression};
+use cedar_policy::{Entity, EntityId, EntityTypeName, EntityUid, RestrictedExpression, Schema};
 use serde_json::{Map, Value};
 
 /// The kept form of `entity`: `{"attrs": {...}, "tags": {...}}` in Cedar's
-/// escaped JSON, compact.
+/// escaped JSON, compact; and its parents, as Cedar read them.
 ///
 /// # Errors
-/// Cedar cannot write the entity as JSON (only an entity holding unknowns,
-/// which no store answer builds): the answer is refused rather than kept in
-/// a form that would not read back.
-pub(super) fn kept_form(entity: &Entity) -> Result<Box<str>, String> {
+/// Cedar cannot write the entity as JSON (a record holding a key Cedar's
+/// JSON reserves, `__entity`, `__extn` or `__expr`): the answer is refused
+/// rather than kept in a form that would not read back as it was.
+pub(super) fn kept_form(entity: &Entity) -> Result<(Box<str>, Vec<EntityUid>), String> {
     let Value::Object(mut whole) = entity.to_json_value().map_err(|e| e.to_string())? else {
         return Err("Cedar wrote the entity as something other than an object".into());
+    };
+    let parents = match whole.remove("parents") {
+        None => Vec::new(),
+        Some(Value::Array(parents)) => parents
+            .into_iter()
+            .map(|parent| EntityUid::from_json(parent).map_err(|e| e.to_string()))
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err("Cedar wrote the parents as something other than a list".into()),
     };
     let mut kept = Map::new();
     for part in ["attrs", "tags"] {
@@ -38,23 +46,28 @@ pub(super) fn kept_form(entity: &Entity) -> Result<Box<str>, String> {
             kept.insert(part.to_owned(), value);
         }
     }
-    Ok(Value::Object(kept).to_string().into_boxed_str())
+    Ok((Value::Object(kept).to_string().into_boxed_str(), parents))
 }
 
-/// The entity `uid` with `parents`, built again from its kept form.
+/// The entity `uid` with `parents`, built again from its kept form; by
+/// Cedar against `recheck` when it was checked against another schema.
 ///
 /// # Errors
-/// The kept form does not read back (not JSON, or a value Cedar refuses):
-/// the caller denies, naming the entity.
+/// The kept form does not read back (not JSON, or a value Cedar refuses),
+/// or does not meet `recheck`: the caller denies, naming the entity.
 pub(super) fn rebuild(
     uid: &EntityUid,
     parents: &[EntityUid],
     kept: &str,
+    recheck: Option<&Schema>,
 ) -> Result<Entity, String> {
     let form: Value = serde_json::from_str(kept).map_err(|e| e.to_string())?;
+    if recheck.is_some() {
+        return by_cedar(uid, parents, form, recheck);
+    }
     match walked(uid, parents, &form) {
         Some(built) => built,
-        None => by_cedar(uid, parents, form),
+        None => by_cedar(uid, parents, form, None),
     }
 }
 
@@ -147,8 +160,14 @@ impl Walk {
     }
 }
 
-/// Cedar's own parser over the whole entity (escaped, so no schema needed).
-fn by_cedar(uid: &EntityUid, parents: &[EntityUid], form: Value) -> Result<Entity, String> {
+/// Cedar's own parser over the whole entity (escaped, so it reads the same
+/// with a schema or without; with one, it is checked against it).
+fn by_cedar(
+    uid: &EntityUid,
+    parents: &[EntityUid],
+    form: Value,
+    schema: Option<&Schema>,
+) -> Result<Entity, String> {
     let Value::Object(mut whole) = form else {
         return Err("the kept form is not a JSON object".into());
     };
@@ -156,7 +175,7 @@ fn by_cedar(uid: &EntityUid, parents: &[EntityUid], form: Value) -> Result<Entit
     whole.insert("uid".into(), written(uid)?);
     let parents = parents.iter().map(written).collect::<Result<Vec<_>, _>>()?;
     whole.insert("parents".into(), Value::Array(parents));
-    Entity::from_json_value(Value::Object(whole), None).map_err(|e| super::describe(&e))
+    Entity::from_json_value(Value::Object(whole), schema).map_err(|e| super::describe(&e))
 }
 
 #[cfg(test)]
