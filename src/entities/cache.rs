@@ -135,7 +135,7 @@ pub struct Cached {
     /// its parents (its uid is the entry's key, not kept twice)
     pub parents: Vec<EntityUid>,
     /// its attributes and tags as Cedar writes them (`rebuild`), compact
-    json: Box<str>,
+    json: super::rebuild::Kept,
     /// this answer's own number, the hot tier's key: a later answer for
     /// the same uid has another
     serial: u64,
@@ -710,12 +710,12 @@ impl EntityCache {
                     return Ok(Found { cached, entity });
                 }
                 metrics().cache_rebuilt.inc();
-                let recheck = (!current).then_some(&**schema);
-                let entity = super::rebuild::rebuild(uid, &cached.parents, &cached.json, recheck)
-                    .map_err(|reason| EntityError::Unavailable {
-                        uid: uid.to_string(),
-                        reason: format!("its cached data does not read back: {reason}"),
-                    })?;
+                let entity =
+                    super::rebuild::rebuild(uid, &cached.parents, &cached.json, schema, current)
+                        .map_err(|reason| EntityError::Unavailable {
+                            uid: uid.to_string(),
+                            reason: format!("its cached data does not read back: {reason}"),
+                        })?;
                 let entity = Arc::new(entity);
                 if current {
                     self.built.insert(cached.serial, Arc::clone(&entity));
@@ -973,12 +973,17 @@ mod tests {
         }
     }
 
+    /// One schema, as a policy snapshot holds it across reloads that do
+    /// not change it.
     fn schema() -> Arc<Schema> {
-        Arc::new(
-            Schema::from_cedarschema_str("entity Group; entity User in [Group];")
-                .unwrap()
-                .0,
-        )
+        static SCHEMA: std::sync::OnceLock<Arc<Schema>> = std::sync::OnceLock::new();
+        Arc::clone(SCHEMA.get_or_init(|| {
+            Arc::new(
+                Schema::from_cedarschema_str("entity Group; entity User in [Group];")
+                    .unwrap()
+                    .0,
+            )
+        }))
     }
 
     pub(super) fn user(id: &str) -> EntityUid {
@@ -1284,5 +1289,38 @@ mod tests {
                 "served from the hot tier exactly when it keeps entities"
             );
         }
+    }
+
+    /// A fetch sent before a policy reload changed the schema may answer
+    /// after the cache was emptied for it: what it kept was checked against
+    /// the old schema, so under the new one it is never served from the
+    /// hot tier nor as checked, but read again by Cedar against the new
+    /// one; refused when it no longer meets it.
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_checked_against_another_schema_is_checked_again() {
+        let double = Double::new(vec![
+            json!({"uid": {"type": "User", "id": "a"}, "attrs": {}, "parents": [{"type": "Group", "id": "g"}]}),
+        ]);
+        let cache = EntityCache::new(Arc::clone(&double), settings());
+        let first = found(&cache, "a").await.unwrap();
+        let other = |text: &str| Arc::new(Schema::from_cedarschema_str(text).unwrap().0);
+        let widened = other("entity Group; entity User in [Group] { age?: Long };");
+        let again = cache.lookup(&[user("a")], &widened).await.unwrap();
+        assert_eq!(double.calls(), 1, "still the cached answer");
+        assert!(again.found[0].entity.deep_eq(&first.found[0].entity));
+        assert!(
+            !Arc::ptr_eq(&first.found[0].entity, &again.found[0].entity),
+            "not the hot tier's entity, built under the old schema"
+        );
+        let stricter = other("entity Group; entity User in [Group] { frozen: Bool };");
+        let refused = cache.lookup(&[user("a")], &stricter).await;
+        assert!(
+            matches!(&refused, Err(EntityError::Unavailable { reason, .. }) if reason.contains("frozen")),
+            "{:?}",
+            refused.map(|lookup| lookup.found.len())
+        );
+        // Under the schema it was checked against, the hot tier serves.
+        let last = found(&cache, "a").await.unwrap();
+        assert!(Arc::ptr_eq(&first.found[0].entity, &last.found[0].entity));
     }
 }

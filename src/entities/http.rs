@@ -4,14 +4,13 @@
 //! through rustls), connect and request timeouts, bounded retries with
 //! jittered backoff, an optional bearer token.
 
-use std::str::FromStr;
 use std::time::Duration;
 use tracing::Instrument;
 
 use super::cache::ListQuery;
 use super::describe;
 use bytes::Bytes;
-use cedar_policy::{Entity, EntityId, EntityTypeName, EntityUid, Schema};
+use cedar_policy::{Entity, EntityUid, Schema};
 use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_rustls::HttpsConnector;
@@ -19,7 +18,6 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
-use serde_json::Value;
 
 /// Settings of the HTTP store client.
 #[derive(Debug, Clone)]
@@ -103,10 +101,9 @@ pub struct Fetched {
     pub entity: Entity,
     /// its parents, as Cedar wrote them back (its `Entity` does not expose them)
     pub parents: Vec<EntityUid>,
-    /// its attributes and tags in Cedar's escaped JSON, compact: what the
-    /// cache keeps of it once its built form is let go (a tenth of the
-    /// size; see `rebuild`), and the cache's weight estimate
-    pub json: Box<str>,
+    /// what the cache keeps of it once its built form is let go (a tenth
+    /// of the size; see `rebuild`), and the cache's weight estimate
+    pub json: super::rebuild::Kept,
 }
 
 /// The client.
@@ -120,8 +117,11 @@ pub struct HttpStore {
 }
 
 #[derive(Deserialize)]
-struct BatchAnswer {
-    entities: Vec<Value>,
+struct BatchAnswer<'a> {
+    /// each read by Cedar from its own text, which is kept when Cedar
+    /// cannot write the entity back (`rebuild::Kept::Store`)
+    #[serde(borrow)]
+    entities: Vec<&'a serde_json::value::RawValue>,
 }
 
 impl HttpStore {
@@ -398,17 +398,15 @@ impl HttpStore {
 /// Parses the store's answer; any entity that does not conform to the schema
 /// makes the whole answer malformed (fail closed, and counted).
 pub(super) fn parse(bytes: &[u8], schema: &Schema) -> Result<Vec<Fetched>, UpstreamError> {
-    let answer: BatchAnswer = serde_json::from_slice(bytes)
+    let answer: BatchAnswer<'_> = serde_json::from_slice(bytes)
         .map_err(|e| UpstreamError::Malformed(format!("not `{{\"entities\": [...]}}`: {e}")))?;
     answer
         .entities
         .into_iter()
         .map(|json| {
-            let entity = Entity::from_json_value(json, Some(schema))
+            let entity = Entity::from_json_str(json.get(), Some(schema))
                 .map_err(|e| UpstreamError::Malformed(describe(&e)))?;
-            // The parents as Cedar read them, never a reading of our own.
-            let (json, parents) =
-                super::rebuild::kept_form(&entity).map_err(UpstreamError::Malformed)?;
+            let (json, parents) = super::rebuild::kept_form(&entity, json.get());
             Ok(Fetched {
                 entity,
                 parents,
@@ -442,20 +440,4 @@ pub(super) fn answered(
         }
     }
     Ok(kept)
-}
-
-fn parents_of(json: &Value) -> Vec<EntityUid> {
-    json.get("parents")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|parent| {
-            let parent = parent.get("__entity").unwrap_or(parent);
-            let ty = EntityTypeName::from_str(parent.get("type")?.as_str()?).ok()?;
-            Some(EntityUid::from_type_name_and_id(
-                ty,
-                EntityId::new(parent.get("id")?.as_str()?),
-            ))
-        })
-        .collect()
 }

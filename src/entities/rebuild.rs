@@ -4,41 +4,72 @@
 //! What the cache keeps once it lets go of a built entity is Cedar's own
 //! escaped JSON of its attributes and tags (entity references as
 //! `__entity`, extension values as `__extn`), so reading it back needs no
-//! schema and no guess. Its uid is the cache entry's key and its parents are
-//! kept beside it, so neither is written twice.
+//! guess. Its uid is the cache entry's key and its parents (as Cedar read
+//! them) are kept beside it, so neither is written twice.
 //!
 //! Why a walk of our own: Cedar's `Entity::from_json_str` reads each value
 //! through serde's untagged enums, which build and format an error for every
 //! variant they try before the one that fits: ~48 µs per entity of the
-//! shipped pack, against ~10 µs for this walk and `Entity::new`
+//! shipped pack, against ~9 µs for this walk and `Entity::new`
 //! (BENCHMARKS.md, "cold tier"). The walk only handles the plain cases; any
 //! `__` key it does not know exactly (an extension call with several
 //! arguments, an unknown function, `__expr`) goes to Cedar's parser, so
 //! what a value means is always Cedar's reading.
+//!
+//! The walk checks no schema: the JSON is what Cedar wrote of an entity
+//! that met the schema it was fetched under. The cache rebuilds with the
+//! walk only under that same schema; under another, Cedar reads the JSON
+//! against the new one.
 
 use std::str::FromStr;
 
 use cedar_policy::{Entity, EntityId, EntityTypeName, EntityUid, RestrictedExpression, Schema};
 use serde_json::{Map, Value};
 
-/// The kept form of `entity`: `{"attrs": {...}, "tags": {...}}` in Cedar's
-/// escaped JSON, compact; and its parents, as Cedar read them.
-///
-/// # Errors
-/// Cedar cannot write the entity as JSON (a record holding a key Cedar's
-/// JSON reserves, `__entity`, `__extn` or `__expr`): the answer is refused
-/// rather than kept in a form that would not read back as it was.
-pub(super) fn kept_form(entity: &Entity) -> Result<(Box<str>, Vec<EntityUid>), String> {
-    let Value::Object(mut whole) = entity.to_json_value().map_err(|e| e.to_string())? else {
-        return Err("Cedar wrote the entity as something other than an object".into());
+/// What the cache keeps of an entity once its built form is let go.
+#[derive(Debug)]
+pub enum Kept {
+    /// Cedar's escaped JSON of its attributes and tags, read back by the walk
+    Escaped(Box<str>),
+    /// the store's own JSON of the entity, when Cedar cannot write it as
+    /// JSON (a record holding a key Cedar's JSON reserves, `__entity`,
+    /// `__extn` or `__expr`): read back by Cedar against the schema
+    Store(Box<str>),
+}
+
+impl Kept {
+    /// Its size in bytes: the cache's weight estimate.
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Escaped(json) | Self::Store(json) => json.len(),
+        }
+    }
+}
+
+/// What to keep of `entity`, parsed from the store's JSON `store`, and its
+/// parents, as Cedar read them.
+pub(super) fn kept_form(entity: &Entity, store: &str) -> (Kept, Vec<EntityUid>) {
+    match escaped(entity) {
+        Some(kept) => kept,
+        None => {
+            let (_, _, parents) = entity.clone().into_inner();
+            (Kept::Store(store.into()), parents.into_iter().collect())
+        }
+    }
+}
+
+/// `None` when Cedar cannot write the entity as JSON.
+fn escaped(entity: &Entity) -> Option<(Kept, Vec<EntityUid>)> {
+    let Value::Object(mut whole) = entity.to_json_value().ok()? else {
+        return None;
     };
     let parents = match whole.remove("parents") {
         None => Vec::new(),
         Some(Value::Array(parents)) => parents
             .into_iter()
-            .map(|parent| EntityUid::from_json(parent).map_err(|e| e.to_string()))
-            .collect::<Result<_, _>>()?,
-        Some(_) => return Err("Cedar wrote the parents as something other than a list".into()),
+            .map(|parent| EntityUid::from_json(parent).ok())
+            .collect::<Option<_>>()?,
+        Some(_) => return None,
     };
     let mut kept = Map::new();
     for part in ["attrs", "tags"] {
@@ -46,24 +77,33 @@ pub(super) fn kept_form(entity: &Entity) -> Result<(Box<str>, Vec<EntityUid>), S
             kept.insert(part.to_owned(), value);
         }
     }
-    Ok((Value::Object(kept).to_string().into_boxed_str(), parents))
+    let json = Value::Object(kept).to_string().into_boxed_str();
+    Some((Kept::Escaped(json), parents))
 }
 
-/// The entity `uid` with `parents`, built again from its kept form; by
-/// Cedar against `recheck` when it was checked against another schema.
+/// The entity `uid` with `parents`, built again from what was kept of it.
+/// `checked`: whether `schema` is the schema it was checked against when
+/// fetched; if not, Cedar reads it against `schema`.
 ///
 /// # Errors
-/// The kept form does not read back (not JSON, or a value Cedar refuses),
-/// or does not meet `recheck`: the caller denies, naming the entity.
+/// What was kept does not read back (not JSON, or a value Cedar refuses),
+/// or does not meet `schema`: the caller denies, naming the entity.
 pub(super) fn rebuild(
     uid: &EntityUid,
     parents: &[EntityUid],
-    kept: &str,
-    recheck: Option<&Schema>,
+    kept: &Kept,
+    schema: &Schema,
+    checked: bool,
 ) -> Result<Entity, String> {
-    let form: Value = serde_json::from_str(kept).map_err(|e| e.to_string())?;
-    if recheck.is_some() {
-        return by_cedar(uid, parents, form, recheck);
+    let json = match kept {
+        Kept::Store(json) => {
+            return Entity::from_json_str(json, Some(schema)).map_err(|e| super::describe(&e));
+        }
+        Kept::Escaped(json) => json,
+    };
+    let form: Value = serde_json::from_str(json).map_err(|e| e.to_string())?;
+    if !checked {
+        return by_cedar(uid, parents, form, Some(schema));
     }
     match walked(uid, parents, &form) {
         Some(built) => built,
@@ -181,13 +221,32 @@ fn by_cedar(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cedar_policy::Schema;
     use proptest::prelude::*;
     use std::collections::HashMap;
 
+    /// A schema the escaped form's walk never reads.
+    fn unread() -> Schema {
+        Schema::from_cedarschema_str("").unwrap().0
+    }
+
     fn read_back(entity: &Entity, parents: &[EntityUid]) -> Entity {
-        let kept = kept_form(entity).unwrap();
-        rebuild(&entity.uid(), parents, &kept).unwrap()
+        let (kept, kept_parents) = kept_form(entity, "unused: the entity is written escaped");
+        assert!(matches!(kept, Kept::Escaped(_)), "{kept:?}");
+        assert_eq!(
+            kept_parents
+                .iter()
+                .collect::<std::collections::HashSet<_>>(),
+            parents.iter().collect(),
+            "the parents as Cedar read them"
+        );
+        rebuild(&entity.uid(), parents, &kept, &unread(), true).unwrap()
+    }
+
+    fn escaped_json(kept: &Kept) -> &str {
+        match kept {
+            Kept::Escaped(json) => json,
+            Kept::Store(_) => panic!("kept as the store's JSON: {kept:?}"),
+        }
     }
 
     fn parents_of(json: &Value) -> Vec<EntityUid> {
@@ -224,7 +283,8 @@ mod tests {
             for json in entities {
                 let parsed = Entity::from_json_value(json.clone(), Some(&schema)).unwrap();
                 let parents = parents_of(&json);
-                let form = serde_json::from_str(&kept_form(&parsed).unwrap()).unwrap();
+                let (kept, _) = kept_form(&parsed, &json.to_string());
+                let form = serde_json::from_str(escaped_json(&kept)).unwrap();
                 assert!(
                     walked(&parsed.uid(), &parents, &form).is_some(),
                     "{parsed}: the shipped packs' entities take the walk, not Cedar's parser"
@@ -244,7 +304,8 @@ mod tests {
             {"__extn": {"fn": "duration", "arg": "1h"}}]}}}}"#;
         let form: Value = serde_json::from_str(kept).unwrap();
         assert!(walked(&uid, &[], &form).is_none());
-        let rebuilt = rebuild(&uid, &[], kept).unwrap();
+        let read = |kept: &str| rebuild(&uid, &[], &Kept::Escaped(kept.into()), &unread(), true);
+        let rebuilt = read(kept).unwrap();
         let expected = Entity::new(
             uid.clone(),
             HashMap::from([(
@@ -257,9 +318,54 @@ mod tests {
         assert!(rebuilt.deep_eq(&expected), "{rebuilt}");
         // What Cedar refuses is refused, never read some other way.
         let refused = r#"{"attrs": {"x": {"__expr": "1 + 1"}}}"#;
-        assert!(rebuild(&uid, &[], refused).is_err());
-        assert!(rebuild(&uid, &[], "not json").is_err());
-        assert!(rebuild(&uid, &[], r#"{"attrs": {"n": 1.5}}"#).is_err());
+        assert!(read(refused).is_err());
+        assert!(read("not json").is_err());
+        assert!(read(r#"{"attrs": {"n": 1.5}}"#).is_err());
+    }
+
+    /// An entity checked against one schema, rebuilt under another: read
+    /// by Cedar against the new one, so what no longer meets it is refused
+    /// rather than served as it was checked.
+    #[test]
+    fn under_another_schema_cedar_reads_it_against_that_schema() {
+        let schema = |text: &str| Schema::from_cedarschema_str(text).unwrap().0;
+        let before = schema("entity Group; entity User in [Group] { name: String };");
+        let json = r#"{"uid": {"type": "User", "id": "a"}, "attrs": {"name": "A"},
+            "parents": [{"type": "Group", "id": "g"}]}"#;
+        let entity = Entity::from_json_str(json, Some(&before)).unwrap();
+        let (kept, parents) = kept_form(&entity, json);
+        let rebuild =
+            |schema: &Schema, checked| rebuild(&entity.uid(), &parents, &kept, schema, checked);
+        // Under the schema it was checked against: the walk.
+        assert!(rebuild(&before, true).unwrap().deep_eq(&entity));
+        // A new schema it still meets: Cedar's reading, the same entity.
+        let widened = schema("entity Group; entity User in [Group] { name: String, age?: Long };");
+        assert!(rebuild(&widened, false).unwrap().deep_eq(&entity));
+        // One it no longer meets: refused, naming what is missing.
+        let stricter =
+            schema("entity Group; entity User in [Group] { name: String, frozen: Bool };");
+        let refused = rebuild(&stricter, false).unwrap_err();
+        assert!(refused.contains("frozen"), "{refused}");
+    }
+
+    /// Cedar cannot write a record holding a key its JSON reserves: the
+    /// store's own JSON is kept, and read back by Cedar.
+    #[test]
+    fn an_entity_cedar_cannot_write_is_kept_as_the_store_sent_it() {
+        let schema = Schema::from_cedarschema_str(
+            r#"entity Group; entity User in [Group] { r: { "__extn": Long } };"#,
+        )
+        .unwrap()
+        .0;
+        let json = r#"{"uid": {"type": "User", "id": "a"}, "attrs": {"r": {"__extn": 1}},
+            "parents": [{"type": "Group", "id": "g"}]}"#;
+        let entity = Entity::from_json_str(json, Some(&schema)).unwrap();
+        assert!(entity.to_json_value().is_err(), "Cedar writes it after all");
+        let (kept, parents) = kept_form(&entity, json);
+        assert!(matches!(kept, Kept::Store(_)), "{kept:?}");
+        assert_eq!(parents, vec![r#"Group::"g""#.parse().unwrap()]);
+        let rebuilt = rebuild(&entity.uid(), &parents, &kept, &schema, true).unwrap();
+        assert!(rebuilt.deep_eq(&entity), "{rebuilt}");
     }
 
     /// A value of every kind Cedar's JSON writes, nested.

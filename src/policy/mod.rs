@@ -575,8 +575,62 @@ impl PolicyStore {
             .stamp
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = load::stamp(&self.sources);
-        let next = Arc::new(load(&self.sources)?);
+        let mut next = load(&self.sources)?;
+        // The same schema stays the same `Arc`: the entity cache tells the
+        // schema an answer was checked against by it, and checks again
+        // under another one (`entities::rebuild`).
+        let before = self.current.load();
+        if next.schema_version == before.schema_version {
+            next.schema = Arc::clone(&before.schema);
+        }
+        let next = Arc::new(next);
         self.current.store(Arc::clone(&next));
         Ok(next)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A copy of the shipped pack, to edit.
+    fn pack() -> tempfile::TempDir {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let dir = tempfile::tempdir().unwrap();
+        for sub in ["policies", "schema"] {
+            std::fs::create_dir(dir.path().join(sub)).unwrap();
+            for file in std::fs::read_dir(root.join(sub)).unwrap() {
+                let file = file.unwrap().path();
+                let to = dir.path().join(sub).join(file.file_name().unwrap());
+                std::fs::copy(&file, to).unwrap();
+            }
+        }
+        dir
+    }
+
+    #[test]
+    fn a_reload_keeps_the_same_schema_as_the_same_arc_and_a_changed_one_as_another() {
+        let dir = pack();
+        let store = PolicyStore::open(PolicySources {
+            policy_dir: dir.path().join("policies"),
+            schema: dir.path().join("schema"),
+            default_namespace: None,
+        })
+        .unwrap();
+        let first = store.current();
+        // A policy edited, the schema not: the same schema, the same Arc.
+        let policy = dir.path().join("policies/general.cedar");
+        let text = std::fs::read_to_string(&policy).unwrap();
+        std::fs::write(&policy, format!("{text}\n// edited\n")).unwrap();
+        let second = store.reload().unwrap();
+        assert_eq!(second.schema_version(), first.schema_version());
+        assert!(Arc::ptr_eq(second.schema(), first.schema()));
+        // The schema changed: another schema, another Arc.
+        let schema = dir.path().join("schema/brokerage.cedarschema");
+        let text = std::fs::read_to_string(&schema).unwrap();
+        std::fs::write(&schema, format!("{text}\nnamespace Extra {{ entity Note; }}\n")).unwrap();
+        let third = store.reload().unwrap();
+        assert_ne!(third.schema_version(), first.schema_version());
+        assert!(!Arc::ptr_eq(third.schema(), first.schema()));
     }
 }

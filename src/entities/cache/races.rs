@@ -195,12 +195,17 @@ async fn in_every_order_a_kept_listing_never_outlives_an_invalidation() {
     }
 }
 
+/// One schema, as a policy snapshot holds it across reloads that do not
+/// change it.
 fn schema() -> Arc<Schema> {
-    Arc::new(
-        Schema::from_cedarschema_str("entity User { v: Long };")
-            .unwrap()
-            .0,
-    )
+    static SCHEMA: std::sync::OnceLock<Arc<Schema>> = std::sync::OnceLock::new();
+    Arc::clone(SCHEMA.get_or_init(|| {
+        Arc::new(
+            Schema::from_cedarschema_str("entity User { v: Long };")
+                .unwrap()
+                .0,
+        )
+    }))
 }
 
 fn cache(store: &Arc<Gated>) -> Arc<EntityCache> {
