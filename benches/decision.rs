@@ -329,13 +329,15 @@ fn bench_decisions(c: &mut Criterion) {
             assert_eq!(out.len(), 3);
         });
     });
-    // The same three from the cold tier: each built again from its JSON.
+    // The same three from the cold tier: each built again from its JSON,
+    // under the schema its own engine checked them against.
+    let cold_snapshot = http_cold_tier.policies().current();
     bench.bench_function("cold_tier", |b| {
         b.to_async(&rt).iter(|| async {
             let mut out = Vec::with_capacity(4);
             http_cold_tier
                 .store()
-                .gather(&uids, snapshot.schema(), &mut out)
+                .gather(&uids, cold_snapshot.schema(), &mut out)
                 .await
                 .unwrap();
             assert_eq!(out.len(), 3);

@@ -197,7 +197,9 @@ impl Engine {
         match self.policies.reload() {
             Ok(snapshot) => {
                 if snapshot.schema_version() != before.schema_version() {
-                    self.store.schema_changed(snapshot.schema());
+                    // The snapshot in force now, not necessarily this
+                    // reload's: of two reloads, the store ends on the last.
+                    self.store.schema_changed(self.policies.current().schema());
                 }
                 metrics().policy_reload("success", Some(snapshot.version()));
                 tracing::info!(version = %snapshot.version(), policies = snapshot.policy_count(), "policies reloaded");

@@ -368,6 +368,23 @@ mod tests {
         assert!(rebuilt.deep_eq(&entity), "{rebuilt}");
     }
 
+    /// The parents kept are Cedar's reading of the store's answer, whatever
+    /// else a parent's JSON holds: never a reading of our own that might
+    /// drop one Cedar's entity has.
+    #[test]
+    fn the_parents_kept_are_the_ones_cedar_read() {
+        let schema = Schema::from_cedarschema_str("entity Group; entity User in [Group];")
+            .unwrap()
+            .0;
+        let answer = br#"{"entities": [{"uid": {"type": "User", "id": "a"}, "attrs": {},
+            "parents": [{"type": "Group", "id": "g", "__entity": "junk"},
+                        {"__entity": {"type": "Group", "id": "h"}}]}]}"#;
+        let fetched = super::super::http::parse(answer, &schema).unwrap();
+        let mut parents: Vec<String> = fetched[0].parents.iter().map(ToString::to_string).collect();
+        parents.sort();
+        assert_eq!(parents, [r#"Group::"g""#, r#"Group::"h""#]);
+    }
+
     /// A value of every kind Cedar's JSON writes, nested.
     fn value() -> impl Strategy<Value = RestrictedExpression> {
         let leaf = prop_oneof![

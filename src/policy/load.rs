@@ -30,7 +30,8 @@ pub struct PolicySources {
 pub fn load(sources: &PolicySources) -> Result<PolicySnapshot, PolicyError> {
     let mut hasher = Sha256::new();
     let (schema, schema_json) = load_schema(&sources.schema, &mut hasher)?;
-    let schema_version = hex(&hasher.clone().finalize());
+    let schema_digest: [u8; 32] = hasher.clone().finalize().into();
+    let schema_version = hex(&schema_digest);
     let files = files_with_extension(&sources.policy_dir, "cedar")?;
     if files.is_empty() {
         return Err(PolicyError::NoPolicies {
@@ -55,7 +56,7 @@ pub fn load(sources: &PolicySources) -> Result<PolicySnapshot, PolicyError> {
     }
     let version = hex(&hasher.finalize());
     PolicySnapshot::new(
-        schema_version,
+        (schema_version, schema_digest),
         schema,
         &schema_json,
         parsed.policies,

@@ -109,6 +109,9 @@ pub struct PolicySnapshot {
     epoch: u64,
     /// a content hash of the schema files alone
     schema_version: String,
+    /// the whole of that hash (`schema_version` shows 48 bits of it): a
+    /// reload keeps the schema's `Arc` only when it matches
+    schema_digest: [u8; 32],
     namespace: String,
     /// lower-case type name (qualified, and unqualified in the default
     /// namespace) → type, and the type as Cedar prints it
@@ -261,7 +264,7 @@ fn namespace_prefix(namespace: &str) -> String {
 
 impl PolicySnapshot {
     fn new(
-        schema_version: String,
+        (schema_version, schema_digest): (String, [u8; 32]),
         schema: Schema,
         schema_json: &[serde_json::Value],
         policies: PolicySet,
@@ -288,6 +291,7 @@ impl PolicySnapshot {
             policies,
             version: version.into(),
             schema_version,
+            schema_digest,
             namespace,
             types,
             actions,
@@ -543,6 +547,9 @@ pub struct PolicyStore {
     current: ArcSwap<PolicySnapshot>,
     /// the files as last read, to notice edits
     stamp: std::sync::Mutex<load::SourcesStamp>,
+    /// held for a whole reload: two at once (the poll, SIGHUP, the admin
+    /// API) would otherwise let the one that read older files publish last
+    reloading: std::sync::Mutex<()>,
 }
 
 impl PolicyStore {
@@ -557,6 +564,7 @@ impl PolicyStore {
             sources,
             current: ArcSwap::from_pointee(first),
             stamp: std::sync::Mutex::new(stamp),
+            reloading: std::sync::Mutex::new(()),
         })
     }
 
@@ -571,6 +579,10 @@ impl PolicyStore {
     /// # Errors
     /// As [`load`].
     pub fn reload(&self) -> Result<Arc<PolicySnapshot>, PolicyError> {
+        let _one_at_a_time = self
+            .reloading
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         *self
             .stamp
             .lock()
@@ -580,7 +592,7 @@ impl PolicyStore {
         // schema an answer was checked against by it, and checks again
         // under another one (`entities::rebuild`).
         let before = self.current.load();
-        if next.schema_version == before.schema_version {
+        if next.schema_digest == before.schema_digest {
             next.schema = Arc::clone(&before.schema);
         }
         let next = Arc::new(next);
@@ -628,7 +640,11 @@ mod tests {
         // The schema changed: another schema, another Arc.
         let schema = dir.path().join("schema/brokerage.cedarschema");
         let text = std::fs::read_to_string(&schema).unwrap();
-        std::fs::write(&schema, format!("{text}\nnamespace Extra {{ entity Note; }}\n")).unwrap();
+        std::fs::write(
+            &schema,
+            format!("{text}\nnamespace Extra {{ entity Note; }}\n"),
+        )
+        .unwrap();
         let third = store.reload().unwrap();
         assert_ne!(third.schema_version(), first.schema_version());
         assert!(!Arc::ptr_eq(third.schema(), first.schema()));
