@@ -222,7 +222,7 @@ pub const SETTINGS: &[Setting] = &[
     setting("cache.max_bytes", Toml("536870912"), None, Integer,
         "most bytes cached (estimated from each entity's JSON)"),
     // The hot working set of built entities (~3 KiB each in Cedar's form);
-    // the rest cost their JSON, and 30–50 µs to build again on use. A
+    // the rest cost their JSON, and ~9 µs to build again on use. A
     // decision the memo's answers settle reads no entity, so only memo
     // misses need them: 1,024 keeps a cached user under 1.5 KiB in
     // BENCHMARKS.md's memory scenario.
