@@ -465,6 +465,9 @@ impl Engine {
     ) -> Result<(Slice, Gathered), Stop> {
         let store_only = supplied.is_empty() && !self.sources.any_request();
         if let Some(resident) = self.store.resident().filter(|_| store_only) {
+            if !resident.read_under(snapshot.schema()) {
+                return Err(deny("entity_store_unavailable", OTHER_SCHEMA.to_owned()));
+            }
             if let Some(missing) = key.named().find(|uid| resident.entities.get(uid).is_none()) {
                 return Err(deny("entity_not_found", not_found(missing)));
             }
@@ -716,6 +719,9 @@ fn uid_of(snapshot: &PolicySnapshot, type_name: &str, id: &str) -> Option<Entity
         EntityId::new(id),
     ))
 }
+
+/// Why the file store's entities are not read under the policies' schema.
+pub(crate) const OTHER_SCHEMA: &str = "the entities file was read against another schema than the policies' (it does not meet the new one, or is being read again): fix the file or the schema";
 
 fn not_found(uid: &EntityUid) -> String {
     format!("entity `{uid}` is not known to the entity store or the request")
@@ -1001,5 +1007,60 @@ mod tests {
         engine.store().invalidate_all();
         assert!(!engine.decide(&view("carol")).await.unwrap().allowed());
         assert_eq!(double.calls(), 2, "an invalidation voids the slice");
+    }
+
+    /// A schema change the entities file does not meet: the file store
+    /// keeps its last good reading, made against the old schema (its
+    /// action groups included), so decisions under the new one deny until
+    /// the file meets it; then they decide again.
+    #[tokio::test]
+    async fn file_entities_read_against_another_schema_are_never_decided_on() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let pack = copy_of_the_pack();
+        let dir = tempfile::tempdir().unwrap();
+        let schema_file = dir.path().join("brokerage.cedarschema");
+        let schema_text =
+            std::fs::read_to_string(root.join("schema/brokerage.cedarschema")).unwrap();
+        std::fs::write(&schema_file, &schema_text).unwrap();
+        let entities = dir.path().join("entities.json");
+        std::fs::copy(root.join("examples/demo/entities.json"), &entities).unwrap();
+        let policies = PolicyStore::open(PolicySources {
+            policy_dir: pack.path().to_owned(),
+            schema: schema_file.clone(),
+            default_namespace: None,
+        })
+        .unwrap();
+        let file =
+            crate::entities::FileStore::open(&entities, Arc::clone(policies.current().schema()))
+                .unwrap();
+        let engine = Engine::new(
+            Arc::new(policies),
+            EntityStore::File(Arc::new(file)),
+            HashMap::new(),
+            Sourcing::Store,
+            100,
+        );
+        assert!(engine.decide(&view("carol")).await.unwrap().allowed());
+        // Every user must now have a badge; the file gives none.
+        let stricter = schema_text.replacen(
+            "  entity User {\n",
+            "  entity User {\n    badge: String,\n",
+            1,
+        );
+        assert_ne!(stricter, schema_text);
+        std::fs::write(&schema_file, &stricter).unwrap();
+        engine.reload_policies().unwrap();
+        let denied = engine.decide(&view("carol")).await.unwrap();
+        assert!(!denied.allowed());
+        assert_eq!(
+            denied.errors()[0].code,
+            "entity_store_unavailable",
+            "{}",
+            denied.summary()
+        );
+        // The schema back as the file meets it: decided again.
+        std::fs::write(&schema_file, format!("{schema_text}\n// again\n")).unwrap();
+        engine.reload_policies().unwrap();
+        assert!(engine.decide(&view("carol")).await.unwrap().allowed());
     }
 }

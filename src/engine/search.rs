@@ -505,6 +505,9 @@ impl Engine {
         freshness: &mut Freshness,
     ) -> Result<Option<Known>, SearchError> {
         if let Some(resident) = self.store.resident() {
+            if !resident.read_under(snapshot.schema()) {
+                return Err(SearchError::CannotList(super::OTHER_SCHEMA.to_owned()));
+            }
             if fixed
                 .named
                 .iter()

@@ -25,17 +25,29 @@ pub struct Resident {
     pub digest: String,
     /// who refers to whom, built on the first search that asks
     referrers: OnceLock<HashMap<EntityUid, Vec<EntityUid>>>,
+    /// the schema it was read against (its action entities are that
+    /// schema's): decisions under another one must not read it
+    schema: Arc<Schema>,
 }
 
 impl Resident {
-    fn new((entities, digest): (Entities, String)) -> Self {
+    fn new((entities, digest): (Entities, String), schema: Arc<Schema>) -> Self {
         static READINGS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         Self {
             entities,
             digest,
             generation: READINGS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             referrers: OnceLock::new(),
+            schema,
         }
+    }
+
+    /// Whether it was read against `schema`: after a schema change, not
+    /// until the file is read again against the new one, and never if the
+    /// file does not meet it (its entities and action groups are the old
+    /// schema's).
+    pub fn read_under(&self, schema: &Arc<Schema>) -> bool {
+        Arc::ptr_eq(&self.schema, schema)
     }
 
     /// The entities `uids` name and their ancestors, each once (a uid this
@@ -111,8 +123,8 @@ impl FileStore {
         Ok(Self {
             path: path.to_owned(),
             inline: None,
-            schema: ArcSwap::new(schema),
-            entities: ArcSwap::from_pointee(Resident::new(entities)),
+            schema: ArcSwap::new(Arc::clone(&schema)),
+            entities: ArcSwap::from_pointee(Resident::new(entities, schema)),
             stamp: Mutex::new(stamp),
         })
     }
@@ -127,8 +139,8 @@ impl FileStore {
         Ok(Self {
             path: label.to_owned(),
             inline: Some(text),
-            schema: ArcSwap::new(schema),
-            entities: ArcSwap::from_pointee(Resident::new(entities)),
+            schema: ArcSwap::new(Arc::clone(&schema)),
+            entities: ArcSwap::from_pointee(Resident::new(entities, schema)),
             stamp: Mutex::new(None),
         })
     }
@@ -162,13 +174,15 @@ impl FileStore {
     /// Re-reads the file now; on error the data held keeps serving.
     pub fn reload_now(&self) {
         let stamp = stamp(&self.path);
+        let schema = self.schema.load_full();
         let reading = match &self.inline {
-            Some(text) => parse(&self.path, text, &self.schema.load()),
-            None => read(&self.path, &self.schema.load()),
+            Some(text) => parse(&self.path, text, &schema),
+            None => read(&self.path, &schema),
         };
         match reading {
             Ok(entities) => {
-                self.entities.store(Arc::new(Resident::new(entities)));
+                self.entities
+                    .store(Arc::new(Resident::new(entities, schema)));
                 *self
                     .stamp
                     .lock()
