@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 
 use super::RouteTable;
 use super::error::{decode, decode_at};
-use super::{ApiError, Explanation, FieldNames, json};
+use super::{ApiError, Explanation, FieldNames, encode, json, json_bytes};
 use crate::engine::{Decision, DecisionRequest, Engine, EntityRef};
 
 /// Batch items decided between two yields to the runtime: a long batch
@@ -183,7 +183,9 @@ struct Options {
     evaluations_semantic: Semantic,
 }
 
-/// The batch's answer.
+/// The batch's answer, as `serde_json` would write it: the model
+/// [`answered_all`] is held to.
+#[cfg(test)]
 #[derive(Serialize)]
 struct Evaluations<'a> {
     evaluations: Vec<Answer<'a>>,
@@ -222,6 +224,52 @@ impl<'a> Answer<'a> {
             },
         }
     }
+}
+
+impl Answer<'_> {
+    /// The answer written by hand, as `serde_json` writes it: every
+    /// decision answers one.
+    fn write_json(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"decision\":");
+        encode::boolean(out, self.decision);
+        out.extend_from_slice(b",\"context\":{");
+        self.context.explanation.write_fields(out);
+        if let Some(error) = &self.context.error {
+            out.extend_from_slice(b",\"error\":{\"status\":");
+            encode::number(out, u64::from(error.status));
+            out.extend_from_slice(b",\"code\":");
+            encode::string(out, error.code);
+            out.extend_from_slice(b",\"message\":");
+            encode::string(out, &error.message);
+            if let Some(field) = &error.field {
+                out.extend_from_slice(b",\"field\":");
+                encode::string(out, field);
+            }
+            out.push(b'}');
+        }
+        out.extend_from_slice(b"}}");
+    }
+}
+
+/// A 200 carrying one answer.
+fn answered(answer: &Answer<'_>) -> Response<Full<Bytes>> {
+    let mut out = Vec::with_capacity(256);
+    answer.write_json(&mut out);
+    json_bytes(StatusCode::OK, out)
+}
+
+/// A 200 carrying a batch's answers (`{"evaluations": […]}`).
+fn answered_all(answers: &[Answer<'_>]) -> Response<Full<Bytes>> {
+    let mut out = Vec::with_capacity(32 + 256 * answers.len());
+    out.extend_from_slice(b"{\"evaluations\":[");
+    for (index, answer) in answers.iter().enumerate() {
+        if index > 0 {
+            out.push(b',');
+        }
+        answer.write_json(&mut out);
+    }
+    out.extend_from_slice(b"]}");
+    json_bytes(StatusCode::OK, out)
 }
 
 fn entity_ref(entity: &Entity) -> EntityRef<'_> {
@@ -263,7 +311,7 @@ pub(super) async fn evaluation(
         &evaluation.resource,
     );
     if let Some(decided) = about_route(engine, routes, asked, request_id, "").await {
-        return Ok(json(StatusCode::OK, &Answer::of(&decided?, None)));
+        return Ok(answered(&Answer::of(&decided?, None)));
     }
     let context =
         with_action_properties(engine, &evaluation.action, evaluation.context.as_ref(), "")?;
@@ -278,7 +326,7 @@ pub(super) async fn evaluation(
         .decide(&request)
         .await
         .map_err(|e| NAMES.refuse(e, ""))?;
-    Ok(json(StatusCode::OK, &Answer::of(&decision, None)))
+    Ok(answered(&Answer::of(&decision, None)))
 }
 
 /// `POST /access/v1/evaluations`: top-level defaults, items that override
@@ -311,7 +359,7 @@ pub(super) async fn evaluations(
             };
             let asked = (subject, action, resource);
             if let Some(decided) = about_route(engine, routes, asked, request_id, "").await {
-                return Ok(json(StatusCode::OK, &Answer::of(&decided?, None)));
+                return Ok(answered(&Answer::of(&decided?, None)));
             }
             let context = with_action_properties(engine, action, defaults.context.as_ref(), "")?;
             let request = request(
@@ -325,7 +373,7 @@ pub(super) async fn evaluations(
                 .decide(&request)
                 .await
                 .map_err(|e| NAMES.refuse(e, ""))?;
-            return Ok(json(StatusCode::OK, &Answer::of(&decision, None)));
+            return Ok(answered(&Answer::of(&decision, None)));
         }
     };
     if items.len() > max_items {
@@ -392,12 +440,7 @@ pub(super) async fn evaluations(
         .iter_mut()
         .map(|(decision, error)| Answer::of(decision, error.take()))
         .collect();
-    Ok(json(
-        StatusCode::OK,
-        &Evaluations {
-            evaluations: answers,
-        },
-    ))
+    Ok(answered_all(&answers))
 }
 
 /// Where batch item `index`'s fields are named: made only for an error.
@@ -608,4 +651,65 @@ pub(super) fn metadata<B>(
             "search_action_endpoint": format!("{base}/access/v1/search/action"),
         }),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::ErrorOut;
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn answers_are_written_as_serde_json_writes_them(
+            reasons in proptest::collection::vec(any::<String>(), 0..3),
+            errors in proptest::collection::vec((any::<String>(), proptest::option::of(any::<String>())), 0..3),
+            (version, summary) in (any::<String>(), any::<String>()),
+            (allowed, stale) in (any::<bool>(), any::<bool>()),
+            error in proptest::option::of((any::<u16>(), any::<String>(), proptest::option::of(any::<String>()))),
+        ) {
+            let decision = Decision::refused("some_code", summary, version.as_str().into());
+            let answer = |error: Option<ItemError>| Answer {
+                decision: allowed,
+                context: AnswerContext {
+                    explanation: Explanation {
+                        reasons: reasons.iter().map(String::as_str).collect(),
+                        errors: errors
+                            .iter()
+                            .map(|(message, policy)| ErrorOut {
+                                code: "a_code",
+                                message,
+                                policy: policy.as_deref(),
+                            })
+                            .collect(),
+                        policy_version: &version,
+                        summary: decision.summary(),
+                        stale_data: stale,
+                    },
+                    error,
+                },
+            };
+            let item_error = || error.clone().map(|(status, message, field)| ItemError {
+                status,
+                code: "item_code",
+                message,
+                field,
+            });
+            let mut ours = Vec::new();
+            answer(item_error()).write_json(&mut ours);
+            prop_assert_eq!(
+                String::from_utf8(ours).unwrap(),
+                serde_json::to_string(&answer(item_error())).unwrap()
+            );
+            let batch = [answer(None), answer(item_error())];
+            let written = answered_all(&batch);
+            let expected = serde_json::to_vec(&Evaluations {
+                evaluations: vec![answer(None), answer(item_error())],
+            })
+            .unwrap();
+            let body = http_body_util::BodyExt::collect(written.into_body());
+            let body = futures_util::FutureExt::now_or_never(body).unwrap().unwrap().to_bytes();
+            prop_assert_eq!(body.as_ref(), expected.as_slice());
+        }
+    }
 }

@@ -27,6 +27,7 @@ pub use gateway::{GrpcHandler, RouteError, RouteTable};
 pub use search::{SearchSettings, results as search_results, skipped_context};
 
 use crate::engine::{Decision, DecisionError, Engine, Field, RequestError, Searched, StoreHealth};
+use crate::support::json as encode;
 use crate::telemetry::metrics;
 use crate::telemetry::trace::{self, TraceParent};
 use tracing::Instrument;
@@ -615,7 +616,14 @@ fn json_depth_exceeds(body: &[u8], limit: usize) -> bool {
 
 /// A JSON response.
 fn json<T: Serialize>(status: StatusCode, body: &T) -> Response<Full<Bytes>> {
-    let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
+    json_bytes(
+        status,
+        serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec()),
+    )
+}
+
+/// A JSON response of a body written already.
+fn json_bytes(status: StatusCode, bytes: Vec<u8>) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(bytes)));
     *response.status_mut() = status;
     response
@@ -651,6 +659,37 @@ impl<'a> Explanation<'a> {
             policy_version: decision.policy_version(),
             summary: decision.summary(),
             stale_data: decision.stale_data(),
+        }
+    }
+}
+
+impl Explanation<'_> {
+    /// The fields (inside an object) written by hand, as `serde_json`
+    /// writes them: every answer carries them (`support::json`).
+    fn write_fields(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"\"reasons\":");
+        encode::strings(out, self.reasons.iter().copied());
+        out.extend_from_slice(b",\"errors\":[");
+        for (index, error) in self.errors.iter().enumerate() {
+            if index > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"{\"code\":");
+            encode::string(out, error.code);
+            out.extend_from_slice(b",\"message\":");
+            encode::string(out, error.message);
+            if let Some(policy) = error.policy {
+                out.extend_from_slice(b",\"policy\":");
+                encode::string(out, policy);
+            }
+            out.push(b'}');
+        }
+        out.extend_from_slice(b"],\"policy_version\":");
+        encode::string(out, self.policy_version);
+        out.extend_from_slice(b",\"summary\":");
+        encode::display(out, &self.summary);
+        if self.stale_data {
+            out.extend_from_slice(b",\"stale_data\":true");
         }
     }
 }

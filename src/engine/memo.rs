@@ -24,10 +24,11 @@
 //! lookup allocates nothing. Two keys that share a hash never share an
 //! answer: the second is a miss and replaces the first.
 
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
 use cedar_policy::EntityUid;
+use foldhash::fast::RandomState;
 use moka::sync::Cache;
 use serde_json::Value;
 use tokio::time::Instant;
@@ -271,7 +272,7 @@ pub(super) struct Memo<S = RandomState> {
 impl Memo {
     /// A memo of at most `capacity` entries (0: nothing is remembered).
     pub fn new(capacity: u64) -> Self {
-        Self::with_hasher(capacity, RandomState::new())
+        Self::with_hasher(capacity, RandomState::default())
     }
 }
 

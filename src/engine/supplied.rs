@@ -14,7 +14,7 @@ use crate::policy::PolicySnapshot;
 
 /// Where each entity type's data comes from.
 pub(super) struct Sources {
-    by_type: HashMap<EntityTypeName, Sourcing>,
+    by_type: foldhash::HashMap<EntityTypeName, Sourcing>,
     default: Sourcing,
     /// whether some type is described by requests alone (not the store)
     any_request: bool,
@@ -25,7 +25,7 @@ impl Sources {
         let any_request =
             default == Sourcing::Request || by_type.values().any(|s| *s == Sourcing::Request);
         Self {
-            by_type,
+            by_type: by_type.into_iter().collect(),
             default,
             any_request,
         }

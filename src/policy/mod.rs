@@ -11,7 +11,7 @@ mod reads;
 mod shape;
 mod verdicts;
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -121,7 +121,7 @@ pub struct PolicySnapshot {
     /// per action: the policies that can apply to it and its entities
     plans: HashMap<EntityUid, ActionPlan>,
     /// each entity type's declared attribute names, by its full name
-    attributes: HashMap<String, std::collections::HashSet<String>>,
+    attributes: HashMap<String, foldhash::HashSet<String>>,
 }
 
 /// What deciding one action needs, prepared when the snapshot is built: the
@@ -190,7 +190,7 @@ pub struct TypeNames {
 
 impl TypeNames {
     fn new(schema: &Schema, prefix: &str) -> Self {
-        let mut types = HashMap::new();
+        let mut types = HashMap::default();
         for ty in schema.entity_types() {
             let full = ty.to_string();
             let printed: Arc<str> = Arc::from(full.as_str());
@@ -274,7 +274,7 @@ impl PolicySnapshot {
         let namespace = default_namespace(&schema, namespace)?;
         let prefix = namespace_prefix(&namespace);
         let types = TypeNames::new(&schema, &prefix);
-        let mut actions = HashMap::new();
+        let mut actions = HashMap::default();
         let action_type = format!("{prefix}Action");
         for action in schema.actions() {
             if action.type_name().to_string() == action_type {
@@ -432,8 +432,8 @@ fn plans(
         .action_entities()
         .map_err(|e| PolicyError::Namespace(format!("cannot build the action entities: {e}")))?;
     let sliceable = policies.templates().next().is_none();
-    let mut slices = HashMap::new();
-    let mut action_entities_of = HashMap::new();
+    let mut slices = HashMap::default();
+    let mut action_entities_of = HashMap::default();
     for action in schema.actions() {
         let ancestors: Vec<&EntityUid> = action_entities
             .ancestors(action)

@@ -6,7 +6,7 @@
 //! reads. Whatever a shape cannot vouch for takes the slow path, where Cedar
 //! itself checks the request and explains what is wrong.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::str::FromStr;
 
 use cedar_policy::{EntityTypeName, EntityUid, PolicySet, Schema};
@@ -111,7 +111,7 @@ pub(super) fn shapes(
     schema_json: &[Value],
     policies: &HashMap<EntityUid, PolicySet>,
 ) -> HashMap<EntityUid, RequestShape> {
-    let mut shapes = HashMap::new();
+    let mut shapes = HashMap::default();
     for (uid, declaration) in declared_actions(schema, schema_json) {
         let mut reads = ContextReads::default();
         for policy in policies.get(uid).into_iter().flat_map(PolicySet::policies) {
@@ -131,7 +131,7 @@ pub(super) fn declaring(
     schema: &Schema,
     schema_json: &[Value],
     name: &str,
-) -> std::collections::HashSet<EntityUid> {
+) -> foldhash::HashSet<EntityUid> {
     declared_actions(schema, schema_json)
         .filter(|(_, declaration)| {
             declaration
@@ -172,10 +172,8 @@ fn declared_actions<'s>(
 
 /// Each entity type's declared attribute names (by its full name), from
 /// the schema's JSON form.
-pub(super) fn attributes(
-    schema_json: &[Value],
-) -> HashMap<String, std::collections::HashSet<String>> {
-    let mut found = HashMap::new();
+pub(super) fn attributes(schema_json: &[Value]) -> HashMap<String, foldhash::HashSet<String>> {
+    let mut found = HashMap::default();
     for namespaces in schema_json.iter().filter_map(Value::as_object) {
         for (namespace, body) in namespaces {
             let Some(types) = body.get("entityTypes").and_then(Value::as_object) else {

@@ -127,7 +127,7 @@ impl Hex128 {
 
     /// The 32 digits, made on the stack: every line writes two ids, and
     /// `{:032x}` through a formatter costs several times more.
-    fn digits(self) -> [u8; 32] {
+    pub(super) fn digits(self) -> [u8; 32] {
         let mut digits = [0; 32];
         let (high, low) = digits.split_at_mut(16);
         high.copy_from_slice(&hex16((self.0 >> 64) as u64));
@@ -359,13 +359,10 @@ impl DecisionLog {
         }
         LINE.with_borrow_mut(|line| {
             line.clear();
-            let written = if shared.mask.is_empty() {
-                serde_json::to_writer(&mut *line, entry)
+            if shared.mask.is_empty() {
+                entry.write_json(line);
             } else {
-                write_masked(line, entry, &shared.mask)
-            };
-            if written.is_err() {
-                return;
+                write_masked(line, entry, &shared.mask);
             }
             if let Some((outbox, prefix)) = &shared.history {
                 let (resource_type, resource_id) = entry.resource_parts;
@@ -529,13 +526,9 @@ fn write_forever(shared: &Shared, mut out: Box<dyn Write + Send>) {
 /// messages and in captured entities (a destination's own uid), however
 /// Cedar or JSON escaped them. Over-masking (a secret inside a longer id)
 /// is the safe side.
-fn write_masked(
-    out: &mut Vec<u8>,
-    entry: &LogEntry<'_>,
-    mask: &[String],
-) -> serde_json::Result<()> {
+fn write_masked(out: &mut Vec<u8>, entry: &LogEntry<'_>, mask: &[String]) {
     let Some((masked, secrets)) = entry.context.and_then(|c| masked(c, mask)) else {
-        return serde_json::to_writer(out, entry);
+        return entry.write_json(out);
     };
     let forms = written_forms(&secrets);
     let messages: Vec<String> = entry
@@ -571,7 +564,7 @@ fn write_masked(
         entities: entities.as_deref(),
         ..entry.clone()
     };
-    serde_json::to_writer(out, &masked_entry)
+    masked_entry.write_json(out);
 }
 
 /// Each secret as a message may write it: itself, and as Rust and Cedar
@@ -775,7 +768,7 @@ mod tests {
             let mut entry = entry(&context, errors);
             entry.entities = Some(&raw);
             let mut line = Vec::new();
-            write_masked(&mut line, &entry, &["destination".to_owned()]).unwrap();
+            write_masked(&mut line, &entry, &["destination".to_owned()]);
             let text = String::from_utf8(line).unwrap();
             let parsed: Value =
                 serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
@@ -815,7 +808,7 @@ mod tests {
         let entry = entry(&context, errors);
         let mask = vec!["destination".to_owned()];
         let mut line = Vec::new();
-        write_masked(&mut line, &entry, &mask).unwrap();
+        write_masked(&mut line, &entry, &mask);
         let text = String::from_utf8(line).unwrap();
         assert!(!text.contains("mallory-wallet"), "{text}");
         assert!(text.contains(r#""destination":"***""#), "{text}");

@@ -2,8 +2,8 @@
 //! Labels come from closed sets (actions of the schema, outcomes, routes,
 //! limits), never from a principal or resource id.
 
+use foldhash::HashMap;
 use std::borrow::Borrow;
-use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
@@ -20,7 +20,7 @@ struct Resolved<K, V>(ArcSwap<HashMap<K, V>>);
 
 impl<K, V> Default for Resolved<K, V> {
     fn default() -> Self {
-        Self(ArcSwap::from_pointee(HashMap::new()))
+        Self(ArcSwap::from_pointee(HashMap::default()))
     }
 }
 

@@ -6,6 +6,7 @@
 pub mod decision_log;
 pub mod history;
 pub mod keep;
+mod line;
 pub mod metrics;
 pub mod otel;
 pub mod trace;

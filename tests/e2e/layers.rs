@@ -9,14 +9,17 @@ use crate::support::root;
 
 /// Each module of the library, and the modules of ours its code may name.
 const MAY_NAME: &[(&str, &[&str])] = &[
-    ("telemetry", &[]),
+    ("telemetry", &["support"]),
     ("support", &[]),
     ("policy", &["support"]),
     ("entities", &["support", "telemetry"]),
     ("engine", &["policy", "entities", "telemetry"]),
     ("bus", &["engine", "entities", "telemetry"]),
     ("config", &["entities", "policy", "support", "telemetry"]),
-    ("api", &["engine", "policy", "config", "telemetry"]),
+    (
+        "api",
+        &["engine", "policy", "config", "support", "telemetry"],
+    ),
     ("server", &["api", "support", "telemetry"]),
     (
         "tools",
