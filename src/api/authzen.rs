@@ -6,6 +6,8 @@
 //! that was malformed on its own is a deny whose context also holds
 //! `error: {status, code, message, field}`.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
@@ -30,18 +32,22 @@ const NAMES: FieldNames = FieldNames {
     entities: "entities",
 };
 
+/// An entity as the request names it; its names borrowed from the body
+/// when they hold no escape.
 #[derive(Deserialize)]
-struct Entity {
-    #[serde(rename = "type")]
-    type_name: String,
-    id: String,
+struct Entity<'a> {
+    #[serde(rename = "type", borrow)]
+    type_name: Cow<'a, str>,
+    #[serde(borrow)]
+    id: Cow<'a, str>,
     #[serde(default)]
     properties: Option<Map<String, Value>>,
 }
 
 #[derive(Deserialize)]
-struct Action {
-    name: String,
+struct Action<'a> {
+    #[serde(borrow)]
+    name: Cow<'a, str>,
     /// read by the policies as `context.action_properties`, when the
     /// action's context declares it; ignored otherwise (no policy could
     /// read it)
@@ -50,10 +56,13 @@ struct Action {
 }
 
 #[derive(Deserialize)]
-struct Evaluation {
-    subject: Entity,
-    action: Action,
-    resource: Entity,
+struct Evaluation<'a> {
+    #[serde(borrow)]
+    subject: Entity<'a>,
+    #[serde(borrow)]
+    action: Action<'a>,
+    #[serde(borrow)]
+    resource: Entity<'a>,
     #[serde(default)]
     context: Option<Value>,
 }
@@ -66,12 +75,12 @@ struct Evaluation {
 /// error.
 #[derive(Deserialize, Default)]
 struct Partial<'a> {
-    #[serde(default)]
-    subject: Option<Part<Entity>>,
-    #[serde(default)]
-    action: Option<Part<Action>>,
-    #[serde(default)]
-    resource: Option<Part<Entity>>,
+    #[serde(default, borrow)]
+    subject: Option<Part<Entity<'a>>>,
+    #[serde(default, borrow)]
+    action: Option<Part<Action<'a>>>,
+    #[serde(default, borrow)]
+    resource: Option<Part<Entity<'a>>>,
     #[serde(default)]
     context: Option<Value>,
     #[serde(default, borrow)]
@@ -81,15 +90,15 @@ struct Partial<'a> {
 }
 
 impl Partial<'_> {
-    fn subject(&self) -> Option<&Entity> {
+    fn subject(&self) -> Option<&Entity<'_>> {
         Part::given(self.subject.as_ref())
     }
 
-    fn action(&self) -> Option<&Action> {
+    fn action(&self) -> Option<&Action<'_>> {
         Part::given(self.action.as_ref())
     }
 
-    fn resource(&self) -> Option<&Entity> {
+    fn resource(&self) -> Option<&Entity<'_>> {
         Part::given(self.resource.as_ref())
     }
 }
@@ -272,7 +281,7 @@ fn answered_all(answers: &[Answer<'_>]) -> Response<Full<Bytes>> {
     json_bytes(StatusCode::OK, out)
 }
 
-fn entity_ref(entity: &Entity) -> EntityRef<'_> {
+fn entity_ref<'a>(entity: &'a Entity<'_>) -> EntityRef<'a> {
     EntityRef {
         type_name: &entity.type_name,
         id: &entity.id,
@@ -391,8 +400,8 @@ pub(super) async fn evaluations(
         .collect();
     // Every subject and resource of the batch in one store call per round of
     // misses, before the items are decided one by one.
-    fn named(entity: Option<&Entity>) -> Option<(&str, &str)> {
-        entity.map(|e| (e.type_name.as_str(), e.id.as_str()))
+    fn named<'a>(entity: Option<&'a Entity<'_>>) -> Option<(&'a str, &'a str)> {
+        entity.map(|e| (e.type_name.as_ref(), e.id.as_ref()))
     }
     engine
         .prefetch(items.iter().flatten().flat_map(|item| {
@@ -499,7 +508,7 @@ async fn decide_item(
 /// reading.
 fn with_action_properties(
     engine: &Engine,
-    action: &Action,
+    action: &Action<'_>,
     context: Option<&Value>,
     prefix: &str,
 ) -> Result<Option<Value>, ApiError> {
@@ -546,7 +555,7 @@ fn with_action_properties(
 async fn about_route(
     engine: &Engine,
     routes: &RouteTable,
-    (subject, action, resource): (&Entity, &Action, &Entity),
+    (subject, action, resource): (&Entity<'_>, &Action<'_>, &Entity<'_>),
     request_id: Option<&str>,
     prefix: &str,
 ) -> Option<Result<Decision, ApiError>> {

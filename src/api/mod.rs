@@ -482,7 +482,10 @@ impl Api {
             return Err(ApiError::BodyTooLarge { limit });
         }
         let bytes = match Limited::new(body.as_mut(), limit).collect().await {
-            Ok(collected) => collected.to_bytes(),
+            // A copy of our own: a slice of hyper's read buffer, held
+            // while the request is decided, would make hyper allocate a new
+            // buffer (8 KiB) for the connection's next read.
+            Ok(collected) => Bytes::copy_from_slice(&collected.to_bytes()),
             Err(e) if e.is::<http_body_util::LengthLimitError>() => {
                 if http1 {
                     linger(body, limits.lingering_time, limits.lingering_timeout).await;

@@ -14,7 +14,8 @@ use super::decision::{Decision, DecisionRequest, EntityRef};
 use super::memo::{MemoKey, ReadEntities};
 use crate::policy::{ActionPlan, PolicySnapshot};
 use crate::telemetry::{
-    DecisionLog, Hex128, LINE_VERSION, LogEntry, LoggedError, Text, mask_attributes,
+    DecisionLog, Hex128, LINE_VERSION, LineText, LogEntry, LoggedError, Text, display_escaped,
+    mask_attributes,
 };
 
 /// An entity as the log names it: canonical (`Brokerage::User::"erin"`,
@@ -37,17 +38,36 @@ impl std::fmt::Display for Canonical<'_> {
         f.write_str("::\"")?;
         // Cedar escapes the id as `str::escape_debug` does; most ids need
         // nothing escaped and are written whole.
-        let plain = self
-            .id
-            .bytes()
-            .all(|b| b.is_ascii_graphic() && !matches!(b, b'"' | b'\\' | b'\''));
-        if plain {
+        if plain(self.id) {
             f.write_str(self.id)?;
         } else {
             write!(f, "{}", self.id.escape_debug())?;
         }
         f.write_str("\"")
     }
+}
+
+impl LineText for Canonical<'_> {
+    /// The common case without `Display`: a type and an id that neither
+    /// Cedar nor JSON escapes are copied whole, the quotes escaped.
+    fn write_escaped(&self, out: &mut Vec<u8>) {
+        match self.printed {
+            Some(printed) if plain(printed) && plain(self.id) => {
+                out.extend_from_slice(printed.as_bytes());
+                out.extend_from_slice(b"::\\\"");
+                out.extend_from_slice(self.id.as_bytes());
+                out.extend_from_slice(b"\\\"");
+            }
+            _ => display_escaped(out, self),
+        }
+    }
+}
+
+/// Whether `text` is written as it is, by Cedar's `escape_debug` and by
+/// JSON alike: printable ASCII with no quote or backslash.
+fn plain(text: &str) -> bool {
+    text.bytes()
+        .all(|b| b.is_ascii_graphic() && !matches!(b, b'"' | b'\\' | b'\''))
 }
 
 impl<'a> Canonical<'a> {
@@ -322,6 +342,14 @@ mod tests {
                 id,
             };
             assert_eq!(ours.to_string(), uid.to_string(), "{id:?}");
+            let mut escaped = b"\"".to_vec();
+            ours.write_escaped(&mut escaped);
+            escaped.push(b'"');
+            assert_eq!(
+                String::from_utf8(escaped).unwrap(),
+                serde_json::to_string(&uid.to_string()).unwrap(),
+                "{id:?}"
+            );
         }
         let unknown = Canonical {
             printed: None,

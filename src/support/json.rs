@@ -20,10 +20,15 @@ pub fn string(out: &mut Vec<u8>, text: &str) {
 /// [`string`]; written piece by piece, never built as a string of its own.
 pub fn display(out: &mut Vec<u8>, value: &(impl fmt::Display + ?Sized)) {
     out.push(b'"');
+    display_inside(out, value);
+    out.push(b'"');
+}
+
+/// `value`'s `Display` escaped as the inside of a JSON string (no quotes).
+pub fn display_inside(out: &mut Vec<u8>, value: &(impl fmt::Display + ?Sized)) {
     // Writing into a `Vec` cannot fail; a `Display` that fails leaves what
     // it wrote, as `serde_json` would have failed the whole text.
     let _ = write!(Escaping(out), "{value}");
-    out.push(b'"');
 }
 
 /// `value` in decimal, as a JSON number.

@@ -220,7 +220,26 @@ pub struct LoggedError<'a> {
 
 /// Text written straight into the line, never built as a string of its own.
 #[derive(Clone, Copy)]
-pub struct Text<'a>(pub &'a (dyn std::fmt::Display + Sync));
+pub struct Text<'a>(pub &'a (dyn LineText + Sync));
+
+/// Text a line carries: its `Display`, and that written as the inside of
+/// a JSON string, through the `Display` unless the text knows a faster way.
+pub trait LineText: std::fmt::Display {
+    /// The text, escaped as the inside of a JSON string (no quotes).
+    fn write_escaped(&self, out: &mut Vec<u8>) {
+        display_escaped(out, self);
+    }
+}
+
+/// `value`'s `Display` escaped as the inside of a JSON string: what a
+/// [`LineText`] falls back on.
+pub fn display_escaped(out: &mut Vec<u8>, value: &(impl std::fmt::Display + ?Sized)) {
+    crate::support::json::display_inside(out, value);
+}
+
+impl LineText for &str {}
+
+impl LineText for String {}
 
 impl std::fmt::Debug for Text<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

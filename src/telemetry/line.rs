@@ -5,7 +5,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::decision_log::{Hex128, LogEntry};
+use super::decision_log::{Hex128, LogEntry, Text};
 use crate::support::json;
 
 impl LogEntry<'_> {
@@ -22,11 +22,11 @@ impl LogEntry<'_> {
         out.extend_from_slice(b"\",\"trace_id\":\"");
         out.extend_from_slice(&Hex128(self.trace_id.get()).digits());
         out.extend_from_slice(b"\",\"principal\":");
-        json::display(out, self.principal.0);
+        quoted(out, self.principal);
         out.extend_from_slice(b",\"action\":");
         json::string(out, self.action);
         out.extend_from_slice(b",\"resource\":");
-        json::display(out, self.resource.0);
+        quoted(out, self.resource);
         out.extend_from_slice(b",\"decision\":");
         json::string(out, self.decision);
         out.extend_from_slice(b",\"reasons\":");
@@ -64,6 +64,13 @@ impl LogEntry<'_> {
         }
         out.push(b'}');
     }
+}
+
+/// `text` as a JSON string.
+fn quoted(out: &mut Vec<u8>, text: Text<'_>) {
+    out.push(b'"');
+    text.0.write_escaped(out);
+    out.push(b'"');
 }
 
 /// `time` as RFC 3339 in UTC with microseconds (`2026-12-07T16:53:52.544704Z`),
@@ -128,7 +135,7 @@ mod tests {
     use serde_json::Value;
 
     use super::*;
-    use crate::telemetry::decision_log::{LoggedError, Text};
+    use crate::telemetry::decision_log::LoggedError;
     use crate::telemetry::trace::TraceId;
 
     proptest! {

@@ -12,7 +12,7 @@ pub mod otel;
 pub mod trace;
 
 pub use decision_log::{
-    DecisionLog, DecisionLogSettings, Hex128, LINE_VERSION, LogEntry, LogSink, LoggedError,
-    SearchEntry, Text, mask_attributes,
+    DecisionLog, DecisionLogSettings, Hex128, LINE_VERSION, LineText, LogEntry, LogSink,
+    LoggedError, SearchEntry, Text, display_escaped, mask_attributes,
 };
 pub use metrics::{Metrics, SEARCH_OUTCOMES, metrics};
