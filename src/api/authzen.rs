@@ -16,6 +16,7 @@ use serde_json::{Map, Value};
 
 use super::RouteTable;
 use super::error::{decode, decode_at};
+use super::quick::Reader;
 use super::{ApiError, Explanation, FieldNames, encode, json, json_bytes};
 use crate::engine::{Decision, DecisionRequest, Engine, EntityRef};
 
@@ -35,6 +36,7 @@ const NAMES: FieldNames = FieldNames {
 /// An entity as the request names it; its names borrowed from the body
 /// when they hold no escape.
 #[derive(Deserialize)]
+#[cfg_attr(test, derive(Debug, PartialEq))]
 struct Entity<'a> {
     #[serde(rename = "type", borrow)]
     type_name: Cow<'a, str>,
@@ -45,6 +47,7 @@ struct Entity<'a> {
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(test, derive(Debug, PartialEq))]
 struct Action<'a> {
     #[serde(borrow)]
     name: Cow<'a, str>,
@@ -56,6 +59,7 @@ struct Action<'a> {
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(test, derive(Debug, PartialEq))]
 struct Evaluation<'a> {
     #[serde(borrow)]
     subject: Entity<'a>,
@@ -65,6 +69,92 @@ struct Evaluation<'a> {
     resource: Entity<'a>,
     #[serde(default)]
     context: Option<Value>,
+}
+
+/// Deepest nesting the one-pass read takes; a deeper body (allowed by a
+/// raised `server.max_json_depth`) goes the usual way, where serde_json's
+/// own recursion limit (128) applies.
+const QUICK_DEPTH: usize = 64;
+
+impl<'a> Evaluation<'a> {
+    /// The evaluation read in one pass ([`Reader`]), or `None` for
+    /// anything unusual (an unknown field, a key twice, too deep, not
+    /// JSON): the usual checks and decode then read it and name the fault.
+    fn quick(body: &'a [u8], max_depth: usize) -> Option<Self> {
+        let mut reader = Reader::new(body, max_depth.min(QUICK_DEPTH));
+        let (mut subject, mut action, mut resource, mut context) = (None, None, None, None);
+        reader.object(|name, reader| {
+            match name {
+                "subject" if subject.is_none() => subject = Some(Entity::quick(reader)?),
+                "resource" if resource.is_none() => resource = Some(Entity::quick(reader)?),
+                "action" if action.is_none() => action = Some(Action::quick(reader)?),
+                // `null` is no context, as serde reads an `Option`.
+                "context" if context.is_none() => {
+                    context = Some(Some(reader.value()?).filter(|value| !value.is_null()));
+                }
+                _ => return None,
+            }
+            Some(())
+        })?;
+        reader.end()?;
+        Some(Self {
+            subject: subject?,
+            action: action?,
+            resource: resource?,
+            context: context.flatten(),
+        })
+    }
+}
+
+impl<'a> Entity<'a> {
+    fn quick(reader: &mut Reader<'a>) -> Option<Self> {
+        let (mut type_name, mut id, mut properties) = (None, None, None);
+        reader.object(|name, reader| {
+            match name {
+                "type" if type_name.is_none() => type_name = Some(reader.string()?),
+                "id" if id.is_none() => id = Some(reader.string()?),
+                "properties" if properties.is_none() => {
+                    properties = Some(quick_properties(reader)?)
+                }
+                _ => return None,
+            }
+            Some(())
+        })?;
+        Some(Self {
+            type_name: type_name?,
+            id: id?,
+            properties: properties.flatten(),
+        })
+    }
+}
+
+impl<'a> Action<'a> {
+    fn quick(reader: &mut Reader<'a>) -> Option<Self> {
+        let (mut name, mut properties) = (None, None);
+        reader.object(|field, reader| {
+            match field {
+                "name" if name.is_none() => name = Some(reader.string()?),
+                "properties" if properties.is_none() => {
+                    properties = Some(quick_properties(reader)?)
+                }
+                _ => return None,
+            }
+            Some(())
+        })?;
+        Some(Self {
+            name: name?,
+            properties: properties.flatten(),
+        })
+    }
+}
+
+/// `properties`: an object, or `null` for none (as serde reads an `Option`).
+fn quick_properties(reader: &mut Reader<'_>) -> Option<Option<Map<String, Value>>> {
+    match reader.value()? {
+        Value::Object(fields) => Some(Some(fields)),
+        Value::Null => Some(None),
+        _ => None,
+    }
 }
 
 /// The batch, read in one pass, or one of its items: every part optional,
@@ -307,13 +397,23 @@ fn request<'a>(
 }
 
 /// `POST /access/v1/evaluation`
+///
+/// `body` is not checked yet: read in one pass when it is plain, else
+/// checked ([`super::check_json`]) and decoded as every other body.
 pub(super) async fn evaluation(
     engine: &Engine,
     routes: &RouteTable,
     body: &Bytes,
+    max_depth: usize,
     request_id: Option<&str>,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
-    let evaluation: Evaluation = decode(body)?;
+    let evaluation = match Evaluation::quick(body, max_depth) {
+        Some(evaluation) => evaluation,
+        None => {
+            super::check_json(body, max_depth)?;
+            decode(body)?
+        }
+    };
     let asked = (
         &evaluation.subject,
         &evaluation.action,
@@ -667,6 +767,226 @@ mod tests {
     use super::super::ErrorOut;
     use super::*;
     use proptest::prelude::*;
+
+    /// JSON text of a value: nested, with keys that may repeat, escapes,
+    /// odd numbers, varied space, and now and then a fault.
+    fn any_value_text() -> impl Strategy<Value = String> {
+        let leaf = prop_oneof![
+            Just("null".to_owned()),
+            Just("true".to_owned()),
+            Just("false".to_owned()),
+            prop_oneof![
+                4 => Just("0"),
+                4 => Just("7"),
+                4 => Just("-3"),
+                4 => Just("-0"),
+                4 => Just("1.5"),
+                4 => Just("1e3"),
+                4 => Just("2E-2"),
+                4 => Just("123456789012345678"),
+                4 => Just("1234567890123456789012"),
+                1 => Just("01"),
+                1 => Just("1e400"),
+                1 => Just("1."),
+                1 => Just("--1"),
+            ]
+            .prop_map(str::to_owned),
+            any_string_text(),
+        ];
+        leaf.prop_recursive(4, 24, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec((space(), inner.clone()), 0..4).prop_map(|items| {
+                    let items: Vec<String> =
+                        items.into_iter().map(|(s, v)| format!("{s}{v}")).collect();
+                    format!("[{}]", items.join(","))
+                }),
+                proptest::collection::vec((any_key_text(), space(), inner), 0..4).prop_map(
+                    |fields| {
+                        let fields: Vec<String> = fields
+                            .into_iter()
+                            .map(|(k, s, v)| format!("{k}{s}:{s}{v}"))
+                            .collect();
+                        format!("{{{}}}", fields.join(","))
+                    }
+                ),
+            ]
+        })
+    }
+
+    fn space() -> impl Strategy<Value = &'static str> {
+        prop_oneof![4 => Just(""), 1 => Just(" "), 1 => Just("\n\t "), 1 => Just("\r")]
+    }
+
+    fn any_key_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            2 => Just(r#""a""#.to_owned()),
+            1 => Just(r#""\u0061""#.to_owned()),
+            1 => Just(r#""""#.to_owned()),
+            2 => any_string_text(),
+            6 => "[a-z]{1,5}".prop_map(|key| format!("\"{key}\"")),
+        ]
+    }
+
+    /// A string's text: valid ones mostly, now and then one serde_json
+    /// refuses (a lone surrogate, an unknown escape, a raw tab).
+    fn any_string_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            8 => Just(r#""carol""#.to_owned()),
+            8 => Just(r#""é€""#.to_owned()),
+            8 => Just(r#""a\"b\\c\n""#.to_owned()),
+            8 => Just(r#""\u00e9\ud83d\ude00""#.to_owned()),
+            1 => Just(r#""\ud800""#.to_owned()),
+            1 => Just("\"tab\there\"".to_owned()),
+            1 => Just(r#""\x""#.to_owned()),
+            16 => "[a-z]{0,6}".prop_map(|text| format!("\"{text}\"")),
+        ]
+    }
+
+    /// An entity's (or with the same name twice, an action's) text: its
+    /// fields once each, in either order, with properties now and then; or
+    /// (one time in four) one field too many, twice, or missing.
+    fn entity_text(names: [&'static str; 2]) -> impl Strategy<Value = String> {
+        (
+            any_string_text(),
+            any_string_text(),
+            proptest::option::of(any_value_text()),
+            any::<bool>(),
+            0..12usize,
+        )
+            .prop_map(move |(first, second, properties, swap, fault)| {
+                let mut fields = vec![format!(r#""{}":{first}"#, names[0])];
+                if names[1] != names[0] {
+                    fields.push(format!(r#""{}":{second}"#, names[1]));
+                }
+                if let Some(properties) = properties {
+                    fields.push(format!(r#""properties":{properties}"#));
+                }
+                match fault {
+                    0 => fields.push(r#""other":1"#.to_owned()),
+                    1 => fields.push(format!(r#""{}":{second}"#, names[0])),
+                    2 => drop(fields.remove(0)),
+                    _ => {}
+                }
+                if swap {
+                    fields.reverse();
+                }
+                format!("{{{}}}", fields.join(","))
+            })
+    }
+
+    /// An evaluation's text: its parts in any order, some repeated or
+    /// missing, now and then spelled with an escape, cut short or followed
+    /// by more.
+    fn evaluation_text() -> impl Strategy<Value = String> {
+        let field = prop_oneof![
+            3 => entity_text(["type", "id"]).prop_map(|e| format!(r#""subject":{e}"#)),
+            3 => entity_text(["type", "id"]).prop_map(|e| format!(r#""resource":{e}"#)),
+            3 => entity_text(["name", "name"]).prop_map(|e| format!(r#""action":{e}"#)),
+            2 => any_value_text().prop_map(|v| format!(r#""context":{v}"#)),
+            1 => entity_text(["type", "id"]).prop_map(|e| format!(r#""\u0073ubject":{e}"#)),
+            1 => any_value_text().prop_map(|v| format!(r#""extra":{v}"#)),
+        ];
+        (
+            proptest::collection::vec((space(), field), 0..6),
+            0..10usize,
+        )
+            .prop_map(|(fields, ending)| {
+                let fields: Vec<String> =
+                    fields.into_iter().map(|(s, f)| format!("{s}{f}")).collect();
+                let text = format!("{{{}}}", fields.join(","));
+                match ending {
+                    0 => String::from_utf8_lossy(&text.as_bytes()[..text.len() / 2]).into_owned(),
+                    1 => format!("{text} x"),
+                    2 => format!(" {text}\n"),
+                    _ => text,
+                }
+            })
+    }
+
+    /// A complete evaluation, every part present once.
+    fn complete_text() -> impl Strategy<Value = String> {
+        (
+            entity_text(["type", "id"]),
+            entity_text(["name", "name"]),
+            entity_text(["type", "id"]),
+            proptest::option::of(any_value_text()),
+        )
+            .prop_map(|(subject, action, resource, context)| {
+                let context = context
+                    .map(|c| format!(r#","context":{c}"#))
+                    .unwrap_or_default();
+                format!(
+                    r#"{{"subject":{subject},"action":{action},"resource":{resource}{context}}}"#
+                )
+            })
+    }
+
+    /// The usual way: the checks, then serde's decode.
+    fn usual(body: &[u8], max_depth: usize) -> Result<Evaluation<'_>, ApiError> {
+        super::super::check_json(body, max_depth)?;
+        decode(body)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Whatever the one-pass read takes, the usual way takes too, and
+        /// reads the same.
+        #[test]
+        fn the_one_pass_read_takes_only_what_the_usual_way_reads_the_same(
+            body in prop_oneof![1 => evaluation_text(), 3 => complete_text()],
+            max_depth in prop_oneof![Just(32usize), 1..6usize],
+        ) {
+            if let Some(quick) = Evaluation::quick(body.as_bytes(), max_depth) {
+                match usual(body.as_bytes(), max_depth) {
+                    Ok(usual) => prop_assert_eq!(quick, usual, "{}", body),
+                    Err(error) => prop_assert!(false, "{body}: read in one pass, refused the usual way: {error}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_generated_bodies_hold_both_kinds() {
+        // Not vacuous: of the generated bodies, many are read in one pass,
+        // many are refused, and some only the usual way reads.
+        let mut runner = proptest::test_runner::TestRunner::deterministic();
+        let strategy = prop_oneof![1 => evaluation_text(), 3 => complete_text()];
+        let (mut quick, mut refused, mut usual_only) = (0, 0, 0);
+        for _ in 0..2000 {
+            let body =
+                proptest::strategy::ValueTree::current(&strategy.new_tree(&mut runner).unwrap());
+            let read = Evaluation::quick(body.as_bytes(), 32).is_some();
+            match (read, usual(body.as_bytes(), 32).is_ok()) {
+                (true, _) => quick += 1,
+                (false, false) => refused += 1,
+                (false, true) => usual_only += 1,
+            }
+        }
+        assert!(
+            quick > 100 && refused > 200 && usual_only > 20,
+            "{quick} {refused} {usual_only}"
+        );
+    }
+
+    #[test]
+    fn the_common_body_is_read_in_one_pass_and_faults_go_the_usual_way() {
+        let body = br#"{"subject":{"type":"user","id":"carol"},"action":{"name":"place_order"},"resource":{"type":"account","id":"alice-personal"},"context":{"side":"buy","instrument":"AAPL"}}"#;
+        let quick = Evaluation::quick(body, 32).unwrap();
+        assert!(matches!(quick.subject.id, Cow::Borrowed("carol")));
+        assert_eq!(quick, usual(body, 32).unwrap());
+        for faulty in [
+            r#"{"subject":{"type":"user","id":"carol"},"action":{"name":"a"},"resource":{"type":"account","id":"x"},"context":{"a":1,"a":2}}"#,
+            r#"{"subject":{"type":"user","id":"carol","id":"erin"},"action":{"name":"a"},"resource":{"type":"account","id":"x"}}"#,
+            r#"{"subject":{"type":"user","id":"carol"},"action":{"name":"a"},"resource":{"type":"account","id":"x"},"context":[[[[1]]]]}"#,
+        ] {
+            assert!(
+                Evaluation::quick(faulty.as_bytes(), 4).is_none(),
+                "{faulty}"
+            );
+            assert!(usual(faulty.as_bytes(), 4).is_err(), "{faulty}");
+        }
+    }
 
     proptest! {
         #[test]

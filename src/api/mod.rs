@@ -11,6 +11,7 @@ mod error;
 pub mod gateway;
 mod native;
 mod openapi;
+mod quick;
 mod search;
 mod strict;
 
@@ -312,8 +313,9 @@ impl Api {
             "/access/v1/evaluation" => {
                 self.admit(Kind::Decision, &request)?;
                 expect("POST", Method::POST)?;
-                let body = self.json_body(request).await?;
-                authzen::evaluation(&self.engine, &self.routes, &body, request_id).await
+                let body = self.json_body_unchecked(request).await?;
+                let max_depth = limits.max_json_depth;
+                authzen::evaluation(&self.engine, &self.routes, &body, max_depth, request_id).await
             }
             "/access/v1/evaluations" => {
                 self.admit(Kind::Decision, &request)?;
@@ -441,20 +443,51 @@ impl Api {
         B: hyper::body::Body<Data = Bytes>,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
+        let body = self.json_body_unchecked(request).await?;
+        check_json(&body, self.settings.limits.max_json_depth)?;
+        Ok(body)
+    }
+
+    /// As [`Self::json_body`], but the JSON checks ([`check_json`]) left to
+    /// the caller, who may read the body in one pass instead; a body
+    /// refused for its media type is checked first, so its faults are
+    /// named in the same order as any other body's.
+    async fn json_body_unchecked<B>(&self, request: Request<B>) -> Result<Bytes, ApiError>
+    where
+        B: hyper::body::Body<Data = Bytes>,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
         let refused = not_json(request.headers());
         // Read first, so a refused body leaves the connection clean.
-        let body = self.body(request).await?;
+        let body = self.read_body(request).await?;
         match refused {
-            Some(message) => Err(ApiError::InvalidRequest {
-                field: String::new(),
-                code: "unsupported_content_type",
-                message,
-            }),
+            Some(message) => {
+                check_json(&body, self.settings.limits.max_json_depth)?;
+                Err(ApiError::InvalidRequest {
+                    field: String::new(),
+                    code: "unsupported_content_type",
+                    message,
+                })
+            }
             None => Ok(body),
         }
     }
 
+    /// A body, read within `limits.max_body_bytes`, and checked
+    /// ([`check_json`]).
     async fn body<B>(&self, request: Request<B>) -> Result<Bytes, ApiError>
+    where
+        B: hyper::body::Body<Data = Bytes>,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let body = self.read_body(request).await?;
+        check_json(&body, self.settings.limits.max_json_depth)?;
+        Ok(body)
+    }
+
+    /// A body, read within `limits.max_body_bytes` (a larger one refused,
+    /// and lingered over on HTTP/1.1), not checked.
+    async fn read_body<B>(&self, request: Request<B>) -> Result<Bytes, ApiError>
     where
         B: hyper::body::Body<Data = Bytes>,
         B::Error: std::error::Error + Send + Sync + 'static,
@@ -494,19 +527,27 @@ impl Api {
             }
             Err(e) => return Err(ApiError::BodyRead(e.to_string())),
         };
-        let max_depth = self.settings.limits.max_json_depth;
-        if json_depth_exceeds(&bytes, max_depth) {
-            return Err(ApiError::TooDeep { limit: max_depth });
-        }
-        if let Some(field) = strict::duplicate_key(&bytes) {
-            return Err(ApiError::InvalidRequest {
-                message: format!("`{field}` is sent more than once; each key may appear once"),
-                field,
-                code: "duplicate_key",
-            });
-        }
         Ok(bytes)
     }
+}
+
+/// The checks every JSON body passes before it is read: nested at most
+/// `max_depth` deep, and no key twice in one object (one reading only).
+///
+/// # Errors
+/// [`ApiError::TooDeep`], or `duplicate_key` naming the key.
+fn check_json(body: &[u8], max_depth: usize) -> Result<(), ApiError> {
+    if json_depth_exceeds(body, max_depth) {
+        return Err(ApiError::TooDeep { limit: max_depth });
+    }
+    if let Some(field) = strict::duplicate_key(body) {
+        return Err(ApiError::InvalidRequest {
+            message: format!("`{field}` is sent more than once; each key may appear once"),
+            field,
+            code: "duplicate_key",
+        });
+    }
+    Ok(())
 }
 
 /// Why the declared media type is refused, if it is: another than
