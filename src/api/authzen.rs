@@ -81,7 +81,7 @@ impl<'a> Evaluation<'a> {
     /// anything unusual (an unknown field, a key twice, too deep, not
     /// JSON): the usual checks and decode then read it and name the fault.
     fn quick(body: &'a [u8], max_depth: usize) -> Option<Self> {
-        let mut reader = Reader::new(body, max_depth.min(QUICK_DEPTH));
+        let mut reader = Reader::new(body, max_depth.min(QUICK_DEPTH))?;
         let (mut subject, mut action, mut resource, mut context) = (None, None, None, None);
         reader.object(|name, reader| {
             match name {

@@ -155,9 +155,13 @@ pub struct Api {
 /// made up when the caller sends none.
 pub const REQUEST_ID: &str = "x-request-id";
 
+/// [`REQUEST_ID`] as a header name, made at compile time: a `&str` name is
+/// parsed again on every lookup.
+const REQUEST_ID_HEADER: http::HeaderName = http::HeaderName::from_static(REQUEST_ID);
+
 /// The caller's `X-Request-ID`, when it sent exactly one acceptable value.
 fn caller_request_id(headers: &http::HeaderMap) -> Option<&HeaderValue> {
-    let mut values = headers.get_all(REQUEST_ID).iter();
+    let mut values = headers.get_all(&REQUEST_ID_HEADER).iter();
     match (values.next(), values.next()) {
         (Some(id), None) => id
             .to_str()
@@ -193,12 +197,15 @@ impl Api {
         // value, else one made here (the caller's never logged), so that its
         // decision log line and its answer carry the same one.
         let request_id = match caller_request_id(request.headers()) {
-            Some(id) => Some(id.clone()),
+            // A copy: a value borrowed from hyper's read buffer, held until
+            // the answer, would cost the connection a new buffer.
+            Some(id) => HeaderValue::from_bytes(id.as_bytes()).ok(),
             None => {
                 let made = HeaderValue::try_from(crate::engine::new_request_id()).ok();
-                request.headers_mut().remove(REQUEST_ID);
-                if let Some(id) = &made {
-                    request.headers_mut().insert(REQUEST_ID, id.clone());
+                let headers = request.headers_mut();
+                match &made {
+                    Some(id) => drop(headers.insert(&REQUEST_ID_HEADER, id.clone())),
+                    None => drop(headers.remove(&REQUEST_ID_HEADER)),
                 }
                 made
             }
@@ -237,7 +244,7 @@ impl Api {
                 .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
         }
         if let Some(id) = request_id {
-            response.headers_mut().insert(REQUEST_ID, id);
+            response.headers_mut().insert(&REQUEST_ID_HEADER, id);
         }
         response
     }
@@ -281,7 +288,7 @@ impl Api {
         let method = request.method().clone();
         let request_id = request
             .headers()
-            .get(REQUEST_ID)
+            .get(&REQUEST_ID_HEADER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         let request_id = request_id.as_deref();

@@ -14,6 +14,9 @@ use serde_json::{Map, Value};
 /// Reads one JSON document from the front; every method is `None` where
 /// the body is anything but what it expects.
 pub(super) struct Reader<'b> {
+    /// the body, UTF-8 throughout (checked once, so every string between
+    /// two quotes is too)
+    text: &'b str,
     body: &'b [u8],
     at: usize,
     /// containers open at the point reached
@@ -23,14 +26,18 @@ pub(super) struct Reader<'b> {
 }
 
 impl<'b> Reader<'b> {
-    /// A reader at the start of `body`, nesting at most `max_depth` deep.
-    pub fn new(body: &'b [u8], max_depth: usize) -> Self {
-        Self {
+    /// A reader at the start of `body`, nesting at most `max_depth` deep;
+    /// `None` for a body that is not UTF-8 (serde_json refuses it in a
+    /// string, and outside one it is no JSON).
+    pub fn new(body: &'b [u8], max_depth: usize) -> Option<Self> {
+        let text = std::str::from_utf8(body).ok()?;
+        Some(Self {
+            text,
             body,
             at: 0,
             depth: 0,
             max_depth,
-        }
+        })
     }
 
     /// Nothing but white space is left.
@@ -75,15 +82,19 @@ impl<'b> Reader<'b> {
         let start = self.at;
         let mut escaped = false;
         loop {
+            let rest = self.body.get(self.at..)?;
+            // serde_json refuses a raw control character in a string.
+            let stop = rest
+                .iter()
+                .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+            self.at += stop;
             match self.next()? {
                 b'"' => break,
                 b'\\' => {
                     escaped = true;
                     self.next()?;
                 }
-                // serde_json refuses a raw control character in a string.
-                byte if byte < 0x20 => return None,
-                _ => {}
+                _ => return None,
             }
         }
         if escaped {
@@ -93,8 +104,7 @@ impl<'b> Reader<'b> {
                 .ok()
                 .map(Cow::Owned);
         }
-        let content = self.body.get(start..self.at - 1)?;
-        std::str::from_utf8(content).ok().map(Cow::Borrowed)
+        self.text.get(start..self.at - 1).map(Cow::Borrowed)
     }
 
     /// Any value, as `serde_json::Value` holds it.

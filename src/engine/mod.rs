@@ -493,12 +493,15 @@ impl Engine {
                     return Ok((Slice::Settled(memo, verdict), Gathered::default()));
                 }
                 // The answers remembered do not settle it: its entities
-                // again, from the cache's hot tier.
-                let (entities, gathered) = self.build(snapshot, plan, key, supplied).await?;
+                // again, from the cache's hot tier. Boxed, as below.
+                let (entities, gathered) =
+                    Box::pin(self.build(snapshot, plan, key, supplied)).await?;
                 return Ok((Slice::Built(memo, Arc::new(entities)), gathered));
             }
         }
-        let (entities, gathered) = self.build(snapshot, plan, key, supplied).await?;
+        // Boxed: a fetch's future is kilobytes, and every future around a
+        // decision would carry (and move) them, the memo's hits included.
+        let (entities, gathered) = Box::pin(self.build(snapshot, plan, key, supplied)).await?;
         let fresh = !gathered.stale && gathered.fresh_until.is_some();
         let memo = if cached.is_some() && fresh {
             let epoch = Epoch {
