@@ -468,16 +468,22 @@ impl Engine {
             if !resident.read_under(snapshot.schema()) {
                 return Err(deny("entity_store_unavailable", OTHER_SCHEMA.to_owned()));
             }
-            if let Some(missing) = key.named().find(|uid| resident.entities.get(uid).is_none()) {
-                return Err(deny("entity_not_found", not_found(missing)));
-            }
             let epoch = Epoch {
                 policies: snapshot.epoch(),
                 entities: resident.generation,
             };
+            // An entry under this reading of the file was kept only once
+            // every entity the key names was found in it.
             let memo = match self.memo.get(key, epoch) {
                 Some(memo) => memo,
-                None => self.memo.keep(key, epoch, None),
+                None => {
+                    if let Some(missing) =
+                        key.named().find(|uid| resident.entities.get(uid).is_none())
+                    {
+                        return Err(deny("entity_not_found", not_found(missing)));
+                    }
+                    self.memo.keep(key, epoch, None)
+                }
             };
             return Ok((Slice::Resident(resident, memo), Gathered::default()));
         }
