@@ -20,7 +20,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use serde::Serialize;
 
 pub use error::ApiError;
@@ -76,7 +76,8 @@ pub enum Surface {
 }
 
 /// The identities a client's TLS certificate names, attached to each
-/// request by the listener (mutual TLS only).
+/// request by the listener (mutual TLS only; a request with none carries
+/// none).
 #[derive(Debug, Clone, Default)]
 pub struct ClientIdentity(pub Vec<String>);
 
@@ -521,18 +522,35 @@ impl Api {
             }
             return Err(ApiError::BodyTooLarge { limit });
         }
-        let bytes = match Limited::new(body.as_mut(), limit).collect().await {
-            // A copy of our own: a slice of hyper's read buffer, held
-            // while the request is decided, would make hyper allocate a new
-            // buffer (8 KiB) for the connection's next read.
-            Ok(collected) => Bytes::copy_from_slice(&collected.to_bytes()),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+        // Read frame by frame (most bodies are one): the first kept as it
+        // came, any more appended to a buffer of our own.
+        let (mut first, mut more, mut total) = (None::<Bytes>, Vec::new(), 0usize);
+        while let Some(frame) = body.as_mut().frame().await {
+            let frame = frame.map_err(|e| ApiError::BodyRead(e.to_string()))?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            total = total.saturating_add(data.len());
+            if total > limit {
                 if http1 {
                     linger(body, limits.lingering_time, limits.lingering_timeout).await;
                 }
                 return Err(ApiError::BodyTooLarge { limit });
             }
-            Err(e) => return Err(ApiError::BodyRead(e.to_string())),
+            match first.take() {
+                None if more.is_empty() => first = Some(data),
+                kept => {
+                    more.extend_from_slice(kept.as_deref().unwrap_or_default());
+                    more.extend_from_slice(&data);
+                }
+            }
+        }
+        // A copy of our own: a slice of hyper's read buffer, held while the
+        // request is decided, would make hyper allocate a new buffer (8 KiB)
+        // for the connection's next read.
+        let bytes = match first {
+            Some(data) => Bytes::copy_from_slice(&data),
+            None => Bytes::from(more),
         };
         Ok(bytes)
     }

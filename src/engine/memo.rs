@@ -83,7 +83,6 @@ impl Spelling {
         spell(key, |part| bytes.extend_from_slice(part));
         Self(bytes.into_boxed_slice())
     }
-
 }
 
 thread_local! {

@@ -285,7 +285,10 @@ impl<H: Handler> Connection<H> {
                 let response = if overloaded {
                     handler.refuse(&ApiError::TooManyConnections(settings.max_connections))
                 } else {
-                    request.extensions_mut().insert((*identity).clone());
+                    // No identity is told as none: nothing to insert.
+                    if !identity.0.is_empty() {
+                        request.extensions_mut().insert((*identity).clone());
+                    }
                     tokio::time::timeout(settings.request_timeout, handler.handle(request))
                         .await
                         .unwrap_or_else(|_| {

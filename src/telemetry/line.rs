@@ -79,22 +79,45 @@ fn quoted(out: &mut Vec<u8>, text: Text<'_>) {
 fn rfc3339_micros(out: &mut Vec<u8>, time: SystemTime) {
     let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
     let seconds = since.as_secs();
-    let (year, month, day) = civil_date(seconds / 86_400);
-    let of_day = seconds % 86_400;
-    digits(out, year, 4);
-    out.push(b'-');
-    digits(out, month, 2);
-    out.push(b'-');
-    digits(out, day, 2);
-    out.push(b'T');
-    digits(out, of_day / 3600, 2);
-    out.push(b':');
-    digits(out, of_day / 60 % 60, 2);
-    out.push(b':');
-    digits(out, of_day % 60, 2);
-    out.push(b'.');
+    // Lines come many to a second: its text is made once per thread.
+    let prefix = SECOND.with(|last| {
+        let (second, text) = last.get();
+        if second == Some(seconds) {
+            return text;
+        }
+        let text = second_text(seconds);
+        last.set((Some(seconds), text));
+        text
+    });
+    out.extend_from_slice(&prefix);
     digits(out, u64::from(since.subsec_micros()), 6);
     out.push(b'Z');
+}
+
+thread_local! {
+    /// The second this thread wrote last, and its text.
+    static SECOND: std::cell::Cell<(Option<u64>, [u8; 20])> =
+        const { std::cell::Cell::new((None, [0; 20])) };
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.` of the second `seconds` after 1970 began.
+fn second_text(seconds: u64) -> [u8; 20] {
+    let (year, month, day) = civil_date(seconds / 86_400);
+    let of_day = seconds % 86_400;
+    let mut out = Vec::with_capacity(20);
+    digits(&mut out, year, 4);
+    out.push(b'-');
+    digits(&mut out, month, 2);
+    out.push(b'-');
+    digits(&mut out, day, 2);
+    out.push(b'T');
+    digits(&mut out, of_day / 3600, 2);
+    out.push(b':');
+    digits(&mut out, of_day / 60 % 60, 2);
+    out.push(b':');
+    digits(&mut out, of_day % 60, 2);
+    out.push(b'.');
+    out.try_into().unwrap_or([b'0'; 20])
 }
 
 /// The proleptic Gregorian date `days` after 1970-01-01 (Howard Hinnant's
@@ -151,6 +174,24 @@ mod tests {
                 String::from_utf8(out).unwrap(),
                 humantime::format_rfc3339_micros(time).to_string()
             );
+        }
+
+        #[test]
+        fn times_in_one_second_are_written_as_humantime_writes_them(
+            seconds in 0u64..4_000_000_000,
+            micros in proptest::collection::vec(0u64..1_000_000, 1..4),
+        ) {
+            // The second's text is kept from line to line: each time in it
+            // still gets its own microseconds.
+            for micro in micros {
+                let time = UNIX_EPOCH + Duration::from_secs(seconds) + Duration::from_micros(micro);
+                let mut out = Vec::new();
+                rfc3339_micros(&mut out, time);
+                prop_assert_eq!(
+                    String::from_utf8(out).unwrap(),
+                    humantime::format_rfc3339_micros(time).to_string()
+                );
+            }
         }
 
         #[test]
