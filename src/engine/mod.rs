@@ -318,10 +318,15 @@ impl Engine {
                 decision = tracing::field::Empty,
             )
         });
-        let decided = self
-            .decide_with(&snapshot, request, record)
-            .instrument(span.clone())
-            .await;
+        // Unsampled (the usual case), the stages run bare: wrapping them
+        // in a span that records nothing would still move their future.
+        let decided = if span.is_none() {
+            self.decide_with(&snapshot, request, record).await
+        } else {
+            self.decide_with(&snapshot, request, record)
+                .instrument(span.clone())
+                .await
+        };
         if let Ok((_, decision, _)) = &decided {
             span.record(
                 "decision",

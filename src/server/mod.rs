@@ -303,7 +303,10 @@ impl<H: Handler> Connection<H> {
         // reason: HTTP/2 is told with a GOAWAY, HTTP/1.1 closes after the
         // answer being written.
         let closer = GracefulShutdown::new();
-        let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+        // Without upgrades: nothing here answers `101 Switching Protocols`, and
+        // hyper would attach an upgrade handle (three allocations) to every
+        // request.
+        let connection = builder.serve_connection(TokioIo::new(io), service);
         let connection = closer.watch(connection.into_owned());
         tokio::pin!(connection);
         // Until the first request arrives: the accept-to-request deadline.
@@ -332,21 +335,28 @@ impl<H: Handler> Connection<H> {
         let ended = match first {
             First::Ended(result) => Some(result),
             First::Closing => None,
-            First::Arrived => tokio::select! {
-                result = &mut connection => Some(result),
-                () = activity.idle_for(idle) => {
-                    tracing::debug!("connection idle; closing");
-                    None
-                }
-                () = activity.evicted() => {
-                    tracing::debug!("at the connection limit, idle longest; closing");
-                    None
-                }
-                () = Activity::shutdown_began(draining.clone()) => {
-                    tracing::debug!("shutting down; closing");
-                    None
-                }
-            },
+            First::Arrived => {
+                // The three reasons to close are watched by a task of their
+                // own, which wakes only for them: in this `select!` they
+                // would be polled (two of them under a lock) every time the
+                // connection wakes, twice a request.
+                let (close, closing) = tokio::sync::oneshot::channel();
+                let watchdog = tokio::spawn(Activity::why_close(
+                    Arc::clone(&activity),
+                    idle,
+                    draining.clone(),
+                    close,
+                ));
+                let ended = tokio::select! {
+                    result = &mut connection => Some(result),
+                    why = closing => {
+                        tracing::debug!(why = why.unwrap_or("watchdog gone"), "closing");
+                        None
+                    }
+                };
+                watchdog.abort();
+                ended
+            }
         };
         // Closing: the GOAWAY sent, in-flight requests finish, then the
         // socket closes (an HTTP/2 client that never answers the GOAWAY's

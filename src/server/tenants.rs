@@ -104,6 +104,23 @@ impl Activity {
         self.evict.notified().await;
     }
 
+    /// Tells `close` why the connection should close, once it should:
+    /// idle for `idle`, told to make way, or shutting down. Runs as its own
+    /// task beside the connection, which aborts it when it ends.
+    pub(super) async fn why_close(
+        activity: Arc<Self>,
+        idle: Duration,
+        draining: watch::Receiver<bool>,
+        close: tokio::sync::oneshot::Sender<&'static str>,
+    ) {
+        let why = tokio::select! {
+            () = activity.idle_for(idle) => "connection idle",
+            () = activity.evicted() => "at the connection limit, idle longest",
+            () = Self::shutdown_began(draining) => "shutting down",
+        };
+        let _ = close.send(why);
+    }
+
     /// Resolves once shutdown has begun (or the listener is gone).
     pub(super) async fn shutdown_began(mut draining: watch::Receiver<bool>) {
         let _ = draining.wait_for(|draining| *draining).await;

@@ -84,6 +84,12 @@ impl Server {
                 .unwrap_or(0.0)
         };
         // After the command name: state is field 0, utime 11, stime 12.
+        eprintln!(
+            "CPUSPLIT {} user {} sys {}",
+            self.child.id(),
+            ticks(11),
+            ticks(12)
+        );
         (ticks(11) + ticks(12)) / 100.0
     }
 
