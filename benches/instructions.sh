@@ -8,6 +8,9 @@
 # `callgrind_annotate` name the functions (outputs in $OUT).
 #
 #   bash benches/instructions.sh target/profiling/mandate /tmp/before/mandate
+#
+# SERVE_ARGS adds flags to `serve` (the load harness's own store:
+# SERVE_ARGS="--upstream http://127.0.0.1:PORT" beside `mandate serve-store`).
 set -euo pipefail
 N=${N:-500}
 OUT=${OUT:-target/instructions}
@@ -40,7 +43,7 @@ total() { # BINARY COUNT NAME: the process's instructions answering COUNT decisi
   local port
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   MANDATE_LOG_LEVEL=warn valgrind --tool=callgrind --callgrind-out-file="$OUT/$3.$2.out" \
-    "$1" serve --listen "127.0.0.1:$port" >"$OUT/$3.$2.log" 2>"$OUT/$3.$2.err" &
+    "$1" serve --listen "127.0.0.1:$port" ${SERVE_ARGS:-} >"$OUT/$3.$2.log" 2>"$OUT/$3.$2.err" &
   local pid=$!
   drive "$port" "$2" || { kill "$pid"; exit 1; }
   kill -TERM "$pid"

@@ -24,11 +24,10 @@
 //! lookup allocates nothing. Two keys that share a hash never share an
 //! answer: the second is a miss and replaces the first.
 
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
 use cedar_policy::EntityUid;
-use foldhash::fast::RandomState;
 use moka::sync::Cache;
 use serde_json::Value;
 use tokio::time::Instant;
@@ -84,6 +83,9 @@ impl Spelling {
         Self(bytes.into_boxed_slice())
     }
 }
+
+/// The largest spelling buffer a thread keeps between lookups.
+const SPELT_KEPT: usize = 4096;
 
 thread_local! {
     /// Each thread's key being looked up, spelt out; reused.
@@ -266,7 +268,7 @@ pub(super) struct Memo<S = RandomState> {
 impl Memo {
     /// A memo of at most `capacity` entries (0: nothing is remembered).
     pub fn new(capacity: u64) -> Self {
-        Self::with_hasher(capacity, RandomState::default())
+        Self::with_hasher(capacity, RandomState::new())
     }
 }
 
@@ -291,14 +293,21 @@ impl<S: BuildHasher> Memo<S> {
         SPELT.with_borrow_mut(|spelt| {
             spelt.clear();
             spell(key, |part| spelt.extend_from_slice(part));
-            let entry = entries.get(&self.hasher.hash_one(spelt.as_slice()))?;
-            let good = entry.epoch == epoch
-                && entry.until.is_none_or(|until| Instant::now() < until)
-                && entry
-                    .spelling
-                    .as_ref()
-                    .is_some_and(|kept| *kept.0 == **spelt);
-            good.then_some(entry)
+            let found = entries
+                .get(&self.hasher.hash_one(spelt.as_slice()))
+                .filter(|entry| {
+                    entry.epoch == epoch
+                        && entry.until.is_none_or(|until| Instant::now() < until)
+                        && entry
+                            .spelling
+                            .as_ref()
+                            .is_some_and(|kept| *kept.0 == **spelt)
+                });
+            // A key of many references leaves no large buffer behind.
+            if spelt.capacity() > SPELT_KEPT {
+                *spelt = Vec::with_capacity(128);
+            }
+            found
         })
     }
 

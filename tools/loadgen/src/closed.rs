@@ -65,7 +65,7 @@ pub async fn drive(server: &Server, load: Load<'_>) -> Outcome {
             h2_senders.push(sender);
         }
     }
-    let cpu_before = server.cpu_seconds();
+    let (user_before, system_before) = server.cpu_split();
     let started = Instant::now();
     let deadline = started + load.duration;
     let mut tasks = Vec::new();
@@ -137,6 +137,7 @@ pub async fn drive(server: &Server, load: Load<'_>) -> Outcome {
         requests += ok;
         errors += failed;
     }
+    let (user_after, system_after) = server.cpu_split();
     Outcome {
         name: load.name,
         requests,
@@ -144,6 +145,7 @@ pub async fn drive(server: &Server, load: Load<'_>) -> Outcome {
         errors,
         seconds: started.elapsed().as_secs_f64(),
         latency,
-        cpu: server.cpu_seconds() - cpu_before,
+        cpu: user_after + system_after - user_before - system_before,
+        system: system_after - system_before,
     }
 }

@@ -45,7 +45,7 @@ pub fn paced(
     let mut latency = histogram();
     let (mut ok, mut errors, mut sent) = (0_u64, 0_u64, 0_usize);
     let mut queue = std::collections::VecDeque::new();
-    let cpu_before = server.cpu_seconds();
+    let (user_before, system_before) = server.cpu_split();
     let started = Instant::now();
     let deadline = started + duration;
     let mut next_due = started;
@@ -101,6 +101,7 @@ pub fn paced(
         }
         std::hint::spin_loop();
     }
+    let (user_after, system_after) = server.cpu_split();
     Outcome {
         name: format!("{} at {rate:.0}/s", server.name),
         requests: ok,
@@ -108,6 +109,7 @@ pub fn paced(
         errors,
         seconds: started.elapsed().as_secs_f64(),
         latency,
-        cpu: server.cpu_seconds() - cpu_before,
+        cpu: user_after + system_after - user_before - system_before,
+        system: system_after - system_before,
     }
 }

@@ -22,6 +22,8 @@ pub struct Outcome {
     pub latency: Histogram<u64>,
     /// the server's CPU seconds over the run
     pub cpu: f64,
+    /// of which in the kernel
+    pub system: f64,
 }
 
 impl Outcome {
@@ -39,6 +41,14 @@ impl Outcome {
             return 0.0;
         }
         self.cpu * 1e6 / self.decisions() as f64
+    }
+
+    /// Of [`Self::cpu_per_decision`], the kernel's part, µs.
+    pub fn system_per_decision(&self) -> f64 {
+        if self.decisions() == 0 {
+            return 0.0;
+        }
+        self.system * 1e6 / self.decisions() as f64
     }
 
     pub fn row(&self) -> String {

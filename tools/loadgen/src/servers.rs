@@ -69,8 +69,9 @@ impl Server {
         server
     }
 
-    /// CPU seconds the process has used (user + system, all threads).
-    pub fn cpu_seconds(&self) -> f64 {
+    /// CPU seconds the process has used in user space and in the kernel
+    /// (all threads).
+    pub fn cpu_split(&self) -> (f64, f64) {
         let stat =
             std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
         let fields: Vec<&str> = stat
@@ -84,13 +85,7 @@ impl Server {
                 .unwrap_or(0.0)
         };
         // After the command name: state is field 0, utime 11, stime 12.
-        eprintln!(
-            "CPUSPLIT {} user {} sys {}",
-            self.child.id(),
-            ticks(11),
-            ticks(12)
-        );
-        (ticks(11) + ticks(12)) / 100.0
+        (ticks(11) / 100.0, ticks(12) / 100.0)
     }
 
     /// Resident memory in MiB.
