@@ -108,53 +108,56 @@ impl<'a> Evaluation<'a> {
 
 impl<'a> Entity<'a> {
     fn quick(reader: &mut Reader<'a>) -> Option<Self> {
-        let (mut type_name, mut id, mut properties) = (None, None, None);
-        reader.object(|name, reader| {
-            match name {
-                "type" if type_name.is_none() => type_name = Some(reader.string()?),
-                "id" if id.is_none() => id = Some(reader.string()?),
-                "properties" if properties.is_none() => {
-                    properties = Some(quick_properties(reader)?)
-                }
-                _ => return None,
-            }
-            Some(())
-        })?;
+        let ([type_name, id], properties) = quick_named(reader, ["type", "id"])?;
         Some(Self {
-            type_name: type_name?,
-            id: id?,
-            properties: properties.flatten(),
+            type_name,
+            id,
+            properties,
         })
     }
 }
 
 impl<'a> Action<'a> {
     fn quick(reader: &mut Reader<'a>) -> Option<Self> {
-        let (mut name, mut properties) = (None, None);
-        reader.object(|field, reader| {
-            match field {
-                "name" if name.is_none() => name = Some(reader.string()?),
-                "properties" if properties.is_none() => {
-                    properties = Some(quick_properties(reader)?)
-                }
-                _ => return None,
-            }
-            Some(())
-        })?;
-        Some(Self {
-            name: name?,
-            properties: properties.flatten(),
-        })
+        let ([name], properties) = quick_named(reader, ["name"])?;
+        Some(Self { name, properties })
     }
 }
 
-/// `properties`: an object, or `null` for none (as serde reads an `Option`).
-fn quick_properties(reader: &mut Reader<'_>) -> Option<Option<Map<String, Value>>> {
-    match reader.value()? {
-        Value::Object(fields) => Some(Some(fields)),
-        Value::Null => Some(None),
-        _ => None,
+/// A part's `properties`, when it has some.
+type Properties = Option<Map<String, Value>>;
+
+/// An object of the strings `names`, each once, and optional
+/// `properties`: an object, or `null` for none (as serde reads an
+/// `Option`); `None` for anything else.
+fn quick_named<'a, const N: usize>(
+    reader: &mut Reader<'a>,
+    names: [&str; N],
+) -> Option<([Cow<'a, str>; N], Properties)> {
+    let mut strings: [Option<Cow<'a, str>>; N] = std::array::from_fn(|_| None);
+    let mut properties = None;
+    reader.object(|field, reader| {
+        if field == "properties" && properties.is_none() {
+            properties = Some(match reader.value()? {
+                Value::Object(fields) => Some(fields),
+                Value::Null => None,
+                _ => return None,
+            });
+            return Some(());
+        }
+        let at = names.iter().position(|name| *name == field)?;
+        let slot = strings.get_mut(at)?;
+        if slot.is_some() {
+            return None;
+        }
+        *slot = Some(reader.string()?);
+        Some(())
+    })?;
+    // Every name present: a missing one the usual way names.
+    if strings.iter().any(Option::is_none) {
+        return None;
     }
+    Some((strings.map(Option::unwrap_or_default), properties.flatten()))
 }
 
 /// The batch, read in one pass, or one of its items: every part optional,

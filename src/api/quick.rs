@@ -11,14 +11,15 @@ use std::borrow::Cow;
 
 use serde_json::{Map, Value};
 
+use super::strict::Scan;
+
 /// Reads one JSON document from the front; every method is `None` where
 /// the body is anything but what it expects.
 pub(super) struct Reader<'b> {
     /// the body, UTF-8 throughout (checked once, so every string between
     /// two quotes is too)
     text: &'b str,
-    body: &'b [u8],
-    at: usize,
+    scan: Scan<'b>,
     /// containers open at the point reached
     depth: usize,
     /// most containers open at once (`limits.max_json_depth`)
@@ -33,8 +34,7 @@ impl<'b> Reader<'b> {
         let text = std::str::from_utf8(body).ok()?;
         Some(Self {
             text,
-            body,
-            at: 0,
+            scan: Scan { body, at: 0 },
             depth: 0,
             max_depth,
         })
@@ -42,30 +42,30 @@ impl<'b> Reader<'b> {
 
     /// Nothing but white space is left.
     pub fn end(mut self) -> Option<()> {
-        self.skip_space();
-        (self.at == self.body.len()).then_some(())
+        self.scan.skip_space();
+        (self.scan.at == self.scan.body.len()).then_some(())
     }
 
     /// An object, each field handed to `field` with its name (unescaped);
     /// `field` reads the value, or is `None` to give up.
     pub fn object(&mut self, mut field: impl FnMut(&str, &mut Self) -> Option<()>) -> Option<()> {
-        self.skip_space();
+        self.scan.skip_space();
         self.expect(b'{')?;
         self.enter()?;
-        self.skip_space();
-        if self.peek()? == b'}' {
-            self.at += 1;
+        self.scan.skip_space();
+        if self.scan.peek()? == b'}' {
+            self.scan.at += 1;
             self.depth -= 1;
             return Some(());
         }
         loop {
-            self.skip_space();
+            self.scan.skip_space();
             let name = self.string()?;
-            self.skip_space();
+            self.scan.skip_space();
             self.expect(b':')?;
             field(&name, self)?;
-            self.skip_space();
-            match self.next()? {
+            self.scan.skip_space();
+            match self.scan.next()? {
                 b',' => {}
                 b'}' => break,
                 _ => return None,
@@ -77,40 +77,40 @@ impl<'b> Reader<'b> {
 
     /// A string: borrowed from the body when it holds no escape.
     pub fn string(&mut self) -> Option<Cow<'b, str>> {
-        self.skip_space();
+        self.scan.skip_space();
         self.expect(b'"')?;
-        let start = self.at;
+        let start = self.scan.at;
         let mut escaped = false;
         loop {
-            let rest = self.body.get(self.at..)?;
+            let rest = self.scan.body.get(self.scan.at..)?;
             // serde_json refuses a raw control character in a string.
             let stop = rest
                 .iter()
                 .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
-            self.at += stop;
-            match self.next()? {
+            self.scan.at += stop;
+            match self.scan.next()? {
                 b'"' => break,
                 b'\\' => {
                     escaped = true;
-                    self.next()?;
+                    self.scan.next()?;
                 }
                 _ => return None,
             }
         }
         if escaped {
             // The escapes as serde_json reads them (a lone surrogate refused).
-            let quoted = self.body.get(start - 1..self.at)?;
+            let quoted = self.scan.body.get(start - 1..self.scan.at)?;
             return serde_json::from_slice::<String>(quoted)
                 .ok()
                 .map(Cow::Owned);
         }
-        self.text.get(start..self.at - 1).map(Cow::Borrowed)
+        self.text.get(start..self.scan.at - 1).map(Cow::Borrowed)
     }
 
     /// Any value, as `serde_json::Value` holds it.
     pub fn value(&mut self) -> Option<Value> {
-        self.skip_space();
-        match self.peek()? {
+        self.scan.skip_space();
+        match self.scan.peek()? {
             b'{' => {
                 let mut fields = Map::new();
                 self.object(|name, reader| {
@@ -124,17 +124,17 @@ impl<'b> Reader<'b> {
                 Some(Value::Object(fields))
             }
             b'[' => {
-                self.at += 1;
+                self.scan.at += 1;
                 self.enter()?;
                 let mut items = Vec::new();
-                self.skip_space();
-                if self.peek()? == b']' {
-                    self.at += 1;
+                self.scan.skip_space();
+                if self.scan.peek()? == b']' {
+                    self.scan.at += 1;
                 } else {
                     loop {
                         items.push(self.value()?);
-                        self.skip_space();
-                        match self.next()? {
+                        self.scan.skip_space();
+                        match self.scan.next()? {
                             b',' => {}
                             b']' => break,
                             _ => return None,
@@ -155,14 +155,15 @@ impl<'b> Reader<'b> {
     /// A number: a small non-negative integer read here, any other as
     /// serde_json reads it.
     fn number(&mut self) -> Option<Value> {
-        let start = self.at;
+        let start = self.scan.at;
         while self
+            .scan
             .peek()
             .is_some_and(|b| b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.' | b'e' | b'E'))
         {
-            self.at += 1;
+            self.scan.at += 1;
         }
-        let token = self.body.get(start..self.at)?;
+        let token = self.scan.body.get(start..self.scan.at)?;
         let small = (1..=18).contains(&token.len())
             && token.iter().all(u8::is_ascii_digit)
             && (token.len() == 1 || token.first() != Some(&b'0'));
@@ -179,11 +180,7 @@ impl<'b> Reader<'b> {
     }
 
     fn literal(&mut self, word: &[u8], value: Value) -> Option<Value> {
-        let end = self.at.checked_add(word.len())?;
-        (self.body.get(self.at..end)? == word).then(|| {
-            self.at = end;
-            value
-        })
+        self.scan.literal(word).map(|()| value)
     }
 
     fn enter(&mut self) -> Option<()> {
@@ -192,22 +189,6 @@ impl<'b> Reader<'b> {
     }
 
     fn expect(&mut self, byte: u8) -> Option<()> {
-        (self.next()? == byte).then_some(())
-    }
-
-    fn peek(&self) -> Option<u8> {
-        self.body.get(self.at).copied()
-    }
-
-    fn next(&mut self) -> Option<u8> {
-        let byte = self.peek()?;
-        self.at += 1;
-        Some(byte)
-    }
-
-    fn skip_space(&mut self) {
-        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
-            self.at += 1;
-        }
+        (self.scan.next()? == byte).then_some(())
     }
 }

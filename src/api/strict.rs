@@ -99,23 +99,25 @@ enum Open<'b> {
     Array { index: usize },
 }
 
-struct Scan<'b> {
-    body: &'b [u8],
-    at: usize,
+/// A place in a JSON body, read a byte at a time (the one-pass reader,
+/// `quick.rs`, moves through a body with it too).
+pub(super) struct Scan<'b> {
+    pub body: &'b [u8],
+    pub at: usize,
 }
 
 impl<'b> Scan<'b> {
-    fn peek(&self) -> Option<u8> {
+    pub fn peek(&self) -> Option<u8> {
         self.body.get(self.at).copied()
     }
 
-    fn next(&mut self) -> Option<u8> {
+    pub fn next(&mut self) -> Option<u8> {
         let byte = self.peek()?;
         self.at += 1;
         Some(byte)
     }
 
-    fn skip_space(&mut self) {
+    pub fn skip_space(&mut self) {
         while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
             self.at += 1;
         }
@@ -186,7 +188,7 @@ impl<'b> Scan<'b> {
         Some(Cow::Borrowed(content))
     }
 
-    fn literal(&mut self, word: &[u8]) -> Option<()> {
+    pub fn literal(&mut self, word: &[u8]) -> Option<()> {
         let end = self.at.checked_add(word.len())?;
         (self.body.get(self.at..end)? == word).then(|| self.at = end)
     }

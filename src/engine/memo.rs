@@ -18,9 +18,10 @@
 //! only while everything it was built from is fresh. Nothing else voids an
 //! entry; the bound on entries (`cache.max_slices`) only evicts.
 //!
-//! An entry is found by a keyed hash of its key and confirmed by the key's
-//! compact spelling kept beside it ([`Spelling`]): the memo holds a few
-//! dozen bytes per key, not Cedar's uids (120 bytes each), and a
+//! An entry is found by a keyed hash of its key's compact spelling
+//! ([`Spelling`], written once per lookup into a buffer each thread
+//! reuses) and confirmed by that spelling kept beside it: the memo holds a
+//! few dozen bytes per key, not Cedar's uids (120 bytes each), and a
 //! lookup allocates nothing. Two keys that share a hash never share an
 //! answer: the second is a miss and replaces the first.
 

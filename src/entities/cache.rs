@@ -953,7 +953,7 @@ pub(crate) mod double {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::double::Double;
     use super::*;
     use serde_json::json;
@@ -961,7 +961,7 @@ mod tests {
 
     pub(super) const TTL: Duration = Duration::from_secs(30);
 
-    pub(super) fn settings() -> CacheSettings {
+    pub(crate) fn settings() -> CacheSettings {
         CacheSettings {
             ttl: TTL,
             negative_ttl: Duration::from_secs(5),

@@ -44,14 +44,7 @@ impl GatheredApart {
             for found in round {
                 out.push(Entity::clone(&found.entity));
                 if depth < self.depth {
-                    next.extend(
-                        found
-                            .cached
-                            .parents
-                            .iter()
-                            .filter(|parent| seen.insert((*parent).clone()))
-                            .filter_map(|parent| self.found.get(parent)),
-                    );
+                    next.extend(unseen_parents(found, &mut seen).filter_map(|p| self.found.get(p)));
                 }
             }
             if next.is_empty() {
@@ -61,6 +54,18 @@ impl GatheredApart {
         }
         true
     }
+}
+
+/// `found`'s parents not `seen` yet, each marked seen as it is taken.
+fn unseen_parents<'f>(
+    found: &'f Found,
+    seen: &'f mut HashSet<EntityUid>,
+) -> impl Iterator<Item = &'f EntityUid> {
+    found
+        .cached
+        .parents
+        .iter()
+        .filter(move |parent| seen.insert((*parent).clone()))
 }
 
 /// Gathers `uids` and their ancestors to `depth` through `cache`, a round
@@ -101,14 +106,7 @@ pub(super) async fn gather_apart(
             };
             for found in lookup.found {
                 if level < depth {
-                    next.extend(
-                        found
-                            .cached
-                            .parents
-                            .iter()
-                            .filter(|parent| seen.insert((*parent).clone()))
-                            .cloned(),
-                    );
+                    next.extend(unseen_parents(&found, &mut seen).cloned());
                 }
                 apart.found.insert(found.entity.uid(), found);
             }
@@ -123,13 +121,12 @@ pub(super) async fn gather_apart(
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
 
     use serde_json::json;
 
     use super::*;
+    use crate::entities::EntityStore;
     use crate::entities::double::Double;
-    use crate::entities::{CacheSettings, EntityStore};
 
     fn uid(text: &str) -> EntityUid {
         text.parse().unwrap()
@@ -148,15 +145,7 @@ mod tests {
             group("g2", vec!["g3"]),
             group("g3", vec![]),
         ]);
-        let settings = CacheSettings {
-            ttl: Duration::from_secs(30),
-            negative_ttl: Duration::from_secs(5),
-            stale_if_error: Duration::from_secs(60),
-            max_entries: 1000,
-            max_bytes: 1 << 20,
-            max_built: 1000,
-            ttl_without_bus: None,
-        };
+        let settings = crate::entities::cache::tests::settings();
         let schema =
             Schema::from_cedarschema_str("entity Group in [Group]; entity User in [Group];")
                 .unwrap()

@@ -138,10 +138,10 @@ fn first_to_escape(bytes: &[u8]) -> Option<usize> {
             | backslash.wrapping_sub(ONES))
             & !word
             & HIGHS;
-        if flagged != 0 {
-            if let Some(at) = chunk.iter().position(|&b| needs_escape(b)) {
-                return Some(offset + at);
-            }
+        if flagged != 0
+            && let Some(at) = chunk.iter().position(|&b| needs_escape(b))
+        {
+            return Some(offset + at);
         }
         offset += 8;
     }

@@ -165,26 +165,12 @@ mod tests {
         #[test]
         fn times_are_written_as_humantime_writes_them(
             seconds in 0u64..253_402_300_800,
-            nanos in 0u32..1_000_000_000,
+            nanos in proptest::collection::vec(0u32..1_000_000_000, 1..4),
         ) {
-            let time = UNIX_EPOCH + Duration::new(seconds, nanos);
-            let mut out = Vec::new();
-            rfc3339_micros(&mut out, time);
-            prop_assert_eq!(
-                String::from_utf8(out).unwrap(),
-                humantime::format_rfc3339_micros(time).to_string()
-            );
-        }
-
-        #[test]
-        fn times_in_one_second_are_written_as_humantime_writes_them(
-            seconds in 0u64..4_000_000_000,
-            micros in proptest::collection::vec(0u64..1_000_000, 1..4),
-        ) {
-            // The second's text is kept from line to line: each time in it
-            // still gets its own microseconds.
-            for micro in micros {
-                let time = UNIX_EPOCH + Duration::from_secs(seconds) + Duration::from_micros(micro);
+            // Several times in one second: its text is kept from line to
+            // line, and each still gets its own microseconds.
+            for nano in nanos {
+                let time = UNIX_EPOCH + Duration::new(seconds, nano);
                 let mut out = Vec::new();
                 rfc3339_micros(&mut out, time);
                 prop_assert_eq!(
