@@ -225,6 +225,59 @@ mod tests {
         assert!(tenants.open().is_empty(), "a closed connection leaves");
     }
 
+    /// The watchdog's answer for one connection: what happened, then the
+    /// reason it gave (none within a minute: it is still watching).
+    async fn why_closed(
+        happen: impl Fn(&Tenants, &Activity, &watch::Sender<bool>),
+        after: Duration,
+    ) -> Option<&'static str> {
+        let tenants = Arc::new(Tenants::default());
+        let mut held = Vec::new();
+        let activity = asked_and_ended(&tenants, &mut held);
+        let (drain, draining) = watch::channel(false);
+        let (close, closing) = tokio::sync::oneshot::channel();
+        // Told before the watchdog starts, or after it waits: either way.
+        if after.is_zero() {
+            happen(&tenants, &activity, &drain);
+        }
+        let watchdog = tokio::spawn(Activity::why_close(
+            Arc::clone(&activity),
+            Duration::from_secs(10),
+            draining,
+            close,
+        ));
+        if !after.is_zero() {
+            tokio::time::sleep(after).await;
+            happen(&tenants, &activity, &drain);
+        }
+        let why = tokio::time::timeout(Duration::from_secs(60), closing).await;
+        watchdog.abort();
+        why.ok().and_then(Result::ok)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_watchdog_gives_each_reason_told_before_or_after_it_waits() {
+        for after in [Duration::ZERO, Duration::from_secs(3)] {
+            let evicted = why_closed(|tenants, _, _| assert!(tenants.evict_idlest()), after);
+            assert_eq!(evicted.await, Some("at the connection limit, idle longest"));
+            let shut = why_closed(
+                |_, _, drain| {
+                    drain.send_replace(true);
+                },
+                after,
+            );
+            assert_eq!(shut.await, Some("shutting down"));
+        }
+        // Nothing told: idle once 10 s have passed with nothing in flight.
+        assert_eq!(
+            why_closed(|_, _, _| {}, Duration::ZERO).await,
+            Some("connection idle")
+        );
+        // A request in flight from then on: never idle, nothing said.
+        let busy = why_closed(|_, activity, _| activity.began(), Duration::from_secs(3));
+        assert_eq!(busy.await, None);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn idle_counts_from_the_last_answer_and_never_while_one_is_in_flight() {
         let activity = Activity::new();
