@@ -186,7 +186,6 @@ impl Engine {
     /// # Errors
     /// As [`crate::policy::load`].
     pub fn reload_policies(&self) -> Result<Arc<PolicySnapshot>, crate::policy::PolicyError> {
-        let before = self.policies.current();
         if let Some(Err(error)) = self.shadow.as_ref().map(|shadow| shadow.reload()) {
             for line in error.lines() {
                 tracing::error!(
@@ -194,13 +193,11 @@ impl Engine {
                 );
             }
         }
-        match self.policies.reload() {
+        match self
+            .policies
+            .reload_then(|schema| self.store.schema_changed(schema))
+        {
             Ok(snapshot) => {
-                if snapshot.schema_version() != before.schema_version() {
-                    // The snapshot in force now, not necessarily this
-                    // reload's: of two reloads, the store ends on the last.
-                    self.store.schema_changed(self.policies.current().schema());
-                }
                 metrics().policy_reload("success", Some(snapshot.version()));
                 tracing::info!(version = %snapshot.version(), policies = snapshot.policy_count(), "policies reloaded");
                 Ok(snapshot)
@@ -208,7 +205,7 @@ impl Engine {
             Err(error) => {
                 metrics().policy_reload("failure", None);
                 for line in error.lines() {
-                    tracing::error!(version = %before.version(), "policy reload refused, the last good policies keep serving: {line}");
+                    tracing::error!(version = %self.policies.current().version(), "policy reload refused, the last good policies keep serving: {line}");
                 }
                 Err(error)
             }

@@ -110,6 +110,8 @@ pub struct FileStore {
     entities: ArcSwap<Resident>,
     /// (modified time, length) of the file last read
     stamp: Mutex<Option<(SystemTime, u64)>>,
+    /// held while the file is read and its reading stored
+    reading: Mutex<()>,
 }
 
 impl FileStore {
@@ -126,6 +128,7 @@ impl FileStore {
             schema: ArcSwap::new(Arc::clone(&schema)),
             entities: ArcSwap::from_pointee(Resident::new(entities, schema)),
             stamp: Mutex::new(stamp),
+            reading: Mutex::new(()),
         })
     }
 
@@ -142,6 +145,7 @@ impl FileStore {
             schema: ArcSwap::new(Arc::clone(&schema)),
             entities: ArcSwap::from_pointee(Resident::new(entities, schema)),
             stamp: Mutex::new(None),
+            reading: Mutex::new(()),
         })
     }
 
@@ -171,8 +175,14 @@ impl FileStore {
         self.reload_now();
     }
 
-    /// Re-reads the file now; on error the data held keeps serving.
+    /// Re-reads the file now; on error the data held keeps serving. One
+    /// reading at a time: a poll's reading under the old schema never
+    /// lands after [`Self::set_schema`]'s under the new one.
     pub fn reload_now(&self) {
+        let _one_at_a_time = self
+            .reading
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let stamp = stamp(&self.path);
         let schema = self.schema.load_full();
         let reading = match &self.inline {

@@ -579,6 +579,19 @@ impl PolicyStore {
     /// # Errors
     /// As [`load`].
     pub fn reload(&self) -> Result<Arc<PolicySnapshot>, PolicyError> {
+        self.reload_then(|_| {})
+    }
+
+    /// As [`Self::reload`], and `schema_changed` told of a new schema
+    /// before the next reload may begin: of two reloads, whoever follows the
+    /// schema (the entity store) ends on the last one's.
+    ///
+    /// # Errors
+    /// As [`load`].
+    pub fn reload_then(
+        &self,
+        schema_changed: impl FnOnce(&Arc<Schema>),
+    ) -> Result<Arc<PolicySnapshot>, PolicyError> {
         let _one_at_a_time = self
             .reloading
             .lock()
@@ -595,8 +608,12 @@ impl PolicyStore {
         if next.schema_digest == before.schema_digest {
             next.schema = Arc::clone(&before.schema);
         }
+        let changed = !Arc::ptr_eq(&next.schema, &before.schema);
         let next = Arc::new(next);
         self.current.store(Arc::clone(&next));
+        if changed {
+            schema_changed(&next.schema);
+        }
         Ok(next)
     }
 }
@@ -634,7 +651,11 @@ mod tests {
         let policy = dir.path().join("policies/general.cedar");
         let text = std::fs::read_to_string(&policy).unwrap();
         std::fs::write(&policy, format!("{text}\n// edited\n")).unwrap();
-        let second = store.reload().unwrap();
+        let mut told = Vec::new();
+        let second = store
+            .reload_then(|schema| told.push(Arc::clone(schema)))
+            .unwrap();
+        assert!(told.is_empty(), "the same schema: nothing to tell");
         assert_eq!(second.schema_version(), first.schema_version());
         assert!(Arc::ptr_eq(second.schema(), first.schema()));
         // The schema changed: another schema, another Arc.
@@ -645,8 +666,15 @@ mod tests {
             format!("{text}\nnamespace Extra {{ entity Note; }}\n"),
         )
         .unwrap();
-        let third = store.reload().unwrap();
+        let third = store
+            .reload_then(|schema| told.push(Arc::clone(schema)))
+            .unwrap();
         assert_ne!(third.schema_version(), first.schema_version());
         assert!(!Arc::ptr_eq(third.schema(), first.schema()));
+        assert_eq!(told.len(), 1, "a new schema is told once");
+        assert!(
+            Arc::ptr_eq(&told[0], third.schema()),
+            "and it is the new one"
+        );
     }
 }
