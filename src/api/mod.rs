@@ -230,7 +230,8 @@ impl Api {
         // Boxed where it is made: the routing future holds every endpoint's
         // state (kilobytes); wrapped unboxed, the span, the trace scope, the
         // server's timeout and hyper would each copy it whole.
-        let routed = Box::pin(self.route(request));
+        let id = request_id.as_ref().and_then(|id| id.to_str().ok());
+        let routed = Box::pin(self.route(request, id));
         let mut response = match trace::within(trace_id, sampled, routed.instrument(span)).await {
             Ok(response) => response,
             Err(error) => refusal(&error),
@@ -280,19 +281,19 @@ impl Api {
         Ok(())
     }
 
-    async fn route<B>(&self, request: Request<B>) -> Result<Response<Full<Bytes>>, ApiError>
+    /// Answers `request` under `request_id` ([`Self::handle`]'s, the
+    /// caller's or made there).
+    async fn route<B>(
+        &self,
+        request: Request<B>,
+        request_id: Option<&str>,
+    ) -> Result<Response<Full<Bytes>>, ApiError>
     where
         B: hyper::body::Body<Data = Bytes>,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
         let path = request.uri().path().to_owned();
         let method = request.method().clone();
-        let request_id = request
-            .headers()
-            .get(&REQUEST_ID_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let request_id = request_id.as_deref();
         let expect = |allowed: &'static str, wanted: Method| {
             if method == wanted {
                 Ok(())
@@ -313,6 +314,7 @@ impl Api {
                 &method,
                 path_and_query,
                 request.headers(),
+                request_id.unwrap_or_default(),
             )
             .await);
         }

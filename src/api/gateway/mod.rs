@@ -223,19 +223,16 @@ pub async fn route_question(
         .await
 }
 
-/// `/gateway/authorize[/…]`, any method: the [`Answer`] on HTTP. `headers`
-/// carry the request id [`super::Api::handle`] accepted or made.
+/// `/gateway/authorize[/…]`, any method: the [`Answer`] on HTTP, under the
+/// request id [`super::Api::handle`] accepted or made.
 pub(super) async fn authorize(
     engine: &Engine,
     routes: &RouteTable,
     method: &Method,
     path_and_query: &str,
     headers: &HeaderMap,
+    request_id: &str,
 ) -> Response<Full<Bytes>> {
-    let request_id = headers
-        .get(super::REQUEST_ID)
-        .and_then(|id| id.to_str().ok())
-        .unwrap_or_default();
     let question = Question::Forwarded {
         method,
         path_and_query,
