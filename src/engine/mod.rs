@@ -468,7 +468,8 @@ impl Engine {
         let store_only = supplied.is_empty() && !self.sources.any_request();
         if let Some(resident) = self.store.resident().filter(|_| store_only) {
             if !resident.read_under(snapshot.schema()) {
-                return Err(deny("entity_store_unavailable", OTHER_SCHEMA.to_owned()));
+                let error = crate::entities::EntityError::OtherSchema;
+                return Err(deny("entity_store_unavailable", error.to_string()));
             }
             let epoch = Epoch {
                 policies: snapshot.epoch(),
@@ -730,9 +731,6 @@ fn uid_of(snapshot: &PolicySnapshot, type_name: &str, id: &str) -> Option<Entity
         EntityId::new(id),
     ))
 }
-
-/// Why the file store's entities are not read under the policies' schema.
-pub(crate) const OTHER_SCHEMA: &str = "the entities file was read against another schema than the policies' (it does not meet the new one, or is being read again): fix the file or the schema";
 
 fn not_found(uid: &EntityUid) -> String {
     format!("entity `{uid}` is not known to the entity store or the request")
@@ -1044,14 +1042,33 @@ mod tests {
         let file =
             crate::entities::FileStore::open(&entities, Arc::clone(policies.current().schema()))
                 .unwrap();
+        let policies = Arc::new(policies);
+        let file = Arc::new(file);
+        // The same stores, with one type the request describes: decisions
+        // then gather the file's entities and build a slice (not the
+        // resident reading in place).
+        let request_sourced = Engine::new(
+            Arc::clone(&policies),
+            EntityStore::File(Arc::clone(&file)),
+            HashMap::from([("Brokerage::Destination".parse().unwrap(), Sourcing::Request)]),
+            Sourcing::Store,
+            100,
+        );
         let engine = Engine::new(
-            Arc::new(policies),
-            EntityStore::File(Arc::new(file)),
+            policies,
+            EntityStore::File(file),
             HashMap::new(),
             Sourcing::Store,
             100,
         );
         assert!(engine.decide(&view("carol")).await.unwrap().allowed());
+        assert!(
+            request_sourced
+                .decide(&view("carol"))
+                .await
+                .unwrap()
+                .allowed()
+        );
         // Every user must now have a badge; the file gives none.
         let stricter = schema_text.replacen(
             "  entity User {\n",
@@ -1061,17 +1078,26 @@ mod tests {
         assert_ne!(stricter, schema_text);
         std::fs::write(&schema_file, &stricter).unwrap();
         engine.reload_policies().unwrap();
-        let denied = engine.decide(&view("carol")).await.unwrap();
-        assert!(!denied.allowed());
-        assert_eq!(
-            denied.errors()[0].code,
-            "entity_store_unavailable",
-            "{}",
-            denied.summary()
-        );
+        for engine in [&engine, &request_sourced] {
+            let denied = engine.decide(&view("carol")).await.unwrap();
+            assert!(!denied.allowed());
+            assert_eq!(
+                denied.errors()[0].code,
+                "entity_store_unavailable",
+                "{}",
+                denied.summary()
+            );
+        }
         // The schema back as the file meets it: decided again.
         std::fs::write(&schema_file, format!("{schema_text}\n// again\n")).unwrap();
         engine.reload_policies().unwrap();
         assert!(engine.decide(&view("carol")).await.unwrap().allowed());
+        assert!(
+            request_sourced
+                .decide(&view("carol"))
+                .await
+                .unwrap()
+                .allowed()
+        );
     }
 }

@@ -506,7 +506,8 @@ impl Engine {
     ) -> Result<Option<Known>, SearchError> {
         if let Some(resident) = self.store.resident() {
             if !resident.read_under(snapshot.schema()) {
-                return Err(SearchError::CannotList(super::OTHER_SCHEMA.to_owned()));
+                let error = crate::entities::EntityError::OtherSchema;
+                return Err(SearchError::CannotList(error.to_string()));
             }
             if fixed
                 .named

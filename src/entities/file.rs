@@ -165,8 +165,24 @@ impl FileStore {
         self.entities.load_full()
     }
 
-    pub(super) fn gather(&self, uids: &[EntityUid], out: &mut Vec<Entity>) {
-        self.entities.load().gather(uids, out);
+    /// Appends the entities `uids` name and their ancestors, from a
+    /// reading made against `schema`.
+    ///
+    /// # Errors
+    /// [`EntityError::OtherSchema`] when the reading in force was made
+    /// against another.
+    pub(super) fn gather(
+        &self,
+        uids: &[EntityUid],
+        schema: &Arc<Schema>,
+        out: &mut Vec<Entity>,
+    ) -> Result<(), EntityError> {
+        let resident = self.entities.load();
+        if !resident.read_under(schema) {
+            return Err(EntityError::OtherSchema);
+        }
+        resident.gather(uids, out);
+        Ok(())
     }
 
     /// Adopts a new schema and re-reads the file against it.

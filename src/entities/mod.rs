@@ -75,6 +75,12 @@ pub enum EntityError {
     /// The HTTP store client could not be built.
     #[error(transparent)]
     Setup(UpstreamError),
+    /// The entities file was read against another schema than the one
+    /// asked for: never decided on until it is read against it.
+    #[error(
+        "the entities file was read against another schema than the policies' (it does not meet the new one, or is being read again): fix the file or the schema"
+    )]
+    OtherSchema,
     /// The store failed and nothing usable was cached for `uid`.
     #[error("entity store unavailable for `{uid}`: {reason}")]
     Unavailable {
@@ -146,7 +152,7 @@ impl EntityStore {
     ) -> Result<Gathered, EntityError> {
         match self {
             Self::File(store) => {
-                store.gather(uids, out);
+                store.gather(uids, schema, out)?;
                 Ok(Gathered::default())
             }
             Self::Http {
