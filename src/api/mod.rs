@@ -189,7 +189,7 @@ impl Api {
     }
 
     /// Answers one request. Never fails: every error is a JSON response.
-    pub async fn handle<B>(&self, mut request: Request<B>) -> Response<Full<Bytes>>
+    pub async fn handle<B>(&self, request: Request<B>) -> Response<Full<Bytes>>
     where
         B: hyper::body::Body<Data = Bytes>,
         B::Error: std::error::Error + Send + Sync + 'static,
@@ -201,15 +201,7 @@ impl Api {
             // A copy: a value borrowed from hyper's read buffer, held until
             // the answer, would cost the connection a new buffer.
             Some(id) => HeaderValue::from_bytes(id.as_bytes()).ok(),
-            None => {
-                let made = HeaderValue::try_from(crate::engine::new_request_id()).ok();
-                let headers = request.headers_mut();
-                match &made {
-                    Some(id) => drop(headers.insert(&REQUEST_ID_HEADER, id.clone())),
-                    None => drop(headers.remove(&REQUEST_ID_HEADER)),
-                }
-                made
-            }
+            None => HeaderValue::from_bytes(&crate::engine::new_request_id_digits()).ok(),
         };
         let route = route_label(request.uri().path());
         let http1 = request.version() <= http::Version::HTTP_11;
@@ -307,6 +299,14 @@ impl Api {
         };
         if path == gateway::PREFIX || path.starts_with("/gateway/authorize/") {
             self.admit(Kind::Decision, &request)?;
+            // A route may read the request's headers: they carry the id
+            // answered (one made in place of a caller's unusable one).
+            let mut request = request;
+            let headers = request.headers_mut();
+            match request_id.and_then(|id| HeaderValue::from_str(id).ok()) {
+                Some(id) => drop(headers.insert(&REQUEST_ID_HEADER, id)),
+                None => drop(headers.remove(&REQUEST_ID_HEADER)),
+            }
             let path_and_query = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
             return Ok(gateway::authorize(
                 &self.engine,

@@ -83,10 +83,10 @@ impl<'b> Reader<'b> {
         let mut escaped = false;
         loop {
             let rest = self.scan.body.get(self.scan.at..)?;
-            // serde_json refuses a raw control character in a string.
-            let stop = rest
-                .iter()
-                .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+            // The first quote, backslash or control character (which
+            // serde_json refuses raw in a string), eight bytes at a time:
+            // the rest of the body, not just the string, is in reach.
+            let stop = crate::support::json::first_to_escape(rest)?;
             self.scan.at += stop;
             match self.scan.next()? {
                 b'"' => break,

@@ -49,7 +49,7 @@ pub use decision::{
 /// A policy-by-policy account of a decision, for `explain` (see [`Engine::trace`]).
 pub use explain::{Condition, PolicyTrace};
 pub(crate) use record::canonical_uid;
-pub use record::{acceptable_request_id, new_request_id};
+pub use record::{acceptable_request_id, new_request_id, new_request_id_digits};
 pub use search::{Found, SearchError, SearchQuery, Searched, Skipped};
 
 use context::ReadContext;

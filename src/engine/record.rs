@@ -251,6 +251,12 @@ pub fn new_request_id() -> String {
     Hex128::random().to_string()
 }
 
+/// [`new_request_id`]'s 32 ASCII digits, made on the stack: the HTTP
+/// listener's header value is made from them without a string between.
+pub fn new_request_id_digits() -> [u8; 32] {
+    Hex128::random().digits()
+}
+
 /// Whether a caller's request id may be used (answered and logged): at most
 /// 128 bytes of `[A-Za-z0-9._:-]`. Anything else (60 KB, a quote, a copy of
 /// another line's JSON) is replaced by [`new_request_id`] and never logged.

@@ -118,8 +118,10 @@ fn escaped(out: &mut Vec<u8>, text: &str) {
 /// Where the first byte JSON escapes is: a quote, a backslash or a
 /// control character (below 0x20). Eight bytes at a time: a lane is
 /// flagged when it is below 0x20 or equal to either (the usual
-/// "has a zero byte" test on the word and its two XORs).
-fn first_to_escape(bytes: &[u8]) -> Option<usize> {
+/// "has a zero byte" test on the word and its two XORs). The same bytes
+/// end a plain run inside a JSON string being read.
+#[inline]
+pub(crate) fn first_to_escape(bytes: &[u8]) -> Option<usize> {
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
     const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
     let mut chunks = bytes.chunks_exact(8);
@@ -130,18 +132,17 @@ fn first_to_escape(bytes: &[u8]) -> Option<usize> {
         let word = u64::from_le_bytes(word);
         let quote = word ^ (ONES * u64::from(b'"'));
         let backslash = word ^ (ONES * u64::from(b'\\'));
-        // A lane's high bit is set where it is below 0x20, zero after a
-        // XOR, or (a false alarm, resolved below) at or above 0x80 with a
-        // borrow from a lower lane.
+        // A lane's high bit is set where it is below 0x20 or zero after a
+        // XOR; a borrow can also flag a lane, but only one above a lane
+        // truly flagged, so the lowest flag (the first byte, the word
+        // read little-endian) is always a true one.
         let flagged = (word.wrapping_sub(ONES * 0x20)
             | quote.wrapping_sub(ONES)
             | backslash.wrapping_sub(ONES))
             & !word
             & HIGHS;
-        if flagged != 0
-            && let Some(at) = chunk.iter().position(|&b| needs_escape(b))
-        {
-            return Some(offset + at);
+        if flagged != 0 {
+            return Some(offset + (flagged.trailing_zeros() / 8) as usize);
         }
         offset += 8;
     }
@@ -247,6 +248,18 @@ mod tests {
             let mut shown = Vec::new();
             display(&mut shown, &text);
             prop_assert_eq!(String::from_utf8(shown).unwrap(), serde_json::to_string(&text).unwrap());
+        }
+
+        #[test]
+        fn the_first_byte_to_escape_is_found_in_any_bytes(
+            bytes in proptest::collection::vec(
+                prop_oneof![any::<u8>(), Just(b'"'), Just(b'\\'), 0x1fu8..=0x21, 0x80u8..=0xa1],
+                0..40,
+            ),
+        ) {
+            // Bytes at or above 0x80 beside a flagged one are where a
+            // borrow could flag a lane falsely.
+            prop_assert_eq!(first_to_escape(&bytes), bytes.iter().position(|&b| needs_escape(b)));
         }
 
         #[test]

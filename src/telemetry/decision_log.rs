@@ -127,7 +127,7 @@ impl Hex128 {
 
     /// The 32 digits, made on the stack: every line writes two ids, and
     /// `{:032x}` through a formatter costs several times more.
-    pub(super) fn digits(self) -> [u8; 32] {
+    pub fn digits(self) -> [u8; 32] {
         let mut digits = [0; 32];
         let (high, low) = digits.split_at_mut(16);
         high.copy_from_slice(&hex16((self.0 >> 64) as u64));
