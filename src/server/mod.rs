@@ -8,6 +8,7 @@
 //!
 //! Knows sockets, TLS and HTTP framing; never wire formats or policies.
 
+mod heard;
 mod tenants;
 
 use std::convert::Infallible;
@@ -19,19 +20,22 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
-use tenants::{Activity, Tenants};
+use heard::Heard;
+use tenants::{Activity, Close, Tenants};
 
 use crate::api::{ApiError, ClientIdentity, Handler};
 
 /// Limits and timeouts of a listener.
 #[derive(Debug, Clone, Copy)]
 pub struct ServerSettings {
-    /// time a client has to send its request headers (and finish the TLS handshake)
+    /// time a client has to send its request headers (and finish the TLS
+    /// handshake), from accept or from the last answer; after the first
+    /// request, kept by the connection's watchdog with its idle limit
+    /// (checked every quarter of it)
     pub header_read_timeout: Duration,
     /// time in-flight requests get to finish after shutdown begins
     pub shutdown_grace_period: Duration,
@@ -103,11 +107,10 @@ pub async fn serve<H: Handler>(
     shutdown: impl Future<Output = ()>,
 ) {
     let mut builder = Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(settings.header_read_timeout)
-        .keep_alive(true);
+    // HTTP/1.1's header read timeout is kept by each connection's watchdog
+    // (its idle limit is never longer), not by a timer hyper would set and
+    // clear on every request.
+    builder.http1().header_read_timeout(None).keep_alive(true);
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -299,15 +302,11 @@ impl<H: Handler> Connection<H> {
                 Ok::<_, Infallible>(response)
             }
         });
-        // Its own graceful shutdown, started when it is closed for any
-        // reason: HTTP/2 is told with a GOAWAY, HTTP/1.1 closes after the
-        // answer being written.
-        let closer = GracefulShutdown::new();
         // Without upgrades: nothing here answers `101 Switching Protocols`, and
         // hyper would attach an upgrade handle (three allocations) to every
         // request.
-        let connection = builder.serve_connection(TokioIo::new(io), service);
-        let connection = closer.watch(connection.into_owned());
+        let io = TokioIo::new(Heard::new(io, Arc::clone(&activity)));
+        let connection = builder.serve_connection(io, service);
         tokio::pin!(connection);
         // Until the first request arrives: the accept-to-request deadline.
         // A request that has begun is never dropped: shutdown then goes the
@@ -350,7 +349,10 @@ impl<H: Handler> Connection<H> {
                 let ended = tokio::select! {
                     result = &mut connection => Some(result),
                     why = closing => {
-                        tracing::debug!(why = why.unwrap_or("watchdog gone"), "closing");
+                        if why == Ok(Close::SlowHead) {
+                            crate::telemetry::metrics().refusal("header_read_timeout");
+                        }
+                        tracing::debug!(why = why.map_or("watchdog gone", Close::why), "closing");
                         None
                     }
                 };
@@ -364,24 +366,18 @@ impl<H: Handler> Connection<H> {
         let result = match ended {
             Some(result) => Some(result),
             None => {
-                let closing = closer.shutdown();
-                tokio::pin!(closing);
+                // HTTP/2 is told with a GOAWAY, HTTP/1.1 closes after the
+                // answer being written.
+                connection.as_mut().graceful_shutdown();
                 let began = tokio::time::Instant::now();
                 tokio::select! {
                     biased;
-                    () = &mut closing => None,
                     result = &mut connection => Some(result),
                     () = activity.quiet_since(began, FLUSH) => None,
                 }
             }
         };
         if let Some(Err(error)) = result {
-            if error
-                .downcast_ref::<hyper::Error>()
-                .is_some_and(hyper::Error::is_timeout)
-            {
-                crate::telemetry::metrics().refusal("header_read_timeout");
-            }
             tracing::debug!(%error, "connection ended with an error");
         }
         drop(permit);

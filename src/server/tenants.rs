@@ -21,6 +21,8 @@ pub(super) struct Activity {
     born: Instant,
     first: Notify,
     asked: AtomicBool,
+    /// bytes arrived since the last request ended: the next one's head begun
+    heard: AtomicBool,
     in_flight: AtomicUsize,
     /// milliseconds after `born` when the last request ended
     last_ms: AtomicU64,
@@ -34,6 +36,7 @@ impl Activity {
             born: Instant::now(),
             first: Notify::new(),
             asked: AtomicBool::new(false),
+            heard: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             last_ms: AtomicU64::new(0),
             evict: Notify::new(),
@@ -50,7 +53,13 @@ impl Activity {
     pub(super) fn ended(&self) {
         let ms = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last_ms.store(ms, Ordering::Relaxed);
+        self.heard.store(false, Ordering::Relaxed);
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Bytes arrived from the client (told by the connection's socket).
+    pub(super) fn heard(&self) {
+        self.heard.store(true, Ordering::Relaxed);
     }
 
     /// Resolves when the first request arrives.
@@ -105,18 +114,23 @@ impl Activity {
     }
 
     /// Tells `close` why the connection should close, once it should:
-    /// idle for `idle`, told to make way, or shutting down. Runs as its own
-    /// task beside the connection, which aborts it when it ends.
+    /// idle for `idle` (with a request's head begun, too slow with it),
+    /// told to make way, or shutting down. Runs as its own task beside the
+    /// connection, which aborts it when it ends.
     pub(super) async fn why_close(
         activity: Arc<Self>,
         idle: Duration,
         draining: watch::Receiver<bool>,
-        close: tokio::sync::oneshot::Sender<&'static str>,
+        close: tokio::sync::oneshot::Sender<Close>,
     ) {
         let why = tokio::select! {
-            () = activity.idle_for(idle) => "connection idle",
-            () = activity.evicted() => "at the connection limit, idle longest",
-            () = Self::shutdown_began(draining) => "shutting down",
+            () = activity.idle_for(idle) => if activity.heard.load(Ordering::Relaxed) {
+                Close::SlowHead
+            } else {
+                Close::Idle
+            },
+            () = activity.evicted() => Close::MakeWay,
+            () = Self::shutdown_began(draining) => Close::Shutdown,
         };
         let _ = close.send(why);
     }
@@ -124,6 +138,33 @@ impl Activity {
     /// Resolves once shutdown has begun (or the listener is gone).
     pub(super) async fn shutdown_began(mut draining: watch::Receiver<bool>) {
         let _ = draining.wait_for(|draining| *draining).await;
+    }
+}
+
+/// Why a connection that has asked something is closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Close {
+    /// no request in flight for the idle timeout, nothing sent since
+    Idle,
+    /// no request in flight for the idle timeout, the next one's head
+    /// begun and not finished (the header read timeout, HTTP/1.1's wait
+    /// for the next request, bounds both)
+    SlowHead,
+    /// at the connection limit, idle longest
+    MakeWay,
+    /// the listener is shutting down
+    Shutdown,
+}
+
+impl Close {
+    /// What the debug log says.
+    pub(super) fn why(self) -> &'static str {
+        match self {
+            Self::Idle => "connection idle",
+            Self::SlowHead => "a request's head not finished in time",
+            Self::MakeWay => "at the connection limit, idle longest",
+            Self::Shutdown => "shutting down",
+        }
     }
 }
 
@@ -230,7 +271,7 @@ mod tests {
     async fn why_closed(
         happen: impl Fn(&Tenants, &Activity, &watch::Sender<bool>),
         after: Duration,
-    ) -> Option<&'static str> {
+    ) -> Option<Close> {
         let tenants = Arc::new(Tenants::default());
         let mut held = Vec::new();
         let activity = asked_and_ended(&tenants, &mut held);
@@ -259,20 +300,36 @@ mod tests {
     async fn the_watchdog_gives_each_reason_told_before_or_after_it_waits() {
         for after in [Duration::ZERO, Duration::from_secs(3)] {
             let evicted = why_closed(|tenants, _, _| assert!(tenants.evict_idlest()), after);
-            assert_eq!(evicted.await, Some("at the connection limit, idle longest"));
+            assert_eq!(evicted.await, Some(Close::MakeWay));
             let shut = why_closed(
                 |_, _, drain| {
                     drain.send_replace(true);
                 },
                 after,
             );
-            assert_eq!(shut.await, Some("shutting down"));
+            assert_eq!(shut.await, Some(Close::Shutdown));
         }
         // Nothing told: idle once 10 s have passed with nothing in flight.
         assert_eq!(
             why_closed(|_, _, _| {}, Duration::ZERO).await,
-            Some("connection idle")
+            Some(Close::Idle)
         );
+        // Bytes heard since the last answer, before or while it waits: a
+        // head begun and not finished, too slow.
+        for after in [Duration::ZERO, Duration::from_secs(3)] {
+            let slow = why_closed(|_, activity, _| activity.heard(), after);
+            assert_eq!(slow.await, Some(Close::SlowHead));
+        }
+        // Heard, then answered: the bytes were that request's.
+        let answered = why_closed(
+            |_, activity, _| {
+                activity.heard();
+                activity.began();
+                activity.ended();
+            },
+            Duration::from_secs(3),
+        );
+        assert_eq!(answered.await, Some(Close::Idle));
         // A request in flight from then on: never idle, nothing said.
         let busy = why_closed(|_, activity, _| activity.began(), Duration::from_secs(3));
         assert_eq!(busy.await, None);

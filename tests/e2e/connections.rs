@@ -1,7 +1,9 @@
 //! Every listener bounds what a connection may hold: silent sockets,
 //! half-sent HTTP/2 prefaces, idle HTTP/2 and TLS connections that never
 //! ask are closed at the first-request deadline, idle keep-alive
-//! connections at the idle timeout, so they cannot hold `max_connections`;
+//! connections at the idle timeout, a kept-alive client dribbling its next
+//! request's head at the header read timeout, so they cannot hold
+//! `max_connections`;
 //! the gRPC listener has the same limits and the same TLS and client
 //! identities as HTTP; a 413 reaches a client still sending over TLS, even
 //! one sending fast and reading only once it is done.
@@ -120,6 +122,63 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
     .await
     .unwrap();
     assert!(closed);
+}
+
+/// The `mandate_refusals_total` count for `limit`, in this process.
+fn refusals(limit: &str) -> u64 {
+    mandate::telemetry::metrics()
+        .render()
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!(r#"mandate_refusals_total{{limit="{limit}"}} "#)))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_kept_alive_client_dribbling_its_next_head_is_cut_off_at_the_header_read_timeout() {
+    let server = Server::start(config_with(&[
+        ("MANDATE_SERVER_HEADER_READ_TIMEOUT", "400ms"),
+        ("MANDATE_SERVER_IDLE_TIMEOUT", "60s"),
+    ]))
+    .await;
+    let addr = server.addr;
+    let before = refusals("header_read_timeout");
+    let (cut_after, answered) = tokio::task::spawn_blocking(move || {
+        let mut stream = connect(addr);
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut buffer = [0u8; 1024];
+        let n = stream.read(&mut buffer).unwrap();
+        let answered = buffer[..n].starts_with(b"HTTP/1.1 200");
+        // The next head, a byte every 50 ms: it never ends, and every byte
+        // is news, so only the header read timeout can end it.
+        let started = std::time::Instant::now();
+        for byte in b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: "
+            .iter()
+            .cycle()
+        {
+            if stream.write_all(&[*byte]).is_err() || started.elapsed() > Duration::from_secs(5) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        (started.elapsed(), answered)
+    })
+    .await
+    .unwrap();
+    assert!(answered, "the first request was answered");
+    assert!(
+        cut_after < Duration::from_secs(3),
+        "cut off at the header read timeout, not after {cut_after:?}"
+    );
+    assert!(
+        refusals("header_read_timeout") > before,
+        "counted as a header read timeout"
+    );
 }
 
 struct Material {
