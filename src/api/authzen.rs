@@ -355,9 +355,19 @@ impl Answer<'_> {
 
 /// A 200 carrying one answer.
 fn answered(answer: &Answer<'_>) -> Response<Full<Bytes>> {
-    let mut out = Vec::with_capacity(256);
-    answer.write_json(&mut out);
-    json_bytes(StatusCode::OK, out)
+    // Written into this thread's buffer, then copied out at its length: a
+    // buffer with room to spare would cost `Bytes` a second allocation.
+    let body = ANSWER.with_borrow_mut(|out| {
+        out.clear();
+        answer.write_json(out);
+        Bytes::copy_from_slice(out)
+    });
+    json_bytes(StatusCode::OK, body)
+}
+
+thread_local! {
+    /// Each thread's answer being written, reused from answer to answer.
+    static ANSWER: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(512));
 }
 
 /// A 200 carrying a batch's answers (`{"evaluations": […]}`).

@@ -284,7 +284,10 @@ impl Api {
         B: hyper::body::Body<Data = Bytes>,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
-        let path = request.uri().path().to_owned();
+        // The path outlives the request moved into an endpoint: the URI's
+        // bytes are shared with it, not copied.
+        let uri = request.uri().clone();
+        let path = uri.path();
         let method = request.method().clone();
         let expect = |allowed: &'static str, wanted: Method| {
             if method == wanted {
@@ -292,7 +295,7 @@ impl Api {
             } else {
                 Err(ApiError::MethodNotAllowed {
                     method: method.to_string(),
-                    path: path.clone(),
+                    path: path.to_owned(),
                     allowed,
                 })
             }
@@ -319,7 +322,7 @@ impl Api {
             .await);
         }
         let limits = &self.settings.limits;
-        match path.as_str() {
+        match path {
             "/access/v1/evaluation" => {
                 self.admit(Kind::Decision, &request)?;
                 expect("POST", Method::POST)?;
@@ -345,7 +348,7 @@ impl Api {
             | "/access/v1/search/action" => {
                 self.admit(Kind::Decision, &request)?;
                 expect("POST", Method::POST)?;
-                let searched = match path.as_str() {
+                let searched = match path {
                     "/access/v1/search/subject" => Searched::Subject,
                     "/access/v1/search/resource" => Searched::Resource,
                     _ => Searched::Action,
@@ -418,7 +421,7 @@ impl Api {
                 let body = self.body(request).await?;
                 admin::invalidate(&self.engine, &body).await
             }
-            _ => Err(ApiError::NotFound(path)),
+            _ => Err(ApiError::NotFound(path.to_owned())),
         }
     }
 
@@ -694,8 +697,8 @@ fn json<T: Serialize>(status: StatusCode, body: &T) -> Response<Full<Bytes>> {
 }
 
 /// A JSON response of a body written already.
-fn json_bytes(status: StatusCode, bytes: Vec<u8>) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(bytes)));
+fn json_bytes(status: StatusCode, bytes: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(bytes.into()));
     *response.status_mut() = status;
     response
         .headers_mut()
