@@ -315,14 +315,17 @@ impl Engine {
                 decision = tracing::field::Empty,
             )
         });
-        // Unsampled (the usual case), the stages run bare: wrapping them
-        // in a span that records nothing would still move their future.
-        let decided = if span.is_none() {
-            self.decide_with(&snapshot, request, record).await
-        } else {
-            self.decide_with(&snapshot, request, record)
-                .instrument(span.clone())
-                .await
+        // The stages run at once; only a slice to be built from the store
+        // is awaited, boxed: a decision that needs none (a memo hit, the
+        // file store's entities) never makes or moves an awaiting future.
+        let decided = match span.in_scope(|| self.decide_now(&snapshot, request, record)) {
+            Ok(Now::Decided(decided)) => Ok(decided),
+            Ok(Now::Later(prepared, hit)) => {
+                Box::pin(self.decide_later(&snapshot, request, prepared, hit, record))
+                    .instrument(span.clone())
+                    .await
+            }
+            Err(stop) => Err(stop),
         };
         if let Ok((_, decision, _)) = &decided {
             span.record(
@@ -380,17 +383,49 @@ impl Engine {
         ))
     }
 
-    /// The five stages; `Ok` carries the resolved action for the metrics,
-    /// and what was read, for the decision log.
-    async fn decide_with<'v>(
+    /// The five stages when the slice needs no waiting; else what stages 1
+    /// and 2 found, for [`Self::decide_later`] to go on from.
+    fn decide_now<'v>(
         &self,
         snapshot: &'v PolicySnapshot,
         request: &'v DecisionRequest<'_>,
         record: bool,
-    ) -> Result<(&'v EntityUid, Decision, Read<'v>), Stop> {
-        let sliced = self
-            .through_slice(snapshot, request, Need::Decision)
-            .await?;
+    ) -> Result<Now<'v>, Stop> {
+        let prepared = self.prepare(snapshot, request)?;
+        Ok(match self.slice_now(snapshot, &prepared, Need::Decision)? {
+            SliceNow::Ready(slice) => Now::Decided(self.conclude(
+                prepared.sliced(slice, Gathered::default()),
+                snapshot,
+                request,
+                record,
+            )),
+            SliceNow::Build(hit) => Now::Later(prepared, hit),
+        })
+    }
+
+    /// The five stages' end when the slice is built from the store.
+    async fn decide_later<'v>(
+        &self,
+        snapshot: &'v PolicySnapshot,
+        request: &'v DecisionRequest<'_>,
+        prepared: Prepared<'v>,
+        hit: Option<Arc<Memoized>>,
+        record: bool,
+    ) -> Result<Decided<'v>, Stop> {
+        let sliced = self.slice_built(snapshot, prepared, hit).await?;
+        Ok(self.conclude(sliced, snapshot, request, record))
+    }
+
+    /// Stages 4 and 5: the evaluation over the slice, and the shadow pack
+    /// beside it; `Ok` carries the resolved action for the metrics, and
+    /// what was read, for the decision log.
+    fn conclude<'v>(
+        &self,
+        sliced: Sliced<'v>,
+        snapshot: &'v PolicySnapshot,
+        request: &'v DecisionRequest<'_>,
+        record: bool,
+    ) -> Decided<'v> {
         let (key, context, slice) = (&sliced.key, &sliced.context, &sliced.slice);
         let mut decision = stage(|| tracing::info_span!(target: SPANS, "evaluate"))
             .in_scope(|| self.evaluate(key, context, sliced.plan, slice, snapshot.version()));
@@ -404,14 +439,14 @@ impl Engine {
                 request.request_id,
             );
         }
-        Ok((
+        (
             sliced.action,
             decision,
             (sliced.slice, sliced.key, sliced.plan),
-        ))
+        )
     }
 
-    /// Stages 1 to 3, shared by a decision and its trace: the names, the
+    /// Stages 1 to 3, shared by a decision's trace: the names, the
     /// context read, the request's own entities, the memo key, the slice.
     async fn through_slice<'v>(
         &self,
@@ -419,6 +454,20 @@ impl Engine {
         request: &'v DecisionRequest<'_>,
         need: Need,
     ) -> Result<Sliced<'v>, Stop> {
+        let prepared = self.prepare(snapshot, request)?;
+        match self.slice_now(snapshot, &prepared, need)? {
+            SliceNow::Ready(slice) => Ok(prepared.sliced(slice, Gathered::default())),
+            SliceNow::Build(hit) => Box::pin(self.slice_built(snapshot, prepared, hit)).await,
+        }
+    }
+
+    /// Stages 1 and 2 and what stage 3 looks up: the names, the context
+    /// read, the request's own entities, the memo key.
+    fn prepare<'v>(
+        &self,
+        snapshot: &'v PolicySnapshot,
+        request: &'v DecisionRequest<'_>,
+    ) -> Result<Prepared<'v>, Stop> {
         let names = resolve(snapshot, request)?;
         let (context, refs) = context::read_context(snapshot, &names, request.context)?;
         let supplied = self.sources.supplied(
@@ -433,39 +482,27 @@ impl Engine {
             resource: names.resource,
             refs,
         };
-        let settles = |memo: &Memoized| {
-            (need == Need::Decision)
-                .then(|| self.settled(memo, &context))
-                .flatten()
-        };
-        let (slice, gathered) = self
-            .slice(snapshot, names.plan, &key, supplied, settles)
-            .await?;
-        Ok(Sliced {
+        Ok(Prepared {
             action: names.action,
             plan: names.plan,
             key,
             context,
-            slice,
-            gathered,
+            supplied,
         })
     }
 
-    /// Stage 3: the entities the decision reads. When the store alone
-    /// describes them, the memo's entry for `key` under the current epoch
-    /// serves (the file store's resident entities need none built); else
-    /// they are gathered from the store, merged with what the request
-    /// describes, and built, and remembered while fresh when the request
-    /// described nothing.
-    async fn slice(
+    /// Stage 3 when nothing need be awaited: the file store's resident
+    /// entities under the memo's entry for the key, or the memo's answer
+    /// when it settles the decision; else the memo's entry, if any, for
+    /// [`Self::slice_built`].
+    fn slice_now(
         &self,
         snapshot: &PolicySnapshot,
-        plan: &ActionPlan,
-        key: &MemoKey,
-        supplied: Vec<Entity>,
-        settles: impl FnOnce(&Memoized) -> Option<Verdict>,
-    ) -> Result<(Slice, Gathered), Stop> {
-        let store_only = supplied.is_empty() && !self.sources.any_request();
+        prepared: &Prepared<'_>,
+        need: Need,
+    ) -> Result<SliceNow, Stop> {
+        let key = &prepared.key;
+        let store_only = prepared.supplied.is_empty() && !self.sources.any_request();
         if let Some(resident) = self.store.resident().filter(|_| store_only) {
             if !resident.read_under(snapshot.schema()) {
                 let error = crate::entities::EntityError::OtherSchema;
@@ -488,40 +525,74 @@ impl Engine {
                     self.memo.keep(key, epoch, None)
                 }
             };
-            return Ok((Slice::Resident(resident, memo), Gathered::default()));
+            return Ok(SliceNow::Ready(Slice::Resident(resident, memo)));
         }
-        let cached = self.store.cache().filter(|_| store_only);
-        if let Some(cache) = cached {
-            let epoch = Epoch {
-                policies: snapshot.epoch(),
-                entities: cache.generation(),
-            };
-            if let Some(memo) = self.memo.get(key, epoch) {
-                if let Some(verdict) = settles(&memo) {
-                    metrics().cache_hits.inc_by(key.named().count() as u64);
-                    return Ok((Slice::Settled(memo, verdict), Gathered::default()));
-                }
-                // The answers remembered do not settle it: its entities
-                // again, from the cache's hot tier. Boxed, as below.
-                let (entities, gathered) =
-                    Box::pin(self.build(snapshot, plan, key, supplied)).await?;
-                return Ok((Slice::Built(memo, Arc::new(entities)), gathered));
-            }
-        }
-        // Boxed: a fetch's future is kilobytes, and every future around a
-        // decision would carry (and move) them, the memo's hits included.
-        let (entities, gathered) = Box::pin(self.build(snapshot, plan, key, supplied)).await?;
-        let fresh = !gathered.stale && gathered.fresh_until.is_some();
-        let memo = if cached.is_some() && fresh {
-            let epoch = Epoch {
-                policies: snapshot.epoch(),
-                entities: gathered.generation,
-            };
-            self.memo.keep(key, epoch, gathered.fresh_until)
-        } else {
-            Arc::new(Memoized::once())
+        let Some(cache) = self.store.cache().filter(|_| store_only) else {
+            return Ok(SliceNow::Build(None));
         };
-        Ok((Slice::Built(memo, Arc::new(entities)), gathered))
+        let epoch = Epoch {
+            policies: snapshot.epoch(),
+            entities: cache.generation(),
+        };
+        let Some(memo) = self.memo.get(key, epoch) else {
+            return Ok(SliceNow::Build(None));
+        };
+        let settled = (need == Need::Decision)
+            .then(|| self.settled(&memo, &prepared.context))
+            .flatten();
+        Ok(match settled {
+            Some(verdict) => {
+                metrics().cache_hits.inc_by(key.named().count() as u64);
+                SliceNow::Ready(Slice::Settled(memo, verdict))
+            }
+            // The answers remembered do not settle it: its entities
+            // again, from the cache's hot tier.
+            None => SliceNow::Build(Some(memo)),
+        })
+    }
+
+    /// Stage 3 otherwise: the entities gathered from the store, merged
+    /// with what the request describes, and built; under `hit`, the
+    /// memo's entry found, else remembered while fresh when the request
+    /// described nothing.
+    async fn slice_built<'v>(
+        &self,
+        snapshot: &PolicySnapshot,
+        prepared: Prepared<'v>,
+        hit: Option<Arc<Memoized>>,
+    ) -> Result<Sliced<'v>, Stop> {
+        let Prepared {
+            action,
+            plan,
+            key,
+            context,
+            supplied,
+        } = prepared;
+        let store_only = supplied.is_empty() && !self.sources.any_request();
+        let (entities, gathered) = self.build(snapshot, plan, &key, supplied).await?;
+        let memo = match hit {
+            Some(memo) => memo,
+            None if store_only
+                && self.store.cache().is_some()
+                && !gathered.stale
+                && gathered.fresh_until.is_some() =>
+            {
+                let epoch = Epoch {
+                    policies: snapshot.epoch(),
+                    entities: gathered.generation,
+                };
+                self.memo.keep(&key, epoch, gathered.fresh_until)
+            }
+            None => Arc::new(Memoized::once()),
+        };
+        Ok(Sliced {
+            action,
+            plan,
+            key,
+            context,
+            slice: Slice::Built(memo, Arc::new(entities)),
+            gathered,
+        })
     }
 
     /// The memo's answer for `context` when it settles a decision with no
@@ -685,6 +756,50 @@ impl Engine {
 
 /// What a decision read: its slice, the names it was read for, the plan.
 type Read<'v> = (Slice, MemoKey, &'v ActionPlan);
+
+/// What stages 1 and 2 leave for stage 3.
+struct Prepared<'v> {
+    action: &'v EntityUid,
+    plan: &'v ActionPlan,
+    key: MemoKey,
+    context: ReadContext<'v>,
+    /// the request's own entities
+    supplied: Vec<Entity>,
+}
+
+impl<'v> Prepared<'v> {
+    /// With the slice stage 3 found at once (the request's own entities
+    /// then none: a slice built from them goes the other way).
+    fn sliced(self, slice: Slice, gathered: Gathered) -> Sliced<'v> {
+        Sliced {
+            action: self.action,
+            plan: self.plan,
+            key: self.key,
+            context: self.context,
+            slice,
+            gathered,
+        }
+    }
+}
+
+/// Stage 3's slice when found without waiting, or what building one
+/// starts from.
+enum SliceNow {
+    /// the file store's resident entities, or the memo's settled answer
+    Ready(Slice),
+    /// to be built from the store, under the memo's entry when one was found
+    Build(Option<Arc<Memoized>>),
+}
+
+/// A decision's stages, done or to be awaited.
+enum Now<'v> {
+    Decided(Decided<'v>),
+    /// the slice is to be built: stages 1 and 2's work, and the memo's entry
+    Later(Prepared<'v>, Option<Arc<Memoized>>),
+}
+
+/// What the stages give: the resolved action, the decision, what was read.
+type Decided<'v> = (&'v EntityUid, Decision, Read<'v>);
 
 /// What stages 1 to 3 leave for evaluation.
 struct Sliced<'v> {
