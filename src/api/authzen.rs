@@ -360,7 +360,12 @@ fn answered(answer: &Answer<'_>) -> Response<Full<Bytes>> {
     let body = ANSWER.with_borrow_mut(|out| {
         out.clear();
         answer.write_json(out);
-        Bytes::copy_from_slice(out)
+        let body = Bytes::copy_from_slice(out);
+        // A long answer (errors naming long ids) leaves no large buffer.
+        if out.capacity() > 64 * 1024 {
+            *out = Vec::with_capacity(512);
+        }
+        body
     });
     json_bytes(StatusCode::OK, body)
 }

@@ -35,7 +35,6 @@ pub struct ServerSettings {
     /// time a client has to send its request headers (and finish the TLS
     /// handshake), from accept or from the last answer; after the first
     /// request, kept by the connection's watchdog with its idle limit
-    /// (checked every quarter of it)
     pub header_read_timeout: Duration,
     /// time in-flight requests get to finish after shutdown begins
     pub shutdown_grace_period: Duration,
@@ -284,7 +283,7 @@ impl<H: Handler> Connection<H> {
             let identity = Arc::clone(&identity);
             let activity = Arc::clone(&service_activity);
             async move {
-                activity.began();
+                let in_flight = activity.begin(request.version() <= http::Version::HTTP_11);
                 let response = if overloaded {
                     handler.refuse(&ApiError::TooManyConnections(settings.max_connections))
                 } else {
@@ -298,7 +297,7 @@ impl<H: Handler> Connection<H> {
                             handler.refuse(&ApiError::RequestTimeout(settings.request_timeout))
                         })
                 };
-                activity.ended();
+                drop(in_flight);
                 Ok::<_, Infallible>(response)
             }
         });

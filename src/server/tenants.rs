@@ -21,8 +21,11 @@ pub(super) struct Activity {
     born: Instant,
     first: Notify,
     asked: AtomicBool,
-    /// bytes arrived since the last request ended: the next one's head begun
+    /// bytes arrived since the last request ended: the next one's head
+    /// begun, on HTTP/1.1
     heard: AtomicBool,
+    /// the requests are HTTP/1.1 (bytes between them are a next head)
+    http1: AtomicBool,
     in_flight: AtomicUsize,
     /// milliseconds after `born` when the last request ended
     last_ms: AtomicU64,
@@ -37,6 +40,7 @@ impl Activity {
             first: Notify::new(),
             asked: AtomicBool::new(false),
             heard: AtomicBool::new(false),
+            http1: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             last_ms: AtomicU64::new(0),
             evict: Notify::new(),
@@ -51,10 +55,22 @@ impl Activity {
     }
 
     pub(super) fn ended(&self) {
-        let ms = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
+        // Rounded up: the idle deadline never comes before its time.
+        let ms =
+            u64::try_from(self.born.elapsed().as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX);
         self.last_ms.store(ms, Ordering::Relaxed);
         self.heard.store(false, Ordering::Relaxed);
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// A request begun, ended when the returned guard is dropped: also
+    /// when hyper drops the request unanswered (an HTTP/2 stream reset
+    /// while it waits), which would else stay in flight for good, and
+    /// the connection never idle.
+    pub(super) fn begin(self: Arc<Self>, http1: bool) -> InFlight {
+        self.http1.store(http1, Ordering::Relaxed);
+        self.began();
+        InFlight(self)
     }
 
     /// Bytes arrived from the client (told by the connection's socket).
@@ -83,13 +99,20 @@ impl Activity {
     }
 
     /// Resolves once the connection has had no request in flight for
-    /// `idle`.
+    /// `idle`: at that time to the millisecond, when it is idle.
     pub(super) async fn idle_for(&self, idle: Duration) {
         let tick = (idle / 4).max(Duration::from_millis(10));
         loop {
-            tokio::time::sleep(tick).await;
-            if self.in_flight.load(Ordering::Relaxed) == 0 && self.last_ended().elapsed() >= idle {
-                return;
+            if self.in_flight.load(Ordering::Relaxed) == 0 {
+                let until = self.last_ended() + idle;
+                if Instant::now() >= until {
+                    return;
+                }
+                tokio::time::sleep_until(until).await;
+            } else {
+                // Busy: looked at again a quarter of the limit later; a
+                // request ending meanwhile moves the deadline past it.
+                tokio::time::sleep(tick).await;
             }
         }
     }
@@ -124,7 +147,9 @@ impl Activity {
         close: tokio::sync::oneshot::Sender<Close>,
     ) {
         let why = tokio::select! {
-            () = activity.idle_for(idle) => if activity.heard.load(Ordering::Relaxed) {
+            () = activity.idle_for(idle) => if activity.heard.load(Ordering::Relaxed)
+                && activity.http1.load(Ordering::Relaxed)
+            {
                 Close::SlowHead
             } else {
                 Close::Idle
@@ -138,6 +163,15 @@ impl Activity {
     /// Resolves once shutdown has begun (or the listener is gone).
     pub(super) async fn shutdown_began(mut draining: watch::Receiver<bool>) {
         let _ = draining.wait_for(|draining| *draining).await;
+    }
+}
+
+/// A request in flight on a connection ([`Activity::begin`]).
+pub(super) struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.ended();
     }
 }
 
@@ -316,14 +350,22 @@ mod tests {
         );
         // Bytes heard since the last answer, before or while it waits: a
         // head begun and not finished, too slow.
+        let http1_heard = |activity: &Activity| {
+            activity.http1.store(true, Ordering::Relaxed);
+            activity.heard();
+        };
         for after in [Duration::ZERO, Duration::from_secs(3)] {
-            let slow = why_closed(|_, activity, _| activity.heard(), after);
+            let slow = why_closed(|_, activity, _| http1_heard(activity), after);
             assert_eq!(slow.await, Some(Close::SlowHead));
         }
+        // On HTTP/2, bytes between requests are frames (a PING, a
+        // WINDOW_UPDATE), not a head: idle.
+        let frames = why_closed(|_, activity, _| activity.heard(), Duration::ZERO);
+        assert_eq!(frames.await, Some(Close::Idle));
         // Heard, then answered: the bytes were that request's.
         let answered = why_closed(
             |_, activity, _| {
-                activity.heard();
+                http1_heard(activity);
                 activity.began();
                 activity.ended();
             },
@@ -348,6 +390,8 @@ mod tests {
         let started = Instant::now();
         activity.idle_for(Duration::from_secs(10)).await;
         let waited = started.elapsed();
-        assert!(waited >= Duration::from_secs(10) && waited < Duration::from_secs(13));
+        // At the limit to the millisecond, not a check's tick later.
+        assert!(waited >= Duration::from_secs(10), "{waited:?}");
+        assert!(waited <= Duration::from_millis(10_001), "{waited:?}");
     }
 }

@@ -330,6 +330,55 @@ async fn a_slow_store_times_out_into_a_deny_not_a_hang() {
 }
 
 #[tokio::test]
+async fn an_http2_request_reset_while_it_waits_for_the_store_leaves_its_connection_idle() {
+    let upstream = Upstream::start().await;
+    upstream.delay_ms.store(3_000, Ordering::SeqCst);
+    let server = mandate_over(
+        &upstream,
+        &[
+            ("MANDATE_STORE_REQUEST_TIMEOUT", "5s"),
+            ("MANDATE_SERVER_IDLE_TIMEOUT", "500ms"),
+        ],
+    )
+    .await;
+    let addr = server.addr.to_string();
+    let ending = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        // A whole request, then a reset while its decision waits for the
+        // store: hyper drops the request there. Were it still counted in
+        // flight, this silent connection would never be idle, and a
+        // client could hold every permit so.
+        let mut attacker = crate::h2c::connect(&addr);
+        let block = crate::h2c::request_block(0x83, "/access/v1/evaluation");
+        let body = view("carol").to_string();
+        attacker
+            .write_all(&crate::h2c::frame(crate::h2c::HEADERS, 0x04, 1, &block))
+            .unwrap();
+        attacker
+            .write_all(&crate::h2c::frame(0, 0x01, 1, body.as_bytes()))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        attacker
+            .write_all(&crate::h2c::frame(
+                crate::h2c::RST_STREAM,
+                0,
+                1,
+                &8u32.to_be_bytes(),
+            ))
+            .unwrap();
+        crate::h2c::ending(&mut attacker, Duration::from_secs(2))
+    })
+    .await
+    .unwrap();
+    assert!(
+        upstream.calls() >= 1,
+        "the decision was waiting for the store"
+    );
+    assert!(ending.goaway.is_some(), "told with a GOAWAY: {ending:?}");
+    assert!(ending.closed, "and closed: {ending:?}");
+}
+
+#[tokio::test]
 async fn malformed_store_json_is_a_deny_with_an_error() {
     let upstream = Upstream::start().await;
     *upstream.mode.lock().unwrap() = Mode::Malformed;
