@@ -680,14 +680,15 @@ async fn about_route(
     if !routes.is_route_type(&resource.type_name) {
         return None;
     }
-    let decided = super::gateway::route_question(
+    // Boxed: every evaluation's future holds this one, and few are routes.
+    let decided = Box::pin(super::gateway::route_question(
         engine,
         routes,
         entity_ref(subject),
         &action.name,
         &resource.id,
         request_id,
-    )
+    ))
     .await;
     Some(decided.map_err(|e| NAMES.refuse(e, prefix)))
 }

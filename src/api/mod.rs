@@ -311,17 +311,20 @@ impl Api {
                 None => drop(headers.remove(&REQUEST_ID_HEADER)),
             }
             let path_and_query = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
-            return Ok(gateway::authorize(
+            return Ok(Box::pin(gateway::authorize(
                 &self.engine,
                 &self.routes,
                 &method,
                 path_and_query,
                 request.headers(),
                 request_id.unwrap_or_default(),
-            )
+            ))
             .await);
         }
         let limits = &self.settings.limits;
+        // Every endpoint but the common evaluation is awaited boxed: this
+        // future is as large as its largest arm, and every request's is
+        // made and moved whole.
         match path {
             "/access/v1/evaluation" => {
                 self.admit(Kind::Decision, &request)?;
@@ -334,13 +337,13 @@ impl Api {
                 self.admit(Kind::Decision, &request)?;
                 expect("POST", Method::POST)?;
                 let body = self.json_body(request).await?;
-                authzen::evaluations(
+                Box::pin(authzen::evaluations(
                     &self.engine,
                     &self.routes,
                     &body,
                     limits.max_batch_items,
                     request_id,
-                )
+                ))
                 .await
             }
             "/access/v1/search/subject"
@@ -354,13 +357,13 @@ impl Api {
                     _ => Searched::Action,
                 };
                 let body = self.json_body(request).await?;
-                search::search(
+                Box::pin(search::search(
                     &self.engine,
                     &self.settings.search,
                     searched,
                     &body,
                     request_id,
-                )
+                ))
                 .await
             }
             "/.well-known/authzen-configuration" => {
@@ -372,13 +375,19 @@ impl Api {
                 self.admit(Kind::Decision, &request)?;
                 expect("POST", Method::POST)?;
                 let body = self.body(request).await?;
-                native::is_authorized(&self.engine, &body, limits, request_id).await
+                Box::pin(native::is_authorized(
+                    &self.engine,
+                    &body,
+                    limits,
+                    request_id,
+                ))
+                .await
             }
             "/v1/is_authorized/batch" => {
                 self.admit(Kind::Decision, &request)?;
                 expect("POST", Method::POST)?;
                 let body = self.body(request).await?;
-                native::batch(&self.engine, &body, limits, request_id).await
+                Box::pin(native::batch(&self.engine, &body, limits, request_id)).await
             }
             "/openapi.yaml" => {
                 expect("GET", Method::GET)?;
@@ -394,7 +403,7 @@ impl Api {
             }
             "/readyz" => {
                 expect("GET", Method::GET)?;
-                Ok(self.readiness().await)
+                Ok(Box::pin(self.readiness()).await)
             }
             "/metrics" => {
                 expect("GET", Method::GET)?;
@@ -419,7 +428,7 @@ impl Api {
                 self.admit(Kind::Admin, &request)?;
                 expect("POST", Method::POST)?;
                 let body = self.body(request).await?;
-                admin::invalidate(&self.engine, &body).await
+                Box::pin(admin::invalidate(&self.engine, &body)).await
             }
             _ => Err(ApiError::NotFound(path.to_owned())),
         }
