@@ -15,6 +15,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use hyper::service::service_fn;
@@ -291,11 +292,19 @@ impl<H: Handler> Connection<H> {
                     if !identity.0.is_empty() {
                         request.extensions_mut().insert((*identity).clone());
                     }
-                    tokio::time::timeout(settings.request_timeout, handler.handle(request))
-                        .await
-                        .unwrap_or_else(|_| {
-                            handler.refuse(&ApiError::RequestTimeout(settings.request_timeout))
-                        })
+                    // Polled once in place first: most requests are answered
+                    // then, and make no timer. One that waits is timed from
+                    // there (its first poll is bounded work: a batch yields
+                    // between items).
+                    let mut handling = std::pin::pin!(handler.handle(request));
+                    match std::future::poll_fn(|cx| Poll::Ready(handling.as_mut().poll(cx))).await {
+                        Poll::Ready(response) => response,
+                        Poll::Pending => tokio::time::timeout(settings.request_timeout, handling)
+                            .await
+                            .unwrap_or_else(|_| {
+                                handler.refuse(&ApiError::RequestTimeout(settings.request_timeout))
+                            }),
+                    }
                 };
                 drop(in_flight);
                 Ok::<_, Infallible>(response)
