@@ -43,7 +43,12 @@ impl Server {
         core: &str,
         log: Option<&Path>,
     ) -> Self {
-        // Both streams append to one file, so neither overwrites the other.
+        // Each run starts its file afresh (a run's decision log is
+        // gigabytes: appended run after run it would fill the disk); both
+        // streams then append to it, so neither overwrites the other.
+        if let Some(path) = log {
+            std::fs::File::create(path).unwrap();
+        }
         let output = || match log {
             Some(path) => Stdio::from(
                 std::fs::OpenOptions::new()
