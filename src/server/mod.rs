@@ -292,19 +292,14 @@ impl<H: Handler> Connection<H> {
                     if !identity.0.is_empty() {
                         request.extensions_mut().insert((*identity).clone());
                     }
-                    // Polled once in place first: most requests are answered
-                    // then, and make no timer. One that waits is timed from
-                    // there (its first poll is bounded work: a batch yields
-                    // between items).
-                    let mut handling = std::pin::pin!(handler.handle(request));
-                    match std::future::poll_fn(|cx| Poll::Ready(handling.as_mut().poll(cx))).await {
-                        Poll::Ready(response) => response,
-                        Poll::Pending => tokio::time::timeout(settings.request_timeout, handling)
-                            .await
-                            .unwrap_or_else(|_| {
-                                handler.refuse(&ApiError::RequestTimeout(settings.request_timeout))
-                            }),
-                    }
+                    let started = tokio::time::Instant::now();
+                    answer_within(
+                        started,
+                        settings.request_timeout,
+                        handler.handle(request),
+                        || handler.refuse(&ApiError::RequestTimeout(settings.request_timeout)),
+                    )
+                    .await
                 };
                 drop(in_flight);
                 Ok::<_, Infallible>(response)
@@ -393,6 +388,42 @@ impl<H: Handler> Connection<H> {
     }
 }
 
+/// `handling`'s output, or `timed_out`'s once `limit` has passed since
+/// `started`. The future is polled in place, and the deadline armed only
+/// when it first waits: a request answered at once (most are) makes no
+/// timer, and is never moved into one. Either way the limit counts from
+/// `started`, and is found at a wait or a yield, as a timeout's is.
+async fn answer_within<F: Future>(
+    started: tokio::time::Instant,
+    limit: Duration,
+    handling: F,
+    timed_out: impl FnOnce() -> F::Output,
+) -> F::Output {
+    let mut handling = std::pin::pin!(handling);
+    let mut deadline = std::pin::pin!(None::<tokio::time::Sleep>);
+    let mut timed_out = Some(timed_out);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(output) = handling.as_mut().poll(cx) {
+            return Poll::Ready(output);
+        }
+        if deadline.is_none() {
+            // A limit too far to count is none.
+            if let Some(at) = started.checked_add(limit) {
+                deadline.set(Some(tokio::time::sleep_until(at)));
+            }
+        }
+        let expired = deadline
+            .as_mut()
+            .as_pin_mut()
+            .is_some_and(|sleep| sleep.poll(cx).is_ready());
+        if expired && let Some(timed_out) = timed_out.take() {
+            return Poll::Ready(timed_out());
+        }
+        Poll::Pending
+    })
+    .await
+}
+
 /// How a connection's first phase ended.
 enum First<E> {
     /// the connection ended by itself
@@ -401,4 +432,72 @@ enum First<E> {
     Arrived,
     /// shutdown began first: close, letting a request in flight finish
     Closing,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::time::Instant;
+
+    /// What `work` answers within a 3 s limit from now, and when.
+    async fn within_3s(work: impl Future<Output = &'static str>) -> (&'static str, Duration) {
+        let started = Instant::now();
+        let answer = answer_within(started, Duration::from_secs(3), work, || "timed out").await;
+        (answer, started.elapsed())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_is_answered_or_timed_out_at_its_limit_from_its_start() {
+        // Answered at once: no timer, the answer.
+        assert_eq!(within_3s(async { "answered" }).await.0, "answered");
+        // Answered after waits within the limit.
+        let waits = async {
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            "answered"
+        };
+        assert_eq!(within_3s(waits).await, ("answered", Duration::from_secs(2)));
+        // Waiting past it: timed out at the limit, counted from the start.
+        let stuck = async {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            "answered"
+        };
+        assert_eq!(
+            within_3s(stuck).await,
+            ("timed out", Duration::from_secs(3))
+        );
+        // A limit too far to count is none: the answer, whenever it comes.
+        let late = async {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            "answered"
+        };
+        let answer = answer_within(Instant::now(), Duration::MAX, late, || "timed out");
+        assert_eq!(answer.await, "answered");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_that_yields_gives_the_worker_back_at_its_first_yield() {
+        // The first yield returns to the runtime: a task spawned before
+        // runs between the request's two halves.
+        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let other = {
+            let order = Arc::clone(&order);
+            tokio::spawn(async move { order.lock().unwrap().push("other") })
+        };
+        let work = {
+            let order = Arc::clone(&order);
+            async move {
+                order.lock().unwrap().push("first half");
+                tokio::task::yield_now().await;
+                order.lock().unwrap().push("second half");
+                "answered"
+            }
+        };
+        assert_eq!(within_3s(work).await.0, "answered");
+        other.await.unwrap();
+        assert_eq!(
+            *order.lock().unwrap(),
+            ["first half", "other", "second half"]
+        );
+    }
 }
