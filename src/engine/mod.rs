@@ -491,6 +491,12 @@ impl Engine {
         })
     }
 
+    /// Whether the store alone describes the entities `prepared` reads:
+    /// only then may the memo serve them or remember them.
+    fn store_only(&self, prepared: &Prepared<'_>) -> bool {
+        prepared.supplied.is_empty() && !self.sources.any_request()
+    }
+
     /// Stage 3 when nothing need be awaited: the file store's resident
     /// entities under the memo's entry for the key, or the memo's answer
     /// when it settles the decision; else the memo's entry, if any, for
@@ -502,7 +508,7 @@ impl Engine {
         need: Need,
     ) -> Result<SliceNow, Stop> {
         let key = &prepared.key;
-        let store_only = prepared.supplied.is_empty() && !self.sources.any_request();
+        let store_only = self.store_only(prepared);
         if let Some(resident) = self.store.resident().filter(|_| store_only) {
             if !resident.read_under(snapshot.schema()) {
                 let error = crate::entities::EntityError::OtherSchema;
@@ -561,6 +567,7 @@ impl Engine {
         prepared: Prepared<'v>,
         hit: Option<Arc<Memoized>>,
     ) -> Result<Sliced<'v>, Stop> {
+        let store_only = self.store_only(&prepared);
         let Prepared {
             action,
             plan,
@@ -568,7 +575,6 @@ impl Engine {
             context,
             supplied,
         } = prepared;
-        let store_only = supplied.is_empty() && !self.sources.any_request();
         let (entities, gathered) = self.build(snapshot, plan, &key, supplied).await?;
         let memo = match hit {
             Some(memo) => memo,

@@ -292,13 +292,9 @@ impl<H: Handler> Connection<H> {
                     if !identity.0.is_empty() {
                         request.extensions_mut().insert((*identity).clone());
                     }
-                    let started = tokio::time::Instant::now();
-                    answer_within(
-                        started,
-                        settings.request_timeout,
-                        handler.handle(request),
-                        || handler.refuse(&ApiError::RequestTimeout(settings.request_timeout)),
-                    )
+                    answer_within(settings.request_timeout, handler.handle(request), || {
+                        handler.refuse(&ApiError::RequestTimeout(settings.request_timeout))
+                    })
                     .await
                 };
                 drop(in_flight);
@@ -388,17 +384,17 @@ impl<H: Handler> Connection<H> {
     }
 }
 
-/// `handling`'s output, or `timed_out`'s once `limit` has passed since
-/// `started`. The future is polled in place, and the deadline armed only
-/// when it first waits: a request answered at once (most are) makes no
-/// timer, and is never moved into one. Either way the limit counts from
-/// `started`, and is found at a wait or a yield, as a timeout's is.
+/// `handling`'s output, or `timed_out`'s once `limit` has passed since it
+/// began. The future is polled in place, and the deadline armed only when
+/// it first waits: a request answered at once (most are) makes no timer,
+/// and is never moved into one. Either way the limit counts from its
+/// start, and is found at a wait or a yield, as a timeout's is.
 async fn answer_within<F: Future>(
-    started: tokio::time::Instant,
     limit: Duration,
     handling: F,
     timed_out: impl FnOnce() -> F::Output,
 ) -> F::Output {
+    let started = tokio::time::Instant::now();
     let mut handling = std::pin::pin!(handling);
     let mut deadline = std::pin::pin!(None::<tokio::time::Sleep>);
     let mut timed_out = Some(timed_out);
@@ -442,7 +438,7 @@ mod tests {
     /// What `work` answers within a 3 s limit from now, and when.
     async fn within_3s(work: impl Future<Output = &'static str>) -> (&'static str, Duration) {
         let started = Instant::now();
-        let answer = answer_within(started, Duration::from_secs(3), work, || "timed out").await;
+        let answer = answer_within(Duration::from_secs(3), work, || "timed out").await;
         (answer, started.elapsed())
     }
 
@@ -471,7 +467,7 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(5)).await;
             "answered"
         };
-        let answer = answer_within(Instant::now(), Duration::MAX, late, || "timed out");
+        let answer = answer_within(Duration::MAX, late, || "timed out");
         assert_eq!(answer.await, "answered");
     }
 
