@@ -559,10 +559,15 @@ impl Api {
                 }
             }
         }
-        // A copy of our own: a slice of hyper's read buffer, held while the
-        // request is decided, would make hyper allocate a new buffer (8 KiB)
-        // for the connection's next read.
+        // HTTP/1.1's one frame is kept as it came, a slice of hyper's read
+        // buffer: hyper reads nothing more on the connection until the
+        // answer is written (with `half_close`, not even to look for a
+        // peer gone mid-request; see `server`), so holding it costs no new
+        // buffer. HTTP/2's frames share a buffer the connection's other
+        // streams go on reading into: a copy of our own, or the next read
+        // would need a new buffer while this request is decided.
         let bytes = match first {
+            Some(data) if http1 => data,
             Some(data) => Bytes::copy_from_slice(&data),
             None => Bytes::from(more),
         };
@@ -769,8 +774,9 @@ impl Explanation<'_> {
         }
         out.extend_from_slice(b"],\"policy_version\":");
         encode::string(out, self.policy_version);
-        out.extend_from_slice(b",\"summary\":");
-        encode::display(out, &self.summary);
+        out.extend_from_slice(b",\"summary\":\"");
+        self.summary.pieces(|text| encode::escaped(out, text));
+        out.push(b'"');
         if self.stale_data {
             out.extend_from_slice(b",\"stale_data\":true");
         }

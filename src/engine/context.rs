@@ -17,8 +17,9 @@ use crate::policy::{Attr, AttrKind, PolicySnapshot, RequestShape};
 pub(super) enum ReadContext<'v> {
     /// checked against the shape; not yet converted
     Shaped(Shaped<'v>),
-    /// Cedar's request, from the slow path
-    Built(Request),
+    /// Cedar's request, from the slow path (boxed: it is ten times the
+    /// shaped form, and a decision's stages move this whole)
+    Built(Box<Request>),
 }
 
 impl ReadContext<'_> {
@@ -130,7 +131,7 @@ pub(super) fn read_context<'v>(
     match build_request(snapshot, principal, action, resource, json) {
         Ok(request) => {
             collect_entity_refs(snapshot, json, &mut refs);
-            Ok((ReadContext::Built(request), refs))
+            Ok((ReadContext::Built(Box::new(request)), refs))
         }
         Err(RequestProblem::Context(message)) => {
             let check = |json: &Value| {

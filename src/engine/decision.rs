@@ -203,30 +203,48 @@ impl Decision {
 #[derive(Debug, Clone, Copy)]
 pub struct Summary<'a>(&'a Decision);
 
-impl std::fmt::Display for Summary<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl Summary<'_> {
+    /// Hands `piece` the summary's text in order, piece by piece: what
+    /// `Display` writes, for a writer that needs no formatting machinery
+    /// (every answer carries a summary).
+    pub fn pieces(&self, mut piece: impl FnMut(&str)) {
         let decision = self.0;
-        let reasons = |f: &mut std::fmt::Formatter<'_>| {
+        let reasons = |piece: &mut dyn FnMut(&str)| {
             for (n, reason) in decision.reasons.iter().enumerate() {
                 if n > 0 {
-                    f.write_str(", ")?;
+                    piece(", ");
                 }
-                f.write_str(reason.as_ref())?;
+                piece(reason.as_ref());
             }
-            Ok(())
         };
         match (decision.allowed, decision.errors.first()) {
             (true, _) => {
-                f.write_str("allowed by ")?;
-                reasons(f)
+                piece("allowed by ");
+                reasons(&mut piece);
             }
             (false, _) if !decision.reasons.is_empty() => {
-                f.write_str("denied by ")?;
-                reasons(f)
+                piece("denied by ");
+                reasons(&mut piece);
             }
-            (false, Some(error)) => write!(f, "denied: {}: {}", error.code, error.message),
-            (false, None) => f.write_str("denied: no policy allowed the request"),
+            (false, Some(error)) => {
+                for text in ["denied: ", error.code, ": ", error.message.as_str()] {
+                    piece(text);
+                }
+            }
+            (false, None) => piece("denied: no policy allowed the request"),
         }
+    }
+}
+
+impl std::fmt::Display for Summary<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut written = Ok(());
+        self.pieces(|text| {
+            if written.is_ok() {
+                written = f.write_str(text);
+            }
+        });
+        written
     }
 }
 

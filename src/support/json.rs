@@ -99,9 +99,9 @@ impl fmt::Write for Escaping<'_> {
     }
 }
 
-/// `text`'s bytes with those JSON needs escaped: runs that need nothing
-/// are copied whole.
-fn escaped(out: &mut Vec<u8>, text: &str) {
+/// `text` as the inside of a JSON string (no quotes), escaped as
+/// [`string`]: runs that need nothing are copied whole.
+pub fn escaped(out: &mut Vec<u8>, text: &str) {
     let mut rest = text.as_bytes();
     while let Some(at) = first_to_escape(rest) {
         let (plain, from) = rest.split_at(at);
