@@ -460,61 +460,69 @@ impl Api {
     /// a 400 when it declares a media type other than `application/json`
     /// (parameters such as `charset` aside), as the AuthZEN certification
     /// scenario requires. A body that declares none is read as JSON.
-    async fn json_body<B>(&self, request: Request<B>) -> Result<Bytes, ApiError>
+    fn json_body<B>(&self, request: Request<B>) -> impl Future<Output = Result<Bytes, ApiError>>
     where
         B: hyper::body::Body<Data = Bytes>,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
-        let body = self.json_body_unchecked(request).await?;
-        check_json(&body, self.settings.limits.max_json_depth)?;
-        Ok(body)
+        let refused = not_json(request.headers());
+        let max_depth = self.settings.limits.max_json_depth;
+        self.read_body(request, move |body| {
+            let body = refused_media_type(body, refused, max_depth)?;
+            check_json(&body, max_depth)?;
+            Ok(body)
+        })
     }
 
     /// As [`Self::json_body`], but the JSON checks ([`check_json`]) left to
     /// the caller, who may read the body in one pass instead; a body
     /// refused for its media type is checked first, so its faults are
     /// named in the same order as any other body's.
-    async fn json_body_unchecked<B>(&self, request: Request<B>) -> Result<Bytes, ApiError>
+    fn json_body_unchecked<B>(
+        &self,
+        request: Request<B>,
+    ) -> impl Future<Output = Result<Bytes, ApiError>>
     where
         B: hyper::body::Body<Data = Bytes>,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
         let refused = not_json(request.headers());
-        // Read first, so a refused body leaves the connection clean.
-        let body = self.read_body(request).await?;
-        match refused {
-            Some(message) => {
-                check_json(&body, self.settings.limits.max_json_depth)?;
-                Err(ApiError::InvalidRequest {
-                    field: String::new(),
-                    code: "unsupported_content_type",
-                    message,
-                })
-            }
-            None => Ok(body),
-        }
+        let max_depth = self.settings.limits.max_json_depth;
+        self.read_body(request, move |body| {
+            refused_media_type(body, refused, max_depth)
+        })
     }
 
     /// A body, read within `limits.max_body_bytes`, and checked
     /// ([`check_json`]).
-    async fn body<B>(&self, request: Request<B>) -> Result<Bytes, ApiError>
+    fn body<B>(&self, request: Request<B>) -> impl Future<Output = Result<Bytes, ApiError>>
     where
         B: hyper::body::Body<Data = Bytes>,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
-        let body = self.read_body(request).await?;
-        check_json(&body, self.settings.limits.max_json_depth)?;
-        Ok(body)
+        let max_depth = self.settings.limits.max_json_depth;
+        self.read_body(request, move |body| {
+            check_json(&body, max_depth)?;
+            Ok(body)
+        })
     }
 
     /// A body, read within `limits.max_body_bytes` (a larger one refused,
-    /// and lingered over on HTTP/1.1), not checked.
-    async fn read_body<B>(&self, request: Request<B>) -> Result<Bytes, ApiError>
+    /// and lingered over on HTTP/1.1), then handed to `then`, the caller's
+    /// check. The request's head is read and dropped at once: the one
+    /// future, which every request's own future holds, holds only the
+    /// body (an `async fn` would keep the whole request in it, and each
+    /// caller wrapping it a copy of it again).
+    fn read_body<B>(
+        &self,
+        request: Request<B>,
+        then: impl FnOnce(Bytes) -> Result<Bytes, ApiError>,
+    ) -> impl Future<Output = Result<Bytes, ApiError>>
     where
         B: hyper::body::Body<Data = Bytes>,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
-        let limit = self.settings.limits.max_body_bytes;
+        let limits = &self.settings.limits;
         let declared = request
             .headers()
             .get(http::header::CONTENT_LENGTH)
@@ -528,50 +536,85 @@ impl Api {
             .headers()
             .get(http::header::EXPECT)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-        let mut body = std::pin::pin!(request.into_body());
-        let limits = &self.settings.limits;
-        if declared.is_some_and(|len| len > limit) {
-            if http1 && !waits_for_continue {
-                linger(body, limits.lingering_time, limits.lingering_timeout).await;
-            }
-            return Err(ApiError::BodyTooLarge { limit });
-        }
-        // Read frame by frame (most bodies are one): the first kept as it
-        // came, any more appended to a buffer of our own.
-        let (mut first, mut more, mut total) = (None::<Bytes>, Vec::new(), 0usize);
-        while let Some(frame) = body.as_mut().frame().await {
-            let frame = frame.map_err(|e| ApiError::BodyRead(e.to_string()))?;
-            let Ok(data) = frame.into_data() else {
-                continue;
-            };
-            total = total.saturating_add(data.len());
-            if total > limit {
-                if http1 {
-                    linger(body, limits.lingering_time, limits.lingering_timeout).await;
+        let body = request.into_body();
+        async move {
+            let limit = limits.max_body_bytes;
+            let mut body = std::pin::pin!(body);
+            if declared.is_some_and(|len| len > limit) {
+                if http1 && !waits_for_continue {
+                    Box::pin(linger(
+                        body,
+                        limits.lingering_time,
+                        limits.lingering_timeout,
+                    ))
+                    .await;
                 }
                 return Err(ApiError::BodyTooLarge { limit });
             }
-            match first.take() {
-                None if more.is_empty() => first = Some(data),
-                kept => {
-                    more.extend_from_slice(kept.as_deref().unwrap_or_default());
-                    more.extend_from_slice(&data);
+            // Read frame by frame (most bodies are one): the first kept as
+            // it came, any more appended to a buffer of our own. (Lingering
+            // over a refused body is awaited boxed: its timers would make
+            // every request's future larger.)
+            let (mut first, mut more, mut total) = (None::<Bytes>, Vec::new(), 0usize);
+            while let Some(frame) = body.as_mut().frame().await {
+                let frame = frame.map_err(|e| ApiError::BodyRead(e.to_string()))?;
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                total = total.saturating_add(data.len());
+                if total > limit {
+                    if http1 {
+                        Box::pin(linger(
+                            body,
+                            limits.lingering_time,
+                            limits.lingering_timeout,
+                        ))
+                        .await;
+                    }
+                    return Err(ApiError::BodyTooLarge { limit });
+                }
+                match first.take() {
+                    None if more.is_empty() => first = Some(data),
+                    kept => {
+                        more.extend_from_slice(kept.as_deref().unwrap_or_default());
+                        more.extend_from_slice(&data);
+                    }
                 }
             }
+            // HTTP/1.1's one frame is kept as it came, a slice of hyper's
+            // read buffer: hyper reads nothing more on the connection until
+            // the answer is written (with `half_close`, not even to look for
+            // a peer gone mid-request; see `server`), so holding it costs no
+            // new buffer. HTTP/2's frames share a buffer the connection's
+            // other streams go on reading into: a copy of our own, or the
+            // next read would need a new buffer while this request is decided.
+            then(match first {
+                Some(data) if http1 => data,
+                Some(data) => Bytes::copy_from_slice(&data),
+                None => Bytes::from(more),
+            })
         }
-        // HTTP/1.1's one frame is kept as it came, a slice of hyper's read
-        // buffer: hyper reads nothing more on the connection until the
-        // answer is written (with `half_close`, not even to look for a
-        // peer gone mid-request; see `server`), so holding it costs no new
-        // buffer. HTTP/2's frames share a buffer the connection's other
-        // streams go on reading into: a copy of our own, or the next read
-        // would need a new buffer while this request is decided.
-        let bytes = match first {
-            Some(data) if http1 => data,
-            Some(data) => Bytes::copy_from_slice(&data),
-            None => Bytes::from(more),
-        };
-        Ok(bytes)
+    }
+}
+
+/// `body`, or the 400 for a body that declared a media type other than
+/// JSON (`refused`'s message), its JSON checked first so that its faults
+/// are named in the same order as any other body's.
+fn refused_media_type(
+    body: Bytes,
+    refused: Option<String>,
+    max_depth: usize,
+) -> Result<Bytes, ApiError> {
+    match refused {
+        Some(message) => {
+            check_json(&body, max_depth)?;
+            Err(ApiError::InvalidRequest {
+                field: String::new(),
+                code: "unsupported_content_type",
+                message,
+            })
+        }
+        None => Ok(body),
     }
 }
 

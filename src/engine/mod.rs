@@ -307,6 +307,26 @@ impl Engine {
         let started = std::time::Instant::now();
         // One snapshot for the whole decision, its metrics included.
         let snapshot = self.policies.current();
+        // The stages run at once; only a slice to be built from the store
+        // is awaited, boxed with the recording after it: this future holds
+        // none of the stages' values (a decision that needs no slice built,
+        // a memo hit or the file store's entities, never makes or moves an
+        // awaiting future at all).
+        match self.decide_at_once(&snapshot, request, record, started) {
+            Ok(outcome) => outcome,
+            Err(later) => later.await,
+        }
+    }
+
+    /// [`Self::decide_and_record`]'s decision and its recording when no
+    /// stage waits; else the rest, boxed, to be awaited.
+    fn decide_at_once<'v>(
+        &'v self,
+        snapshot: &'v PolicySnapshot,
+        request: &'v DecisionRequest<'_>,
+        record: bool,
+        started: std::time::Instant,
+    ) -> Result<Result<Decision, RequestError>, Later<'v>> {
         let span = stage(|| {
             tracing::info_span!(
                 target: SPANS,
@@ -315,18 +335,32 @@ impl Engine {
                 decision = tracing::field::Empty,
             )
         });
-        // The stages run at once; only a slice to be built from the store
-        // is awaited, boxed: a decision that needs none (a memo hit, the
-        // file store's entities) never makes or moves an awaiting future.
-        let decided = match span.in_scope(|| self.decide_now(&snapshot, request, record)) {
+        let decided = match span.in_scope(|| self.decide_now(snapshot, request, record)) {
             Ok(Now::Decided(decided)) => Ok(decided),
             Ok(Now::Later(prepared, hit)) => {
-                Box::pin(self.decide_later(&snapshot, request, prepared, hit, record))
-                    .instrument(span.clone())
-                    .await
+                return Err(Box::pin(async move {
+                    let decided = self
+                        .decide_later(snapshot, request, prepared, hit, record)
+                        .instrument(span.clone())
+                        .await;
+                    self.recorded(snapshot, request, (record, started), &span, decided)
+                }));
             }
             Err(stop) => Err(stop),
         };
+        Ok(self.recorded(snapshot, request, (record, started), &span, decided))
+    }
+
+    /// A decision's outcome, with its span, metric and log line when it is
+    /// `record`ed: the decision, or the caller's mistake.
+    fn recorded(
+        &self,
+        snapshot: &PolicySnapshot,
+        request: &DecisionRequest<'_>,
+        (record, started): (bool, std::time::Instant),
+        span: &tracing::Span,
+        decided: Result<Decided<'_>, Stop>,
+    ) -> Result<Decision, RequestError> {
         if let Ok((_, decision, _)) = &decided {
             span.record(
                 "decision",
@@ -352,7 +386,7 @@ impl Engine {
                         record::read_entities(slice, key, plan, self.log.captures_entities())
                     })
                 });
-                record::log_decision(&self.log, &snapshot, request, (decision, read), took);
+                record::log_decision(&self.log, snapshot, request, (decision, read), took);
             }
         }
         outcome
@@ -806,6 +840,12 @@ enum Now<'v> {
 
 /// What the stages give: the resolved action, the decision, what was read.
 type Decided<'v> = (&'v EntityUid, Decision, Read<'v>);
+
+/// A decision's rest when its slice is built from the store: boxed, so
+/// that the futures of those that await it stay small.
+type Later<'v> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Decision, RequestError>> + Send + 'v>,
+>;
 
 /// What stages 1 to 3 leave for evaluation.
 struct Sliced<'v> {
