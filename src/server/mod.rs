@@ -299,7 +299,11 @@ impl<H: Handler> Connection<H> {
                     if !identity.0.is_empty() {
                         request.extensions_mut().insert((*identity).clone());
                     }
-                    answer_within(settings.request_timeout, handler.handle(request), || {
+                    // Boxed where it is made: passed on and polled in place,
+                    // the handler's future (most of a kilobyte) would be
+                    // copied whole at each step.
+                    let handling = Box::pin(handler.handle(request));
+                    answer_within(settings.request_timeout, handling, || {
                         handler.refuse(&ApiError::RequestTimeout(settings.request_timeout))
                     })
                     .await
