@@ -191,14 +191,21 @@ pub struct TypeNames {
 impl TypeNames {
     fn new(schema: &Schema, prefix: &str) -> Self {
         let mut types = HashMap::default();
+        let mut exact = Vec::new();
         for ty in schema.entity_types() {
             let full = ty.to_string();
             let printed: Arc<str> = Arc::from(full.as_str());
             if let Some(short) = full.strip_prefix(prefix).filter(|s| !s.contains("::")) {
                 types.insert(short.to_lowercase(), (ty.clone(), Arc::clone(&printed)));
+                exact.push((short.to_owned(), (ty.clone(), Arc::clone(&printed))));
             }
-            types.insert(full.to_lowercase(), (ty.clone(), printed));
+            types.insert(full.to_lowercase(), (ty.clone(), Arc::clone(&printed)));
+            exact.push((full, (ty.clone(), printed)));
         }
+        // Each name also as the schema spells it, inserted last so that it
+        // wins over another type's lowercased name: a request that spells a
+        // name so is found at once, with no lowercased copy made.
+        types.extend(exact);
         Self { types }
     }
 
@@ -635,6 +642,25 @@ mod tests {
             }
         }
         dir
+    }
+
+    #[test]
+    fn a_type_is_found_by_any_spelling_and_an_exact_one_wins() {
+        let (schema, _) = Schema::from_cedarschema_str(
+            "namespace N { entity Account; entity User; entity user; }",
+        )
+        .unwrap();
+        let types = TypeNames::new(&schema, "N::");
+        let printed = |name| types.get(name).map(|(_, printed)| printed);
+        for name in ["Account", "account", "ACCOUNT", "N::Account", "n::account"] {
+            assert_eq!(printed(name), Some("N::Account"), "{name}");
+        }
+        // Two types a case apart: each exact spelling is its own type.
+        assert_eq!(printed("User"), Some("N::User"));
+        assert_eq!(printed("N::User"), Some("N::User"));
+        assert_eq!(printed("user"), Some("N::user"));
+        assert_eq!(printed("N::user"), Some("N::user"));
+        assert_eq!(printed("Nope"), None);
     }
 
     #[test]
