@@ -581,15 +581,10 @@ impl Api {
                     }
                 }
             }
-            // HTTP/1.1's one frame is kept as it came, a slice of hyper's
-            // read buffer: hyper reads nothing more on the connection until
-            // the answer is written (with `half_close`, not even to look for
-            // a peer gone mid-request; see `server`), so holding it costs no
-            // new buffer. HTTP/2's frames share a buffer the connection's
-            // other streams go on reading into: a copy of our own, or the
-            // next read would need a new buffer while this request is decided.
+            // A copy of our own: a slice of hyper's read buffer, held while
+            // the request is decided, would keep the connection's old
+            // buffer alive beside the new one its next read takes.
             then(match first {
-                Some(data) if http1 => data,
                 Some(data) => Bytes::copy_from_slice(&data),
                 None => Bytes::from(more),
             })

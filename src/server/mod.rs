@@ -109,15 +109,12 @@ pub async fn serve<H: Handler>(
     let mut builder = Builder::new(TokioExecutor::new());
     // HTTP/1.1's header read timeout is kept by each connection's watchdog
     // (its idle limit is never longer), not by a timer hyper would set and
-    // clear on every request. `half_close`: hyper does not read while a
-    // request is decided to learn whether the peer has gone (the request
-    // timeout bounds the decision anyway), a read that would cost the
-    // connection a new 8 KiB buffer while the request's bytes are held.
-    builder
-        .http1()
-        .header_read_timeout(None)
-        .keep_alive(true)
-        .half_close(true);
+    // clear on every request. No `half_close`: hyper then reads while a
+    // request is decided, to learn that its client has gone and cancel it
+    // (a read that costs the connection a new 8 KiB buffer per request,
+    // BENCHMARKS.md, issue 35; an abandoned request would otherwise hold
+    // its connection until the request timeout).
+    builder.http1().header_read_timeout(None).keep_alive(true);
     builder
         .http2()
         .timer(TokioTimer::new())

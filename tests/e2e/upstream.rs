@@ -330,6 +330,53 @@ async fn a_slow_store_times_out_into_a_deny_not_a_hang() {
 }
 
 #[tokio::test]
+async fn an_http1_client_gone_while_its_decision_waits_for_the_store_frees_its_connection() {
+    let upstream = Upstream::start().await;
+    upstream.delay_ms.store(3_000, Ordering::SeqCst);
+    let server = mandate_over(
+        &upstream,
+        &[
+            ("MANDATE_STORE_REQUEST_TIMEOUT", "5s"),
+            ("MANDATE_SERVER_MAX_CONNECTIONS", "1"),
+        ],
+    )
+    .await;
+    let addr = server.addr;
+    let answer = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        // A whole request, then the client gone while its decision waits
+        // for the store (a gateway whose own timeout fired). The server
+        // must see it go and cancel the request: held until the store
+        // answers, the only permit would refuse everyone else meanwhile.
+        let body = view("carol").to_string();
+        let mut gone = std::net::TcpStream::connect(addr).unwrap();
+        write!(
+            gone,
+            "POST /access/v1/evaluation HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        drop(gone);
+        std::thread::sleep(Duration::from_millis(300));
+        let mut next = std::net::TcpStream::connect(addr).unwrap();
+        next.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        next.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut answer = Vec::new();
+        let _ = next.read_to_end(&mut answer);
+        String::from_utf8_lossy(&answer).into_owned()
+    })
+    .await
+    .unwrap();
+    assert!(
+        upstream.calls() >= 1,
+        "the decision was waiting for the store"
+    );
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+#[tokio::test]
 async fn an_http2_request_reset_while_it_waits_for_the_store_leaves_its_connection_idle() {
     let upstream = Upstream::start().await;
     upstream.delay_ms.store(3_000, Ordering::SeqCst);
