@@ -465,13 +465,7 @@ impl Api {
         B: hyper::body::Body<Data = Bytes>,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
-        let refused = not_json(request.headers());
-        let max_depth = self.settings.limits.max_json_depth;
-        self.read_body(request, move |body| {
-            let body = refused_media_type(body, refused, max_depth)?;
-            check_json(&body, max_depth)?;
-            Ok(body)
-        })
+        self.json_read(request, true)
     }
 
     /// As [`Self::json_body`], but the JSON checks ([`check_json`]) left to
@@ -486,10 +480,27 @@ impl Api {
         B: hyper::body::Body<Data = Bytes>,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
+        self.json_read(request, false)
+    }
+
+    /// [`Self::json_body`] when `checked`, else [`Self::json_body_unchecked`].
+    fn json_read<B>(
+        &self,
+        request: Request<B>,
+        checked: bool,
+    ) -> impl Future<Output = Result<Bytes, ApiError>>
+    where
+        B: hyper::body::Body<Data = Bytes>,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
         let refused = not_json(request.headers());
         let max_depth = self.settings.limits.max_json_depth;
         self.read_body(request, move |body| {
-            refused_media_type(body, refused, max_depth)
+            let body = refused_media_type(body, refused, max_depth)?;
+            if checked {
+                check_json(&body, max_depth)?;
+            }
+            Ok(body)
         })
     }
 
@@ -541,20 +552,10 @@ impl Api {
             let limit = limits.max_body_bytes;
             let mut body = std::pin::pin!(body);
             if declared.is_some_and(|len| len > limit) {
-                if http1 && !waits_for_continue {
-                    Box::pin(linger(
-                        body,
-                        limits.lingering_time,
-                        limits.lingering_timeout,
-                    ))
-                    .await;
-                }
-                return Err(ApiError::BodyTooLarge { limit });
+                return Err(too_large(body, http1 && !waits_for_continue, limits).await);
             }
             // Read frame by frame (most bodies are one): the first kept as
-            // it came, any more appended to a buffer of our own. (Lingering
-            // over a refused body is awaited boxed: its timers would make
-            // every request's future larger.)
+            // it came, any more appended to a buffer of our own.
             let (mut first, mut more, mut total) = (None::<Bytes>, Vec::new(), 0usize);
             while let Some(frame) = body.as_mut().frame().await {
                 let frame = frame.map_err(|e| ApiError::BodyRead(e.to_string()))?;
@@ -563,15 +564,7 @@ impl Api {
                 };
                 total = total.saturating_add(data.len());
                 if total > limit {
-                    if http1 {
-                        Box::pin(linger(
-                            body,
-                            limits.lingering_time,
-                            limits.lingering_timeout,
-                        ))
-                        .await;
-                    }
-                    return Err(ApiError::BodyTooLarge { limit });
+                    return Err(too_large(body, http1, limits).await);
                 }
                 match first.take() {
                     None if more.is_empty() => first = Some(data),
@@ -658,6 +651,27 @@ fn is_json(value: &HeaderValue) -> bool {
         .next()
         .unwrap_or_default();
     media.trim_ascii().eq_ignore_ascii_case(b"application/json")
+}
+
+/// The refusal of a body over `limits.max_body_bytes`, after lingering
+/// over the rest of it when `lingers` (HTTP/1.1). The lingering is awaited
+/// boxed: its timers would make every request's body-reading future larger.
+async fn too_large<B: hyper::body::Body<Data = Bytes>>(
+    body: std::pin::Pin<&mut B>,
+    lingers: bool,
+    limits: &ApiLimits,
+) -> ApiError {
+    if lingers {
+        Box::pin(linger(
+            body,
+            limits.lingering_time,
+            limits.lingering_timeout,
+        ))
+        .await;
+    }
+    ApiError::BodyTooLarge {
+        limit: limits.max_body_bytes,
+    }
 }
 
 /// Reads and drops the rest of a refused (too large) `body` until it ends,
