@@ -199,7 +199,8 @@ impl Api {
         // decision log line and its answer carry the same one.
         let request_id = match caller_request_id(request.headers()) {
             // A copy: a value borrowed from hyper's read buffer, held until
-            // the answer, would cost the connection a new buffer.
+            // the answer, would keep that buffer alive beside the new one
+            // the connection reads into.
             Some(id) => HeaderValue::from_bytes(id.as_bytes()).ok(),
             None => HeaderValue::from_bytes(&crate::engine::new_request_id_digits()).ok(),
         };
