@@ -521,10 +521,11 @@ impl Api {
 
     /// A body, read within `limits.max_body_bytes` (a larger one refused,
     /// and lingered over on HTTP/1.1), then handed to `then`, the caller's
-    /// check. The request's head is read and dropped at once: the one
-    /// future, which every request's own future holds, holds only the
-    /// body (an `async fn` would keep the whole request in it, and each
-    /// caller wrapping it a copy of it again).
+    /// check: read whole first, so a body `then` refuses leaves the
+    /// connection clean. The request's head is read and dropped at once:
+    /// the one future, which every request's own future holds, holds only
+    /// the body (an `async fn` would keep the whole request in it, and
+    /// each caller wrapping it a copy of it again).
     fn read_body<B>(
         &self,
         request: Request<B>,
